@@ -1,0 +1,333 @@
+/*
+ * git-adapter - LoRA adapters of a model.
+ *
+ * For now one subcommand: "show" loads a PEFT adapter directory, validates
+ * it the way git infer will before applying it (libcore/peft.h), and
+ * describes it.  The adapter is opened and checked in full first, so a
+ * broken one is reported as an error rather than half described.
+ */
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+#include "cmd.h"
+#include "dtype.h"
+#include "json.h"
+#include "peft.h"
+
+static const char *const usage[] = {
+	"git adapter [--version] <command> [<args>]",
+	NULL
+};
+
+static const char *const show_usage[] = {
+	"git adapter show [--json] <dir>",
+	NULL
+};
+
+/* "0-2, 5, 7-9" for the sorted, distinct layers[0..n). */
+static void add_ranges(gm_buf *b, const int *layers, size_t n)
+{
+	size_t i, j;
+
+	for (i = 0; i < n; i = j) {
+		for (j = i + 1; j < n && layers[j] == layers[j - 1] + 1; j++)
+			;
+		gm_buf_addf(b, "%s%d", i ? ", " : "", layers[i]);
+		if (j - i > 1)
+			gm_buf_addf(b, "-%d", layers[j - 1]);
+	}
+}
+
+/* The distinct layers with a module of proj (all of them for GM_PEFT_PROJ_COUNT). */
+static size_t collect_layers(const gm_peft_adapter *ad, int proj, int *out)
+{
+	size_t i, n = 0;
+
+	/* modules are sorted by layer, so equal layers are adjacent */
+	for (i = 0; i < ad->n_modules; i++) {
+		const gm_peft_module *m = &ad->modules[i];
+		if (proj != GM_PEFT_PROJ_COUNT && (int)m->proj != proj)
+			continue;
+		if (!n || out[n - 1] != m->layer)
+			out[n++] = m->layer;
+	}
+	return n;
+}
+
+/* "8", or "4-8" when rank_pattern gives the layers of a projection different values. */
+static void add_span_i(gm_buf *b, int64_t lo, int64_t hi)
+{
+	gm_buf_addf(b, lo == hi ? "%lld" : "%lld-%lld", (long long)lo, (long long)hi);
+}
+
+static void add_span_g(gm_buf *b, double lo, double hi)
+{
+	gm_buf_addf(b, lo == hi ? "%g" : "%g-%g", lo, hi);
+}
+
+enum { COL_NAME, COL_LAYERS, COL_SHAPE, COL_RANK, COL_SCALE, N_COLS };
+
+/* One row per projection: where it is adapted, its features, rank and scale. */
+static void print_projections(const gm_peft_adapter *ad, int *layers)
+{
+	gm_buf cells[GM_PEFT_PROJ_COUNT][N_COLS];
+	size_t width[N_COLS] = { 0 }, i;
+	int p, c, present[GM_PEFT_PROJ_COUNT] = { 0 };
+
+	for (p = 0; p < GM_PEFT_PROJ_COUNT; p++) {
+		int64_t in[2] = { INT64_MAX, 0 }, out[2] = { INT64_MAX, 0 }, rank[2] = { INT64_MAX, 0 };
+		double scale[2] = { 0, 0 };
+		size_t n = collect_layers(ad, p, layers);
+
+		for (c = 0; c < N_COLS; c++)
+			gm_buf_init(&cells[p][c]);
+		if (!n)
+			continue;
+		present[p] = 1;
+		for (i = 0; i < ad->n_modules; i++) {
+			const gm_peft_module *m = &ad->modules[i];
+			if ((int)m->proj != p)
+				continue;
+			if (rank[0] == INT64_MAX)
+				scale[0] = scale[1] = m->scale;
+			in[0] = m->in < in[0] ? m->in : in[0];
+			in[1] = m->in > in[1] ? m->in : in[1];
+			out[0] = m->out < out[0] ? m->out : out[0];
+			out[1] = m->out > out[1] ? m->out : out[1];
+			rank[0] = m->rank < rank[0] ? m->rank : rank[0];
+			rank[1] = m->rank > rank[1] ? m->rank : rank[1];
+			scale[0] = m->scale < scale[0] ? m->scale : scale[0];
+			scale[1] = m->scale > scale[1] ? m->scale : scale[1];
+		}
+		gm_buf_adds(&cells[p][COL_NAME], gm_peft_proj_name((enum gm_peft_proj)p));
+		gm_buf_adds(&cells[p][COL_LAYERS], n == 1 ? "layer " : "layers ");
+		add_ranges(&cells[p][COL_LAYERS], layers, n);
+		add_span_i(&cells[p][COL_SHAPE], in[0], in[1]);
+		gm_buf_adds(&cells[p][COL_SHAPE], " -> ");
+		add_span_i(&cells[p][COL_SHAPE], out[0], out[1]);
+		gm_buf_adds(&cells[p][COL_RANK], "rank ");
+		add_span_i(&cells[p][COL_RANK], rank[0], rank[1]);
+		gm_buf_adds(&cells[p][COL_SCALE], "scale ");
+		add_span_g(&cells[p][COL_SCALE], scale[0], scale[1]);
+		for (c = 0; c < N_COLS; c++)
+			if (cells[p][c].len > width[c])
+				width[c] = cells[p][c].len;
+	}
+	for (p = 0; p < GM_PEFT_PROJ_COUNT; p++) {
+		if (present[p]) {
+			printf("   ");
+			for (c = 0; c < N_COLS - 1; c++)
+				printf(" %-*s ", (int)width[c], cells[p][c].buf);
+			printf(" %s\n", cells[p][c].buf);
+		}
+		for (c = 0; c < N_COLS; c++)
+			gm_buf_release(&cells[p][c]);
+	}
+}
+
+static void add_targets(gm_buf *b, const gm_peft_config *c)
+{
+	size_t i;
+
+	switch (c->target_kind) {
+	case GM_PEFT_TARGET_ALL_LINEAR:
+		gm_buf_adds(b, "all-linear");
+		break;
+	case GM_PEFT_TARGET_REGEX:
+		gm_buf_addf(b, "regex '%s'", c->target_modules[0]);
+		break;
+	case GM_PEFT_TARGET_LIST:
+		for (i = 0; i < c->n_target_modules; i++)
+			gm_buf_addf(b, "%s%s", i ? ", " : "", c->target_modules[i]);
+		break;
+	}
+}
+
+static void add_patterns(gm_buf *b, const struct gm_peft_pattern *p, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		gm_buf_addf(b, "%s%s=%g", i ? ", " : "", p[i].key, p[i].value);
+}
+
+static void print_text(const gm_peft_adapter *ad)
+{
+	const gm_peft_config *c = &ad->config;
+	gm_buf b = GM_BUF_INIT;
+	int *layers = gm_xmalloc((ad->n_modules + 1) * sizeof(*layers));
+	char dtype[64];
+	size_t n;
+
+	gm_cmd_print_field("path:", "%s", ad->dir);
+	gm_cmd_print_field("base model:", "%s", c->base_model ? c->base_model : "(not recorded)");
+	if (c->task_type)
+		gm_cmd_print_field("task type:", "%s", c->task_type);
+	gm_cmd_print_field("rank:", "%lld", (long long)c->r);
+	gm_cmd_print_field("alpha:", "%g", c->lora_alpha);
+	gm_cmd_print_field("scaling:", "%g (%s)", gm_peft_config_scale(c),
+		    c->use_rslora ? "rslora: alpha / sqrt(rank)" : "alpha / rank");
+	gm_cmd_print_field("dropout:", "%g", c->lora_dropout);
+	add_targets(&b, c);
+	gm_cmd_print_field("target modules:", "%s", b.buf);
+	if (c->n_rank_pattern) {
+		gm_buf_reset(&b);
+		add_patterns(&b, c->rank_pattern, c->n_rank_pattern);
+		gm_cmd_print_field("rank pattern:", "%s", b.buf);
+	}
+	if (c->n_alpha_pattern) {
+		gm_buf_reset(&b);
+		add_patterns(&b, c->alpha_pattern, c->n_alpha_pattern);
+		gm_cmd_print_field("alpha pattern:", "%s", b.buf);
+	}
+	n = collect_layers(ad, GM_PEFT_PROJ_COUNT, layers);
+	gm_buf_reset(&b);
+	add_ranges(&b, layers, n);
+	gm_cmd_print_field("layers:", "%s (%zu layer%s)", b.buf, n, n == 1 ? "" : "s");
+	gm_cmd_print_field("modules:", "%zu", ad->n_modules);
+	print_projections(ad, layers);
+	gm_buf_reset(&b);
+	gm_st_dtype_mix(ad->st, dtype, sizeof(dtype));
+	gm_cmd_print_field("tensors:", "%zu (%s)", gm_st_count(ad->st), dtype);
+	gm_buf_reset(&b);
+	gm_buf_add_human_count(&b, ad->n_params);
+	gm_cmd_print_field("parameters:", "%s (%llu)", b.buf, (unsigned long long)ad->n_params);
+	gm_buf_reset(&b);
+	gm_buf_add_human_bytes(&b, ad->n_bytes);
+	gm_cmd_print_field("size:", "%s (%llu bytes)", b.buf, (unsigned long long)ad->n_bytes);
+	gm_buf_release(&b);
+	free(layers);
+}
+
+static json_object *json_string_or_null(const char *s)
+{
+	return s ? json_object_new_string(s) : NULL;
+}
+
+static json_object *targets_json(const gm_peft_config *c)
+{
+	json_object *a;
+	size_t i;
+
+	/* a string in the config (a regex, "all-linear") stays a string */
+	if (c->target_kind != GM_PEFT_TARGET_LIST)
+		return json_object_new_string(c->target_modules[0]);
+	a = json_object_new_array();
+	for (i = 0; i < c->n_target_modules; i++)
+		json_object_array_add(a, json_object_new_string(c->target_modules[i]));
+	return a;
+}
+
+static json_object *patterns_json(const struct gm_peft_pattern *p, size_t n, int is_rank)
+{
+	json_object *o = json_object_new_object();
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		json_object_object_add(o, p[i].key, is_rank ? json_object_new_int64((int64_t)p[i].value)
+						   : gm_json_new_double(p[i].value));
+	return o;
+}
+
+static json_object *module_json(const gm_peft_module *m)
+{
+	json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "name", json_object_new_string(m->name));
+	json_object_object_add(o, "layer", json_object_new_int(m->layer));
+	json_object_object_add(o, "projection", json_object_new_string(gm_peft_proj_name(m->proj)));
+	json_object_object_add(o, "in_features", json_object_new_int64(m->in));
+	json_object_object_add(o, "out_features", json_object_new_int64(m->out));
+	json_object_object_add(o, "rank", json_object_new_int64(m->rank));
+	json_object_object_add(o, "alpha", gm_json_new_double(m->alpha));
+	json_object_object_add(o, "scaling", gm_json_new_double(m->scale));
+	return o;
+}
+
+static void print_json(const gm_peft_adapter *ad)
+{
+	const gm_peft_config *c = &ad->config;
+	json_object *o = json_object_new_object(), *a;
+	int *layers = gm_xmalloc((ad->n_modules + 1) * sizeof(*layers));
+	char dtype[64];
+	size_t i, n;
+
+	json_object_object_add(o, "path", json_object_new_string(ad->dir));
+	json_object_object_add(o, "base_model", json_string_or_null(c->base_model));
+	json_object_object_add(o, "task_type", json_string_or_null(c->task_type));
+	json_object_object_add(o, "rank", json_object_new_int64(c->r));
+	json_object_object_add(o, "alpha", gm_json_new_double(c->lora_alpha));
+	json_object_object_add(o, "use_rslora", json_object_new_boolean(c->use_rslora));
+	json_object_object_add(o, "scaling", gm_json_new_double(gm_peft_config_scale(c)));
+	json_object_object_add(o, "dropout", gm_json_new_double(c->lora_dropout));
+	json_object_object_add(o, "target_modules", targets_json(c));
+	json_object_object_add(o, "rank_pattern", patterns_json(c->rank_pattern, c->n_rank_pattern, 1));
+	json_object_object_add(o, "alpha_pattern",
+			       patterns_json(c->alpha_pattern, c->n_alpha_pattern, 0));
+	n = collect_layers(ad, GM_PEFT_PROJ_COUNT, layers);
+	a = json_object_new_array();
+	for (i = 0; i < n; i++)
+		json_object_array_add(a, json_object_new_int(layers[i]));
+	json_object_object_add(o, "layers", a);
+	a = json_object_new_array();
+	for (i = 0; i < ad->n_modules; i++)
+		json_object_array_add(a, module_json(&ad->modules[i]));
+	json_object_object_add(o, "modules", a);
+	json_object_object_add(o, "tensors", json_object_new_int64((int64_t)gm_st_count(ad->st)));
+	gm_st_dtype_mix(ad->st, dtype, sizeof(dtype));
+	json_object_object_add(o, "dtype", json_object_new_string(dtype));
+	json_object_object_add(o, "parameters", json_object_new_int64((int64_t)ad->n_params));
+	json_object_object_add(o, "size", json_object_new_int64((int64_t)ad->n_bytes));
+	puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
+					    JSON_C_TO_STRING_NOSLASHESCAPE));
+	json_object_put(o);
+	free(layers);
+}
+
+static int cmd_show(int argc, const char **argv)
+{
+	int json = 0, status, n;
+	const struct gm_option options[] = {
+		GM_OPT_FLAG(0, "json", &json, "print one JSON object"),
+		GM_OPT_END()
+	};
+	const struct gm_cmd_info cmd = { "git adapter show", "git-adapter", show_usage, options };
+	gm_error err = GM_ERROR_INIT;
+	gm_peft_adapter *ad;
+
+	n = gm_cmd_parse(&cmd, argc, argv, 0, 0, &status);
+	if (n < 0)
+		return status;
+	if (n == 0)
+		return gm_cmd_usage_error(&cmd, "missing <dir>: the adapter directory to describe");
+	if (n > 1)
+		return gm_cmd_usage_error(&cmd, "too many arguments: one adapter directory expected");
+	if (gm_peft_open(argv[0], &ad, &err))
+		return gm_cmd_error(&err);
+	if (json)
+		print_json(ad);
+	else
+		print_text(ad);
+	gm_peft_close(ad);
+	return 0;
+}
+
+static const struct gm_option options[] = {
+	GM_OPT_END()
+};
+
+static const struct gm_subcommand subcommands[] = {
+	{ "show", cmd_show, "validate a PEFT LoRA adapter directory and describe it" },
+	{ NULL, NULL, NULL }
+};
+
+int main(int argc, const char **argv)
+{
+	static const struct gm_cmd_info cmd = { "git adapter", "git-adapter", usage, options };
+
+	return gm_cmd_dispatch(&cmd, subcommands, argc, argv);
+}

@@ -1,0 +1,280 @@
+/*
+ * git model info - describe a model directory: architecture, shapes,
+ * parameters, generation defaults and files.
+ *
+ * The model is opened and validated (gm_model_open) first, so a broken
+ * model is reported as such instead of being half described.
+ */
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "buf.h"
+#include "builtin.h"
+#include "cmd.h"
+#include "fs.h"
+#include "json.h"
+#include "model.h"
+
+static const char *const info_usage[] = {
+	"git model info [--json] <dir>",
+	NULL
+};
+
+/* Files besides the weights that belong to a model, in display order. */
+static const char *const config_files[] = {
+	"config.json", "generation_config.json", "model.safetensors.index.json", NULL
+};
+static const char *const tokenizer_files[] = {
+	"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+	"vocab.json", "merges.txt", "tokenizer.model", "chat_template.jinja", NULL
+};
+
+struct info_file {
+	char *name;
+	unsigned long long size;
+};
+
+struct info_files {
+	struct info_file *items;
+	size_t n, alloc;
+	unsigned long long total;
+};
+
+static void files_add(struct info_files *f, const char *dir, const char *name)
+{
+	char *path = gm_path_join(dir, name);
+	struct stat st;
+
+	if (stat(path, &st) == 0 && S_ISREG(st.st_mode)) {
+		if (f->n == f->alloc) {
+			f->alloc = f->alloc ? 2 * f->alloc : 16;
+			f->items = gm_xrealloc(f->items, f->alloc * sizeof(*f->items));
+		}
+		f->items[f->n].name = gm_xstrdup(name);
+		f->items[f->n++].size = (unsigned long long)st.st_size;
+		f->total += (unsigned long long)st.st_size;
+	}
+	free(path);
+}
+
+static void files_collect(struct info_files *f, const gm_model *m)
+{
+	size_t i;
+
+	for (i = 0; config_files[i]; i++)
+		files_add(f, m->dir, config_files[i]);
+	for (i = 0; i < gm_weights_file_count(m->weights); i++) {
+		const char *p = gm_weights_file_path(m->weights, i), *slash = strrchr(p, '/');
+		files_add(f, m->dir, slash ? slash + 1 : p);
+	}
+	for (i = 0; tokenizer_files[i]; i++)
+		files_add(f, m->dir, tokenizer_files[i]);
+}
+
+static void files_release(struct info_files *f)
+{
+	size_t i;
+
+	for (i = 0; i < f->n; i++)
+		free(f->items[i].name);
+	free(f->items);
+	memset(f, 0, sizeof(*f));
+}
+
+static void add_ids(gm_buf *b, const int64_t *ids, int n)
+{
+	int i;
+
+	if (!n)
+		gm_buf_adds(b, "none");
+	for (i = 0; i < n; i++)
+		gm_buf_addf(b, "%s%lld", i ? ", " : "", (long long)ids[i]);
+}
+
+static void add_rope(gm_buf *b, const gm_model_config *c)
+{
+	gm_buf_addf(b, "%g", c->rope_theta);
+	if (c->rope_scaling == GM_ROPE_LLAMA3)
+		gm_buf_addf(b, " (llama3 scaling: factor %g, low_freq_factor %g, high_freq_factor %g, "
+			    "original context %lld)", c->rope_factor, c->rope_low_freq_factor,
+			    c->rope_high_freq_factor, (long long)c->rope_original_max_position_embeddings);
+}
+
+static void add_generation(gm_buf *b, const gm_generation_config *g)
+{
+	gm_buf_addf(b, "do_sample %s, temperature %g, top_p %g, top_k %lld", g->do_sample ? "true" : "false",
+		    g->temperature, g->top_p, (long long)g->top_k);
+	if (g->min_p > 0)
+		gm_buf_addf(b, ", min_p %g", g->min_p);
+	if (g->repetition_penalty != 1.0)
+		gm_buf_addf(b, ", repetition_penalty %g", g->repetition_penalty);
+	if (g->max_new_tokens >= 0)
+		gm_buf_addf(b, ", max_new_tokens %lld", (long long)g->max_new_tokens);
+}
+
+static void print_text(const gm_model *m, const struct info_files *f)
+{
+	const gm_model_config *c = &m->config;
+	gm_buf b = GM_BUF_INIT;
+	size_t i, width = 0;
+	char dtype[64];
+
+	gm_cmd_print_field("path:", "%s", m->dir);
+	gm_cmd_print_field("architecture:", "%s", c->architecture);
+	gm_cmd_print_field("model_type:", "%s", c->model_type);
+	gm_buf_add_human_count(&b, m->n_params);
+	gm_cmd_print_field("parameters:", "%s (%llu)", b.buf, (unsigned long long)m->n_params);
+	gm_weights_dtype_mix(m->weights, dtype, sizeof(dtype));
+	gm_cmd_print_field("dtype:", "%s", dtype);
+	gm_cmd_print_field("layers:", "%lld", (long long)c->num_hidden_layers);
+	gm_cmd_print_field("hidden:", "%lld", (long long)c->hidden_size);
+	gm_cmd_print_field("intermediate:", "%lld", (long long)c->intermediate_size);
+	gm_cmd_print_field("heads:", "%lld (kv heads %lld)", (long long)c->num_attention_heads,
+		    (long long)c->num_key_value_heads);
+	gm_cmd_print_field("head_dim:", "%lld", (long long)c->head_dim);
+	gm_cmd_print_field("vocab:", "%lld", (long long)c->vocab_size);
+	gm_cmd_print_field("context:", "%lld", (long long)c->max_position_embeddings);
+	gm_buf_reset(&b);
+	add_rope(&b, c);
+	gm_cmd_print_field("rope theta:", "%s", b.buf);
+	gm_cmd_print_field("tied embeddings:", "%s", c->tie_word_embeddings ? "yes" : "no");
+	gm_buf_reset(&b);
+	add_ids(&b, m->generation.eos_token_ids, m->generation.n_eos);
+	gm_cmd_print_field("eos ids:", "%s", b.buf);
+	gm_buf_reset(&b);
+	add_generation(&b, &m->generation);
+	gm_cmd_print_field("generation:", "%s", b.buf);
+	puts("files:");
+	for (i = 0; i < f->n; i++)
+		if (strlen(f->items[i].name) > width)
+			width = strlen(f->items[i].name);
+	for (i = 0; i < f->n; i++)
+		printf("    %-*s  %12llu bytes\n", (int)width, f->items[i].name, f->items[i].size);
+	gm_buf_reset(&b);
+	gm_buf_add_human_bytes(&b, f->total);
+	gm_cmd_print_field("size:", "%s (%llu bytes)", b.buf, f->total);
+	gm_buf_release(&b);
+}
+
+static json_object *ids_json(const int64_t *ids, int n)
+{
+	json_object *a = json_object_new_array();
+	int i;
+
+	for (i = 0; i < n; i++)
+		json_object_array_add(a, json_object_new_int64(ids[i]));
+	return a;
+}
+
+static json_object *generation_json(const gm_generation_config *g)
+{
+	json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "do_sample", json_object_new_boolean(g->do_sample));
+	json_object_object_add(o, "temperature", gm_json_new_double(g->temperature));
+	json_object_object_add(o, "top_p", gm_json_new_double(g->top_p));
+	json_object_object_add(o, "top_k", json_object_new_int64(g->top_k));
+	json_object_object_add(o, "min_p", gm_json_new_double(g->min_p));
+	json_object_object_add(o, "repetition_penalty", gm_json_new_double(g->repetition_penalty));
+	json_object_object_add(o, "max_new_tokens",
+			       g->max_new_tokens >= 0 ? json_object_new_int64(g->max_new_tokens) : NULL);
+	return o;
+}
+
+static json_object *rope_scaling_json(const gm_model_config *c)
+{
+	json_object *o;
+
+	if (c->rope_scaling != GM_ROPE_LLAMA3)
+		return NULL;
+	o = json_object_new_object();
+	json_object_object_add(o, "rope_type", json_object_new_string("llama3"));
+	json_object_object_add(o, "factor", gm_json_new_double(c->rope_factor));
+	json_object_object_add(o, "low_freq_factor", gm_json_new_double(c->rope_low_freq_factor));
+	json_object_object_add(o, "high_freq_factor", gm_json_new_double(c->rope_high_freq_factor));
+	json_object_object_add(o, "original_max_position_embeddings",
+			       json_object_new_int64(c->rope_original_max_position_embeddings));
+	return o;
+}
+
+static json_object *files_json(const struct info_files *f)
+{
+	json_object *a = json_object_new_array();
+	size_t i;
+
+	for (i = 0; i < f->n; i++) {
+		json_object *o = json_object_new_object();
+		json_object_object_add(o, "name", json_object_new_string(f->items[i].name));
+		json_object_object_add(o, "size", json_object_new_int64((int64_t)f->items[i].size));
+		json_object_array_add(a, o);
+	}
+	return a;
+}
+
+static void print_json(const gm_model *m, const struct info_files *f)
+{
+	const gm_model_config *c = &m->config;
+	json_object *o = json_object_new_object();
+	char dtype[64];
+
+	gm_weights_dtype_mix(m->weights, dtype, sizeof(dtype));
+	json_object_object_add(o, "path", json_object_new_string(m->dir));
+	json_object_object_add(o, "architecture", json_object_new_string(c->architecture));
+	json_object_object_add(o, "model_type", json_object_new_string(c->model_type));
+	json_object_object_add(o, "parameters", json_object_new_int64((int64_t)m->n_params));
+	json_object_object_add(o, "dtype", json_object_new_string(dtype));
+	json_object_object_add(o, "layers", json_object_new_int64(c->num_hidden_layers));
+	json_object_object_add(o, "hidden_size", json_object_new_int64(c->hidden_size));
+	json_object_object_add(o, "intermediate_size", json_object_new_int64(c->intermediate_size));
+	json_object_object_add(o, "heads", json_object_new_int64(c->num_attention_heads));
+	json_object_object_add(o, "kv_heads", json_object_new_int64(c->num_key_value_heads));
+	json_object_object_add(o, "head_dim", json_object_new_int64(c->head_dim));
+	json_object_object_add(o, "vocab_size", json_object_new_int64(c->vocab_size));
+	json_object_object_add(o, "context_length", json_object_new_int64(c->max_position_embeddings));
+	json_object_object_add(o, "rope_theta", gm_json_new_double(c->rope_theta));
+	json_object_object_add(o, "rope_scaling", rope_scaling_json(c));
+	json_object_object_add(o, "tie_word_embeddings", json_object_new_boolean(c->tie_word_embeddings));
+	json_object_object_add(o, "eos_token_ids",
+			       ids_json(m->generation.eos_token_ids, m->generation.n_eos));
+	json_object_object_add(o, "generation", generation_json(&m->generation));
+	json_object_object_add(o, "files", files_json(f));
+	json_object_object_add(o, "size", json_object_new_int64((int64_t)f->total));
+	puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
+					    JSON_C_TO_STRING_NOSLASHESCAPE));
+	json_object_put(o);
+}
+
+int cmd_info(int argc, const char **argv)
+{
+	int json = 0, status, n;
+	const struct gm_option options[] = {
+		GM_OPT_FLAG(0, "json", &json, "print one JSON object"),
+		GM_OPT_END()
+	};
+	const struct gm_cmd_info cmd = { "git model info", "git-model", info_usage, options };
+	gm_error err = GM_ERROR_INIT;
+	struct info_files files = { NULL, 0, 0, 0 };
+	gm_model *m;
+
+	n = gm_cmd_parse(&cmd, argc, argv, 0, 0, &status);
+	if (n < 0)
+		return status;
+	if (n == 0)
+		return gm_cmd_usage_error(&cmd, "missing <dir>: the model directory to describe");
+	if (n > 1)
+		return gm_cmd_usage_error(&cmd, "too many arguments: one model directory expected");
+	if (gm_model_open(argv[0], &m, &err))
+		return gm_cmd_error(&err);
+	files_collect(&files, m);
+	if (json)
+		print_json(m, &files);
+	else
+		print_text(m, &files);
+	files_release(&files);
+	gm_model_close(m);
+	return 0;
+}

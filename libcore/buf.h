@@ -1,0 +1,48 @@
+/*
+ * buf.h - growable NUL-terminated byte buffers (git's strbuf, smaller).
+ *
+ * A gm_buf owns its memory; gm_buf_release frees it and leaves an empty,
+ * reusable buffer.  buf->buf is always NUL-terminated, even when empty.
+ * Allocation failure aborts the process (as git's xmalloc does): callers
+ * cannot do anything useful without memory for a path or a message.
+ */
+#ifndef GM_BUF_H
+#define GM_BUF_H
+
+#include <stdarg.h>
+#include <stddef.h>
+
+typedef struct gm_buf {
+	char *buf;
+	size_t len;
+	size_t alloc;
+} gm_buf;
+
+extern char gm_buf_empty[];
+#define GM_BUF_INIT { gm_buf_empty, 0, 0 }
+
+void gm_buf_init(gm_buf *b);
+void gm_buf_release(gm_buf *b);
+/* Returns the string and leaves b empty; the caller frees the result. */
+char *gm_buf_detach(gm_buf *b, size_t *len);
+void gm_buf_grow(gm_buf *b, size_t extra);
+void gm_buf_reset(gm_buf *b);
+void gm_buf_add(gm_buf *b, const void *data, size_t len);
+void gm_buf_adds(gm_buf *b, const char *s);
+void gm_buf_addch(gm_buf *b, int c);
+void gm_buf_addf(gm_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void gm_buf_vaddf(gm_buf *b, const char *fmt, va_list ap);
+
+/* Human-readable byte count ("1.2 GiB") appended to b. */
+void gm_buf_add_human_bytes(gm_buf *b, unsigned long long bytes);
+/* Human-readable element count, one decimal and a K/M/B/T suffix ("596.0M");
+ * counts under 1000 stay exact ("640"). */
+void gm_buf_add_human_count(gm_buf *b, unsigned long long n);
+
+/* Allocation helpers that abort on failure. */
+void *gm_xmalloc(size_t size);
+void *gm_xcalloc(size_t n, size_t size);
+void *gm_xrealloc(void *ptr, size_t size);
+char *gm_xstrdup(const char *s);
+
+#endif
