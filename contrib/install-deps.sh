@@ -1,0 +1,24 @@
+#!/bin/sh
+# Installs the Debian packages git-model needs to build and test.
+# Idempotent and non-interactive: does nothing when all are present.
+# Usage: contrib/install-deps.sh [--fuzz]   (--fuzz adds clang for 'make fuzz')
+set -e
+
+packages="build-essential autoconf automake libtool pkg-config
+	libgit2-dev libsqlite3-dev libarchive-dev libcurl4-openssl-dev libssl-dev libjson-c-dev
+	git git-lfs python3 man-db bash-completion xz-utils"
+[ "$1" = "--fuzz" ] && packages="$packages clang libclang-rt-14-dev"
+
+missing=
+for p in $packages; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+
+echo "installing:$missing"
+sudo=
+[ "$(id -u)" -eq 0 ] || sudo=sudo
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+# shellcheck disable=SC2086
+$sudo apt-get install -y -qq --no-install-recommends $missing

@@ -1,0 +1,16 @@
+#!/bin/sh
+# The one command that sets up everything and runs the whole test suite:
+# installs the Debian packages, builds in build/, runs 'make check' and
+# prints a closing "N passed, N failed" line (counting TAP test cases).
+top=$(cd "$(dirname "$0")/.." && pwd)
+sh "$top/contrib/build.sh" || exit $?
+cd "$top/build" || exit 1
+status=0
+make -j"$(nproc 2>/dev/null || echo 2)" check || status=$?
+if [ -f test-suite.log ]; then
+	count() { sed -n "s/^# $1: *//p" test-suite.log | head -n1; }
+	failed=$(( $(count FAIL) + $(count XPASS) + $(count ERROR) ))
+	echo "skipped: $(count SKIP), expected failures: $(count XFAIL)"
+	echo "$(count PASS) passed, $failed failed"
+fi
+exit $status
