@@ -97,7 +97,7 @@ static void add_ids(gm_buf *b, const int64_t *ids, int n)
 
 static void add_rope(gm_buf *b, const gm_model_config *c)
 {
-	gm_buf_addf(b, "%g", c->rope_theta);
+	gm_buf_addf(b, "%.15g", c->rope_theta); /* 1000000, not 1e+06 */
 	if (c->rope_scaling == GM_ROPE_LLAMA3)
 		gm_buf_addf(b, " (llama3 scaling: factor %g, low_freq_factor %g, high_freq_factor %g, "
 			    "original context %lld)", c->rope_factor, c->rope_low_freq_factor,

@@ -109,11 +109,15 @@ int cmd_synth(int argc, const char **argv)
 	if (ret)
 		return gm_cmd_error(&err);
 	if (verbosity >= 0) {
-		uint64_t params = gm_model_config_param_count(&o.config);
-		gm_buf_addf(&line, "wrote %s: %s, %lld layers, hidden %lld, %.1fM parameters, %s, seed %llu",
-			    argv[1], argv[0], (long long)o.config.num_hidden_layers,
-			    (long long)o.config.hidden_size, (double)params / 1e6,
-			    gm_dtype_torch_name(o.dtype), seed);
+		uint64_t numel[GM_DTYPE_COUNT] = { 0 };
+		char dtype[16];
+
+		numel[o.dtype] = 1;
+		gm_dtype_mix_name(numel, dtype, sizeof(dtype));
+		gm_buf_addf(&line, "wrote %s: %s, %lld layers, hidden %lld, ", argv[1], argv[0],
+			    (long long)o.config.num_hidden_layers, (long long)o.config.hidden_size);
+		gm_buf_add_human_count(&line, gm_model_config_param_count(&o.config));
+		gm_buf_addf(&line, " parameters, %s, seed %llu", dtype, seed);
 		puts(line.buf);
 	}
 	gm_buf_release(&line);

@@ -42,7 +42,8 @@ st_stats () {
 
 test_expect_success 'synth tiny writes a complete Hugging Face directory' '
 	git model synth tiny m >out &&
-	test_grep "wrote m: tiny, 2 layers, hidden 64" out &&
+	echo "wrote m: tiny, 2 layers, hidden 64, 9.8M parameters, bf16, seed 0" >expect &&
+	test_cmp expect out &&
 	(cd m && ls) >files &&
 	cat >expect <<-\EOF &&
 	LICENSE

@@ -67,7 +67,7 @@ test_expect_success 'info describes the f32 fixture' '
 	head_dim:         24
 	vocab:            4096
 	context:          2048
-	rope theta:       1e+06
+	rope theta:       1000000
 	tied embeddings:  no
 	eos ids:          4093, 4091
 	generation:       do_sample true, temperature 0.7, top_p 0.8, top_k 20
@@ -192,7 +192,7 @@ test_expect_success 'llama3 rope scaling and the optional generation fields are 
 	EOF
 	git model info scaled >out &&
 	cat >expect <<-\EOF &&
-	rope theta:       1e+06 (llama3 scaling: factor 8, low_freq_factor 1, high_freq_factor 4, original context 8192)
+	rope theta:       1000000 (llama3 scaling: factor 8, low_freq_factor 1, high_freq_factor 4, original context 8192)
 	tied embeddings:  no
 	eos ids:          7
 	generation:       do_sample false, temperature 0.6, top_p 0.95, top_k 20, min_p 0.05, repetition_penalty 1.1, max_new_tokens 256
