@@ -17,7 +17,7 @@
 
 static int tap_count, tap_failed;
 
-__attribute__((format(printf, 4, 5)))
+__attribute__((format(printf, 4, 5), unused))
 static int tap_ok(int cond, const char *file, int line, const char *fmt, ...)
 {
 	va_list ap;
@@ -47,6 +47,7 @@ static int tap_ok(int cond, const char *file, int line, const char *fmt, ...)
 			       (err)->msg, (code_), (fragment));                            \
 	} while (0)
 
+__attribute__((unused))
 static void tap_diag(const char *fmt, ...)
 {
 	va_list ap;
@@ -57,6 +58,7 @@ static void tap_diag(const char *fmt, ...)
 	putchar('\n');
 }
 
+__attribute__((unused))
 static int tap_done(void)
 {
 	printf("1..%d\n", tap_count);
