@@ -1,0 +1,101 @@
+/*
+ * kernels.h - the numeric kernels of the CPU forward pass.
+ *
+ * Activations are f32.  Weights are used where gm_model mapped them, in
+ * their stored type (F32, F16 or BF16), row-major [out, in] with a row
+ * stride ldw (in elements, >= in); they are never converted in bulk.
+ *
+ * The dot-product kernels (gm_matvec, gm_matmul and the weight packing
+ * they use) come in three variants chosen at run time: AVX-512
+ * (avx512f+bw+vl), AVX2 (avx2+fma+f16c) and portable C; gm_softmax and
+ * gm_silu_mul have an AVX-512 variant (a vector exp, about 1 ulp) and the
+ * portable one (expf), the other small kernels are portable.  Each variant is
+ * compiled with a per-function target attribute, so the library itself
+ * runs on any x86-64 (and builds elsewhere, or with -DGM_NO_SIMD, with the
+ * portable code only).
+ * The best variant the CPU supports is used, unless the environment
+ * variable GM_KERNELS names another one:
+ *
+ *   GM_KERNELS=portable|avx2|avx512
+ *
+ * (read once, on first use; a variant the CPU lacks falls back to the best
+ * one it has).  Tests force a variant with gm_kernels_set_isa.
+ *
+ * Every kernel is deterministic: the result of one output element does not
+ * depend on how rows are split among threads.
+ */
+#ifndef GM_KERNELS_H
+#define GM_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dtype.h"
+
+enum gm_isa {
+	GM_ISA_PORTABLE,
+	GM_ISA_AVX2,
+	GM_ISA_AVX512
+};
+
+/* The variant in use (detected, or GM_KERNELS). */
+enum gm_isa gm_kernels_isa(void);
+const char *gm_isa_name(enum gm_isa isa);
+int gm_kernels_isa_supported(enum gm_isa isa);
+/* Forces a variant (tests, benchmarks); -1 when the CPU does not support it. */
+int gm_kernels_set_isa(enum gm_isa isa);
+
+/*
+ * Matrix-vector product for one token:
+ *   y[r] = sum_k W[r, k] * x[k]      for r in [r0, r1)
+ * W: [rows, in] of type wt, row stride ldw; x: [in] f32; y: indexed by the
+ * row number (y[r0] .. y[r1 - 1] are written).
+ */
+void gm_matvec(float *y, const void *w, enum gm_dtype wt, int64_t ldw, const float *x, int64_t in,
+	       int64_t r0, int64_t r1);
+
+/*
+ * Matrix-matrix product for n tokens, reading the weights once:
+ *   Y[t, r] = sum_k W[r, k] * X[t, k]   for t in [0, n), r in [r0, r1)
+ *
+ * X is first packed (gm_matmul_pack) into blocks of GM_MATMUL_TB tokens,
+ * transposed: xt[b][k][j] = X[b * TB + j, k], zero past n; xt holds
+ * gm_matmul_xt_len(n, in) floats.  Y: [n, *] with row stride ldy, columns
+ * r0..r1-1 written.  panel: per-thread scratch of gm_matmul_panel_len(in)
+ * floats, where BF16/F16 rows of W are converted to f32 (row-major, a
+ * block of rows at a time; F32 weights are read in place).  The
+ * micro-kernel computes tiles of GM_MATMUL_TR rows by TB tokens.
+ * Each Y element is a sum over k in order, whatever the split of rows.
+ */
+#define GM_MATMUL_TB 32 /* tokens per packed block */
+#define GM_MATMUL_TR 12 /* weight rows per micro-tile */
+size_t gm_matmul_xt_len(int64_t n, int64_t in);
+size_t gm_matmul_panel_len(int64_t in);
+/* Packs token blocks [b0, b1) of X ([n, in], row stride ldx) into xt. */
+void gm_matmul_pack(float *xt, const float *x, int64_t ldx, int64_t n, int64_t in, int64_t b0, int64_t b1);
+void gm_matmul(float *y, int64_t ldy, const float *xt, int64_t n, const void *w, enum gm_dtype wt,
+	       int64_t ldw, int64_t in, int64_t r0, int64_t r1, float *panel);
+
+/* out[i] = x[i] / sqrt(mean(x^2) + eps) * w[i], i < n; w: [n] of type wt.  out may be x. */
+void gm_rmsnorm(float *out, const float *x, const void *w, enum gm_dtype wt, int64_t n, float eps);
+
+/*
+ * Rotary embedding of one head, rotate-half (GPT-NeoX / HF Llama, Qwen)
+ * style: pairs (j, j + d/2) for j < d/2 are rotated by the angle whose
+ * cosine and sine are cs[j] and sn[j]:
+ *   v[j]       = v[j] * cs[j] - v[j + d/2] * sn[j]
+ *   v[j + d/2] = v[j + d/2] * cs[j] + v[j] * sn[j]
+ * v: [d] f32 in place, d even; cs, sn: [d/2].
+ */
+void gm_rope(float *v, const float *cs, const float *sn, int64_t d);
+
+/* x[i] = exp(x[i] - max) / sum, i < n (n >= 1). */
+void gm_softmax(float *x, int64_t n);
+
+/* g[i] = silu(g[i]) * u[i] = g[i] / (1 + exp(-g[i])) * u[i], i < n. */
+void gm_silu_mul(float *g, const float *u, int64_t n);
+
+/* dst[i] = (float)w[i], i < n: one row of a weight (embedding lookup, biases). */
+void gm_load_f32(float *dst, const void *w, enum gm_dtype wt, int64_t n);
+
+#endif

@@ -1,0 +1,768 @@
+/*
+ * test-forward.c - unit tests for the CPU forward pass: the kernels against
+ * naive references (every instruction-set variant the CPU has), then the
+ * full model against golden logits computed by transformers in float64
+ * (t/fixtures/golden/), the KV cache, truncation, threads and errors.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "dtype.h"
+#include "error.h"
+#include "forward.h"
+#include "kernels.h"
+#include "model.h"
+#include "safetensors.h"
+#include "tap.h"
+#include "weights.h"
+
+/* ---------------------------------------------------------------- helpers */
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ULL;
+
+static float frand(void)
+{
+	rng_state ^= rng_state << 13;
+	rng_state ^= rng_state >> 7;
+	rng_state ^= rng_state << 17;
+	return (float)((rng_state >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
+}
+
+/* max |a - b| / max |b| over n values */
+static double rel_err(const float *a, const float *b, size_t n)
+{
+	double d = 0.0, m = 0.0;
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		double e = fabs((double)a[i] - (double)b[i]);
+		if (e > d || isnan(e))
+			d = isnan(e) ? INFINITY : e;
+		if (fabs((double)b[i]) > m)
+			m = fabs((double)b[i]);
+	}
+	return m > 0 ? d / m : d;
+}
+
+static int argmax(const float *x, int64_t n)
+{
+	int64_t i, best = 0;
+
+	for (i = 1; i < n; i++)
+		if (x[i] > x[best])
+			best = i;
+	return (int)best;
+}
+
+/* A random weight of n elements of type t, and its f32 values. */
+static void *random_weight(enum gm_dtype t, size_t n, float *vals)
+{
+	void *w = gm_xmalloc(n * (t == GM_DTYPE_F32 ? 4 : 2));
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		vals[i] = frand();
+	gm_dtype_from_f32(t, vals, w, n, NULL);
+	gm_dtype_to_f32(t, w, vals, n, NULL);
+	return w;
+}
+
+/* ---------------------------------------------------------------- kernels */
+
+static void test_matvec_matmul(enum gm_isa isa, enum gm_dtype t)
+{
+	const int64_t rows = 45, in = 83, ldw = 91, r0 = 3, r1 = 44;
+	const int64_t ns[] = { 1, 5, 16, 33, 70 };
+	float *wv = gm_xmalloc(sizeof(float) * rows * ldw);
+	void *w = random_weight(t, (size_t)(rows * ldw), wv);
+	float *x = gm_xmalloc(sizeof(float) * 70 * in), *y, *ref, *xt, *panel;
+	double worst_mv = 0, worst_mm = 0;
+	size_t ni;
+	int64_t i, r, k, n;
+
+	for (i = 0; i < 70 * in; i++)
+		x[i] = frand();
+	y = gm_xcalloc((size_t)(70 * rows), sizeof(float));
+	ref = gm_xcalloc((size_t)(70 * rows), sizeof(float));
+	xt = gm_xcalloc(gm_matmul_xt_len(70, in), sizeof(float));
+	panel = gm_xcalloc(gm_matmul_panel_len(in), sizeof(float));
+	for (n = 0; n < 70; n++) {
+		for (r = r0; r < r1; r++) {
+			double s = 0;
+			for (k = 0; k < in; k++)
+				s += (double)wv[r * ldw + k] * x[n * in + k];
+			ref[n * rows + r] = (float)s;
+		}
+	}
+	gm_matvec(y, w, t, ldw, x, in, r0, r1);
+	worst_mv = rel_err(y + r0, ref + r0, (size_t)(r1 - r0));
+	for (ni = 0; ni < sizeof(ns) / sizeof(ns[0]); ni++) {
+		n = ns[ni];
+		memset(y, 0, sizeof(float) * 70 * rows);
+		gm_matmul_pack(xt, x, in, n, in, 0, (n + GM_MATMUL_TB - 1) / GM_MATMUL_TB);
+		/* two calls over a split of the rows, as two threads would */
+		gm_matmul(y, rows, xt, n, w, t, ldw, in, r0, 17, panel);
+		gm_matmul(y, rows, xt, n, w, t, ldw, in, 17, r1, panel);
+		for (i = 0; i < n; i++) {
+			double e = rel_err(y + i * rows + r0, ref + i * rows + r0, (size_t)(r1 - r0));
+			if (e > worst_mm)
+				worst_mm = e;
+		}
+		ok(y[0] == 0.0f && y[rows - 1] == 0.0f, "%s %s matmul n=%lld writes only rows [r0, r1)",
+		   gm_isa_name(isa), gm_dtype_name(t), (long long)n);
+	}
+	ok(worst_mv < 1e-5, "%s %s matvec matches the reference (rel %.2g)", gm_isa_name(isa), gm_dtype_name(t),
+	   worst_mv);
+	ok(worst_mm < 1e-5, "%s %s matmul matches the reference (rel %.2g)", gm_isa_name(isa), gm_dtype_name(t),
+	   worst_mm);
+	free(w);
+	free(wv);
+	free(x);
+	free(y);
+	free(ref);
+	free(xt);
+	free(panel);
+}
+
+static void test_small_kernels(enum gm_isa isa)
+{
+	float x[40], y[40], w[40], u[40], cs[20], sn[20], ref[40];
+	double ss = 0, mx = -1e30, sum = 0;
+	const char *name = gm_isa_name(isa);
+	int i;
+
+	for (i = 0; i < 40; i++) {
+		/* a wide range: exp underflows and overflows in softmax and silu */
+		x[i] = frand() * (i < 20 ? 3 : 120);
+		w[i] = frand();
+		u[i] = frand();
+		ss += (double)x[i] * x[i];
+	}
+	for (i = 0; i < 40; i++)
+		ref[i] = (float)(x[i] / sqrt(ss / 40 + 1e-6) * w[i]);
+	gm_rmsnorm(y, x, w, GM_DTYPE_F32, 40, 1e-6f);
+	ok(rel_err(y, ref, 40) < 1e-6, "%s rmsnorm", name);
+
+	for (i = 0; i < 20; i++) {
+		cs[i] = (float)cos(0.3 * i + 0.1);
+		sn[i] = (float)sin(0.3 * i + 0.1);
+	}
+	for (i = 0; i < 20; i++) {
+		ref[i] = x[i] * cs[i] - x[i + 20] * sn[i];
+		ref[i + 20] = x[i + 20] * cs[i] + x[i] * sn[i];
+	}
+	memcpy(y, x, sizeof(y));
+	gm_rope(y, cs, sn, 40);
+	ok(rel_err(y, ref, 40) < 1e-6, "%s rope rotates pairs (j, j + d/2)", name);
+
+	for (i = 0; i < 40; i++)
+		mx = x[i] > mx ? x[i] : mx;
+	for (i = 0; i < 40; i++)
+		sum += exp(x[i] - mx);
+	for (i = 0; i < 40; i++)
+		ref[i] = (float)(exp(x[i] - mx) / sum);
+	memcpy(y, x, sizeof(y));
+	gm_softmax(y, 40);
+	ok(rel_err(y, ref, 40) < 1e-6, "%s softmax (40)", name);
+	for (i = 0; i < 19; i++)
+		y[i] = ref[i] = (float)i * 0.37f - 3;
+	gm_softmax(y, 19);
+	for (i = 0, sum = 0; i < 19; i++)
+		sum += exp((double)ref[i] - (19 - 1) * 0.37 + 3);
+	for (i = 0; i < 19; i++)
+		ref[i] = (float)(exp((double)ref[i] - (19 - 1) * 0.37 + 3) / sum);
+	ok(rel_err(y, ref, 19) < 1e-6, "%s softmax (19, a masked tail)", name);
+
+	for (i = 0; i < 40; i++)
+		ref[i] = (float)(x[i] / (1 + exp(-(double)x[i])) * u[i]);
+	memcpy(y, x, sizeof(y));
+	gm_silu_mul(y, u, 40);
+	ok(rel_err(y, ref, 20) < 1e-6 && rel_err(y + 20, ref + 20, 20) < 1e-6, "%s silu * up", name);
+}
+
+static void test_kernels(void)
+{
+	enum gm_isa isas[] = { GM_ISA_PORTABLE, GM_ISA_AVX2, GM_ISA_AVX512 };
+	enum gm_dtype types[] = { GM_DTYPE_F32, GM_DTYPE_BF16, GM_DTYPE_F16 };
+	enum gm_isa saved = gm_kernels_isa();
+	size_t i, j;
+
+	for (i = 0; i < 3; i++) {
+		if (gm_kernels_set_isa(isas[i])) {
+			printf("# %s kernels not supported by this CPU, skipped\n", gm_isa_name(isas[i]));
+			continue;
+		}
+		for (j = 0; j < 3; j++)
+			test_matvec_matmul(isas[i], types[j]);
+		test_small_kernels(isas[i]);
+	}
+	gm_kernels_set_isa(saved);
+	printf("# kernels in use: %s\n", gm_isa_name(saved));
+}
+
+/* ---------------------------------------------------------------- golden models */
+
+struct golden {
+	const char *name, *model_dir;
+};
+
+static const float *gtensor(gm_st_file *g, const char *fmt, int i, size_t *numel)
+{
+	char name[64];
+	const gm_tensor *t;
+
+	snprintf(name, sizeof(name), fmt, i);
+	t = gm_st_find(g, name);
+	if (numel)
+		*numel = t ? (size_t)t->numel : 0;
+	return t ? t->data : NULL;
+}
+
+/* Checks logits [n, vocab] of prompt i against the golden ones; returns the relative error. */
+static double compare_logits(gm_st_file *g, int i, const float *logits, int64_t n, int64_t vocab)
+{
+	size_t numel, n_sub;
+	const float *ref = gtensor(g, "p%d.logits", i, &numel);
+	double e, worst;
+	int64_t t, j;
+
+	if (ref)
+		return numel == (size_t)(n * vocab) ? rel_err(logits, ref, numel) : INFINITY;
+	/* large vocabularies: a subset of columns for every position, all of the last */
+	{
+		const int32_t *sub = (const int32_t *)gtensor(g, "vocab_subset", 0, &n_sub);
+		const float *rsub = gtensor(g, "p%d.logits_subset", i, &numel);
+		const float *last = gtensor(g, "p%d.logits_last", i, NULL);
+		float *got;
+
+		if (!sub || !rsub || !last || numel != (size_t)n * n_sub)
+			return INFINITY;
+		got = gm_xmalloc(numel * sizeof(float));
+		for (t = 0; t < n; t++)
+			for (j = 0; j < (int64_t)n_sub; j++)
+				got[t * n_sub + j] = logits[t * vocab + sub[j]];
+		worst = rel_err(got, rsub, numel);
+		e = rel_err(logits + (n - 1) * vocab, last, (size_t)vocab);
+		free(got);
+		return e > worst ? e : worst;
+	}
+}
+
+static void test_golden(const struct golden *gd, double *worst_out)
+{
+	gm_error err = GM_ERROR_INIT;
+	gm_buf path = GM_BUF_INIT;
+	gm_model *m = NULL;
+	gm_st_file *g = NULL;
+	int i, ret;
+
+	gm_buf_addf(&path, "%s/%s", tap_srcdir(), gd->model_dir);
+	ret = gm_model_open(path.buf, &m, &err);
+	ok(!ret, "%s: model opens (%s)", gd->name, err.msg);
+	gm_buf_reset(&path);
+	gm_buf_addf(&path, "%s/t/fixtures/golden/%s.safetensors", tap_srcdir(), gd->name);
+	ret = gm_st_open(path.buf, &g, &err);
+	ok(!ret, "%s: golden data opens (%s)", gd->name, err.msg);
+	gm_buf_release(&path);
+	if (!m || !g)
+		goto out;
+
+	for (i = 0; ; i++) {
+		const int64_t H = m->config.hidden_size, V = m->config.vocab_size;
+		size_t n_ids, n_greedy;
+		const int32_t *ids = (const int32_t *)gtensor(g, "p%d.ids", i, &n_ids);
+		const int32_t *greedy = (const int32_t *)gtensor(g, "p%d.greedy", i, &n_greedy);
+		const float *ref_hidden = gtensor(g, "p%d.final_hidden", i, NULL);
+		gm_forward *f = NULL, *f2 = NULL;
+		float *full, *part, *step;
+		int64_t n, t, done;
+		double e, eh, ekv = 0;
+		int gi, same = 1, piece;
+		static const int pieces[] = { 1, 2, 5, 33 };
+
+		if (!ids)
+			break;
+		n = (int64_t)n_ids;
+		full = gm_xmalloc(sizeof(float) * (size_t)(n * V));
+		part = gm_xmalloc(sizeof(float) * (size_t)(n * V));
+		step = gm_xmalloc(sizeof(float) * (size_t)V);
+
+		/* the full pass, all positions */
+		ret = gm_forward_new(m, (int)(n + (int64_t)n_greedy), 2, &f, &err);
+		ok(!ret, "%s p%d: forward state (%s)", gd->name, i, err.msg);
+		if (ret)
+			goto next;
+		ret = gm_forward_eval(f, ids, (int)n, full, 1, &err);
+		ok(!ret, "%s p%d: eval of %lld tokens (%s)", gd->name, i, (long long)n, err.msg);
+		e = compare_logits(g, i, full, n, V);
+		if (e > *worst_out)
+			*worst_out = e;
+		ok(e < 1e-4, "%s p%d: logits match transformers (rel %.2g)", gd->name, i, e);
+		eh = ref_hidden ? rel_err(gm_forward_last_hidden(f), ref_hidden, (size_t)(n * H)) : INFINITY;
+		ok(eh < 1e-4, "%s p%d: final hidden states match (rel %.2g)", gd->name, i, eh);
+
+		/* greedy continuation, one token at a time through the cache */
+		memcpy(step, full + (n - 1) * V, sizeof(float) * (size_t)V);
+		for (gi = 0; gi < (int)n_greedy && same; gi++) {
+			int32_t next = argmax(step, V);
+
+			same = next == greedy[gi];
+			if (same && gi + 1 < (int)n_greedy && gm_forward_eval(f, &next, 1, step, 0, &err))
+				same = 0;
+		}
+		ok(same, "%s p%d: greedy continuation of %zu tokens matches (diverged at %d)", gd->name, i,
+		   n_greedy, same ? -1 : gi - 1);
+
+		/* truncate and re-evaluate the tail of the prompt */
+		gm_forward_truncate(f, (int)(n / 2));
+		ret = gm_forward_pos(f) == (int)(n / 2) ? 0 : -1;
+		if (!ret)
+			ret = gm_forward_eval(f, ids + n / 2, (int)(n - n / 2), step, 0, &err);
+		e = ret ? INFINITY : rel_err(step, full + (n - 1) * V, (size_t)V);
+		ok(e < 1e-5, "%s p%d: truncate + re-eval reproduces the last logits (rel %.2g)", gd->name, i, e);
+
+		/* the prompt in pieces of 1, 2, 5, 33 tokens through the cache, one thread */
+		ret = gm_forward_new(m, (int)n, 1, &f2, &err);
+		for (done = 0, piece = 0; !ret && done < n; done += t, piece++) {
+			t = pieces[piece % 4] < n - done ? pieces[piece % 4] : n - done;
+			ret = gm_forward_eval(f2, ids + done, (int)t, part, 1, &err);
+			e = rel_err(part, full + done * V, (size_t)(t * V));
+			if (e > ekv)
+				ekv = e;
+		}
+		ok(!ret && ekv < 1e-5 && gm_forward_pos(f2) == (int)n,
+		   "%s p%d: KV-cache logits (pieces, 1 thread) equal the full pass (rel %.2g)", gd->name, i, ekv);
+		if (!ret && f2) {
+			gm_forward_truncate(f2, 0);
+			ret = gm_forward_eval(f2, ids, (int)n, part, 1, &err);
+			e = ret ? INFINITY : rel_err(part, full, (size_t)(n * V));
+			ok(e <= 1e-6, "%s p%d: 1 and 2 threads agree (rel %.2g)", gd->name, i, e);
+		}
+	next:
+		gm_forward_free(f);
+		gm_forward_free(f2);
+		free(full);
+		free(part);
+		free(step);
+	}
+out:
+	gm_st_close(g);
+	gm_model_close(m);
+}
+
+/* ---------------------------------------------------------------- Qwen2 and Llama against a naive reference */
+
+/*
+ * A small random model of another architecture is written to a temporary
+ * directory, and its logits compared with a plain double-precision forward
+ * pass written here from the transformers code (not from forward.c): Qwen2
+ * (q/k/v biases, no q/k norm, F16, untied) and Llama (llama3 rope scaling,
+ * BF16, tied, 4 query heads per kv head).
+ */
+#define R_H 32
+#define R_FF 48
+#define R_L 2
+#define R_NH 4
+#define R_HD 8
+#define R_V 64
+#define R_T 40
+
+struct ref_arch {
+	const char *name, *arch, *model_type, *dtype_json;
+	enum gm_dtype dtype;
+	int n_kv, bias, tied, llama3;
+	double theta;
+};
+
+static double *ref_tensor(const gm_model *m, const char *name)
+{
+	const gm_tensor *t = gm_weights_find(m->weights, name);
+	float *f;
+	double *d;
+	uint64_t i;
+
+	if (!t)
+		return NULL;
+	f = gm_xmalloc(sizeof(float) * (size_t)t->numel);
+	d = gm_xmalloc(sizeof(double) * (size_t)t->numel);
+	gm_dtype_to_f32(t->dtype, t->data, f, (size_t)t->numel, NULL);
+	for (i = 0; i < t->numel; i++)
+		d[i] = f[i];
+	free(f);
+	return d;
+}
+
+/* y[o] = sum_i w[o, i] x[i] (+ b[o]) */
+static void ref_linear(double *y, const double *w, const double *b, const double *x, int out, int in)
+{
+	int o, i;
+
+	for (o = 0; o < out; o++) {
+		double s = b ? b[o] : 0.0;
+		for (i = 0; i < in; i++)
+			s += w[o * in + i] * x[i];
+		y[o] = s;
+	}
+}
+
+static void ref_rmsnorm(double *y, const double *x, const double *w, int n, double eps)
+{
+	double ss = 0;
+	int i;
+
+	for (i = 0; i < n; i++)
+		ss += x[i] * x[i];
+	ss = 1.0 / sqrt(ss / n + eps);
+	for (i = 0; i < n; i++)
+		y[i] = x[i] * ss * w[i];
+}
+
+/* transformers' _compute_llama3_parameters, then the default rope */
+static void ref_inv_freq(const gm_model_config *c, double *inv)
+{
+	int j;
+
+	for (j = 0; j < R_HD / 2; j++) {
+		double f = (double)(float)(1.0 / pow(c->rope_theta, 2.0 * j / R_HD));
+		if (c->rope_scaling == GM_ROPE_LLAMA3) {
+			double old = (double)c->rope_original_max_position_embeddings;
+			double wl = 2 * M_PI / f, lo = old / c->rope_low_freq_factor, hi = old / c->rope_high_freq_factor;
+			double scaled = wl > lo ? f / c->rope_factor : f;
+			double smooth = (old / wl - c->rope_low_freq_factor) /
+					(c->rope_high_freq_factor - c->rope_low_freq_factor);
+			if (!(wl < hi) && !(wl > lo))
+				scaled = (1 - smooth) * scaled / c->rope_factor + smooth * scaled;
+			f = scaled;
+		}
+		inv[j] = f;
+	}
+}
+
+static void ref_forward(const gm_model *m, const int32_t *ids, int T, double *logits)
+{
+	const gm_model_config *c = &m->config;
+	int nkv = (int)c->num_key_value_heads, kvd = nkv * R_HD, qd = R_NH * R_HD, l, t, s, h, j, i;
+	double *x = calloc((size_t)T * R_H, sizeof(double)), *xn = calloc(R_H, sizeof(double));
+	double *q = calloc((size_t)T * qd, sizeof(double)), *k = calloc((size_t)T * kvd, sizeof(double));
+	double *v = calloc((size_t)T * kvd, sizeof(double)), *att = calloc((size_t)T * qd, sizeof(double));
+	double *tmp = calloc(R_FF * 2, sizeof(double)), *sc = calloc((size_t)T, sizeof(double)), inv[R_HD / 2];
+	double *emb = ref_tensor(m, "model.embed_tokens.weight"), *w[12];
+	char name[128];
+	static const char *names[] = { "input_layernorm.weight", "post_attention_layernorm.weight",
+				       "self_attn.q_proj.weight", "self_attn.k_proj.weight",
+				       "self_attn.v_proj.weight", "self_attn.o_proj.weight",
+				       "self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias",
+				       "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight" };
+
+	ref_inv_freq(c, inv);
+	for (t = 0; t < T; t++)
+		memcpy(x + t * R_H, emb + ids[t] * R_H, sizeof(double) * R_H);
+	for (l = 0; l < R_L; l++) {
+		for (i = 0; i < 12; i++) {
+			snprintf(name, sizeof(name), "model.layers.%d.%s", l, names[i]);
+			w[i] = ref_tensor(m, name);
+		}
+		for (t = 0; t < T; t++) {
+			ref_rmsnorm(xn, x + t * R_H, w[0], R_H, c->rms_norm_eps);
+			ref_linear(q + t * qd, w[2], w[6], xn, qd, R_H);
+			ref_linear(k + t * kvd, w[3], w[7], xn, kvd, R_H);
+			ref_linear(v + t * kvd, w[4], w[8], xn, kvd, R_H);
+			for (h = 0; h < R_NH + nkv; h++) {
+				double *hv = h < R_NH ? q + t * qd + h * R_HD : k + t * kvd + (h - R_NH) * R_HD;
+				for (j = 0; j < R_HD / 2; j++) {
+					double a = hv[j], b = hv[j + R_HD / 2], cs = cos(t * inv[j]), sn = sin(t * inv[j]);
+					hv[j] = a * cs - b * sn;
+					hv[j + R_HD / 2] = b * cs + a * sn;
+				}
+			}
+		}
+		for (t = 0; t < T; t++) {
+			for (h = 0; h < R_NH; h++) {
+				int g = h / (R_NH / nkv);
+				double mx = -1e300, sum = 0;
+				for (s = 0; s <= t; s++) {
+					double d = 0;
+					for (j = 0; j < R_HD; j++)
+						d += q[t * qd + h * R_HD + j] * k[s * kvd + g * R_HD + j];
+					sc[s] = d / sqrt((double)R_HD);
+					mx = sc[s] > mx ? sc[s] : mx;
+				}
+				for (s = 0; s <= t; s++)
+					sum += (sc[s] = exp(sc[s] - mx));
+				for (j = 0; j < R_HD; j++) {
+					double o = 0;
+					for (s = 0; s <= t; s++)
+						o += sc[s] / sum * v[s * kvd + g * R_HD + j];
+					att[t * qd + h * R_HD + j] = o;
+				}
+			}
+		}
+		for (t = 0; t < T; t++) {
+			ref_linear(tmp, w[5], NULL, att + t * qd, R_H, qd);
+			for (i = 0; i < R_H; i++)
+				x[t * R_H + i] += tmp[i];
+			ref_rmsnorm(xn, x + t * R_H, w[1], R_H, c->rms_norm_eps);
+			ref_linear(tmp, w[9], NULL, xn, R_FF, R_H);
+			ref_linear(tmp + R_FF, w[10], NULL, xn, R_FF, R_H);
+			for (i = 0; i < R_FF; i++)
+				tmp[i] = tmp[i] / (1 + exp(-tmp[i])) * tmp[R_FF + i];
+			ref_linear(xn, w[11], NULL, tmp, R_H, R_FF);
+			for (i = 0; i < R_H; i++)
+				x[t * R_H + i] += xn[i];
+		}
+		for (i = 0; i < 12; i++)
+			free(w[i]);
+	}
+	{
+		double *fn = ref_tensor(m, "model.norm.weight");
+		double *lm = c->tie_word_embeddings ? emb : ref_tensor(m, "lm_head.weight");
+		for (t = 0; t < T; t++) {
+			ref_rmsnorm(xn, x + t * R_H, fn, R_H, c->rms_norm_eps);
+			ref_linear(logits + t * R_V, lm, NULL, xn, R_V, R_H);
+		}
+		free(fn);
+		if (lm != emb)
+			free(lm);
+	}
+	free(emb);
+	free(x), free(xn), free(q), free(k), free(v), free(att), free(tmp), free(sc);
+}
+
+/* Adds a random tensor (norm weights around 1) to the writer; buffers are kept in bufs. */
+static void ref_add(gm_st_writer *wr, void **bufs, int *nb, enum gm_dtype t, const char *name, int d0, int d1,
+		    int norm)
+{
+	int64_t shape[2] = { d0, d1 };
+	size_t n = (size_t)d0 * (size_t)(d1 ? d1 : 1), i;
+	float *vals = gm_xmalloc(n * sizeof(float));
+
+	for (i = 0; i < n; i++)
+		vals[i] = norm ? 1.0f + 0.2f * frand() : 0.3f * frand();
+	bufs[*nb] = gm_xmalloc(n * 4);
+	gm_dtype_from_f32(t, vals, bufs[*nb], n, NULL);
+	gm_st_writer_add(wr, name, t, d1 ? 2 : 1, shape, bufs[*nb], NULL);
+	(*nb)++;
+	free(vals);
+}
+
+static void test_reference(const struct ref_arch *ra)
+{
+	gm_error err = GM_ERROR_INIT;
+	char dir[] = "/tmp/gm-test-forward-XXXXXX", path[256], name[128];
+	gm_st_writer *wr = gm_st_writer_new();
+	void *bufs[64];
+	int nb = 0, l, i, kvd = ra->n_kv * R_HD, ret;
+	gm_model *m = NULL;
+	gm_forward *f = NULL;
+	float *logits = gm_xmalloc(sizeof(float) * R_T * R_V), step[R_V];
+	double *ref = gm_xmalloc(sizeof(double) * R_T * R_V), worst = 0, dmax = 0;
+	int32_t ids[R_T];
+	FILE *fp;
+
+	if (!mkdtemp(dir)) {
+		ok(0, "%s: temporary directory", ra->name);
+		goto out;
+	}
+	snprintf(path, sizeof(path), "%s/config.json", dir);
+	if (!(fp = fopen(path, "w"))) {
+		ok(0, "%s: cannot write %s", ra->name, path);
+		rmdir(dir);
+		goto out;
+	}
+	fprintf(fp, "{\"architectures\": [\"%s\"], \"model_type\": \"%s\", \"hidden_size\": %d, "
+		    "\"intermediate_size\": %d, \"num_hidden_layers\": %d, \"num_attention_heads\": %d, "
+		    "\"num_key_value_heads\": %d, \"vocab_size\": %d, \"max_position_embeddings\": 256, "
+		    "\"rms_norm_eps\": 1e-05, \"rope_theta\": %g, \"tie_word_embeddings\": %s, "
+		    "\"hidden_act\": \"silu\", \"torch_dtype\": \"%s\"",
+		ra->arch, ra->model_type, R_H, R_FF, R_L, R_NH, ra->n_kv, R_V, ra->theta,
+		ra->tied ? "true" : "false", ra->dtype_json);
+	if (ra->llama3)
+		fprintf(fp, ", \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8.0, \"low_freq_factor\": 1.0, "
+			    "\"high_freq_factor\": 4.0, \"original_max_position_embeddings\": 16}");
+	fprintf(fp, "}\n");
+	fclose(fp);
+
+	ref_add(wr, bufs, &nb, ra->dtype, "model.embed_tokens.weight", R_V, R_H, 0);
+	ref_add(wr, bufs, &nb, ra->dtype, "model.norm.weight", R_H, 0, 1);
+	if (!ra->tied)
+		ref_add(wr, bufs, &nb, ra->dtype, "lm_head.weight", R_V, R_H, 0);
+	for (l = 0; l < R_L; l++) {
+#define LN(s) (snprintf(name, sizeof(name), "model.layers.%d.%s", l, s), name)
+		ref_add(wr, bufs, &nb, ra->dtype, LN("input_layernorm.weight"), R_H, 0, 1);
+		ref_add(wr, bufs, &nb, ra->dtype, LN("post_attention_layernorm.weight"), R_H, 0, 1);
+		ref_add(wr, bufs, &nb, ra->dtype, LN("self_attn.q_proj.weight"), R_NH * R_HD, R_H, 0);
+		ref_add(wr, bufs, &nb, ra->dtype, LN("self_attn.k_proj.weight"), kvd, R_H, 0);
+		ref_add(wr, bufs, &nb, ra->dtype, LN("self_attn.v_proj.weight"), kvd, R_H, 0);
+		ref_add(wr, bufs, &nb, ra->dtype, LN("self_attn.o_proj.weight"), R_H, R_NH * R_HD, 0);
+		if (ra->bias) {
+			ref_add(wr, bufs, &nb, ra->dtype, LN("self_attn.q_proj.bias"), R_NH * R_HD, 0, 0);
+			ref_add(wr, bufs, &nb, ra->dtype, LN("self_attn.k_proj.bias"), kvd, 0, 0);
+			ref_add(wr, bufs, &nb, ra->dtype, LN("self_attn.v_proj.bias"), kvd, 0, 0);
+		}
+		ref_add(wr, bufs, &nb, ra->dtype, LN("mlp.gate_proj.weight"), R_FF, R_H, 0);
+		ref_add(wr, bufs, &nb, ra->dtype, LN("mlp.up_proj.weight"), R_FF, R_H, 0);
+		ref_add(wr, bufs, &nb, ra->dtype, LN("mlp.down_proj.weight"), R_H, R_FF, 0);
+#undef LN
+	}
+	snprintf(path, sizeof(path), "%s/model.safetensors", dir);
+	ret = gm_st_writer_write(wr, path, &err);
+	ok(!ret, "%s: model written (%s)", ra->name, err.msg);
+	ret = ret ? ret : gm_model_open(dir, &m, &err);
+	ok(!ret, "%s: model opens (%s)", ra->name, err.msg);
+	if (ret)
+		goto clean;
+	for (i = 0; i < R_T; i++)
+		ids[i] = (int32_t)((i * 37 + 11) % R_V);
+	ref_forward(m, ids, R_T, ref);
+	ret = gm_forward_new(m, R_T + 1, 2, &f, &err);
+	ret = ret ? ret : gm_forward_eval(f, ids, R_T, logits, 1, &err);
+	for (i = 0; !ret && i < R_T * R_V; i++) {
+		double e = fabs(logits[i] - ref[i]);
+		worst = e > worst ? e : worst;
+		dmax = fabs(ref[i]) > dmax ? fabs(ref[i]) : dmax;
+	}
+	ok(!ret && worst / dmax < 1e-5, "%s: logits of %d tokens match a naive reference (rel %.2g)", ra->name,
+	   R_T, worst / dmax);
+	/* one token at a time through the cache */
+	gm_forward_truncate(f, 0);
+	for (i = 0, worst = 0; !ret && i < R_T; i++) {
+		int j;
+		ret = gm_forward_eval(f, ids + i, 1, step, 0, &err);
+		for (j = 0; j < R_V; j++)
+			worst = fabs(step[j] - ref[i * R_V + j]) > worst ? fabs(step[j] - ref[i * R_V + j]) : worst;
+	}
+	ok(!ret && worst / dmax < 1e-5, "%s: token by token through the cache too (rel %.2g)", ra->name,
+	   worst / dmax);
+	gm_forward_free(f);
+	gm_model_close(m);
+clean:
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/config.json", dir);
+	unlink(path);
+	rmdir(dir);
+out:
+	for (i = 0; i < nb; i++)
+		free(bufs[i]);
+	gm_st_writer_free(wr);
+	free(logits);
+	free(ref);
+}
+
+static void test_errors(void)
+{
+	gm_error err = GM_ERROR_INIT;
+	gm_buf path = GM_BUF_INIT;
+	gm_model *m = NULL;
+	gm_forward *f = NULL;
+	int32_t ids[8] = { 1, 2, 3, 4, 5, 6, 7, 8 };
+	float *logits;
+	int ret;
+
+	gm_buf_addf(&path, "%s/t/fixtures/models/tiny-qwen3-f32", tap_srcdir());
+	ret = gm_model_open(path.buf, &m, &err);
+	gm_buf_release(&path);
+	if (ret) {
+		ok(0, "tiny model opens (%s)", err.msg);
+		return;
+	}
+	ok(gm_forward_new(m, 6, 1, &f, &err) == 0 && gm_forward_n_ctx(f) == 6, "a 6-token context");
+	logits = gm_xmalloc(sizeof(float) * (size_t)m->config.vocab_size);
+	ret = gm_forward_eval(f, ids, 7, logits, 0, &err);
+	ok_error(ret, &err, GM_EINVAL, "context overflow", "7 tokens overflow a 6-token context");
+	ok(gm_forward_pos(f) == 0, "nothing was evaluated");
+	ok(gm_forward_eval(f, ids, 4, logits, 0, &err) == 0 && gm_forward_pos(f) == 4, "4 tokens fit");
+	ret = gm_forward_eval(f, ids, 3, logits, 0, &err);
+	ok_error(ret, &err, GM_EINVAL, "do not fit after 4 cached", "3 more tokens overflow");
+	ids[1] = (int32_t)m->config.vocab_size;
+	ret = gm_forward_eval(f, ids, 2, logits, 0, &err);
+	ok_error(ret, &err, GM_EINVAL, "out of range", "an id past the vocabulary is refused");
+	ids[1] = -1;
+	ret = gm_forward_eval(f, ids, 2, logits, 0, &err);
+	ok_error(ret, &err, GM_EINVAL, "out of range", "a negative id is refused");
+	ret = gm_forward_eval(f, ids, 0, logits, 0, &err);
+	ok_error(ret, &err, GM_EINVAL, "no tokens", "an empty batch is refused");
+	ok(gm_forward_pos(f) == 4, "failed evals leave the cache as it was");
+	gm_forward_truncate(f, 0);
+	ok(gm_forward_pos(f) == 0, "truncate(0) empties the cache");
+	free(logits);
+	gm_forward_free(f);
+	gm_model_close(m);
+}
+
+/* A prompt longer than one internal batch (512 tokens) against the same tokens in two evals. */
+static void test_long_prompt(void)
+{
+	gm_error err = GM_ERROR_INIT;
+	gm_buf path = GM_BUF_INIT;
+	gm_model *m = NULL;
+	gm_forward *f = NULL;
+	const int n = 700;
+	int32_t ids[700];
+	float *a = NULL, *b = NULL;
+	int64_t V;
+	int i, ret;
+
+	gm_buf_addf(&path, "%s/contrib/models/pocket-qwen3", tap_srcdir());
+	ret = gm_model_open(path.buf, &m, &err);
+	gm_buf_release(&path);
+	ret = ret ? ret : gm_forward_new(m, n, 2, &f, &err);
+	ok(!ret, "pocket-qwen3 with a %d-token context (%s)", n, err.msg);
+	if (ret)
+		goto out;
+	V = m->config.vocab_size;
+	for (i = 0; i < n; i++)
+		ids[i] = (int32_t)((i * 7919 + 13) % V);
+	a = gm_xmalloc(sizeof(float) * (size_t)(n * V));
+	b = gm_xmalloc(sizeof(float) * (size_t)(n * V));
+	ret = gm_forward_eval(f, ids, n, a, 1, &err);
+	gm_forward_truncate(f, 0);
+	ret = ret ? ret : gm_forward_eval(f, ids, 300, b, 1, &err);
+	ret = ret ? ret : gm_forward_eval(f, ids + 300, n - 300, b + 300 * V, 1, &err);
+	ok(!ret && rel_err(a, b, (size_t)(n * V)) < 1e-5,
+	   "%d tokens in one eval (two internal batches) equal 300 + 400 through the cache (rel %.2g)", n,
+	   ret ? INFINITY : rel_err(a, b, (size_t)(n * V)));
+out:
+	free(a);
+	free(b);
+	gm_forward_free(f);
+	gm_model_close(m);
+}
+
+int main(void)
+{
+	static const struct golden models[] = {
+		{ "tiny-qwen3-f32", "t/fixtures/models/tiny-qwen3-f32" },
+		{ "tiny-qwen3-vocab151k", "t/fixtures/models/tiny-qwen3-vocab151k" },
+		{ "pocket-qwen3", "contrib/models/pocket-qwen3" },
+	};
+	/* a golden model's name, "long" or "none": a subset for valgrind runs */
+	const char *only = getenv("GM_TEST_FORWARD_ONLY");
+	size_t i;
+
+	static const struct ref_arch archs[] = {
+		{ "qwen2 (biases, f16, untied)", "Qwen2ForCausalLM", "qwen2", "float16", GM_DTYPE_F16, 2, 1, 0, 0, 1e6 },
+		{ "llama (llama3 rope, bf16, tied)", "LlamaForCausalLM", "llama", "bfloat16", GM_DTYPE_BF16, 1, 0, 1, 1,
+		  500000 },
+	};
+
+	test_kernels();
+	test_errors();
+	if (!only || !strcmp(only, "long"))
+		test_long_prompt();
+	for (i = 0; i < sizeof(archs) / sizeof(archs[0]); i++)
+		test_reference(&archs[i]);
+	for (i = 0; i < sizeof(models) / sizeof(models[0]); i++) {
+		double worst = 0;
+
+		if (only && strcmp(only, models[i].name))
+			continue;
+		test_golden(&models[i], &worst);
+		printf("# %s: worst relative logit error %.3g\n", models[i].name, worst);
+	}
+	return tap_done();
+}
