@@ -1,6 +1,6 @@
 #!/bin/sh
-# The demo: builds git-model (installing what it needs), then shows the bundled
-# model and a synthetic one.  Run from anywhere: contrib/demo.sh
+# The demo: builds git-model (installing what it needs), then runs the bundled
+# model (text streamed on the CPU) and shows a synthetic one.  Run from anywhere: contrib/demo.sh
 set -e
 top=$(cd "$(dirname "$0")/.." && pwd)
 sh "$top/contrib/build.sh" >/dev/null
@@ -16,6 +16,14 @@ git model info "$top/contrib/models/pocket-qwen3"
 echo
 echo "\$ git infer -m contrib/models/pocket-qwen3 --check"
 git infer -m "$top/contrib/models/pocket-qwen3" --check
+echo
+echo "== text, streamed token by token (greedy: the same every time)"
+echo "\$ git infer -m contrib/models/pocket-qwen3 -p \"And it came to pass\" -n 48 --temperature 0"
+git infer -m "$top/contrib/models/pocket-qwen3" -p "And it came to pass" -n 48 --temperature 0
+echo
+echo "== sampled with the model's generation_config.json (seeded: reproducible), with the speed (-v)"
+echo "\$ git infer -m contrib/models/pocket-qwen3 -p \"Blessed are the\" -n 48 --seed 7 -v"
+git infer -m "$top/contrib/models/pocket-qwen3" -p "Blessed are the" -n 48 --seed 7 -v
 echo
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT

@@ -1,25 +1,51 @@
 /*
- * git-infer - run a model.
- *
- * For now only --check exists: load a model directory, validate its
- * config and every tensor against the architecture, and print a one-line
- * summary.  Text generation comes with the forward pass.
+ * git-infer - run a model: generate text from a prompt, chat, or check
+ * that a model directory loads.  Argument parsing and printing only; the
+ * work is done by libcore (generate.h, sampler.h, tokenizer.h, chat.h).
  */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "buf.h"
+#include "chat.h"
 #include "cmd.h"
+#include "forward.h"
+#include "generate.h"
 #include "json.h"
 #include "log.h"
 #include "model.h"
+#include "safetensors.h"
+#include "sampler.h"
+#include "tokenizer.h"
 
 static const char *const usage[] = {
+	"git infer -m <model> -p <prompt> [<options>]",
+	"git infer -m <model> --chat [-p <prompt>] [--system <text>] [<options>]",
 	"git infer -m <model> --check [--json] [-v | -q]",
+	"git infer -m <model> --tokenize < <text>",
+	"git infer -m <model> --render-chat <messages.json>",
 	NULL
 };
+
+#define UNSET_LONG LONG_MIN
+
+struct infer_opts {
+	const char *model, *prompt, *system, *seed, *prompt_ids, *logits_out, *render_chat;
+	int chat, think, print_ids, tokenize, generation_prompt, verbosity;
+	long max_tokens, top_k, threads, ctx;
+	double temperature, top_p, min_p, repeat_penalty;
+	gm_strlist stop;
+};
+
+/* ---------------------------------------------------------------- --check */
 
 static void print_summary(const gm_model *m)
 {
@@ -71,29 +97,585 @@ static int check_model(const char *dir, int json, int verbosity)
 	return 0;
 }
 
+/* ---------------------------------------------------------------- helpers */
+
+static int read_stdin(gm_buf *out, gm_error *err)
+{
+	char chunk[65536];
+	size_t n;
+
+	while ((n = fread(chunk, 1, sizeof(chunk), stdin)) > 0)
+		gm_buf_add(out, chunk, n);
+	if (ferror(stdin))
+		return gm_error_errno(err, "cannot read standard input");
+	return 0;
+}
+
+static int write_out(const void *data, size_t len)
+{
+	if (len && fwrite(data, 1, len, stdout) != len)
+		return -1;
+	return fflush(stdout) ? -1 : 0;
+}
+
+/* "1,2,3" (spaces allowed) into ids; 0 or -1 with a message in err. */
+static int parse_ids(const char *s, int32_t **ids, size_t *n, gm_error *err)
+{
+	size_t alloc = 16;
+	const char *p = s;
+
+	*n = 0;
+	*ids = gm_xmalloc(alloc * sizeof(**ids));
+	for (;;) {
+		char *end;
+		long long v;
+
+		while (*p == ' ')
+			p++;
+		errno = 0;
+		v = strtoll(p, &end, 10);
+		if (end == p || errno || v < 0 || v > INT32_MAX) {
+			free(*ids);
+			*ids = NULL;
+			return gm_error_set(err, GM_EINVAL, "option '--prompt-ids' expects token ids separated by "
+					    "commas, not '%s'", s);
+		}
+		if (*n == alloc) {
+			alloc *= 2;
+			*ids = gm_xrealloc(*ids, alloc * sizeof(**ids));
+		}
+		(*ids)[(*n)++] = (int32_t)v;
+		p = end;
+		while (*p == ' ')
+			p++;
+		if (!*p)
+			return 0;
+		if (*p++ != ',') {
+			free(*ids);
+			*ids = NULL;
+			return gm_error_set(err, GM_EINVAL, "option '--prompt-ids' expects token ids separated by "
+					    "commas, not '%s'", s);
+		}
+	}
+}
+
+static uint64_t random_seed(void)
+{
+	uint64_t s = 0;
+	int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+	struct timespec ts;
+
+	if (fd >= 0) {
+		if (read(fd, &s, sizeof(s)) != (ssize_t)sizeof(s))
+			s = 0;
+		close(fd);
+	}
+	if (!s) {
+		clock_gettime(CLOCK_REALTIME, &ts);
+		s = (uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15ULL ^ (uint64_t)ts.tv_sec ^ ((uint64_t)getpid() << 32);
+	}
+	return s;
+}
+
+static json_object *message(const char *role, const char *content)
+{
+	json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "role", json_object_new_string(role));
+	json_object_object_add(o, "content", json_object_new_string(content));
+	return o;
+}
+
+/* ---------------------------------------------------------------- --tokenize, --render-chat */
+
+static int run_tokenize(const struct infer_opts *io)
+{
+	gm_error err = GM_ERROR_INIT;
+	gm_tokenizer *tok = NULL;
+	gm_buf text = GM_BUF_INIT, out = GM_BUF_INIT;
+	int32_t *ids = NULL;
+	size_t n = 0, i;
+	int ret;
+
+	ret = gm_tokenizer_load(io->model, &tok, &err);
+	if (!ret)
+		ret = read_stdin(&text, &err);
+	if (!ret)
+		ret = gm_tokenizer_encode(tok, text.buf, text.len, &ids, &n, &err);
+	if (!ret) {
+		gm_buf_addch(&out, '[');
+		for (i = 0; i < n; i++)
+			gm_buf_addf(&out, "%s%d", i ? ", " : "", ids[i]);
+		gm_buf_adds(&out, "]\n");
+		if (write_out(out.buf, out.len))
+			ret = gm_error_errno(&err, "cannot write to standard output");
+	}
+	free(ids);
+	gm_buf_release(&text);
+	gm_buf_release(&out);
+	gm_tokenizer_free(tok);
+	return ret ? gm_cmd_error(&err) : 0;
+}
+
+static int run_render_chat(const struct infer_opts *io)
+{
+	gm_error err = GM_ERROR_INIT;
+	gm_chat_template *t = NULL;
+	json_object *messages = NULL;
+	gm_buf out = GM_BUF_INIT;
+	int ret;
+
+	ret = gm_chat_template_load(io->model, &t, &err);
+	if (!ret)
+		ret = gm_json_parse_file(io->render_chat, &messages, &err);
+	if (!ret && !json_object_is_type(messages, json_type_array))
+		ret = gm_error_set(&err, GM_EFORMAT, "%s: expected a JSON list of messages", io->render_chat);
+	if (!ret)
+		ret = gm_chat_render(t, messages, io->generation_prompt, (enum gm_chat_thinking)io->think, &out,
+				     &err);
+	if (!ret && write_out(out.buf, out.len))
+		ret = gm_error_errno(&err, "cannot write to standard output");
+	json_object_put(messages);
+	gm_buf_release(&out);
+	gm_chat_template_free(t);
+	return ret ? gm_cmd_error(&err) : 0;
+}
+
+/* ---------------------------------------------------------------- generation */
+
+struct session {
+	const struct infer_opts *io;
+	gm_model *model;
+	gm_tokenizer *tok;
+	gm_chat_template *chat;
+	gm_forward *f;
+	gm_sampler *sampler;
+	gm_generator *gen;
+	gm_generate_opts opts;
+	int n_ctx;
+	/* output state */
+	gm_buf *reply;      /* NULL, or where the text also goes */
+	int n_ids_printed;
+	char last;          /* the last byte written */
+	int write_failed;
+};
+
+static int on_text(void *ctx, const char *text, size_t len)
+{
+	struct session *s = ctx;
+
+	if (s->reply)
+		gm_buf_add(s->reply, text, len);
+	if (s->io->print_ids)
+		return 0;
+	if (write_out(text, len)) {
+		s->write_failed = 1;
+		return 1;
+	}
+	s->last = text[len - 1];
+	return 0;
+}
+
+static int on_token(void *ctx, int32_t id)
+{
+	struct session *s = ctx;
+
+	if (printf("%s%d", s->n_ids_printed++ ? "," : "", id) < 0 || fflush(stdout)) {
+		s->write_failed = 1;
+		return 1;
+	}
+	return 0;
+}
+
+static void print_timing(const gm_generate_stats *st)
+{
+	fprintf(stderr, "prompt: %d tokens in %.3f s (%.1f tok/s); decode: %d tokens in %.3f s (%.1f tok/s)\n",
+		st->n_prompt, st->prompt_s, st->prompt_s > 0 ? st->n_prompt / st->prompt_s : 0.0, st->n_decode,
+		st->decode_s, st->decode_s > 0 ? st->n_decode / st->decode_s : 0.0);
+}
+
+static int write_logits(const char *path, const float *logits, size_t n_prompt, size_t n_vocab, gm_error *err)
+{
+	gm_st_writer *w = gm_st_writer_new();
+	int64_t shape[2] = { (int64_t)n_prompt, (int64_t)n_vocab };
+	int ret;
+
+	ret = gm_st_writer_add(w, "logits", GM_DTYPE_F32, 2, shape, logits, err);
+	if (!ret)
+		ret = gm_st_writer_write(w, path, err);
+	gm_st_writer_free(w);
+	return ret;
+}
+
+/*
+ * Generates after ids; the text goes to stdout (and to s->reply).
+ * Returns 0, or 1 after printing an error.
+ */
+static int generate(struct session *s, const int32_t *ids, size_t n)
+{
+	const struct infer_opts *io = s->io;
+	gm_error err = GM_ERROR_INIT;
+	gm_generate_stats st;
+	gm_generate_opts o = s->opts;
+	size_t n_vocab = (size_t)s->model->config.vocab_size;
+	float *logits = NULL;
+	int ret;
+
+	if (n > (size_t)s->n_ctx) {
+		gm_error_set(&err, GM_EINVAL,
+			     "the prompt is %zu tokens, longer than the context (%d tokens; see --ctx)", n, s->n_ctx);
+		return gm_cmd_error(&err);
+	}
+	if (io->logits_out) {
+		if (n > SIZE_MAX / sizeof(float) / n_vocab) {
+			gm_error_set(&err, GM_EINVAL, "--logits-out: %zu x %zu logits do not fit in memory", n,
+				     n_vocab);
+			return gm_cmd_error(&err);
+		}
+		logits = malloc(n * n_vocab * sizeof(*logits));
+		if (!logits) {
+			gm_error_set(&err, GM_ENOMEM, "--logits-out: no memory for %zu x %zu logits", n, n_vocab);
+			return gm_cmd_error(&err);
+		}
+		o.prompt_logits = logits;
+	}
+	s->n_ids_printed = 0;
+	s->last = '\n';
+	ret = gm_generate(s->gen, ids, n, &o, &st, &err);
+	if (!ret && io->logits_out)
+		ret = write_logits(io->logits_out, logits, n, n_vocab, &err);
+	free(logits);
+	if (io->print_ids && s->n_ids_printed)
+		putchar('\n');
+	else if (!io->print_ids && s->last != '\n' && isatty(1))
+		putchar('\n');
+	if (fflush(stdout) || s->write_failed) {
+		if (errno == EPIPE)
+			return 0;
+		gm_error_errno(&err, "cannot write to standard output");
+		return gm_cmd_error(&err);
+	}
+	if (ret)
+		return gm_cmd_error(&err);
+	if (st.stop == GM_STOP_CONTEXT)
+		gm_warn("the context is full (%d tokens): generation stopped; see --ctx", s->n_ctx);
+	gm_debug("stopped: %s, %d tokens generated", gm_stop_reason_name(st.stop), st.n_generated);
+	if (io->verbosity > 0)
+		print_timing(&st);
+	return 0;
+}
+
+static int encode(struct session *s, const char *text, size_t len, int32_t **ids, size_t *n)
+{
+	gm_error err = GM_ERROR_INIT;
+
+	if (gm_tokenizer_encode(s->tok, text, len, ids, n, &err))
+		return gm_cmd_error(&err);
+	return 0;
+}
+
+static int render(struct session *s, json_object *messages, gm_buf *out)
+{
+	gm_error err = GM_ERROR_INIT;
+
+	gm_buf_reset(out);
+	if (gm_chat_render(s->chat, messages, 1, (enum gm_chat_thinking)s->io->think, out, &err))
+		return gm_cmd_error(&err);
+	return 0;
+}
+
+/* One prompt, given by -p or --prompt-ids. */
+static int run_once(struct session *s)
+{
+	const struct infer_opts *io = s->io;
+	gm_error err = GM_ERROR_INIT;
+	gm_buf text = GM_BUF_INIT, rendered = GM_BUF_INIT;
+	int32_t *ids = NULL;
+	size_t n = 0;
+	int ret = 0;
+
+	if (io->prompt_ids) {
+		if (parse_ids(io->prompt_ids, &ids, &n, &err))
+			return gm_cmd_error(&err);
+	} else {
+		if (!strcmp(io->prompt, "-")) {
+			if (read_stdin(&text, &err)) {
+				ret = gm_cmd_error(&err);
+				goto out;
+			}
+		} else {
+			gm_buf_adds(&text, io->prompt);
+		}
+		if (io->chat) {
+			json_object *messages = json_object_new_array();
+
+			if (io->system)
+				json_object_array_add(messages, message("system", io->system));
+			json_object_array_add(messages, message("user", text.buf));
+			ret = render(s, messages, &rendered);
+			json_object_put(messages);
+			if (ret)
+				goto out;
+			gm_buf_reset(&text);
+			gm_buf_add(&text, rendered.buf, rendered.len);
+		}
+		if ((ret = encode(s, text.buf, text.len, &ids, &n)))
+			goto out;
+	}
+	ret = generate(s, ids, n);
+out:
+	free(ids);
+	gm_buf_release(&text);
+	gm_buf_release(&rendered);
+	return ret;
+}
+
+/* The interactive chat: one user message a line, the history kept. */
+static int run_interactive(struct session *s)
+{
+	const struct infer_opts *io = s->io;
+	json_object *messages = json_object_new_array();
+	gm_buf rendered = GM_BUF_INIT, reply = GM_BUF_INIT;
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t len;
+	int ret = 0;
+
+	if (io->system)
+		json_object_array_add(messages, message("system", io->system));
+	fprintf(stderr, "Chatting with %s; end with Ctrl-D.\n", s->model->dir);
+	for (;;) {
+		int32_t *ids = NULL;
+		size_t n = 0, count;
+
+		fputs("> ", stdout);
+		fflush(stdout);
+		len = getline(&line, &cap, stdin);
+		if (len < 0) {
+			putchar('\n');
+			break;
+		}
+		while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+			line[--len] = '\0';
+		if (!len)
+			continue;
+		json_object_array_add(messages, message("user", line));
+		count = json_object_array_length(messages);
+		if (render(s, messages, &rendered) || encode(s, rendered.buf, rendered.len, &ids, &n)) {
+			json_object_array_del_idx(messages, count - 1, 1);
+			continue;
+		}
+		gm_buf_reset(&reply);
+		s->reply = &reply;
+		ret = generate(s, ids, n);
+		s->reply = NULL;
+		free(ids);
+		if (s->write_failed)
+			break;
+		if (ret) {
+			/* Too long, most likely: forget the turn, go on. */
+			json_object_array_del_idx(messages, count - 1, 1);
+			ret = 0;
+			continue;
+		}
+		json_object_array_add(messages, message("assistant", reply.buf));
+	}
+	free(line);
+	gm_buf_release(&rendered);
+	gm_buf_release(&reply);
+	json_object_put(messages);
+	return ret;
+}
+
+static void describe_sampling(const gm_sampler_params *p)
+{
+	if (p->temperature == 0)
+		gm_info("sampling: greedy%s", p->repetition_penalty != 1.0 ? " with a repetition penalty" : "");
+	else
+		gm_info("sampling: temperature %g, top-k %lld, top-p %g, min-p %g, repetition penalty %g, seed %llu",
+			p->temperature, (long long)p->top_k, p->top_p, p->min_p, p->repetition_penalty,
+			(unsigned long long)p->seed);
+}
+
+static int run_generate(const struct gm_cmd_info *cmd, const struct infer_opts *io)
+{
+	gm_error err = GM_ERROR_INIT;
+	struct session s;
+	gm_sampler_params sp;
+	int interactive = !io->prompt && !io->prompt_ids;
+	int need_tok, ret = 1;
+
+	memset(&s, 0, sizeof(s));
+	s.io = io;
+
+	/* Usage first, before anything is loaded. */
+	if (io->prompt && io->prompt_ids)
+		return gm_cmd_usage_error(cmd, "-p and --prompt-ids cannot be combined");
+	if (io->chat && io->prompt_ids)
+		return gm_cmd_usage_error(cmd, "--chat takes a text prompt (-p), not --prompt-ids");
+	if ((io->system || io->think >= 0) && !io->chat && !interactive)
+		return gm_cmd_usage_error(cmd, "--system, --think and --no-think go with --chat");
+	if (interactive) {
+		if (!isatty(0))
+			return gm_cmd_usage_error(cmd, "missing -p <prompt> (an interactive chat needs a terminal)");
+		if (io->logits_out || io->print_ids)
+			return gm_cmd_usage_error(cmd, "--logits-out and --print-ids need a prompt "
+						  "(-p or --prompt-ids)");
+	}
+	gm_sampler_params_init(&sp);
+
+	if ((ret = gm_model_open(io->model, &s.model, &err)))
+		return gm_cmd_error(&err);
+	gm_sampler_params_from_generation(&sp, &s.model->generation);
+	if (!isnan(io->temperature))
+		sp.temperature = io->temperature;
+	if (io->top_k != UNSET_LONG)
+		sp.top_k = io->top_k;
+	if (!isnan(io->top_p))
+		sp.top_p = io->top_p;
+	if (!isnan(io->min_p))
+		sp.min_p = io->min_p;
+	if (!isnan(io->repeat_penalty))
+		sp.repetition_penalty = io->repeat_penalty;
+	if (io->seed) {
+		char *end;
+
+		errno = 0;
+		sp.seed = strtoull(io->seed, &end, 10);
+		if (!*io->seed || *end || errno || io->seed[0] == '-') {
+			ret = gm_cmd_usage_error(cmd, "option '--seed' expects a non-negative integer, not '%s'",
+						 io->seed);
+			goto out;
+		}
+	} else {
+		sp.seed = random_seed();
+	}
+	if (gm_sampler_params_check(&sp, &err)) {
+		ret = gm_cmd_usage_error(cmd, "%s", err.msg);
+		goto out;
+	}
+	describe_sampling(&sp);
+
+	need_tok = !io->prompt_ids || !io->print_ids || io->stop.n || interactive;
+	if (need_tok && (ret = gm_tokenizer_load(io->model, &s.tok, &err)))
+		goto fail;
+	if ((io->chat || interactive) && (ret = gm_chat_template_load(io->model, &s.chat, &err)))
+		goto fail;
+	if ((ret = gm_forward_new(s.model, (int)io->ctx, (int)io->threads, &s.f, &err)) ||
+	    (ret = gm_sampler_new(&sp, (size_t)s.model->config.vocab_size, &s.sampler, &err)) ||
+	    (ret = gm_generator_new(s.model, s.f, s.tok, &s.gen, &err)))
+		goto fail;
+	s.n_ctx = gm_forward_n_ctx(s.f);
+
+	gm_generate_opts_init(&s.opts, &s.model->generation);
+	if (io->max_tokens != UNSET_LONG)
+		s.opts.max_tokens = io->max_tokens;
+	else
+		s.opts.max_tokens = s.model->generation.max_new_tokens;
+	s.opts.stop = io->stop.items;
+	s.opts.n_stop = io->stop.n;
+	s.opts.sampler = s.sampler;
+	s.opts.cb_ctx = &s;
+	if (s.tok)
+		s.opts.on_text = on_text;
+	if (io->print_ids)
+		s.opts.on_token = on_token;
+
+	ret = interactive ? run_interactive(&s) : run_once(&s);
+	goto out;
+fail:
+	ret = gm_cmd_error(&err);
+out:
+	gm_generator_free(s.gen);
+	gm_sampler_free(s.sampler);
+	gm_forward_free(s.f);
+	gm_chat_template_free(s.chat);
+	gm_tokenizer_free(s.tok);
+	gm_model_close(s.model);
+	return ret;
+}
+
 int main(int argc, const char **argv)
 {
-	const char *model = NULL;
-	int check = 0, json = 0, verbosity = 0, status, n;
+	struct infer_opts io;
+	int check = 0, json = 0, status, n, modes;
 	const struct gm_option options[] = {
-		GM_OPT_STRING('m', "model", &model, "dir", "the model directory"),
+		GM_OPT_STRING('m', "model", &io.model, "dir", "the model directory"),
+		GM_OPT_STRING('p', "prompt", &io.prompt, "text", "the prompt (- reads standard input)"),
+		GM_OPT_FLAG(0, "chat", &io.chat, "apply the chat template of the model"),
+		GM_OPT_STRING(0, "system", &io.system, "text", "with --chat: a system message first"),
+		GM_OPT_FLAG(0, "think", &io.think, "with --chat: enable_thinking (--no-think: off)"),
+		GM_OPT_INT('n', "max-tokens", &io.max_tokens, "n",
+			   "at most n new tokens (0: the prompt only; -1: no limit)", -1, INT_MAX),
+		GM_OPT_STRING_LIST(0, "stop", &io.stop, "text", "stop before this text (repeatable)"),
+		GM_OPT_GROUP("sampling (defaults from generation_config.json)"),
+		GM_OPT_DOUBLE(0, "temperature", &io.temperature, "t", "0: greedy"),
+		GM_OPT_INT(0, "top-k", &io.top_k, "k", "keep the k most likely tokens (0: off)", 0, INT_MAX),
+		GM_OPT_DOUBLE(0, "top-p", &io.top_p, "p", "keep the most likely tokens up to mass p (1: off)"),
+		GM_OPT_DOUBLE(0, "min-p", &io.min_p, "p", "drop tokens under p times the top one (0: off)"),
+		GM_OPT_DOUBLE(0, "repeat-penalty", &io.repeat_penalty, "x", "penalize tokens already seen (1: off)"),
+		GM_OPT_STRING(0, "seed", &io.seed, "n", "random seed (default: random): same seed, same text"),
+		GM_OPT_GROUP("resources"),
+		GM_OPT_INT(0, "threads", &io.threads, "n", "threads (default: all CPUs)", 0, 4096),
+		GM_OPT_INT(0, "ctx", &io.ctx, "n", "context length in tokens (default: from the model, at most 4096)",
+			   0, 1 << 24),
+		GM_OPT_GROUP("checking and debugging"),
 		GM_OPT_FLAG(0, "check", &check, "load and validate the model, print a summary"),
 		GM_OPT_FLAG(0, "json", &json, "print the summary as one JSON object"),
-		GM_OPT_VERBOSITY(&verbosity),
+		GM_OPT_STRING(0, "prompt-ids", &io.prompt_ids, "ids", "the prompt as token ids: 1,2,3"),
+		GM_OPT_FLAG(0, "print-ids", &io.print_ids, "print the generated token ids instead of text"),
+		GM_OPT_STRING(0, "logits-out", &io.logits_out, "file", "write the logits of the prompt (safetensors)"),
+		GM_OPT_FLAG(0, "tokenize", &io.tokenize, "print the token ids of standard input as JSON"),
+		GM_OPT_STRING(0, "render-chat", &io.render_chat, "file",
+			      "print the chat prompt of a JSON message list"),
+		GM_OPT_FLAG(0, "generation-prompt", &io.generation_prompt,
+			    "with --render-chat: end with an assistant turn (default)"),
+		GM_OPT_VERBOSITY(&io.verbosity),
 		GM_OPT_END()
 	};
 	const struct gm_cmd_info cmd = { "git infer", "git-infer", usage, options };
 
+	memset(&io, 0, sizeof(io));
+	io.think = GM_CHAT_THINKING_UNSET;
+	io.generation_prompt = 1;
+	io.max_tokens = io.top_k = UNSET_LONG;
+	io.temperature = io.top_p = io.min_p = io.repeat_penalty = NAN;
+
 	n = gm_cmd_parse(&cmd, argc, argv, 0, 1, &status);
 	if (n < 0)
-		return status;
-	if (n > 0)
-		return gm_cmd_usage_error(&cmd, "unexpected argument '%s'", argv[0]);
-	if (!model)
-		return gm_cmd_usage_error(&cmd, "missing -m <model>: the model directory");
-	if (!check)
-		return gm_cmd_usage_error(&cmd, "nothing to do: text generation is not available yet; "
-					  "use --check to validate a model");
-	gm_cmd_set_verbosity(verbosity);
-	return check_model(model, json, verbosity);
+		goto out;
+	if (n > 0) {
+		status = gm_cmd_usage_error(&cmd, "unexpected argument '%s'", argv[0]);
+		goto out;
+	}
+	if (!io.model) {
+		status = gm_cmd_usage_error(&cmd, "missing -m <model>: the model directory");
+		goto out;
+	}
+	modes = !!check + !!io.tokenize + !!io.render_chat;
+	if (modes > 1) {
+		status = gm_cmd_usage_error(&cmd, "--check, --tokenize and --render-chat cannot be combined");
+		goto out;
+	}
+	if (json && !check) {
+		status = gm_cmd_usage_error(&cmd, "--json goes with --check");
+		goto out;
+	}
+	if (modes && (io.prompt || io.prompt_ids || io.chat)) {
+		status = gm_cmd_usage_error(&cmd, "%s does not take a prompt",
+					    check ? "--check" : io.tokenize ? "--tokenize" : "--render-chat");
+		goto out;
+	}
+	gm_cmd_set_verbosity(io.verbosity);
+	if (check)
+		status = check_model(io.model, json, io.verbosity);
+	else if (io.tokenize)
+		status = run_tokenize(&io);
+	else if (io.render_chat)
+		status = run_render_chat(&io);
+	else
+		status = run_generate(&cmd, &io);
+out:
+	gm_strlist_clear(&io.stop);
+	return status;
 }

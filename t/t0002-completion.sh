@@ -55,8 +55,11 @@ test_expect_success BASH 'options come from the command itself' '
 	complete_dashed git-model synth --se >actual &&
 	echo "--seed=" >expect &&
 	test_cmp expect actual &&
-	complete_dashed git-infer --ch >actual &&
+	complete_dashed git-infer --che >actual &&
 	echo "--check " >expect &&
+	test_cmp expect actual &&
+	printf "%s\n" "--chat " "--check " >expect &&
+	complete_dashed git-infer --ch >actual &&
 	test_cmp expect actual &&
 	complete_dashed git-model --ver >actual &&
 	echo "--version " >expect &&
@@ -91,6 +94,8 @@ test_expect_success BASH 'paths: directories for models, files for data' '
 	test_cmp expect actual &&
 	printf "models/data.jsonl \n" >expect &&
 	complete_dashed git-train --check-data models/d >actual &&
+	test_cmp expect actual &&
+	complete_dashed git-infer --render-chat models/d >actual &&
 	test_cmp expect actual
 '
 
@@ -105,7 +110,7 @@ test_expect_success GIT_COMPLETION 'git model <TAB> goes through git'\''s comple
 	complete_git git model synth --dtype = f >actual &&
 	test_cmp expect actual &&
 	echo "--check " >expect &&
-	complete_git git infer --ch >actual &&
+	complete_git git infer --che >actual &&
 	test_cmp expect actual
 '
 

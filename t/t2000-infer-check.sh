@@ -141,10 +141,10 @@ test_expect_success 'without -m: usage error 129' '
 	test_cmp expect err
 '
 
-test_expect_success 'without --check: nothing to do, 129' '
-	test_expect_code 129 git infer -m f32 >out 2>err &&
+test_expect_success 'without --check or a prompt, and not on a terminal: 129' '
+	test_expect_code 129 git infer -m f32 </dev/null >out 2>err &&
 	test_must_be_empty out &&
-	echo "error: nothing to do: text generation is not available yet; use --check to validate a model (see '\''git infer -h'\'')" >expect &&
+	echo "error: missing -p <prompt> (an interactive chat needs a terminal) (see '\''git infer -h'\'')" >expect &&
 	test_cmp expect err
 '
 
@@ -160,11 +160,41 @@ test_expect_success 'other usage errors: 129' '
 test_expect_success '-h prints the usage on stdout and exits 129' '
 	test_expect_code 129 git infer -h >out 2>err &&
 	cat >expect <<-\EOF &&
-	usage: git infer -m <model> --check [--json] [-v | -q]
+	usage: git infer -m <model> -p <prompt> [<options>]
+	   or: git infer -m <model> --chat [-p <prompt>] [--system <text>] [<options>]
+	   or: git infer -m <model> --check [--json] [-v | -q]
+	   or: git infer -m <model> --tokenize < <text>
+	   or: git infer -m <model> --render-chat <messages.json>
 
 	    -m, --model <dir>         the model directory
+	    -p, --prompt <text>       the prompt (- reads standard input)
+	    --chat                    apply the chat template of the model
+	    --system <text>           with --chat: a system message first
+	    --think                   with --chat: enable_thinking (--no-think: off)
+	    -n, --max-tokens <n>      at most n new tokens (0: the prompt only; -1: no limit)
+	    --stop <text>             stop before this text (repeatable)
+
+	sampling (defaults from generation_config.json)
+	    --temperature <t>         0: greedy
+	    --top-k <k>               keep the k most likely tokens (0: off)
+	    --top-p <p>               keep the most likely tokens up to mass p (1: off)
+	    --min-p <p>               drop tokens under p times the top one (0: off)
+	    --repeat-penalty <x>      penalize tokens already seen (1: off)
+	    --seed <n>                random seed (default: random): same seed, same text
+
+	resources
+	    --threads <n>             threads (default: all CPUs)
+	    --ctx <n>                 context length in tokens (default: from the model, at most 4096)
+
+	checking and debugging
 	    --check                   load and validate the model, print a summary
 	    --json                    print the summary as one JSON object
+	    --prompt-ids <ids>        the prompt as token ids: 1,2,3
+	    --print-ids               print the generated token ids instead of text
+	    --logits-out <file>       write the logits of the prompt (safetensors)
+	    --tokenize                print the token ids of standard input as JSON
+	    --render-chat <file>      print the chat prompt of a JSON message list
+	    --generation-prompt       with --render-chat: end with an assistant turn (default)
 	    -v, --verbose             be more verbose (repeatable)
 	    -q, --quiet               print only errors
 	EOF

@@ -95,7 +95,7 @@ __gm_complete ()
 			esac ;;
 		*)
 			case "$prev" in
-			--dtype|-m|--model|--check-data) opt=$prev ;;
+			--dtype|-m|--model|--check-data|--logits-out|--render-chat) opt=$prev ;;
 			esac ;;
 		esac
 	fi
@@ -103,7 +103,7 @@ __gm_complete ()
 		case "$opt" in
 		--dtype) __gm_reply "$val" bf16 f16 f32 ;;
 		-m|--model) __gm_reply_paths "$val" -d ;;
-		--check-data) __gm_reply_paths "$val" ;;
+		--check-data|--logits-out|--render-chat) __gm_reply_paths "$val" ;;
 		*) COMPREPLY=(); return ;;
 		esac
 		COMPREPLY=("${COMPREPLY[@]/#/$pre}")
