@@ -514,7 +514,7 @@ void gm_generation_config_defaults(gm_generation_config *gen, const gm_model_con
 	gen->do_sample = 0;
 	gen->temperature = 1.0;
 	gen->top_p = 1.0;
-	gen->top_k = 0;
+	gen->top_k = 50;    /* transformers' GenerationConfig default */
 	gen->min_p = 0.0;
 	gen->repetition_penalty = 1.0;
 	gen->max_new_tokens = -1;
@@ -545,6 +545,18 @@ static int opt_count(json_object *obj, const char *key, const char *what, int64_
 	return 0;
 }
 
+/* top_k: absent keeps the default (50); null turns it off, as None does in transformers. */
+static int opt_top_k(json_object *obj, const char *what, int64_t *out, gm_error *err)
+{
+	json_object *v = NULL;
+
+	if (json_object_object_get_ex(obj, "top_k", &v) && !v) {
+		*out = 0;
+		return 0;
+	}
+	return opt_count(obj, "top_k", what, out, err);
+}
+
 int gm_generation_config_parse(json_object *obj, const char *what, gm_generation_config *gen, gm_error *err)
 {
 	int n = 0, ret;
@@ -558,7 +570,7 @@ int gm_generation_config_parse(json_object *obj, const char *what, gm_generation
 	    (ret = gm_json_opt_bool(obj, "do_sample", what, &gen->do_sample, err)) ||
 	    (ret = gm_json_opt_double(obj, "temperature", what, &gen->temperature, err)) ||
 	    (ret = gm_json_opt_double(obj, "top_p", what, &gen->top_p, err)) ||
-	    (ret = opt_count(obj, "top_k", what, &gen->top_k, err)) ||
+	    (ret = opt_top_k(obj, what, &gen->top_k, err)) ||
 	    (ret = gm_json_opt_double(obj, "min_p", what, &gen->min_p, err)) ||
 	    (ret = gm_json_opt_double(obj, "repetition_penalty", what, &gen->repetition_penalty, err)) ||
 	    (ret = opt_count(obj, "max_new_tokens", what, &gen->max_new_tokens, err)))

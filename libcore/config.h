@@ -62,7 +62,7 @@ typedef struct gm_generation_config {
 	int do_sample;
 	double temperature;         /* 1.0 when absent */
 	double top_p;               /* 1.0 */
-	int64_t top_k;              /* 0 = off (transformers' default 50 applies only with do_sample) */
+	int64_t top_k;              /* 50 when absent (transformers' default); 0 or null = off */
 	double min_p;               /* 0.0 */
 	double repetition_penalty;  /* 1.0 */
 	int64_t max_new_tokens;     /* -1 when absent */

@@ -221,7 +221,7 @@ test_expect_success 'without generation_config.json: defaults, eos ids of config
 	rm nogen/generation_config.json &&
 	git model info nogen >out &&
 	test_grep "^eos ids:          4093$" out &&
-	test_grep "^generation:       do_sample false, temperature 1, top_p 1, top_k 0$" out &&
+	test_grep "^generation:       do_sample false, temperature 1, top_p 1, top_k 50$" out &&
 	test_grep ! "generation_config.json" out
 '
 

@@ -400,7 +400,7 @@ static void test_generation(void)
 	parse_config(&cfg, &err, qwen3_json, "eos_token_id=9", NULL);
 	gm_generation_config_defaults(&gen, &cfg);
 	ok(gen.n_eos == 1 && gen.eos_token_ids[0] == 9 && gen.bos_token_id == 1 && gen.pad_token_id == -1 &&
-	   !gen.do_sample && gen.temperature == 1.0 && gen.top_p == 1.0 && gen.top_k == 0 && gen.min_p == 0.0 &&
+	   !gen.do_sample && gen.temperature == 1.0 && gen.top_p == 1.0 && gen.top_k == 50 && gen.min_p == 0.0 &&
 	   gen.repetition_penalty == 1.0 && gen.max_new_tokens == -1, "defaults, eos from config.json");
 	gm_generation_config_defaults(&gen, NULL);
 	ok(gen.n_eos == 0 && gen.bos_token_id == -1, "defaults without a config");
