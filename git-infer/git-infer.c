@@ -513,6 +513,15 @@ static int run_generate(const struct gm_cmd_info *cmd, const struct infer_opts *
 		return gm_cmd_usage_error(cmd, "-p and --prompt-ids cannot be combined");
 	if (io->chat && io->prompt_ids)
 		return gm_cmd_usage_error(cmd, "--chat takes a text prompt (-p), not --prompt-ids");
+	if (io->prompt_ids) {
+		int32_t *ids;
+		size_t n;
+
+		/* a malformed list is bad usage; it is parsed again where it is used */
+		if (parse_ids(io->prompt_ids, &ids, &n, &err))
+			return gm_cmd_usage_error(cmd, "%s", err.msg);
+		free(ids);
+	}
 	if ((io->system || io->think >= 0) && !io->chat && !interactive)
 		return gm_cmd_usage_error(cmd, "--system, --think and --no-think go with --chat");
 	if (interactive) {

@@ -401,6 +401,11 @@ test_expect_success 'conflicting options: 129' '
 	test_cmp expect err &&
 	test_expect_code 129 git infer -m "$POCKET" --chat --prompt-ids 1,2 2>err &&
 	test_grep "^error: --chat takes a text prompt" err &&
+	for ids in 1,x,3 "" 1,,2 -1 1,2,
+	do
+		test_expect_code 129 git infer -m "$POCKET" --prompt-ids "$ids" 2>err &&
+		test_grep "^error: option .--prompt-ids. expects token ids" err || return 1
+	done &&
 	test_expect_code 129 git infer -m "$POCKET" -p And --system hi 2>err &&
 	test_grep "^error: --system, --think and --no-think go with --chat" err &&
 	test_expect_code 129 git infer -m "$POCKET" --tokenize --check 2>err &&
