@@ -1,8 +1,11 @@
 /*
  * git-infer - run a model: generate text from a prompt, chat, or check
  * that a model directory loads.  Argument parsing and printing only; the
- * work is done by libcore (generate.h, sampler.h, tokenizer.h, chat.h).
+ * work is done by libcore (generate.h, sampler.h, tokenizer.h, chat.h,
+ * peft.h for --adapter).
  */
+#include <dirent.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -18,10 +21,12 @@
 #include "chat.h"
 #include "cmd.h"
 #include "forward.h"
+#include "fs.h"
 #include "generate.h"
 #include "json.h"
 #include "log.h"
 #include "model.h"
+#include "peft.h"
 #include "safetensors.h"
 #include "sampler.h"
 #include "tokenizer.h"
@@ -29,7 +34,7 @@
 static const char *const usage[] = {
 	"git infer -m <model> -p <prompt> [<options>]",
 	"git infer -m <model> --chat [-p <prompt>] [--system <text>] [<options>]",
-	"git infer -m <model> --check [--json] [-v | -q]",
+	"git infer -m <model> --check [--adapter <spec>...] [--json] [-v | -q]",
 	"git infer -m <model> --tokenize < <text>",
 	"git infer -m <model> --render-chat <messages.json>",
 	NULL
@@ -43,7 +48,170 @@ struct infer_opts {
 	long max_tokens, top_k, threads, ctx;
 	double temperature, top_p, min_p, repeat_penalty;
 	gm_strlist stop;
+	gm_strlist adapter;
 };
+
+/* ---------------------------------------------------------------- --adapter */
+
+/* One --adapter SPEC: a PEFT directory or an adapter's name, and a scale. */
+struct adapter_spec {
+	char *name;     /* SPEC without :SCALE */
+	char *dir;      /* once resolved */
+	float scale;
+	gm_peft_adapter *ad;
+};
+
+struct adapter_set {
+	struct adapter_spec *v;
+	int n;
+};
+
+static void adapter_set_release(struct adapter_set *as)
+{
+	int i;
+
+	for (i = 0; i < as->n; i++) {
+		free(as->v[i].name);
+		free(as->v[i].dir);
+		gm_peft_close(as->v[i].ad);
+	}
+	free(as->v);
+	as->v = NULL;
+	as->n = 0;
+}
+
+/* "1.5", "-0.5", "2": a finite number, the whole string. */
+static int parse_scale(const char *s, float *out)
+{
+	char *end;
+	double v;
+
+	if (!*s || isspace((unsigned char)*s))
+		return -1;
+	errno = 0;
+	v = strtod(s, &end);
+	if (*end || errno || !isfinite(v) || !isfinite((float)v))
+		return -1;
+	*out = (float)v;
+	return 0;
+}
+
+/*
+ * Splits each SPEC into a name and a scale: SPEC itself when it is an
+ * existing path (a path may hold ':'), else split at its last ':'.  Bad
+ * usage: a message in err, -1.
+ */
+static int parse_adapter_specs(const gm_strlist *specs, struct adapter_set *as, gm_error *err)
+{
+	size_t i;
+
+	as->v = gm_xcalloc(specs->n ? specs->n : 1, sizeof(*as->v));
+	as->n = 0;
+	for (i = 0; i < specs->n; i++) {
+		const char *spec = specs->items[i], *colon = strrchr(spec, ':');
+		struct adapter_spec *a = &as->v[as->n++];
+
+		a->scale = 1.0f;
+		if (access(spec, F_OK) && colon) {
+			if (parse_scale(colon + 1, &a->scale))
+				return gm_error_set(err, GM_EINVAL, "option '--adapter' expects <dir or "
+						    "name>[:<scale>] with a number for the scale, not '%s'", spec);
+			a->name = gm_xstrdup(spec);
+			a->name[colon - spec] = '\0';
+		} else {
+			a->name = gm_xstrdup(spec);
+		}
+		if (!*a->name)
+			return gm_error_set(err, GM_EINVAL, "option '--adapter' expects <dir or name>[:<scale>], "
+					    "not '%s'", spec);
+	}
+	return 0;
+}
+
+/* Is entry "NN_name" (NN digits) or name itself? */
+static int adapter_entry_matches(const char *entry, const char *name)
+{
+	const char *p = entry;
+
+	if (!strcmp(entry, name))
+		return 1;
+	while (isdigit((unsigned char)*p))
+		p++;
+	return p > entry && *p == '_' && !strcmp(p + 1, name);
+}
+
+/* The directory of adapter a: an existing directory, or a match in <model>/adapters/. */
+static int resolve_adapter(const char *model, struct adapter_spec *a, gm_error *err)
+{
+	char *root, *found = NULL;
+	DIR *d;
+	struct dirent *e;
+	int n_found = 0;
+
+	if (gm_is_dir(a->name)) {
+		a->dir = gm_xstrdup(a->name);
+		return 0;
+	}
+	root = gm_path_join(model, "adapters");
+	if (!strchr(a->name, '/') && (d = opendir(root))) {
+		while ((e = readdir(d))) {
+			char *path;
+
+			if (e->d_name[0] == '.' || !adapter_entry_matches(e->d_name, a->name))
+				continue;
+			path = gm_path_join(root, e->d_name);
+			if (!gm_is_dir(path)) {
+				free(path);
+				continue;
+			}
+			if (n_found++) {
+				gm_error_set(err, GM_EINVAL, "adapter '%s' is ambiguous: %s and %s", a->name, found,
+					     path);
+				free(path);
+				break;
+			}
+			found = path;
+		}
+		closedir(d);
+	}
+	if (n_found == 1) {
+		a->dir = found;
+		free(root);
+		return 0;
+	}
+	free(found);
+	if (!n_found)
+		gm_error_set(err, GM_ENOENT, "unknown adapter '%s': not a directory, nor an adapter in %s", a->name,
+			     root);
+	free(root);
+	return GM_EINVAL;
+}
+
+/* Resolves, opens and checks every adapter against the model; 0, or 1 after printing an error. */
+static int load_adapters(const gm_model *m, const char *model_dir, struct adapter_set *as)
+{
+	gm_error err = GM_ERROR_INIT;
+	int i;
+
+	for (i = 0; i < as->n; i++) {
+		struct adapter_spec *a = &as->v[i];
+
+		if (resolve_adapter(model_dir, a, &err) || gm_peft_open(a->dir, &a->ad, &err) ||
+		    gm_forward_check_adapter(m, a->ad, &err))
+			return gm_cmd_error(&err);
+	}
+	return 0;
+}
+
+/* "r 8, alpha 16, 21 modules, 43.2K parameters" */
+static void describe_adapter(const struct adapter_spec *a, gm_buf *b)
+{
+	gm_buf_addf(b, "%s (scale %g): r %lld, alpha %g%s, %zu modules, ", a->dir, a->scale,
+		    (long long)a->ad->config.r, a->ad->config.lora_alpha, a->ad->config.use_rslora ? ", rslora" : "",
+		    a->ad->n_modules);
+	gm_buf_add_human_count(b, a->ad->n_params);
+	gm_buf_adds(b, " parameters");
+}
 
 /* ---------------------------------------------------------------- --check */
 
@@ -61,7 +229,7 @@ static void print_summary(const gm_model *m)
 	gm_buf_release(&b);
 }
 
-static void print_json(const gm_model *m)
+static void print_json(const gm_model *m, const struct adapter_set *as)
 {
 	const gm_model_config *c = &m->config;
 	json_object *o = json_object_new_object();
@@ -78,21 +246,52 @@ static void print_json(const gm_model *m)
 	json_object_object_add(o, "dtype", json_object_new_string(dtype));
 	json_object_object_add(o, "vocab_size", json_object_new_int64(c->vocab_size));
 	json_object_object_add(o, "tensors", json_object_new_int64((int64_t)gm_weights_count(m->weights)));
+	if (as->n) {
+		json_object *arr = json_object_new_array();
+		int i;
+
+		for (i = 0; i < as->n; i++) {
+			const struct adapter_spec *a = &as->v[i];
+			json_object *ao = json_object_new_object();
+
+			json_object_object_add(ao, "path", json_object_new_string(a->dir));
+			json_object_object_add(ao, "scale", json_object_new_double(a->scale));
+			json_object_object_add(ao, "r", json_object_new_int64(a->ad->config.r));
+			json_object_object_add(ao, "lora_alpha", json_object_new_double(a->ad->config.lora_alpha));
+			json_object_object_add(ao, "modules", json_object_new_int64((int64_t)a->ad->n_modules));
+			json_object_object_add(ao, "parameters", json_object_new_int64((int64_t)a->ad->n_params));
+			json_object_array_add(arr, ao);
+		}
+		json_object_object_add(o, "adapters", arr);
+	}
 	puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_SPACED | JSON_C_TO_STRING_NOSLASHESCAPE));
 	json_object_put(o);
 }
 
-static int check_model(const char *dir, int json, int verbosity)
+static int check_model(const char *dir, struct adapter_set *as, int json, int verbosity)
 {
 	gm_error err = GM_ERROR_INIT;
 	gm_model *m;
+	gm_buf b = GM_BUF_INIT;
+	int i;
 
 	if (gm_model_open(dir, &m, &err))
 		return gm_cmd_error(&err);
-	if (json)
-		print_json(m);
-	else if (verbosity >= 0)
+	if (load_adapters(m, dir, as)) {
+		gm_model_close(m);
+		return 1;
+	}
+	if (json) {
+		print_json(m, as);
+	} else if (verbosity >= 0) {
 		print_summary(m);
+		for (i = 0; i < as->n; i++) {
+			gm_buf_reset(&b);
+			describe_adapter(&as->v[i], &b);
+			printf("ok: adapter %s\n", b.buf);
+		}
+	}
+	gm_buf_release(&b);
 	gm_model_close(m);
 	return 0;
 }
@@ -497,7 +696,7 @@ static void describe_sampling(const gm_sampler_params *p)
 			(unsigned long long)p->seed);
 }
 
-static int run_generate(const struct gm_cmd_info *cmd, const struct infer_opts *io)
+static int run_generate(const struct gm_cmd_info *cmd, const struct infer_opts *io, struct adapter_set *as)
 {
 	gm_error err = GM_ERROR_INIT;
 	struct session s;
@@ -570,7 +769,31 @@ static int run_generate(const struct gm_cmd_info *cmd, const struct infer_opts *
 		goto fail;
 	if ((io->chat || interactive) && (ret = gm_chat_template_load(io->model, &s.chat, &err)))
 		goto fail;
-	if ((ret = gm_forward_new(s.model, (int)io->ctx, (int)io->threads, &s.f, &err)) ||
+	if ((ret = load_adapters(s.model, io->model, as)))
+		goto out;
+	if ((ret = gm_forward_new(s.model, (int)io->ctx, (int)io->threads, &s.f, &err)))
+		goto fail;
+	if (as->n) {
+		const gm_peft_adapter **ads = gm_xcalloc((size_t)as->n, sizeof(*ads));
+		float *scales = gm_xcalloc((size_t)as->n, sizeof(*scales));
+		gm_buf b = GM_BUF_INIT;
+		int i;
+
+		for (i = 0; i < as->n; i++) {
+			ads[i] = as->v[i].ad;
+			scales[i] = as->v[i].scale;
+			gm_buf_reset(&b);
+			describe_adapter(&as->v[i], &b);
+			gm_info("adapter: %s", b.buf);
+		}
+		ret = gm_forward_set_adapters(s.f, ads, scales, as->n, &err);
+		free(ads);
+		free(scales);
+		gm_buf_release(&b);
+		if (ret)
+			goto fail;
+	}
+	if (
 	    (ret = gm_sampler_new(&sp, (size_t)s.model->config.vocab_size, &s.sampler, &err)) ||
 	    (ret = gm_generator_new(s.model, s.f, s.tok, &s.gen, &err)))
 		goto fail;
@@ -607,6 +830,8 @@ out:
 int main(int argc, const char **argv)
 {
 	struct infer_opts io;
+	struct adapter_set as = { NULL, 0 };
+	gm_error err = GM_ERROR_INIT;
 	int check = 0, json = 0, status, n, modes;
 	const struct gm_option options[] = {
 		GM_OPT_STRING('m', "model", &io.model, "dir", "the model directory"),
@@ -617,6 +842,8 @@ int main(int argc, const char **argv)
 		GM_OPT_INT('n', "max-tokens", &io.max_tokens, "n",
 			   "at most n new tokens (0: the prompt only; -1: no limit)", -1, INT_MAX),
 		GM_OPT_STRING_LIST(0, "stop", &io.stop, "text", "stop before this text (repeatable)"),
+		GM_OPT_STRING_LIST(0, "adapter", &io.adapter, "spec",
+				   "apply a LoRA adapter: dir or name[:scale] (repeatable)"),
 		GM_OPT_GROUP("sampling (defaults from generation_config.json)"),
 		GM_OPT_DOUBLE(0, "temperature", &io.temperature, "t", "0: greedy"),
 		GM_OPT_INT(0, "top-k", &io.top_k, "k", "keep the k most likely tokens (0: off)", 0, INT_MAX),
@@ -675,16 +902,27 @@ int main(int argc, const char **argv)
 					    check ? "--check" : io.tokenize ? "--tokenize" : "--render-chat");
 		goto out;
 	}
+	if (io.adapter.n && (io.tokenize || io.render_chat)) {
+		status = gm_cmd_usage_error(&cmd, "--adapter does not go with %s",
+					    io.tokenize ? "--tokenize" : "--render-chat");
+		goto out;
+	}
+	if (parse_adapter_specs(&io.adapter, &as, &err)) {
+		status = gm_cmd_usage_error(&cmd, "%s", err.msg);
+		goto out;
+	}
 	gm_cmd_set_verbosity(io.verbosity);
 	if (check)
-		status = check_model(io.model, json, io.verbosity);
+		status = check_model(io.model, &as, json, io.verbosity);
 	else if (io.tokenize)
 		status = run_tokenize(&io);
 	else if (io.render_chat)
 		status = run_render_chat(&io);
 	else
-		status = run_generate(&cmd, &io);
+		status = run_generate(&cmd, &io, &as);
 out:
+	adapter_set_release(&as);
 	gm_strlist_clear(&io.stop);
+	gm_strlist_clear(&io.adapter);
 	return status;
 }

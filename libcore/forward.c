@@ -17,6 +17,17 @@
  * tokens or more uses gm_matmul (weights read once per batch), fewer use
  * gm_matvec.  Prompts longer than GM_FWD_BATCH are evaluated in batches.
  *
+ * LoRA adapters (gm_forward_set_adapters) are stacked per projection at
+ * attach time into two f32 matrices, the scales folded into A:
+ *
+ *   A = [s_1 A_1; s_2 A_2; ...]   [R, in]    (R = r_1 + r_2 + ...)
+ *   B = [B_1, B_2, ...]           [out, R]
+ *
+ * so that sum_i s_i B_i A_i = B A.  The rows of A run in the same parallel
+ * loop as the base weight (same input, same packed activations): u = x A^T,
+ * [nb, R]; a second loop adds u B^T to the projection's output, a tile of
+ * tokens by rows at a time.
+ *
  * The KV cache is f32, per layer and kv head: K as [n_ctx, head_dim] rows
  * (the "weights" of q k^T) and V transposed, [head_dim, n_ctx] (the
  * "weights" of p V), so that both products of attention are the same
@@ -30,11 +41,22 @@
 
 #include "buf.h"
 #include "kernels.h"
+#include "peft.h"
 #include "threadpool.h"
 
 #define GM_FWD_BATCH 512   /* tokens per internal batch */
 #define GM_FWD_MATVEC_MAX 2 /* batches up to this size use gm_matvec */
 #define GM_FWD_MAX_CTX_DEFAULT 4096
+#define GM_LIN_MAX 3        /* projections of one input run as one loop */
+#define GM_LORA_TILE 64     /* rows of u B^T computed at a time, into a per-thread tile */
+
+/* The stacked adapters of one projection of one layer (see above). */
+struct lora_proj {
+	int64_t rank;      /* R; 0: not adapted */
+	float *a;          /* [R, in], scales folded in */
+	float *b;          /* [out, R] */
+	gm_tensor ta, tb;  /* views of a and b for the kernels */
+};
 
 struct gm_forward {
 	const gm_model *m;
@@ -63,6 +85,15 @@ struct gm_forward {
 
 	float *hidden_out;         /* [n, hidden] of the last eval */
 	int64_t hidden_cap;        /* rows */
+
+	/* adapters */
+	struct lora_proj *lora;    /* [layers][GM_PEFT_PROJ_COUNT]; NULL: none */
+	int n_adapters;
+	uint64_t adapters_epoch;
+	int64_t lora_rmax;         /* the largest R */
+	float *lora_u;             /* [GM_PEFT_PROJ_COUNT][batch][rmax]: x A^T */
+	float *lora_ut[GM_LIN_MAX]; /* u packed for gm_matmul, gm_matmul_xt_len(batch, rmax) each */
+	float **lora_tile;         /* per thread, [GM_MATMUL_TB, GM_LORA_TILE]: u B^T before it is added */
 };
 
 /* ---------------------------------------------------------------- helpers */
@@ -132,20 +163,57 @@ static void rope_batch(gm_forward *f, int64_t p0, int64_t nb)
 
 /* ---------------------------------------------------------------- linear layers */
 
-#define GM_LIN_MAX 3
+/*
+ * One parallel loop over the rows of several weights.  Matrix i computes
+ *   Y_i[t, r] = sum_k W_i[r, k] X_i[t, k]     (W_i: [rows_i, in_i], X_i: [nb, in_i])
+ * into y_i, or, when add is set, adds it to y_i (by tiles of up to TB tokens
+ * by GM_LORA_TILE rows, through the thread's lora_tile, which stays in cache).
+ */
+#define GM_LIN_JOB_MAX (2 * GM_LIN_MAX)
 
-/* Up to three projections of the same input, run as one parallel loop over their rows. */
+struct lin_mat {
+	const gm_tensor *w;      /* [rows, in] */
+	float *y;                /* [nb, *], row stride ldy */
+	int64_t ldy;
+	const float *x;          /* [nb, in], row stride ldx (matvec) */
+	int64_t ldx, in;
+	const float *xt;         /* x packed (matmul) */
+	int add;                 /* y += the product */
+};
+
 struct lin_job {
 	gm_forward *f;
 	int n_mats;
-	const gm_tensor *w[GM_LIN_MAX];
-	float *y[GM_LIN_MAX];
-	int64_t ldy[GM_LIN_MAX];
-	int64_t off[GM_LIN_MAX + 1];   /* cumulative rows */
-	const float *x;                /* [nb, in], row stride ldx (matvec) */
-	int64_t ldx, nb, in;
-	int matmul;                    /* else matvec per token */
+	struct lin_mat m[GM_LIN_JOB_MAX];
+	int64_t off[GM_LIN_JOB_MAX + 1]; /* cumulative rows */
+	int64_t nb;
+	int matmul;                      /* else matvec per token */
 };
+
+/* y[t, r] += sum_k W[r, k] X[t, k] for rows [r0, r1) of an F32 weight, by tiles. */
+static void lin_add_rows(const struct lin_job *j, const struct lin_mat *mt, int64_t r0, int64_t r1, int thread)
+{
+	float *tile = j->f->lora_tile[thread];
+	const float *w = mt->w->data;
+	int64_t ldw = mt->w->shape[1], a, n, t0, t, r, step = j->matmul ? GM_MATMUL_TB : 1;
+
+	for (a = r0; a < r1; a += GM_LORA_TILE) {
+		/* tile[t, r - a] for the rows [a, a + n): W from row a */
+		n = imin(GM_LORA_TILE, r1 - a);
+		for (t0 = 0; t0 < j->nb; t0 += step) {
+			int64_t nt = imin(step, j->nb - t0);
+
+			if (j->matmul)
+				gm_matmul(tile, GM_LORA_TILE, mt->xt + t0 * mt->in, nt, w + a * ldw, GM_DTYPE_F32, ldw,
+					  mt->in, 0, n, j->f->panel[thread]);
+			else
+				gm_matvec(tile, w + a * ldw, GM_DTYPE_F32, ldw, mt->x + t0 * mt->ldx, mt->in, 0, n);
+			for (t = 0; t < nt; t++)
+				for (r = 0; r < n; r++)
+					mt->y[(t0 + t) * mt->ldy + a + r] += tile[t * GM_LORA_TILE + r];
+		}
+	}
+}
 
 static void lin_rows(void *ctx, int64_t b, int64_t e, int thread)
 {
@@ -154,18 +222,20 @@ static void lin_rows(void *ctx, int64_t b, int64_t e, int thread)
 
 	for (i = 0; i < j->n_mats; i++) {
 		int64_t r0 = imax(b, j->off[i]) - j->off[i], r1 = imin(e, j->off[i + 1]) - j->off[i], t;
-		const gm_tensor *w = j->w[i];
+		const struct lin_mat *mt = &j->m[i];
+		const gm_tensor *w = mt->w;
 
 		if (r0 >= r1)
 			continue;
-		if (j->matmul) {
-			gm_matmul(j->y[i], j->ldy[i], j->f->xt, j->nb, w->data, w->dtype, w->shape[1], j->in, r0, r1,
+		if (mt->add)
+			lin_add_rows(j, mt, r0, r1, thread);
+		else if (j->matmul)
+			gm_matmul(mt->y, mt->ldy, mt->xt, j->nb, w->data, w->dtype, w->shape[1], mt->in, r0, r1,
 				  j->f->panel[thread]);
-		} else {
+		else
 			for (t = 0; t < j->nb; t++)
-				gm_matvec(j->y[i] + t * j->ldy[i], w->data, w->dtype, w->shape[1], j->x + t * j->ldx,
-					  j->in, r0, r1);
-		}
+				gm_matvec(mt->y + t * mt->ldy, w->data, w->dtype, w->shape[1], mt->x + t * mt->ldx,
+					  mt->in, r0, r1);
 	}
 }
 
@@ -183,27 +253,54 @@ static void pack_blocks(void *ctx, int64_t b, int64_t e, int thread)
 	gm_matmul_pack(j->xt, j->x, j->ldx, j->n, j->in, b, e);
 }
 
-/* y_i[t, :] = x[t, :] W_i^T for the n_mats weights (all [rows_i, in]). */
-static void linear(gm_forward *f, int n_mats, const gm_tensor *const *w, float **y, const int64_t *ldy,
-		   const float *x, int64_t ldx, int64_t nb)
+static void lin_add(struct lin_job *j, const gm_tensor *w, float *y, int64_t ldy, const float *x, int64_t ldx,
+		    int64_t in, const float *xt, int add)
+{
+	struct lin_mat *mt = &j->m[j->n_mats];
+
+	mt->w = w;
+	mt->y = y;
+	mt->ldy = ldy;
+	mt->x = x;
+	mt->ldx = ldx;
+	mt->in = in;
+	mt->xt = xt;
+	mt->add = add;
+	j->off[j->n_mats + 1] = j->off[j->n_mats] + w->shape[0];
+	j->n_mats++;
+}
+
+/*
+ * y_i[t, :] = x[t, :] W_i^T for the n_mats weights (all [rows_i, in]) of
+ * layer layer, plus the adapters' x A^T B^T on the projections proj[i]
+ * (layer < 0: none).
+ */
+static void linear(gm_forward *f, int64_t layer, const enum gm_peft_proj *proj, int n_mats,
+		   const gm_tensor *const *w, float **y, const int64_t *ldy, const float *x, int64_t ldx, int64_t nb)
 {
 	struct lin_job j;
+	const struct lora_proj *lp[GM_LIN_MAX];
+	float *u[GM_LIN_MAX];
 	int64_t in = w[0]->shape[1], grain;
-	int i;
+	int i, which[GM_LIN_MAX], n_lora = 0;
 
 	memset(&j, 0, sizeof(j));
 	j.f = f;
-	j.n_mats = n_mats;
-	j.x = x;
-	j.ldx = ldx;
 	j.nb = nb;
-	j.in = in;
 	j.matmul = nb > GM_FWD_MATVEC_MAX;
-	for (i = 0; i < n_mats; i++) {
-		j.w[i] = w[i];
-		j.y[i] = y[i];
-		j.ldy[i] = ldy[i];
-		j.off[i + 1] = j.off[i] + w[i]->shape[0];
+	for (i = 0; i < n_mats; i++)
+		lin_add(&j, w[i], y[i], ldy[i], x, ldx, in, f->xt, 0);
+	/* the adapters' A: same input, u = x A^T */
+	for (i = 0; f->lora && layer >= 0 && i < n_mats; i++) {
+		const struct lora_proj *l = &f->lora[layer * GM_PEFT_PROJ_COUNT + proj[i]];
+
+		if (!l->rank)
+			continue;
+		lp[n_lora] = l;
+		which[n_lora] = i;
+		u[n_lora] = f->lora_u + (int64_t)proj[i] * f->batch * f->lora_rmax;
+		lin_add(&j, &l->ta, u[n_lora], l->rank, x, ldx, in, f->xt, 0);
+		n_lora++;
 	}
 	if (j.matmul) {
 		struct pack_job pj = { f->xt, x, ldx, nb, in };
@@ -213,7 +310,23 @@ static void linear(gm_forward *f, int n_mats, const gm_tensor *const *w, float *
 	} else {
 		grain = 16;
 	}
-	gm_threadpool_for(f->pool, j.off[n_mats], grain, lin_rows, &j);
+	gm_threadpool_for(f->pool, j.off[j.n_mats], grain, lin_rows, &j);
+	if (!n_lora)
+		return;
+
+	/* y += u B^T */
+	memset(&j, 0, sizeof(j));
+	j.f = f;
+	j.nb = nb;
+	j.matmul = nb > GM_FWD_MATVEC_MAX;
+	for (i = 0; i < n_lora; i++) {
+		int64_t r = lp[i]->rank;
+
+		if (j.matmul)
+			gm_matmul_pack(f->lora_ut[i], u[i], r, nb, r, 0, (nb + GM_MATMUL_TB - 1) / GM_MATMUL_TB);
+		lin_add(&j, &lp[i]->tb, y[which[i]], ldy[which[i]], u[i], r, r, f->lora_ut[i], 1);
+	}
+	gm_threadpool_for(f->pool, j.off[j.n_mats], 32, lin_rows, &j);
 }
 
 /* ---------------------------------------------------------------- per-token work */
@@ -424,6 +537,9 @@ static void run_batch(gm_forward *f, const int32_t *ids, int64_t nb, float *out)
 	rope_batch(f, p0, nb);
 	for (l = 0; l < f->n_layers; l++) {
 		const gm_layer_weights *lw = &m->layers[l];
+		static const enum gm_peft_proj qkv_p[3] = { GM_PEFT_Q_PROJ, GM_PEFT_K_PROJ, GM_PEFT_V_PROJ };
+		static const enum gm_peft_proj gu_p[2] = { GM_PEFT_GATE_PROJ, GM_PEFT_UP_PROJ };
+		static const enum gm_peft_proj o_p = GM_PEFT_O_PROJ, down_p = GM_PEFT_DOWN_PROJ;
 		const gm_tensor *qkv[3] = { lw->q_proj, lw->k_proj, lw->v_proj };
 		float *qkv_y[3] = { f->q, f->k, f->v };
 		int64_t qkv_ld[3] = { f->q_dim, f->kv_dim, f->kv_dim };
@@ -435,18 +551,222 @@ static void run_batch(gm_forward *f, const int32_t *ids, int64_t nb, float *out)
 			per_token(f, TOK_NORM, nb, l, p0, lw->input_norm, f->xn);
 		else
 			per_token(f, TOK_ADD_NORM, nb, l, p0, lw->input_norm, f->xn);
-		linear(f, 3, qkv, qkv_y, qkv_ld, f->xn, H, nb);
+		linear(f, l, qkv_p, 3, qkv, qkv_y, qkv_ld, f->xn, H, nb);
 		per_token(f, TOK_QKV, nb, l, p0, NULL, NULL);
 		if (nb > 1)
 			v_to_cache(f, l, p0, nb);
 		attention(f, l, p0, nb);
-		linear(f, 1, &lw->o_proj, &f->xo, &H, f->att, f->q_dim, nb);
+		linear(f, l, &o_p, 1, &lw->o_proj, &f->xo, &H, f->att, f->q_dim, nb);
 		per_token(f, TOK_ADD_NORM, nb, l, p0, lw->post_attn_norm, f->xn);
-		linear(f, 2, gu, gu_y, gu_ld, f->xn, H, nb);
+		linear(f, l, gu_p, 2, gu, gu_y, gu_ld, f->xn, H, nb);
 		per_token(f, TOK_SILU, nb, l, p0, NULL, NULL);
-		linear(f, 1, &lw->down_proj, &f->xo, &H, f->gate, f->inter, nb);
+		linear(f, l, &down_p, 1, &lw->down_proj, &f->xo, &H, f->gate, f->inter, nb);
 	}
 	per_token(f, TOK_ADD_NORM, nb, f->n_layers, p0, m->final_norm, out);
+}
+
+/* ---------------------------------------------------------------- adapters */
+
+static void lora_free(gm_forward *f)
+{
+	int64_t i;
+
+	if (f->lora) {
+		for (i = 0; i < f->n_layers * GM_PEFT_PROJ_COUNT; i++) {
+			free(f->lora[i].a);
+			free(f->lora[i].b);
+		}
+	}
+	free(f->lora);
+	free(f->lora_u);
+	for (i = 0; i < GM_LIN_MAX; i++)
+		free(f->lora_ut[i]);
+	if (f->lora_tile)
+		for (i = 0; i < f->n_threads; i++)
+			free(f->lora_tile[i]);
+	free(f->lora_tile);
+	f->lora = NULL;
+	f->lora_u = NULL;
+	f->lora_tile = NULL;
+	memset(f->lora_ut, 0, sizeof(f->lora_ut));
+	f->lora_rmax = 0;
+	f->n_adapters = 0;
+}
+
+static const gm_tensor *proj_weight(const gm_layer_weights *lw, enum gm_peft_proj p)
+{
+	switch (p) {
+	case GM_PEFT_Q_PROJ: return lw->q_proj;
+	case GM_PEFT_K_PROJ: return lw->k_proj;
+	case GM_PEFT_V_PROJ: return lw->v_proj;
+	case GM_PEFT_O_PROJ: return lw->o_proj;
+	case GM_PEFT_GATE_PROJ: return lw->gate_proj;
+	case GM_PEFT_UP_PROJ: return lw->up_proj;
+	case GM_PEFT_DOWN_PROJ: return lw->down_proj;
+	default: return NULL;
+	}
+}
+
+int gm_forward_check_adapter(const gm_model *m, const gm_peft_adapter *ad, gm_error *err)
+{
+	int64_t n_layers = m->config.num_hidden_layers;
+	size_t i;
+
+	for (i = 0; i < ad->n_modules; i++) {
+		const gm_peft_module *md = &ad->modules[i];
+		const gm_tensor *w;
+
+		if (md->layer < 0 || md->layer >= n_layers)
+			return gm_error_set(err, GM_EINVAL, "adapter %s: %s: the model %s has %lld layers (an adapter "
+					    "for another model?)", ad->dir, md->name, m->dir, (long long)n_layers);
+		w = proj_weight(&m->layers[md->layer], md->proj);
+		if (!w || w->ndim != 2 || md->in != w->shape[1] || md->out != w->shape[0] ||
+		    md->a->ndim != 2 || md->a->shape[0] != md->rank || md->a->shape[1] != md->in ||
+		    md->b->ndim != 2 || md->b->shape[0] != md->out || md->b->shape[1] != md->rank) {
+			/* peft.c checked that A and B are 2-D and agree on the rank */
+			long long a0 = md->a->shape[0], a1 = md->a->ndim > 1 ? md->a->shape[1] : 0;
+			long long b0 = md->b->shape[0], b1 = md->b->ndim > 1 ? md->b->shape[1] : 0;
+			long long w0 = w ? w->shape[0] : 0, w1 = w && w->ndim > 1 ? w->shape[1] : 0;
+
+			return gm_error_set(err, GM_EINVAL, "adapter %s: %s: lora_A [%lld, %lld] and lora_B "
+					    "[%lld, %lld] do not fit the model's weight [%lld, %lld] (an adapter for "
+					    "another model?)", ad->dir, md->name, a0, a1, b0, b1, w0, w1);
+		}
+	}
+	return 0;
+}
+
+/* Module md (scaled by s) into the stacked A and B of its projection, at rank offset off. */
+static int lora_fill(struct lora_proj *lp, const gm_peft_module *md, double s, int64_t off, gm_error *err)
+{
+	size_t na = (size_t)(md->rank * md->in), nb = (size_t)(md->out * md->rank), i;
+	float *a = lp->a + off * md->in, *tmp;
+	int64_t o, k;
+	int ret;
+
+	/* A: rows off .. off + r of the stacked [R, in], times s */
+	if ((ret = gm_dtype_to_f32(md->a->dtype, md->a->data, a, na, err)))
+		return ret;
+	for (i = 0; i < na; i++)
+		a[i] = (float)(s * (double)a[i]);
+	/* B: columns off .. off + r of the stacked [out, R] */
+	tmp = gm_xmalloc((nb ? nb : 1) * sizeof(float));
+	if ((ret = gm_dtype_to_f32(md->b->dtype, md->b->data, tmp, nb, err))) {
+		free(tmp);
+		return ret;
+	}
+	for (o = 0; o < md->out; o++)
+		for (k = 0; k < md->rank; k++)
+			lp->b[o * lp->rank + off + k] = tmp[o * md->rank + k];
+	free(tmp);
+	return 0;
+}
+
+int gm_forward_set_adapters(gm_forward *f, const gm_peft_adapter *const *adapters, const float *scales,
+			    int n, gm_error *err)
+{
+	int64_t n_proj = f->n_layers * GM_PEFT_PROJ_COUNT, i, rmax = 0;
+	struct lora_proj *lora;
+	int64_t *off;
+	int k, used = 0, ret = 0;
+	size_t mi;
+
+	if (n < 0)
+		return gm_error_set(err, GM_EINVAL, "invalid adapter count %d", n);
+	for (k = 0; k < n; k++) {
+		if (scales && !isfinite(scales[k]))
+			return gm_error_set(err, GM_EINVAL, "adapter %s: the scale is not a finite number",
+					    adapters[k]->dir);
+		if ((ret = gm_forward_check_adapter(f->m, adapters[k], err)))
+			return ret;
+	}
+
+	/* ranks per projection, then the stacked matrices */
+	lora = gm_xcalloc((size_t)n_proj, sizeof(*lora));
+	off = gm_xcalloc((size_t)n_proj, sizeof(*off));
+	for (k = 0; k < n; k++) {
+		if (scales && scales[k] == 0.0f)
+			continue;
+		used++;
+		for (mi = 0; mi < adapters[k]->n_modules; mi++) {
+			const gm_peft_module *md = &adapters[k]->modules[mi];
+			lora[md->layer * GM_PEFT_PROJ_COUNT + md->proj].rank += md->rank;
+		}
+	}
+	for (i = 0; i < n_proj; i++) {
+		struct lora_proj *lp = &lora[i];
+		const gm_tensor *w = proj_weight(&f->m->layers[i / GM_PEFT_PROJ_COUNT],
+						 (enum gm_peft_proj)(i % GM_PEFT_PROJ_COUNT));
+
+		if (!lp->rank)
+			continue;
+		rmax = imax(rmax, lp->rank);
+		lp->a = falloc((size_t)(lp->rank * w->shape[1]));
+		lp->b = falloc((size_t)(w->shape[0] * lp->rank));
+		lp->ta.name = lp->tb.name = "lora";
+		lp->ta.dtype = lp->tb.dtype = GM_DTYPE_F32;
+		lp->ta.ndim = lp->tb.ndim = 2;
+		lp->ta.shape[0] = lp->rank;
+		lp->ta.shape[1] = w->shape[1];
+		lp->tb.shape[0] = w->shape[0];
+		lp->tb.shape[1] = lp->rank;
+		lp->ta.numel = (uint64_t)(lp->rank * w->shape[1]);
+		lp->tb.numel = (uint64_t)(w->shape[0] * lp->rank);
+		lp->ta.nbytes = lp->ta.numel * 4;
+		lp->tb.nbytes = lp->tb.numel * 4;
+		lp->ta.data = lp->a;
+		lp->tb.data = lp->b;
+	}
+	for (k = 0; k < n && !ret; k++) {
+		double s = scales ? (double)scales[k] : 1.0;
+
+		if (s == 0.0)
+			continue;
+		for (mi = 0; mi < adapters[k]->n_modules && !ret; mi++) {
+			const gm_peft_module *md = &adapters[k]->modules[mi];
+			int64_t at = md->layer * GM_PEFT_PROJ_COUNT + md->proj;
+
+			ret = lora_fill(&lora[at], md, s * md->scale, off[at], err);
+			off[at] += md->rank;
+		}
+	}
+	free(off);
+	if (ret) {
+		for (i = 0; i < n_proj; i++) {
+			free(lora[i].a);
+			free(lora[i].b);
+		}
+		free(lora);
+		return ret;
+	}
+
+	lora_free(f);
+	f->pos = 0;
+	f->adapters_epoch++;
+	if (!rmax) {
+		free(lora);
+		return 0;
+	}
+	f->lora = lora;
+	f->n_adapters = used;
+	f->lora_rmax = rmax;
+	f->lora_u = falloc((size_t)GM_PEFT_PROJ_COUNT * (size_t)f->batch * (size_t)rmax);
+	for (k = 0; k < GM_LIN_MAX; k++)
+		f->lora_ut[k] = falloc(gm_matmul_xt_len(f->batch, rmax));
+	f->lora_tile = gm_xcalloc((size_t)f->n_threads, sizeof(*f->lora_tile));
+	for (k = 0; k < f->n_threads; k++)
+		f->lora_tile[k] = falloc((size_t)GM_MATMUL_TB * GM_LORA_TILE);
+	return 0;
+}
+
+int gm_forward_n_adapters(const gm_forward *f)
+{
+	return f->n_adapters;
+}
+
+uint64_t gm_forward_adapters_epoch(const gm_forward *f)
+{
+	return f->adapters_epoch;
 }
 
 /* ---------------------------------------------------------------- API */
@@ -576,6 +896,7 @@ void gm_forward_free(gm_forward *f)
 	free(f->rope_sn);
 	free(f->xt);
 	free(f->hidden_out);
+	lora_free(f);
 	free(f);
 }
 
@@ -629,11 +950,12 @@ int gm_forward_eval(gm_forward *f, const int32_t *ids, int n, float *logits, int
 		run_batch(f, ids + done, nb, h);
 		if (logits && all_logits) {
 			float *y = logits + done * f->vocab;
-			linear(f, 1, &lm, &y, &f->vocab, h, f->hidden, nb);
+			linear(f, -1, NULL, 1, &lm, &y, &f->vocab, h, f->hidden, nb);
 		}
 		f->pos += (int)nb;
 	}
 	if (logits && !all_logits)
-		linear(f, 1, &lm, &logits, &f->vocab, f->hidden_out + (int64_t)(n - 1) * f->hidden, f->hidden, 1);
+		linear(f, -1, NULL, 1, &lm, &logits, &f->vocab, f->hidden_out + (int64_t)(n - 1) * f->hidden,
+		       f->hidden, 1);
 	return 0;
 }

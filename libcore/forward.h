@@ -10,6 +10,18 @@
  *   gm_forward_new(model, n_ctx, n_threads, &f, &err);
  *   gm_forward_eval(f, prompt, n_prompt, logits, 0, &err);   // prefill; logits of the last position
  *   gm_forward_eval(f, &next, 1, logits, 0, &err);           // one decode step
+ *
+ * LoRA adapters (peft.h) are applied at run time, the base weights left
+ * as they are: each adapted projection computes
+ *
+ *   y = x W^T + sum_i s_i * scale_i * (x A_i^T) B_i^T
+ *
+ * (A_i: [r_i, in], B_i: [out, r_i], scale_i the module's alpha / r or
+ * alpha / sqrt(r), s_i the caller's scale), in f32.  Adapters switch and
+ * stack without reloading the model:
+ *
+ *   gm_forward_set_adapters(f, ads, scales, 2, &err);  // W + s0 B0 A0 + s1 B1 A1
+ *   gm_forward_set_adapters(f, NULL, NULL, 0, &err);   // the base model again
  */
 #ifndef GM_FORWARD_H
 #define GM_FORWARD_H
@@ -20,6 +32,7 @@
 #include "model.h"
 
 typedef struct gm_forward gm_forward;
+struct gm_peft_adapter;
 
 /*
  * n_ctx: KV cache length in tokens (0: the model's max_position_embeddings,
@@ -42,6 +55,33 @@ void gm_forward_truncate(gm_forward *f, int pos);
  * not fit in n_ctx or an id is out of range, with a message saying so.
  */
 int gm_forward_eval(gm_forward *f, const int32_t *ids, int n, float *logits, int all_logits, gm_error *err);
+
+/*
+ * Checks that every module of the adapter fits the model: a layer the
+ * model has, and lora_A / lora_B shapes matching the in and out features
+ * of the projection.  GM_EINVAL with a message naming the adapter's
+ * directory and the module otherwise.
+ */
+int gm_forward_check_adapter(const gm_model *m, const struct gm_peft_adapter *ad, gm_error *err);
+
+/*
+ * Applies adapters[0..n) with the scales scales[0..n) (NULL: 1 each) from
+ * the next eval on, replacing those set before; n = 0 detaches them all.
+ * The adapters are only read during the call (their weights are copied,
+ * as f32, with the scales folded in): they may be closed afterwards.  A
+ * scale of 0 leaves an adapter out.  On failure (an adapter that does not
+ * fit the model, a scale that is not finite) nothing changes.
+ *
+ * The cache holds keys and values computed with the previous adapters; it
+ * is emptied (gm_forward_pos becomes 0) and gm_forward_adapters_epoch
+ * changes, so that nothing computed with other adapters is reused.
+ */
+int gm_forward_set_adapters(gm_forward *f, const struct gm_peft_adapter *const *adapters, const float *scales,
+			    int n, gm_error *err);
+/* The adapters applied (with a non-zero scale). */
+int gm_forward_n_adapters(const gm_forward *f);
+/* Changes with every gm_forward_set_adapters: callers that remember the cache's tokens compare it. */
+uint64_t gm_forward_adapters_epoch(const gm_forward *f);
 
 /* Hidden state after the final norm for the last eval, [n, hidden] (for tests). */
 const float *gm_forward_last_hidden(const gm_forward *f);

@@ -187,6 +187,7 @@ struct gm_generator {
 	float *logits;          /* [n_vocab] */
 	int32_t *cache_ids;     /* the tokens f's cache holds, in order */
 	size_t n_cache, alloc_cache;
+	uint64_t cache_epoch;   /* f's adapters when they were computed */
 	int32_t *out;           /* the last generation's ids */
 	size_t n_out, alloc_out;
 	gm_buf bytes, text, shown;
@@ -274,6 +275,7 @@ static int eval(gm_generator *g, const int32_t *ids, size_t n, float *logits, in
 	}
 	for (i = 0; i < n; i++)
 		push_id(&g->cache_ids, &g->n_cache, &g->alloc_cache, ids[i]);
+	g->cache_epoch = gm_forward_adapters_epoch(g->f);
 	return 0;
 }
 
@@ -365,9 +367,11 @@ int gm_generate(gm_generator *g, const int32_t *prompt, size_t n_prompt, const g
 	if ((ret = check_prompt(g, prompt, n_prompt, o, err)))
 		return ret;
 
-	/* Keep the cached tokens this prompt starts with; at least one token
-	 * is evaluated, for its logits. */
-	if (!o->prompt_logits && gm_forward_pos(g->f) == (int)g->n_cache)
+	/* Keep the cached tokens this prompt starts with, when they were
+	 * computed with the adapters f has now; at least one token is
+	 * evaluated, for its logits. */
+	if (!o->prompt_logits && gm_forward_pos(g->f) == (int)g->n_cache &&
+	    gm_forward_adapters_epoch(g->f) == g->cache_epoch)
 		while (common < g->n_cache && common < n_prompt && g->cache_ids[common] == prompt[common])
 			common++;
 	if (common == n_prompt)

@@ -130,7 +130,8 @@ typedef struct gm_generator gm_generator;
  * m, f and tok are borrowed and must outlive g; tok may be NULL when no
  * text is wanted (no on_text, no stop strings).  The generator remembers
  * which tokens f's cache holds, so a prompt that extends the last one (a
- * chat turn) evaluates only what is new.
+ * chat turn) evaluates only what is new; nothing is reused after
+ * gm_forward_set_adapters changed the adapters (see forward.h).
  */
 int gm_generator_new(const gm_model *m, gm_forward *f, const gm_tokenizer *tok, gm_generator **out,
 		     gm_error *err);

@@ -1,7 +1,7 @@
 /*
  * bench-forward.c - times gm_forward on a model directory.
  *
- *   bench-forward [-t THREADS] [-r RUNS] [-p PROMPT] [-d DECODE] [-c CTX] MODEL_DIR
+ *   bench-forward [-t THREADS] [-r RUNS] [-p PROMPT] [-d DECODE] [-c CTX] [-a ADAPTER_DIR]... MODEL_DIR
  *
  * Two workloads, each run RUNS times (median, min and max printed):
  *   prompt: one eval of PROMPT tokens (default 512), logits of the last;
@@ -10,6 +10,11 @@
  *           one-token evals are timed).
  * Token ids are pseudo-random (fixed seed) below 151643; random weights cost
  * what trained ones cost.  Also prints the peak RSS of the process.
+ *
+ * With -a (repeatable), every workload is also run with those PEFT LoRA
+ * adapters applied (gm_forward_set_adapters, stacked at scale 1), the runs
+ * without and with adapters alternating so that both see the same machine,
+ * and the slowdown of the medians is printed.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -23,7 +28,12 @@
 #include "forward.h"
 #include "kernels.h"
 #include "model.h"
+#include "peft.h"
 #include "weights.h"
+
+#define MAX_ADAPTERS 8
+#define USAGE "usage: bench-forward [-t THREADS] [-r RUNS] [-p PROMPT] [-d DECODE] [-c CTX] [-a ADAPTER_DIR]... " \
+	"MODEL_DIR\n"
 
 static double now(void)
 {
@@ -55,16 +65,30 @@ static void die(const char *what, const gm_error *err)
 	exit(1);
 }
 
-static void print_row(const char *name, double *tps, int runs)
+/* Prints a row; returns the median. */
+static double print_row(const char *name, double *tps, int runs)
 {
 	qsort(tps, (size_t)runs, sizeof(*tps), cmp_double);
 	printf("| %-22s | %10.1f | %8.1f | %8.1f | %4d |\n", name, tps[runs / 2], tps[0], tps[runs - 1], runs);
+	return tps[runs / 2];
+}
+
+/* Attaches the adapters (with_adapters) or detaches them. */
+static void use_adapters(gm_forward *f, gm_peft_adapter **ads, int n, int with_adapters)
+{
+	gm_error err = GM_ERROR_INIT;
+
+	if (gm_forward_set_adapters(f, (const gm_peft_adapter *const *)ads, NULL, with_adapters ? n : 0, &err))
+		die("gm_forward_set_adapters", &err);
 }
 
 int main(int argc, char **argv)
 {
 	gm_error err = GM_ERROR_INIT;
-	int threads = 2, runs = 3, n_prompt = 512, n_decode = 128, n_ctx = 0, opt, r, i;
+	int threads = 2, runs = 3, n_prompt = 512, n_decode = 128, n_ctx = 0, opt, r, i, n_ad = 0, w, with;
+	gm_peft_adapter *ads[MAX_ADAPTERS];
+	const char *ad_dirs[MAX_ADAPTERS];
+	double *tps_ad, med[2];
 	const int n_short = 16;
 	gm_model *m;
 	gm_forward *f;
@@ -75,20 +99,27 @@ int main(int argc, char **argv)
 	uint32_t seed = 12345;
 	char name[64];
 
-	while ((opt = getopt(argc, argv, "t:r:p:d:c:")) != -1) {
+	while ((opt = getopt(argc, argv, "t:r:p:d:c:a:")) != -1) {
 		switch (opt) {
 		case 't': threads = atoi(optarg); break;
 		case 'r': runs = atoi(optarg); break;
 		case 'p': n_prompt = atoi(optarg); break;
 		case 'd': n_decode = atoi(optarg); break;
 		case 'c': n_ctx = atoi(optarg); break;
+		case 'a':
+			if (n_ad == MAX_ADAPTERS) {
+				fprintf(stderr, "bench-forward: at most %d adapters\n", MAX_ADAPTERS);
+				return 129;
+			}
+			ad_dirs[n_ad++] = optarg;
+			break;
 		default:
-			fprintf(stderr, "usage: bench-forward [-t THREADS] [-r RUNS] [-p PROMPT] [-d DECODE] [-c CTX] MODEL_DIR\n");
+			fputs(USAGE, stderr);
 			return 129;
 		}
 	}
 	if (optind != argc - 1 || runs < 1 || n_prompt < 1 || n_decode < 1) {
-		fprintf(stderr, "usage: bench-forward [-t THREADS] [-r RUNS] [-p PROMPT] [-d DECODE] [-c CTX] MODEL_DIR\n");
+		fputs(USAGE, stderr);
 		return 129;
 	}
 	if (!n_ctx)
@@ -97,9 +128,13 @@ int main(int argc, char **argv)
 		die(argv[optind], &err);
 	if (gm_forward_new(m, n_ctx, threads, &f, &err))
 		die("gm_forward_new", &err);
+	for (i = 0; i < n_ad; i++)
+		if (gm_peft_open(ad_dirs[i], &ads[i], &err) || gm_forward_check_adapter(m, ads[i], &err))
+			die(ad_dirs[i], &err);
 	ids = calloc((size_t)(n_prompt + n_short + n_decode), sizeof(*ids));
 	logits = calloc((size_t)m->config.vocab_size, sizeof(*logits));
 	tps = calloc((size_t)runs, sizeof(*tps));
+	tps_ad = calloc((size_t)runs, sizeof(*tps_ad));
 	for (i = 0; i < n_prompt + n_short; i++) {
 		seed = seed * 1664525u + 1013904223u;
 		ids[i] = (int32_t)((seed >> 8) % 151643u);
@@ -108,7 +143,11 @@ int main(int argc, char **argv)
 	printf("model %s: %d layers, hidden %lld, %.1fM parameters, %.2f GB of weights\n", argv[optind],
 	       (int)m->config.num_hidden_layers, (long long)m->config.hidden_size, (double)m->n_params / 1e6,
 	       (double)gm_weights_total_bytes(m->weights) / 1e9);
-	printf("threads %d, kernels %s, context %d\n\n", threads, gm_isa_name(gm_kernels_isa()), n_ctx);
+	printf("threads %d, kernels %s, context %d\n", threads, gm_isa_name(gm_kernels_isa()), n_ctx);
+	for (i = 0; i < n_ad; i++)
+		printf("adapter %s: r %lld, %zu modules, %.2fM parameters\n", ad_dirs[i], (long long)ads[i]->config.r,
+		       ads[i]->n_modules, (double)ads[i]->n_params / 1e6);
+	printf("\n");
 	printf("| %-22s | %10s | %8s | %8s | %4s |\n", "workload", "tok/s", "min", "max", "runs");
 	printf("|------------------------|------------|----------|----------|------|\n");
 
@@ -117,35 +156,47 @@ int main(int argc, char **argv)
 	if (gm_forward_eval(f, ids, 4, logits, 0, &err))
 		die("eval", &err);
 
-	for (r = 0; r < runs; r++) {
-		double t0;
+	/* each run without adapters, then (with -a) with them */
+	for (w = 0; w < 2; w++) {
+		for (r = 0; r < runs; r++) {
+			for (with = 0; with <= (n_ad > 0); with++) {
+				double t0, *out = with ? tps_ad : tps;
+				int32_t next;
 
-		gm_forward_truncate(f, 0);
-		t0 = now();
-		if (gm_forward_eval(f, ids, n_prompt, logits, 0, &err))
-			die("eval", &err);
-		tps[r] = n_prompt / (now() - t0);
-	}
-	snprintf(name, sizeof(name), "prompt %d", n_prompt);
-	print_row(name, tps, runs);
-
-	for (r = 0; r < runs; r++) {
-		double t0;
-		int32_t next;
-
-		gm_forward_truncate(f, 0);
-		if (gm_forward_eval(f, ids + n_prompt, n_short, logits, 0, &err))
-			die("eval", &err);
-		t0 = now();
-		for (i = 0; i < n_decode; i++) {
-			next = argmax(logits, m->config.vocab_size);
-			if (gm_forward_eval(f, &next, 1, logits, 0, &err))
-				die("eval", &err);
+				if (n_ad)
+					use_adapters(f, ads, n_ad, with);
+				gm_forward_truncate(f, 0);
+				if (w == 0) {
+					t0 = now();
+					if (gm_forward_eval(f, ids, n_prompt, logits, 0, &err))
+						die("eval", &err);
+					out[r] = n_prompt / (now() - t0);
+					continue;
+				}
+				if (gm_forward_eval(f, ids + n_prompt, n_short, logits, 0, &err))
+					die("eval", &err);
+				t0 = now();
+				for (i = 0; i < n_decode; i++) {
+					next = argmax(logits, m->config.vocab_size);
+					if (gm_forward_eval(f, &next, 1, logits, 0, &err))
+						die("eval", &err);
+				}
+				out[r] = n_decode / (now() - t0);
+			}
 		}
-		tps[r] = n_decode / (now() - t0);
+		if (w == 0)
+			snprintf(name, sizeof(name), "prompt %d", n_prompt);
+		else
+			snprintf(name, sizeof(name), "decode %d (after %d)", n_decode, n_short);
+		med[0] = print_row(name, tps, runs);
+		if (n_ad) {
+			char name2[80];
+
+			snprintf(name2, sizeof(name2), "%s+lora", w ? "decode" : "prompt");
+			med[1] = print_row(name2, tps_ad, runs);
+			printf("|   slowdown with adapters: %.1f%%\n", 100.0 * (med[0] / med[1] - 1.0));
+		}
 	}
-	snprintf(name, sizeof(name), "decode %d (after %d)", n_decode, n_short);
-	print_row(name, tps, runs);
 
 	getrusage(RUSAGE_SELF, &ru);
 	printf("\npeak RSS %.1f MiB (weights %.1f MiB mapped, KV cache %.1f MiB for %d tokens)\n",
@@ -156,7 +207,10 @@ int main(int argc, char **argv)
 	free(ids);
 	free(logits);
 	free(tps);
+	free(tps_ad);
 	gm_forward_free(f);
+	for (i = 0; i < n_ad; i++)
+		gm_peft_close(ads[i]);
 	gm_model_close(m);
 	return 0;
 }

@@ -2,7 +2,9 @@
  * test-forward.c - unit tests for the CPU forward pass: the kernels against
  * naive references (every instruction-set variant the CPU has), then the
  * full model against golden logits computed by transformers in float64
- * (t/fixtures/golden/), the KV cache, truncation, threads and errors.
+ * (t/fixtures/golden/), the KV cache, truncation, threads and errors;
+ * then LoRA adapters applied at run time (gm_forward_set_adapters) against
+ * logits computed by peft (golden/lora-tiny-qwen3-f32-infer.safetensors).
  */
 #include <math.h>
 #include <stdint.h>
@@ -15,8 +17,11 @@
 #include "dtype.h"
 #include "error.h"
 #include "forward.h"
+#include "fs.h"
+#include "generate.h"
 #include "kernels.h"
 #include "model.h"
+#include "peft.h"
 #include "safetensors.h"
 #include "tap.h"
 #include "weights.h"
@@ -733,6 +738,381 @@ out:
 	gm_model_close(m);
 }
 
+/* ---------------------------------------------------------------- LoRA adapters */
+
+#define LORA_FIXTURES "t/fixtures/lora/tiny-qwen3-f32-"
+
+/* All logits of ids[0..n) with the adapters f has. */
+static int eval_all(gm_forward *f, const int32_t *ids, int n, float *logits, gm_error *err)
+{
+	gm_forward_truncate(f, 0);
+	return gm_forward_eval(f, ids, n, logits, 1, err);
+}
+
+static int set1(gm_forward *f, const gm_peft_adapter *a, float s, gm_error *err)
+{
+	return gm_forward_set_adapters(f, &a, &s, 1, err);
+}
+
+/*
+ * Writes a PEFT directory dir holding one module (layer, "self_attn.q_proj")
+ * with lora_A [r, in] and lora_B [out, r] of random values.
+ */
+static int write_lora(const char *dir, int layer, int64_t r, int64_t in, int64_t out, gm_error *err)
+{
+	static const char cfg[] = "{\"peft_type\": \"LORA\", \"r\": 4, \"lora_alpha\": 8, "
+				  "\"target_modules\": [\"q_proj\"], \"bias\": \"none\"}\n";
+	gm_st_writer *w = gm_st_writer_new();
+	int64_t sa[2] = { r, in }, sb[2] = { out, r }, i;
+	float *a = gm_xmalloc(sizeof(float) * (size_t)(r * in)), *b = gm_xmalloc(sizeof(float) * (size_t)(out * r));
+	char name[2][128];
+	gm_buf path = GM_BUF_INIT;
+	int ret;
+
+	for (i = 0; i < r * in; i++)
+		a[i] = frand();
+	for (i = 0; i < out * r; i++)
+		b[i] = frand();
+	snprintf(name[0], sizeof(name[0]), "base_model.model.model.layers.%d.self_attn.q_proj.lora_A.weight", layer);
+	snprintf(name[1], sizeof(name[1]), "base_model.model.model.layers.%d.self_attn.q_proj.lora_B.weight", layer);
+	ret = gm_mkdir_p(dir, 0777, err);
+	gm_buf_addf(&path, "%s/adapter_config.json", dir);
+	ret = ret ? ret : gm_write_file_atomic(path.buf, cfg, strlen(cfg), 0666, err);
+	ret = ret ? ret : gm_st_writer_add(w, name[0], GM_DTYPE_F32, 2, sa, a, err);
+	ret = ret ? ret : gm_st_writer_add(w, name[1], GM_DTYPE_F32, 2, sb, b, err);
+	gm_buf_reset(&path);
+	gm_buf_addf(&path, "%s/adapter_model.safetensors", dir);
+	ret = ret ? ret : gm_st_writer_write(w, path.buf, err);
+	gm_st_writer_free(w);
+	gm_buf_release(&path);
+	free(a);
+	free(b);
+	return ret;
+}
+
+/*
+ * Copies adapter src to dir with its weights stored as t, and to dir32
+ * with the same (rounded) values as F32: both must give the same logits.
+ */
+static int write_lora_as(const gm_peft_adapter *src, enum gm_dtype t, const char *dir, const char *dir32,
+			 gm_error *err)
+{
+	gm_st_writer *w = gm_st_writer_new(), *w32 = gm_st_writer_new();
+	void **bufs = gm_xcalloc(src->n_modules * 4, sizeof(void *));
+	gm_buf path = GM_BUF_INIT, cfg = GM_BUF_INIT;
+	size_t i, k;
+	int ret = 0;
+
+	for (i = 0; i < src->n_modules && !ret; i++) {
+		const gm_tensor *ts[2] = { src->modules[i].a, src->modules[i].b };
+
+		for (k = 0; k < 2 && !ret; k++) {
+			size_t n = (size_t)ts[k]->numel;
+			float *v = gm_xmalloc(n * sizeof(float));
+			void *raw = gm_xmalloc(n * 2);
+
+			gm_dtype_to_f32(ts[k]->dtype, ts[k]->data, v, n, NULL);
+			gm_dtype_from_f32(t, v, raw, n, NULL);
+			gm_dtype_to_f32(t, raw, v, n, NULL);
+			bufs[4 * i + 2 * k] = raw;
+			bufs[4 * i + 2 * k + 1] = v;
+			ret = gm_st_writer_add(w, ts[k]->name, t, 2, ts[k]->shape, raw, err);
+			ret = ret ? ret : gm_st_writer_add(w32, ts[k]->name, GM_DTYPE_F32, 2, ts[k]->shape, v, err);
+		}
+	}
+	ret = ret ? ret : gm_read_file(src->config_path, &cfg, err);
+	ret = ret ? ret : gm_mkdir_p(dir, 0777, err);
+	ret = ret ? ret : gm_mkdir_p(dir32, 0777, err);
+	gm_buf_addf(&path, "%s/adapter_config.json", dir);
+	ret = ret ? ret : gm_write_file_atomic(path.buf, cfg.buf, cfg.len, 0666, err);
+	gm_buf_reset(&path);
+	gm_buf_addf(&path, "%s/adapter_config.json", dir32);
+	ret = ret ? ret : gm_write_file_atomic(path.buf, cfg.buf, cfg.len, 0666, err);
+	gm_buf_reset(&path);
+	gm_buf_addf(&path, "%s/adapter_model.safetensors", dir);
+	ret = ret ? ret : gm_st_writer_write(w, path.buf, err);
+	gm_buf_reset(&path);
+	gm_buf_addf(&path, "%s/adapter_model.safetensors", dir32);
+	ret = ret ? ret : gm_st_writer_write(w32, path.buf, err);
+	for (i = 0; i < src->n_modules * 4; i++)
+		free(bufs[i]);
+	free(bufs);
+	gm_st_writer_free(w);
+	gm_st_writer_free(w32);
+	gm_buf_release(&path);
+	gm_buf_release(&cfg);
+	return ret;
+}
+
+static void rm_lora(const char *dir)
+{
+	gm_buf p = GM_BUF_INIT;
+
+	gm_buf_addf(&p, "%s/adapter_config.json", dir);
+	unlink(p.buf);
+	gm_buf_reset(&p);
+	gm_buf_addf(&p, "%s/adapter_model.safetensors", dir);
+	unlink(p.buf);
+	gm_buf_release(&p);
+	rmdir(dir);
+}
+
+static void test_lora(void)
+{
+	static const char *const names[3] = { "a1-r8-all", "a2-r4-qv", "a3-r6-rslora-mlp" };
+	static const char *const tags[5] = { "none", "a1", "a2", "a3", "a1+a2" };
+	static const int pieces[] = { 1, 2, 5, 33 };
+	gm_error err = GM_ERROR_INIT;
+	gm_buf path = GM_BUF_INIT;
+	gm_model *m = NULL;
+	gm_st_file *g = NULL;
+	gm_peft_adapter *ad[3] = { NULL, NULL, NULL }, *bad = NULL;
+	gm_forward *f = NULL;
+	float *base = NULL, *got = NULL, *ref2 = NULL;
+	char tmp[] = "/tmp/gm-test-lora-XXXXXX", dir[256], dir32[256];
+	double worst[5] = { 0, 0, 0, 0, 0 };
+	int64_t V;
+	int i, k, ret;
+
+	gm_buf_addf(&path, "%s/t/fixtures/models/tiny-qwen3-f32", tap_srcdir());
+	ret = gm_model_open(path.buf, &m, &err);
+	ok(!ret, "lora: the base model opens (%s)", err.msg);
+	gm_buf_reset(&path);
+	gm_buf_addf(&path, "%s/t/fixtures/golden/lora-tiny-qwen3-f32-infer.safetensors", tap_srcdir());
+	ret = ret ? ret : gm_st_open(path.buf, &g, &err);
+	ok(!ret, "lora: the golden logits open (%s)", err.msg);
+	for (k = 0; k < 3 && !ret; k++) {
+		gm_buf_reset(&path);
+		gm_buf_addf(&path, "%s/" LORA_FIXTURES "%s", tap_srcdir(), names[k]);
+		ret = gm_peft_open(path.buf, &ad[k], &err);
+		ok(!ret, "lora: adapter %s opens (%s)", names[k], err.msg);
+		ret = ret ? ret : gm_forward_check_adapter(m, ad[k], &err);
+		ok(!ret, "lora: adapter %s fits the model (%s)", names[k], err.msg);
+	}
+	gm_buf_release(&path);
+	ret = ret ? ret : gm_forward_new(m, 64, 2, &f, &err);
+	if (ret) {
+		ok(0, "lora: setup (%s)", err.msg);
+		goto out;
+	}
+	V = m->config.vocab_size;
+	base = gm_xmalloc(sizeof(float) * 64 * (size_t)V);
+	got = gm_xmalloc(sizeof(float) * 64 * (size_t)V);
+	ref2 = gm_xmalloc(sizeof(float) * 64 * (size_t)V);
+	ok(gm_forward_n_adapters(f) == 0, "lora: no adapters at first");
+
+	/* every tag and prompt against peft */
+	for (i = 0; ; i++) {
+		size_t n_ids, numel;
+		const int32_t *ids = (const int32_t *)gtensor(g, "p%d.ids", i, &n_ids);
+		int n = (int)n_ids, same = 1;
+		int64_t t, done;
+		double ekv = 0;
+		int piece;
+
+		if (!ids)
+			break;
+		ret = gm_forward_set_adapters(f, NULL, NULL, 0, &err);
+		ret = ret ? ret : eval_all(f, ids, n, base, &err);
+		for (k = 0; k < 5 && !ret; k++) {
+			const gm_peft_adapter *stack[2] = { ad[0], ad[1] };
+			char name[64];
+			const float *ref;
+			double e;
+
+			if (k == 4)
+				ret = gm_forward_set_adapters(f, stack, NULL, 2, &err);
+			else if (k)
+				ret = set1(f, ad[k - 1], 1.0f, &err);
+			else
+				ret = gm_forward_set_adapters(f, NULL, NULL, 0, &err);
+			ok(!ret && gm_forward_pos(f) == 0 && gm_forward_n_adapters(f) == (k == 4 ? 2 : k ? 1 : 0),
+			   "lora p%d %s: adapters set, the cache emptied (%s)", i, tags[k], err.msg);
+			ret = ret ? ret : eval_all(f, ids, n, got, &err);
+			snprintf(name, sizeof(name), "%s.p%%d.logits", tags[k]);
+			ref = gtensor(g, name, i, &numel);
+			e = ret || !ref || numel != (size_t)n * (size_t)V ? INFINITY : rel_err(got, ref, numel);
+			worst[k] = e > worst[k] ? e : worst[k];
+			ok(e < 1e-4, "lora p%d %s: logits match peft (rel %.2g)", i, tags[k], e);
+			if (k == 0)
+				ok(!ret && !memcmp(got, base, sizeof(float) * (size_t)n * (size_t)V),
+				   "lora p%d: no adapters: the base logits exactly", i);
+		}
+		/* the stack, through the cache in pieces, against its full pass */
+		if (!ret) {
+			const gm_peft_adapter *stack[2] = { ad[0], ad[1] };
+
+			ret = gm_forward_set_adapters(f, stack, NULL, 2, &err);
+			ret = ret ? ret : eval_all(f, ids, n, ref2, &err);
+			gm_forward_truncate(f, 0);
+			for (done = 0, piece = 0; !ret && done < n; done += t, piece++) {
+				double e;
+
+				t = pieces[piece % 4] < n - done ? pieces[piece % 4] : n - done;
+				ret = gm_forward_eval(f, ids + done, (int)t, got, 1, &err);
+				e = rel_err(got, ref2 + done * V, (size_t)(t * V));
+				ekv = e > ekv ? e : ekv;
+			}
+			ok(!ret && ekv < 1e-5, "lora p%d a1+a2: KV-cache logits (pieces) equal the full pass (rel %.2g)",
+			   i, ekv);
+		}
+		/* detaching, scale 0: the base model exactly */
+		ret = ret ? ret : gm_forward_set_adapters(f, NULL, NULL, 0, &err);
+		ret = ret ? ret : eval_all(f, ids, n, got, &err);
+		ok(!ret && !memcmp(got, base, sizeof(float) * (size_t)n * (size_t)V),
+		   "lora p%d: detaching restores the base logits exactly", i);
+		ret = ret ? ret : set1(f, ad[0], 0.0f, &err);
+		ret = ret ? ret : eval_all(f, ids, n, got, &err);
+		for (t = 0; !ret && t < (int64_t)n * V; t++)
+			same &= got[t] == base[t];
+		ok(!ret && same && gm_forward_n_adapters(f) == 0, "lora p%d: a1 at scale 0 gives the base logits", i);
+		/* a1 at scale 2 = a1 twice at scale 1 */
+		if (!ret) {
+			const gm_peft_adapter *twice[2] = { ad[0], ad[0] };
+			double e;
+
+			ret = set1(f, ad[0], 2.0f, &err);
+			ret = ret ? ret : eval_all(f, ids, n, got, &err);
+			ret = ret ? ret : gm_forward_set_adapters(f, twice, NULL, 2, &err);
+			ret = ret ? ret : eval_all(f, ids, n, ref2, &err);
+			e = ret ? INFINITY : rel_err(got, ref2, (size_t)n * (size_t)V);
+			ok(e < 1e-5, "lora p%d: a1 at scale 2 equals a1 stacked twice (rel %.2g)", i, e);
+			e = rel_err(got, base, (size_t)n * (size_t)V);
+			ok(!ret && e > 1e-3, "lora p%d: and differs from the base (rel %.2g)", i, e);
+		}
+		if (ret)
+			break;
+	}
+	for (k = 0; k < 5; k++)
+		printf("# lora %s: worst relative logit error %.3g\n", tags[k], worst[k]);
+
+	/* the generator reuses a cached prompt only when the adapters are the same */
+	{
+		size_t n_ids, n_out;
+		const int32_t *ids = (const int32_t *)gtensor(g, "p2.ids", 0, &n_ids), *out;
+		gm_generator *gen = NULL;
+		gm_generate_opts o;
+		gm_generate_stats st;
+		int32_t first[8], again[8];
+
+		gm_generate_opts_init(&o, NULL);
+		o.max_tokens = 8;
+		ret = gm_forward_set_adapters(f, NULL, NULL, 0, &err);
+		ret = ret ? ret : gm_generator_new(m, f, NULL, &gen, &err);
+		ret = ret ? ret : gm_generate(gen, ids, n_ids, &o, &st, &err);
+		out = ret ? NULL : gm_generator_output(gen, &n_out);
+		ok(!ret && n_out == 8, "lora: 8 greedy tokens without adapters (%s)", err.msg);
+		if (!ret)
+			memcpy(first, out, sizeof(first));
+		ret = ret ? ret : set1(f, ad[0], 1.0f, &err);
+		ret = ret ? ret : gm_generate(gen, ids, n_ids, &o, &st, &err);
+		out = ret ? NULL : gm_generator_output(gen, &n_out);
+		ok(!ret && st.n_cached == 0 && n_out == 8 && memcmp(out, first, sizeof(first)),
+		   "lora: with a1 the same prompt is evaluated afresh (%d cached) and continues differently",
+		   ret ? -1 : st.n_cached);
+		if (!ret)
+			memcpy(again, out, sizeof(again));
+		ret = ret ? ret : gm_generate(gen, ids, n_ids, &o, &st, &err);
+		out = ret ? NULL : gm_generator_output(gen, &n_out);
+		ok(!ret && st.n_cached == (int)n_ids - 1 && n_out == 8 && !memcmp(out, again, sizeof(again)),
+		   "lora: the same adapters again: the prompt comes from the cache (%d cached), same tokens",
+		   ret ? -1 : st.n_cached);
+		gm_generator_free(gen);
+		ret = 0;
+	}
+
+	/* refusals, and a refused set leaves the adapters as they were */
+	if (!mkdtemp(tmp)) {
+		ok(0, "lora: temporary directory");
+		goto out;
+	}
+	{
+		static const int32_t ids[4] = { 5, 17, 300, 9 };
+		const int64_t H = m->config.hidden_size, Q = m->config.num_attention_heads * m->config.head_dim;
+		const gm_peft_adapter *pair[2];
+		float sc[2] = { 1.0f, 1.0f };
+
+		ret = set1(f, ad[2], 1.0f, &err);
+		ret = ret ? ret : eval_all(f, ids, 4, ref2, &err);
+		ok(!ret, "lora: a3 set (%s)", err.msg);
+
+		snprintf(dir, sizeof(dir), "%s/wide", tmp);
+		ret = write_lora(dir, 0, 4, H + 8, Q, &err);
+		ret = ret ? ret : gm_peft_open(dir, &bad, &err);
+		ok(!ret, "lora: an adapter for a wider model opens (%s)", err.msg);
+		if (!ret) {
+			ret = gm_forward_check_adapter(m, bad, &err);
+			ok_error(ret, &err, GM_EINVAL, "model.layers.0.self_attn.q_proj", "lora: it does not fit");
+			ok(ret && strstr(err.msg, dir), "lora: the message names the adapter: %s", err.msg);
+			pair[0] = ad[0];
+			pair[1] = bad;
+			ret = gm_forward_set_adapters(f, pair, sc, 2, &err);
+			ok_error(ret, &err, GM_EINVAL, "do not fit", "lora: set_adapters refuses it");
+		}
+		gm_peft_close(bad);
+		bad = NULL;
+		rm_lora(dir);
+
+		snprintf(dir, sizeof(dir), "%s/deep", tmp);
+		ret = write_lora(dir, 7, 4, H, Q, &err);
+		ret = ret ? ret : gm_peft_open(dir, &bad, &err);
+		if (!ret) {
+			ret = gm_forward_set_adapters(f, (const gm_peft_adapter *const *)&bad, NULL, 1, &err);
+			ok_error(ret, &err, GM_EINVAL, "model.layers.7.self_attn.q_proj", "lora: a layer the model "
+				 "lacks is refused");
+		} else {
+			ok(0, "lora: deep adapter written (%s)", err.msg);
+		}
+		gm_peft_close(bad);
+		bad = NULL;
+		rm_lora(dir);
+
+		sc[0] = NAN;
+		ret = gm_forward_set_adapters(f, (const gm_peft_adapter *const *)ad, sc, 1, &err);
+		ok_error(ret, &err, GM_EINVAL, "not a finite", "lora: a NaN scale is refused");
+
+		ok(gm_forward_n_adapters(f) == 1, "lora: refused sets leave a3 in place");
+		ret = eval_all(f, ids, 4, got, &err);
+		ok(!ret && !memcmp(got, ref2, sizeof(float) * 4 * (size_t)V), "lora: with the same logits");
+
+		/* BF16 and F16 adapters equal F32 ones holding the same values */
+		for (k = 0; k < 2; k++) {
+			enum gm_dtype t = k ? GM_DTYPE_F16 : GM_DTYPE_BF16;
+			gm_peft_adapter *lo = NULL, *hi = NULL;
+			double e = INFINITY;
+
+			snprintf(dir, sizeof(dir), "%s/%s", tmp, gm_dtype_name(t));
+			snprintf(dir32, sizeof(dir32), "%s/%s-f32", tmp, gm_dtype_name(t));
+			ret = write_lora_as(ad[0], t, dir, dir32, &err);
+			ret = ret ? ret : gm_peft_open(dir, &lo, &err);
+			ret = ret ? ret : gm_peft_open(dir32, &hi, &err);
+			ret = ret ? ret : set1(f, lo, 1.0f, &err);
+			ret = ret ? ret : eval_all(f, ids, 4, got, &err);
+			ret = ret ? ret : set1(f, hi, 1.0f, &err);
+			ret = ret ? ret : eval_all(f, ids, 4, ref2, &err);
+			if (!ret)
+				e = rel_err(got, ref2, 4 * (size_t)V);
+			ok(!ret && lo->modules[0].a->dtype == t && e < 1e-6, "lora: a %s adapter (rel %.2g vs f32%s%s)",
+			   gm_dtype_name(t), e, ret ? "; " : "", ret ? err.msg : "");
+			gm_forward_set_adapters(f, NULL, NULL, 0, &err);
+			gm_peft_close(lo);
+			gm_peft_close(hi);
+			rm_lora(dir);
+			rm_lora(dir32);
+		}
+		rmdir(tmp);
+	}
+out:
+	for (k = 0; k < 3; k++)
+		gm_peft_close(ad[k]);
+	gm_forward_free(f);
+	gm_st_close(g);
+	gm_model_close(m);
+	free(base);
+	free(got);
+	free(ref2);
+}
+
 int main(void)
 {
 	static const struct golden models[] = {
@@ -740,7 +1120,7 @@ int main(void)
 		{ "tiny-qwen3-vocab151k", "t/fixtures/models/tiny-qwen3-vocab151k" },
 		{ "pocket-qwen3", "contrib/models/pocket-qwen3" },
 	};
-	/* a golden model's name, "long" or "none": a subset for valgrind runs */
+	/* a golden model's name, "long", "lora" or "none": a subset for valgrind runs */
 	const char *only = getenv("GM_TEST_FORWARD_ONLY");
 	size_t i;
 
@@ -752,6 +1132,8 @@ int main(void)
 
 	test_kernels();
 	test_errors();
+	if (!only || !strcmp(only, "lora"))
+		test_lora();
 	if (!only || !strcmp(only, "long"))
 		test_long_prompt();
 	for (i = 0; i < sizeof(archs) / sizeof(archs[0]); i++)
