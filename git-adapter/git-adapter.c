@@ -1,11 +1,13 @@
 /*
  * git-adapter - LoRA adapters of a model.
  *
- * For now one subcommand: "show" loads a PEFT adapter directory, validates
- * it the way git infer will before applying it (libcore/peft.h), and
- * describes it.  The adapter is opened and checked in full first, so a
- * broken one is reported as an error rather than half described.
+ * "show" loads a PEFT adapter directory, or a sparse adapter directory,
+ * validates it the way git infer will before applying it (libcore/peft.h,
+ * libcore/sparse.h), and describes it.  The adapter is opened and checked
+ * in full first, so a broken one is reported as an error rather than half
+ * described.  "sparsify" turns a LoRA into a sparse delta adapter.
  */
+#include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -17,6 +19,7 @@
 #include "dtype.h"
 #include "json.h"
 #include "peft.h"
+#include "sparse.h"
 
 static const char *const usage[] = {
 	"git adapter [--version] <command> [<args>]",
@@ -25,6 +28,11 @@ static const char *const usage[] = {
 
 static const char *const show_usage[] = {
 	"git adapter show [--json] <dir>",
+	NULL
+};
+
+static const char *const sparsify_usage[] = {
+	"git adapter sparsify --density <d> -o <out> <src>",
 	NULL
 };
 
@@ -288,6 +296,170 @@ static void print_json(const gm_peft_adapter *ad)
 	free(layers);
 }
 
+/* ---------------------------------------------------------------- sparse adapters */
+
+static void print_sparse_text(const gm_sparse_adapter *ad)
+{
+	gm_buf b = GM_BUF_INIT;
+	size_t i;
+	int p;
+
+	gm_cmd_print_field("path:", "%s", ad->dir);
+	gm_cmd_print_field("type:", "sparse delta (%s, %s)", GM_SPARSE_PEFT_TYPE, GM_SPARSE_FORMAT);
+	gm_cmd_print_field("base model:", "%s", ad->base_model ? ad->base_model : "(not recorded)");
+	if (ad->source)
+		gm_cmd_print_field("source:", "%s (rank %lld, alpha %g, scaling %g)", ad->source,
+				   (long long)ad->source_r, ad->source_alpha, ad->source_scale);
+	else
+		gm_cmd_print_field("source:", "(not recorded)");
+	if (!isnan(ad->density))
+		gm_cmd_print_field("density:", "%g", ad->density);
+	gm_cmd_print_field("modules:", "%zu", ad->n_modules);
+	for (p = 0; p < GM_PEFT_PROJ_COUNT; p++) {
+		int64_t nnz = 0, cells = 0, in = 0, out = 0;
+		double lo = INFINITY, hi = -INFINITY;
+		size_t n = 0;
+
+		for (i = 0; i < ad->n_modules; i++) {
+			const gm_sparse_module *m = &ad->modules[i];
+
+			if ((int)m->proj != p)
+				continue;
+			n++;
+			nnz += m->nnz;
+			cells += m->out * m->in;
+			in = m->in;
+			out = m->out;
+			if (!isnan(m->norm_kept)) {
+				lo = m->norm_kept < lo ? m->norm_kept : lo;
+				hi = m->norm_kept > hi ? m->norm_kept : hi;
+			}
+		}
+		if (!n)
+			continue;
+		gm_buf_reset(&b);
+		if (lo <= hi)
+			gm_buf_addf(&b, lo == hi ? ", norm kept %.4f" : ", norm kept %.4f-%.4f", lo, hi);
+		printf("    %-10s %2zu layer%s  %lld -> %lld  nnz %lld (%.4g%%)%s\n",
+		       gm_peft_proj_name((enum gm_peft_proj)p), n, n == 1 ? " " : "s", (long long)in,
+		       (long long)out, (long long)nnz, 100.0 * (double)nnz / (double)cells, b.buf ? b.buf : "");
+	}
+	gm_buf_reset(&b);
+	gm_buf_add_human_count(&b, ad->nnz);
+	gm_cmd_print_field("nnz:", "%s (%llu)", b.buf, (unsigned long long)ad->nnz);
+	if (!isnan(ad->norm_kept))
+		gm_cmd_print_field("norm kept:", "%.6f of ||delta W||_F", ad->norm_kept);
+	gm_buf_reset(&b);
+	gm_buf_add_human_bytes(&b, ad->n_bytes);
+	gm_cmd_print_field("size:", "%s (%llu bytes)", b.buf, (unsigned long long)ad->n_bytes);
+	gm_buf_reset(&b);
+	gm_buf_add_human_bytes(&b, ad->dense_bytes);
+	gm_cmd_print_field("dense delta:", "%s (%llu bytes, f32)", b.buf, (unsigned long long)ad->dense_bytes);
+	gm_buf_release(&b);
+}
+
+static json_object *double_or_null(double d)
+{
+	return isnan(d) ? NULL : gm_json_new_double(d);
+}
+
+static void print_sparse_json(const gm_sparse_adapter *ad)
+{
+	json_object *o = json_object_new_object(), *a = json_object_new_array();
+	size_t i;
+
+	json_object_object_add(o, "path", json_object_new_string(ad->dir));
+	json_object_object_add(o, "peft_type", json_object_new_string(GM_SPARSE_PEFT_TYPE));
+	json_object_object_add(o, "format", json_object_new_string(GM_SPARSE_FORMAT));
+	json_object_object_add(o, "base_model", json_string_or_null(ad->base_model));
+	json_object_object_add(o, "source", json_string_or_null(ad->source));
+	json_object_object_add(o, "density", double_or_null(ad->density));
+	json_object_object_add(o, "nnz", json_object_new_int64((int64_t)ad->nnz));
+	json_object_object_add(o, "norm_kept", double_or_null(ad->norm_kept));
+	for (i = 0; i < ad->n_modules; i++) {
+		const gm_sparse_module *m = &ad->modules[i];
+		json_object *jm = json_object_new_object();
+
+		json_object_object_add(jm, "name", json_object_new_string(m->name));
+		json_object_object_add(jm, "layer", json_object_new_int(m->layer));
+		json_object_object_add(jm, "projection", json_object_new_string(gm_peft_proj_name(m->proj)));
+		json_object_object_add(jm, "in_features", json_object_new_int64(m->in));
+		json_object_object_add(jm, "out_features", json_object_new_int64(m->out));
+		json_object_object_add(jm, "nnz", json_object_new_int64(m->nnz));
+		json_object_object_add(jm, "norm_kept", double_or_null(m->norm_kept));
+		json_object_array_add(a, jm);
+	}
+	json_object_object_add(o, "modules", a);
+	json_object_object_add(o, "size", json_object_new_int64((int64_t)ad->n_bytes));
+	json_object_object_add(o, "dense_size", json_object_new_int64((int64_t)ad->dense_bytes));
+	puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
+					    JSON_C_TO_STRING_NOSLASHESCAPE));
+	json_object_put(o);
+}
+
+static void add_ratio(gm_buf *b, uint64_t x, uint64_t y)
+{
+	gm_buf_add_human_bytes(b, x);
+	gm_buf_addf(b, " (%llu bytes; %.4g%% of ", (unsigned long long)x, y ? 100.0 * (double)x / (double)y : 0.0);
+}
+
+static int cmd_sparsify(int argc, const char **argv)
+{
+	double density = NAN;
+	const char *out = NULL;
+	int status, n;
+	const struct gm_option options[] = {
+		GM_OPT_DOUBLE(0, "density", &density, "d", "fraction of each module's entries to keep, in (0, 1]"),
+		GM_OPT_STRING('o', "output", &out, "out", "the new sparse adapter directory (must not exist)"),
+		GM_OPT_END()
+	};
+	const struct gm_cmd_info cmd = { "git adapter sparsify", "git-adapter", sparsify_usage, options };
+	gm_error err = GM_ERROR_INIT;
+	gm_peft_adapter *ad;
+	gm_sparse_stats st;
+	gm_buf b = GM_BUF_INIT;
+
+	n = gm_cmd_parse(&cmd, argc, argv, 0, 0, &status);
+	if (n < 0)
+		return status;
+	if (n == 0)
+		return gm_cmd_usage_error(&cmd, "missing <src>: the LoRA adapter directory to sparsify");
+	if (n > 1)
+		return gm_cmd_usage_error(&cmd, "too many arguments: one adapter directory expected");
+	if (isnan(density))
+		return gm_cmd_usage_error(&cmd, "missing --density");
+	if (!(density > 0 && density <= 1))
+		return gm_cmd_usage_error(&cmd, "--density %g not in (0, 1]", density);
+	if (!out)
+		return gm_cmd_usage_error(&cmd, "missing -o <out>: the directory to write");
+	if (gm_peft_open(argv[0], &ad, &err))
+		return gm_cmd_error(&err);
+	if (gm_sparse_sparsify(ad, density, out, &st, &err)) {
+		gm_peft_close(ad);
+		return gm_cmd_error(&err);
+	}
+	gm_cmd_print_field("wrote:", "%s", out);
+	gm_cmd_print_field("modules:", "%zu", ad->n_modules);
+	gm_cmd_print_field("density:", "%g", density);
+	gm_buf_add_human_count(&b, st.nnz);
+	gm_cmd_print_field("nnz:", "%s (%llu)", b.buf, (unsigned long long)st.nnz);
+	gm_cmd_print_field("norm kept:", "%.6f of ||delta W||_F (%.6g of %.6g)", st.norm_kept,
+			   st.norm_kept * st.delta_norm, st.delta_norm);
+	gm_buf_reset(&b);
+	add_ratio(&b, st.file_bytes, st.dense_bytes);
+	gm_cmd_print_field("size:", "%sthe dense delta, %.4g%% of the LoRA)", b.buf,
+			   st.lora_bytes ? 100.0 * (double)st.file_bytes / (double)st.lora_bytes : 0.0);
+	gm_buf_reset(&b);
+	gm_buf_add_human_bytes(&b, st.dense_bytes);
+	gm_cmd_print_field("dense delta:", "%s (%llu bytes, f32)", b.buf, (unsigned long long)st.dense_bytes);
+	gm_buf_reset(&b);
+	gm_buf_add_human_bytes(&b, st.lora_bytes);
+	gm_cmd_print_field("lora:", "%s (%llu bytes)", b.buf, (unsigned long long)st.lora_bytes);
+	gm_buf_release(&b);
+	gm_peft_close(ad);
+	return 0;
+}
+
 static int cmd_show(int argc, const char **argv)
 {
 	int json = 0, status, n;
@@ -306,6 +478,18 @@ static int cmd_show(int argc, const char **argv)
 		return gm_cmd_usage_error(&cmd, "missing <dir>: the adapter directory to describe");
 	if (n > 1)
 		return gm_cmd_usage_error(&cmd, "too many arguments: one adapter directory expected");
+	if (gm_sparse_is_dir(argv[0])) {
+		gm_sparse_adapter *sp;
+
+		if (gm_sparse_open(argv[0], &sp, &err))
+			return gm_cmd_error(&err);
+		if (json)
+			print_sparse_json(sp);
+		else
+			print_sparse_text(sp);
+		gm_sparse_close(sp);
+		return 0;
+	}
 	if (gm_peft_open(argv[0], &ad, &err))
 		return gm_cmd_error(&err);
 	if (json)
@@ -321,7 +505,8 @@ static const struct gm_option options[] = {
 };
 
 static const struct gm_subcommand subcommands[] = {
-	{ "show", cmd_show, "validate a PEFT LoRA adapter directory and describe it" },
+	{ "show", cmd_show, "validate a PEFT LoRA or sparse adapter directory and describe it" },
+	{ "sparsify", cmd_sparsify, "turn a LoRA into a sparse delta adapter" },
 	{ NULL, NULL, NULL }
 };
 

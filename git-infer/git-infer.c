@@ -27,6 +27,7 @@
 #include "log.h"
 #include "model.h"
 #include "peft.h"
+#include "sparse.h"
 #include "safetensors.h"
 #include "sampler.h"
 #include "tokenizer.h"
@@ -58,7 +59,8 @@ struct adapter_spec {
 	char *name;     /* SPEC without :SCALE */
 	char *dir;      /* once resolved */
 	float scale;
-	gm_peft_adapter *ad;
+	gm_peft_adapter *ad;     /* a LoRA, or */
+	gm_sparse_adapter *sp;   /* a sparse delta (sparse_config.json) */
 };
 
 struct adapter_set {
@@ -74,6 +76,7 @@ static void adapter_set_release(struct adapter_set *as)
 		free(as->v[i].name);
 		free(as->v[i].dir);
 		gm_peft_close(as->v[i].ad);
+		gm_sparse_close(as->v[i].sp);
 	}
 	free(as->v);
 	as->v = NULL;
@@ -196,9 +199,14 @@ static int load_adapters(const gm_model *m, const char *model_dir, struct adapte
 	for (i = 0; i < as->n; i++) {
 		struct adapter_spec *a = &as->v[i];
 
-		if (resolve_adapter(model_dir, a, &err) || gm_peft_open(a->dir, &a->ad, &err) ||
-		    gm_forward_check_adapter(m, a->ad, &err))
+		if (resolve_adapter(model_dir, a, &err))
 			return gm_cmd_error(&err);
+		if (gm_sparse_is_dir(a->dir)) {
+			if (gm_sparse_open(a->dir, &a->sp, &err) || gm_forward_check_sparse(m, a->sp, &err))
+				return gm_cmd_error(&err);
+		} else if (gm_peft_open(a->dir, &a->ad, &err) || gm_forward_check_adapter(m, a->ad, &err)) {
+			return gm_cmd_error(&err);
+		}
 	}
 	return 0;
 }
@@ -206,6 +214,13 @@ static int load_adapters(const gm_model *m, const char *model_dir, struct adapte
 /* "r 8, alpha 16, 21 modules, 43.2K parameters" */
 static void describe_adapter(const struct adapter_spec *a, gm_buf *b)
 {
+	if (a->sp) {
+		gm_buf_addf(b, "%s (scale %g): sparse delta, density %g, %zu modules, ", a->dir, a->scale,
+			    a->sp->density, a->sp->n_modules);
+		gm_buf_add_human_count(b, a->sp->nnz);
+		gm_buf_adds(b, " non-zeros");
+		return;
+	}
 	gm_buf_addf(b, "%s (scale %g): r %lld, alpha %g%s, %zu modules, ", a->dir, a->scale,
 		    (long long)a->ad->config.r, a->ad->config.lora_alpha, a->ad->config.use_rslora ? ", rslora" : "",
 		    a->ad->n_modules);
@@ -256,6 +271,14 @@ static void print_json(const gm_model *m, const struct adapter_set *as)
 
 			json_object_object_add(ao, "path", json_object_new_string(a->dir));
 			json_object_object_add(ao, "scale", json_object_new_double(a->scale));
+			if (a->sp) {
+				json_object_object_add(ao, "type", json_object_new_string("sparse"));
+				json_object_object_add(ao, "density", json_object_new_double(a->sp->density));
+				json_object_object_add(ao, "modules", json_object_new_int64((int64_t)a->sp->n_modules));
+				json_object_object_add(ao, "nnz", json_object_new_int64((int64_t)a->sp->nnz));
+				json_object_array_add(arr, ao);
+				continue;
+			}
 			json_object_object_add(ao, "r", json_object_new_int64(a->ad->config.r));
 			json_object_object_add(ao, "lora_alpha", json_object_new_double(a->ad->config.lora_alpha));
 			json_object_object_add(ao, "modules", json_object_new_int64((int64_t)a->ad->n_modules));
@@ -774,21 +797,20 @@ static int run_generate(const struct gm_cmd_info *cmd, const struct infer_opts *
 	if ((ret = gm_forward_new(s.model, (int)io->ctx, (int)io->threads, &s.f, &err)))
 		goto fail;
 	if (as->n) {
-		const gm_peft_adapter **ads = gm_xcalloc((size_t)as->n, sizeof(*ads));
-		float *scales = gm_xcalloc((size_t)as->n, sizeof(*scales));
+		gm_forward_adapter *list = gm_xcalloc((size_t)as->n, sizeof(*list));
 		gm_buf b = GM_BUF_INIT;
 		int i;
 
 		for (i = 0; i < as->n; i++) {
-			ads[i] = as->v[i].ad;
-			scales[i] = as->v[i].scale;
+			list[i].lora = as->v[i].ad;
+			list[i].sparse = as->v[i].sp;
+			list[i].scale = as->v[i].scale;
 			gm_buf_reset(&b);
 			describe_adapter(&as->v[i], &b);
 			gm_info("adapter: %s", b.buf);
 		}
-		ret = gm_forward_set_adapters(s.f, ads, scales, as->n, &err);
-		free(ads);
-		free(scales);
+		ret = gm_forward_set_adapter_list(s.f, list, as->n, &err);
+		free(list);
 		gm_buf_release(&b);
 		if (ret)
 			goto fail;
@@ -843,7 +865,7 @@ int main(int argc, const char **argv)
 			   "at most n new tokens (0: the prompt only; -1: no limit)", -1, INT_MAX),
 		GM_OPT_STRING_LIST(0, "stop", &io.stop, "text", "stop before this text (repeatable)"),
 		GM_OPT_STRING_LIST(0, "adapter", &io.adapter, "spec",
-				   "apply a LoRA adapter: dir or name[:scale] (repeatable)"),
+				   "apply a LoRA or sparse adapter: dir or name[:scale] (repeatable)"),
 		GM_OPT_GROUP("sampling (defaults from generation_config.json)"),
 		GM_OPT_DOUBLE(0, "temperature", &io.temperature, "t", "0: greedy"),
 		GM_OPT_INT(0, "top-k", &io.top_k, "k", "keep the k most likely tokens (0: off)", 0, INT_MAX),

@@ -28,6 +28,12 @@
  * [nb, R]; a second loop adds u B^T to the projection's output, a tile of
  * tokens by rows at a time.
  *
+ * Sparse adapters (sparse.h) are merged per projection at attach time into
+ * one f32 CSR matrix, each row the rows of every adapter one after the
+ * other (columns need not be sorted across adapters), the scales folded
+ * into the values; after the base weight and the LoRA, a third parallel
+ * loop over the output rows adds x (sum_i s_i delta W_i)^T.
+ *
  * The KV cache is f32, per layer and kv head: K as [n_ctx, head_dim] rows
  * (the "weights" of q k^T) and V transposed, [head_dim, n_ctx] (the
  * "weights" of p V), so that both products of attention are the same
@@ -42,6 +48,7 @@
 #include "buf.h"
 #include "kernels.h"
 #include "peft.h"
+#include "sparse.h"
 #include "threadpool.h"
 
 #define GM_FWD_BATCH 512   /* tokens per internal batch */
@@ -56,6 +63,14 @@ struct lora_proj {
 	float *a;          /* [R, in], scales folded in */
 	float *b;          /* [out, R] */
 	gm_tensor ta, tb;  /* views of a and b for the kernels */
+};
+
+/* The merged sparse adapters of one projection of one layer (see above). */
+struct sparse_proj {
+	int64_t nnz;       /* 0: none */
+	int64_t *rowp;     /* [out + 1] */
+	int32_t *cols;     /* [nnz] */
+	float *vals;       /* [nnz], scales folded in */
 };
 
 struct gm_forward {
@@ -94,6 +109,7 @@ struct gm_forward {
 	float *lora_u;             /* [GM_PEFT_PROJ_COUNT][batch][rmax]: x A^T */
 	float *lora_ut[GM_LIN_MAX]; /* u packed for gm_matmul, gm_matmul_xt_len(batch, rmax) each */
 	float **lora_tile;         /* per thread, [GM_MATMUL_TB, GM_LORA_TILE]: u B^T before it is added */
+	struct sparse_proj *sparse; /* [layers][GM_PEFT_PROJ_COUNT]; NULL: none */
 };
 
 /* ---------------------------------------------------------------- helpers */
@@ -271,9 +287,48 @@ static void lin_add(struct lin_job *j, const gm_tensor *w, float *y, int64_t ldy
 }
 
 /*
+ * Sparse deltas: y_i[t, r] += sum_k vals[k] x[t, cols[k]] over the entries
+ * k of row r, for the rows of several CSR matrices in one loop (SpMV per
+ * token when nb is 1, SpMM otherwise: each row's entries are read once for
+ * all the batch's tokens).
+ */
+struct sp_job {
+	int n;
+	const struct sparse_proj *sp[GM_LIN_MAX];
+	float *y[GM_LIN_MAX];      /* [nb, *], row stride ldy */
+	int64_t ldy[GM_LIN_MAX];
+	int64_t off[GM_LIN_MAX + 1]; /* cumulative rows */
+	const float *x;            /* [nb, in], row stride ldx */
+	int64_t ldx, nb;
+};
+
+static void sp_rows(void *ctx, int64_t b, int64_t e, int thread)
+{
+	const struct sp_job *j = ctx;
+	int i;
+
+	(void)thread;
+	for (i = 0; i < j->n; i++) {
+		int64_t r0 = imax(b, j->off[i]) - j->off[i], r1 = imin(e, j->off[i + 1]) - j->off[i], r, k, t;
+		const struct sparse_proj *sp = j->sp[i];
+
+		for (r = r0; r < r1; r++) {
+			for (t = 0; t < j->nb; t++) {
+				const float *x = j->x + t * j->ldx;
+				float acc = 0;
+
+				for (k = sp->rowp[r]; k < sp->rowp[r + 1]; k++)
+					acc += sp->vals[k] * x[sp->cols[k]];
+				j->y[i][t * j->ldy[i] + r] += acc;
+			}
+		}
+	}
+}
+
+/*
  * y_i[t, :] = x[t, :] W_i^T for the n_mats weights (all [rows_i, in]) of
- * layer layer, plus the adapters' x A^T B^T on the projections proj[i]
- * (layer < 0: none).
+ * layer layer, plus the adapters' x A^T B^T and x delta W^T on the
+ * projections proj[i] (layer < 0: none).
  */
 static void linear(gm_forward *f, int64_t layer, const enum gm_peft_proj *proj, int n_mats,
 		   const gm_tensor *const *w, float **y, const int64_t *ldy, const float *x, int64_t ldx, int64_t nb)
@@ -311,6 +366,27 @@ static void linear(gm_forward *f, int64_t layer, const enum gm_peft_proj *proj, 
 		grain = 16;
 	}
 	gm_threadpool_for(f->pool, j.off[j.n_mats], grain, lin_rows, &j);
+	if (f->sparse && layer >= 0) {
+		struct sp_job sj;
+
+		memset(&sj, 0, sizeof(sj));
+		sj.x = x;
+		sj.ldx = ldx;
+		sj.nb = nb;
+		for (i = 0; i < n_mats; i++) {
+			const struct sparse_proj *sp = &f->sparse[layer * GM_PEFT_PROJ_COUNT + proj[i]];
+
+			if (!sp->nnz)
+				continue;
+			sj.sp[sj.n] = sp;
+			sj.y[sj.n] = y[i];
+			sj.ldy[sj.n] = ldy[i];
+			sj.off[sj.n + 1] = sj.off[sj.n] + w[i]->shape[0];
+			sj.n++;
+		}
+		if (sj.n)
+			gm_threadpool_for(f->pool, sj.off[sj.n], 16, sp_rows, &sj);
+	}
 	if (!n_lora)
 		return;
 
@@ -593,6 +669,27 @@ static void lora_free(gm_forward *f)
 	f->n_adapters = 0;
 }
 
+static void sparse_free_all(struct sparse_proj *sp, int64_t n)
+{
+	int64_t i;
+
+	if (!sp)
+		return;
+	for (i = 0; i < n; i++) {
+		free(sp[i].rowp);
+		free(sp[i].cols);
+		free(sp[i].vals);
+	}
+	free(sp);
+}
+
+static void adapters_free(gm_forward *f)
+{
+	lora_free(f);
+	sparse_free_all(f->sparse, f->n_layers * GM_PEFT_PROJ_COUNT);
+	f->sparse = NULL;
+}
+
 static const gm_tensor *proj_weight(const gm_layer_weights *lw, enum gm_peft_proj p)
 {
 	switch (p) {
@@ -636,6 +733,84 @@ int gm_forward_check_adapter(const gm_model *m, const gm_peft_adapter *ad, gm_er
 	return 0;
 }
 
+int gm_forward_check_sparse(const gm_model *m, const gm_sparse_adapter *ad, gm_error *err)
+{
+	int64_t n_layers = m->config.num_hidden_layers;
+	size_t i;
+
+	for (i = 0; i < ad->n_modules; i++) {
+		const gm_sparse_module *md = &ad->modules[i];
+		const gm_tensor *w;
+
+		if (md->layer < 0 || md->layer >= n_layers)
+			return gm_error_set(err, GM_EINVAL, "sparse adapter %s: %s: the model %s has %lld layers (an "
+					    "adapter for another model?)", ad->dir, md->name, m->dir, (long long)n_layers);
+		w = proj_weight(&m->layers[md->layer], md->proj);
+		if (!w || w->ndim != 2 || md->in != w->shape[1] || md->out != w->shape[0])
+			return gm_error_set(err, GM_EINVAL, "sparse adapter %s: %s: delta [%lld, %lld] does not fit "
+					    "the model's weight [%lld, %lld] (an adapter for another model?)", ad->dir,
+					    md->name, (long long)md->out, (long long)md->in,
+					    (long long)(w ? w->shape[0] : 0), (long long)(w && w->ndim > 1 ? w->shape[1] : 0));
+	}
+	return 0;
+}
+
+/*
+ * The sparse adapters of list[0..n) with a non-zero scale merged per
+ * projection: row r of the result holds row r of each adapter in turn.
+ */
+static struct sparse_proj *sparse_merge(gm_forward *f, const gm_forward_adapter *list, int n)
+{
+	int64_t n_proj = f->n_layers * GM_PEFT_PROJ_COUNT, i, o;
+	struct sparse_proj *sp = NULL;
+	int k;
+
+	for (k = 0; k < n; k++) {
+		size_t mi;
+
+		if (!list[k].sparse || list[k].scale == 0.0f)
+			continue;
+		if (!sp)
+			sp = gm_xcalloc((size_t)n_proj, sizeof(*sp));
+		for (mi = 0; mi < list[k].sparse->n_modules; mi++) {
+			const gm_sparse_module *md = &list[k].sparse->modules[mi];
+
+			sp[md->layer * GM_PEFT_PROJ_COUNT + md->proj].nnz += md->nnz;
+		}
+	}
+	if (!sp)
+		return NULL;
+	for (i = 0; i < n_proj; i++) {
+		struct sparse_proj *p = &sp[i];
+		int layer = (int)(i / GM_PEFT_PROJ_COUNT);
+		enum gm_peft_proj pj = (enum gm_peft_proj)(i % GM_PEFT_PROJ_COUNT);
+		int64_t out = proj_weight(&f->m->layers[layer], pj)->shape[0], at = 0;
+
+		if (!p->nnz)
+			continue;
+		p->rowp = gm_xcalloc((size_t)(out + 1), sizeof(*p->rowp));
+		p->cols = gm_xmalloc((size_t)p->nnz * sizeof(*p->cols));
+		p->vals = gm_xmalloc((size_t)p->nnz * sizeof(*p->vals));
+		for (o = 0; o < out; o++) {
+			for (k = 0; k < n; k++) {
+				const gm_sparse_module *md;
+				int64_t e;
+
+				if (!list[k].sparse || list[k].scale == 0.0f ||
+				    !(md = gm_sparse_find(list[k].sparse, layer, pj)))
+					continue;
+				for (e = md->row_offsets[o]; e < md->row_offsets[o + 1]; e++) {
+					p->cols[at] = md->col_indices[e];
+					p->vals[at] = list[k].scale * md->values[e];
+					at++;
+				}
+			}
+			p->rowp[o + 1] = at;
+		}
+	}
+	return sp;
+}
+
 /* Module md (scaled by s) into the stacked A and B of its projection, at rank offset off. */
 static int lora_fill(struct lora_proj *lp, const gm_peft_module *md, double s, int64_t off, gm_error *err)
 {
@@ -665,19 +840,42 @@ static int lora_fill(struct lora_proj *lp, const gm_peft_module *md, double s, i
 int gm_forward_set_adapters(gm_forward *f, const gm_peft_adapter *const *adapters, const float *scales,
 			    int n, gm_error *err)
 {
+	gm_forward_adapter *list;
+	int k, ret;
+
+	if (n < 0)
+		return gm_error_set(err, GM_EINVAL, "invalid adapter count %d", n);
+	list = gm_xcalloc((size_t)(n ? n : 1), sizeof(*list));
+	for (k = 0; k < n; k++) {
+		list[k].lora = adapters[k];
+		list[k].scale = scales ? scales[k] : 1.0f;
+	}
+	ret = gm_forward_set_adapter_list(f, list, n, err);
+	free(list);
+	return ret;
+}
+
+int gm_forward_set_adapter_list(gm_forward *f, const gm_forward_adapter *list, int n, gm_error *err)
+{
 	int64_t n_proj = f->n_layers * GM_PEFT_PROJ_COUNT, i, rmax = 0;
 	struct lora_proj *lora;
 	int64_t *off;
 	int k, used = 0, ret = 0;
 	size_t mi;
 
-	if (n < 0)
+	if (n < 0 || (n && !list))
 		return gm_error_set(err, GM_EINVAL, "invalid adapter count %d", n);
 	for (k = 0; k < n; k++) {
-		if (scales && !isfinite(scales[k]))
-			return gm_error_set(err, GM_EINVAL, "adapter %s: the scale is not a finite number",
-					    adapters[k]->dir);
-		if ((ret = gm_forward_check_adapter(f->m, adapters[k], err)))
+		const char *dir = list[k].lora ? list[k].lora->dir : list[k].sparse ? list[k].sparse->dir : NULL;
+
+		if (!dir || (list[k].lora && list[k].sparse))
+			return gm_error_set(err, GM_EINVAL, "adapter %d: exactly one of a LoRA and a sparse adapter "
+					    "expected", k);
+		if (!isfinite(list[k].scale))
+			return gm_error_set(err, GM_EINVAL, "adapter %s: the scale is not a finite number", dir);
+		if (list[k].lora && (ret = gm_forward_check_adapter(f->m, list[k].lora, err)))
+			return ret;
+		if (list[k].sparse && (ret = gm_forward_check_sparse(f->m, list[k].sparse, err)))
 			return ret;
 	}
 
@@ -685,11 +883,13 @@ int gm_forward_set_adapters(gm_forward *f, const gm_peft_adapter *const *adapter
 	lora = gm_xcalloc((size_t)n_proj, sizeof(*lora));
 	off = gm_xcalloc((size_t)n_proj, sizeof(*off));
 	for (k = 0; k < n; k++) {
-		if (scales && scales[k] == 0.0f)
+		if (list[k].scale == 0.0f)
 			continue;
 		used++;
-		for (mi = 0; mi < adapters[k]->n_modules; mi++) {
-			const gm_peft_module *md = &adapters[k]->modules[mi];
+		if (!list[k].lora)
+			continue;
+		for (mi = 0; mi < list[k].lora->n_modules; mi++) {
+			const gm_peft_module *md = &list[k].lora->modules[mi];
 			lora[md->layer * GM_PEFT_PROJ_COUNT + md->proj].rank += md->rank;
 		}
 	}
@@ -718,12 +918,12 @@ int gm_forward_set_adapters(gm_forward *f, const gm_peft_adapter *const *adapter
 		lp->tb.data = lp->b;
 	}
 	for (k = 0; k < n && !ret; k++) {
-		double s = scales ? (double)scales[k] : 1.0;
+		double s = (double)list[k].scale;
 
-		if (s == 0.0)
+		if (s == 0.0 || !list[k].lora)
 			continue;
-		for (mi = 0; mi < adapters[k]->n_modules && !ret; mi++) {
-			const gm_peft_module *md = &adapters[k]->modules[mi];
+		for (mi = 0; mi < list[k].lora->n_modules && !ret; mi++) {
+			const gm_peft_module *md = &list[k].lora->modules[mi];
 			int64_t at = md->layer * GM_PEFT_PROJ_COUNT + md->proj;
 
 			ret = lora_fill(&lora[at], md, s * md->scale, off[at], err);
@@ -740,15 +940,16 @@ int gm_forward_set_adapters(gm_forward *f, const gm_peft_adapter *const *adapter
 		return ret;
 	}
 
-	lora_free(f);
+	adapters_free(f);
 	f->pos = 0;
 	f->adapters_epoch++;
+	f->sparse = sparse_merge(f, list, n);
+	f->n_adapters = used;
 	if (!rmax) {
 		free(lora);
 		return 0;
 	}
 	f->lora = lora;
-	f->n_adapters = used;
 	f->lora_rmax = rmax;
 	f->lora_u = falloc((size_t)GM_PEFT_PROJ_COUNT * (size_t)f->batch * (size_t)rmax);
 	for (k = 0; k < GM_LIN_MAX; k++)
@@ -896,7 +1097,7 @@ void gm_forward_free(gm_forward *f)
 	free(f->rope_sn);
 	free(f->xt);
 	free(f->hidden_out);
-	lora_free(f);
+	adapters_free(f);
 	free(f);
 }
 

@@ -22,6 +22,14 @@
  *
  *   gm_forward_set_adapters(f, ads, scales, 2, &err);  // W + s0 B0 A0 + s1 B1 A1
  *   gm_forward_set_adapters(f, NULL, NULL, 0, &err);   // the base model again
+ *
+ * Sparse adapters (sparse.h: a CSR delta W per module) are applied the same
+ * way, y += s_i * x delta W_i^T in f32 (a sparse product per token, threads
+ * splitting the output rows), and stack with LoRAs through
+ * gm_forward_set_adapter_list:
+ *
+ *   gm_forward_adapter list[2] = { { .lora = lora, .scale = 1 }, { .sparse = sp, .scale = 0.5f } };
+ *   gm_forward_set_adapter_list(f, list, 2, &err);     // W + B A + 0.5 delta W
  */
 #ifndef GM_FORWARD_H
 #define GM_FORWARD_H
@@ -33,6 +41,14 @@
 
 typedef struct gm_forward gm_forward;
 struct gm_peft_adapter;
+struct gm_sparse_adapter;
+
+/* One adapter to apply: exactly one of lora and sparse, with the caller's scale. */
+typedef struct gm_forward_adapter {
+	const struct gm_peft_adapter *lora;
+	const struct gm_sparse_adapter *sparse;
+	float scale;
+} gm_forward_adapter;
 
 /*
  * n_ctx: KV cache length in tokens (0: the model's max_position_embeddings,
@@ -78,6 +94,16 @@ int gm_forward_check_adapter(const gm_model *m, const struct gm_peft_adapter *ad
  */
 int gm_forward_set_adapters(gm_forward *f, const struct gm_peft_adapter *const *adapters, const float *scales,
 			    int n, gm_error *err);
+/*
+ * gm_forward_set_adapters for a list mixing LoRA and sparse adapters, with
+ * the same rules (checked with gm_forward_check_adapter and
+ * gm_forward_check_sparse, weights copied, a scale of 0 leaves an adapter
+ * out, the cache emptied).  gm_forward_set_adapters(f, ads, scales, n) is
+ * this with { .lora = ads[i], .scale = scales ? scales[i] : 1 }.
+ */
+int gm_forward_set_adapter_list(gm_forward *f, const gm_forward_adapter *list, int n, gm_error *err);
+/* As gm_forward_check_adapter, for a sparse adapter: layers and [out, in] against the model's weights. */
+int gm_forward_check_sparse(const gm_model *m, const struct gm_sparse_adapter *ad, gm_error *err);
 /* The adapters applied (with a non-zero scale). */
 int gm_forward_n_adapters(const gm_forward *f);
 /* Changes with every gm_forward_set_adapters: callers that remember the cache's tokens compare it. */

@@ -173,7 +173,7 @@ test_expect_success '-h prints the usage on stdout and exits 129' '
 	    --think                   with --chat: enable_thinking (--no-think: off)
 	    -n, --max-tokens <n>      at most n new tokens (0: the prompt only; -1: no limit)
 	    --stop <text>             stop before this text (repeatable)
-	    --adapter <spec>          apply a LoRA adapter: dir or name[:scale] (repeatable)
+	    --adapter <spec>          apply a LoRA or sparse adapter: dir or name[:scale] (repeatable)
 
 	sampling (defaults from generation_config.json)
 	    --temperature <t>         0: greedy

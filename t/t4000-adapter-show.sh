@@ -391,7 +391,8 @@ test_expect_success '-h prints the usage and exits 129' '
 	usage: git adapter [--version] <command> [<args>]
 
 	commands:
-	    show          validate a PEFT LoRA adapter directory and describe it
+	    show          validate a PEFT LoRA or sparse adapter directory and describe it
+	    sparsify      turn a LoRA into a sparse delta adapter
 	EOF
 	test_cmp expect out &&
 	test_expect_code 129 git adapter show -h >out &&
