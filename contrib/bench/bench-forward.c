@@ -29,6 +29,7 @@
 #include "kernels.h"
 #include "model.h"
 #include "peft.h"
+#include "sampler.h"
 #include "weights.h"
 
 #define MAX_ADAPTERS 8
@@ -47,16 +48,6 @@ static int cmp_double(const void *a, const void *b)
 {
 	double x = *(const double *)a, y = *(const double *)b;
 	return x < y ? -1 : x > y;
-}
-
-static int argmax(const float *x, int64_t n)
-{
-	int64_t i, best = 0;
-
-	for (i = 1; i < n; i++)
-		if (x[i] > x[best])
-			best = i;
-	return (int)best;
 }
 
 static void die(const char *what, const gm_error *err)
@@ -177,7 +168,7 @@ int main(int argc, char **argv)
 					die("eval", &err);
 				t0 = now();
 				for (i = 0; i < n_decode; i++) {
-					next = argmax(logits, m->config.vocab_size);
+					next = gm_sample_argmax(logits, (size_t)m->config.vocab_size);
 					if (gm_forward_eval(f, &next, 1, logits, 0, &err))
 						die("eval", &err);
 				}

@@ -23,6 +23,7 @@
 #include "model.h"
 #include "peft.h"
 #include "safetensors.h"
+#include "sampler.h"
 #include "tap.h"
 #include "weights.h"
 
@@ -52,16 +53,6 @@ static double rel_err(const float *a, const float *b, size_t n)
 			m = fabs((double)b[i]);
 	}
 	return m > 0 ? d / m : d;
-}
-
-static int argmax(const float *x, int64_t n)
-{
-	int64_t i, best = 0;
-
-	for (i = 1; i < n; i++)
-		if (x[i] > x[best])
-			best = i;
-	return (int)best;
 }
 
 /* A random weight of n elements of type t, and its f32 values. */
@@ -314,7 +305,7 @@ static void test_golden(const struct golden *gd, double *worst_out)
 		/* greedy continuation, one token at a time through the cache */
 		memcpy(step, full + (n - 1) * V, sizeof(float) * (size_t)V);
 		for (gi = 0; gi < (int)n_greedy && same; gi++) {
-			int32_t next = argmax(step, V);
+			int32_t next = gm_sample_argmax(step, (size_t)V);
 
 			same = next == greedy[gi];
 			if (same && gi + 1 < (int)n_greedy && gm_forward_eval(f, &next, 1, step, 0, &err))
