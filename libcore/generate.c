@@ -405,8 +405,13 @@ int gm_generate(gm_generator *g, const int32_t *prompt, size_t n_prompt, const g
 	}
 	gm_stop_matcher_init(&sm, o->stop, o->n_stop);
 	for (;;) {
-		int32_t id = o->sampler ? gm_sampler_sample(o->sampler, g->logits)
-					: gm_sample_argmax(g->logits, g->n_vocab);
+		int32_t id;
+
+		if (o->on_logits && o->on_logits(o->cb_ctx, g->logits, g->n_vocab)) {
+			st.stop = GM_STOP_CALLBACK;
+			break;
+		}
+		id = o->sampler ? gm_sampler_sample(o->sampler, g->logits) : gm_sample_argmax(g->logits, g->n_vocab);
 
 		push_id(&g->out, &g->n_out, &g->alloc_out, id);
 		st.n_generated++;

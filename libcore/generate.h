@@ -91,6 +91,13 @@ const char *gm_stop_reason_name(enum gm_stop_reason r);
 /* Callbacks return 0 to go on, anything else to stop (GM_STOP_CALLBACK). */
 typedef int (*gm_generate_text_fn)(void *ctx, const char *text, size_t len);
 typedef int (*gm_generate_token_fn)(void *ctx, int32_t id);
+/*
+ * Called with each row of logits before a token is chosen from it (before
+ * the sampler's own stages): it sees the model's raw logits (for
+ * log-probabilities) and may change them in place, as a logits processor
+ * does (penalties, biases).  Returns 0 to go on.
+ */
+typedef int (*gm_generate_logits_fn)(void *ctx, float *logits, size_t n_vocab);
 
 typedef struct gm_generate_opts {
 	int64_t max_tokens;          /* -1: no limit; 0: evaluate the prompt only */
@@ -101,6 +108,7 @@ typedef struct gm_generate_opts {
 	gm_sampler *sampler;         /* borrowed; NULL: greedy */
 	gm_generate_text_fn on_text; /* text pieces (needs a tokenizer); may be NULL */
 	gm_generate_token_fn on_token; /* every generated id, EOS included; may be NULL */
+	gm_generate_logits_fn on_logits; /* each logits row before sampling; may be NULL */
 	void *cb_ctx;
 	int skip_special;            /* leave special tokens out of the text (default 1) */
 	/*
