@@ -10,6 +10,8 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
+#include <signal.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +32,7 @@
 #include "sparse.h"
 #include "safetensors.h"
 #include "sampler.h"
+#include "serve.h"
 #include "tokenizer.h"
 
 static const char *const usage[] = {
@@ -38,6 +41,7 @@ static const char *const usage[] = {
 	"git infer -m <model> --check [--adapter <spec>...] [--json] [-v | -q]",
 	"git infer -m <model> --tokenize < <text>",
 	"git infer -m <model> --render-chat <messages.json>",
+	"git infer -m <model> --serve [<addr>:]<port> [--parallel <n>] [--queue <n>] [--adapter [<name>=]<dir>...]",
 	NULL
 };
 
@@ -50,6 +54,10 @@ struct infer_opts {
 	double temperature, top_p, min_p, repeat_penalty;
 	gm_strlist stop;
 	gm_strlist adapter;
+	/* --serve */
+	const char *serve, *api_key;
+	long parallel, queue, max_body;
+	double shutdown_timeout;
 };
 
 /* ---------------------------------------------------------------- --adapter */
@@ -849,6 +857,103 @@ out:
 	return ret;
 }
 
+/* ---------------------------------------------------------------- --serve */
+
+/* Options that belong to one generation: with --serve they come in each request. */
+static const char *per_request_option(const struct infer_opts *io)
+{
+	if (io->prompt || io->prompt_ids)
+		return io->prompt ? "-p" : "--prompt-ids";
+	if (io->chat || io->system || io->think >= 0)
+		return io->chat ? "--chat" : io->system ? "--system" : "--think";
+	if (io->max_tokens != UNSET_LONG || io->top_k != UNSET_LONG)
+		return io->max_tokens != UNSET_LONG ? "--max-tokens" : "--top-k";
+	if (!isnan(io->temperature) || !isnan(io->top_p) || !isnan(io->min_p) || !isnan(io->repeat_penalty))
+		return !isnan(io->temperature) ? "--temperature" : !isnan(io->top_p) ? "--top-p"
+			: !isnan(io->min_p) ? "--min-p" : "--repeat-penalty";
+	if (io->seed || io->stop.n || io->print_ids || io->logits_out)
+		return io->seed ? "--seed" : io->stop.n ? "--stop" : io->print_ids ? "--print-ids" : "--logits-out";
+	return NULL;
+}
+
+static int run_serve(const struct gm_cmd_info *cmd, const struct infer_opts *io)
+{
+	gm_error err = GM_ERROR_INIT;
+	gm_serve_config c;
+	gm_serve *srv = NULL;
+	char *addr = NULL;
+	const char *opt = per_request_option(io), *key = io->api_key;
+	sigset_t sigs;
+	int sig = 0, i, ret;
+
+	gm_serve_config_init(&c);
+	if (opt)
+		return gm_cmd_usage_error(cmd, "%s does not go with --serve: clients give it in each request", opt);
+	if (gm_serve_parse_listen(io->serve, &addr, &c.port, &err))
+		return gm_cmd_usage_error(cmd, "option '--serve' expects [<addr>:]<port>: %s", err.msg);
+	for (i = 0; i < (int)io->adapter.n; i++)
+		if (!strchr(io->adapter.items[i], '=') && !gm_is_dir(io->adapter.items[i])) {
+			free(addr);
+			return gm_cmd_usage_error(cmd, "with --serve, --adapter takes <dir> or <name>=<dir> (the "
+						  "scale is given per request), not '%s'", io->adapter.items[i]);
+		}
+	if (!key || !*key)
+		key = getenv("GM_API_KEY");
+
+	c.model_dir = io->model;
+	c.addr = addr;
+	if (io->parallel != UNSET_LONG)
+		c.n_parallel = (int)io->parallel;
+	if (io->queue != UNSET_LONG)
+		c.queue_size = (int)io->queue;
+	if (io->max_body != UNSET_LONG)
+		c.max_body = (size_t)io->max_body;
+	if (!isnan(io->shutdown_timeout)) {
+		if (io->shutdown_timeout < 0) {
+			free(addr);
+			return gm_cmd_usage_error(cmd, "option '--shutdown-timeout' expects seconds >= 0");
+		}
+		c.shutdown_timeout_s = io->shutdown_timeout;
+	}
+	c.api_key = key && *key ? key : NULL;
+	c.n_ctx = (int)io->ctx;
+	c.n_threads = (int)io->threads;
+	c.adapters = (const char *const *)io->adapter.items;
+	c.n_adapters = io->adapter.n;
+
+	/* SIGINT and SIGTERM are taken with sigwait below: every thread the
+	 * server starts inherits this mask, so none is interrupted by them. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	ret = gm_serve_start(&c, &srv, &err);
+	free(addr);
+	if (ret)
+		return gm_cmd_error(&err);
+	fprintf(stderr, "git infer: listening on http://%s (loading %s)\n", gm_serve_address(srv), io->model);
+	if (gm_serve_load(srv, &err)) {
+		gm_serve_free(srv);
+		return gm_cmd_error(&err);
+	}
+	fprintf(stderr, "git infer: serving '%s' on http://%s/v1", gm_serve_id(srv), gm_serve_address(srv));
+	for (i = 0; i < gm_serve_n_adapters(srv); i++)
+		fprintf(stderr, "%s'%s:%s'", i ? ", " : " with adapters ", gm_serve_id(srv),
+			gm_serve_adapter_name(srv, i));
+	fprintf(stderr, "%s\n", c.api_key ? " (API key required)" : "");
+	sigwait(&sigs, &sig);
+	fprintf(stderr, "git infer: %s: shutting down (in-flight requests have %g s)\n",
+		sig == SIGINT ? "SIGINT" : "SIGTERM", c.shutdown_timeout_s);
+	ret = gm_serve_stop(srv);
+	if (ret)
+		fprintf(stderr, "git infer: %d request%s cancelled\n", ret, ret == 1 ? "" : "s");
+	gm_serve_free(srv);
+	fprintf(stderr, "git infer: stopped\n");
+	return 0;
+}
+
 int main(int argc, const char **argv)
 {
 	struct infer_opts io;
@@ -877,6 +982,16 @@ int main(int argc, const char **argv)
 		GM_OPT_INT(0, "threads", &io.threads, "n", "threads (default: all CPUs)", 0, 4096),
 		GM_OPT_INT(0, "ctx", &io.ctx, "n", "context length in tokens (default: from the model, at most 4096)",
 			   0, 1 << 24),
+		GM_OPT_GROUP("serving (OpenAI-compatible HTTP API)"),
+		GM_OPT_STRING(0, "serve", &io.serve, "[addr:]port",
+			      "serve the model over HTTP (default address 127.0.0.1; port 0: any free one)"),
+		GM_OPT_INT(0, "parallel", &io.parallel, "n", "sequences generated at once (default 1)", 1, 256),
+		GM_OPT_INT(0, "queue", &io.queue, "n", "requests that may wait; more get 429 (default 16)", 0, 65536),
+		GM_OPT_STRING(0, "api-key", &io.api_key, "key", "require 'Authorization: Bearer key' (or $GM_API_KEY)"),
+		GM_OPT_INT(0, "max-body", &io.max_body, "bytes", "largest request body; more gets 413 (default 4 MiB)",
+			   1, 1L << 30),
+		GM_OPT_DOUBLE(0, "shutdown-timeout", &io.shutdown_timeout, "seconds",
+			      "on SIGINT/SIGTERM, time in-flight requests have to finish (default 10)"),
 		GM_OPT_GROUP("checking and debugging"),
 		GM_OPT_FLAG(0, "check", &check, "load and validate the model, print a summary"),
 		GM_OPT_FLAG(0, "json", &json, "print the summary as one JSON object"),
@@ -898,6 +1013,8 @@ int main(int argc, const char **argv)
 	io.generation_prompt = 1;
 	io.max_tokens = io.top_k = UNSET_LONG;
 	io.temperature = io.top_p = io.min_p = io.repeat_penalty = NAN;
+	io.parallel = io.queue = io.max_body = UNSET_LONG;
+	io.shutdown_timeout = NAN;
 
 	n = gm_cmd_parse(&cmd, argc, argv, 0, 1, &status);
 	if (n < 0)
@@ -910,9 +1027,20 @@ int main(int argc, const char **argv)
 		status = gm_cmd_usage_error(&cmd, "missing -m <model>: the model directory");
 		goto out;
 	}
-	modes = !!check + !!io.tokenize + !!io.render_chat;
+	modes = !!check + !!io.tokenize + !!io.render_chat + !!io.serve;
 	if (modes > 1) {
-		status = gm_cmd_usage_error(&cmd, "--check, --tokenize and --render-chat cannot be combined");
+		status = gm_cmd_usage_error(&cmd, "--check, --tokenize, --render-chat and --serve cannot be combined");
+		goto out;
+	}
+	if (!io.serve && (io.parallel != UNSET_LONG || io.queue != UNSET_LONG || io.api_key ||
+			  io.max_body != UNSET_LONG || !isnan(io.shutdown_timeout))) {
+		status = gm_cmd_usage_error(&cmd, "--parallel, --queue, --api-key, --max-body and --shutdown-timeout "
+					    "go with --serve");
+		goto out;
+	}
+	if (io.serve) {
+		gm_cmd_set_verbosity(io.verbosity);
+		status = run_serve(&cmd, &io);
 		goto out;
 	}
 	if (json && !check) {
