@@ -244,6 +244,7 @@ struct gm_serve {
 	int ready, stopping, quit;
 	struct job *head, *tail;   /* waiting */
 	int n_queued, n_running;
+	int n_answering;           /* admitted requests whose answer is not yet sent */
 	uint64_t rng;
 	uint64_t next_id;
 	struct metrics m;
@@ -514,11 +515,11 @@ static int get_int(json_object *o, const char *key, int64_t lo, int64_t hi, int6
 		return fail(e, 400, key, "invalid_type", "'%s' must be an integer, not %s", key,
 			    json_type_to_name(json_object_get_type(v)));
 	d = json_object_get_double(v);
+	if (isinf(d) || (isfinite(d) && (d < (double)lo || d > (double)hi)))
+		goto range; /* 1e999 is a number, only too large */
 	if (!isfinite(d) || d != floor(d))
 		return fail(e, 400, key, "invalid_type", "'%s' must be an integer, not %s", key,
 			    json_object_to_json_string(v));
-	if (d < (double)lo || d > (double)hi)
-		goto range;
 	*out = (int64_t)d;
 	*given = 1;
 	return 0;
@@ -1452,6 +1453,7 @@ struct req {
 	gm_buf body;
 	int too_large;
 	int answered;
+	int admitted;              /* counted in n_answering */
 };
 
 static enum endpoint endpoint_of(const char *url)
@@ -1734,6 +1736,8 @@ static enum MHD_Result handle_generate(gm_serve *s, struct MHD_Connection *c, st
 	}
 	j->refs = 2; /* this connection and the worker */
 	j->state = JOB_QUEUED;
+	r->admitted = 1;
+	s->n_answering++;
 	if (s->tail)
 		s->tail->next = j;
 	else
@@ -1880,10 +1884,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode t)
 {
+	gm_serve *s = cls;
 	struct req *r = *con_cls;
 
 	if (!r)
 		return;
+	if (r->admitted) {
+		pthread_mutex_lock(&s->lock);
+		s->n_answering--;
+		pthread_cond_broadcast(&s->done_cond);
+		pthread_mutex_unlock(&s->lock);
+	}
 	gm_buf_release(&r->body);
 	free(r);
 	*con_cls = NULL;
@@ -2192,7 +2203,13 @@ int gm_serve_stop(gm_serve *s)
 			pthread_join(s->workers[i].thread, NULL);
 			s->workers[i].started = 0;
 		}
-	/* Connection threads end once their answers are sent. */
+	/* Every job is done: let the connections send what is left of their
+	 * answers (the end of a stream) before they are closed. */
+	deadline = now_s() + 2;
+	pthread_mutex_lock(&s->lock);
+	while (s->n_answering > 0 && now_s() < deadline)
+		timed_wait(&s->done_cond, &s->lock, POLL_MS);
+	pthread_mutex_unlock(&s->lock);
 	MHD_stop_daemon(s->daemon);
 	s->daemon = NULL;
 	return cancelled;
