@@ -165,6 +165,7 @@ test_expect_success '-h prints the usage on stdout and exits 129' '
 	   or: git infer -m <model> --check [--adapter <spec>...] [--json] [-v | -q]
 	   or: git infer -m <model> --tokenize < <text>
 	   or: git infer -m <model> --render-chat <messages.json>
+	   or: git infer -m <model> --serve [<addr>:]<port> [--parallel <n>] [--queue <n>] [--adapter [<name>=]<dir>...]
 
 	    -m, --model <dir>         the model directory
 	    -p, --prompt <text>       the prompt (- reads standard input)
@@ -173,7 +174,7 @@ test_expect_success '-h prints the usage on stdout and exits 129' '
 	    --think                   with --chat: enable_thinking (--no-think: off)
 	    -n, --max-tokens <n>      at most n new tokens (0: the prompt only; -1: no limit)
 	    --stop <text>             stop before this text (repeatable)
-	    --adapter <spec>          apply a LoRA or sparse adapter: dir or name[:scale] (repeatable)
+	    --adapter <spec>          apply a LoRA or sparse adapter: dir or name[:scale], with --serve [name=]dir (repeatable)
 
 	sampling (defaults from generation_config.json)
 	    --temperature <t>         0: greedy
@@ -186,6 +187,14 @@ test_expect_success '-h prints the usage on stdout and exits 129' '
 	resources
 	    --threads <n>             threads (default: all CPUs)
 	    --ctx <n>                 context length in tokens (default: from the model, at most 4096)
+
+	serving (OpenAI-compatible HTTP API)
+	    --serve <addr:port>       serve the model over HTTP (addr: 127.0.0.1 if left out; port 0: any)
+	    --parallel <n>            sequences generated at once (default 1)
+	    --queue <n>               requests that may wait; more get 429 (default 16)
+	    --api-key <key>           clients must send this bearer token (default: $GM_API_KEY)
+	    --max-body <bytes>        largest request body; more gets 413 (default 4 MiB)
+	    --shutdown-timeout <s>    on SIGTERM: seconds requests may take to finish (default 10)
 
 	checking and debugging
 	    --check                   load and validate the model, print a summary
