@@ -104,6 +104,10 @@ test_expect_success 'setup: the openai npm package (installed once in the build 
 			cat npm.log
 		fi
 	fi &&
+	if command -v node >/dev/null
+	then
+		test_set_prereq NODE
+	fi &&
 	if command -v node >/dev/null && test -f "$NODE_DIR/node_modules/openai/package.json"
 	then
 		ln -s "$NODE_DIR/node_modules" node_modules &&
@@ -371,7 +375,7 @@ test_expect_success ADAPTERS '/metrics: Prometheus text with requests, tokens, l
 	grep "^gitmodel_queue_depth 0" metrics
 '
 
-test_expect_success ADAPTERS 'load: 200 requests from 8 clients get the right answer or 429; memory stays flat' '
+test_expect_success ADAPTERS,NODE 'load: 200 requests from 8 clients get the right answer or 429; memory stays flat' '
 	git infer -m model/$MODEL -p "In the beginning" -n 32 --temperature 0 >expect &&
 	printf "%s" "$(cat expect)" >expect.txt &&
 	pid=$(cat main.pid) &&
@@ -461,6 +465,16 @@ test_expect_success ADAPTERS 'stop: SIGTERM cancels what runs past --shutdown-ti
 	grep "^data: {\"error\":{\"message\":\"the server is shutting down" tail &&
 	grep "^data: \[DONE\]" tail &&
 	grep "1 request cancelled" busy.log
+'
+
+test_expect_success 'stop: SIGINT too; the server did not need the key to start, and stops at once when idle' '
+	start_server idle -m "$POCKET" &&
+	test "$(curl -s -o /dev/null -w "%{http_code}" "$(cat idle.url)/v1/models")" = 200 &&
+	kill -INT "$(cat idle.pid)" &&
+	wait "$(cat idle.pid)" &&
+	rm idle.pid &&
+	grep "SIGINT: shutting down" idle.log &&
+	! grep cancelled idle.log
 '
 
 test_expect_success 'usage: --serve options are checked before anything is loaded' '
