@@ -276,6 +276,33 @@ test_expect_success OPENAI,ADAPTERS 'client: errors arrive as the client'"'"'s o
 	test_cmp expect out
 '
 
+test_expect_success ADAPTERS,NODE 'logit_bias: banning the greedy first token gives the second most likely one' '
+	first=$(git infer -m model/$MODEL -p "And it came to pass" -n 1 --temperature 0 --print-ids) &&
+	req="\"model\":\"$MODEL\",\"prompt\":\"And it came to pass\",\"max_tokens\":1,\"temperature\":0,\"logprobs\":2" &&
+	test "$(call POST /v1/completions -d "{$req}")" = 200 &&
+	node_json "Object.keys(j.choices[0].logprobs.top_logprobs[0]).join(\"|\")" <out.json >top2 &&
+	node_json "j.choices[0].logprobs.tokens[0]" <out.json >tok0 &&
+	node_json "j.choices[0].logprobs.token_logprobs[0] === Object.values(j.choices[0].logprobs.top_logprobs[0])[0]" <out.json >same &&
+	echo true >expect && test_cmp expect same &&
+	test "$(cut -d"|" -f1 top2)" = "$(cat tok0)" &&
+	test "$(call POST /v1/completions -d "{$req,\"logit_bias\":{\"$first\":-100}}")" = 200 &&
+	node_json "j.choices[0].logprobs.tokens[0]" <out.json >biased &&
+	test "$(cut -d"|" -f2 top2)" = "$(cat biased)"
+'
+
+test_expect_success ADAPTERS,NODE 'presence and frequency penalties change a repetitive greedy text, reproducibly' '
+	req="\"model\":\"$MODEL\",\"prompt\":\"And it came to pass\",\"max_tokens\":40,\"temperature\":0" &&
+	test "$(call POST /v1/completions -d "{$req}")" = 200 &&
+	node_json "j.choices[0].text" <out.json >plain &&
+	test "$(call POST /v1/completions -d "{$req,\"frequency_penalty\":1.5,\"presence_penalty\":0.5}")" = 200 &&
+	node_json "j.choices[0].text" <out.json >penalized &&
+	test "$(call POST /v1/completions -d "{$req,\"frequency_penalty\":1.5,\"presence_penalty\":0.5}")" = 200 &&
+	node_json "j.choices[0].text" <out.json >again &&
+	! test_cmp plain penalized &&
+	test_cmp penalized again &&
+	test "$(grep -o "the city" plain | wc -l)" -gt "$(grep -o "the city" penalized | wc -l)"
+'
+
 # ------------------------------------------------------------ curl: every error code
 
 test_expect_success ADAPTERS 'curl: 401 without the key or with a wrong one; /health and /metrics need none' '
