@@ -237,6 +237,7 @@ struct gm_serve {
 	int n_workers;
 	int n_ctx;
 	size_t n_vocab;
+	int64_t created;           /* when the model was loaded: /v1/models' "created" */
 
 	pthread_mutex_t lock;
 	pthread_cond_t work_cond;  /* a job was queued, or quit */
@@ -1509,7 +1510,7 @@ static enum MHD_Result handle_models(gm_serve *s, struct MHD_Connection *c, cons
 {
 	json_object *list = json_object_new_array(), *o;
 	gm_buf name = GM_BUF_INIT;
-	int64_t created = s->model ? (int64_t)time(NULL) : 0;
+	int64_t created = s->created;
 	struct api_error e;
 	int i;
 
@@ -2159,6 +2160,7 @@ int gm_serve_load(gm_serve *s, gm_error *err)
 		}
 		s->workers[i].started = 1;
 	}
+	s->created = (int64_t)time(NULL);
 	pthread_mutex_lock(&s->lock);
 	s->ready = 1;
 	pthread_mutex_unlock(&s->lock);
