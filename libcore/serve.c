@@ -2147,10 +2147,11 @@ int gm_serve_load(gm_serve *s, gm_error *err)
 		struct worker *w = &s->workers[i];
 
 		w->srv = s;
+		/* counted at once, so that gm_serve_free frees a half-made worker */
+		s->n_workers++;
 		if ((ret = gm_forward_new(s->model, s->c.n_ctx, threads, &w->f, err)) ||
 		    (ret = gm_generator_new(s->model, w->f, s->tok, &w->gen, err)))
 			return ret;
-		s->n_workers++;
 	}
 	s->n_ctx = gm_forward_n_ctx(s->workers[0].f);
 	for (i = 0; i < s->n_workers; i++) {

@@ -848,6 +848,22 @@ static void rm_lora(const char *dir)
 	rmdir(dir);
 }
 
+/* An on_logits hook: bans one token, counts its calls, or asks to stop. */
+struct ban_ctx {
+	int32_t banned;
+	int calls, stop;
+};
+
+static int ban_first(void *ctx, float *logits, size_t n_vocab)
+{
+	struct ban_ctx *bc = ctx;
+
+	bc->calls++;
+	if (bc->banned >= 0 && (size_t)bc->banned < n_vocab)
+		logits[bc->banned] = -INFINITY;
+	return bc->stop;
+}
+
 static void test_lora(void)
 {
 	static const char *const names[3] = { "a1-r8-all", "a2-r4-qv", "a3-r6-rslora-mlp" };
@@ -1008,6 +1024,22 @@ static void test_lora(void)
 		ok(!ret && st.n_cached == (int)n_ids - 1 && n_out == 8 && !memcmp(out, again, sizeof(again)),
 		   "lora: the same adapters again: the prompt comes from the cache (%d cached), same tokens",
 		   ret ? -1 : st.n_cached);
+		/* on_logits sees every row before sampling and may change it */
+		if (!ret) {
+			struct ban_ctx bc = { again[0], 0, 0 };
+
+			o.on_logits = ban_first;
+			o.cb_ctx = &bc;
+			ret = gm_generate(gen, ids, n_ids, &o, &st, &err);
+			out = ret ? NULL : gm_generator_output(gen, &n_out);
+			ok(!ret && n_out == 8 && bc.calls == 8 && out[0] != again[0],
+			   "on_logits: called once per token (%d), a banned token is not chosen", bc.calls);
+			bc.stop = 1;
+			ret = gm_generate(gen, ids, n_ids, &o, &st, &err);
+			out = ret ? NULL : gm_generator_output(gen, &n_out);
+			ok(!ret && n_out == 0 && st.stop == GM_STOP_CALLBACK,
+			   "on_logits: returning non-zero stops before a token is chosen");
+		}
 		gm_generator_free(gen);
 		ret = 0;
 	}
