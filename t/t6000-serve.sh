@@ -387,6 +387,22 @@ test_expect_success ADAPTERS 'curl: a client that disconnects mid-stream stops i
 	test "$(call POST /v1/completions -d "{\"model\":\"$MODEL\",\"prompt\":\"a\",\"max_tokens\":2}")" = 200
 '
 
+test_expect_success ADAPTERS 'curl: a client that gives up waiting for a whole answer stops its generation too' '
+	curl -s "$(cat main.url)/metrics" >m0 &&
+	c0=$(sed -n "s/^gitmodel_requests_cancelled_total //p" m0) &&
+	test_expect_code 28 curl -s -m 0.3 -o /dev/null -H "Authorization: Bearer $KEY" -d "{\"model\":\"$MODEL\",\"messages\":[{\"role\":\"user\",\"content\":\"Speak\"}],\"max_tokens\":2000,\"logit_bias\":{\"4091\":-100,\"4093\":-100}}" "$(cat main.url)/v1/chat/completions" &&
+	i=0 &&
+	until curl -s "$(cat main.url)/metrics" >m1 && test "$(sed -n "s/^gitmodel_requests_cancelled_total //p" m1)" = $((c0 + 1))
+	do
+		i=$((i + 1)) && test $i -lt 50 && sleep 0.1 || return 1
+	done &&
+	n1=$(sed -n "s/^gitmodel_completion_tokens_total //p" m1) &&
+	sleep 0.3 &&
+	curl -s "$(cat main.url)/metrics" >m2 &&
+	test "$(sed -n "s/^gitmodel_completion_tokens_total //p" m2)" = $n1 &&
+	grep "gitmodel_requests_running 0" m2
+'
+
 test_expect_success ADAPTERS '/metrics: Prometheus text with requests, tokens, latency histograms and the queue' '
 	curl -s -D headers "$(cat main.url)/metrics" >metrics &&
 	grep -i "^content-type: text/plain; version=0.0.4" headers &&
