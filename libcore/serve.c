@@ -342,8 +342,8 @@ struct api_error {
 
 static const char *error_type(int status)
 {
+	/* as OpenAI's: a wrong key is an invalid_request_error too */
 	switch (status) {
-	case 401: return "authentication_error";
 	case 429: return "rate_limit_error";
 	case 500: return "server_error";
 	case 503: return "service_unavailable";
