@@ -698,7 +698,14 @@ static int parse_sampling(gm_serve *s, json_object *req, struct job *j, struct a
 		return -1;
 	if (get_int(req, "seed", INT64_MIN + 1, INT64_MAX - 1, &i, &given, e))
 		return -1;
-	j->sp.seed = given ? (uint64_t)i : next_random(s);
+	if (given) {
+		j->sp.seed = (uint64_t)i;
+	} else {
+		/* this runs on the connection's thread: the server's RNG is shared */
+		pthread_mutex_lock(&s->lock);
+		j->sp.seed = next_random(s);
+		pthread_mutex_unlock(&s->lock);
+	}
 	if (get_int(req, "n", 1, MAX_CHOICES, &i, &given, e))
 		return -1;
 	j->n = given ? (int)i : 1;
