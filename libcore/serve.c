@@ -928,7 +928,7 @@ static int parse_request(gm_serve *s, enum job_kind kind, const char *body, size
 		if (get_bool(req, "logprobs", &lp, e) ||
 		    get_int(req, "top_logprobs", 0, MAX_TOP_LOGPROBS, &i, &given, e))
 			goto out;
-		if (given && !lp) {
+		if (given && i > 0 && !lp) {
 			fail(e, 400, "top_logprobs", "invalid_value", "'top_logprobs' needs \"logprobs\": true");
 			goto out;
 		}
