@@ -895,7 +895,8 @@ static int run_serve(const struct gm_cmd_info *cmd, const struct infer_opts *io)
 		if (!strchr(io->adapter.items[i], '=') && !gm_is_dir(io->adapter.items[i])) {
 			free(addr);
 			return gm_cmd_usage_error(cmd, "with --serve, --adapter takes <dir> or <name>=<dir> (the "
-						  "scale is given per request), not '%s'", io->adapter.items[i]);
+						  "scale is given per request; <model>/adapters/ is loaded anyway), "
+						  "not '%s'", io->adapter.items[i]);
 		}
 	if (!key || !*key)
 		key = getenv("GM_API_KEY");
