@@ -488,7 +488,7 @@ test_expect_success ADAPTERS 'stop: SIGTERM shuts the server down cleanly (exit 
 '
 
 test_expect_success ADAPTERS '429: a full queue turns requests away at once, with Retry-After' '
-	GM_API_KEY=$KEY start_server busy -m model/$MODEL --parallel 1 --queue 0 --shutdown-timeout 0.5 &&
+	GM_API_KEY=$KEY start_server busy -m model/$MODEL --parallel 1 --queue 0 --shutdown-timeout 0.3 &&
 	cp busy.url main.url || return 1
 	curl -sN -m 20 -o long.out -H "Authorization: Bearer $KEY" -d "{\"model\":\"$MODEL\",\"prompt\":\"And\",\"max_tokens\":2000,\"stream\":true,\"logit_bias\":{\"4091\":-100,\"4093\":-100}}" "$(cat main.url)/v1/completions" >/dev/null 2>&1 5>&- &
 	echo $! >curl.pid &&
