@@ -19,7 +19,17 @@ static const struct gm_option options[] = {
 };
 
 static const struct gm_subcommand subcommands[] = {
-	{ "info", cmd_info, "describe a model directory: architecture, parameters, files" },
+	{ "bundle", cmd_bundle, "write a model's history and LFS objects into one tar archive" },
+	{ "clone", cmd_clone, "clone a model (hf:ORG/NAME, a git URL, a path, a bundle) and register it" },
+	{ "fetch", cmd_fetch, "fetch a model's commits and the LFS objects of a revision" },
+	{ "fsck", cmd_fsck, "re-hash a model's LFS objects, report missing or corrupt ones" },
+	{ "gc", cmd_gc, "delete LFS objects no ref of a model uses" },
+	{ "import", cmd_import, "turn a model directory into a registered repository" },
+	{ "info", cmd_info, "describe a model: architecture, parameters, files, adapters" },
+	{ "list", cmd_list, "list the registered models" },
+	{ "pull", cmd_pull, "fast-forward a model to its remote branch, with its LFS objects" },
+	{ "push", cmd_push, "upload a model's new LFS objects, then push its branch" },
+	{ "rm", cmd_rm, "unregister a model and delete its directory" },
 	{ "synth", cmd_synth, "write a model directory with random weights of a given shape" },
 	{ NULL, NULL, NULL }
 };
