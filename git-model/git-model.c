@@ -19,8 +19,15 @@ static const struct gm_option options[] = {
 };
 
 static const struct gm_subcommand subcommands[] = {
+	{ "clean", cmd_clean, "LFS clean filter: store standard input, print its pointer" },
+	{ "filter-process", cmd_filter_process, "LFS filter for git's long-running filter protocol" },
 	{ "info", cmd_info, "describe a model directory: architecture, parameters, files" },
+	{ "install", cmd_install, "configure git to use git-model as the LFS filter" },
+	{ "lfs-fetch", cmd_lfs_fetch, "download the LFS objects of a revision (Batch API)" },
+	{ "lfs-push", cmd_lfs_push, "upload the LFS objects a remote lacks" },
+	{ "smudge", cmd_smudge, "LFS smudge filter: print the content a pointer names" },
 	{ "synth", cmd_synth, "write a model directory with random weights of a given shape" },
+	{ "track", cmd_track, "store files matching patterns with LFS (.gitattributes)" },
 	{ NULL, NULL, NULL }
 };
 
