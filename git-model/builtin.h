@@ -19,5 +19,13 @@ struct gm_strlist;
 /* A NULL-terminated copy of a pattern list (free the array, not the
  * strings), or NULL when it is empty. */
 const char **gm_cmd_patterns(const struct gm_strlist *l);
+/* cmd-lfs.c */
+int cmd_filter_process(int argc, const char **argv);
+int cmd_clean(int argc, const char **argv);
+int cmd_smudge(int argc, const char **argv);
+int cmd_install(int argc, const char **argv);
+int cmd_track(int argc, const char **argv);
+int cmd_lfs_fetch(int argc, const char **argv);
+int cmd_lfs_push(int argc, const char **argv);
 
 #endif
