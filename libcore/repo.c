@@ -726,6 +726,7 @@ int gm_repo_view(gm_repo *r, const char *commit, char **dir, gm_error *err)
 		free(tmp);
 		goto out_final;
 	}
+	chmod(tmp, 0755); /* mkdtemp makes it private; a view is as readable as the repository */
 	v.r = r;
 	v.root = tmp;
 	v.rev = commit;
