@@ -760,7 +760,7 @@ static int clone_bundle(const char *source, const char *name, gm_registry_model 
 	r = NULL;
 	ret = gm_repo_dest_finish(&d, reg, abs, head, out, err);
 out:
-	if (ret)
+	if (ret && d.lock_fd >= 0)
 		gm_repo_remove_tree(d.partial);
 	gm_repo_close(r);
 	gm_registry_close(reg);
@@ -864,7 +864,7 @@ int gm_repo_clone(const char *source, const char *name, const gm_repo_transfer_o
 	r = NULL;
 	ret = gm_repo_dest_finish(&d, reg, is_hub ? source : url, hex, out, err);
 out:
-	if (ret && keep_partial && d.partial && gm_is_dir(d.partial))
+	if (ret && keep_partial && d.lock_fd >= 0 && gm_is_dir(d.partial))
 		gm_info("the partial clone stays in %s: running the same command again resumes it", d.partial);
 	gm_lfs_object_list_release(&list);
 	git_repository_free(git);

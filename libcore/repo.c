@@ -916,9 +916,13 @@ int gm_repo_dest_lock(gm_repo_dest *d, gm_error *err)
 	d->lock_fd = open(d->lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
 	if (d->lock_fd < 0)
 		return gm_error_errno(err, "cannot create %s", d->lock_path);
-	if (flock(d->lock_fd, LOCK_EX | LOCK_NB))
+	if (flock(d->lock_fd, LOCK_EX | LOCK_NB)) {
+		/* lock_fd >= 0 means "ours": the partial directory is not */
+		close(d->lock_fd);
+		d->lock_fd = -1;
 		return gm_error_set(err, GM_EINVAL, "another git model command is making '%s' right now "
 				    "(lock %s)", d->name, d->lock_path);
+	}
 	return 0;
 }
 
@@ -970,16 +974,16 @@ int gm_repo_dest_check(gm_repo_dest *d, gm_registry *reg, gm_error *err)
 	gm_registry_model old = { 0 };
 	int found, ret;
 
+	if (gm_registry_get_model(reg, d->name, &old, NULL) == 0) {
+		ret = gm_error_set(err, GM_EINVAL, "a model named '%s' is already registered (at %s); choose "
+				   "another name or remove it with 'git model rm %s'", d->name, old.path, d->name);
+		gm_registry_model_release(&old);
+		return ret;
+	}
 	if ((ret = gm_registry_find_by_path(reg, d->path, &old, &found, err)))
 		return ret;
 	if (found) {
 		ret = gm_error_set(err, GM_EINVAL, "%s is already registered as model '%s'", d->path, old.name);
-		gm_registry_model_release(&old);
-		return ret;
-	}
-	if (gm_registry_get_model(reg, d->name, &old, NULL) == 0) {
-		ret = gm_error_set(err, GM_EINVAL, "a model named '%s' is already registered (at %s); choose "
-				   "another name or remove it with 'git model rm %s'", d->name, old.path, d->name);
 		gm_registry_model_release(&old);
 		return ret;
 	}
@@ -1101,7 +1105,7 @@ int gm_repo_import(const char *dir, const char *name, gm_registry_model *out, gm
 	r = NULL;
 	ret = gm_repo_dest_finish(&d, reg, src, hex, out, err);
 out:
-	if (ret && d.partial)
+	if (ret && d.lock_fd >= 0)
 		gm_repo_remove_tree(d.partial);
 	gm_buf_release(&msg);
 	gm_repo_paths_release(&files);
