@@ -183,19 +183,21 @@ int cmd_lfs_fetch(int argc, const char **argv)
 {
 	static const char *const usage[] = {
 		"git model lfs-fetch [--remote <name>] [--include <pattern>] [--exclude <pattern>] [--checkout] "
-		"[-j <n>] [-q] [<rev>]",
+		"[-j <n>] [--retries <n>] [--[no-]progress] [-q] [<rev>]",
 		NULL
 	};
 	const char *remote = NULL;
 	gm_strlist include = { NULL, 0, 0 }, exclude = { NULL, 0, 0 };
-	int checkout = 0, verbosity = 0, status, n, ret;
-	long jobs = 0;
+	int checkout = 0, verbosity = 0, progress = -1, status, n, ret;
+	long jobs = 0, retries = -1;
 	const struct gm_option options[] = {
 		GM_OPT_STRING(0, "remote", &remote, "name", "the git remote to fetch from (default origin)"),
 		GM_OPT_STRING_LIST('I', "include", &include, "pattern", "fetch only paths matching (repeatable)"),
 		GM_OPT_STRING_LIST('X', "exclude", &exclude, "pattern", "skip paths matching (repeatable)"),
 		GM_OPT_FLAG(0, "checkout", &checkout, "then replace pointer files in the worktree by their content"),
 		GM_OPT_INT('j', "jobs", &jobs, "n", "parallel transfers (default 4)", 1, 64),
+		GM_OPT_INT(0, "retries", &retries, "n", "attempts after a failure, per object (default 5)", 0, 100),
+		GM_OPT_FLAG(0, "progress", &progress, "show progress even when stderr is not a terminal"),
 		GM_OPT_VERBOSITY(&verbosity),
 		GM_OPT_END()
 	};
@@ -218,8 +220,9 @@ int cmd_lfs_fetch(int argc, const char **argv)
 	opts.exclude = exclude.items;
 	opts.checkout = checkout;
 	opts.transfer.parallel = (int)jobs;
-	if (verbosity < 0)
-		opts.transfer.progress = GM_LFS_PROGRESS_NEVER;
+	opts.transfer.max_retries = retries < 0 ? 0 : retries == 0 ? -1 : (int)retries;
+	opts.transfer.progress = progress == 1 ? GM_LFS_PROGRESS_ALWAYS : progress == 0 || verbosity < 0 ?
+				 GM_LFS_PROGRESS_NEVER : GM_LFS_PROGRESS_AUTO;
 	ret = gm_lfs_fetch(".", &opts, &st, &err);
 	gm_strlist_clear(&include);
 	gm_strlist_clear(&exclude);
@@ -232,11 +235,14 @@ int cmd_lfs_fetch(int argc, const char **argv)
 
 int cmd_lfs_push(int argc, const char **argv)
 {
-	static const char *const usage[] = { "git model lfs-push [-j <n>] [-q] [<remote> [<rev>]]", NULL };
-	int verbosity = 0, status, n;
+	static const char *const usage[] = {
+		"git model lfs-push [-j <n>] [--[no-]progress] [-q] [<remote> [<rev>]]", NULL
+	};
+	int verbosity = 0, progress = -1, status, n;
 	long jobs = 0;
 	const struct gm_option options[] = {
 		GM_OPT_INT('j', "jobs", &jobs, "n", "parallel transfers (default 4)", 1, 64),
+		GM_OPT_FLAG(0, "progress", &progress, "show progress even when stderr is not a terminal"),
 		GM_OPT_VERBOSITY(&verbosity),
 		GM_OPT_END()
 	};
@@ -252,8 +258,8 @@ int cmd_lfs_push(int argc, const char **argv)
 		return gm_cmd_usage_error(&cmd, "too many arguments: at most a remote and a revision");
 	gm_cmd_set_verbosity(verbosity);
 	opts.parallel = (int)jobs;
-	if (verbosity < 0)
-		opts.progress = GM_LFS_PROGRESS_NEVER;
+	opts.progress = progress == 1 ? GM_LFS_PROGRESS_ALWAYS : progress == 0 || verbosity < 0 ?
+			GM_LFS_PROGRESS_NEVER : GM_LFS_PROGRESS_AUTO;
 	if (gm_lfs_push(".", n > 0 ? argv[0] : NULL, n > 1 ? argv[1] : NULL, &opts, &st, &err))
 		return gm_cmd_error(&err);
 	if (verbosity >= 0)
