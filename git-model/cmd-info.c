@@ -115,7 +115,7 @@ static void repo_collect(struct info_repo *ir, const char *spec, const char *dir
 	memset(ir, 0, sizeof(*ir));
 	gm_repo_split_spec(spec, &name, &rev);
 	if (gm_registry_open(NULL, &reg, NULL) == 0) {
-		if (!strchr(spec, '/') && !gm_is_dir(spec))
+		if (!strchr(name, '/') && !gm_is_dir(spec))
 			found = gm_registry_get_model(reg, name, &ir->entry, NULL) == 0;
 		else if ((real = realpath(dir, NULL))) {
 			gm_registry_find_by_path(reg, real, &ir->entry, &found, NULL);

@@ -44,9 +44,15 @@ int gm_repo_dest_finish(gm_repo_dest *d, gm_registry *reg, const char *source, c
 			gm_registry_model *out, gm_error *err);
 void gm_repo_dest_release(gm_repo_dest *d);
 
-/* LFS pointers referenced by every commit reachable from the refs and HEAD
- * (and the index when with_index), deduplicated by oid. */
-int gm_repo_reachable_objects(gm_repo *r, int with_index, gm_lfs_object_list *out, gm_error *err);
+/* LFS pointers used by every commit reachable from the branches, tags and
+ * HEAD (and origin's branches, and the index, with these flags),
+ * deduplicated by oid. */
+enum { GM_REPO_REACH_INDEX = 1, GM_REPO_REACH_REMOTES = 2 };
+int gm_repo_reachable_objects(gm_repo *r, int flags, gm_lfs_object_list *out, gm_error *err);
+
+/* LFS pointers in the trees of HEAD, the branches and the tags (not their
+ * history): what a checkout of any of them needs. */
+int gm_repo_tip_objects(gm_repo *r, gm_lfs_object_list *out, gm_error *err);
 
 /* Clones a FILE.tar bundle into d->partial (bundle.c). */
 int gm_repo_bundle_unpack(const char *file, const char *dir, char **head_commit, gm_error *err);

@@ -166,7 +166,7 @@ static void scan_release(struct scan *s)
 	git_odb_free(s->odb);
 }
 
-int gm_repo_reachable_objects(gm_repo *r, int with_index, gm_lfs_object_list *out, gm_error *err)
+int gm_repo_reachable_objects(gm_repo *r, int flags, gm_lfs_object_list *out, gm_error *err)
 {
 	struct scan s;
 	git_revwalk *walk = NULL;
@@ -178,10 +178,13 @@ int gm_repo_reachable_objects(gm_repo *r, int with_index, gm_lfs_object_list *ou
 		ret = gm_repo_git_error(err, GM_EIO, "cannot walk the history");
 		goto out;
 	}
-	git_revwalk_push_glob(walk, "*"); /* every ref under refs/ */
-	git_revwalk_push_head(walk);      /* fails harmlessly on an unborn HEAD */
+	git_revwalk_push_glob(walk, "heads/*");
+	git_revwalk_push_glob(walk, "tags/*");
+	if (flags & GM_REPO_REACH_REMOTES)
+		git_revwalk_push_glob(walk, "remotes/*");
+	git_revwalk_push_head(walk); /* fails harmlessly on an unborn HEAD */
 	ret = scan_walk(&s, walk);
-	if (!ret && with_index) {
+	if (!ret && (flags & GM_REPO_REACH_INDEX)) {
 		git_index *idx;
 		size_t i;
 		if (git_repository_index(&idx, s.git) == 0) {
@@ -194,6 +197,39 @@ int gm_repo_reachable_objects(gm_repo *r, int with_index, gm_lfs_object_list *ou
 	}
 out:
 	git_revwalk_free(walk);
+	scan_release(&s);
+	return ret;
+}
+
+static int push_tip(const char *refname, void *payload)
+{
+	struct scan *s = payload;
+	git_reference *ref;
+	git_object *obj;
+
+	if (strncmp(refname, "refs/heads/", 11) && strncmp(refname, "refs/tags/", 10) && strcmp(refname, "HEAD"))
+		return 0;
+	if (git_reference_lookup(&ref, s->git, refname) < 0)
+		return 0;
+	if (git_reference_peel(&obj, ref, GIT_OBJECT_TREE) == 0) {
+		scan_tree(s, (const git_tree *)obj, "");
+		git_object_free(obj);
+	}
+	git_reference_free(ref);
+	return s->ret;
+}
+
+int gm_repo_tip_objects(gm_repo *r, gm_lfs_object_list *out, gm_error *err)
+{
+	struct scan s;
+	int ret;
+
+	if ((ret = scan_init(&s, r, out, err)))
+		return ret;
+	push_tip("HEAD", &s);
+	if (!s.ret)
+		git_reference_foreach_name(s.git, push_tip, &s);
+	ret = s.ret;
 	scan_release(&s);
 	return ret;
 }
@@ -294,7 +330,9 @@ int gm_repo_fsck(gm_repo *r, gm_repo_report_fn report, void *ctx, size_t *n_chec
 	size_t i;
 	int ret;
 
-	if ((ret = gm_repo_reachable_objects(r, 0, &refd, err)))
+	/* what checking out HEAD or any branch or tag needs: older commits
+	 * of a clone were never fetched, and that is not damage */
+	if ((ret = gm_repo_tip_objects(r, &refd, err)))
 		goto out;
 	for (i = 0; i < refd.n; i++) {
 		gm_error e = GM_ERROR_INIT;
@@ -345,7 +383,9 @@ int gm_repo_gc(gm_repo *r, int dry_run, size_t *n_removed, unsigned long long *b
 
 	*n_removed = 0;
 	*bytes_freed = 0;
-	if ((ret = gm_repo_reachable_objects(r, 1, &keep, err)))
+	/* keep what origin's branches use too: deleting objects a later
+	 * checkout needs would only make it download them again */
+	if ((ret = gm_repo_reachable_objects(r, GM_REPO_REACH_INDEX | GM_REPO_REACH_REMOTES, &keep, err)))
 		goto out;
 	ret = store_foreach(gm_repo_lfs(r), gc_one, &g);
 	if (!ret && !dry_run) {
@@ -715,6 +755,27 @@ out:
 	return ret;
 }
 
+/* After a clone at a revision, the local branches are what was asked for
+ * (as with git clone --branch): the default branch libgit2 created is
+ * deleted unless HEAD is on it. */
+static int drop_other_branches(git_repository *git, gm_error *err)
+{
+	git_branch_iterator *it;
+	git_reference *ref;
+	git_branch_t type;
+	int ret = 0;
+
+	if (git_branch_iterator_new(&it, git, GIT_BRANCH_LOCAL) < 0)
+		return gm_repo_git_error(err, GM_EIO, "cannot list branches");
+	while (!ret && git_branch_next(&ref, &type, it) == 0) {
+		if (git_branch_is_head(ref) != 1 && git_branch_delete(ref) < 0)
+			ret = gm_repo_git_error(err, GM_EIO, "cannot delete branch %s", git_reference_shorthand(ref));
+		git_reference_free(ref);
+	}
+	git_branch_iterator_free(it);
+	return ret;
+}
+
 /* A partial directory left by an interrupted clone of the same URL is
  * reused (its git objects and partial LFS downloads are kept). */
 static int reusable_partial(const char *partial, const char *url)
@@ -841,7 +902,7 @@ int gm_repo_clone(const char *source, const char *name, const gm_repo_transfer_o
 	}
 	keep_partial = 1;
 	if (rev) {
-		if ((ret = checkout_rev_head(git, rev, hex, err)))
+		if ((ret = checkout_rev_head(git, rev, hex, err)) || (ret = drop_other_branches(git, err)))
 			goto out;
 	} else {
 		git_oid id;
@@ -921,40 +982,6 @@ static int head_hex(gm_repo *r, char hex[GM_REPO_OID_HEXLEN + 1])
 	return 0;
 }
 
-/* Replaces work-tree pointer files of HEAD whose objects are now stored. */
-static int smudge_fetched(gm_repo *r, const gm_lfs_object_list *list, gm_error *err)
-{
-	git_checkout_options co;
-	const char **paths = gm_xcalloc(list->n + 1, sizeof(*paths));
-	size_t i, n = 0;
-	int ret = 0;
-
-	for (i = 0; i < list->n; i++) {
-		const gm_lfs_object *ob = &list->items[i];
-		char *full;
-		gm_buf text = GM_BUF_INIT;
-		gm_lfs_pointer p = GM_LFS_POINTER_INIT;
-		if (!ob->path || !gm_lfs_store_has(gm_repo_lfs(r), ob->oid, ob->size))
-			continue;
-		full = gm_path_join(gm_repo_workdir(r), ob->path);
-		/* only a file that is still exactly its pointer: never an edit */
-		if (gm_read_file(full, &text, NULL) == 0 && text.len < GM_LFS_POINTER_MAX &&
-		    gm_lfs_pointer_parse(text.buf, text.len, &p, NULL) == 0 && !strcmp(p.oid, ob->oid))
-			paths[n++] = ob->path;
-		gm_lfs_pointer_release(&p);
-		gm_buf_release(&text);
-		free(full);
-	}
-	git_checkout_options_init(&co, GIT_CHECKOUT_OPTIONS_VERSION);
-	co.checkout_strategy = GIT_CHECKOUT_FORCE | GIT_CHECKOUT_DISABLE_PATHSPEC_MATCH;
-	co.paths.strings = (char **)paths;
-	co.paths.count = n;
-	if (n && git_checkout_head(gm_repo_git(r), &co) < 0)
-		ret = gm_repo_git_error(err, GM_EIO, "cannot check out the fetched files");
-	free(paths);
-	return ret;
-}
-
 int gm_repo_fetch(const char *name, const char *rev, const gm_repo_transfer_opts *opts, gm_error *err)
 {
 	static const gm_repo_transfer_opts defaults = { NULL, NULL, 0 };
@@ -977,8 +1004,10 @@ int gm_repo_fetch(const char *name, const char *rev, const gm_repo_transfer_opts
 	    (ret = gm_lfs_scan_tree(gm_repo_workdir(r), hex, opts->include, opts->exclude, &list, err)) ||
 	    (ret = download_objects(r, &ri, &list, NULL, opts->quiet, err)))
 		goto out;
+	/* pointer files of the checked-out commit get their content (edited
+	 * files are left alone), as git lfs checkout does */
 	if (head_hex(r, head) == 0 && !strcmp(head, hex))
-		ret = smudge_fetched(r, &list, err);
+		ret = gm_lfs_checkout(gm_repo_workdir(r), opts->include, opts->exclude, NULL, NULL, err);
 out:
 	if (ret)
 		gm_error_prefix(err, "git model fetch %s", name);
@@ -1009,9 +1038,7 @@ int gm_repo_pull(const char *name, const gm_repo_transfer_opts *opts, int *updat
 	if (!opts)
 		opts = &defaults;
 	memset(&ri, 0, sizeof(ri));
-	if ((ret = gm_registry_open(NULL, &reg, err)) || (ret = gm_repo_open_model(reg, name, &m, &r, err)) ||
-	    (ret = model_remote(r, &m, "origin", &ri, &remote, err)) ||
-	    (ret = fetch_remote(remote, &ri, err)))
+	if ((ret = gm_registry_open(NULL, &reg, err)) || (ret = gm_repo_open_model(reg, name, &m, &r, err)))
 		goto out;
 	git = gm_repo_git(r);
 	if (git_repository_head(&head, git) < 0 || !git_reference_is_branch(head)) {
@@ -1019,6 +1046,8 @@ int gm_repo_pull(const char *name, const gm_repo_transfer_opts *opts, int *updat
 				   "pull needs a branch", name);
 		goto out;
 	}
+	if ((ret = model_remote(r, &m, "origin", &ri, &remote, err)) || (ret = fetch_remote(remote, &ri, err)))
+		goto out;
 	if (git_branch_upstream(&upstream, head) < 0) {
 		gm_buf b = GM_BUF_INIT;
 		gm_buf_addf(&b, "refs/remotes/origin/%s", git_reference_shorthand(head));

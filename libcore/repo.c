@@ -826,11 +826,14 @@ int gm_repo_resolve_model(const char *spec, char **dir, gm_error *err)
 	int ret;
 
 	*dir = NULL;
-	if (strchr(spec, '/') || gm_is_dir(spec)) {
+	gm_repo_split_spec(spec, &name, &rev);
+	/* a '/' in NAME makes a path; one in REV is a ref (origin/main) */
+	if (strchr(name, '/') || gm_is_dir(spec)) {
 		*dir = gm_xstrdup(spec);
+		free(name);
+		free(rev);
 		return 0;
 	}
-	gm_repo_split_spec(spec, &name, &rev);
 	if (rev && !*rev) {
 		ret = gm_error_set(err, GM_EINVAL, "'%s': a revision is expected after '@'", spec);
 		goto out;

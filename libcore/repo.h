@@ -100,7 +100,8 @@ void gm_repo_split_spec(const char *spec, char **name, char **rev);
 
 /*
  * What "-m SPEC" means for git infer, git train and git adapter: SPEC is a
- * model directory when it contains '/' or names an existing directory;
+ * model directory when it names an existing directory or has a '/' before
+ * any '@';
  * otherwise NAME or NAME@REV of a registered model.  NAME is its work tree;
  * NAME@REV is gm_repo_view of that revision.  *dir is the directory to load.
  */
