@@ -380,10 +380,14 @@ int gm_repo_bundle_unpack(const char *file, const char *dir, char **head_commit,
 	*head_commit = NULL;
 	archive_read_support_format_tar(a);
 	if (archive_read_open_filename(a, file, 1 << 16) != ARCHIVE_OK) {
-		ret = gm_error_set(err, GM_EFORMAT, "cannot open bundle %s: %s", file, archive_error_string(a));
+		ret = gm_error_set(err, GM_EFORMAT, "%s is not a git-model bundle: %s", file, archive_error_string(a));
 		goto out;
 	}
-	if (archive_read_next_header(a, &e) != ARCHIVE_OK || strcmp(archive_entry_pathname(e), MANIFEST_NAME)) {
+	if ((rc = archive_read_next_header(a, &e)) != ARCHIVE_OK) {
+		ret = gm_error_set(err, GM_EFORMAT, "%s is not a git-model bundle: %s", file, archive_error_string(a));
+		goto out;
+	}
+	if (strcmp(archive_entry_pathname(e), MANIFEST_NAME)) {
 		ret = gm_error_set(err, GM_EFORMAT, "%s is not a git-model bundle (it must start with %s)", file,
 				   MANIFEST_NAME);
 		goto out;
