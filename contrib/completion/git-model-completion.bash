@@ -95,7 +95,7 @@ __gm_complete ()
 			esac ;;
 		*)
 			case "$prev" in
-			--dtype|-m|--model|--check-data|--logits-out|--render-chat) opt=$prev ;;
+			--dtype|-m|--model|--check-data|--logits-out|--render-chat|--remote) opt=$prev ;;
 			esac ;;
 		esac
 	fi
@@ -104,6 +104,7 @@ __gm_complete ()
 		--dtype) __gm_reply "$val" bf16 f16 f32 ;;
 		-m|--model) __gm_reply_paths "$val" -d ;;
 		--check-data|--logits-out|--render-chat) __gm_reply_paths "$val" ;;
+		--remote) __gm_reply "$val" $(git remote 2>/dev/null) ;;
 		*) COMPREPLY=(); return ;;
 		esac
 		COMPREPLY=("${COMPREPLY[@]/#/$pre}")
@@ -131,6 +132,11 @@ __gm_complete ()
 			return
 		fi
 	fi
+	case "$exe $sub" in
+	"git-model lfs-push") __gm_reply "$cur" $(git remote 2>/dev/null); return ;;
+	"git-model lfs-fetch"|"git-model install"|"git-model filter-process") COMPREPLY=(); return ;;
+	"git-model clean"|"git-model smudge"|"git-model track") __gm_reply_paths "$cur"; return ;;
+	esac
 	__gm_reply_paths "$cur" -d
 }
 
