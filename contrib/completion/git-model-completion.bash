@@ -50,6 +50,18 @@ __gm_reply_paths ()
 	done < <(compgen -f -- "$cur")
 }
 
+# __gm_add_models CUR: the registered models whose names start with CUR,
+# added to COMPREPLY (git model list prints the name first).
+__gm_add_models ()
+{
+	local m
+	for m in $(git-model list 2>/dev/null | awk '{print $1}'); do
+		case "$m" in
+		"$1"*) COMPREPLY+=("$m ") ;;
+		esac
+	done
+}
+
 # __gm_complete EXE FIRST CWORD WORD...: complete word CWORD of the command
 # line WORD... whose command-specific part starts at index FIRST.
 __gm_complete ()
@@ -102,7 +114,7 @@ __gm_complete ()
 	if [ -n "$opt" ]; then
 		case "$opt" in
 		--dtype) __gm_reply "$val" bf16 f16 f32 ;;
-		-m|--model) __gm_reply_paths "$val" -d ;;
+		-m|--model) __gm_reply_paths "$val" -d; __gm_add_models "$val" ;;
 		--check-data|--logits-out|--render-chat) __gm_reply_paths "$val" ;;
 		--remote) __gm_reply "$val" $(git remote 2>/dev/null) ;;
 		*) COMPREPLY=(); return ;;
@@ -119,6 +131,26 @@ __gm_complete ()
 	esac
 
 	# Positional arguments.
+	if [ "$exe" = git-model ]; then
+		case "$sub" in
+		fetch|pull|push|rm|fsck|gc|bundle|info)
+			local n=0
+			for ((i = first; i < cword; i++)); do
+				case "${words[i]}" in
+				"$sub"|-*) ;;
+				*) n=$((n + 1)) ;;
+				esac
+			done
+			if [ $n = 0 ]; then
+				COMPREPLY=()
+				case "$sub" in
+				info|fsck|gc) __gm_reply_paths "$cur" -d ;;
+				esac
+				__gm_add_models "$cur"
+				return
+			fi ;;
+		esac
+	fi
 	if [ "$exe $sub" = "git-model synth" ]; then
 		local n=0
 		for ((i = first; i < cword; i++)); do
