@@ -100,6 +100,8 @@ test_expect_success PYTHON3 'clone --include: other LFS files stay pointers unti
 	test_must_be_empty st &&
 	test_expect_code 1 git model fsck part >out &&
 	test_grep "^missing: $OID2 model.safetensors" out &&
+	test_expect_code 1 git infer -m part --check 2>err &&
+	test_grep "model.safetensors is an LFS pointer whose object was not fetched; run .git model fetch part." err &&
 	git model fetch part &&
 	cmp m2/model.safetensors "$MODELS/part/model.safetensors" &&
 	git -C "$MODELS/part" status --porcelain >st &&
