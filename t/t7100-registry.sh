@@ -206,6 +206,19 @@ print(\" \".join(n for n in names if n.startswith(\"c\")))
 	test_cmp expect out
 '
 
+test_expect_success 'eight commands creating one new registry at once' '
+	for i in 1 2 3 4 5 6 7 8
+	do
+		{ GIT_MODEL_REGISTRY="$PWD/fresh.db" git model list >fresh-out$i 2>fresh-err$i & }
+	done &&
+	wait &&
+	cat fresh-err* >errs &&
+	test_must_be_empty errs &&
+	python3 -c "import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute(\"PRAGMA user_version\").fetchone()[0])" fresh.db >out &&
+	echo 1 >expect &&
+	test_cmp expect out
+'
+
 test_expect_success 'concurrent imports of one name: one wins, the other fails cleanly' '
 	fake_model same &&
 	{ ( git model import -q same dup >o1 2>e1; echo $? >s1 ) & } &&
