@@ -817,6 +817,29 @@ int gm_repo_open_model(gm_registry *reg, const char *name, gm_registry_model *en
 	return ret;
 }
 
+int gm_repo_open_spec(const char *spec, gm_repo **out, char commit[GM_REPO_OID_HEXLEN + 1], gm_error *err)
+{
+	gm_registry *reg = NULL;
+	gm_registry_model m = { 0 };
+	char *name, *rev;
+	int ret;
+
+	*out = NULL;
+	gm_repo_split_spec(spec, &name, &rev);
+	if (rev && !*rev)
+		ret = gm_error_set(err, GM_EINVAL, "'%s': a revision is expected after '@'", spec);
+	else if (!(ret = gm_registry_check_name(name, err)) && !(ret = gm_registry_open(NULL, &reg, err)) &&
+		 !(ret = gm_repo_open_model(reg, name, &m, out, err)) && (ret = gm_repo_resolve(*out, rev, commit, err))) {
+		gm_repo_close(*out);
+		*out = NULL;
+	}
+	gm_registry_model_release(&m);
+	gm_registry_close(reg);
+	free(name);
+	free(rev);
+	return ret;
+}
+
 /* A work tree whose files are still LFS pointers (a clone with --include or
  * --exclude) cannot be loaded; say so instead of letting the safetensors
  * reader call a pointer corrupt.  Only the top level is looked at: that is

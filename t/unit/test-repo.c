@@ -215,6 +215,37 @@ static void test_repo(void)
 		free(view);
 	}
 	gm_repo_close(r);
+
+	/* by name, through a registry */
+	{
+		gm_registry *reg;
+		gm_registry_model m = { (char *)"unit", wd, (char *)"", first, 0, 0 };
+		char *regpath = gm_path_join(tmpdir, "names.db"), *dir = NULL;
+
+		setenv("GIT_MODEL_REGISTRY", regpath, 1);
+		ok(gm_registry_open(NULL, &reg, &err) == 0 && gm_registry_add_model(reg, &m, &err) == 0,
+		   "register the repository as 'unit'");
+		gm_registry_close(reg);
+		ok(gm_repo_open_spec("unit@HEAD~1", &r, head, &err) == 0 && !strcmp(head, first),
+		   "open_spec NAME@REV: the repository and the commit (%s)", err.msg);
+		gm_repo_close(r);
+		ok(gm_repo_open_spec("unit", &r, head, &err) == 0 && !strcmp(head, second), "open_spec NAME: HEAD");
+		gm_repo_close(r);
+		ret = gm_repo_open_spec("unit@", &r, head, &err);
+		ok_error(ret, &err, GM_EINVAL, "a revision is expected", "open_spec NAME@");
+		ret = gm_repo_open_spec("nobody", &r, head, &err);
+		ok_error(ret, &err, GM_ENOENT, "no model named 'nobody'", "open_spec of an unknown name");
+		ok(gm_repo_resolve_model("unit", &dir, &err) == 0 && !strcmp(dir, wd), "resolve_model NAME: the work tree");
+		free(dir);
+		ok(gm_repo_resolve_model("unit@HEAD~1", &dir, &err) == 0 && strstr(dir, first),
+		   "resolve_model NAME@REV: the view of that commit");
+		free(dir);
+		ok(gm_repo_resolve_model("some/dir", &dir, &err) == 0 && !strcmp(dir, "some/dir"),
+		   "resolve_model: a path is a path");
+		free(dir);
+		unsetenv("GIT_MODEL_REGISTRY");
+		free(regpath);
+	}
 	gm_buf_release(&b);
 	free(wd);
 }
