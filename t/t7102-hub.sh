@@ -102,7 +102,9 @@ test_expect_success PYTHON3 'clone --include: other LFS files stay pointers unti
 	test_grep "^missing: $OID2 model.safetensors" out &&
 	test_expect_code 1 git infer -m part --check 2>err &&
 	test_grep "model.safetensors is an LFS pointer whose object was not fetched; run .git model fetch part." err &&
-	git model fetch part &&
+	git model fetch part >out &&
+	echo "fetched '\''part'\''" >expect &&
+	test_cmp expect out &&
 	cmp m2/model.safetensors "$MODELS/part/model.safetensors" &&
 	git -C "$MODELS/part" status --porcelain >st &&
 	test_must_be_empty st &&
@@ -199,7 +201,9 @@ test_expect_success PYTHON3 'push uploads new LFS objects, then the branch; pull
 	cp m3/model.safetensors "$MODELS/writer/model.safetensors" &&
 	git -C "$MODELS/writer" commit -q -a -m "fine-tuned" &&
 	OID3=$(oid_of "$MODELS/writer" HEAD:model.safetensors) &&
-	git model push -q writer &&
+	git model push writer >out &&
+	echo "pushed '\''writer'\'' to origin" >expect &&
+	test_cmp expect out &&
 	test_path_is_file "$(hub_object org/tiny $OID3)" &&
 	test_grep "PUT /_lfs/org/tiny/$OID3" "$HUB_LOG" &&
 	git -C "$HUB_ROOT/org/tiny.git" rev-parse main >actual &&
