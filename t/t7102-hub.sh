@@ -58,6 +58,15 @@ test_expect_success PYTHON3 'clone hf:ORG/NAME: the default branch, with its LFS
 	test_cmp expect2 actual
 '
 
+test_expect_success PYTHON3 'clone of a plain git URL (the LFS endpoint derived from it)' '
+	start_hub_server &&
+	publish org/tiny &&
+	git model clone -q "$HUB_URL/org/tiny.git" plain &&
+	cmp m2/model.safetensors "$MODELS/plain/model.safetensors" &&
+	git model list --json >list.json &&
+	test_grep "\"source\": \"$HUB_URL/org/tiny.git\"" list.json
+'
+
 test_expect_success PYTHON3 'clone hf:ORG/NAME@BRANCH checks the branch out' '
 	start_hub_server &&
 	publish org/tiny &&
