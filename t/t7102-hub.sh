@@ -182,6 +182,19 @@ test_expect_success PYTHON3 'a corrupted object on the server is refused, nothin
 	cmp m2/model.safetensors "$MODELS/bad/model.safetensors"
 '
 
+test_expect_success PYTHON3 'an object the server lacks (404): a clear error; a re-run finishes (through a retried 500)' '
+	start_hub_server &&
+	publish org/tiny &&
+	echo "{\"missing\": [\"$OID2\"]}" >"$HUB_FAULTS" &&
+	test_expect_code 1 git model clone -q hf:org/tiny gone 2>err &&
+	test_grep "$OID2" err &&
+	test_path_is_missing "$MODELS/gone" &&
+	echo "{\"fail_batch\": 1}" >"$HUB_FAULTS" &&
+	rm -f "$HUB_FAULTS" &&
+	git model clone -q hf:org/tiny gone &&
+	cmp m2/model.safetensors "$MODELS/gone/model.safetensors"
+'
+
 test_expect_success PYTHON3 'a private repository: 401 without a token, success with HF_TOKEN' '
 	start_hub_server --token s3cret &&
 	publish org/tiny &&
