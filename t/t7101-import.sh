@@ -122,7 +122,7 @@ test_expect_success 'NAME@REV maps the weights from the object store, no checkou
 	cmp m2/model.safetensors "$R/model.safetensors"
 '
 
-test_expect_success 'git model info NAME and NAME@REV' '
+test_expect_success PYTHON3 'git model info NAME and NAME@REV' '
 	git model info tiny >out &&
 	test_grep "^name: *tiny\$" out &&
 	test_grep "^revision: *$(git -C "$R" rev-parse HEAD)\$" out &&
