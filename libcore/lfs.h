@@ -249,6 +249,7 @@ typedef struct gm_lfs_transfer_stats {
 	size_t n_retries;      /* requests repeated after 429, 5xx or a connection error */
 	unsigned long long bytes;  /* bytes moved over the network (bodies only) */
 	double seconds;        /* wall time of the whole call */
+	int auth_failed;       /* the server answered 401/403 to our credentials (or their absence) */
 } gm_lfs_transfer_stats;
 
 /*
@@ -308,7 +309,10 @@ int gm_lfs_path_selected(const char *path, const char *const *include, const cha
  * remote.NAME.lfsurl, then the endpoint derived from remote.NAME.url
  * (gm_lfs_endpoint_for_url).  The Hugging Face token (gm_hub_token) is
  * attached only when the endpoint is on the Hugging Face endpoint
- * (HF_ENDPOINT), so it never leaks to another server.  The strings of
+ * (HF_ENDPOINT), so it never leaks to another server.  Elsewhere,
+ * credentials in the URL are used as they are; gm_lfs_fetch and
+ * gm_lfs_push then ask git's credential helpers ("git credential fill")
+ * after a 401, and tell them whether the answer worked.  The strings of
  * out->remote point into out and live until gm_lfs_endpoint_release.
  */
 typedef struct gm_lfs_endpoint {

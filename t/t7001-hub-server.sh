@@ -320,6 +320,23 @@ test_expect_success 'the token file under HF_HOME is used, and never sent to ano
 	test_grep "authentication required" err
 '
 
+test_expect_success 'without a Hugging Face token, git credential helpers are asked after a 401' '
+	start_hub_server --token s3cret &&
+	rm -rf c17 &&
+	GIT_LFS_SKIP_SMUDGE=1 git clone -q "http://user:s3cret@127.0.0.1:$HUB_PORT/org/model" c17 &&
+	echo "http://user:s3cret@127.0.0.1:$HUB_PORT" >creds &&
+	(cd c17 && git model install --local -q &&
+	 git remote set-url origin "$HUB_URL/org/model" &&
+	 git config credential.helper "store --file=\"$TRASH_DIRECTORY/creds\"" &&
+	 git model lfs-fetch >../out) &&
+	test_grep "^fetched 4 objects" out &&
+	test_grep "^POST /org/model.git/info/lfs/objects/batch 401" "$HUB_LOG" &&
+	echo "http://user:wrong@127.0.0.1:$HUB_PORT" >creds &&
+	(cd c17 && rm -rf .git/lfs && test_expect_code 1 git model lfs-fetch 2>../err) &&
+	test_grep "answered 401" err &&
+	test_must_be_empty creds
+'
+
 test_expect_success GIT_LFS 'the server'\''s token check applies to git-lfs too' '
 	start_hub_server --token s3cret &&
 	rm -rf lfs-auth &&
