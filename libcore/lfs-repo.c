@@ -605,10 +605,6 @@ int gm_lfs_checkout(const char *repo_path, const char *const *include, const cha
 		ret = gm_error_set(err, GM_EINVAL, "'%s' is a bare repository: nothing to check out", repo_path);
 		goto out;
 	}
-	/* The index is refreshed through the filter, which must be ours. */
-	ret = gm_lfs_filter_register(err);
-	if (ret)
-		goto out;
 	ret = gm_lfs_store_init(&store, git_repository_commondir(repo), err);
 	if (ret)
 		goto out;
@@ -649,15 +645,29 @@ int gm_lfs_checkout(const char *repo_path, const char *const *include, const cha
 				gm_atomic_abort(&f);
 				ret = gm_error_set(err, ferr.code, "%s", ferr.msg);
 			} else {
-				/* Refresh the entry (through our clean filter: the same
-				 * pointer); the entry itself is replaced, so copy its path. */
-				char *rel = gm_xstrdup(e->path);
+				/* Refresh the entry's stat data: same blob (we just
+				 * smudged its pointer), the new file's times and size.
+				 * Cleaning the file again would re-hash and copy it. */
+				git_index_entry ne = *e;
+				struct stat st;
 
 				w++;
 				changed = 1;
-				if (git_index_add_bypath(index, rel) < 0)
-					ret = gm_lfs_git_error(err, GM_ERROR, rel);
-				free(rel);
+				ne.path = gm_xstrdup(e->path); /* e is replaced by the add */
+				if (lstat(path, &st) == 0) {
+					ne.ctime.seconds = (int32_t)st.st_ctim.tv_sec;
+					ne.ctime.nanoseconds = (uint32_t)st.st_ctim.tv_nsec;
+					ne.mtime.seconds = (int32_t)st.st_mtim.tv_sec;
+					ne.mtime.nanoseconds = (uint32_t)st.st_mtim.tv_nsec;
+					ne.dev = (uint32_t)st.st_dev;
+					ne.ino = (uint32_t)st.st_ino;
+					ne.uid = (uint32_t)st.st_uid;
+					ne.gid = (uint32_t)st.st_gid;
+					ne.file_size = (uint32_t)st.st_size;
+					if (git_index_add(index, &ne) < 0)
+						ret = gm_lfs_git_error(err, GM_ERROR, ne.path);
+				}
+				free((char *)ne.path);
 			}
 		} else {
 			ret = gm_error_set(err, ferr.code, "%s", ferr.msg);
