@@ -94,7 +94,8 @@ int gm_lfs_store_init(gm_lfs_store *s, const char *gitdir, gm_error *err);
 
 /*
  * Opens the store of the repository containing path (discovered as git
- * does, honouring GIT_DIR; linked worktrees use their common directory).
+ * does; path NULL means GIT_DIR when set, else the current directory, as
+ * for a filter run by git; linked worktrees use their common directory).
  * GM_ENOENT when path is not in a git repository.
  */
 int gm_lfs_store_discover(gm_lfs_store *s, const char *path, gm_error *err);

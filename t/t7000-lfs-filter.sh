@@ -198,6 +198,18 @@ test_expect_success GIT_LFS 'a repository written by git-model is read by git-lf
 	test_line_count = 3 ls
 '
 
+test_expect_success 'a linked worktree shares the object store of its repository' '
+	(cd ours && git worktree add -q ../ours-wt) &&
+	test_cmp m3.bin ours-wt/m3.bin &&
+	head -c 5000 /dev/urandom >wt.bin &&
+	cp wt.bin ours-wt/ &&
+	(cd ours-wt && git add wt.bin && git commit -q -m wt &&
+	 rm wt.bin && git checkout -- wt.bin) &&
+	test_cmp wt.bin ours-wt/wt.bin &&
+	test_cmp wt.bin "$(object_path ours $(sha256sum wt.bin | cut -d" " -f1))" &&
+	test_path_is_missing ours/.git/worktrees/ours-wt/lfs
+'
+
 # filter-process driven by hand: pkt-lines in, decoded packets out.
 test_expect_success PYTHON3 'filter-process: clean and smudge, and an error per file without dying' '
 	cat >drive.py <<-\PY &&
