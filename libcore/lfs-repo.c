@@ -563,6 +563,50 @@ out_repo:
 	return ret;
 }
 
+int gm_lfs_fetch_one(const gm_lfs_store *s, const char *oid, unsigned long long size, const char *path,
+		     gm_error *err)
+{
+	gm_lfs_transfer_opts topts = GM_LFS_TRANSFER_OPTS_INIT;
+	gm_lfs_transfer_stats stats;
+	gm_lfs_object_list list = { NULL, 0, 0 };
+	gm_lfs_endpoint ep;
+	git_repository *repo;
+	char *cache = gm_hub_cache_dir();
+	int ret;
+
+	gm_lfs_git_init();
+	if (git_repository_open_ext(&repo, s->gitdir, GIT_REPOSITORY_OPEN_NO_SEARCH | GIT_REPOSITORY_OPEN_BARE,
+				    NULL) < 0) {
+		ret = gm_lfs_git_error(err, GM_ENOENT, s->gitdir);
+		git_libgit2_shutdown();
+		free(cache);
+		return ret;
+	}
+	gm_lfs_object_list_add(&list, oid, size, path);
+	ret = resolve_in_repo(repo, NULL, &ep, err);
+	if (!ret) {
+		if (ep.local_gitdir) {
+			gm_lfs_store from;
+
+			memset(&stats, 0, sizeof(stats));
+			gm_lfs_store_init(&from, ep.local_gitdir, err);
+			ret = copy_local(&from, s, &list, &stats, err);
+			gm_lfs_store_release(&from);
+		} else {
+			struct xfer_ctx x = { s, &list, &topts, 0 };
+
+			topts.progress = GM_LFS_PROGRESS_NEVER;
+			topts.hf_cache = cache;
+			ret = transfer_with_credentials(&ep, run_xfer, &x, &stats, err);
+		}
+		gm_lfs_endpoint_release(&ep);
+	}
+	gm_lfs_object_list_release(&list);
+	close_repo(repo);
+	free(cache);
+	return ret;
+}
+
 /* ------------------------------------------------------------ checkout */
 
 /* 1 when the worktree file holds exactly the pointer bytes. */

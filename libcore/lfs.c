@@ -752,7 +752,7 @@ int gm_lfs_smudge_fd(const gm_lfs_store *s, int in_fd, int out_fd, const char *p
 	if (len < sizeof(head)) {
 		if (skip)
 			return gm_lfs_sink_fd(&out_fd, head, len, err);
-		return gm_lfs_smudge(s, head, len, path, gm_lfs_sink_fd, &out_fd, err);
+		return gm_lfs_smudge_fetch(s, head, len, path, gm_lfs_sink_fd, &out_fd, err);
 	}
 	/* Too large for a pointer: copy it through. */
 	ret = gm_lfs_sink_fd(&out_fd, head, len, err);

@@ -352,6 +352,15 @@ int gm_lfs_fetch(const char *repo_path, const gm_lfs_fetch_opts *opts, gm_lfs_tr
 		 gm_error *err);
 
 /*
+ * Downloads one object into the store from the LFS server of the
+ * repository owning the store (remote "origin", resolved as above): what
+ * the smudge filters do when an object is missing, as git-lfs does.  No
+ * progress is shown.  GM_ENOENT when there is no remote to ask.
+ */
+int gm_lfs_fetch_one(const gm_lfs_store *s, const char *oid, unsigned long long size, const char *path,
+		     gm_error *err);
+
+/*
  * Replaces worktree files that still hold the pointer recorded in the
  * index by the object's content (atomically, mode kept) and refreshes
  * their index entries, as "git lfs checkout" does.  Files whose object is

@@ -118,6 +118,19 @@ test_expect_success 'a second fetch downloads nothing' '
 	test_grep ! "^GET /_lfs" "$HUB_LOG"
 '
 
+test_expect_success 'stock git clone with our filter: smudge downloads each object, like git-lfs' '
+	start_hub_server &&
+	rm -rf c18 &&
+	git -c filter.lfs.process="git-model filter-process" -c filter.lfs.required=true \
+		clone -q "$HUB_URL/org/model" c18 &&
+	(cd c18 && git model install --local -q && git lfs fsck >/dev/null && git status --porcelain >../status) &&
+	test_must_be_empty status &&
+	test_cmp src/model-q8.gguf c18/model-q8.gguf &&
+	test_cmp src/model-00001-of-00002.safetensors c18/model-00001-of-00002.safetensors &&
+	grep -c "^GET /_lfs/org/model/.* 200" "$HUB_LOG" >ngets &&
+	echo 4 >expect && test_cmp expect ngets
+'
+
 test_expect_success '--include and --exclude pick files (one quantization of many)' '
 	start_hub_server &&
 	clone_pointers c2 &&
