@@ -165,8 +165,9 @@ int gm_lfs_smudge(const gm_lfs_store *s, const void *data, size_t len, const cha
 
 /*
  * The single-shot smudge filter: reads in_fd to EOF and writes the content
- * to out_fd (gm_lfs_smudge; input of 1024 bytes or more is copied through
- * without being held in memory).  skip (GIT_LFS_SKIP_SMUDGE) passes
+ * to out_fd (gm_lfs_smudge, downloading a missing object first with
+ * gm_lfs_fetch_one; input of 1024 bytes or more is copied through without
+ * being held in memory).  skip (GIT_LFS_SKIP_SMUDGE) passes
  * pointers through unchanged.
  */
 int gm_lfs_smudge_fd(const gm_lfs_store *s, int in_fd, int out_fd, const char *path, int skip, gm_error *err);
@@ -385,7 +386,9 @@ int gm_lfs_push(const char *repo_path, const char *remote_name, const char *rev,
  * smudge on checkout, using the store of the repository being filtered.
  * Idempotent; call after git_libgit2_init().  A smudge whose object is
  * missing fails the checkout of that file with the message of
- * gm_lfs_smudge.
+ * gm_lfs_smudge (it does not download: fetch with gm_lfs_fetch, in
+ * parallel, before checking out; or clone without checkout, fetch, then
+ * check out).
  */
 int gm_lfs_filter_register(gm_error *err);
 
@@ -393,8 +396,10 @@ int gm_lfs_filter_register(gm_error *err);
  * Runs git's long-running filter protocol (gitattributes(5), "Long
  * Running Filter Process") on in_fd/out_fd until git closes in_fd:
  * handshake (git-filter-client/version=2), capabilities clean and smudge,
- * then one request after another.  A request that fails (missing object,
- * unreadable input, unknown command) is answered "status=error", reported
+ * then one request after another.  Smudge downloads an object missing
+ * from the store first (gm_lfs_fetch_one), as git-lfs does.  A request
+ * that fails (an object that cannot be had, unreadable input, an unknown
+ * command) is answered "status=error", reported
  * through report(ctx, pathname, error) (may be NULL), and the process goes
  * on.  Smudge honours GIT_LFS_SKIP_SMUDGE=1 (pointers are passed through,
  * as git-lfs does).  Returns 0 at a clean EOF between requests, or
