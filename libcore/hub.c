@@ -142,9 +142,14 @@ int gm_hub_token(char **out, gm_error *err)
 		*out = gm_xstrdup(e);
 		return 0;
 	}
-	home = hf_home();
-	path = gm_path_join(home, "token");
-	free(home);
+	e = getenv("HF_TOKEN_PATH"); /* huggingface_hub's override of the file */
+	if (e && *e) {
+		path = gm_xstrdup(e);
+	} else {
+		home = hf_home();
+		path = gm_path_join(home, "token");
+		free(home);
+	}
 	if (!gm_is_file(path)) {
 		free(path);
 		return 0;

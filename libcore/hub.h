@@ -42,7 +42,8 @@ char *gm_hub_endpoint(void);
 
 /*
  * The token: HF_TOKEN when set and not empty, else the first line of
- * $HF_HOME/token ($HF_HOME defaults to ~/.cache/huggingface, with
+ * $HF_TOKEN_PATH, else of $HF_HOME/token ($HF_HOME defaults to
+ * ~/.cache/huggingface, with
  * $XDG_CACHE_HOME honoured as huggingface_hub does).  *out is NULL when
  * there is none (not an error); an unreadable token file is GM_EIO.
  */

@@ -172,6 +172,27 @@ static int handshake(struct pkt_io *io, char *data)
 	return 0;
 }
 
+int gm_lfs_smudge_fetch(const gm_lfs_store *s, const void *data, size_t len, const char *path,
+			gm_lfs_sink_fn sink, void *ctx, gm_error *err)
+{
+	gm_lfs_pointer p;
+	gm_error ferr = GM_ERROR_INIT;
+	int ret = gm_lfs_smudge(s, data, len, path, sink, ctx, err);
+
+	/* GM_ENOENT comes before any content is written. */
+	if (ret != GM_ENOENT || gm_lfs_pointer_parse(data, len, &p, NULL))
+		return ret;
+	if (gm_lfs_fetch_one(s, p.oid, p.size, path, &ferr)) {
+		ret = gm_error_set(err, GM_ENOENT, "%s%sLFS object %s (%llu bytes) is not in %s and could not be "
+				   "downloaded: %s", path ? path : "", path ? ": " : "", p.oid, p.size, s->objects,
+				   ferr.msg);
+		gm_lfs_pointer_release(&p);
+		return ret;
+	}
+	gm_lfs_pointer_release(&p);
+	return gm_lfs_smudge(s, data, len, path, sink, ctx, err);
+}
+
 /* The smudge sink: announces success before the first byte of content. */
 struct smudge_out {
 	struct pkt_io *io;
@@ -248,7 +269,7 @@ static int one_request(const gm_lfs_store *s, struct pkt_io *io, char *data, con
 		if (gm_lfs_skip_smudge())
 			r = in.len ? smudge_sink(&o, in.buf, in.len, &ferr) : 0;
 		else
-			r = gm_lfs_smudge(s, in.buf, in.len, NULL, smudge_sink, &o, &ferr);
+			r = gm_lfs_smudge_fetch(s, in.buf, in.len, NULL, smudge_sink, &o, &ferr);
 		if (r && o.started) {
 			/* Content went out already: end it and take the status back. */
 			if (report)

@@ -22,4 +22,11 @@ int gm_lfs_tmp_dir(const gm_lfs_store *s, gm_error *err);
 /* Renames the verified temporary file tmp to the object path of oid. */
 int gm_lfs_store_install(const gm_lfs_store *s, const char *tmp, const char *oid, gm_error *err);
 
+/*
+ * gm_lfs_smudge, and when the object is missing, gm_lfs_fetch_one then
+ * smudge again: what the filters run for stock git do (as git-lfs's).
+ */
+int gm_lfs_smudge_fetch(const gm_lfs_store *s, const void *data, size_t len, const char *path,
+			gm_lfs_sink_fn sink, void *ctx, gm_error *err);
+
 #endif

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <git2.h>
@@ -311,6 +312,152 @@ void gm_lfs_endpoint_release(gm_lfs_endpoint *e)
 	memset(e, 0, sizeof(*e));
 }
 
+
+/* ------------------------------------------------------------ git credentials */
+
+struct cred {
+	char *username, *password;
+};
+
+static void cred_release(struct cred *c)
+{
+	if (c->password)
+		explicit_bzero(c->password, strlen(c->password));
+	free(c->username);
+	free(c->password);
+	c->username = c->password = NULL;
+}
+
+/*
+ * Runs "git credential ACTION" with url (and, for approve/reject, the
+ * credentials) on its standard input; for fill, reads username= and
+ * password= back.  Returns 0 when git succeeded (and, for fill, gave both).
+ * git itself decides whether to prompt (GIT_TERMINAL_PROMPT, helpers).
+ */
+static int run_git_credential(const char *action, const char *url, struct cred *c)
+{
+	int in[2], out[2], status;
+	gm_buf req = GM_BUF_INIT, resp = GM_BUF_INIT;
+	char chunk[4096];
+	ssize_t n;
+	pid_t pid;
+
+	if (strpbrk(url, "\n") || (c->username && strpbrk(c->username, "\n")) ||
+	    (c->password && strpbrk(c->password, "\n")))
+		return -1;
+	if (pipe(in) < 0)
+		return -1;
+	if (pipe(out) < 0) {
+		close(in[0]);
+		close(in[1]);
+		return -1;
+	}
+	pid = fork();
+	if (pid < 0) {
+		close(in[0]);
+		close(in[1]);
+		close(out[0]);
+		close(out[1]);
+		return -1;
+	}
+	if (pid == 0) {
+		dup2(in[0], 0);
+		dup2(out[1], 1);
+		close(in[0]);
+		close(in[1]);
+		close(out[0]);
+		close(out[1]);
+		execlp("git", "git", "credential", action, (char *)NULL);
+		_exit(127);
+	}
+	close(in[0]);
+	close(out[1]);
+	gm_buf_addf(&req, "url=%s\n", url);
+	if (c->username)
+		gm_buf_addf(&req, "username=%s\n", c->username);
+	if (c->password)
+		gm_buf_addf(&req, "password=%s\n", c->password);
+	gm_buf_addch(&req, '\n');
+	if (gm_write_all(in[1], req.buf, req.len) < 0) {
+		/* git died early: its status says so below */
+	}
+	close(in[1]);
+	while ((n = read(out[0], chunk, sizeof(chunk))) > 0)
+		gm_buf_add(&resp, chunk, (size_t)n);
+	close(out[0]);
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	explicit_bzero(req.buf, req.len);
+	gm_buf_release(&req);
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		gm_buf_release(&resp);
+		return -1;
+	}
+	if (!strcmp(action, "fill")) {
+		char *save = NULL, *line;
+
+		cred_release(c);
+		for (line = strtok_r(resp.buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+			if (!strncmp(line, "username=", 9) && !c->username)
+				c->username = gm_xstrdup(line + 9);
+			else if (!strncmp(line, "password=", 9) && !c->password)
+				c->password = gm_xstrdup(line + 9);
+		}
+		explicit_bzero(resp.buf, resp.len);
+		gm_buf_release(&resp);
+		return c->username && c->password ? 0 : -1;
+	}
+	gm_buf_release(&resp);
+	return 0;
+}
+
+/*
+ * Runs a transfer; after a 401 without credentials of ours, asks git's
+ * credential helpers and tries once more with what they give, then
+ * tells them whether it worked.
+ */
+static int transfer_with_credentials(gm_lfs_endpoint *ep, int (*run)(void *ctx, gm_lfs_remote *r,
+		gm_lfs_transfer_stats *st, gm_error *err), void *ctx, gm_lfs_transfer_stats *stats, gm_error *err)
+{
+	struct cred c = { NULL, NULL };
+	gm_lfs_remote r = ep->remote;
+	gm_error first = GM_ERROR_INIT;
+	int ret = run(ctx, &r, stats, err);
+
+	if (!ret || !stats->auth_failed || r.token || r.username || !r.url || strstr(r.url, "@"))
+		return ret;
+	first = *err;
+	if (run_git_credential("fill", r.url, &c)) {
+		*err = first;
+		return ret;
+	}
+	r.username = c.username;
+	r.password = c.password;
+	gm_info("LFS: trying the credentials git gave for %s", r.url);
+	ret = run(ctx, &r, stats, err);
+	if (!ret)
+		run_git_credential("approve", r.url, &c);
+	else if (stats->auth_failed)
+		run_git_credential("reject", r.url, &c);
+	cred_release(&c);
+	return ret;
+}
+
+struct xfer_ctx {
+	const gm_lfs_store *s;
+	const gm_lfs_object_list *list;
+	const gm_lfs_transfer_opts *opts;
+	int upload;
+};
+
+static int run_xfer(void *ctx, gm_lfs_remote *r, gm_lfs_transfer_stats *st, gm_error *err)
+{
+	struct xfer_ctx *x = ctx;
+
+	return x->upload ? gm_lfs_upload(x->s, r, x->list, x->opts, st, err)
+			 : gm_lfs_download(x->s, r, x->list, x->opts, st, err);
+}
+
 /* ------------------------------------------------------------ local copies */
 
 /* Copies the objects of list between two local stores, verified. */
@@ -397,7 +544,9 @@ int gm_lfs_fetch(const char *repo_path, const gm_lfs_fetch_opts *opts, gm_lfs_tr
 		ret = copy_local(&from, &store, &list, stats, err);
 		gm_lfs_store_release(&from);
 	} else {
-		ret = gm_lfs_download(&store, &ep.remote, &list, &topts, stats, err);
+		struct xfer_ctx x = { &store, &list, &topts, 0 };
+
+		ret = transfer_with_credentials(&ep, run_xfer, &x, stats, err);
 	}
 	gm_lfs_endpoint_release(&ep);
 	if (!ret && opts->checkout && !git_repository_is_bare(repo)) {
@@ -411,6 +560,50 @@ out_repo:
 	free(cache);
 	gm_lfs_object_list_release(&list);
 	close_repo(repo);
+	return ret;
+}
+
+int gm_lfs_fetch_one(const gm_lfs_store *s, const char *oid, unsigned long long size, const char *path,
+		     gm_error *err)
+{
+	gm_lfs_transfer_opts topts = GM_LFS_TRANSFER_OPTS_INIT;
+	gm_lfs_transfer_stats stats;
+	gm_lfs_object_list list = { NULL, 0, 0 };
+	gm_lfs_endpoint ep;
+	git_repository *repo;
+	char *cache = gm_hub_cache_dir();
+	int ret;
+
+	gm_lfs_git_init();
+	if (git_repository_open_ext(&repo, s->gitdir, GIT_REPOSITORY_OPEN_NO_SEARCH | GIT_REPOSITORY_OPEN_BARE,
+				    NULL) < 0) {
+		ret = gm_lfs_git_error(err, GM_ENOENT, s->gitdir);
+		git_libgit2_shutdown();
+		free(cache);
+		return ret;
+	}
+	gm_lfs_object_list_add(&list, oid, size, path);
+	ret = resolve_in_repo(repo, NULL, &ep, err);
+	if (!ret) {
+		if (ep.local_gitdir) {
+			gm_lfs_store from;
+
+			memset(&stats, 0, sizeof(stats));
+			gm_lfs_store_init(&from, ep.local_gitdir, err);
+			ret = copy_local(&from, s, &list, &stats, err);
+			gm_lfs_store_release(&from);
+		} else {
+			struct xfer_ctx x = { s, &list, &topts, 0 };
+
+			topts.progress = GM_LFS_PROGRESS_NEVER;
+			topts.hf_cache = cache;
+			ret = transfer_with_credentials(&ep, run_xfer, &x, &stats, err);
+		}
+		gm_lfs_endpoint_release(&ep);
+	}
+	gm_lfs_object_list_release(&list);
+	close_repo(repo);
+	free(cache);
 	return ret;
 }
 
@@ -456,10 +649,6 @@ int gm_lfs_checkout(const char *repo_path, const char *const *include, const cha
 		ret = gm_error_set(err, GM_EINVAL, "'%s' is a bare repository: nothing to check out", repo_path);
 		goto out;
 	}
-	/* The index is refreshed through the filter, which must be ours. */
-	ret = gm_lfs_filter_register(err);
-	if (ret)
-		goto out;
 	ret = gm_lfs_store_init(&store, git_repository_commondir(repo), err);
 	if (ret)
 		goto out;
@@ -500,15 +689,29 @@ int gm_lfs_checkout(const char *repo_path, const char *const *include, const cha
 				gm_atomic_abort(&f);
 				ret = gm_error_set(err, ferr.code, "%s", ferr.msg);
 			} else {
-				/* Refresh the entry (through our clean filter: the same
-				 * pointer); the entry itself is replaced, so copy its path. */
-				char *rel = gm_xstrdup(e->path);
+				/* Refresh the entry's stat data: same blob (we just
+				 * smudged its pointer), the new file's times and size.
+				 * Cleaning the file again would re-hash and copy it. */
+				git_index_entry ne = *e;
+				struct stat st;
 
 				w++;
 				changed = 1;
-				if (git_index_add_bypath(index, rel) < 0)
-					ret = gm_lfs_git_error(err, GM_ERROR, rel);
-				free(rel);
+				ne.path = gm_xstrdup(e->path); /* e is replaced by the add */
+				if (lstat(path, &st) == 0) {
+					ne.ctime.seconds = (int32_t)st.st_ctim.tv_sec;
+					ne.ctime.nanoseconds = (uint32_t)st.st_ctim.tv_nsec;
+					ne.mtime.seconds = (int32_t)st.st_mtim.tv_sec;
+					ne.mtime.nanoseconds = (uint32_t)st.st_mtim.tv_nsec;
+					ne.dev = (uint32_t)st.st_dev;
+					ne.ino = (uint32_t)st.st_ino;
+					ne.uid = (uint32_t)st.st_uid;
+					ne.gid = (uint32_t)st.st_gid;
+					ne.file_size = (uint32_t)st.st_size;
+					if (git_index_add(index, &ne) < 0)
+						ret = gm_lfs_git_error(err, GM_ERROR, ne.path);
+				}
+				free((char *)ne.path);
 			}
 		} else {
 			ret = gm_error_set(err, ferr.code, "%s", ferr.msg);
@@ -593,7 +796,9 @@ int gm_lfs_push(const char *repo_path, const char *remote_name, const char *rev,
 			ret = copy_local(&store, &to, &list, stats, err);
 			gm_lfs_store_release(&to);
 		} else {
-			ret = gm_lfs_upload(&store, &ep.remote, &list, opts, stats, err);
+			struct xfer_ctx x = { &store, &list, opts, 1 };
+
+			ret = transfer_with_credentials(&ep, run_xfer, &x, stats, err);
 		}
 		gm_lfs_endpoint_release(&ep);
 	}

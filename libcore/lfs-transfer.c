@@ -198,13 +198,14 @@ static void auth_error(struct engine *e, long status, const char *what)
 	if (e->fatal)
 		return;
 	e->fatal = 1;
+	e->stats->auth_failed = 1;
 	if (e->remote->token)
 		gm_error_set(&e->fatal_err, GM_EINVAL, "%s: the server answered %ld (not authorized) to the token "
 			     "that was sent: check that HF_TOKEN (or $HF_HOME/token) is valid and grants access to "
 			     "this repository", what, status);
 	else
 		gm_error_set(&e->fatal_err, GM_EINVAL, "%s: the server answered %ld (authentication required): "
-			     "set HF_TOKEN (Hugging Face) or put credentials in the remote URL", what, status);
+			     "set HF_TOKEN (Hugging Face), or give git credentials for this server", what, status);
 }
 
 /* ------------------------------------------------------------ progress */

@@ -240,10 +240,20 @@ int gm_lfs_store_discover(gm_lfs_store *s, const char *path, gm_error *err)
 
 	memset(s, 0, sizeof(*s));
 	gm_lfs_git_init();
-	if (path)
+	if (path) {
 		ret = git_repository_open_ext(&repo, path, 0, NULL);
-	else
-		ret = git_repository_open_ext(&repo, NULL, GIT_REPOSITORY_OPEN_FROM_ENV, NULL);
+	} else {
+		/* As git runs its filters: GIT_DIR when set (libgit2's
+		 * OPEN_FROM_ENV refuses GIT_WORK_TREE, which git sets in linked
+		 * worktrees), else discovered from the current directory. */
+		const char *gd = getenv("GIT_DIR");
+
+		if (gd && *gd)
+			ret = git_repository_open_ext(&repo, gd, GIT_REPOSITORY_OPEN_NO_SEARCH |
+						      GIT_REPOSITORY_OPEN_BARE, NULL);
+		else
+			ret = git_repository_open_ext(&repo, ".", 0, NULL);
+	}
 	if (ret < 0) {
 		ret = gm_lfs_git_error(err, ret == GIT_ENOTFOUND ? GM_ENOENT : GM_ERROR,
 				       path ? path : "the current directory");
@@ -742,7 +752,7 @@ int gm_lfs_smudge_fd(const gm_lfs_store *s, int in_fd, int out_fd, const char *p
 	if (len < sizeof(head)) {
 		if (skip)
 			return gm_lfs_sink_fd(&out_fd, head, len, err);
-		return gm_lfs_smudge(s, head, len, path, gm_lfs_sink_fd, &out_fd, err);
+		return gm_lfs_smudge_fetch(s, head, len, path, gm_lfs_sink_fd, &out_fd, err);
 	}
 	/* Too large for a pointer: copy it through. */
 	ret = gm_lfs_sink_fd(&out_fd, head, len, err);

@@ -94,7 +94,8 @@ int gm_lfs_store_init(gm_lfs_store *s, const char *gitdir, gm_error *err);
 
 /*
  * Opens the store of the repository containing path (discovered as git
- * does, honouring GIT_DIR; linked worktrees use their common directory).
+ * does; path NULL means GIT_DIR when set, else the current directory, as
+ * for a filter run by git; linked worktrees use their common directory).
  * GM_ENOENT when path is not in a git repository.
  */
 int gm_lfs_store_discover(gm_lfs_store *s, const char *path, gm_error *err);
@@ -164,8 +165,9 @@ int gm_lfs_smudge(const gm_lfs_store *s, const void *data, size_t len, const cha
 
 /*
  * The single-shot smudge filter: reads in_fd to EOF and writes the content
- * to out_fd (gm_lfs_smudge; input of 1024 bytes or more is copied through
- * without being held in memory).  skip (GIT_LFS_SKIP_SMUDGE) passes
+ * to out_fd (gm_lfs_smudge, downloading a missing object first with
+ * gm_lfs_fetch_one; input of 1024 bytes or more is copied through without
+ * being held in memory).  skip (GIT_LFS_SKIP_SMUDGE) passes
  * pointers through unchanged.
  */
 int gm_lfs_smudge_fd(const gm_lfs_store *s, int in_fd, int out_fd, const char *path, int skip, gm_error *err);
@@ -249,6 +251,7 @@ typedef struct gm_lfs_transfer_stats {
 	size_t n_retries;      /* requests repeated after 429, 5xx or a connection error */
 	unsigned long long bytes;  /* bytes moved over the network (bodies only) */
 	double seconds;        /* wall time of the whole call */
+	int auth_failed;       /* the server answered 401/403 to our credentials (or their absence) */
 } gm_lfs_transfer_stats;
 
 /*
@@ -308,7 +311,10 @@ int gm_lfs_path_selected(const char *path, const char *const *include, const cha
  * remote.NAME.lfsurl, then the endpoint derived from remote.NAME.url
  * (gm_lfs_endpoint_for_url).  The Hugging Face token (gm_hub_token) is
  * attached only when the endpoint is on the Hugging Face endpoint
- * (HF_ENDPOINT), so it never leaks to another server.  The strings of
+ * (HF_ENDPOINT), so it never leaks to another server.  Elsewhere,
+ * credentials in the URL are used as they are; gm_lfs_fetch and
+ * gm_lfs_push then ask git's credential helpers ("git credential fill")
+ * after a 401, and tell them whether the answer worked.  The strings of
  * out->remote point into out and live until gm_lfs_endpoint_release.
  */
 typedef struct gm_lfs_endpoint {
@@ -347,6 +353,15 @@ int gm_lfs_fetch(const char *repo_path, const gm_lfs_fetch_opts *opts, gm_lfs_tr
 		 gm_error *err);
 
 /*
+ * Downloads one object into the store from the LFS server of the
+ * repository owning the store (remote "origin", resolved as above): what
+ * the smudge filters do when an object is missing, as git-lfs does.  No
+ * progress is shown.  GM_ENOENT when there is no remote to ask.
+ */
+int gm_lfs_fetch_one(const gm_lfs_store *s, const char *oid, unsigned long long size, const char *path,
+		     gm_error *err);
+
+/*
  * Replaces worktree files that still hold the pointer recorded in the
  * index by the object's content (atomically, mode kept) and refreshes
  * their index entries, as "git lfs checkout" does.  Files whose object is
@@ -371,7 +386,9 @@ int gm_lfs_push(const char *repo_path, const char *remote_name, const char *rev,
  * smudge on checkout, using the store of the repository being filtered.
  * Idempotent; call after git_libgit2_init().  A smudge whose object is
  * missing fails the checkout of that file with the message of
- * gm_lfs_smudge.
+ * gm_lfs_smudge (it does not download: fetch with gm_lfs_fetch, in
+ * parallel, before checking out; or clone without checkout, fetch, then
+ * check out).
  */
 int gm_lfs_filter_register(gm_error *err);
 
@@ -379,8 +396,10 @@ int gm_lfs_filter_register(gm_error *err);
  * Runs git's long-running filter protocol (gitattributes(5), "Long
  * Running Filter Process") on in_fd/out_fd until git closes in_fd:
  * handshake (git-filter-client/version=2), capabilities clean and smudge,
- * then one request after another.  A request that fails (missing object,
- * unreadable input, unknown command) is answered "status=error", reported
+ * then one request after another.  Smudge downloads an object missing
+ * from the store first (gm_lfs_fetch_one), as git-lfs does.  A request
+ * that fails (an object that cannot be had, unreadable input, an unknown
+ * command) is answered "status=error", reported
  * through report(ctx, pathname, error) (may be NULL), and the process goes
  * on.  Smudge honours GIT_LFS_SKIP_SMUDGE=1 (pointers are passed through,
  * as git-lfs does).  Returns 0 at a clean EOF between requests, or

@@ -58,10 +58,9 @@ test_expect_success 'smudge turns a pointer back into the content; other input p
 	test_cmp one.bin one.out
 '
 
-test_expect_success 'smudge of a missing object names it and says how to fetch it' '
+test_expect_success 'smudge of a missing object that cannot be downloaded names it and says why' '
 	(cd scratch && test_expect_code 1 git model smudge -- weights.bin <../looks-like-pointer.bin) 2>err &&
-	test_grep "^error: weights.bin: LFS object 0000000000000000000000000000000000000000000000000000000000000000 (12 bytes) is not in" err &&
-	test_grep "git model lfs-fetch" err
+	test_grep "^error: weights.bin: LFS object 0000000000000000000000000000000000000000000000000000000000000000 (12 bytes) is not in .* and could not be downloaded: no remote .origin." err
 '
 
 test_expect_success 'smudge refuses a corrupt object in the store' '
@@ -159,11 +158,19 @@ test_expect_success 'stock git checkout smudges through our filter-process' '
 	test_cmp k1025.bin ours/k1025.bin
 '
 
-test_expect_success 'a checkout whose object is missing fails naming the object' '
+test_expect_success 'stock git clone: our smudge fetches missing objects from the remote (here local)' '
+	git -c filter.lfs.process="git-model filter-process" -c filter.lfs.required=true \
+		clone -q ours ours-smudged &&
+	test_cmp m3.bin ours-smudged/m3.bin &&
+	test_cmp m3.bin "$(object_path ours-smudged $(sha256sum m3.bin | cut -d" " -f1))"
+'
+
+test_expect_success 'a checkout whose object is missing and cannot be fetched fails naming the object' '
 	git clone -q --no-checkout ours ours-clone &&
-	(cd ours-clone && git model install --local -q &&
+	(cd ours-clone && git model install --local -q && git remote remove origin &&
 	 test_must_fail git checkout HEAD -- . 2>../err) &&
-	test_grep "git-model filter-process: .*LFS object .* is not in" err
+	test_grep "git-model filter-process: .*LFS object .* is not in .* and could not be downloaded" err &&
+	rm -rf ours-clone
 '
 
 test_expect_success 'git model lfs-fetch --checkout copies objects from a local remote, verified' '
@@ -196,6 +203,18 @@ test_expect_success GIT_LFS 'a repository written by git-model is read by git-lf
 	test_must_be_empty status &&
 	test_cmp m3.bin ours/m3.bin &&
 	test_line_count = 3 ls
+'
+
+test_expect_success 'a linked worktree shares the object store of its repository' '
+	(cd ours && git worktree add -q ../ours-wt) &&
+	test_cmp m3.bin ours-wt/m3.bin &&
+	head -c 5000 /dev/urandom >wt.bin &&
+	cp wt.bin ours-wt/ &&
+	(cd ours-wt && git add wt.bin && git commit -q -m wt &&
+	 rm wt.bin && git checkout -- wt.bin) &&
+	test_cmp wt.bin ours-wt/wt.bin &&
+	test_cmp wt.bin "$(object_path ours $(sha256sum wt.bin | cut -d" " -f1))" &&
+	test_path_is_missing ours/.git/worktrees/ours-wt/lfs
 '
 
 # filter-process driven by hand: pkt-lines in, decoded packets out.

@@ -118,6 +118,19 @@ test_expect_success 'a second fetch downloads nothing' '
 	test_grep ! "^GET /_lfs" "$HUB_LOG"
 '
 
+test_expect_success 'stock git clone with our filter: smudge downloads each object, like git-lfs' '
+	start_hub_server &&
+	rm -rf c18 &&
+	git -c filter.lfs.process="git-model filter-process" -c filter.lfs.required=true \
+		clone -q "$HUB_URL/org/model" c18 &&
+	(cd c18 && git model install --local -q && git lfs fsck >/dev/null && git status --porcelain >../status) &&
+	test_must_be_empty status &&
+	test_cmp src/model-q8.gguf c18/model-q8.gguf &&
+	test_cmp src/model-00001-of-00002.safetensors c18/model-00001-of-00002.safetensors &&
+	grep -c "^GET /_lfs/org/model/.* 200" "$HUB_LOG" >ngets &&
+	echo 4 >expect && test_cmp expect ngets
+'
+
 test_expect_success '--include and --exclude pick files (one quantization of many)' '
 	start_hub_server &&
 	clone_pointers c2 &&
@@ -318,6 +331,23 @@ test_expect_success 'the token file under HF_HOME is used, and never sent to ano
 	(cd c14 && rm -rf .git/lfs &&
 	 HF_HOME="$TRASH_DIRECTORY/hfh" HF_ENDPOINT=http://other.invalid test_expect_code 1 git model lfs-fetch 2>../err) &&
 	test_grep "authentication required" err
+'
+
+test_expect_success 'without a Hugging Face token, git credential helpers are asked after a 401' '
+	start_hub_server --token s3cret &&
+	rm -rf c17 &&
+	GIT_LFS_SKIP_SMUDGE=1 git clone -q "http://user:s3cret@127.0.0.1:$HUB_PORT/org/model" c17 &&
+	echo "http://user:s3cret@127.0.0.1:$HUB_PORT" >creds &&
+	(cd c17 && git model install --local -q &&
+	 git remote set-url origin "$HUB_URL/org/model" &&
+	 git config credential.helper "store --file=\"$TRASH_DIRECTORY/creds\"" &&
+	 git model lfs-fetch >../out) &&
+	test_grep "^fetched 4 objects" out &&
+	test_grep "^POST /org/model.git/info/lfs/objects/batch 401" "$HUB_LOG" &&
+	echo "http://user:wrong@127.0.0.1:$HUB_PORT" >creds &&
+	(cd c17 && rm -rf .git/lfs && test_expect_code 1 git model lfs-fetch 2>../err) &&
+	test_grep "answered 401" err &&
+	test_must_be_empty creds
 '
 
 test_expect_success GIT_LFS 'the server'\''s token check applies to git-lfs too' '

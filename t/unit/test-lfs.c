@@ -238,6 +238,15 @@ static void test_hub(const char *dir)
 		setenv("HF_HOME", home, 1);
 		ok(gm_hub_token(&tok, &err) == 0 && tok && !strcmp(tok, "hf_file"), "$HF_HOME/token, first line");
 		free(tok);
+		{
+			char *tp = gm_path_join(dir, "other-token");
+			gm_write_file_atomic(tp, "hf_path\n", 8, 0600, &err);
+			setenv("HF_TOKEN_PATH", tp, 1);
+			ok(gm_hub_token(&tok, &err) == 0 && tok && !strcmp(tok, "hf_path"), "HF_TOKEN_PATH wins");
+			free(tok);
+			unsetenv("HF_TOKEN_PATH");
+			free(tp);
+		}
 		s = gm_hub_cache_dir();
 		ok(!strncmp(s, home, strlen(home)) && !strcmp(s + strlen(home), "/hub"), "cache under HF_HOME");
 		free(s);
