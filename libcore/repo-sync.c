@@ -407,7 +407,6 @@ out:
  * HTTP endpoint with an optional token. */
 struct remote_info {
 	char *url;      /* the git URL */
-	char *lfs_url;  /* LFS endpoint (HTTP remotes) */
 	char *token;    /* Authorization: Bearer, or NULL */
 	char *header;   /* "Authorization: Bearer TOKEN" for libgit2, or NULL */
 	int local;      /* url is a local path */
@@ -416,7 +415,6 @@ struct remote_info {
 static void remote_info_release(struct remote_info *ri)
 {
 	free(ri->url);
-	free(ri->lfs_url);
 	free(ri->token);
 	free(ri->header);
 	memset(ri, 0, sizeof(*ri));
@@ -427,17 +425,16 @@ static int is_local_url(const char *url)
 	return url[0] == '/' || !strncmp(url, "file://", 7) || gm_is_dir(url);
 }
 
-/* Fills ri for a git URL; hub (may be NULL) for hf: sources. */
-static int remote_info_init(struct remote_info *ri, const char *url, const gm_hub_ref *hub, gm_error *err)
+/* Fills ri for a git URL: the header libgit2 sends. */
+static int remote_info_init(struct remote_info *ri, const char *url, gm_error *err)
 {
 	int ret;
 
 	memset(ri, 0, sizeof(*ri));
 	ri->url = gm_xstrdup(url);
-	ri->local = !hub && is_local_url(url);
+	ri->local = is_local_url(url);
 	if (ri->local)
 		return 0;
-	ri->lfs_url = hub ? gm_hub_lfs_url(hub) : gm_lfs_endpoint_for_url(url);
 	/* only to the Hub's own host, even for a model cloned from hf: when
 	 * HF_ENDPOINT has changed since */
 	if ((ret = gm_hub_token_for_url(url, &ri->token, err)))
@@ -450,96 +447,28 @@ static int remote_info_init(struct remote_info *ri, const char *url, const gm_hu
 	return 0;
 }
 
-static const char *local_path(const char *url)
+/* Downloads the LFS objects of commit hex that the store lacks, from the
+ * remote's LFS server (or its store, for a local remote): lfs.h resolves
+ * the endpoint as git-lfs does, attaches the Hub token only on the Hub and
+ * asks git's credential helpers elsewhere.  checkout then smudges work-tree
+ * files that are still pointers. */
+static int lfs_fetch(gm_repo *r, const char *hex, const gm_repo_transfer_opts *opts, int checkout,
+		     gm_error *err)
 {
-	return !strncmp(url, "file://", 7) ? url + 7 : url;
-}
-
-/* Gets the listed objects the store lacks. */
-static int download_objects(gm_repo *r, const struct remote_info *ri, const gm_lfs_object_list *list,
-			    const char *ref, int quiet, gm_error *err)
-{
-	gm_lfs_transfer_opts o = GM_LFS_TRANSFER_OPTS_INIT;
+	gm_lfs_fetch_opts fo = GM_LFS_FETCH_OPTS_INIT;
 	gm_lfs_transfer_stats st;
-	gm_lfs_remote rem;
-	char *cache;
-	size_t i;
-	int ret = 0;
+	int ret;
 
-	if (!list->n)
-		return 0;
-	if (ri->local) {
-		gm_lfs_store src;
-		if ((ret = gm_lfs_store_discover(&src, local_path(ri->url), err)))
-			return ret;
-		for (i = 0; i < list->n && !ret; i++) {
-			const gm_lfs_object *ob = &list->items[i];
-			char *p;
-			if (gm_lfs_store_has(gm_repo_lfs(r), ob->oid, ob->size))
-				continue;
-			p = gm_lfs_object_path(&src, ob->oid);
-			if (!gm_is_file(p))
-				ret = gm_error_set(err, GM_ENOENT, "%s: LFS object %s is not in %s either",
-						   ob->path ? ob->path : "?", ob->oid, ri->url);
-			else
-				ret = gm_lfs_store_import(gm_repo_lfs(r), p, ob->oid, ob->size, err);
-			free(p);
-		}
-		gm_lfs_store_release(&src);
-		return ret;
-	}
-	memset(&rem, 0, sizeof(rem));
-	rem.url = ri->lfs_url;
-	rem.token = ri->token;
-	rem.ref = ref;
-	o.progress = quiet ? GM_LFS_PROGRESS_NEVER : GM_LFS_PROGRESS_AUTO;
-	cache = gm_hub_cache_dir();
-	o.hf_cache = cache;
-	ret = gm_lfs_download(gm_repo_lfs(r), &rem, list, &o, &st, err);
-	free(cache);
+	fo.rev = hex;
+	fo.include = opts->include;
+	fo.exclude = opts->exclude;
+	fo.checkout = checkout;
+	fo.transfer.progress = opts->quiet ? GM_LFS_PROGRESS_NEVER : GM_LFS_PROGRESS_AUTO;
+	ret = gm_lfs_fetch(gm_repo_workdir(r), &fo, &st, err);
 	if (!ret)
 		gm_info("LFS: %zu objects present, %zu reused from the Hugging Face cache, %zu downloaded "
 			"(%llu bytes, %zu resumed)", st.n_present, st.n_reused, st.n_transferred, st.bytes,
 			st.n_resumed);
-	return ret;
-}
-
-static int upload_objects(gm_repo *r, const struct remote_info *ri, const gm_lfs_object_list *list,
-			  const char *ref, int quiet, gm_error *err)
-{
-	gm_lfs_transfer_opts o = GM_LFS_TRANSFER_OPTS_INIT;
-	gm_lfs_transfer_stats st;
-	gm_lfs_remote rem;
-	size_t i;
-	int ret = 0;
-
-	if (!list->n)
-		return 0;
-	if (ri->local) {
-		gm_lfs_store dst;
-		if ((ret = gm_lfs_store_discover(&dst, local_path(ri->url), err)))
-			return ret;
-		for (i = 0; i < list->n && !ret; i++) {
-			const gm_lfs_object *ob = &list->items[i];
-			char *p;
-			if (gm_lfs_store_has(&dst, ob->oid, ob->size))
-				continue;
-			p = gm_lfs_object_path(gm_repo_lfs(r), ob->oid);
-			ret = gm_lfs_store_import(&dst, p, ob->oid, ob->size, err);
-			free(p);
-		}
-		gm_lfs_store_release(&dst);
-		return ret;
-	}
-	memset(&rem, 0, sizeof(rem));
-	rem.url = ri->lfs_url;
-	rem.token = ri->token;
-	rem.ref = ref;
-	o.progress = quiet ? GM_LFS_PROGRESS_NEVER : GM_LFS_PROGRESS_AUTO;
-	ret = gm_lfs_upload(gm_repo_lfs(r), &rem, list, &o, &st, err);
-	if (!ret)
-		gm_info("LFS: %zu objects already on the remote, %zu uploaded (%llu bytes)", st.n_present,
-			st.n_transferred, st.bytes);
 	return ret;
 }
 
@@ -861,7 +790,6 @@ int gm_repo_clone(const char *source, const char *name, const gm_repo_transfer_o
 	gm_repo *r = NULL;
 	git_repository *git = NULL;
 	git_clone_options co;
-	gm_lfs_object_list list = { NULL, 0, 0 };
 	char *url = NULL, *def = NULL, *slot[1], hex[GM_REPO_OID_HEXLEN + 1];
 	const char *rev = NULL;
 	int ret, is_hub = gm_hub_is_source(source), keep_partial = 0;
@@ -893,7 +821,7 @@ int gm_repo_clone(const char *source, const char *name, const gm_repo_transfer_o
 		}
 		def = default_name(source);
 	}
-	if ((ret = remote_info_init(&ri, url, is_hub ? &hub : NULL, err)) ||
+	if ((ret = remote_info_init(&ri, url, err)) ||
 	    (ret = gm_repo_dest_init(&d, name, def, err)) ||
 	    (ret = gm_registry_open(NULL, &reg, err)) || (ret = gm_repo_dest_check(&d, reg, err)) ||
 	    (ret = gm_repo_dest_lock(&d, err)))
@@ -958,8 +886,7 @@ int gm_repo_clone(const char *source, const char *name, const gm_repo_transfer_o
 	git = NULL;
 	if ((ret = gm_repo_open(d.partial, &r, err)) ||
 	    (ret = gm_lfs_install(GM_LFS_INSTALL_LOCAL, d.partial, 0, NULL, err)) ||
-	    (ret = gm_lfs_scan_tree(d.partial, hex, opts->include, opts->exclude, &list, err)) ||
-	    (ret = download_objects(r, &ri, &list, NULL, opts->quiet, err)))
+	    (ret = lfs_fetch(r, hex, opts, 0, err)))
 		goto out;
 	if ((ret = checkout_commit(r, NULL, hex, 1, err)))
 		goto out;
@@ -969,7 +896,6 @@ int gm_repo_clone(const char *source, const char *name, const gm_repo_transfer_o
 out:
 	if (ret && keep_partial && d.lock_fd >= 0 && gm_is_dir(d.partial))
 		gm_info("the partial clone stays in %s: running the same command again resumes it", d.partial);
-	gm_lfs_object_list_release(&list);
 	git_repository_free(git);
 	gm_repo_close(r);
 	gm_registry_close(reg);
@@ -987,29 +913,12 @@ out:
 static int model_remote(gm_repo *r, const gm_registry_model *m, const char *remote_name,
 			struct remote_info *ri, git_remote **remote, gm_error *err)
 {
-	gm_hub_ref hub = GM_HUB_REF_INIT;
-	int ret, is_hub;
-
 	*remote = NULL;
 	if (git_remote_lookup(remote, gm_repo_git(r), remote_name) < 0)
 		return gm_error_set(err, GM_ENOENT, "model '%s' has no remote '%s'%s", m->name, remote_name,
 				    !strcmp(remote_name, "origin") ? " (it was not cloned; add one with "
 				    "'git remote add origin URL' in its directory)" : "");
-	is_hub = gm_hub_is_source(m->source) && !strcmp(remote_name, "origin") &&
-		 gm_hub_parse(m->source, &hub, NULL) == 0;
-	ret = remote_info_init(ri, git_remote_url(*remote), is_hub ? &hub : NULL, err);
-	gm_hub_ref_release(&hub);
-	if (!ret && !ri->local) {
-		/* lfs.url and remote.NAME.lfsurl override the derived endpoint,
-		 * as they do for git-lfs */
-		gm_lfs_endpoint ep;
-		if (gm_lfs_endpoint_resolve(gm_repo_workdir(r), remote_name, &ep, NULL) == 0 && ep.remote.url) {
-			free(ri->lfs_url);
-			ri->lfs_url = gm_xstrdup(ep.remote.url);
-		}
-		gm_lfs_endpoint_release(&ep);
-	}
-	return ret;
+	return remote_info_init(ri, git_remote_url(*remote), err);
 }
 
 static int fetch_remote(git_remote *remote, const struct remote_info *ri, gm_error *err)
@@ -1042,7 +951,6 @@ int gm_repo_fetch(const char *name, const char *rev, const gm_repo_transfer_opts
 	gm_repo *r = NULL;
 	git_remote *remote = NULL;
 	struct remote_info ri;
-	gm_lfs_object_list list = { NULL, 0, 0 };
 	char hex[GM_REPO_OID_HEXLEN + 1], head[GM_REPO_OID_HEXLEN + 1];
 	int ret;
 
@@ -1052,18 +960,14 @@ int gm_repo_fetch(const char *name, const char *rev, const gm_repo_transfer_opts
 	if ((ret = gm_registry_open(NULL, &reg, err)) || (ret = gm_repo_open_model(reg, name, &m, &r, err)) ||
 	    (ret = model_remote(r, &m, "origin", &ri, &remote, err)) ||
 	    (ret = fetch_remote(remote, &ri, err)) ||
-	    (ret = gm_repo_resolve(r, rev, hex, err)) ||
-	    (ret = gm_lfs_scan_tree(gm_repo_workdir(r), hex, opts->include, opts->exclude, &list, err)) ||
-	    (ret = download_objects(r, &ri, &list, NULL, opts->quiet, err)))
+	    (ret = gm_repo_resolve(r, rev, hex, err)))
 		goto out;
 	/* pointer files of the checked-out commit get their content (edited
 	 * files are left alone), as git lfs checkout does */
-	if (head_hex(r, head) == 0 && !strcmp(head, hex))
-		ret = gm_lfs_checkout(gm_repo_workdir(r), opts->include, opts->exclude, NULL, NULL, err);
+	ret = lfs_fetch(r, hex, opts, head_hex(r, head) == 0 && !strcmp(head, hex), err);
 out:
 	if (ret)
 		gm_error_prefix(err, "git model fetch %s", name);
-	gm_lfs_object_list_release(&list);
 	git_remote_free(remote);
 	remote_info_release(&ri);
 	gm_repo_close(r);
@@ -1081,7 +985,6 @@ int gm_repo_pull(const char *name, const gm_repo_transfer_opts *opts, int *updat
 	git_remote *remote = NULL;
 	git_reference *head = NULL, *upstream = NULL, *moved = NULL;
 	struct remote_info ri;
-	gm_lfs_object_list list = { NULL, 0, 0 };
 	char old[GM_REPO_OID_HEXLEN + 1], new[GM_REPO_OID_HEXLEN + 1];
 	git_repository *git;
 	int ret;
@@ -1120,9 +1023,7 @@ int gm_repo_pull(const char *name, const gm_repo_transfer_opts *opts, int *updat
 				   git_reference_shorthand(head), m.path);
 		goto out;
 	}
-	if ((ret = gm_lfs_scan_tree(gm_repo_workdir(r), new, opts->include, opts->exclude, &list, err)) ||
-	    (ret = download_objects(r, &ri, &list, git_reference_name(head), opts->quiet, err)) ||
-	    (ret = checkout_commit(r, old, new, 0, err)))
+	if ((ret = lfs_fetch(r, new, opts, 0, err)) || (ret = checkout_commit(r, old, new, 0, err)))
 		goto out;
 	if (git_reference_set_target(&moved, head, git_reference_target(upstream), "git model pull: fast-forward")
 	    < 0) {
@@ -1132,7 +1033,6 @@ int gm_repo_pull(const char *name, const gm_repo_transfer_opts *opts, int *updat
 	*updated = 1;
 	ret = gm_registry_set_revision(reg, name, new, err);
 out:
-	gm_lfs_object_list_release(&list);
 	git_reference_free(moved);
 	git_reference_free(upstream);
 	git_reference_free(head);
@@ -1165,16 +1065,13 @@ int gm_repo_push(const char *name, const char *remote_name, const gm_repo_transf
 	gm_repo *r = NULL;
 	git_remote *remote = NULL;
 	git_reference *head = NULL;
-	git_revwalk *walk = NULL;
 	struct remote_info ri;
-	struct scan s;
-	gm_lfs_object_list list = { NULL, 0, 0 };
 	git_push_options po;
 	struct push_status ps = { GM_BUF_INIT };
-	gm_buf spec = GM_BUF_INIT, hide = GM_BUF_INIT;
+	gm_buf spec = GM_BUF_INIT;
 	char *slot[1], *specs[1];
 	git_strarray refspecs;
-	int ret, scanning = 0;
+	int ret;
 
 	if (!opts)
 		opts = &defaults;
@@ -1189,19 +1086,16 @@ int gm_repo_push(const char *name, const char *remote_name, const gm_repo_transf
 		goto out;
 	}
 	/* the LFS objects of the commits the remote does not have yet (as far
-	 * as its tracking refs know); the server skips what it has anyway */
-	if ((ret = scan_init(&s, r, &list, err)))
-		goto out;
-	scanning = 1;
-	if (git_revwalk_new(&walk, gm_repo_git(r)) < 0 || git_revwalk_push_head(walk) < 0) {
-		ret = gm_repo_git_error(err, GM_EIO, "cannot walk the history of %s", name);
-		goto out;
+	 * as its tracking refs know) go first; the server skips what it has */
+	{
+		gm_lfs_transfer_opts to = GM_LFS_TRANSFER_OPTS_INIT;
+		gm_lfs_transfer_stats st;
+		to.progress = opts->quiet ? GM_LFS_PROGRESS_NEVER : GM_LFS_PROGRESS_AUTO;
+		if ((ret = gm_lfs_push(gm_repo_workdir(r), remote_name, NULL, &to, &st, err)))
+			goto out;
+		gm_info("LFS: %zu objects already on the remote, %zu uploaded (%llu bytes)", st.n_present,
+			st.n_transferred, st.bytes);
 	}
-	gm_buf_addf(&hide, "remotes/%s/*", remote_name);
-	git_revwalk_hide_glob(walk, hide.buf);
-	if ((ret = scan_walk(&s, walk)) ||
-	    (ret = upload_objects(r, &ri, &list, git_reference_name(head), opts->quiet, err)))
-		goto out;
 	gm_buf_addf(&spec, "%s:%s", git_reference_name(head), git_reference_name(head));
 	specs[0] = spec.buf;
 	refspecs.strings = specs;
@@ -1218,13 +1112,8 @@ int gm_repo_push(const char *name, const char *remote_name, const gm_repo_transf
 		ret = gm_error_set(err, GM_EINVAL, "%s refused %s (fetch and pull first if it moved)", ri.url,
 				   ps.rejected.buf);
 out:
-	if (scanning)
-		scan_release(&s);
 	gm_buf_release(&ps.rejected);
 	gm_buf_release(&spec);
-	gm_buf_release(&hide);
-	gm_lfs_object_list_release(&list);
-	git_revwalk_free(walk);
 	git_reference_free(head);
 	git_remote_free(remote);
 	remote_info_release(&ri);
