@@ -814,6 +814,12 @@ int gm_repo_clone(const char *source, const char *name, const gm_repo_transfer_o
 		def = gm_xstrdup(hub.name);
 		rev = hub.rev;
 	} else {
+		struct stat st;
+		if (!strchr(source, ':') && stat(source, &st)) {
+			ret = gm_error_set(err, GM_ENOENT, "%s does not exist, and is not a URL, hf:ORG/NAME or a "
+					   "FILE.tar bundle", source);
+			goto out;
+		}
 		url = is_local_url(source) && !strstr(source, "://") ? realpath(source, NULL) : gm_xstrdup(source);
 		if (!url) {
 			ret = gm_error_errno(err, "cannot resolve %s", source);

@@ -96,6 +96,14 @@ test_expect_success 'import refuses what is not a model directory' '
 	test_grep "does-not-exist is not a directory" err
 '
 
+test_expect_success 'clone of something that does not exist says what it expected' '
+	test_expect_code 1 git model clone nosuchpath 2>err &&
+	test_grep "nosuchpath does not exist, and is not a URL, hf:ORG/NAME or a FILE.tar bundle" err &&
+	test_expect_code 1 git model clone hf:bad 2>err &&
+	test_grep "hf:ORG/NAME" err &&
+	test_path_is_missing "$MODELS/.nosuchpath.partial"
+'
+
 test_expect_success 'GIT_MODEL_REGISTRY and GIT_MODEL_HOME move the registry and the models' '
 	GIT_MODEL_REGISTRY=$PWD/alt.db GIT_MODEL_HOME=$PWD/alt-models git model import src alt >out &&
 	test_path_is_file alt.db &&
