@@ -4,7 +4,7 @@ test_description='conventions shared by the four commands: -h, --help, --version
 
 COMMANDS="model infer train adapter"
 # Commands with subcommands, and the subcommands they are built with.
-MODEL_SUBCOMMANDS="info synth"
+MODEL_SUBCOMMANDS="bundle clean clone fetch filter-process fsck gc import info install lfs-fetch lfs-push list pull push rm smudge synth track"
 ADAPTER_SUBCOMMANDS="show sparsify"
 
 version=$(sed -n 's/^#define PACKAGE_VERSION "\(.*\)"$/\1/p' "$GM_BUILD_DIR/config.h")
@@ -137,7 +137,7 @@ test_expect_success MAN 'each subcommand has an entry on the man page' '
 '
 
 test_expect_success 'missing arguments are one line and exit 129' '
-	for cmd in "git model synth" "git model synth tiny" "git model info" "git infer --check" \
+	for cmd in "git model synth" "git model synth tiny" "git model info" "git model track" "git infer --check" \
 		"git train" "git adapter show"
 	do
 		test_expect_code 129 $cmd >out 2>err &&
