@@ -13,10 +13,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "adapter.h"
 #include "buf.h"
+#include "builtin.h"
 #include "cmd.h"
 #include "dtype.h"
+#include "fs.h"
 #include "json.h"
 #include "peft.h"
 #include "sparse.h"
@@ -27,12 +31,12 @@ static const char *const usage[] = {
 };
 
 static const char *const show_usage[] = {
-	"git adapter show [--json] <dir>",
+	"git adapter show [-m <model>] [--json] <name-or-dir>",
 	NULL
 };
 
 static const char *const sparsify_usage[] = {
-	"git adapter sparsify --density <d> -o <out> <src>",
+	"git adapter sparsify [-m <model>] --density <d> [-o <out> | --name <name>] <name-or-dir>",
 	NULL
 };
 
@@ -77,7 +81,7 @@ static void add_span_g(gm_buf *b, double lo, double hi)
 	gm_buf_addf(b, lo == hi ? "%g" : "%g-%g", lo, hi);
 }
 
-enum { COL_NAME, COL_LAYERS, COL_SHAPE, COL_RANK, COL_SCALE, N_COLS };
+enum { COL_NAME, COL_LAYERS, COL_SHAPE, COL_RANK, COL_SCALE, COL_NORM, N_COLS };
 
 /* One row per projection: where it is adapted, its features, rank and scale. */
 static void print_projections(const gm_peft_adapter *ad, int *layers)
@@ -88,7 +92,7 @@ static void print_projections(const gm_peft_adapter *ad, int *layers)
 
 	for (p = 0; p < GM_PEFT_PROJ_COUNT; p++) {
 		int64_t in[2] = { INT64_MAX, 0 }, out[2] = { INT64_MAX, 0 }, rank[2] = { INT64_MAX, 0 };
-		double scale[2] = { 0, 0 };
+		double scale[2] = { 0, 0 }, norm[2] = { INFINITY, -INFINITY };
 		size_t n = collect_layers(ad, p, layers);
 
 		for (c = 0; c < N_COLS; c++)
@@ -98,8 +102,14 @@ static void print_projections(const gm_peft_adapter *ad, int *layers)
 		present[p] = 1;
 		for (i = 0; i < ad->n_modules; i++) {
 			const gm_peft_module *m = &ad->modules[i];
+			double nm;
 			if ((int)m->proj != p)
 				continue;
+			/* the adapter was validated on open, so the norm cannot fail */
+			if (!gm_peft_module_norm(m, &nm, NULL)) {
+				norm[0] = nm < norm[0] ? nm : norm[0];
+				norm[1] = nm > norm[1] ? nm : norm[1];
+			}
 			if (rank[0] == INT64_MAX)
 				scale[0] = scale[1] = m->scale;
 			in[0] = m->in < in[0] ? m->in : in[0];
@@ -121,6 +131,9 @@ static void print_projections(const gm_peft_adapter *ad, int *layers)
 		add_span_i(&cells[p][COL_RANK], rank[0], rank[1]);
 		gm_buf_adds(&cells[p][COL_SCALE], "scale ");
 		add_span_g(&cells[p][COL_SCALE], scale[0], scale[1]);
+		gm_buf_adds(&cells[p][COL_NORM], "|sBA| ");
+		if (norm[0] <= norm[1])
+			gm_buf_addf(&cells[p][COL_NORM], norm[0] == norm[1] ? "%.4g" : "%.4g-%.4g", norm[0], norm[1]);
 		for (c = 0; c < N_COLS; c++)
 			if (cells[p][c].len > width[c])
 				width[c] = cells[p][c].len;
@@ -244,6 +257,7 @@ static json_object *patterns_json(const struct gm_peft_pattern *p, size_t n, int
 static json_object *module_json(const gm_peft_module *m)
 {
 	json_object *o = json_object_new_object();
+	double norm;
 
 	json_object_object_add(o, "name", json_object_new_string(m->name));
 	json_object_object_add(o, "layer", json_object_new_int(m->layer));
@@ -253,6 +267,8 @@ static json_object *module_json(const gm_peft_module *m)
 	json_object_object_add(o, "rank", json_object_new_int64(m->rank));
 	json_object_object_add(o, "alpha", gm_json_new_double(m->alpha));
 	json_object_object_add(o, "scaling", gm_json_new_double(m->scale));
+	if (!gm_peft_module_norm(m, &norm, NULL))
+		json_object_object_add(o, "delta_norm", gm_json_new_double(norm));
 	return o;
 }
 
@@ -403,100 +419,212 @@ static void add_ratio(gm_buf *b, uint64_t x, uint64_t y)
 	gm_buf_addf(b, " (%llu bytes; %.4g%% of ", (unsigned long long)x, y ? 100.0 * (double)x / (double)y : 0.0);
 }
 
+/*
+ * The adapter directory arg means: arg itself when it is a directory, else
+ * an adapter of the model (-m, or the one holding the current directory).
+ * 0, or an exit status after printing an error.
+ */
+static int adapter_dir(const char *model, const char *arg, char **dir)
+{
+	gm_error err = GM_ERROR_INIT;
+	char *mdir;
+	int ret;
+
+	/* outside a model, a name is taken as a directory, and an error names it as one */
+	if (gm_is_dir(arg) || strchr(arg, '/') || (!model && adapter_model_upwards(&mdir))) {
+		*dir = gm_xstrdup(arg);
+		return 0;
+	}
+	if (model && (ret = adapter_model_dir(model, &mdir)))
+		return ret;
+	ret = gm_adapter_resolve(mdir, arg, dir, &err) ? gm_cmd_error(&err) : 0;
+	free(mdir);
+	return ret;
+}
+
+static void print_sparsify_stats(const char *where, const gm_peft_adapter *ad, double density,
+				 const gm_sparse_stats *st)
+{
+	gm_buf b = GM_BUF_INIT;
+
+	gm_cmd_print_field("wrote:", "%s", where);
+	gm_cmd_print_field("modules:", "%zu", ad->n_modules);
+	gm_cmd_print_field("density:", "%g", density);
+	gm_buf_add_human_count(&b, st->nnz);
+	gm_cmd_print_field("nnz:", "%s (%llu)", b.buf, (unsigned long long)st->nnz);
+	gm_cmd_print_field("norm kept:", "%.6f of ||delta W||_F (%.6g of %.6g)", st->norm_kept,
+			   st->norm_kept * st->delta_norm, st->delta_norm);
+	gm_buf_reset(&b);
+	add_ratio(&b, st->file_bytes, st->dense_bytes);
+	gm_cmd_print_field("size:", "%sthe dense delta, %.4g%% of the LoRA)", b.buf,
+			   st->lora_bytes ? 100.0 * (double)st->file_bytes / (double)st->lora_bytes : 0.0);
+	gm_buf_reset(&b);
+	gm_buf_add_human_bytes(&b, st->dense_bytes);
+	gm_cmd_print_field("dense delta:", "%s (%llu bytes, f32)", b.buf, (unsigned long long)st->dense_bytes);
+	gm_buf_reset(&b);
+	gm_buf_add_human_bytes(&b, st->lora_bytes);
+	gm_cmd_print_field("lora:", "%s (%llu bytes)", b.buf, (unsigned long long)st->lora_bytes);
+	gm_buf_release(&b);
+}
+
+/* Sparsifies into a scratch directory, then adds the result to the model as name. */
+static int sparsify_into_model(const char *model, const char *src_arg, const gm_peft_adapter *ad, double density,
+			       const char *name, int no_commit)
+{
+	gm_error err = GM_ERROR_INIT;
+	gm_adapter_origin origin = { "sparsified", src_arg, NULL };
+	gm_adapter_entry e;
+	gm_sparse_stats st;
+	gm_buf scratch = GM_BUF_INIT, msg = GM_BUF_INIT, nm = GM_BUF_INIT;
+	const char *tmpdir = getenv("TMPDIR");
+	char *mdir = NULL, *out = NULL;
+	int ret;
+
+	if ((ret = adapter_writable_model(model, &mdir)))
+		return ret;
+	if (!name) {
+		const char *base = strrchr(ad->dir, '/');
+		base = base ? base + 1 : ad->dir;
+		/* adapters/NN_NAME: drop the index */
+		while (*base >= '0' && *base <= '9')
+			base++;
+		if (*base == '_')
+			base++;
+		gm_buf_addf(&nm, "%s-d%g", base, density);
+		name = nm.buf;
+	}
+	gm_buf_addf(&scratch, "%s/git-adapter-XXXXXX", tmpdir && *tmpdir ? tmpdir : "/tmp");
+	if (!mkdtemp(scratch.buf)) {
+		gm_error_errno(&err, "cannot create a scratch directory %s", scratch.buf);
+		ret = gm_cmd_error(&err);
+		goto out;
+	}
+	out = gm_path_join(scratch.buf, "sparse");
+	if (gm_adapter_name_check(name, &err) || gm_sparse_sparsify(ad, density, out, &st, &err) ||
+	    gm_adapter_add(mdir, out, name, &origin, &e, &err)) {
+		ret = gm_cmd_error(&err);
+		goto out;
+	}
+	gm_buf_addf(&msg, "adapter: add %s, %s sparsified to density %g\n\nKept %.4f of the delta's norm "
+		    "in %llu entries, as %s/%s.\n", e.name, src_arg, density, st.norm_kept,
+		    (unsigned long long)st.nnz, GM_ADAPTER_DIR, e.dirname);
+	{
+		gm_buf where = GM_BUF_INIT;
+		gm_buf_addf(&where, "%s/%s", GM_ADAPTER_DIR, e.dirname);
+		print_sparsify_stats(where.buf, ad, density, &st);
+		ret = adapter_record(mdir, no_commit, where.buf, NULL, msg.buf);
+		gm_buf_release(&where);
+	}
+	gm_adapter_entry_release(&e);
+out:
+	if (*scratch.buf && gm_is_dir(scratch.buf))
+		gm_remove_tree(scratch.buf, NULL);
+	free(out);
+	free(mdir);
+	gm_buf_release(&scratch);
+	gm_buf_release(&msg);
+	gm_buf_release(&nm);
+	return ret;
+}
+
 static int cmd_sparsify(int argc, const char **argv)
 {
 	double density = NAN;
-	const char *out = NULL;
-	int status, n;
+	const char *out = NULL, *model = NULL, *name = NULL;
+	int no_commit = 0, status, n, ret;
 	const struct gm_option options[] = {
 		GM_OPT_DOUBLE(0, "density", &density, "d", "fraction of each module's entries to keep, in (0, 1]"),
-		GM_OPT_STRING('o', "output", &out, "out", "the new sparse adapter directory (must not exist)"),
+		GM_OPT_STRING('o', "output", &out, "out", "write a new sparse adapter directory (must not exist)"),
+		GM_OPT_STRING('m', "model", &model, "model", "the model (default: the one holding the current directory)"),
+		GM_OPT_STRING(0, "name", &name, "name", "add the result to the model under this name "
+			      "(default: <source>-d<density>)"),
+		GM_OPT_FLAG(0, "no-commit", &no_commit, "change the files only, do not commit"),
 		GM_OPT_END()
 	};
 	const struct gm_cmd_info cmd = { "git adapter sparsify", "git-adapter", sparsify_usage, options };
 	gm_error err = GM_ERROR_INIT;
 	gm_peft_adapter *ad;
 	gm_sparse_stats st;
-	gm_buf b = GM_BUF_INIT;
+	char *src;
 
 	n = gm_cmd_parse(&cmd, argc, argv, 0, 0, &status);
 	if (n < 0)
 		return status;
 	if (n == 0)
-		return gm_cmd_usage_error(&cmd, "missing <src>: the LoRA adapter directory to sparsify");
+		return gm_cmd_usage_error(&cmd, "missing <name-or-dir>: the LoRA adapter to sparsify");
 	if (n > 1)
-		return gm_cmd_usage_error(&cmd, "too many arguments: one adapter directory expected");
+		return gm_cmd_usage_error(&cmd, "too many arguments: one adapter expected");
 	if (isnan(density))
 		return gm_cmd_usage_error(&cmd, "missing --density");
 	if (!(density > 0 && density <= 1))
 		return gm_cmd_usage_error(&cmd, "--density %g not in (0, 1]", density);
-	if (!out)
-		return gm_cmd_usage_error(&cmd, "missing -o <out>: the directory to write");
-	if (gm_peft_open(argv[0], &ad, &err))
-		return gm_cmd_error(&err);
-	if (gm_sparse_sparsify(ad, density, out, &st, &err)) {
-		gm_peft_close(ad);
+	if (out && (name || no_commit))
+		return gm_cmd_usage_error(&cmd, "-o writes a directory: --name and --no-commit are for adding "
+					  "the result to the model");
+	if ((ret = adapter_dir(model, argv[0], &src)))
+		return ret;
+	if (gm_peft_open(src, &ad, &err)) {
+		free(src);
 		return gm_cmd_error(&err);
 	}
-	gm_cmd_print_field("wrote:", "%s", out);
-	gm_cmd_print_field("modules:", "%zu", ad->n_modules);
-	gm_cmd_print_field("density:", "%g", density);
-	gm_buf_add_human_count(&b, st.nnz);
-	gm_cmd_print_field("nnz:", "%s (%llu)", b.buf, (unsigned long long)st.nnz);
-	gm_cmd_print_field("norm kept:", "%.6f of ||delta W||_F (%.6g of %.6g)", st.norm_kept,
-			   st.norm_kept * st.delta_norm, st.delta_norm);
-	gm_buf_reset(&b);
-	add_ratio(&b, st.file_bytes, st.dense_bytes);
-	gm_cmd_print_field("size:", "%sthe dense delta, %.4g%% of the LoRA)", b.buf,
-			   st.lora_bytes ? 100.0 * (double)st.file_bytes / (double)st.lora_bytes : 0.0);
-	gm_buf_reset(&b);
-	gm_buf_add_human_bytes(&b, st.dense_bytes);
-	gm_cmd_print_field("dense delta:", "%s (%llu bytes, f32)", b.buf, (unsigned long long)st.dense_bytes);
-	gm_buf_reset(&b);
-	gm_buf_add_human_bytes(&b, st.lora_bytes);
-	gm_cmd_print_field("lora:", "%s (%llu bytes)", b.buf, (unsigned long long)st.lora_bytes);
-	gm_buf_release(&b);
+	if (!out)
+		ret = sparsify_into_model(model, argv[0], ad, density, name, no_commit);
+	else if (gm_sparse_sparsify(ad, density, out, &st, &err))
+		ret = gm_cmd_error(&err);
+	else
+		print_sparsify_stats(out, ad, density, &st);
 	gm_peft_close(ad);
-	return 0;
+	free(src);
+	return ret;
 }
 
 static int cmd_show(int argc, const char **argv)
 {
-	int json = 0, status, n;
+	const char *model = NULL;
+	int json = 0, status, n, ret;
 	const struct gm_option options[] = {
+		GM_OPT_STRING('m', "model", &model, "model", "the model whose adapter <name> is "
+			      "(default: the one holding the current directory)"),
 		GM_OPT_FLAG(0, "json", &json, "print one JSON object"),
 		GM_OPT_END()
 	};
 	const struct gm_cmd_info cmd = { "git adapter show", "git-adapter", show_usage, options };
 	gm_error err = GM_ERROR_INIT;
 	gm_peft_adapter *ad;
+	char *dir;
 
 	n = gm_cmd_parse(&cmd, argc, argv, 0, 0, &status);
 	if (n < 0)
 		return status;
 	if (n == 0)
-		return gm_cmd_usage_error(&cmd, "missing <dir>: the adapter directory to describe");
+		return gm_cmd_usage_error(&cmd, "missing <name-or-dir>: the adapter to describe");
 	if (n > 1)
-		return gm_cmd_usage_error(&cmd, "too many arguments: one adapter directory expected");
-	if (gm_sparse_is_dir(argv[0])) {
+		return gm_cmd_usage_error(&cmd, "too many arguments: one adapter expected");
+	if ((ret = adapter_dir(model, argv[0], &dir)))
+		return ret;
+	if (gm_sparse_is_dir(dir)) {
 		gm_sparse_adapter *sp;
 
-		if (gm_sparse_open(argv[0], &sp, &err))
+		if (gm_sparse_open(dir, &sp, &err)) {
+			free(dir);
 			return gm_cmd_error(&err);
+		}
 		if (json)
 			print_sparse_json(sp);
 		else
 			print_sparse_text(sp);
 		gm_sparse_close(sp);
-		return 0;
-	}
-	if (gm_peft_open(argv[0], &ad, &err))
+	} else if (gm_peft_open(dir, &ad, &err)) {
+		free(dir);
 		return gm_cmd_error(&err);
-	if (json)
-		print_json(ad);
-	else
-		print_text(ad);
-	gm_peft_close(ad);
+	} else {
+		if (json)
+			print_json(ad);
+		else
+			print_text(ad);
+		gm_peft_close(ad);
+	}
+	free(dir);
 	return 0;
 }
 
@@ -505,7 +633,13 @@ static const struct gm_option options[] = {
 };
 
 static const struct gm_subcommand subcommands[] = {
-	{ "show", cmd_show, "validate a PEFT LoRA or sparse adapter directory and describe it" },
+	{ "list", cmd_list, "list the adapters of a model" },
+	{ "show", cmd_show, "validate an adapter (of the model, or a directory) and describe it" },
+	{ "add", cmd_add, "copy a PEFT adapter into the model after checking its shapes, and commit" },
+	{ "rm", cmd_rm, "remove an adapter from the model, and commit" },
+	{ "rename", cmd_rename, "rename an adapter (its index stays), and commit" },
+	{ "export", cmd_export, "write an adapter as a plain PEFT directory" },
+	{ "merge", cmd_merge, "fold adapters into the base weights, on a new branch or into a directory" },
 	{ "sparsify", cmd_sparsify, "turn a LoRA into a sparse delta adapter" },
 	{ NULL, NULL, NULL }
 };

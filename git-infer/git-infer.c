@@ -4,7 +4,6 @@
  * work is done by libcore (generate.h, sampler.h, tokenizer.h, chat.h,
  * peft.h for --adapter).
  */
-#include <dirent.h>
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -19,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "adapter.h"
 #include "buf.h"
 #include "chat.h"
 #include "cmd.h"
@@ -140,63 +140,10 @@ static int parse_adapter_specs(const gm_strlist *specs, struct adapter_set *as, 
 	return 0;
 }
 
-/* Is entry "NN_name" (NN digits) or name itself? */
-static int adapter_entry_matches(const char *entry, const char *name)
-{
-	const char *p = entry;
-
-	if (!strcmp(entry, name))
-		return 1;
-	while (isdigit((unsigned char)*p))
-		p++;
-	return p > entry && *p == '_' && !strcmp(p + 1, name);
-}
-
-/* The directory of adapter a: an existing directory, or a match in <model>/adapters/. */
+/* The directory of adapter a: an existing directory, or an adapter of the model (adapter.h). */
 static int resolve_adapter(const char *model, struct adapter_spec *a, gm_error *err)
 {
-	char *root, *found = NULL;
-	DIR *d;
-	struct dirent *e;
-	int n_found = 0;
-
-	if (gm_is_dir(a->name)) {
-		a->dir = gm_xstrdup(a->name);
-		return 0;
-	}
-	root = gm_path_join(model, "adapters");
-	if (!strchr(a->name, '/') && (d = opendir(root))) {
-		while ((e = readdir(d))) {
-			char *path;
-
-			if (e->d_name[0] == '.' || !adapter_entry_matches(e->d_name, a->name))
-				continue;
-			path = gm_path_join(root, e->d_name);
-			if (!gm_is_dir(path)) {
-				free(path);
-				continue;
-			}
-			if (n_found++) {
-				gm_error_set(err, GM_EINVAL, "adapter '%s' is ambiguous: %s and %s", a->name, found,
-					     path);
-				free(path);
-				break;
-			}
-			found = path;
-		}
-		closedir(d);
-	}
-	if (n_found == 1) {
-		a->dir = found;
-		free(root);
-		return 0;
-	}
-	free(found);
-	if (!n_found)
-		gm_error_set(err, GM_ENOENT, "unknown adapter '%s': not a directory, nor an adapter in %s", a->name,
-			     root);
-	free(root);
-	return GM_EINVAL;
+	return gm_adapter_resolve(model, a->name, &a->dir, err);
 }
 
 /* Resolves, opens and checks every adapter against the model; 0, or 1 after printing an error. */

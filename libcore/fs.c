@@ -2,6 +2,7 @@
 #include "fs.h"
 
 #include <errno.h>
+#include <ftw.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <stdio.h>
@@ -207,4 +208,22 @@ int gm_is_file(const char *path)
 {
 	struct stat st;
 	return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)ftw;
+	return flag == FTW_DP ? rmdir(path) : unlink(path);
+}
+
+int gm_remove_tree(const char *path, gm_error *err)
+{
+	struct stat st;
+
+	if (lstat(path, &st))
+		return errno == ENOENT ? 0 : gm_error_errno(err, "cannot remove %s", path);
+	if (nftw(path, remove_one, 16, FTW_DEPTH | FTW_PHYS))
+		return gm_error_errno(err, "cannot remove %s", path);
+	return 0;
 }

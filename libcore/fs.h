@@ -46,6 +46,9 @@ char *gm_path_join(const char *a, const char *b);
 int gm_is_dir(const char *path);
 int gm_is_file(const char *path);
 
+/* rm -rf path without following symlinks; an absent path is fine. */
+int gm_remove_tree(const char *path, gm_error *err);
+
 /* Writes all of data to fd, retrying short writes and EINTR. */
 int gm_write_all(int fd, const void *data, size_t len);
 

@@ -1245,3 +1245,130 @@ unsigned long long gm_repo_disk_usage(const char *dir)
 	closedir(d);
 	return total;
 }
+
+/* ------------------------------------------------------------ commits on a new branch */
+
+int gm_repo_commit_branch(gm_repo *r, const char *base, const char *branch, const char *const *paths,
+			  const char *const *files, size_t n, const char *message,
+			  char out[GM_REPO_OID_HEXLEN + 1], gm_error *err)
+{
+	git_tree_update *upd = gm_xcalloc(n ? n : 1, sizeof(*upd));
+	git_signature *author = NULL, *committer = NULL;
+	git_commit *parent = NULL;
+	git_tree *base_tree = NULL, *tree = NULL;
+	git_reference *existing = NULL;
+	git_oid tree_id, commit_id;
+	const git_commit *parents[1];
+	gm_buf ref = GM_BUF_INIT;
+	char hex[GM_REPO_OID_HEXLEN + 1];
+	size_t i;
+	int ret, valid = 0;
+
+	gm_buf_addf(&ref, "refs/heads/%s", branch);
+	if (git_reference_name_is_valid(&valid, ref.buf) < 0 || !valid) {
+		ret = gm_error_set(err, GM_EINVAL, "'%s' is not a valid branch name", branch);
+		goto out;
+	}
+	if (git_reference_lookup(&existing, r->git, ref.buf) == 0) {
+		ret = gm_error_set(err, GM_EINVAL, "a branch named '%s' exists already in %s; "
+				   "choose another name", branch, r->workdir);
+		goto out;
+	}
+	if ((ret = commit_tree(r, base, &base_tree, hex, err)))
+		goto out;
+	for (i = 0; i < n && !ret; i++) {
+		upd[i].action = GIT_TREE_UPDATE_UPSERT;
+		upd[i].filemode = GIT_FILEMODE_BLOB;
+		upd[i].path = paths[i];
+		if (is_lfs_path(r->git, paths[i])) {
+			gm_lfs_pointer p = GM_LFS_POINTER_INIT;
+			gm_buf text = GM_BUF_INIT;
+
+			if (!(ret = gm_lfs_clean_file(&r->lfs, files[i], &p, err))) {
+				gm_lfs_pointer_format(&p, &text);
+				if (git_blob_create_from_buffer(&upd[i].id, r->git, text.buf, text.len) < 0)
+					ret = gm_repo_git_error(err, GM_EIO, "cannot store %s", paths[i]);
+			}
+			gm_lfs_pointer_release(&p);
+			gm_buf_release(&text);
+		} else if (git_blob_create_from_disk(&upd[i].id, r->git, files[i]) < 0) {
+			ret = gm_repo_git_error(err, GM_EIO, "cannot store %s", files[i]);
+		}
+	}
+	if (ret)
+		goto out;
+	if (git_tree_create_updated(&tree_id, r->git, base_tree, n, upd) < 0 ||
+	    git_tree_lookup(&tree, r->git, &tree_id) < 0) {
+		ret = gm_repo_git_error(err, GM_EIO, "cannot write the tree of the new commit");
+		goto out;
+	}
+	if (git_oid_fromstr(&commit_id, hex) < 0 || git_commit_lookup(&parent, r->git, &commit_id) < 0) {
+		ret = gm_repo_git_error(err, GM_EIO, "cannot read commit %s", hex);
+		goto out;
+	}
+	if ((ret = make_signature(r->git, "AUTHOR", &author, err)) ||
+	    (ret = make_signature(r->git, "COMMITTER", &committer, err)))
+		goto out;
+	parents[0] = parent;
+	/* creating the branch is the commit point */
+	if (git_commit_create(&commit_id, r->git, ref.buf, author, committer, NULL, message, tree, 1,
+			      parents) < 0) {
+		ret = gm_repo_git_error(err, GM_EIO, "cannot commit on branch %s", branch);
+		goto out;
+	}
+	if (out)
+		git_oid_tostr(out, GM_REPO_OID_HEXLEN + 1, &commit_id);
+out:
+	git_reference_free(existing);
+	git_signature_free(author);
+	git_signature_free(committer);
+	git_commit_free(parent);
+	git_tree_free(tree);
+	git_tree_free(base_tree);
+	gm_buf_release(&ref);
+	free(upd);
+	return ret;
+}
+
+int gm_repo_commit_dirs(gm_repo *r, const char *const *dirs, size_t n, const char *message,
+			char out[GM_REPO_OID_HEXLEN + 1], gm_error *err)
+{
+	gm_repo_paths paths = { NULL, 0, 0 };
+	git_index *idx = NULL;
+	size_t i, k;
+	int ret = 0;
+
+	if (git_repository_index(&idx, r->git) < 0)
+		return gm_repo_git_error(err, GM_EIO, "cannot read the index of %s", r->workdir);
+	for (i = 0; i < n && !ret; i++) {
+		gm_buf want = GM_BUF_INIT;
+		gm_repo_paths now = { NULL, 0, 0 };
+		char *full = gm_path_join(r->workdir, dirs[i]);
+
+		/* what the index holds there: removed unless still on disk */
+		gm_buf_addf(&want, "%s/", dirs[i]);
+		for (k = 0; k < git_index_entrycount(idx); k++) {
+			const git_index_entry *e = git_index_get_byindex(idx, k);
+			if (!strncmp(e->path, want.buf, want.len))
+				gm_repo_paths_add(&paths, e->path);
+		}
+		if (gm_is_dir(full) && !(ret = gm_repo_list_files(full, &now, err))) {
+			for (k = 0; k < now.n; k++) {
+				gm_buf p = GM_BUF_INIT;
+				gm_buf_addf(&p, "%s%s", want.buf, now.v[k]);
+				gm_repo_paths_add(&paths, p.buf);
+				gm_buf_release(&p);
+			}
+		}
+		gm_repo_paths_release(&now);
+		gm_buf_release(&want);
+		free(full);
+	}
+	git_index_free(idx);
+	if (!ret && !paths.n)
+		ret = gm_error_set(err, GM_EINVAL, "nothing to commit under %s", n ? dirs[0] : "(nothing)");
+	if (!ret)
+		ret = gm_repo_commit_files(r, (const char *const *)paths.v, paths.n, message, out, err);
+	gm_repo_paths_release(&paths);
+	return ret;
+}

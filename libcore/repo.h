@@ -72,6 +72,26 @@ int gm_repo_commit_files(gm_repo *r, const char *const *paths, size_t n, const c
 			 char out[GM_REPO_OID_HEXLEN + 1], gm_error *err);
 
 /*
+ * gm_repo_commit_files of everything under the directories dirs (relative
+ * to the work tree): the files there now, and the ones the index had there
+ * that are gone (removals).
+ */
+int gm_repo_commit_dirs(gm_repo *r, const char *const *dirs, size_t n, const char *message,
+			char out[GM_REPO_OID_HEXLEN + 1], gm_error *err);
+
+/*
+ * Commits on the new branch (refs/heads/BRANCH, which must not exist) a
+ * child of commit base (NULL: HEAD) whose tree is base's with paths[i]
+ * replaced (or added) by the content of the local file files[i], LFS-
+ * cleaned when its filter attribute is "lfs".  The current branch, the
+ * index and the work tree are untouched; creating the branch is the commit
+ * point.  out (may be NULL) receives the commit id.
+ */
+int gm_repo_commit_branch(gm_repo *r, const char *base, const char *branch, const char *const *paths,
+			  const char *const *files, size_t n, const char *message,
+			  char out[GM_REPO_OID_HEXLEN + 1], gm_error *err);
+
+/*
  * Reads path at revision rev (NULL: HEAD) without a checkout.  A regular
  * file's content is appended to content; an LFS pointer is resolved to its
  * object: *object_path is set to the object's path in the store (content

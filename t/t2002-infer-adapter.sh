@@ -7,64 +7,13 @@ GOLDEN="$TEST_FIXTURES/golden/lora-tiny-qwen3-f32-infer.safetensors"
 A1="$TEST_FIXTURES/lora/tiny-qwen3-f32-a1-r8-all"
 A2="$TEST_FIXTURES/lora/tiny-qwen3-f32-a2-r4-qv"
 A3="$TEST_FIXTURES/lora/tiny-qwen3-f32-a3-r6-rslora-mlp"
+LORA_PY="$GM_SRC_DIR/t/lib-lora.py"
 
-# The golden logits are read with python3 (no numpy needed).
+# The golden logits are read with python3 (t/lib-lora.py; no numpy needed).
 test_expect_success PYTHON3 'setup: the golden reader' '
-	cat >lora.py <<-\PY
-	import array, json, struct, sys
-
-	def tensor(path, name):
-	    f = open(path, "rb")
-	    n = struct.unpack("<Q", f.read(8))[0]
-	    h = json.loads(f.read(n))
-	    t = h[name]
-	    b, e = t["data_offsets"]
-	    f.seek(8 + n + b)
-	    a = array.array({"F32": "f", "I32": "i"}[t["dtype"]])
-	    a.frombytes(f.read(e - b))
-	    return t, a
-
-	def rel(got, ref):
-	    return max(abs(x - y) for x, y in zip(got, ref)) / max(abs(y) for y in ref)
-
-	cmd, args = sys.argv[1], sys.argv[2:]
-	if cmd == "ids":
-	    print(",".join(map(str, tensor(args[0], "p%s.ids" % args[1])[1])))
-	elif cmd == "logits":
-	    # logits GOLDEN TAG I OUT: within 1e-4 of TAG.pI.logits
-	    golden, tag, i, out = args
-	    t, got = tensor(out, "logits")
-	    r, ref = tensor(golden, "%s.p%s.logits" % (tag, i))
-	    assert t["shape"] == r["shape"], (t["shape"], r["shape"])
-	    e = rel(got, ref)
-	    print("%s p%s: max |d| / max |ref| = %.3g" % (tag, i, e))
-	    assert e <= 1e-4, e
-	elif cmd == "same":
-	    # same A B TOL: two logits files agree within TOL
-	    e = rel(tensor(args[0], "logits")[1], tensor(args[1], "logits")[1])
-	    print("max |d| / max |ref| = %.3g" % e)
-	    assert e <= float(args[2]), e
-	elif cmd == "wide":
-	    # wide DIR: a PEFT adapter for a model with hidden 72, not 64
-	    import os
-	    d = args[0]
-	    os.makedirs(d)
-	    json.dump({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj"]},
-	              open(d + "/adapter_config.json", "w"))
-	    pre = "base_model.model.model.layers.0.self_attn.q_proj."
-	    ts = [(pre + "lora_A.weight", [4, 72]), (pre + "lora_B.weight", [96, 4])]
-	    h, off = {}, 0
-	    for name, shape in ts:
-	        n = shape[0] * shape[1] * 4
-	        h[name] = {"dtype": "F32", "shape": shape, "data_offsets": [off, off + n]}
-	        off += n
-	    hb = json.dumps(h).encode()
-	    hb += b" " * (-len(hb) % 8)
-	    open(d + "/adapter_model.safetensors", "wb").write(struct.pack("<Q", len(hb)) + hb + bytes(off))
-	PY
 	for i in 0 1 2
 	do
-		python3 lora.py ids "$GOLDEN" $i >ids.$i || return 1
+		python3 "$LORA_PY" ids "$GOLDEN" $i >ids.$i || return 1
 	done &&
 	test_line_count = 1 ids.2
 '
@@ -77,7 +26,7 @@ logits_test () {
 	do
 		git infer -m "$F32" --prompt-ids "$(cat ids.$i)" -n 0 --logits-out logits.safetensors "$@" >out &&
 		test_must_be_empty out &&
-		python3 lora.py logits "$GOLDEN" "$tag" $i logits.safetensors || return 1
+		python3 "$LORA_PY" logits "$GOLDEN" "$tag" $i logits.safetensors || return 1
 	done
 }
 
@@ -117,7 +66,7 @@ test_expect_success PYTHON3 'adapters by name from <model>/adapters/NN_NAME' '
 	do
 		git infer -m model --prompt-ids "$(cat ids.$i)" -n 0 --logits-out logits.safetensors \
 			--adapter alpha --adapter 02_qv &&
-		python3 lora.py logits "$GOLDEN" a1+a2 $i logits.safetensors || return 1
+		python3 "$LORA_PY" logits "$GOLDEN" a1+a2 $i logits.safetensors || return 1
 	done
 '
 
@@ -129,8 +78,8 @@ test_expect_success PYTHON3 ':SCALE: 0 is the base model, 2 is the adapter twice
 	git infer -m "$F32" --prompt-ids "$(cat ids.2)" -n 0 --logits-out twice.safetensors \
 		--adapter "$A1" --adapter "$A1" &&
 	git infer -m "$F32" --prompt-ids "$(cat ids.2)" -n 0 --logits-out scaled.safetensors --adapter "$A1:2" &&
-	python3 lora.py same scaled.safetensors twice.safetensors 1e-5 &&
-	! python3 lora.py same scaled.safetensors logits.safetensors 1e-2 >/dev/null
+	python3 "$LORA_PY" same scaled.safetensors twice.safetensors 1e-5 &&
+	! python3 "$LORA_PY" same scaled.safetensors logits.safetensors 1e-2 >/dev/null
 '
 
 test_expect_success PYTHON3 'a path with a colon: the existing path first, then :SCALE' '
@@ -160,7 +109,7 @@ test_expect_success '--check validates the adapters against the model' '
 test_expect_success 'an unknown adapter: 1' '
 	test_expect_code 1 git infer -m model --prompt-ids 1,2 --adapter nosuch >out 2>err &&
 	test_must_be_empty out &&
-	echo "error: unknown adapter '\''nosuch'\'': not a directory, nor an adapter in model/adapters" >expect &&
+	echo "error: unknown adapter '\''nosuch'\'': not a directory, nor an adapter in model/adapters (there: alpha, qv)" >expect &&
 	test_cmp expect err &&
 	test_expect_code 1 git infer -m model --check --adapter nosuch/dir:2 2>err &&
 	test_grep "^error: unknown adapter '\''nosuch/dir'\''" err
@@ -186,7 +135,7 @@ test_expect_success 'a bad scale: 129' '
 '
 
 test_expect_success PYTHON3 'an adapter for another model: 1, naming it and the module' '
-	python3 lora.py wide wide &&
+	python3 "$LORA_PY" wide wide &&
 	test_expect_code 1 git infer -m "$F32" --prompt-ids 1,2 --adapter "$A1" --adapter wide >out 2>err &&
 	test_must_be_empty out &&
 	echo "error: adapter wide: model.layers.0.self_attn.q_proj: lora_A [4, 72] and lora_B [96, 4] do not fit the model'\''s weight [96, 64] (an adapter for another model?)" >expect &&

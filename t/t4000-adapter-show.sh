@@ -82,13 +82,13 @@ test_expect_success 'r8 alpha 16 on all seven projections' '
 	target modules:   q_proj, down_proj, o_proj, v_proj, gate_proj, k_proj, up_proj
 	layers:           0-2 (3 layers)
 	modules:          21
-	    q_proj     layers 0-2  64 -> 96   rank 8  scale 2
-	    k_proj     layers 0-2  64 -> 24   rank 8  scale 2
-	    v_proj     layers 0-2  64 -> 24   rank 8  scale 2
-	    o_proj     layers 0-2  96 -> 64   rank 8  scale 2
-	    gate_proj  layers 0-2  64 -> 160  rank 8  scale 2
-	    up_proj    layers 0-2  64 -> 160  rank 8  scale 2
-	    down_proj  layers 0-2  160 -> 64  rank 8  scale 2
+	    q_proj     layers 0-2  64 -> 96   rank 8  scale 2  |sBA| 38.2-39.36
+	    k_proj     layers 0-2  64 -> 24   rank 8  scale 2  |sBA| 18.77-21.53
+	    v_proj     layers 0-2  64 -> 24   rank 8  scale 2  |sBA| 19.81-23.15
+	    o_proj     layers 0-2  96 -> 64   rank 8  scale 2  |sBA| 39.05-41.67
+	    gate_proj  layers 0-2  64 -> 160  rank 8  scale 2  |sBA| 47.21-53.74
+	    up_proj    layers 0-2  64 -> 160  rank 8  scale 2  |sBA| 51.42-55.76
+	    down_proj  layers 0-2  160 -> 64  rank 8  scale 2  |sBA| 51.99-52.91
 	tensors:          42 (f32)
 	parameters:       28.0K (28032)
 	size:             110 KiB (112128 bytes)
@@ -109,8 +109,8 @@ test_expect_success 'r4 alpha 4 on q_proj and v_proj' '
 	target modules:   q_proj, v_proj
 	layers:           0-2 (3 layers)
 	modules:          6
-	    q_proj  layers 0-2  64 -> 96  rank 4  scale 1
-	    v_proj  layers 0-2  64 -> 24  rank 4  scale 1
+	    q_proj  layers 0-2  64 -> 96  rank 4  scale 1  |sBA| 14.92-15.29
+	    v_proj  layers 0-2  64 -> 24  rank 4  scale 1  |sBA| 6.816-8.374
 	tensors:          12 (f32)
 	parameters:       3.0K (2976)
 	size:             11.6 KiB (11904 bytes)
@@ -131,9 +131,9 @@ test_expect_success 'r6 alpha 12 rslora on the MLP scales by alpha / sqrt(r)' '
 	target modules:   up_proj, gate_proj, down_proj
 	layers:           0-2 (3 layers)
 	modules:          9
-	    gate_proj  layers 0-2  64 -> 160  rank 6  scale 4.89898
-	    up_proj    layers 0-2  64 -> 160  rank 6  scale 4.89898
-	    down_proj  layers 0-2  160 -> 64  rank 6  scale 4.89898
+	    gate_proj  layers 0-2  64 -> 160  rank 6  scale 4.89898  |sBA| 108.8-116.8
+	    up_proj    layers 0-2  64 -> 160  rank 6  scale 4.89898  |sBA| 99.94-118.2
+	    down_proj  layers 0-2  160 -> 64  rank 6  scale 4.89898  |sBA| 107.2-124.3
 	tensors:          18 (f32)
 	parameters:       12.1K (12096)
 	size:             47.2 KiB (48384 bytes)
@@ -151,12 +151,12 @@ test_expect_success PYTHON3 '--json: r4 q/v, every field and module' '
 	git adapter show --json r4 >out.json &&
 	json_lines out.json >actual &&
 	cat >expect <<-\EOF &&
-	module {"name": "model.layers.0.self_attn.q_proj", "layer": 0, "projection": "q_proj", "in_features": 64, "out_features": 96, "rank": 4, "alpha": 4.0, "scaling": 1.0}
-	module {"name": "model.layers.0.self_attn.v_proj", "layer": 0, "projection": "v_proj", "in_features": 64, "out_features": 24, "rank": 4, "alpha": 4.0, "scaling": 1.0}
-	module {"name": "model.layers.1.self_attn.q_proj", "layer": 1, "projection": "q_proj", "in_features": 64, "out_features": 96, "rank": 4, "alpha": 4.0, "scaling": 1.0}
-	module {"name": "model.layers.1.self_attn.v_proj", "layer": 1, "projection": "v_proj", "in_features": 64, "out_features": 24, "rank": 4, "alpha": 4.0, "scaling": 1.0}
-	module {"name": "model.layers.2.self_attn.q_proj", "layer": 2, "projection": "q_proj", "in_features": 64, "out_features": 96, "rank": 4, "alpha": 4.0, "scaling": 1.0}
-	module {"name": "model.layers.2.self_attn.v_proj", "layer": 2, "projection": "v_proj", "in_features": 64, "out_features": 24, "rank": 4, "alpha": 4.0, "scaling": 1.0}
+	module {"name": "model.layers.0.self_attn.q_proj", "layer": 0, "projection": "q_proj", "in_features": 64, "out_features": 96, "rank": 4, "alpha": 4.0, "scaling": 1.0, "delta_norm": 15.291847879228891}
+	module {"name": "model.layers.0.self_attn.v_proj", "layer": 0, "projection": "v_proj", "in_features": 64, "out_features": 24, "rank": 4, "alpha": 4.0, "scaling": 1.0, "delta_norm": 8.374216986118487}
+	module {"name": "model.layers.1.self_attn.q_proj", "layer": 1, "projection": "q_proj", "in_features": 64, "out_features": 96, "rank": 4, "alpha": 4.0, "scaling": 1.0, "delta_norm": 15.024105604619193}
+	module {"name": "model.layers.1.self_attn.v_proj", "layer": 1, "projection": "v_proj", "in_features": 64, "out_features": 24, "rank": 4, "alpha": 4.0, "scaling": 1.0, "delta_norm": 6.81574908322776}
+	module {"name": "model.layers.2.self_attn.q_proj", "layer": 2, "projection": "q_proj", "in_features": 64, "out_features": 96, "rank": 4, "alpha": 4.0, "scaling": 1.0, "delta_norm": 14.921039681417183}
+	module {"name": "model.layers.2.self_attn.v_proj", "layer": 2, "projection": "v_proj", "in_features": 64, "out_features": 24, "rank": 4, "alpha": 4.0, "scaling": 1.0, "delta_norm": 7.488428999895387}
 	alpha 4.0
 	alpha_pattern {}
 	base_model "tiny-qwen3-f32"
@@ -181,7 +181,7 @@ test_expect_success '--json: rslora scaling keeps all its digits' '
 	git adapter show --json r6 >out.json &&
 	test_grep "^  \"use_rslora\": true,$" out.json &&
 	test_grep "^  \"scaling\": 4.898979485566357,$" out.json &&
-	test_grep "^      \"scaling\": 4.898979485566357$" out.json
+	test_grep "^      \"scaling\": 4.898979485566357,$" out.json
 '
 
 test_expect_success PYTHON3 'rank_pattern and alpha_pattern set per-module rank and scale' '
@@ -199,15 +199,15 @@ test_expect_success PYTHON3 'rank_pattern and alpha_pattern set per-module rank 
 	alpha pattern:    layers.1.self_attn.q_proj=8
 	layers:           0-2 (3 layers)
 	modules:          6
-	    q_proj  layers 0-2  64 -> 96  rank 4  scale 1-2
-	    v_proj  layers 0-2  64 -> 24  rank 4  scale 1
+	    q_proj  layers 0-2  64 -> 96  rank 4  scale 1-2  |sBA| 14.92-30.05
+	    v_proj  layers 0-2  64 -> 24  rank 4  scale 1    |sBA| 6.816-8.374
 	EOF
 	test_cmp expect actual &&
 	git adapter show --json pat >out.json &&
 	json_lines out.json >lines &&
 	test_grep "^rank_pattern {\"q_proj\": 4, \"v_proj\": 4}$" lines &&
 	test_grep "^alpha_pattern {\"layers.1.self_attn.q_proj\": 8.0}$" lines &&
-	test_grep "layers.1.self_attn.q_proj\".*\"alpha\": 8.0, \"scaling\": 2.0}$" lines
+	test_grep "layers.1.self_attn.q_proj\".*\"alpha\": 8.0, \"scaling\": 2.0, \"delta_norm\": 30.04821" lines
 '
 
 test_expect_success PYTHON3 'target_modules as a regular expression and as all-linear' '
@@ -231,7 +231,7 @@ test_expect_success PYTHON3 'an adapter on some layers lists them' '
 		"t = {k: v for k, v in t.items() if \".layers.1.\" not in k}" &&
 	git adapter show sparse >out &&
 	test_grep "^layers:           0, 2 (2 layers)$" out &&
-	test_grep "^    q_proj  layers 0, 2  64 -> 96  rank 4  scale 1$" out &&
+	test_grep "^    q_proj  layers 0, 2  64 -> 96  rank 4  scale 1  |sBA| 14.92-15.29$" out &&
 	test_grep "^modules:          4$" out &&
 	mkdir one &&
 	cp r4/adapter_config.json one/ &&
@@ -239,7 +239,7 @@ test_expect_success PYTHON3 'an adapter on some layers lists them' '
 		"t = {k: v for k, v in t.items() if \".layers.2.self_attn.q_proj.\" in k}" &&
 	git adapter show one >out &&
 	test_grep "^layers:           2 (1 layer)$" out &&
-	test_grep "^    q_proj  layer 2  64 -> 96  rank 4  scale 1$" out
+	test_grep "^    q_proj  layer 2  64 -> 96  rank 4  scale 1  |sBA| 14.92$" out
 '
 
 test_expect_success 'a config without base model or task type' '
@@ -391,14 +391,21 @@ test_expect_success '-h prints the usage and exits 129' '
 	usage: git adapter [--version] <command> [<args>]
 
 	commands:
-	    show          validate a PEFT LoRA or sparse adapter directory and describe it
+	    list          list the adapters of a model
+	    show          validate an adapter (of the model, or a directory) and describe it
+	    add           copy a PEFT adapter into the model after checking its shapes, and commit
+	    rm            remove an adapter from the model, and commit
+	    rename        rename an adapter (its index stays), and commit
+	    export        write an adapter as a plain PEFT directory
+	    merge         fold adapters into the base weights, on a new branch or into a directory
 	    sparsify      turn a LoRA into a sparse delta adapter
 	EOF
 	test_cmp expect out &&
 	test_expect_code 129 git adapter show -h >out &&
 	cat >expect <<-\EOF &&
-	usage: git adapter show [--json] <dir>
+	usage: git adapter show [-m <model>] [--json] <name-or-dir>
 
+	    -m, --model <model>       the model whose adapter <name> is (default: the one holding the current directory)
 	    --json                    print one JSON object
 	EOF
 	test_cmp expect out
@@ -409,10 +416,10 @@ test_expect_success 'usage errors exit 129 with one line' '
 	echo "error: ${SQ}nosuch${SQ} is not a git adapter command (see ${SQ}git adapter -h${SQ})" >expect &&
 	test_cmp expect err &&
 	test_expect_code 129 git adapter show 2>err &&
-	echo "error: missing <dir>: the adapter directory to describe (see ${SQ}git adapter show -h${SQ})" >expect &&
+	echo "error: missing <name-or-dir>: the adapter to describe (see ${SQ}git adapter show -h${SQ})" >expect &&
 	test_cmp expect err &&
 	test_expect_code 129 git adapter show r4 r8 2>err &&
-	echo "error: too many arguments: one adapter directory expected (see ${SQ}git adapter show -h${SQ})" >expect &&
+	echo "error: too many arguments: one adapter expected (see ${SQ}git adapter show -h${SQ})" >expect &&
 	test_cmp expect err &&
 	test_expect_code 129 git adapter show --bogus r4 2>err &&
 	echo "error: unknown option ${SQ}--bogus${SQ} (see ${SQ}git adapter show -h${SQ})" >expect &&

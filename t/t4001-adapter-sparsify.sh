@@ -108,10 +108,12 @@ test_expect_success 'refusals' '
 	test_grep "density 1.5 not in (0, 1]" err &&
 	test_expect_code 129 git adapter sparsify -o x "$A1" 2>err &&
 	test_grep "missing --density" err &&
-	test_expect_code 129 git adapter sparsify --density 0.1 "$A1" 2>err &&
-	test_grep "missing -o" err &&
+	test_expect_code 1 git adapter sparsify --density 0.1 "$A1" 2>err &&
+	test_grep "not inside a model directory" err &&
 	test_expect_code 129 git adapter sparsify --density 0.1 -o x 2>err &&
-	test_grep "missing <src>" err &&
+	test_grep "missing <name-or-dir>" err &&
+	test_expect_code 129 git adapter sparsify --density 0.1 -o x --name y "$A1" 2>err &&
+	test_grep "for adding the result to the model" err &&
 	test_path_is_missing x &&
 	test_must_fail git adapter sparsify --density 0.1 -o s01 "$A1" 2>err &&
 	test_grep "s01 already exists" err &&
