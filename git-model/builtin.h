@@ -4,5 +4,7 @@
 
 int cmd_synth(int argc, const char **argv);
 int cmd_info(int argc, const char **argv);
+int cmd_checkout(int argc, const char **argv);
+int cmd_worktree(int argc, const char **argv);
 
 #endif

@@ -19,8 +19,10 @@ static const struct gm_option options[] = {
 };
 
 static const struct gm_subcommand subcommands[] = {
+	{ "checkout", cmd_checkout, "a worktree of a model's branch, large files shared copy-on-write" },
 	{ "info", cmd_info, "describe a model directory: architecture, parameters, files" },
 	{ "synth", cmd_synth, "write a model directory with random weights of a given shape" },
+	{ "worktree", cmd_worktree, "add, list, remove, prune and repair copy-on-write worktrees" },
 	{ NULL, NULL, NULL }
 };
 
