@@ -306,10 +306,17 @@ static int do_mount(char **argv)
 		}
 	snprintf(opts, sizeof(opts),
 		 "lowerdir=/proc/self/fd/%d,upperdir=/proc/self/fd/%d,workdir=/proc/self/fd/%d,"
-		 "redirect_dir=off,metacopy=off,index=off", fd[0], fd[1], fd[2]);
+		 "redirect_dir=nofollow,metacopy=off,index=off", fd[0], fd[1], fd[2]);
 	snprintf(target, sizeof(target), "/proc/self/fd/%d", fd[3]);
 	gmm_marker((unsigned long)ruid, marker, sizeof(marker));
-	if (mount(marker, target, "overlay", MS_NOSUID | MS_NODEV, opts)) {
+	/* overlayfs resolves the layers with the mounter's credentials:
+	 * the descriptors already pin the checked directories. */
+	setfsuid(0);
+	setfsgid(0);
+	ret = mount(marker, target, "overlay", MS_NOSUID | MS_NODEV, opts);
+	become_caller_on_fs();
+	if (ret) {
+		ret = 1;
 		fail("cannot mount overlayfs on '%s': %s%s", resolved[3], strerror(errno),
 		     errno == EPERM ? " (git-model-mount is not installed setuid root or with CAP_SYS_ADMIN)" : "");
 		goto out;
@@ -353,7 +360,11 @@ static int do_umount(char **argv)
 	}
 	/* Detached: the descriptor itself holds the mount busy. */
 	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
-	if (umount2(proc, MNT_DETACH)) {
+	setfsuid(0);
+	ret = umount2(proc, MNT_DETACH);
+	become_caller_on_fs();
+	if (ret) {
+		ret = 1;
 		fail("cannot unmount '%s': %s", resolved, strerror(errno));
 		goto out;
 	}

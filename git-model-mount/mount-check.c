@@ -71,8 +71,11 @@ int gmm_parse_mountinfo(char *line, struct gmm_mountinfo *out)
 	int n = 0;
 	char *end;
 
-	for (tok = strtok_r(line, " \n", &save); tok && n < 5; tok = n < 4 ? strtok_r(NULL, " \n", &save) : NULL)
+	for (tok = strtok_r(line, " \n", &save); tok; tok = strtok_r(NULL, " \n", &save)) {
 		fields[n++] = tok;
+		if (n == 5)
+			break;
+	}
 	if (n < 5)
 		return -1;
 	out->id = strtoul(fields[0], &end, 10);

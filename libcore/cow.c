@@ -2,6 +2,7 @@
  * cow.c - the copy-on-write drivers: probing, mounting, placing files,
  * disk use (see cow.h).
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -402,7 +403,7 @@ int gm_cow_mount(enum gm_cow_driver d, const gm_cow_layers *l, gm_error *err)
 		/* Features that let an upper layer redirect lookups or hold
 		 * metadata-only copies are never turned on: the layers belong
 		 * to a user. */
-		gm_buf_adds(&opts, ",redirect_dir=off,metacopy=off,index=off");
+		gm_buf_adds(&opts, ",redirect_dir=nofollow,metacopy=off,index=off");
 		if (in_child_userns())
 			gm_buf_adds(&opts, ",userxattr");
 		if (mount("git-model", l->target, "overlay", MS_NOSUID | MS_NODEV, opts.buf)) {
@@ -626,33 +627,72 @@ unsigned long long gm_cow_disk_use(const char *dir, int skip_shared)
 	return du_total;
 }
 
-static __thread dev_t rm_dev;
-static __thread int rm_errno;
-
-static int rm_visit(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+/* Removes the entries of directory fd (on device dev), recursively.
+ * Directories are made writable and searchable first: overlayfs leaves
+ * its work/work directory with mode 000, and hard-linked objects are
+ * read-only. */
+static int remove_at(int dirfd, dev_t dev)
 {
-	(void)ftw;
-	if (st->st_dev != rm_dev) {
-		rm_errno = EBUSY;
-		return 1;
+	DIR *d = fdopendir(dirfd);
+	struct dirent *e;
+	int ret = 0;
+
+	if (!d) {
+		close(dirfd);
+		return -1;
 	}
-	if ((flag == FTW_DP ? rmdir(path) : unlink(path)) && errno != ENOENT) {
-		rm_errno = errno;
-		return 1;
+	while (!ret && (e = readdir(d))) {
+		struct stat st;
+		int sub;
+
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+			continue;
+		if (fstatat(dirfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW)) {
+			ret = -1;
+			break;
+		}
+		if (!S_ISDIR(st.st_mode)) {
+			if (unlinkat(dirfd, e->d_name, 0) && errno != ENOENT)
+				ret = -1;
+			continue;
+		}
+		if (st.st_dev != dev) {
+			errno = EBUSY;
+			ret = -1;
+			break;
+		}
+		if ((st.st_mode & 0700) != 0700)
+			fchmodat(dirfd, e->d_name, (st.st_mode & 07777) | 0700, 0);
+		/* An empty directory we cannot open (overlayfs's work/work made
+		 * by a privileged mounter) can still be removed. */
+		if (unlinkat(dirfd, e->d_name, AT_REMOVEDIR) == 0)
+			continue;
+		sub = openat(dirfd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (sub < 0 || remove_at(sub, dev) || unlinkat(dirfd, e->d_name, AT_REMOVEDIR))
+			ret = -1;
 	}
-	return 0;
+	closedir(d);
+	return ret;
 }
 
 int gm_cow_remove_tree(const char *dir, gm_error *err)
 {
 	struct stat st;
+	int fd;
 
 	if (lstat(dir, &st))
 		return errno == ENOENT ? 0 : gm_error_errno(err, "%s", dir);
-	rm_dev = st.st_dev;
-	rm_errno = 0;
-	if (nftw(dir, rm_visit, 32, FTW_DEPTH | FTW_PHYS)) {
-		errno = rm_errno ? rm_errno : errno;
+	if (!S_ISDIR(st.st_mode)) {
+		if (unlink(dir))
+			return gm_error_errno(err, "cannot remove %s", dir);
+		return 0;
+	}
+	if (gm_cow_is_mounted(dir, NULL))
+		return gm_error_set(err, GM_EIO, "cannot remove %s: it is a mount point", dir);
+	if ((st.st_mode & 0700) != 0700)
+		chmod(dir, (st.st_mode & 07777) | 0700);
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0 || remove_at(fd, st.st_dev) || rmdir(dir)) {
 		if (errno == EBUSY)
 			return gm_error_set(err, GM_EIO, "cannot remove %s: a filesystem is mounted under it",
 					    dir);
