@@ -27,6 +27,7 @@
 #include "log.h"
 #include "model.h"
 #include "peft.h"
+#include "repo.h"
 #include "sparse.h"
 #include "safetensors.h"
 #include "sampler.h"
@@ -854,9 +855,11 @@ int main(int argc, const char **argv)
 	struct infer_opts io;
 	struct adapter_set as = { NULL, 0 };
 	gm_error err = GM_ERROR_INIT;
+	char *model_dir = NULL;
 	int check = 0, json = 0, status, n, modes;
 	const struct gm_option options[] = {
-		GM_OPT_STRING('m', "model", &io.model, "dir", "the model directory"),
+		GM_OPT_STRING('m', "model", &io.model, "model",
+			      "the model: a directory, or NAME[@REV] of a registered model"),
 		GM_OPT_STRING('p', "prompt", &io.prompt, "text", "the prompt (- reads standard input)"),
 		GM_OPT_FLAG(0, "chat", &io.chat, "apply the chat template of the model"),
 		GM_OPT_STRING(0, "system", &io.system, "text", "with --chat: a system message first"),
@@ -907,7 +910,7 @@ int main(int argc, const char **argv)
 		goto out;
 	}
 	if (!io.model) {
-		status = gm_cmd_usage_error(&cmd, "missing -m <model>: the model directory");
+		status = gm_cmd_usage_error(&cmd, "missing -m <model>: a model directory or a registered name");
 		goto out;
 	}
 	modes = !!check + !!io.tokenize + !!io.render_chat;
@@ -933,6 +936,13 @@ int main(int argc, const char **argv)
 		status = gm_cmd_usage_error(&cmd, "%s", err.msg);
 		goto out;
 	}
+	/* -m NAME[@REV]: the registry's work tree, or a view of that revision
+	 * whose weights are mmapped from the LFS object store */
+	if (gm_repo_resolve_model(io.model, &model_dir, &err)) {
+		status = gm_cmd_error(&err);
+		goto out;
+	}
+	io.model = model_dir;
 	gm_cmd_set_verbosity(io.verbosity);
 	if (check)
 		status = check_model(io.model, &as, json, io.verbosity);
@@ -943,6 +953,7 @@ int main(int argc, const char **argv)
 	else
 		status = run_generate(&cmd, &io, &as);
 out:
+	free(model_dir);
 	adapter_set_release(&as);
 	gm_strlist_clear(&io.stop);
 	gm_strlist_clear(&io.adapter);

@@ -5,6 +5,7 @@
  * The model is opened and validated (gm_model_open) first, so a broken
  * model is reported as such instead of being half described.
  */
+#include <dirent.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -18,9 +19,11 @@
 #include "fs.h"
 #include "json.h"
 #include "model.h"
+#include "registry.h"
+#include "repo.h"
 
 static const char *const info_usage[] = {
-	"git model info [--json] <dir>",
+	"git model info [--json] (<name>[@<rev>] | <dir>)",
 	NULL
 };
 
@@ -85,6 +88,143 @@ static void files_release(struct info_files *f)
 	memset(f, 0, sizeof(*f));
 }
 
+/* What the registry and the repository add to a model directory's
+ * description: its name, revision, source, adapters and worktrees. */
+struct info_repo {
+	gm_registry_model entry; /* name NULL when not registered */
+	char revision[GM_REPO_OID_HEXLEN + 1]; /* the commit described ("" outside a repository) */
+	char **adapters;         /* adapters/NN_NAME directories holding adapter_config.json */
+	size_t n_adapters;
+	gm_registry_worktree *worktrees;
+	size_t n_worktrees;
+};
+
+static int cmp_names(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void repo_collect(struct info_repo *ir, const char *spec, const char *dir)
+{
+	gm_registry *reg = NULL;
+	gm_repo *r = NULL;
+	char *name, *rev, *real;
+	int found = 0;
+	DIR *d;
+
+	memset(ir, 0, sizeof(*ir));
+	gm_repo_split_spec(spec, &name, &rev);
+	if (gm_registry_open(NULL, &reg, NULL) == 0) {
+		if (!strchr(name, '/') && !gm_is_dir(spec))
+			found = gm_registry_get_model(reg, name, &ir->entry, NULL) == 0;
+		else if ((real = realpath(dir, NULL))) {
+			gm_registry_find_by_path(reg, real, &ir->entry, &found, NULL);
+			free(real);
+		}
+		if (!found)
+			memset(&ir->entry, 0, sizeof(ir->entry));
+		else
+			gm_registry_list_worktrees(reg, ir->entry.name, &ir->worktrees, &ir->n_worktrees, NULL);
+		gm_registry_close(reg);
+	}
+	if (found && gm_repo_open(ir->entry.path, &r, NULL) == 0) {
+		if (gm_repo_resolve(r, rev, ir->revision, NULL))
+			ir->revision[0] = '\0';
+		gm_repo_close(r);
+	} else if (!found) {
+		/* only a repository's own top directory: a model directory
+		 * that merely sits inside some checkout has no revision */
+		char *dotgit = gm_path_join(dir, ".git");
+		int is_repo = gm_is_dir(dotgit);
+		free(dotgit);
+		if (is_repo && gm_repo_open(dir, &r, NULL) == 0) {
+			if (gm_repo_resolve(r, NULL, ir->revision, NULL))
+				ir->revision[0] = '\0';
+			gm_repo_close(r);
+		}
+	}
+	real = gm_path_join(dir, "adapters");
+	if ((d = opendir(real))) {
+		struct dirent *de;
+		while ((de = readdir(d))) {
+			char *sub = gm_path_join(real, de->d_name), *cfg = gm_path_join(sub, "adapter_config.json");
+			if (de->d_name[0] != '.' && gm_is_file(cfg)) {
+				ir->adapters = gm_xrealloc(ir->adapters, (ir->n_adapters + 1) * sizeof(*ir->adapters));
+				ir->adapters[ir->n_adapters++] = gm_xstrdup(de->d_name);
+			}
+			free(sub);
+			free(cfg);
+		}
+		closedir(d);
+		qsort(ir->adapters, ir->n_adapters, sizeof(*ir->adapters), cmp_names);
+	}
+	free(real);
+	free(name);
+	free(rev);
+}
+
+static void repo_release(struct info_repo *ir)
+{
+	size_t i;
+
+	for (i = 0; i < ir->n_adapters; i++)
+		free(ir->adapters[i]);
+	free(ir->adapters);
+	gm_registry_worktrees_free(ir->worktrees, ir->n_worktrees);
+	gm_registry_model_release(&ir->entry);
+}
+
+static void print_repo_text_head(const struct info_repo *ir)
+{
+	if (ir->entry.name)
+		gm_cmd_print_field("name:", "%s", ir->entry.name);
+	if (ir->revision[0])
+		gm_cmd_print_field("revision:", "%s", ir->revision);
+	if (ir->entry.name && ir->entry.source[0])
+		gm_cmd_print_field("source:", "%s", ir->entry.source);
+}
+
+static void print_repo_text_tail(const struct info_repo *ir)
+{
+	size_t i;
+
+	printf("adapters:%s\n", ir->n_adapters ? "" : " none");
+	for (i = 0; i < ir->n_adapters; i++)
+		printf("    adapters/%s\n", ir->adapters[i]);
+	printf("worktrees:%s\n", ir->n_worktrees ? "" : " none");
+	for (i = 0; i < ir->n_worktrees; i++)
+		printf("    %s  %s%s%s\n", ir->worktrees[i].path, ir->worktrees[i].ref,
+		       ir->worktrees[i].method[0] ? "  " : "", ir->worktrees[i].method);
+}
+
+static void repo_json(json_object *o, const struct info_repo *ir)
+{
+	json_object *a = json_object_new_array(), *w = json_object_new_array();
+	size_t i;
+
+	json_object_object_add(o, "name", ir->entry.name ? json_object_new_string(ir->entry.name) : NULL);
+	json_object_object_add(o, "revision", ir->revision[0] ? json_object_new_string(ir->revision) : NULL);
+	json_object_object_add(o, "source", ir->entry.name ? json_object_new_string(ir->entry.source) : NULL);
+	for (i = 0; i < ir->n_adapters; i++) {
+		json_object *x = json_object_new_object();
+		gm_buf p = GM_BUF_INIT;
+		gm_buf_addf(&p, "adapters/%s", ir->adapters[i]);
+		json_object_object_add(x, "name", json_object_new_string(ir->adapters[i]));
+		json_object_object_add(x, "path", json_object_new_string(p.buf));
+		json_object_array_add(a, x);
+		gm_buf_release(&p);
+	}
+	json_object_object_add(o, "adapters", a);
+	for (i = 0; i < ir->n_worktrees; i++) {
+		json_object *x = json_object_new_object();
+		json_object_object_add(x, "path", json_object_new_string(ir->worktrees[i].path));
+		json_object_object_add(x, "ref", json_object_new_string(ir->worktrees[i].ref));
+		json_object_object_add(x, "method", json_object_new_string(ir->worktrees[i].method));
+		json_object_array_add(w, x);
+	}
+	json_object_object_add(o, "worktrees", w);
+}
+
 static void add_ids(gm_buf *b, const int64_t *ids, int n)
 {
 	int i;
@@ -116,14 +256,15 @@ static void add_generation(gm_buf *b, const gm_generation_config *g)
 		gm_buf_addf(b, ", max_new_tokens %lld", (long long)g->max_new_tokens);
 }
 
-static void print_text(const gm_model *m, const struct info_files *f)
+static void print_text(const gm_model *m, const struct info_files *f, const struct info_repo *ir)
 {
 	const gm_model_config *c = &m->config;
 	gm_buf b = GM_BUF_INIT;
 	size_t i, width = 0;
 	char dtype[64];
 
-	gm_cmd_print_field("path:", "%s", m->dir);
+	print_repo_text_head(ir);
+	gm_cmd_print_field("path:", "%s", ir->entry.name && ir->entry.path ? ir->entry.path : m->dir);
 	gm_cmd_print_field("architecture:", "%s", c->architecture);
 	gm_cmd_print_field("model_type:", "%s", c->model_type);
 	gm_buf_add_human_count(&b, m->n_params);
@@ -158,6 +299,7 @@ static void print_text(const gm_model *m, const struct info_files *f)
 	gm_buf_add_human_bytes(&b, f->total);
 	gm_cmd_print_field("size:", "%s (%llu bytes)", b.buf, f->total);
 	gm_buf_release(&b);
+	print_repo_text_tail(ir);
 }
 
 static json_object *ids_json(const int64_t *ids, int n)
@@ -215,14 +357,16 @@ static json_object *files_json(const struct info_files *f)
 	return a;
 }
 
-static void print_json(const gm_model *m, const struct info_files *f)
+static void print_json(const gm_model *m, const struct info_files *f, const struct info_repo *ir)
 {
 	const gm_model_config *c = &m->config;
 	json_object *o = json_object_new_object();
 	char dtype[64];
 
 	gm_weights_dtype_mix(m->weights, dtype, sizeof(dtype));
-	json_object_object_add(o, "path", json_object_new_string(m->dir));
+	json_object_object_add(o, "path", json_object_new_string(ir->entry.name && ir->entry.path ?
+								  ir->entry.path : m->dir));
+	repo_json(o, ir);
 	json_object_object_add(o, "architecture", json_object_new_string(c->architecture));
 	json_object_object_add(o, "model_type", json_object_new_string(c->model_type));
 	json_object_object_add(o, "parameters", json_object_new_int64((int64_t)m->n_params));
@@ -258,23 +402,32 @@ int cmd_info(int argc, const char **argv)
 	const struct gm_cmd_info cmd = { "git model info", "git-model", info_usage, options };
 	gm_error err = GM_ERROR_INIT;
 	struct info_files files = { NULL, 0, 0, 0 };
+	struct info_repo ir;
 	gm_model *m;
+	char *dir;
 
 	n = gm_cmd_parse(&cmd, argc, argv, 0, 0, &status);
 	if (n < 0)
 		return status;
 	if (n == 0)
-		return gm_cmd_usage_error(&cmd, "missing <dir>: the model directory to describe");
+		return gm_cmd_usage_error(&cmd, "missing <name> or <dir>: the model to describe");
 	if (n > 1)
-		return gm_cmd_usage_error(&cmd, "too many arguments: one model directory expected");
-	if (gm_model_open(argv[0], &m, &err))
+		return gm_cmd_usage_error(&cmd, "too many arguments: one model expected");
+	if (gm_repo_resolve_model(argv[0], &dir, &err))
 		return gm_cmd_error(&err);
+	if (gm_model_open(dir, &m, &err)) {
+		free(dir);
+		return gm_cmd_error(&err);
+	}
+	repo_collect(&ir, argv[0], dir);
 	files_collect(&files, m);
 	if (json)
-		print_json(m, &files);
+		print_json(m, &files, &ir);
 	else
-		print_text(m, &files);
+		print_text(m, &files, &ir);
 	files_release(&files);
+	repo_release(&ir);
 	gm_model_close(m);
+	free(dir);
 	return 0;
 }

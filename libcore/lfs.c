@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -557,6 +558,11 @@ int gm_lfs_clean_finish(gm_lfs_cleaner *c, gm_lfs_pointer *p, gm_error *err)
 	EVP_DigestFinal_ex(c->md, md, &mdlen);
 	gm_lfs_sha256_hex(md, p->oid);
 	p->size = c->size;
+	if (c->size == 0) {
+		/* git-lfs cleans an empty file to an empty blob: nothing to store. */
+		gm_lfs_clean_abort(c);
+		return 0;
+	}
 	if (fsync(c->fd) < 0) {
 		ret = gm_error_errno(err, "cannot write '%s'%s", c->tmp, errno == ENOSPC ? " (the disk is full)" : "");
 		gm_lfs_clean_abort(c);
@@ -705,6 +711,76 @@ int gm_lfs_smudge(const gm_lfs_store *s, const void *data, size_t len, const cha
 	free(chunk);
 	close(fd);
 	free(obj);
+	return ret;
+}
+
+int gm_lfs_skip_smudge(void)
+{
+	const char *e = getenv("GIT_LFS_SKIP_SMUDGE");
+
+	return e && (!strcmp(e, "1") || !strcasecmp(e, "true"));
+}
+
+int gm_lfs_smudge_fd(const gm_lfs_store *s, int in_fd, int out_fd, const char *path, int skip, gm_error *err)
+{
+	char head[GM_LFS_POINTER_MAX], *chunk;
+	size_t len = 0;
+	ssize_t n;
+	int ret;
+
+	/* Up to 1024 bytes decide whether this is a pointer. */
+	while (len < sizeof(head)) {
+		n = read(in_fd, head + len, sizeof(head) - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return gm_error_errno(err, "cannot read the content to smudge");
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	if (len < sizeof(head)) {
+		if (skip)
+			return gm_lfs_sink_fd(&out_fd, head, len, err);
+		return gm_lfs_smudge(s, head, len, path, gm_lfs_sink_fd, &out_fd, err);
+	}
+	/* Too large for a pointer: copy it through. */
+	ret = gm_lfs_sink_fd(&out_fd, head, len, err);
+	chunk = gm_xmalloc(1 << 20);
+	while (!ret) {
+		n = read(in_fd, chunk, 1 << 20);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			ret = gm_error_errno(err, "cannot read the content to smudge");
+		if (n <= 0)
+			break;
+		ret = gm_lfs_sink_fd(&out_fd, chunk, (size_t)n, err);
+	}
+	free(chunk);
+	return ret;
+}
+
+int gm_lfs_worktree_top(const char *path, char **out, gm_error *err)
+{
+	git_repository *repo;
+	const char *wd;
+	int ret = 0;
+
+	*out = NULL;
+	gm_lfs_git_init();
+	if (git_repository_open_ext(&repo, path ? path : ".", 0, NULL) < 0) {
+		ret = gm_error_set(err, GM_ENOENT, "'%s' is not in a git repository", path ? path : ".");
+		git_libgit2_shutdown();
+		return ret;
+	}
+	wd = git_repository_workdir(repo);
+	if (!wd)
+		ret = gm_error_set(err, GM_EINVAL, "'%s' is a bare repository (no worktree)", path ? path : ".");
+	else
+		*out = strip_slashes(wd);
+	git_repository_free(repo);
+	git_libgit2_shutdown();
 	return ret;
 }
 

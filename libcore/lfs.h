@@ -131,7 +131,9 @@ int gm_lfs_store_import(const gm_lfs_store *s, const char *src, const char *oid,
  * temporary file in lfs/tmp; gm_lfs_clean_finish renames it to its object
  * path and returns the pointer.  Content that is itself a valid pointer
  * (smaller than 1024 bytes) is returned unchanged and stores nothing, as
- * git-lfs does, so committing pointer files is harmless.
+ * git-lfs does, so committing pointer files is harmless.  Empty content
+ * gives a pointer of size 0 and stores nothing: callers write an empty
+ * blob for it, not a pointer, as git-lfs does.
  */
 typedef struct gm_lfs_cleaner gm_lfs_cleaner;
 
@@ -159,6 +161,23 @@ typedef int (*gm_lfs_sink_fn)(void *ctx, const void *data, size_t len, gm_error 
  */
 int gm_lfs_smudge(const gm_lfs_store *s, const void *data, size_t len, const char *path,
 		  gm_lfs_sink_fn sink, void *ctx, gm_error *err);
+
+/*
+ * The single-shot smudge filter: reads in_fd to EOF and writes the content
+ * to out_fd (gm_lfs_smudge; input of 1024 bytes or more is copied through
+ * without being held in memory).  skip (GIT_LFS_SKIP_SMUDGE) passes
+ * pointers through unchanged.
+ */
+int gm_lfs_smudge_fd(const gm_lfs_store *s, int in_fd, int out_fd, const char *path, int skip, gm_error *err);
+
+/* 1 when GIT_LFS_SKIP_SMUDGE asks for pointers to be left alone. */
+int gm_lfs_skip_smudge(void);
+
+/*
+ * The top directory of the worktree containing path (*out, caller frees);
+ * GM_EINVAL for a bare repository, GM_ENOENT outside any repository.
+ */
+int gm_lfs_worktree_top(const char *path, char **out, gm_error *err);
 
 /* A sink writing to a file descriptor (ctx points to the int fd). */
 int gm_lfs_sink_fd(void *ctx, const void *data, size_t len, gm_error *err);
@@ -294,6 +313,10 @@ int gm_lfs_path_selected(const char *path, const char *const *include, const cha
  */
 typedef struct gm_lfs_endpoint {
 	gm_lfs_remote remote;
+	/* When the remote is a repository on this machine (a path or file://
+	 * URL), its common git directory: objects are copied from/to its LFS
+	 * store (verified) instead of going over HTTP; remote.url is NULL. */
+	char *local_gitdir;
 	char *url_owned, *token_owned, *ref_owned;
 } gm_lfs_endpoint;
 
@@ -357,12 +380,16 @@ int gm_lfs_filter_register(gm_error *err);
  * Running Filter Process") on in_fd/out_fd until git closes in_fd:
  * handshake (git-filter-client/version=2), capabilities clean and smudge,
  * then one request after another.  A request that fails (missing object,
- * unreadable input) is answered "status=error" and the process goes on;
- * diagnostics go to stderr as "git-model filter-process: PATH: MESSAGE".
- * Returns 0 at a clean EOF, or GM_EFORMAT when git sent something that
- * breaks the protocol (the process must then stop).
+ * unreadable input, unknown command) is answered "status=error", reported
+ * through report(ctx, pathname, error) (may be NULL), and the process goes
+ * on.  Smudge honours GIT_LFS_SKIP_SMUDGE=1 (pointers are passed through,
+ * as git-lfs does).  Returns 0 at a clean EOF between requests, or
+ * GM_EFORMAT/GM_EIO when git sent something that breaks the protocol or
+ * the pipe failed (the process must then stop).
  */
-int gm_lfs_filter_process(const gm_lfs_store *s, int in_fd, int out_fd, gm_error *err);
+typedef void (*gm_lfs_report_fn)(void *ctx, const char *path, const gm_error *e);
+int gm_lfs_filter_process(const gm_lfs_store *s, int in_fd, int out_fd, gm_lfs_report_fn report,
+			  void *ctx, gm_error *err);
 
 /*
  * The filter configuration that "git model install" writes, as git lfs

@@ -1,0 +1,1183 @@
+/*
+ * repo-sync.c - clone, fetch, pull, push, fsck and gc of model repositories
+ * (see repo.h).
+ *
+ * Git objects move with libgit2 (clone, fetch, push: in process, no
+ * dependency on a git executable, and the same credentials path for both
+ * halves); LFS objects move with lfs.h's Batch API client, or straight
+ * between object stores when the other repository is a local path.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <git2.h>
+
+#include "buf.h"
+#include "fs.h"
+#include "hub.h"
+#include "lfs.h"
+#include "log.h"
+#include "repo-internal.h"
+#include "repo.h"
+
+/* ------------------------------------------------------------ oid sets */
+
+struct oidset {
+	git_oid *v;
+	unsigned char *used;
+	size_t n, cap;
+};
+
+static size_t oid_hash(const git_oid *id)
+{
+	size_t h;
+	memcpy(&h, id->id, sizeof(h));
+	return h;
+}
+
+/* Adds id; returns 1 when it was already there. */
+static int oidset_insert(struct oidset *s, const git_oid *id)
+{
+	size_t i;
+
+	if (2 * (s->n + 1) > s->cap) {
+		struct oidset bigger = { NULL, NULL, 0, s->cap ? 2 * s->cap : 256 };
+		bigger.v = gm_xcalloc(bigger.cap, sizeof(*bigger.v));
+		bigger.used = gm_xcalloc(bigger.cap, 1);
+		for (i = 0; i < s->cap; i++)
+			if (s->used[i])
+				oidset_insert(&bigger, &s->v[i]);
+		free(s->v);
+		free(s->used);
+		*s = bigger;
+	}
+	for (i = oid_hash(id) & (s->cap - 1); s->used[i]; i = (i + 1) & (s->cap - 1))
+		if (!git_oid_cmp(&s->v[i], id))
+			return 1;
+	s->used[i] = 1;
+	s->v[i] = *id;
+	s->n++;
+	return 0;
+}
+
+static void oidset_release(struct oidset *s)
+{
+	free(s->v);
+	free(s->used);
+	memset(s, 0, sizeof(*s));
+}
+
+/* ------------------------------------------------------------ pointers reachable from refs */
+
+struct scan {
+	git_repository *git;
+	git_odb *odb;
+	struct oidset trees, blobs;
+	gm_lfs_object_list *out;
+	gm_error *err;
+	int ret;
+};
+
+static void scan_blob(struct scan *s, const git_oid *id, const char *path)
+{
+	size_t len;
+	git_object_t type;
+	git_blob *blob;
+	gm_lfs_pointer p = GM_LFS_POINTER_INIT;
+
+	if (oidset_insert(&s->blobs, id))
+		return;
+	if (git_odb_read_header(&len, &type, s->odb, id) < 0 || len >= GM_LFS_POINTER_MAX)
+		return;
+	if (git_blob_lookup(&blob, s->git, id) < 0)
+		return;
+	if (!gm_lfs_pointer_parse(git_blob_rawcontent(blob), (size_t)git_blob_rawsize(blob), &p, NULL))
+		gm_lfs_object_list_add(s->out, p.oid, p.size, path);
+	gm_lfs_pointer_release(&p);
+	git_blob_free(blob);
+}
+
+static void scan_tree(struct scan *s, const git_tree *tree, const char *prefix)
+{
+	size_t i, n = git_tree_entrycount(tree);
+
+	if (oidset_insert(&s->trees, git_tree_id(tree)))
+		return;
+	for (i = 0; i < n && !s->ret; i++) {
+		const git_tree_entry *e = git_tree_entry_byindex(tree, i);
+		gm_buf path = GM_BUF_INIT;
+		gm_buf_addf(&path, "%s%s", prefix, git_tree_entry_name(e));
+		if (git_tree_entry_type(e) == GIT_OBJECT_TREE) {
+			git_tree *sub;
+			if (git_tree_lookup(&sub, s->git, git_tree_entry_id(e)) == 0) {
+				gm_buf_addch(&path, '/');
+				scan_tree(s, sub, path.buf);
+				git_tree_free(sub);
+			} else {
+				s->ret = gm_repo_git_error(s->err, GM_EIO, "cannot read tree %s", path.buf);
+			}
+		} else if (git_tree_entry_type(e) == GIT_OBJECT_BLOB) {
+			scan_blob(s, git_tree_entry_id(e), path.buf);
+		}
+		gm_buf_release(&path);
+	}
+}
+
+/* Walks the commits pushed on walk (and not hidden), collecting pointers. */
+static int scan_walk(struct scan *s, git_revwalk *walk)
+{
+	git_oid id;
+
+	while (!s->ret && git_revwalk_next(&id, walk) == 0) {
+		git_commit *c;
+		git_tree *t;
+		if (git_commit_lookup(&c, s->git, &id) < 0)
+			return gm_repo_git_error(s->err, GM_EIO, "cannot read a commit");
+		if (git_commit_tree(&t, c) == 0) {
+			scan_tree(s, t, "");
+			git_tree_free(t);
+		}
+		git_commit_free(c);
+	}
+	return s->ret;
+}
+
+static int scan_init(struct scan *s, gm_repo *r, gm_lfs_object_list *out, gm_error *err)
+{
+	memset(s, 0, sizeof(*s));
+	s->git = gm_repo_git(r);
+	s->out = out;
+	s->err = err;
+	if (git_repository_odb(&s->odb, s->git) < 0)
+		return gm_repo_git_error(err, GM_EIO, "cannot open the object database");
+	return 0;
+}
+
+static void scan_release(struct scan *s)
+{
+	oidset_release(&s->trees);
+	oidset_release(&s->blobs);
+	git_odb_free(s->odb);
+}
+
+int gm_repo_reachable_objects(gm_repo *r, int flags, gm_lfs_object_list *out, gm_error *err)
+{
+	struct scan s;
+	git_revwalk *walk = NULL;
+	int ret;
+
+	if ((ret = scan_init(&s, r, out, err)))
+		return ret;
+	if (git_revwalk_new(&walk, s.git) < 0) {
+		ret = gm_repo_git_error(err, GM_EIO, "cannot walk the history");
+		goto out;
+	}
+	git_revwalk_push_glob(walk, "heads/*");
+	git_revwalk_push_glob(walk, "tags/*");
+	if (flags & GM_REPO_REACH_REMOTES)
+		git_revwalk_push_glob(walk, "remotes/*");
+	git_revwalk_push_head(walk); /* fails harmlessly on an unborn HEAD */
+	ret = scan_walk(&s, walk);
+	if (!ret && (flags & GM_REPO_REACH_INDEX)) {
+		git_index *idx;
+		size_t i;
+		if (git_repository_index(&idx, s.git) == 0) {
+			for (i = 0; i < git_index_entrycount(idx); i++) {
+				const git_index_entry *e = git_index_get_byindex(idx, i);
+				scan_blob(&s, &e->id, e->path);
+			}
+			git_index_free(idx);
+		}
+	}
+out:
+	git_revwalk_free(walk);
+	scan_release(&s);
+	return ret;
+}
+
+static int push_tip(const char *refname, void *payload)
+{
+	struct scan *s = payload;
+	git_reference *ref;
+	git_object *obj;
+
+	if (strncmp(refname, "refs/heads/", 11) && strncmp(refname, "refs/tags/", 10) && strcmp(refname, "HEAD"))
+		return 0;
+	if (git_reference_lookup(&ref, s->git, refname) < 0)
+		return 0;
+	if (git_reference_peel(&obj, ref, GIT_OBJECT_TREE) == 0) {
+		scan_tree(s, (const git_tree *)obj, "");
+		git_object_free(obj);
+	}
+	git_reference_free(ref);
+	return s->ret;
+}
+
+int gm_repo_tip_objects(gm_repo *r, gm_lfs_object_list *out, gm_error *err)
+{
+	struct scan s;
+	int ret;
+
+	if ((ret = scan_init(&s, r, out, err)))
+		return ret;
+	push_tip("HEAD", &s);
+	if (!s.ret)
+		git_reference_foreach_name(s.git, push_tip, &s);
+	ret = s.ret;
+	scan_release(&s);
+	return ret;
+}
+
+/* ------------------------------------------------------------ fsck and gc */
+
+/* Calls fn for each object file in the store: (oid, path, size). */
+typedef int (*store_fn)(void *ctx, const char *oid, const char *path, unsigned long long size);
+
+static int store_foreach(const gm_lfs_store *s, store_fn fn, void *ctx)
+{
+	DIR *d1 = opendir(s->objects);
+	struct dirent *a;
+	int ret = 0;
+
+	if (!d1)
+		return 0; /* no object stored yet */
+	while (!ret && (a = readdir(d1))) {
+		char *p1;
+		DIR *d2;
+		struct dirent *b;
+		if (a->d_name[0] == '.')
+			continue;
+		p1 = gm_path_join(s->objects, a->d_name);
+		if ((d2 = opendir(p1))) {
+			while (!ret && (b = readdir(d2))) {
+				char *p2;
+				DIR *d3;
+				struct dirent *c;
+				if (b->d_name[0] == '.')
+					continue;
+				p2 = gm_path_join(p1, b->d_name);
+				if ((d3 = opendir(p2))) {
+					while (!ret && (c = readdir(d3))) {
+						char *p3;
+						struct stat st;
+						if (c->d_name[0] == '.')
+							continue;
+						p3 = gm_path_join(p2, c->d_name);
+						if (lstat(p3, &st) == 0 && S_ISREG(st.st_mode))
+							ret = fn(ctx, c->d_name, p3, (unsigned long long)st.st_size);
+						free(p3);
+					}
+					closedir(d3);
+				}
+				free(p2);
+			}
+			closedir(d2);
+		}
+		free(p1);
+	}
+	closedir(d1);
+	return ret;
+}
+
+static int list_has(const gm_lfs_object_list *l, const char *oid)
+{
+	size_t i;
+
+	for (i = 0; i < l->n; i++)
+		if (!strcmp(l->items[i].oid, oid))
+			return 1;
+	return 0;
+}
+
+struct fsck_ctx {
+	gm_repo *r;
+	const gm_lfs_object_list *refd;
+	gm_repo_report_fn report;
+	void *ctx;
+	size_t checked, bad;
+};
+
+static int fsck_unreferenced(void *vctx, const char *oid, const char *path, unsigned long long size)
+{
+	struct fsck_ctx *f = vctx;
+	gm_error e = GM_ERROR_INIT;
+
+	(void)path;
+	if (list_has(f->refd, oid))
+		return 0; /* checked with its path already */
+	f->checked++;
+	if (!gm_lfs_oid_valid(oid)) {
+		f->report(f->ctx, "stray", oid, path, "a file in the object store that is not named by a sha256");
+		f->bad++;
+	} else if (gm_lfs_store_verify(gm_repo_lfs(f->r), oid, size, &e)) {
+		f->report(f->ctx, "corrupt", oid, NULL, e.msg);
+		f->bad++;
+	}
+	return 0;
+}
+
+int gm_repo_fsck(gm_repo *r, gm_repo_report_fn report, void *ctx, size_t *n_checked, size_t *n_bad,
+		 gm_error *err)
+{
+	gm_lfs_object_list refd = { NULL, 0, 0 };
+	struct fsck_ctx f = { r, &refd, report, ctx, 0, 0 };
+	size_t i;
+	int ret;
+
+	/* what checking out HEAD or any branch or tag needs: older commits
+	 * of a clone were never fetched, and that is not damage */
+	if ((ret = gm_repo_tip_objects(r, &refd, err)))
+		goto out;
+	for (i = 0; i < refd.n; i++) {
+		gm_error e = GM_ERROR_INIT;
+		int rc = gm_lfs_store_verify(gm_repo_lfs(r), refd.items[i].oid, refd.items[i].size, &e);
+		f.checked++;
+		if (rc == GM_ENOENT) {
+			report(ctx, "missing", refd.items[i].oid, refd.items[i].path, e.msg);
+			f.bad++;
+		} else if (rc) {
+			report(ctx, "corrupt", refd.items[i].oid, refd.items[i].path, e.msg);
+			f.bad++;
+		}
+	}
+	store_foreach(gm_repo_lfs(r), fsck_unreferenced, &f);
+out:
+	*n_checked = f.checked;
+	*n_bad = f.bad;
+	gm_lfs_object_list_release(&refd);
+	return ret;
+}
+
+struct gc_ctx {
+	const gm_lfs_object_list *keep;
+	int dry_run;
+	size_t removed;
+	unsigned long long bytes;
+	gm_error *err;
+};
+
+static int gc_one(void *vctx, const char *oid, const char *path, unsigned long long size)
+{
+	struct gc_ctx *g = vctx;
+
+	if (list_has(g->keep, oid))
+		return 0;
+	if (!g->dry_run && unlink(path))
+		return gm_error_errno(g->err, "cannot remove %s", path);
+	g->removed++;
+	g->bytes += size;
+	return 0;
+}
+
+int gm_repo_gc(gm_repo *r, int dry_run, size_t *n_removed, unsigned long long *bytes_freed, gm_error *err)
+{
+	gm_lfs_object_list keep = { NULL, 0, 0 };
+	struct gc_ctx g = { &keep, dry_run, 0, 0, err };
+	int ret;
+
+	*n_removed = 0;
+	*bytes_freed = 0;
+	/* keep what origin's branches use too: deleting objects a later
+	 * checkout needs would only make it download them again */
+	if ((ret = gm_repo_reachable_objects(r, GM_REPO_REACH_INDEX | GM_REPO_REACH_REMOTES, &keep, err)))
+		goto out;
+	ret = store_foreach(gm_repo_lfs(r), gc_one, &g);
+	if (!ret && !dry_run) {
+		/* views link to objects; they are rebuilt on demand */
+		char *views = gm_path_join(gm_repo_gitdir(r), "git-model/views");
+		gm_repo_remove_tree(views);
+		free(views);
+	}
+	*n_removed = g.removed;
+	*bytes_freed = g.bytes;
+out:
+	gm_lfs_object_list_release(&keep);
+	return ret;
+}
+
+/* ------------------------------------------------------------ remotes */
+
+/* Where a remote's objects come from: a local repository's store, or an
+ * HTTP endpoint with an optional token. */
+struct remote_info {
+	char *url;      /* the git URL */
+	char *lfs_url;  /* LFS endpoint (HTTP remotes) */
+	char *token;    /* Authorization: Bearer, or NULL */
+	char *header;   /* "Authorization: Bearer TOKEN" for libgit2, or NULL */
+	int local;      /* url is a local path */
+};
+
+static void remote_info_release(struct remote_info *ri)
+{
+	free(ri->url);
+	free(ri->lfs_url);
+	free(ri->token);
+	free(ri->header);
+	memset(ri, 0, sizeof(*ri));
+}
+
+static int is_local_url(const char *url)
+{
+	return url[0] == '/' || !strncmp(url, "file://", 7) || gm_is_dir(url);
+}
+
+/* Fills ri for a git URL; hub (may be NULL) for hf: sources. */
+static int remote_info_init(struct remote_info *ri, const char *url, const gm_hub_ref *hub, gm_error *err)
+{
+	int ret;
+
+	memset(ri, 0, sizeof(*ri));
+	ri->url = gm_xstrdup(url);
+	ri->local = !hub && is_local_url(url);
+	if (ri->local)
+		return 0;
+	ri->lfs_url = hub ? gm_hub_lfs_url(hub) : gm_lfs_endpoint_for_url(url);
+	if ((ret = hub ? gm_hub_token(&ri->token, err) : gm_hub_token_for_url(url, &ri->token, err)))
+		return ret;
+	if (ri->token) {
+		gm_buf b = GM_BUF_INIT;
+		gm_buf_addf(&b, "Authorization: Bearer %s", ri->token);
+		ri->header = gm_buf_detach(&b, NULL);
+	}
+	return 0;
+}
+
+static const char *local_path(const char *url)
+{
+	return !strncmp(url, "file://", 7) ? url + 7 : url;
+}
+
+/* Gets the listed objects the store lacks. */
+static int download_objects(gm_repo *r, const struct remote_info *ri, const gm_lfs_object_list *list,
+			    const char *ref, int quiet, gm_error *err)
+{
+	gm_lfs_transfer_opts o = GM_LFS_TRANSFER_OPTS_INIT;
+	gm_lfs_transfer_stats st;
+	gm_lfs_remote rem;
+	char *cache;
+	size_t i;
+	int ret = 0;
+
+	if (!list->n)
+		return 0;
+	if (ri->local) {
+		gm_lfs_store src;
+		if ((ret = gm_lfs_store_discover(&src, local_path(ri->url), err)))
+			return ret;
+		for (i = 0; i < list->n && !ret; i++) {
+			const gm_lfs_object *ob = &list->items[i];
+			char *p;
+			if (gm_lfs_store_has(gm_repo_lfs(r), ob->oid, ob->size))
+				continue;
+			p = gm_lfs_object_path(&src, ob->oid);
+			if (!gm_is_file(p))
+				ret = gm_error_set(err, GM_ENOENT, "%s: LFS object %s is not in %s either",
+						   ob->path ? ob->path : "?", ob->oid, ri->url);
+			else
+				ret = gm_lfs_store_import(gm_repo_lfs(r), p, ob->oid, ob->size, err);
+			free(p);
+		}
+		gm_lfs_store_release(&src);
+		return ret;
+	}
+	memset(&rem, 0, sizeof(rem));
+	rem.url = ri->lfs_url;
+	rem.token = ri->token;
+	rem.ref = ref;
+	o.progress = quiet ? GM_LFS_PROGRESS_NEVER : GM_LFS_PROGRESS_AUTO;
+	cache = gm_hub_cache_dir();
+	o.hf_cache = cache;
+	ret = gm_lfs_download(gm_repo_lfs(r), &rem, list, &o, &st, err);
+	free(cache);
+	if (!ret)
+		gm_info("LFS: %zu objects present, %zu reused from the Hugging Face cache, %zu downloaded "
+			"(%llu bytes, %zu resumed)", st.n_present, st.n_reused, st.n_transferred, st.bytes,
+			st.n_resumed);
+	return ret;
+}
+
+static int upload_objects(gm_repo *r, const struct remote_info *ri, const gm_lfs_object_list *list,
+			  const char *ref, int quiet, gm_error *err)
+{
+	gm_lfs_transfer_opts o = GM_LFS_TRANSFER_OPTS_INIT;
+	gm_lfs_transfer_stats st;
+	gm_lfs_remote rem;
+	size_t i;
+	int ret = 0;
+
+	if (!list->n)
+		return 0;
+	if (ri->local) {
+		gm_lfs_store dst;
+		if ((ret = gm_lfs_store_discover(&dst, local_path(ri->url), err)))
+			return ret;
+		for (i = 0; i < list->n && !ret; i++) {
+			const gm_lfs_object *ob = &list->items[i];
+			char *p;
+			if (gm_lfs_store_has(&dst, ob->oid, ob->size))
+				continue;
+			p = gm_lfs_object_path(gm_repo_lfs(r), ob->oid);
+			ret = gm_lfs_store_import(&dst, p, ob->oid, ob->size, err);
+			free(p);
+		}
+		gm_lfs_store_release(&dst);
+		return ret;
+	}
+	memset(&rem, 0, sizeof(rem));
+	rem.url = ri->lfs_url;
+	rem.token = ri->token;
+	rem.ref = ref;
+	o.progress = quiet ? GM_LFS_PROGRESS_NEVER : GM_LFS_PROGRESS_AUTO;
+	ret = gm_lfs_upload(gm_repo_lfs(r), &rem, list, &o, &st, err);
+	if (!ret)
+		gm_info("LFS: %zu objects already on the remote, %zu uploaded (%llu bytes)", st.n_present,
+			st.n_transferred, st.bytes);
+	return ret;
+}
+
+static void set_headers(git_strarray *h, const struct remote_info *ri, char **slot)
+{
+	slot[0] = ri->header;
+	h->strings = slot;
+	h->count = ri->header ? 1 : 0;
+}
+
+/* ------------------------------------------------------------ checkout */
+
+struct pathlist {
+	char **v;
+	size_t n, alloc;
+};
+
+static int collect_paths(const char *root, const git_tree_entry *e, void *payload)
+{
+	struct pathlist *p = payload;
+	gm_buf b = GM_BUF_INIT;
+
+	if (git_tree_entry_type(e) == GIT_OBJECT_TREE)
+		return 0;
+	gm_buf_addf(&b, "%s%s", root, git_tree_entry_name(e));
+	if (p->n == p->alloc) {
+		p->alloc = p->alloc ? 2 * p->alloc : 64;
+		p->v = gm_xrealloc(p->v, p->alloc * sizeof(*p->v));
+	}
+	p->v[p->n++] = gm_buf_detach(&b, NULL);
+	return 0;
+}
+
+static void pathlist_release(struct pathlist *p)
+{
+	size_t i;
+
+	for (i = 0; i < p->n; i++)
+		free(p->v[i]);
+	free(p->v);
+	memset(p, 0, sizeof(*p));
+}
+
+static int tree_of(git_repository *git, const char *hex, git_tree **tree)
+{
+	git_oid id;
+	git_commit *c;
+	int rc;
+
+	if (git_oid_fromstr(&id, hex) < 0 || git_commit_lookup(&c, git, &id) < 0)
+		return -1;
+	rc = git_commit_tree(tree, c);
+	git_commit_free(c);
+	return rc;
+}
+
+/*
+ * Checks out commit hex (from the tree of old_hex, NULL for an empty work
+ * tree).  LFS files whose objects are not in the store are written as
+ * their pointer files (as git-lfs does for excluded files) instead of
+ * failing the smudge; they can be fetched later.
+ */
+static int checkout_commit(gm_repo *r, const char *old_hex, const char *hex, int force, gm_error *err)
+{
+	git_repository *git = gm_repo_git(r);
+	git_checkout_options co;
+	git_tree *tree = NULL, *old = NULL;
+	struct pathlist all = { NULL, 0, 0 }, olds = { NULL, 0, 0 };
+	gm_lfs_object_list ptrs = { NULL, 0, 0 }, absent = { NULL, 0, 0 };
+	const char **keep = NULL;
+	size_t i, j, nkeep = 0;
+	git_index *idx = NULL;
+	int ret = 0;
+
+	if (tree_of(git, hex, &tree) < 0)
+		return gm_repo_git_error(err, GM_EIO, "cannot read commit %s", hex);
+	if (old_hex && tree_of(git, old_hex, &old) < 0) {
+		ret = gm_repo_git_error(err, GM_EIO, "cannot read commit %s", old_hex);
+		goto out;
+	}
+	git_tree_walk(tree, GIT_TREEWALK_PRE, collect_paths, &all);
+	if (old)
+		git_tree_walk(old, GIT_TREEWALK_PRE, collect_paths, &olds);
+	if ((ret = gm_lfs_scan_tree(gm_repo_workdir(r), hex, NULL, NULL, &ptrs, err)))
+		goto out;
+	for (i = 0; i < ptrs.n; i++)
+		if (!gm_lfs_store_has(gm_repo_lfs(r), ptrs.items[i].oid, ptrs.items[i].size))
+			gm_lfs_object_list_add(&absent, ptrs.items[i].oid, ptrs.items[i].size, ptrs.items[i].path);
+	keep = gm_xcalloc(all.n + olds.n + 1, sizeof(*keep));
+	for (i = 0; i < all.n; i++) {
+		int skip = 0;
+		for (j = 0; j < absent.n && !skip; j++)
+			skip = absent.items[j].path && !strcmp(absent.items[j].path, all.v[i]);
+		if (!skip)
+			keep[nkeep++] = all.v[i];
+	}
+	for (i = 0; i < olds.n; i++)
+		keep[nkeep++] = olds.v[i];
+	git_checkout_options_init(&co, GIT_CHECKOUT_OPTIONS_VERSION);
+	co.checkout_strategy = (force ? GIT_CHECKOUT_FORCE : GIT_CHECKOUT_SAFE) |
+			       GIT_CHECKOUT_DISABLE_PATHSPEC_MATCH;
+	co.paths.strings = (char **)keep;
+	co.paths.count = nkeep;
+	if (nkeep && git_checkout_tree(git, (git_object *)tree, &co) < 0) {
+		ret = gm_repo_git_error(err, GM_EIO, "cannot check out %s in %s", hex, gm_repo_workdir(r));
+		goto out;
+	}
+	if (!absent.n)
+		goto out;
+	/* pointer files for what is not here, staged as they are */
+	if (git_repository_index(&idx, git) < 0) {
+		ret = gm_repo_git_error(err, GM_EIO, "cannot read the index");
+		goto out;
+	}
+	for (i = 0; i < absent.n && !ret; i++) {
+		gm_lfs_pointer p = GM_LFS_POINTER_INIT;
+		gm_buf text = GM_BUF_INIT;
+		char *full = gm_path_join(gm_repo_workdir(r), absent.items[i].path), *slash = strrchr(full, '/');
+		memcpy(p.oid, absent.items[i].oid, sizeof(p.oid));
+		p.size = absent.items[i].size;
+		gm_lfs_pointer_format(&p, &text);
+		*slash = '\0';
+		ret = gm_mkdir_p(full, 0755, err);
+		*slash = '/';
+		if (!ret)
+			ret = gm_write_file_atomic(full, text.buf, text.len, 0644, err);
+		if (!ret && git_index_add_bypath(idx, absent.items[i].path) < 0)
+			ret = gm_repo_git_error(err, GM_EIO, "cannot stage %s", absent.items[i].path);
+		gm_buf_release(&text);
+		free(full);
+	}
+	if (!ret && git_index_write(idx) < 0)
+		ret = gm_repo_git_error(err, GM_EIO, "cannot write the index");
+	if (!ret)
+		gm_info("%zu LFS files were not fetched and are pointer files ('git model fetch' gets them)",
+			absent.n);
+out:
+	git_index_free(idx);
+	free(keep);
+	gm_lfs_object_list_release(&ptrs);
+	gm_lfs_object_list_release(&absent);
+	pathlist_release(&all);
+	pathlist_release(&olds);
+	git_tree_free(tree);
+	git_tree_free(old);
+	return ret;
+}
+
+/* ------------------------------------------------------------ clone */
+
+static char *default_name(const char *source)
+{
+	char *s = gm_xstrdup(source), *slash, *name;
+	size_t n;
+
+	while ((n = strlen(s)) > 1 && s[n - 1] == '/')
+		s[n - 1] = '\0';
+	slash = strrchr(s, '/');
+	name = gm_xstrdup(slash ? slash + 1 : (strchr(s, ':') ? strrchr(s, ':') + 1 : s));
+	n = strlen(name);
+	if (n > 4 && !strcmp(name + n - 4, ".git"))
+		name[n - 4] = '\0';
+	else if (n > 4 && !strcmp(name + n - 4, ".tar"))
+		name[n - 4] = '\0';
+	free(s);
+	return name;
+}
+
+static int is_bundle(const char *source)
+{
+	size_t n = strlen(source);
+	return n > 4 && !strcmp(source + n - 4, ".tar") && gm_is_file(source);
+}
+
+/* Puts HEAD on rev: a branch of origin becomes a local tracking branch,
+ * anything else (a commit, a tag) a detached HEAD. */
+static int checkout_rev_head(git_repository *git, const char *rev, char hex[GM_REPO_OID_HEXLEN + 1],
+			     gm_error *err)
+{
+	gm_buf b = GM_BUF_INIT;
+	git_reference *remote_ref = NULL, *branch = NULL;
+	git_object *obj = NULL, *commit = NULL;
+	int ret = 0;
+
+	gm_buf_addf(&b, "refs/remotes/origin/%s", rev);
+	if (git_reference_lookup(&remote_ref, git, b.buf) == 0) {
+		git_commit *c = NULL;
+		gm_buf_reset(&b);
+		gm_buf_addf(&b, "origin/%s", rev);
+		if (git_commit_lookup(&c, git, git_reference_target(remote_ref)) < 0 ||
+		    (git_branch_lookup(&branch, git, rev, GIT_BRANCH_LOCAL) < 0 &&
+		     git_branch_create(&branch, git, rev, c, 0) < 0) ||
+		    git_branch_set_upstream(branch, b.buf) < 0 ||
+		    git_repository_set_head(git, git_reference_name(branch)) < 0)
+			ret = gm_repo_git_error(err, GM_EIO, "cannot check out branch %s", rev);
+		else
+			git_oid_tostr(hex, GM_REPO_OID_HEXLEN + 1, git_reference_target(remote_ref));
+		git_commit_free(c);
+		goto out;
+	}
+	if (git_revparse_single(&obj, git, rev) < 0 || git_object_peel(&commit, obj, GIT_OBJECT_COMMIT) < 0) {
+		ret = gm_error_set(err, GM_ENOENT, "the source has no branch, tag or commit '%s'", rev);
+		goto out;
+	}
+	if (git_repository_set_head_detached(git, git_object_id(commit)) < 0)
+		ret = gm_repo_git_error(err, GM_EIO, "cannot check out %s", rev);
+	else
+		git_oid_tostr(hex, GM_REPO_OID_HEXLEN + 1, git_object_id(commit));
+out:
+	git_object_free(obj);
+	git_object_free(commit);
+	git_reference_free(remote_ref);
+	git_reference_free(branch);
+	gm_buf_release(&b);
+	return ret;
+}
+
+/* After a clone at a revision, the local branches are what was asked for
+ * (as with git clone --branch): the default branch libgit2 created is
+ * deleted unless HEAD is on it. */
+static int drop_other_branches(git_repository *git, gm_error *err)
+{
+	git_branch_iterator *it;
+	git_reference *ref;
+	git_branch_t type;
+	int ret = 0;
+
+	if (git_branch_iterator_new(&it, git, GIT_BRANCH_LOCAL) < 0)
+		return gm_repo_git_error(err, GM_EIO, "cannot list branches");
+	while (!ret && git_branch_next(&ref, &type, it) == 0) {
+		if (git_branch_is_head(ref) != 1 && git_branch_delete(ref) < 0)
+			ret = gm_repo_git_error(err, GM_EIO, "cannot delete branch %s", git_reference_shorthand(ref));
+		git_reference_free(ref);
+	}
+	git_branch_iterator_free(it);
+	return ret;
+}
+
+/* A partial directory left by an interrupted clone of the same URL is
+ * reused (its git objects and partial LFS downloads are kept). */
+static int reusable_partial(const char *partial, const char *url)
+{
+	git_repository *git;
+	git_remote *rem;
+	int ok = 0;
+
+	if (!gm_is_dir(partial) || git_repository_open_ext(&git, partial, GIT_REPOSITORY_OPEN_NO_SEARCH, NULL))
+		return 0;
+	if (git_remote_lookup(&rem, git, "origin") == 0) {
+		ok = git_remote_url(rem) && !strcmp(git_remote_url(rem), url);
+		git_remote_free(rem);
+	}
+	git_repository_free(git);
+	return ok;
+}
+
+static int clone_bundle(const char *source, const char *name, gm_registry_model *out, gm_error *err)
+{
+	gm_repo_dest d;
+	gm_registry *reg = NULL;
+	gm_repo *r = NULL;
+	char *head = NULL, *abs = gm_repo_absolute(source), *def = default_name(source);
+	int ret;
+
+	ret = gm_repo_dest_init(&d, name, def, err);
+	free(def);
+	if (ret) {
+		free(abs);
+		return ret;
+	}
+	if ((ret = gm_registry_open(NULL, &reg, err)) || (ret = gm_repo_dest_check(&d, reg, err)) ||
+	    (ret = gm_repo_dest_lock(&d, err)))
+		goto out;
+	gm_repo_remove_tree(d.partial);
+	if ((ret = gm_repo_bundle_unpack(abs, d.partial, &head, err)) ||
+	    (ret = gm_repo_open(d.partial, &r, err)) ||
+	    (ret = gm_lfs_install(GM_LFS_INSTALL_LOCAL, d.partial, 0, NULL, err)) ||
+	    (ret = checkout_commit(r, NULL, head, 1, err)))
+		goto out;
+	gm_repo_close(r);
+	r = NULL;
+	ret = gm_repo_dest_finish(&d, reg, abs, head, out, err);
+out:
+	if (ret && d.lock_fd >= 0)
+		gm_repo_remove_tree(d.partial);
+	gm_repo_close(r);
+	gm_registry_close(reg);
+	gm_repo_dest_release(&d);
+	free(head);
+	free(abs);
+	return ret;
+}
+
+int gm_repo_clone(const char *source, const char *name, const gm_repo_transfer_opts *opts,
+		  gm_registry_model *out, gm_error *err)
+{
+	static const gm_repo_transfer_opts defaults = { NULL, NULL, 0 };
+	gm_hub_ref hub = GM_HUB_REF_INIT;
+	struct remote_info ri;
+	gm_repo_dest d;
+	gm_registry *reg = NULL;
+	gm_repo *r = NULL;
+	git_repository *git = NULL;
+	git_clone_options co;
+	gm_lfs_object_list list = { NULL, 0, 0 };
+	char *url = NULL, *def = NULL, *slot[1], hex[GM_REPO_OID_HEXLEN + 1];
+	const char *rev = NULL;
+	int ret, is_hub = gm_hub_is_source(source), keep_partial = 0;
+
+	if (!opts)
+		opts = &defaults;
+	if ((ret = gm_repo_global_init(err)))
+		return ret;
+	memset(&ri, 0, sizeof(ri));
+	memset(&d, 0, sizeof(d));
+	d.lock_fd = -1;
+	if (!is_hub && is_bundle(source)) {
+		if (opts->include || opts->exclude)
+			return gm_error_set(err, GM_EINVAL, "--include and --exclude do not apply to a bundle "
+					    "(it holds every object)");
+		return clone_bundle(source, name, out, err);
+	}
+	if (is_hub) {
+		if ((ret = gm_hub_parse(source, &hub, err)))
+			return ret;
+		url = gm_hub_git_url(&hub);
+		def = gm_xstrdup(hub.name);
+		rev = hub.rev;
+	} else {
+		url = is_local_url(source) && !strstr(source, "://") ? realpath(source, NULL) : gm_xstrdup(source);
+		if (!url) {
+			ret = gm_error_errno(err, "cannot resolve %s", source);
+			goto out;
+		}
+		def = default_name(source);
+	}
+	if ((ret = remote_info_init(&ri, url, is_hub ? &hub : NULL, err)) ||
+	    (ret = gm_repo_dest_init(&d, name, def, err)) ||
+	    (ret = gm_registry_open(NULL, &reg, err)) || (ret = gm_repo_dest_check(&d, reg, err)) ||
+	    (ret = gm_repo_dest_lock(&d, err)))
+		goto out;
+
+	if (reusable_partial(d.partial, url)) {
+		gm_info("resuming the interrupted clone in %s", d.partial);
+		if (git_repository_open(&git, d.partial) < 0) {
+			ret = gm_repo_git_error(err, GM_EIO, "cannot open %s", d.partial);
+			goto out;
+		}
+	} else {
+		if (gm_repo_remove_tree(d.partial)) {
+			ret = gm_error_errno(err, "cannot remove the leftover %s", d.partial);
+			goto out;
+		}
+		git_clone_options_init(&co, GIT_CLONE_OPTIONS_VERSION);
+		co.checkout_opts.checkout_strategy = GIT_CHECKOUT_NONE;
+		set_headers(&co.fetch_opts.custom_headers, &ri, slot);
+		if (git_clone(&git, url, d.partial, &co) < 0) {
+			ret = gm_repo_git_error(err, GM_EIO, "cannot clone %s", is_hub ? source : url);
+			gm_repo_remove_tree(d.partial);
+			goto out;
+		}
+	}
+	keep_partial = 1;
+	if (rev) {
+		if ((ret = checkout_rev_head(git, rev, hex, err)) || (ret = drop_other_branches(git, err)))
+			goto out;
+	} else {
+		git_oid id;
+		if (git_reference_name_to_id(&id, git, "HEAD") < 0) {
+			ret = gm_error_set(err, GM_EINVAL, "%s has no commits", source);
+			goto out;
+		}
+		git_oid_tostr(hex, sizeof(hex), &id);
+	}
+	git_repository_free(git);
+	git = NULL;
+	if ((ret = gm_repo_open(d.partial, &r, err)) ||
+	    (ret = gm_lfs_install(GM_LFS_INSTALL_LOCAL, d.partial, 0, NULL, err)) ||
+	    (ret = gm_lfs_scan_tree(d.partial, hex, opts->include, opts->exclude, &list, err)) ||
+	    (ret = download_objects(r, &ri, &list, NULL, opts->quiet, err)))
+		goto out;
+	if ((ret = checkout_commit(r, NULL, hex, 1, err)))
+		goto out;
+	gm_repo_close(r);
+	r = NULL;
+	ret = gm_repo_dest_finish(&d, reg, is_hub ? source : url, hex, out, err);
+out:
+	if (ret && keep_partial && d.lock_fd >= 0 && gm_is_dir(d.partial))
+		gm_info("the partial clone stays in %s: running the same command again resumes it", d.partial);
+	gm_lfs_object_list_release(&list);
+	git_repository_free(git);
+	gm_repo_close(r);
+	gm_registry_close(reg);
+	gm_repo_dest_release(&d);
+	remote_info_release(&ri);
+	gm_hub_ref_release(&hub);
+	free(url);
+	free(def);
+	return ret;
+}
+
+/* ------------------------------------------------------------ fetch, pull, push */
+
+/* The model's origin: its remote info (hf: sources authenticate as such). */
+static int model_remote(gm_repo *r, const gm_registry_model *m, const char *remote_name,
+			struct remote_info *ri, git_remote **remote, gm_error *err)
+{
+	gm_hub_ref hub = GM_HUB_REF_INIT;
+	int ret, is_hub;
+
+	*remote = NULL;
+	if (git_remote_lookup(remote, gm_repo_git(r), remote_name) < 0)
+		return gm_error_set(err, GM_ENOENT, "model '%s' has no remote '%s'%s", m->name, remote_name,
+				    !strcmp(remote_name, "origin") ? " (it was not cloned; add one with "
+				    "'git remote add origin URL' in its directory)" : "");
+	is_hub = gm_hub_is_source(m->source) && !strcmp(remote_name, "origin") &&
+		 gm_hub_parse(m->source, &hub, NULL) == 0;
+	ret = remote_info_init(ri, git_remote_url(*remote), is_hub ? &hub : NULL, err);
+	gm_hub_ref_release(&hub);
+	return ret;
+}
+
+static int fetch_remote(git_remote *remote, const struct remote_info *ri, gm_error *err)
+{
+	git_fetch_options fo;
+	char *slot[1];
+
+	git_fetch_options_init(&fo, GIT_FETCH_OPTIONS_VERSION);
+	set_headers(&fo.custom_headers, ri, slot);
+	if (git_remote_fetch(remote, NULL, &fo, NULL) < 0)
+		return gm_repo_git_error(err, GM_EIO, "cannot fetch from %s", ri->url);
+	return 0;
+}
+
+static int head_hex(gm_repo *r, char hex[GM_REPO_OID_HEXLEN + 1])
+{
+	git_oid id;
+
+	if (git_reference_name_to_id(&id, gm_repo_git(r), "HEAD") < 0)
+		return -1;
+	git_oid_tostr(hex, GM_REPO_OID_HEXLEN + 1, &id);
+	return 0;
+}
+
+int gm_repo_fetch(const char *name, const char *rev, const gm_repo_transfer_opts *opts, gm_error *err)
+{
+	static const gm_repo_transfer_opts defaults = { NULL, NULL, 0 };
+	gm_registry *reg = NULL;
+	gm_registry_model m = { 0 };
+	gm_repo *r = NULL;
+	git_remote *remote = NULL;
+	struct remote_info ri;
+	gm_lfs_object_list list = { NULL, 0, 0 };
+	char hex[GM_REPO_OID_HEXLEN + 1], head[GM_REPO_OID_HEXLEN + 1];
+	int ret;
+
+	if (!opts)
+		opts = &defaults;
+	memset(&ri, 0, sizeof(ri));
+	if ((ret = gm_registry_open(NULL, &reg, err)) || (ret = gm_repo_open_model(reg, name, &m, &r, err)) ||
+	    (ret = model_remote(r, &m, "origin", &ri, &remote, err)) ||
+	    (ret = fetch_remote(remote, &ri, err)) ||
+	    (ret = gm_repo_resolve(r, rev, hex, err)) ||
+	    (ret = gm_lfs_scan_tree(gm_repo_workdir(r), hex, opts->include, opts->exclude, &list, err)) ||
+	    (ret = download_objects(r, &ri, &list, NULL, opts->quiet, err)))
+		goto out;
+	/* pointer files of the checked-out commit get their content (edited
+	 * files are left alone), as git lfs checkout does */
+	if (head_hex(r, head) == 0 && !strcmp(head, hex))
+		ret = gm_lfs_checkout(gm_repo_workdir(r), opts->include, opts->exclude, NULL, NULL, err);
+out:
+	if (ret)
+		gm_error_prefix(err, "git model fetch %s", name);
+	gm_lfs_object_list_release(&list);
+	git_remote_free(remote);
+	remote_info_release(&ri);
+	gm_repo_close(r);
+	gm_registry_model_release(&m);
+	gm_registry_close(reg);
+	return ret;
+}
+
+int gm_repo_pull(const char *name, const gm_repo_transfer_opts *opts, int *updated, gm_error *err)
+{
+	static const gm_repo_transfer_opts defaults = { NULL, NULL, 0 };
+	gm_registry *reg = NULL;
+	gm_registry_model m = { 0 };
+	gm_repo *r = NULL;
+	git_remote *remote = NULL;
+	git_reference *head = NULL, *upstream = NULL, *moved = NULL;
+	struct remote_info ri;
+	gm_lfs_object_list list = { NULL, 0, 0 };
+	char old[GM_REPO_OID_HEXLEN + 1], new[GM_REPO_OID_HEXLEN + 1];
+	git_repository *git;
+	int ret;
+
+	*updated = 0;
+	if (!opts)
+		opts = &defaults;
+	memset(&ri, 0, sizeof(ri));
+	if ((ret = gm_registry_open(NULL, &reg, err)) || (ret = gm_repo_open_model(reg, name, &m, &r, err)))
+		goto out;
+	git = gm_repo_git(r);
+	if (git_repository_head(&head, git) < 0 || !git_reference_is_branch(head)) {
+		ret = gm_error_set(err, GM_EINVAL, "HEAD of model '%s' is not on a branch (a clone at a commit); "
+				   "pull needs a branch", name);
+		goto out;
+	}
+	if ((ret = model_remote(r, &m, "origin", &ri, &remote, err)) || (ret = fetch_remote(remote, &ri, err)))
+		goto out;
+	if (git_branch_upstream(&upstream, head) < 0) {
+		gm_buf b = GM_BUF_INIT;
+		gm_buf_addf(&b, "refs/remotes/origin/%s", git_reference_shorthand(head));
+		if (git_reference_lookup(&upstream, git, b.buf) < 0)
+			ret = gm_error_set(err, GM_ENOENT, "branch %s of model '%s' has no upstream on origin",
+					   git_reference_shorthand(head), name);
+		gm_buf_release(&b);
+		if (ret)
+			goto out;
+	}
+	git_oid_tostr(old, sizeof(old), git_reference_target(head));
+	git_oid_tostr(new, sizeof(new), git_reference_target(upstream));
+	if (!strcmp(old, new))
+		goto out; /* up to date */
+	if (git_graph_descendant_of(git, git_reference_target(upstream), git_reference_target(head)) != 1) {
+		ret = gm_error_set(err, GM_EINVAL, "cannot pull model '%s': its branch %s and origin's have "
+				   "diverged (not a fast-forward); merge or reset it with git in %s", name,
+				   git_reference_shorthand(head), m.path);
+		goto out;
+	}
+	if ((ret = gm_lfs_scan_tree(gm_repo_workdir(r), new, opts->include, opts->exclude, &list, err)) ||
+	    (ret = download_objects(r, &ri, &list, git_reference_name(head), opts->quiet, err)) ||
+	    (ret = checkout_commit(r, old, new, 0, err)))
+		goto out;
+	if (git_reference_set_target(&moved, head, git_reference_target(upstream), "git model pull: fast-forward")
+	    < 0) {
+		ret = gm_repo_git_error(err, GM_EIO, "cannot move branch %s", git_reference_shorthand(head));
+		goto out;
+	}
+	*updated = 1;
+	ret = gm_registry_set_revision(reg, name, new, err);
+out:
+	gm_lfs_object_list_release(&list);
+	git_reference_free(moved);
+	git_reference_free(upstream);
+	git_reference_free(head);
+	git_remote_free(remote);
+	remote_info_release(&ri);
+	gm_repo_close(r);
+	gm_registry_model_release(&m);
+	gm_registry_close(reg);
+	return ret;
+}
+
+struct push_status {
+	gm_buf rejected;
+};
+
+static int push_update_ref(const char *refname, const char *status, void *data)
+{
+	struct push_status *ps = data;
+
+	if (status)
+		gm_buf_addf(&ps->rejected, "%s%s (%s)", ps->rejected.len ? ", " : "", refname, status);
+	return 0;
+}
+
+int gm_repo_push(const char *name, const char *remote_name, const gm_repo_transfer_opts *opts, gm_error *err)
+{
+	static const gm_repo_transfer_opts defaults = { NULL, NULL, 0 };
+	gm_registry *reg = NULL;
+	gm_registry_model m = { 0 };
+	gm_repo *r = NULL;
+	git_remote *remote = NULL;
+	git_reference *head = NULL;
+	git_revwalk *walk = NULL;
+	struct remote_info ri;
+	struct scan s;
+	gm_lfs_object_list list = { NULL, 0, 0 };
+	git_push_options po;
+	struct push_status ps = { GM_BUF_INIT };
+	gm_buf spec = GM_BUF_INIT, hide = GM_BUF_INIT;
+	char *slot[1], *specs[1];
+	git_strarray refspecs;
+	int ret, scanning = 0;
+
+	if (!opts)
+		opts = &defaults;
+	if (!remote_name)
+		remote_name = "origin";
+	memset(&ri, 0, sizeof(ri));
+	if ((ret = gm_registry_open(NULL, &reg, err)) || (ret = gm_repo_open_model(reg, name, &m, &r, err)) ||
+	    (ret = model_remote(r, &m, remote_name, &ri, &remote, err)))
+		goto out;
+	if (git_repository_head(&head, gm_repo_git(r)) < 0 || !git_reference_is_branch(head)) {
+		ret = gm_error_set(err, GM_EINVAL, "HEAD of model '%s' is not on a branch: nothing to push", name);
+		goto out;
+	}
+	/* the LFS objects of the commits the remote does not have yet (as far
+	 * as its tracking refs know); the server skips what it has anyway */
+	if ((ret = scan_init(&s, r, &list, err)))
+		goto out;
+	scanning = 1;
+	if (git_revwalk_new(&walk, gm_repo_git(r)) < 0 || git_revwalk_push_head(walk) < 0) {
+		ret = gm_repo_git_error(err, GM_EIO, "cannot walk the history of %s", name);
+		goto out;
+	}
+	gm_buf_addf(&hide, "remotes/%s/*", remote_name);
+	git_revwalk_hide_glob(walk, hide.buf);
+	if ((ret = scan_walk(&s, walk)) ||
+	    (ret = upload_objects(r, &ri, &list, git_reference_name(head), opts->quiet, err)))
+		goto out;
+	gm_buf_addf(&spec, "%s:%s", git_reference_name(head), git_reference_name(head));
+	specs[0] = spec.buf;
+	refspecs.strings = specs;
+	refspecs.count = 1;
+	git_push_options_init(&po, GIT_PUSH_OPTIONS_VERSION);
+	set_headers(&po.custom_headers, &ri, slot);
+	po.callbacks.push_update_reference = push_update_ref;
+	po.callbacks.payload = &ps;
+	if (git_remote_push(remote, &refspecs, &po) < 0) {
+		ret = gm_repo_git_error(err, GM_EIO, "cannot push %s to %s", git_reference_shorthand(head), ri.url);
+		goto out;
+	}
+	if (ps.rejected.len)
+		ret = gm_error_set(err, GM_EINVAL, "%s refused %s (fetch and pull first if it moved)", ri.url,
+				   ps.rejected.buf);
+out:
+	if (scanning)
+		scan_release(&s);
+	gm_buf_release(&ps.rejected);
+	gm_buf_release(&spec);
+	gm_buf_release(&hide);
+	gm_lfs_object_list_release(&list);
+	git_revwalk_free(walk);
+	git_reference_free(head);
+	git_remote_free(remote);
+	remote_info_release(&ri);
+	gm_repo_close(r);
+	gm_registry_model_release(&m);
+	gm_registry_close(reg);
+	return ret;
+}

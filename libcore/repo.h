@@ -1,0 +1,191 @@
+/*
+ * repo.h - models as git repositories: libgit2 wrappers and the operations
+ * the git model commands are built on (import, clone, fetch, pull, push,
+ * fsck, gc, bundles, NAME[@REV] resolution).
+ *
+ * A model is a non-bare git repository whose large files are Git LFS
+ * pointers with objects in GITDIR/lfs/objects (lfs.h).  Registered models
+ * (registry.h) live in the models directory
+ *
+ *     $GIT_MODEL_HOME                         when set
+ *     $XDG_DATA_HOME/git-model/models         else
+ *     ~/.local/share/git-model/models
+ *
+ * as models/NAME, unless the NAME given to clone or import contains a '/',
+ * in which case it is the path of the new repository and its last
+ * component the registered name.
+ *
+ * New repositories are built under a temporary name beside their final one
+ * (models/.NAME.partial) and renamed into place only when complete and
+ * registered, so a failure never leaves a half-made model under its name;
+ * an interrupted clone keeps its partial directory (and partial LFS
+ * downloads) so that running the same clone again resumes it.
+ *
+ * Errors follow error.h.  Strings returned through char ** are owned by
+ * the caller.
+ */
+#ifndef GM_REPO_H
+#define GM_REPO_H
+
+#include <stddef.h>
+
+#include "error.h"
+#include "lfs.h"
+#include "registry.h"
+
+#define GM_REPO_OID_HEXLEN 40
+
+struct git_repository;
+typedef struct gm_repo gm_repo;
+
+/* ------------------------------------------------------------ repositories */
+
+/* libgit2's global state and the in-process lfs filter; idempotent. */
+int gm_repo_global_init(gm_error *err);
+
+/* A new non-bare repository at workdir (created as needed), HEAD on "main". */
+int gm_repo_init(const char *workdir, gm_repo **out, gm_error *err);
+/* Opens the repository whose work tree is (or contains) path. */
+int gm_repo_open(const char *path, gm_repo **out, gm_error *err);
+void gm_repo_close(gm_repo *r);
+
+const char *gm_repo_workdir(const gm_repo *r);   /* absolute, no trailing '/' */
+const char *gm_repo_gitdir(const gm_repo *r);    /* the common git directory, no trailing '/' */
+struct git_repository *gm_repo_git(gm_repo *r);  /* borrowed */
+const gm_lfs_store *gm_repo_lfs(gm_repo *r);     /* the repository's LFS object store */
+
+/* The commit a revision names (NULL: HEAD), as 40 hex digits; a branch
+ * name is tried as a local branch, then as origin's. */
+int gm_repo_resolve(gm_repo *r, const char *rev, char out[GM_REPO_OID_HEXLEN + 1], gm_error *err);
+
+/*
+ * Commits the given work-tree files (relative paths; a missing file is a
+ * deletion) on top of HEAD, in one step: each file is cleaned into the LFS
+ * store when its filter attribute is "lfs" (else stored as a blob), the
+ * tree is written from the index, then the commit, then the branch moves
+ * (the commit point), then the index is saved.  n == 0 commits every file
+ * of the work tree (the first commit of an import).  Author and committer
+ * come from GIT_AUTHOR_* / GIT_COMMITTER_* as in git, else user.name and
+ * user.email, else "git-model".  out (may be NULL) receives the commit id.
+ */
+int gm_repo_commit_files(gm_repo *r, const char *const *paths, size_t n, const char *message,
+			 char out[GM_REPO_OID_HEXLEN + 1], gm_error *err);
+
+/*
+ * Reads path at revision rev (NULL: HEAD) without a checkout.  A regular
+ * file's content is appended to content; an LFS pointer is resolved to its
+ * object: *object_path is set to the object's path in the store (content
+ * gets nothing) or GM_ENOENT says how to fetch it.  object_path may be
+ * NULL, and then LFS objects are read into content.
+ */
+int gm_repo_read_file(gm_repo *r, const char *rev, const char *path, gm_buf *content, char **object_path,
+		      gm_error *err);
+
+/*
+ * A directory showing the tree of commit (hex) without a checkout:
+ * GITDIR/git-model/views/COMMIT, where small files are written from their
+ * blobs and LFS files are symbolic links to their objects in the store,
+ * so that weights are mmapped straight from the object store.  Built under
+ * a temporary name and renamed; reused when complete.  *dir is the path.
+ */
+int gm_repo_view(gm_repo *r, const char *commit, char **dir, gm_error *err);
+
+/* ------------------------------------------------------------ models by name */
+
+/* The models directory (see above); not created here. */
+int gm_repo_models_dir(char **out, gm_error *err);
+
+/* Splits "NAME[@REV]"; *rev is NULL without "@". */
+void gm_repo_split_spec(const char *spec, char **name, char **rev);
+
+/*
+ * What "-m SPEC" means for git infer, git train and git adapter: SPEC is a
+ * model directory when it names an existing directory or has a '/' before
+ * any '@';
+ * otherwise NAME or NAME@REV of a registered model.  NAME is its work tree;
+ * NAME@REV is gm_repo_view of that revision.  *dir is the directory to load.
+ */
+int gm_repo_resolve_model(const char *spec, char **dir, gm_error *err);
+
+/* A registered model's entry and opened repository (NAME, no @REV). */
+int gm_repo_open_model(gm_registry *reg, const char *name, gm_registry_model *entry, gm_repo **out,
+		       gm_error *err);
+
+/* ------------------------------------------------------------ operations */
+
+typedef struct gm_repo_transfer_opts {
+	const char *const *include; /* NULL-terminated LFS path patterns (lfs.h); NULL: all */
+	const char *const *exclude;
+	int quiet;                  /* no progress */
+} gm_repo_transfer_opts;
+
+/*
+ * git model import: DIR (a Hugging Face-layout model directory) becomes a
+ * registered repository with HF's .gitattributes, large files in LFS and a
+ * first commit.  name may be NULL (DIR's last component) or a path (see
+ * above).  out (may be NULL) receives the registry entry.
+ */
+int gm_repo_import(const char *dir, const char *name, gm_registry_model *out, gm_error *err);
+
+/*
+ * git model clone: source is "hf:ORG/NAME[@REV]", a git URL, a local
+ * repository path, or a FILE.tar written by gm_repo_bundle_create.  The
+ * repository is cloned without a checkout, the LFS objects of the revision
+ * to check out are downloaded (filtered by include/exclude), then the work
+ * tree is checked out; files not downloaded stay pointer files, as with
+ * git-lfs.  name may be NULL (derived from the source).
+ */
+int gm_repo_clone(const char *source, const char *name, const gm_repo_transfer_opts *opts,
+		  gm_registry_model *out, gm_error *err);
+
+/*
+ * git model fetch: fetches origin, then the LFS objects of rev (NULL:
+ * HEAD) selected by opts; when rev is the checked-out commit, pointer files
+ * in the work tree whose objects arrived are replaced by their content.
+ */
+int gm_repo_fetch(const char *name, const char *rev, const gm_repo_transfer_opts *opts, gm_error *err);
+
+/* git model pull: fetch, then fast-forward the current branch to its
+ * upstream (refusing anything else) and check it out with its LFS objects.
+ * *updated tells whether HEAD moved. */
+int gm_repo_pull(const char *name, const gm_repo_transfer_opts *opts, int *updated, gm_error *err);
+
+/* git model push: uploads the LFS objects of the commits the remote lacks
+ * (Batch API), then pushes the current branch with libgit2. */
+int gm_repo_push(const char *name, const char *remote, const gm_repo_transfer_opts *opts, gm_error *err);
+
+/* git model rm: unregisters the model and deletes its directory. */
+int gm_repo_remove(const char *name, gm_error *err);
+
+/* One problem found by gm_repo_fsck. */
+typedef void (*gm_repo_report_fn)(void *ctx, const char *kind, const char *oid, const char *path,
+				  const char *detail);
+
+/*
+ * git model fsck: re-hashes every LFS object referenced by any ref (and
+ * every object in the store), calling report for each missing or corrupt
+ * one.  *n_checked objects were hashed; *n_bad problems were reported.
+ */
+int gm_repo_fsck(gm_repo *r, gm_repo_report_fn report, void *ctx, size_t *n_checked, size_t *n_bad,
+		 gm_error *err);
+
+/*
+ * git model gc: deletes LFS objects referenced by no commit reachable from
+ * a ref or HEAD, nor by the index; dry_run only counts.  Cached views are
+ * dropped too (they are rebuilt on demand).
+ */
+int gm_repo_gc(gm_repo *r, int dry_run, size_t *n_removed, unsigned long long *bytes_freed,
+	       gm_error *err);
+
+/* Size in bytes of the files under dir (hard links counted once). */
+unsigned long long gm_repo_disk_usage(const char *dir);
+
+/*
+ * git model bundle: one tar archive holding a manifest (refs, HEAD, the
+ * sha256 of every member), a git pack of everything reachable from the
+ * refs, and every LFS object those commits reference that the store has.
+ * Written under a temporary name and renamed.
+ */
+int gm_repo_bundle_create(gm_repo *r, const char *file, size_t *n_objects, gm_error *err);
+
+#endif
