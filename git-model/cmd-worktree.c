@@ -22,7 +22,7 @@ static const char *const checkout_usage[] = {
 
 static const char *const worktree_usage[] = {
 	"git model worktree add <name>[@<branch>] [--worktree <dir>] [--driver <driver>]",
-	"git model worktree list [<name>]",
+	"git model worktree list [-v] [<name>]",
 	"git model worktree rm [--force] <dir>",
 	"git model worktree prune [<name>]",
 	"git model worktree repair [<name> | <dir>]",

@@ -22,6 +22,7 @@
 #include "lfs.h"
 #include "log.h"
 #include "registry.h"
+#include "repo.h"
 #include "worktree.h"
 
 #define LOCK_REASON "git-model: copy-on-write worktree (remove it with: git model worktree rm)"
@@ -141,7 +142,10 @@ static int model_open_reg(gm_registry *reg, const char *name, struct model_ctx *
 	if ((ret = gm_registry_get_model(reg, name, &m->entry, err)))
 		return ret;
 	m->reg = reg;
-	git_libgit2_init();
+	/* libgit2 with the in-process lfs filter: a status then compares
+	 * large files by their pointers, as git with git-lfs does. */
+	if ((ret = gm_repo_global_init(err)))
+		return ret;
 	if (git_repository_open(&m->repo, m->entry.path)) {
 		ret = git_fail(err, m->entry.path);
 		gm_error_prefix(err, "model '%s'", name);
