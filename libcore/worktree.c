@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -50,6 +51,7 @@ struct model_ctx {
 	char *gitdir;      /* common git directory, no trailing '/' */
 	char *cowdir;      /* GITDIR/git-model/cow */
 	gm_lfs_store store;
+	int lock_fd;       /* cow/.lock while held, else -1 */
 };
 
 /* The state file of one worktree. */
@@ -131,7 +133,35 @@ static void model_close(struct model_ctx *m)
 	gm_lfs_store_release(&m->store);
 	free(m->gitdir);
 	free(m->cowdir);
+	if (m->lock_fd >= 0)
+		close(m->lock_fd); /* releases the lock */
 	memset(m, 0, sizeof(*m));
+	m->lock_fd = -1;
+}
+
+/* Serializes the commands that create, count or delete a model's lower
+ * layers and worktree states, so that a lower layer is never deleted
+ * while another command is starting to use it. */
+static int model_lock(struct model_ctx *m, gm_error *err)
+{
+	char *path;
+	int ret;
+
+	if (m->lock_fd >= 0)
+		return 0;
+	if ((ret = gm_mkdir_p(m->cowdir, 0755, err)))
+		return ret;
+	path = gm_path_join(m->cowdir, ".lock");
+	m->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (m->lock_fd < 0) {
+		ret = gm_error_errno(err, "cannot open %s", path);
+	} else if (flock(m->lock_fd, LOCK_EX)) {
+		ret = gm_error_errno(err, "cannot lock %s", path);
+		close(m->lock_fd);
+		m->lock_fd = -1;
+	}
+	free(path);
+	return ret;
 }
 
 static int model_open_reg(gm_registry *reg, const char *name, struct model_ctx *m, gm_error *err)
@@ -139,6 +169,7 @@ static int model_open_reg(gm_registry *reg, const char *name, struct model_ctx *
 	int ret;
 
 	memset(m, 0, sizeof(*m));
+	m->lock_fd = -1;
 	if ((ret = gm_registry_get_model(reg, name, &m->entry, err)))
 		return ret;
 	m->reg = reg;
@@ -162,6 +193,7 @@ static int model_open(const char *name, struct model_ctx *m, gm_error *err)
 	int ret;
 
 	memset(m, 0, sizeof(*m));
+	m->lock_fd = -1;
 	if ((ret = gm_registry_open(NULL, &reg, err)))
 		return ret;
 	if ((ret = model_open_reg(reg, name, m, err))) {
@@ -726,6 +758,8 @@ static int ensure_mounted(struct model_ctx *m, const struct wt_state *s, int *di
 		return ret;
 	if (!gm_cow_driver_mounts(d) || gm_cow_is_mounted(s->path, NULL))
 		return 0;
+	if ((ret = model_lock(m, err)))
+		return ret;
 	if (*s->lower) {
 		char *lower = lower_dir(m, s->lower);
 		int exists = gm_is_dir(lower);
@@ -845,6 +879,8 @@ int gm_worktree_add(const char *name, const char *ref, const gm_worktree_opts *o
 	memset(&s, 0, sizeof(s));
 	if ((ret = model_open(name, &m, err)))
 		return ret;
+	if ((ret = model_lock(&m, err)))
+		goto out;
 	if (!ref && !opts->dir) {
 		ret = gm_error_set(err, GM_EINVAL, "say which branch (%s@BRANCH) or where (--worktree DIR)", name);
 		goto out;
@@ -1273,6 +1309,8 @@ static int remove_one(struct model_ctx *m, struct wt_state *s, int force, gm_err
 	char *sdir;
 	int ret, did;
 
+	if ((ret = model_lock(m, err)))
+		return ret;
 	gm_cow_driver_parse(s->driver, &d, NULL);
 	if (!force && gm_is_dir(s->path)) {
 		/* Look at the files as the user sees them. */
@@ -1380,7 +1418,7 @@ int gm_worktree_prune(const char *name, size_t *n_pruned, gm_error *err)
 
 		if ((ret = model_open_reg(reg, names[i], &m, err)))
 			break;
-		if ((ret = states_list(&m, &v, &n, err)) == 0) {
+		if ((ret = model_lock(&m, err)) == 0 && (ret = states_list(&m, &v, &n, err)) == 0) {
 			for (j = 0; j < n && !ret; j++) {
 				int gone = !gm_is_dir(v[j].path) && !gm_cow_is_mounted(v[j].path, NULL);
 
