@@ -1255,8 +1255,7 @@ static int find_worktree(gm_registry *reg, const char *path, struct model_ctx *m
 			continue;
 		if ((ret = model_open_reg(reg, rv[i].model, m, err)))
 			break;
-		ret = gm_error_set(err, GM_ENOENT, "%s: the worktree's state is missing from %s/wt; "
-				   "'git model worktree prune' forgets it", path, m->cowdir);
+		ret = GM_ENOENT;
 		if (states_list(m, &sv, &sn, NULL) == 0) {
 			for (j = 0; j < sn; j++) {
 				if (!strcmp(sv[j].path, path)) {
@@ -1269,6 +1268,8 @@ static int find_worktree(gm_registry *reg, const char *path, struct model_ctx *m
 			states_free(sv, sn);
 		}
 		if (ret) {
+			gm_error_set(err, GM_ENOENT, "%s: the worktree's state is missing from %s/wt; "
+				     "'git model worktree prune' forgets it", path, m->cowdir);
 			m->reg = NULL;
 			gm_registry_model_release(&m->entry);
 			model_close(m);
