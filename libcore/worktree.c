@@ -1567,3 +1567,48 @@ int gm_worktree_find(const char *name, const char *ref, char **dir, int *found, 
 	model_close(&m);
 	return ret;
 }
+
+int gm_worktree_ensure(const char *dir, gm_error *err)
+{
+	char resolved[PATH_MAX], *db = NULL;
+	gm_registry *reg;
+	gm_registry_worktree *rv = NULL;
+	size_t rn = 0, i;
+	int ret;
+
+	if (!realpath(dir, resolved))
+		return 0; /* the caller reports a missing directory its own way */
+	if (gm_registry_default_path(&db, NULL) || access(db, F_OK)) {
+		free(db);
+		return 0;
+	}
+	free(db);
+	if ((ret = gm_registry_open(NULL, &reg, err)))
+		return ret;
+	if ((ret = gm_registry_list_worktrees(reg, NULL, &rv, &rn, err)))
+		goto out;
+	for (i = 0; i < rn; i++) {
+		struct model_ctx m;
+		struct wt_state *sv;
+		size_t sn, j;
+		int did;
+
+		if (strcmp(rv[i].path, resolved))
+			continue;
+		if ((ret = model_open_reg(reg, rv[i].model, &m, err)) == 0 &&
+		    (ret = states_list(&m, &sv, &sn, err)) == 0) {
+			for (j = 0; j < sn && !ret; j++)
+				if (!strcmp(sv[j].path, resolved))
+					ret = ensure_mounted(&m, &sv[j], &did, err);
+			states_free(sv, sn);
+		}
+		m.reg = NULL;
+		gm_registry_model_release(&m.entry);
+		model_close(&m);
+		break;
+	}
+out:
+	gm_registry_worktrees_free(rv, rn);
+	gm_registry_close(reg);
+	return ret;
+}

@@ -93,4 +93,12 @@ int gm_worktree_repair(const char *name, const char *path, size_t *n_repaired, g
  */
 int gm_worktree_find(const char *name, const char *ref, char **dir, int *found, gm_error *err);
 
+/*
+ * For "-m DIR": when dir is a registered worktree that is no longer
+ * mounted (after a reboot), re-mounts it, so that the command reading it
+ * sees its files; any other directory is left alone (0).  No registry is
+ * created when there is none.
+ */
+int gm_worktree_ensure(const char *dir, gm_error *err);
+
 #endif

@@ -87,6 +87,11 @@ int main(void)
 	ok_error(gm_worktree_find("nosuch", "exp", &dir, &found, &err), &err, GM_ENOENT, "nosuch",
 		 "gm_worktree_find: an unknown model");
 
+	ok(gm_worktree_ensure(tmp, &err) == 0, "gm_worktree_ensure leaves other directories alone");
+	ok(gm_worktree_ensure("/nonexistent/dir", &err) == 0, "and missing ones");
+	gm_buf_reset(&b);
+	gm_buf_addf(&b, "%s/models/m@exp", tmp);
+	ok(gm_worktree_ensure(b.buf, &err) == 0, "a copy worktree needs no mount (%s)", err.msg);
 	ok(gm_worktree_list("m", &v, &n, &err) == 0 && n == 1, "one worktree listed");
 	if (n == 1) {
 		ok(v[0].full > 1000000 && v[0].used >= v[0].full, "a copy uses what a full copy takes (%llu of %llu)",
