@@ -366,7 +366,6 @@ static void print_json(const gm_model *m, const struct info_files *f, const stru
 	gm_weights_dtype_mix(m->weights, dtype, sizeof(dtype));
 	json_object_object_add(o, "path", json_object_new_string(ir->entry.name && ir->entry.path ?
 								  ir->entry.path : m->dir));
-	repo_json(o, ir);
 	json_object_object_add(o, "architecture", json_object_new_string(c->architecture));
 	json_object_object_add(o, "model_type", json_object_new_string(c->model_type));
 	json_object_object_add(o, "parameters", json_object_new_int64((int64_t)m->n_params));
@@ -387,6 +386,7 @@ static void print_json(const gm_model *m, const struct info_files *f, const stru
 	json_object_object_add(o, "generation", generation_json(&m->generation));
 	json_object_object_add(o, "files", files_json(f));
 	json_object_object_add(o, "size", json_object_new_int64((int64_t)f->total));
+	repo_json(o, ir);
 	puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
 					    JSON_C_TO_STRING_NOSLASHESCAPE));
 	json_object_put(o);

@@ -398,8 +398,12 @@ static int stream_close(git_writestream *w)
 		}
 	}
 	gm_buf_release(&out);
-	if (ret)
+	if (ret) {
+		/* The writer downstream must still be closed (libgit2 asserts
+		 * it); our message is set after, so that it is the one seen. */
+		st->next->close(st->next);
 		return set_git_error(&err);
+	}
 	return st->next->close(st->next);
 }
 

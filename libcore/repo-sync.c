@@ -957,6 +957,16 @@ static int model_remote(gm_repo *r, const gm_registry_model *m, const char *remo
 		 gm_hub_parse(m->source, &hub, NULL) == 0;
 	ret = remote_info_init(ri, git_remote_url(*remote), is_hub ? &hub : NULL, err);
 	gm_hub_ref_release(&hub);
+	if (!ret && !ri->local) {
+		/* lfs.url and remote.NAME.lfsurl override the derived endpoint,
+		 * as they do for git-lfs */
+		gm_lfs_endpoint ep;
+		if (gm_lfs_endpoint_resolve(gm_repo_workdir(r), remote_name, &ep, NULL) == 0 && ep.remote.url) {
+			free(ri->lfs_url);
+			ri->lfs_url = gm_xstrdup(ep.remote.url);
+		}
+		gm_lfs_endpoint_release(&ep);
+	}
 	return ret;
 }
 

@@ -137,7 +137,7 @@ test_expect_success MAN 'each subcommand has an entry on the man page' '
 '
 
 test_expect_success 'missing arguments are one line and exit 129' '
-	for cmd in "git model synth" "git model synth tiny" "git model info" "git infer --check" \
+	for cmd in "git model synth" "git model synth tiny" "git model info" "git model track" "git infer --check" \
 		"git train" "git adapter show"
 	do
 		test_expect_code 129 $cmd >out 2>err &&

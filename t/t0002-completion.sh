@@ -114,4 +114,21 @@ test_expect_success GIT_COMPLETION 'git model <TAB> goes through git'\''s comple
 	test_cmp expect actual
 '
 
+test_expect_success BASH 'registered model names are offered where a model is expected' '
+	mkdir -p fake &&
+	echo "{}" >fake/config.json &&
+	git model import -q fake alpha &&
+	git model import -q fake alpine &&
+	git model import -q fake beta &&
+	printf "alpha \nalpine \n" >expect &&
+	complete_dashed git-model fetch al >actual &&
+	test_cmp expect actual &&
+	complete_dashed git-model rm --yes al >actual &&
+	test_cmp expect actual &&
+	complete_dashed git-infer -m al >actual &&
+	test_cmp expect actual &&
+	complete_dashed git-model bundle alpha "" >actual &&
+	! test_grep "^beta" actual
+'
+
 test_done

@@ -74,6 +74,7 @@ test_expect_success 'info describes the f32 fixture' '
 	EOF
 	files_block f32 $F32_FILES >>expect &&
 	echo "size:             2.79 MiB ($(total_size f32 $F32_FILES) bytes)" >>expect &&
+	printf "adapters: none\nworktrees: none\n" >>expect &&
 	test_cmp expect actual
 '
 
@@ -121,6 +122,7 @@ test_expect_success PYTHON3 'info --json of the f32 fixture' '
 	                   "min_p": 0.0, "repetition_penalty": 1.0, "max_new_tokens": None},
 	    "files": [{"name": f, "size": os.path.getsize("f32/" + f)} for f in files],
 	    "size": sum(os.path.getsize("f32/" + f) for f in files),
+	    "name": None, "revision": None, "source": None, "adapters": [], "worktrees": [],
 	}
 	assert list(o) == list(want), list(o)
 	bad = {k: (o[k], v) for k, v in want.items() if o[k] != v}
@@ -267,7 +269,7 @@ test_expect_success PYTHON3 'a sharded checkpoint lists its index and shards' '
 test_expect_success 'a missing directory' '
 	test_expect_code 1 git model info nosuch >out 2>err &&
 	test_must_be_empty out &&
-	echo "error: nosuch: not a model directory (no such directory)" >expect &&
+	echo "error: '\''nosuch'\'' is neither a model directory nor a registered model (see '\''git model list'\'')" >expect &&
 	test_cmp expect err
 '
 
@@ -356,7 +358,7 @@ test_expect_success 'a huge layer count is an error, not a crash' '
 test_expect_success 'usage errors exit 129' '
 	test_expect_code 129 git model info >out 2>err &&
 	test_must_be_empty out &&
-	test_grep "missing <dir>" err &&
+	test_grep "missing <name> or <dir>" err &&
 	test_expect_code 129 git model info f32 f32 2>err &&
 	test_grep "too many arguments" err &&
 	test_expect_code 129 git model info --bogus f32 2>err &&
@@ -365,7 +367,7 @@ test_expect_success 'usage errors exit 129' '
 
 test_expect_success 'info -h prints the usage and exits 129' '
 	test_expect_code 129 git model info -h >out &&
-	test_grep "^usage: git model info \[--json\] <dir>$" out &&
+	test_grep "^usage: git model info \[--json\] (<name>\[@<rev>\] | <dir>)$" out &&
 	test_grep "^    --json  *print one JSON object$" out
 '
 

@@ -135,7 +135,7 @@ test_expect_success '-v reports what was read on stderr' '
 test_expect_success 'without -m: usage error 129' '
 	test_expect_code 129 git infer --check >out 2>err &&
 	test_must_be_empty out &&
-	echo "error: missing -m <model>: the model directory (see '\''git infer -h'\'')" >expect &&
+	echo "error: missing -m <model>: a model directory or a registered name (see '\''git infer -h'\'')" >expect &&
 	test_cmp expect err &&
 	test_expect_code 129 git infer 2>err &&
 	test_cmp expect err
@@ -166,7 +166,7 @@ test_expect_success '-h prints the usage on stdout and exits 129' '
 	   or: git infer -m <model> --tokenize < <text>
 	   or: git infer -m <model> --render-chat <messages.json>
 
-	    -m, --model <dir>         the model directory
+	    -m, --model <model>       the model: a directory, or NAME[@REV] of a registered model
 	    -p, --prompt <text>       the prompt (- reads standard input)
 	    --chat                    apply the chat template of the model
 	    --system <text>           with --chat: a system message first
@@ -212,7 +212,7 @@ test_expect_success '--version' '
 test_expect_success 'a missing directory: 1' '
 	test_expect_code 1 git infer -m nosuch --check >out 2>err &&
 	test_must_be_empty out &&
-	echo "error: nosuch: not a model directory (no such directory)" >expect &&
+	echo "error: '\''nosuch'\'' is neither a model directory nor a registered model (see '\''git model list'\'')" >expect &&
 	test_cmp expect err
 '
 

@@ -367,7 +367,7 @@ test_expect_success 'a prompt longer than the context: 1' '
 test_expect_success 'a missing model: 1' '
 	test_expect_code 1 git infer -m nosuch -p hello >out 2>err &&
 	test_must_be_empty out &&
-	echo "error: nosuch: not a model directory (no such directory)" >expect &&
+	echo "error: '\''nosuch'\'' is neither a model directory nor a registered model (see '\''git model list'\'')" >expect &&
 	test_cmp expect err
 '
 

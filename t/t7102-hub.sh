@@ -118,6 +118,17 @@ test_expect_success PYTHON3 'fetch NAME REV gets the objects of another revision
 	test_cmp expect1 actual
 '
 
+test_expect_success PYTHON3 'files already in the huggingface_hub cache are reused, not downloaded' '
+	start_hub_server &&
+	publish org/tiny &&
+	mkdir -p hfcache/models--org--tiny/blobs &&
+	cp m2/model.safetensors hfcache/models--org--tiny/blobs/$OID2 &&
+	HF_HUB_CACHE="$PWD/hfcache" git model clone -q hf:org/tiny cached &&
+	cmp m2/model.safetensors "$MODELS/cached/model.safetensors" &&
+	! test_grep "GET /_lfs/org/tiny/$OID2" "$HUB_LOG" &&
+	git model fsck cached
+'
+
 test_expect_success PYTHON3 'a killed download resumes where it stopped' '
 	start_hub_server &&
 	publish org/tiny &&

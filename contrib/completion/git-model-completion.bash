@@ -50,6 +50,18 @@ __gm_reply_paths ()
 	done < <(compgen -f -- "$cur")
 }
 
+# __gm_add_models CUR: the registered models whose names start with CUR,
+# added to COMPREPLY (git model list prints the name first).
+__gm_add_models ()
+{
+	local m
+	for m in $(git-model list 2>/dev/null | awk '{print $1}'); do
+		case "$m" in
+		"$1"*) COMPREPLY+=("$m ") ;;
+		esac
+	done
+}
+
 # __gm_complete EXE FIRST CWORD WORD...: complete word CWORD of the command
 # line WORD... whose command-specific part starts at index FIRST.
 __gm_complete ()
@@ -95,15 +107,16 @@ __gm_complete ()
 			esac ;;
 		*)
 			case "$prev" in
-			--dtype|-m|--model|--check-data|--logits-out|--render-chat) opt=$prev ;;
+			--dtype|-m|--model|--check-data|--logits-out|--render-chat|--remote) opt=$prev ;;
 			esac ;;
 		esac
 	fi
 	if [ -n "$opt" ]; then
 		case "$opt" in
 		--dtype) __gm_reply "$val" bf16 f16 f32 ;;
-		-m|--model) __gm_reply_paths "$val" -d ;;
+		-m|--model) __gm_reply_paths "$val" -d; __gm_add_models "$val" ;;
 		--check-data|--logits-out|--render-chat) __gm_reply_paths "$val" ;;
+		--remote) __gm_reply "$val" $(git remote 2>/dev/null) ;;
 		*) COMPREPLY=(); return ;;
 		esac
 		COMPREPLY=("${COMPREPLY[@]/#/$pre}")
@@ -118,6 +131,26 @@ __gm_complete ()
 	esac
 
 	# Positional arguments.
+	if [ "$exe" = git-model ]; then
+		case "$sub" in
+		fetch|pull|push|rm|fsck|gc|bundle|info)
+			local n=0
+			for ((i = first; i < cword; i++)); do
+				case "${words[i]}" in
+				"$sub"|-*) ;;
+				*) n=$((n + 1)) ;;
+				esac
+			done
+			if [ $n = 0 ]; then
+				COMPREPLY=()
+				case "$sub" in
+				info|fsck|gc) __gm_reply_paths "$cur" -d ;;
+				esac
+				__gm_add_models "$cur"
+				return
+			fi ;;
+		esac
+	fi
 	if [ "$exe $sub" = "git-model synth" ]; then
 		local n=0
 		for ((i = first; i < cword; i++)); do
@@ -131,6 +164,11 @@ __gm_complete ()
 			return
 		fi
 	fi
+	case "$exe $sub" in
+	"git-model lfs-push") __gm_reply "$cur" $(git remote 2>/dev/null); return ;;
+	"git-model lfs-fetch"|"git-model install"|"git-model filter-process") COMPREPLY=(); return ;;
+	"git-model clean"|"git-model smudge"|"git-model track") __gm_reply_paths "$cur"; return ;;
+	esac
 	__gm_reply_paths "$cur" -d
 }
 

@@ -30,6 +30,8 @@ when its content changes):
   {"missing": ["OID"]}     the batch answers a per-object 404 error for OID
   {"expire": K}            the first K download hrefs handed out are expired
                            (expires_in 0 and GET answers 403 "expired")
+  {"revoke": K}            the first K download hrefs claim an hour of life, but
+                           GET answers 403 "expired" (a clock skew, a revoked link)
   {"delay_ms": M}          sleep M ms per 64 KiB of object body sent
 """
 import argparse
@@ -305,6 +307,9 @@ class Handler(BaseHTTPRequestHandler):
                     with self.st.lock:
                         self.st.expired.add(serial)
                     expires_in = 0
+                elif self.st.take("revoke", int(faults.get("revoke", 0))):
+                    with self.st.lock:
+                        self.st.expired.add(serial)
                 out.append({"oid": oid, "size": size, "authenticated": True,
                             "actions": {"download": {"href": "%s?h=%d" % (href, serial), "header": auth,
                                                      "expires_in": expires_in}}})
