@@ -1068,6 +1068,9 @@ int gm_worktree_add(const char *name, const char *ref, const gm_worktree_opts *o
 			git_worktree_lock(wt, LOCK_REASON);
 		git_buf_dispose(&reason_buf);
 	}
+	/* A lower layer built for a mount that failed, now used by none. */
+	if (!*s.lower)
+		lower_release(&m, set);
 	if (reasons.len && opts->driver == GM_COW_AUTO)
 		gm_info("using %s: %s", s.driver, reasons.buf);
 	if (out)

@@ -28,6 +28,9 @@ test_expect_success 'usage: checkout and worktree are git model commands' '
 	test_expect_code 129 git model worktree rm
 '
 
+# Interrupted (^C): no mount is left behind.
+trap 'wt_umount_all; exit 1' INT TERM HUP
+
 test_expect_success 'setup: a 100 MB model, imported' '
 	wt_make_model big &&
 	git -C "$R" cat-file blob HEAD:model.safetensors >ptr &&

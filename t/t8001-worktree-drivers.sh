@@ -70,6 +70,9 @@ remove_both () {
 	test_must_be_empty list
 }
 
+# Interrupted (^C): no mount is left behind.
+trap 'wt_umount_all; exit 1' INT TERM HUP
+
 test_expect_success 'setup: a 100 MB model, imported' '
 	wt_make_model big &&
 	wt_oid "$R/model.safetensors" >base-oid &&

@@ -60,6 +60,9 @@ cleanup_all () {
 	return 0
 }
 
+# Interrupted (^C): no user and no mount is left behind.
+trap 'cleanup_all; exit 1' INT TERM HUP
+
 test_expect_success 'setup: a user, its home, a setuid copy of the helper' '
 	useradd -M -d "$UHOME" -s /bin/sh "$U" &&
 	mkdir "$UHOME" && chown "$U:$U" "$UHOME" &&
