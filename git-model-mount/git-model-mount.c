@@ -70,9 +70,15 @@ static int fail(const char *fmt, ...)
 	va_list ap;
 	char msg[2 * PATH_MAX];
 
+	char *p;
+
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	/* A refused path may hold a newline: it must not forge log lines. */
+	for (p = msg; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = '?';
 	fprintf(stderr, "git-model-mount: %s\n", msg);
 	syslog(LOG_AUTHPRIV | LOG_WARNING, "uid %lu: refused: %s", (unsigned long)ruid, msg);
 	return 1;
