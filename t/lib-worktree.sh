@@ -68,6 +68,19 @@ wt_can_overlay () {
 	return $gm_ret
 }
 
+# wt_can_fuse: fuse-overlayfs mounts here (a throw-away mount).
+wt_can_fuse () {
+	command -v fuse-overlayfs >/dev/null 2>&1 && [ -r /dev/fuse ] && [ -w /dev/fuse ] || return 1
+	mkdir -p .probe/l .probe/u .probe/w .probe/m &&
+	fuse-overlayfs -o "lowerdir=$PWD/.probe/l,upperdir=$PWD/.probe/u,workdir=$PWD/.probe/w" \
+		"$PWD/.probe/m" >/dev/null 2>&1 &&
+	{ umount "$PWD/.probe/m" 2>/dev/null || fusermount3 -u "$PWD/.probe/m" 2>/dev/null ||
+		fusermount -u "$PWD/.probe/m"; }
+	gm_ret=$?
+	rm -rf .probe
+	return $gm_ret
+}
+
 # wt_oid FILE: the sha256 of FILE (what its LFS object is named).
 wt_oid () {
 	sha256sum <"$1" | cut -d" " -f1

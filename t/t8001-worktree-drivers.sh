@@ -11,10 +11,10 @@ if test_have_prereq ROOT && wt_can_overlay; then
 else
 	echo "# overlay: needs root and a kernel that mounts overlayfs here" >&5
 fi
-if command -v fuse-overlayfs >/dev/null 2>&1 && [ -r /dev/fuse ] && [ -w /dev/fuse ]; then
+if wt_can_fuse; then
 	test_set_prereq FUSE
 else
-	echo "# fuse: fuse-overlayfs is not installed or /dev/fuse is not usable" >&5
+	echo "# fuse: fuse-overlayfs is not installed, /dev/fuse is not usable, or it cannot mount here" >&5
 fi
 echo probe >reflink-probe
 if cp --reflink=always reflink-probe reflink-probe.2 2>/dev/null; then
