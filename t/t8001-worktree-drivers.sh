@@ -123,6 +123,49 @@ test_expect_success !REFLINK 'reflink, forced on a filesystem without reflinks, 
 	test_must_be_empty list
 '
 
+# Where this filesystem has no reflinks, a loop-mounted XFS (reflink=1 by
+# default) has: the reflink driver is then tested for real there.
+if test_have_prereq ROOT,!REFLINK && command -v mkfs.xfs >/dev/null 2>&1 &&
+	truncate -s 512M xfs.img && mkfs.xfs -q xfs.img >/dev/null 2>&1 && mkdir xfs &&
+	mount -o loop xfs.img xfs 2>/dev/null; then
+	umount xfs
+	test_set_prereq XFS_LOOP
+else
+	echo "# reflink on a loop-mounted XFS: needs root, mkfs.xfs (xfsprogs) and loop devices" >&5
+fi
+rm -f xfs.img
+
+test_expect_success XFS_LOOP 'reflink, forced, on XFS: two worktrees share the blocks, edits stay apart' '
+	test_when_finished "umount xfs 2>/dev/null; rm -f xfs.img; true" &&
+	truncate -s 512M xfs.img && mkfs.xfs -q xfs.img && mount -o loop xfs.img xfs &&
+	X="$TRASH_DIRECTORY/xfs/models/bigx" &&
+	GIT_MODEL_HOME="$TRASH_DIRECTORY/xfs/models" wt_make_model bigx &&
+	test_path_is_dir "$X/.git" &&
+	before=$(df -k --output=used xfs | tail -1) &&
+	git model checkout bigx@r1 --driver reflink >out &&
+	test_grep "(reflink)" out &&
+	git model checkout bigx@r2 --driver reflink &&
+	after=$(df -k --output=used xfs | tail -1) &&
+	echo "reflink: two worktrees of a $(($(wt_full) / 1024)) KiB model took $((after - before)) KiB (XFS)" >>numbers &&
+	tail -1 numbers &&
+	test $((after - before)) -lt 4096 &&
+	cmp "$X/model.safetensors" "$X@r1/model.safetensors" &&
+	git model worktree list bigx >list &&
+	cat list &&
+	used=$(sed -n "s|^$X@r1 .*(\([0-9]*\) of \([0-9]*\) bytes)\$|\1|p" list) &&
+	test "$used" -lt 1048576 &&
+	printf "changed" | dd of="$X@r1/model.safetensors" bs=1 seek=1000 conv=notrunc 2>/dev/null &&
+	! cmp -s "$X/model.safetensors" "$X@r1/model.safetensors" &&
+	cmp "$X/model.safetensors" "$X@r2/model.safetensors" &&
+	oid=$(wt_oid "$X/model.safetensors") &&
+	test "$(wt_oid "$X/.git/lfs/objects/$(echo $oid | cut -c1-2)/$(echo $oid | cut -c3-4)/$oid")" = "$oid" &&
+	git -C "$X@r1" status --porcelain >st &&
+	test_grep "^ M model.safetensors" st &&
+	git model worktree rm --force "$X@r1" &&
+	git model worktree rm "$X@r2" &&
+	umount xfs
+'
+
 test_expect_success ROOT 'hardlink, forced as root, is refused: root would write through into the store' '
 	test_must_fail git model checkout big@hardlink-a --driver hardlink 2>err &&
 	test_grep "driver hardlink is not available here: hardlink: running as root" err &&
