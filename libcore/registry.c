@@ -122,17 +122,32 @@ int gm_registry_default_path(char **out, gm_error *err)
 	return 0;
 }
 
-static int migrate(gm_registry *r, gm_error *err)
+static int schema_version(gm_registry *r, int *version, gm_error *err)
 {
 	sqlite3_stmt *st;
+	int ret;
+
+	if ((ret = prepare(r, "PRAGMA user_version", &st, err)))
+		return ret;
+	*version = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
+	sqlite3_finalize(st);
+	return 0;
+}
+
+static int migrate(gm_registry *r, gm_error *err)
+{
 	int version, ret;
 
+	/* the common case reads the version without taking the write lock,
+	 * so that commands that only read never wait for one another */
+	if ((ret = schema_version(r, &version, err)))
+		return ret;
+	if (version == GM_REGISTRY_SCHEMA)
+		return 0;
 	if ((ret = begin(r, err)))
 		return ret;
-	if ((ret = prepare(r, "PRAGMA user_version", &st, err)))
+	if ((ret = schema_version(r, &version, err))) /* again, under the lock */
 		return end(r, ret, err);
-	version = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
-	sqlite3_finalize(st);
 	if (version == 0) {
 		ret = exec(r, schema_v1, err);
 		if (!ret)

@@ -438,7 +438,9 @@ static int remote_info_init(struct remote_info *ri, const char *url, const gm_hu
 	if (ri->local)
 		return 0;
 	ri->lfs_url = hub ? gm_hub_lfs_url(hub) : gm_lfs_endpoint_for_url(url);
-	if ((ret = hub ? gm_hub_token(&ri->token, err) : gm_hub_token_for_url(url, &ri->token, err)))
+	/* only to the Hub's own host, even for a model cloned from hf: when
+	 * HF_ENDPOINT has changed since */
+	if ((ret = gm_hub_token_for_url(url, &ri->token, err)))
 		return ret;
 	if (ri->token) {
 		gm_buf b = GM_BUF_INIT;

@@ -817,6 +817,56 @@ int gm_repo_open_model(gm_registry *reg, const char *name, gm_registry_model *en
 	return ret;
 }
 
+int gm_repo_open_spec(const char *spec, gm_repo **out, char commit[GM_REPO_OID_HEXLEN + 1], gm_error *err)
+{
+	gm_registry *reg = NULL;
+	gm_registry_model m = { 0 };
+	char *name, *rev;
+	int ret;
+
+	*out = NULL;
+	gm_repo_split_spec(spec, &name, &rev);
+	if (rev && !*rev)
+		ret = gm_error_set(err, GM_EINVAL, "'%s': a revision is expected after '@'", spec);
+	else if (!(ret = gm_registry_check_name(name, err)) && !(ret = gm_registry_open(NULL, &reg, err)) &&
+		 !(ret = gm_repo_open_model(reg, name, &m, out, err)) && (ret = gm_repo_resolve(*out, rev, commit, err))) {
+		gm_repo_close(*out);
+		*out = NULL;
+	}
+	gm_registry_model_release(&m);
+	gm_registry_close(reg);
+	free(name);
+	free(rev);
+	return ret;
+}
+
+/* A work tree whose files are still LFS pointers (a clone with --include or
+ * --exclude) cannot be loaded; say so instead of letting the safetensors
+ * reader call a pointer corrupt.  Only the top level is looked at: that is
+ * where a model's files are. */
+static int check_fetched(const char *name, const char *dir, gm_error *err)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	int ret = 0;
+
+	if (!d)
+		return 0;
+	while (!ret && (de = readdir(d))) {
+		char *p = gm_path_join(dir, de->d_name);
+		struct stat st;
+		gm_buf b = GM_BUF_INIT;
+		if (de->d_name[0] != '.' && lstat(p, &st) == 0 && S_ISREG(st.st_mode) &&
+		    st.st_size < GM_LFS_POINTER_MAX && gm_read_file(p, &b, NULL) == 0 && gm_lfs_is_pointer(b.buf, b.len))
+			ret = gm_error_set(err, GM_ENOENT, "model '%s': %s is an LFS pointer whose object was not "
+					   "fetched; run 'git model fetch %s'", name, de->d_name, name);
+		gm_buf_release(&b);
+		free(p);
+	}
+	closedir(d);
+	return ret;
+}
+
 int gm_repo_resolve_model(const char *spec, char **dir, gm_error *err)
 {
 	gm_registry *reg = NULL;
@@ -854,7 +904,7 @@ int gm_repo_resolve_model(const char *spec, char **dir, gm_error *err)
 		if (!gm_is_dir(m.path))
 			ret = gm_error_set(err, GM_ENOENT, "model '%s' is registered at %s, which does not "
 					   "exist any more", name, m.path);
-		else
+		else if (!(ret = check_fetched(name, m.path, err)))
 			*dir = gm_xstrdup(m.path);
 		goto out;
 	}

@@ -107,6 +107,11 @@ void gm_repo_split_spec(const char *spec, char **name, char **rev);
  */
 int gm_repo_resolve_model(const char *spec, char **dir, gm_error *err);
 
+/* NAME[@REV] of a registered model: its opened repository and the commit
+ * REV names (HEAD without one).  For commands that work on a revision
+ * rather than on files (checkpoints, tags, diffs). */
+int gm_repo_open_spec(const char *spec, gm_repo **out, char commit[GM_REPO_OID_HEXLEN + 1], gm_error *err);
+
 /* A registered model's entry and opened repository (NAME, no @REV). */
 int gm_repo_open_model(gm_registry *reg, const char *name, gm_registry_model *entry, gm_repo **out,
 		       gm_error *err);

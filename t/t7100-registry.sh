@@ -126,6 +126,38 @@ test_expect_success 'rm without a terminal needs --yes' '
 	test_path_is_dir "$MODELS/src"
 '
 
+# rm_on_tty NAME ANSWER: git model rm NAME with a terminal on standard
+# input that has ANSWER typed into it.
+rm_on_tty () {
+	python3 - "$1" "$2" <<-\PY
+	import os, subprocess, sys
+	master, slave = os.openpty()
+	os.write(master, (sys.argv[2] + "\n").encode())
+	p = subprocess.run(["git", "model", "rm", sys.argv[1]], stdin=slave,
+	                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+	sys.stdout.write(p.stdout.decode())
+	sys.stderr.write(p.stderr.decode())
+	sys.exit(p.returncode)
+	PY
+}
+
+test_expect_success PYTHON3 'rm on a terminal asks; anything but y keeps the model' '
+	test_expect_code 1 rm_on_tty src n >out 2>err &&
+	test_grep "^Remove model .src. and delete $MODELS/src (.*)? \[y/N\] not removed\$" err &&
+	test_path_is_dir "$MODELS/src" &&
+	git model list >out &&
+	test_grep "^src " out
+'
+
+test_expect_success PYTHON3 'rm on a terminal: y removes it' '
+	git model import -q src src-copy &&
+	rm_on_tty src-copy y >out 2>err &&
+	test_grep "^removed .src-copy.\$" out &&
+	test_path_is_missing "$MODELS/src-copy" &&
+	git model list >out &&
+	! test_grep "^src-copy " out
+'
+
 test_expect_success 'rm --yes removes the directory and the entry' '
 	git model rm --yes src >out &&
 	echo "removed ${SQ}src${SQ}" | sed "s/\${SQ}/'"'"'/g" >expect &&
@@ -171,6 +203,19 @@ print(\" \".join(n for n in names if n.startswith(\"c\")))
 	test_cmp expect out &&
 	python3 -c "import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute(\"PRAGMA integrity_check\").fetchone()[0])" "$REGISTRY" >out &&
 	echo ok >expect &&
+	test_cmp expect out
+'
+
+test_expect_success 'eight commands creating one new registry at once' '
+	for i in 1 2 3 4 5 6 7 8
+	do
+		{ GIT_MODEL_REGISTRY="$PWD/fresh.db" git model list >fresh-out$i 2>fresh-err$i & }
+	done &&
+	wait &&
+	cat fresh-err* >errs &&
+	test_must_be_empty errs &&
+	python3 -c "import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute(\"PRAGMA user_version\").fetchone()[0])" fresh.db >out &&
+	echo 1 >expect &&
 	test_cmp expect out
 '
 

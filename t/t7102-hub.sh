@@ -100,6 +100,8 @@ test_expect_success PYTHON3 'clone --include: other LFS files stay pointers unti
 	test_must_be_empty st &&
 	test_expect_code 1 git model fsck part >out &&
 	test_grep "^missing: $OID2 model.safetensors" out &&
+	test_expect_code 1 git infer -m part --check 2>err &&
+	test_grep "model.safetensors is an LFS pointer whose object was not fetched; run .git model fetch part." err &&
 	git model fetch part &&
 	cmp m2/model.safetensors "$MODELS/part/model.safetensors" &&
 	git -C "$MODELS/part" status --porcelain >st &&
@@ -176,7 +178,16 @@ test_expect_success PYTHON3 'a private repository: 401 without a token, success 
 	test_grep "401\|HF_TOKEN\|authentication" err &&
 	test_path_is_missing "$MODELS/private" &&
 	HF_TOKEN=s3cret git model clone -q hf:org/tiny private &&
-	cmp m2/model.safetensors "$MODELS/private/model.safetensors"
+	cmp m2/model.safetensors "$MODELS/private/model.safetensors" &&
+	git model synth -q --seed 4 tiny m4 &&
+	cp m4/model.safetensors "$MODELS/private/model.safetensors" &&
+	git -C "$MODELS/private" commit -q -a -m "private weights" &&
+	test_expect_code 1 git model push -q private 2>err &&
+	test_grep "401\|HF_TOKEN\|authentication" err &&
+	HF_TOKEN=s3cret git model push -q private &&
+	OID4=$(oid_of "$MODELS/private" HEAD:model.safetensors) &&
+	test_path_is_file "$(hub_object org/tiny $OID4)" &&
+	HF_TOKEN=s3cret git model fetch -q private
 '
 
 test_expect_success PYTHON3 'push uploads new LFS objects, then the branch; pull brings them to a clone' '
