@@ -38,9 +38,12 @@ helper () {
 	setpriv --reuid="$U" --regid="$U" --clear-groups env HOME="$UHOME" "$HELPER" "$@"
 }
 
-# mount_count: how many mounts this namespace has; no refusal may change it.
+# mount_count: the mounts under the trash directory, and the mounts made
+# for the test user anywhere (the helper marks each with its uid); no
+# refusal may change it.  (Not all of /proc/self/mountinfo: tests running
+# in parallel mount and unmount too.)
 mount_count () {
-	wc -l </proc/self/mountinfo
+	{ wt_mounts; grep -F " git-model-mount-$(id -u "$U") " /proc/self/mountinfo; } | wc -l
 }
 
 # refused WHY ARGS: the helper refuses ARGS saying WHY, and mounts nothing.

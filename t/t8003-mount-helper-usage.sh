@@ -1,6 +1,7 @@
 #!/bin/sh
 test_description='git-model-mount: usage, man page; the helper refuses to run on a registry that is not there'
 . "${GM_SRC_DIR:-$(cd "$(dirname "$0")/.." && pwd)}/t/test-lib.sh"
+. "$GM_SRC_DIR/t/lib-worktree.sh"
 
 HELPER="$GM_BUILD_DIR/git-model-mount/git-model-mount"
 
@@ -11,30 +12,30 @@ test_expect_success '-h prints the usage and exits 129' '
 '
 
 test_expect_success 'bad usage exits 129 and mounts nothing' '
-	before=$(wc -l </proc/self/mountinfo) &&
+	before=$(wt_mounts | wc -l) &&
 	test_expect_code 129 "$HELPER" 2>err &&
 	test_grep "^usage:" err &&
 	test_expect_code 129 "$HELPER" mount a b c 2>err &&
 	test_expect_code 129 "$HELPER" umount 2>err &&
 	test_expect_code 129 "$HELPER" remount /x 2>err &&
-	test "$(wc -l </proc/self/mountinfo)" = "$before"
+	test "$(wt_mounts | wc -l)" = "$before"
 '
 
 test_expect_success 'without a registry nothing is an area: refused' '
-	before=$(wc -l </proc/self/mountinfo) &&
+	before=$(wt_mounts | wc -l) &&
 	mkdir l u w t &&
 	test_must_fail env GIT_MODEL_REGISTRY="$PWD/none.db" "$HELPER" mount "$PWD/l" "$PWD/u" "$PWD/w" "$PWD/t" 2>err &&
 	test_grep "^git-model-mount: your git-model registry .*none.db: No such file or directory" err &&
 	test_path_is_missing none.db &&
-	test "$(wc -l </proc/self/mountinfo)" = "$before"
+	test "$(wt_mounts | wc -l)" = "$before"
 '
 
 test_expect_success 'paths outside the registered areas are refused' '
 	git model worktree list >/dev/null &&
-	before=$(wc -l </proc/self/mountinfo) &&
+	before=$(wt_mounts | wc -l) &&
 	test_must_fail "$HELPER" mount "$PWD/l" "$PWD/u" "$PWD/w" "$PWD/t" 2>err &&
 	test_grep "outside your registered model areas" err &&
-	test "$(wc -l </proc/self/mountinfo)" = "$before"
+	test "$(wt_mounts | wc -l)" = "$before"
 '
 
 test_expect_success !ROOT 'an overlay worktree forced without privileges says why it cannot be' '
