@@ -418,7 +418,8 @@ int gm_cow_mount(enum gm_cow_driver d, const gm_cow_layers *l, gm_error *err)
 
 		if (!helper)
 			ret = gm_error_set(err, GM_EUNSUPPORTED, "overlay: not root, and git-model-mount is not "
-					   "installed (see git-model-mount(1))");
+					   "installed (see git-model-mount(1)); or run the command inside "
+					   "'unshare -Urm'");
 		else
 			ret = run(argv, err);
 		free(helper);

@@ -93,7 +93,7 @@ int gm_cow_place_file(enum gm_cow_driver d, const char *object_path, const char 
 
 /*
  * Disk use of a directory tree, in allocated bytes (st_blocks), not
- * crossing into other filesystems.  With shared_only_once, files with more
+ * crossing into other filesystems.  With skip_shared, files with more
  * than one hard link are skipped (they belong to the object store), and
  * extents the filesystem reports shared (FIEMAP) are not counted.
  */
