@@ -60,6 +60,8 @@ static int fetch_or_pull(int pull, int argc, const char **argv)
 		status = gm_cmd_error(&err);
 	else if (pull && verbosity >= 0)
 		printf("%s\n", updated ? "updated" : "already up to date");
+	else if (!pull && verbosity >= 0)
+		printf("fetched '%s'%s%s\n", argv[0], n > 1 ? " at " : "", n > 1 ? argv[1] : "");
 	free((void *)o.include);
 	free((void *)o.exclude);
 out:
@@ -100,5 +102,7 @@ int cmd_push(int argc, const char **argv)
 	o.quiet = verbosity < 0;
 	if (gm_repo_push(argv[0], n > 1 ? argv[1] : NULL, &o, &err))
 		return gm_cmd_error(&err);
+	if (verbosity >= 0)
+		printf("pushed '%s' to %s\n", argv[0], n > 1 ? argv[1] : "origin");
 	return 0;
 }

@@ -551,7 +551,11 @@ static size_t dl_write_cb(char *data, size_t size, size_t n, void *ctx)
 	return len;
 }
 
-/* Opens (and locks) the partial file, hashing what it already holds. */
+/*
+ * Opens (and locks) the partial file, hashing what it already holds.
+ * Returns 0, 1 when another process is downloading the object (try again
+ * later), or -1 with x->err set.
+ */
 static int open_partial(struct engine *e, struct xfer *x)
 {
 	gm_buf p = GM_BUF_INIT;
@@ -570,7 +574,16 @@ static int open_partial(struct engine *e, struct xfer *x)
 	if (flock(x->fd, LOCK_EX | LOCK_NB) < 0) {
 		gm_error_set(&x->err, GM_EIO, "another process is downloading %s (%s is locked)", x->obj->oid,
 			     x->part);
-		return -1;
+		return 1;
+	}
+	{
+		/* The holder of the lock may have renamed the file into the store
+		 * between our open and our lock: then this fd is the finished
+		 * object, which must not be touched.  Start again. */
+		struct stat a, b;
+
+		if (fstat(x->fd, &a) < 0 || stat(x->part, &b) < 0 || a.st_ino != b.st_ino || a.st_dev != b.st_dev)
+			return 1;
 	}
 	x->md = EVP_MD_CTX_new();
 	if (!x->md || !EVP_DigestInit_ex(x->md, EVP_sha256(), NULL))
@@ -669,10 +682,26 @@ static int start_xfer(struct engine *e, struct xfer *x)
 			return 0;
 		}
 		free(path);
-	} else if (open_partial(e, x)) {
-		close_partial(x);
-		xfer_set_failed(e, x);
-		return 0;
+	} else {
+		int r;
+
+		if (gm_lfs_store_has(e->s, x->obj->oid, x->obj->size)) {
+			/* Another process (a concurrent fetch) stored it meanwhile. */
+			x->state = X_DONE;
+			e->stats->n_present++;
+			e->n_done_files++;
+			e->total_bytes -= x->obj->size;
+			return 0;
+		}
+		r = open_partial(e, x);
+		if (r) {
+			close_partial(x);
+			if (r > 0) /* locked by another process: wait for it */
+				retry_later(e, x, X_READY);
+			else
+				xfer_set_failed(e, x);
+			return 0;
+		}
 	}
 	c = curl_easy_init();
 	if (!c)

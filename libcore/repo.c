@@ -892,6 +892,18 @@ int gm_repo_resolve_model(const char *spec, char **dir, gm_error *err)
 		gm_error_prefix(err, "'%s' is neither a model directory nor a registered model", spec);
 		goto out;
 	}
+	{
+		/* no registry yet: nothing is registered, and running a model
+		 * by a wrong name should not create one */
+		char *db = NULL;
+		int exists = gm_registry_default_path(&db, NULL) == 0 && gm_is_file(db);
+		free(db);
+		if (!exists) {
+			ret = gm_error_set(err, GM_ENOENT, "'%s' is neither a model directory nor a registered "
+					   "model (see 'git model list')", spec);
+			goto out;
+		}
+	}
 	if ((ret = gm_registry_open(NULL, &reg, err)))
 		goto out;
 	if ((ret = gm_registry_get_model(reg, name, &m, err))) {

@@ -20,8 +20,11 @@ HUB_FAULTS="$TRASH_DIRECTORY/hub-faults.json"
 start_hub_server () {
 	mkdir -p "$HUB_ROOT" &&
 	rm -f "$TRASH_DIRECTORY/hub.port" "$HUB_FAULTS" &&
-	: >"$HUB_LOG" &&
-	# fd 5 is the TAP stream: the server must not hold it open.
+	: >"$HUB_LOG" || return 1
+	# A simple command of its own, so that $! is the server itself (in an
+	# "a && b &" list it would be a subshell, and killing that would leave
+	# the server running).  fd 5 is the TAP stream: the server must not
+	# hold it open.
 	python3 "$GM_SRC_DIR/t/lib/hub-server.py" --root "$HUB_ROOT" \
 		--port-file "$TRASH_DIRECTORY/hub.port" --log "$HUB_LOG" \
 		--faults "$HUB_FAULTS" "$@" \
@@ -46,7 +49,10 @@ start_hub_server () {
 
 stop_hub_server () {
 	if [ -f "$TRASH_DIRECTORY/hub.pid" ]; then
-		kill "$(cat "$TRASH_DIRECTORY/hub.pid")" 2>/dev/null
+		gm_hub_pid=$(cat "$TRASH_DIRECTORY/hub.pid")
+		kill "$gm_hub_pid" 2>/dev/null
+		# Wait for it, so that the trash directory can be removed.
+		wait "$gm_hub_pid" 2>/dev/null
 		rm -f "$TRASH_DIRECTORY/hub.pid" "$TRASH_DIRECTORY/hub.port"
 	fi
 	unset HF_ENDPOINT

@@ -213,7 +213,8 @@ test_expect_success 'a missing directory: 1' '
 	test_expect_code 1 git infer -m nosuch --check >out 2>err &&
 	test_must_be_empty out &&
 	echo "error: '\''nosuch'\'' is neither a model directory nor a registered model (see '\''git model list'\'')" >expect &&
-	test_cmp expect err
+	test_cmp expect err &&
+	test_path_is_missing "$HOME/.local/share/git-model"
 '
 
 test_expect_success 'a file instead of a directory: 1' '

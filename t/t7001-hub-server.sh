@@ -372,6 +372,20 @@ test_expect_success 'a write failure (file size limit, as a full disk) leaves no
 	test_grep "1 resumed" out
 '
 
+test_expect_success 'two fetches at once into one repository: both succeed, objects intact' '
+	start_hub_server &&
+	clone_pointers c16 &&
+	echo "{\"delay_ms\": 10}" >"$HUB_FAULTS" &&
+	{ (cd c16 && exec git-model lfs-fetch -q) & } &&
+	pid1=$! &&
+	{ (cd c16 && exec git-model lfs-fetch -q) & } &&
+	pid2=$! &&
+	wait $pid1 && wait $pid2 &&
+	(cd c16 && git model lfs-fetch --checkout >../out && git lfs fsck) &&
+	test_grep "^fetched 0 objects .*; 4 already present" out &&
+	test_cmp src/model-00001-of-00002.safetensors c16/model-00001-of-00002.safetensors
+'
+
 test_expect_success 'usage errors' '
 	test_expect_code 129 git model lfs-fetch a b 2>err &&
 	test_grep "too many arguments" err &&

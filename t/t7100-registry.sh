@@ -13,7 +13,7 @@ fake_model () {
 MODELS="$HOME/.local/share/git-model/models"
 REGISTRY="$HOME/.local/share/git-model/registry.db"
 
-test_expect_success 'an empty registry lists nothing' '
+test_expect_success PYTHON3 'an empty registry lists nothing' '
 	git model list >out &&
 	test_must_be_empty out &&
 	git model list --json >out &&
@@ -21,7 +21,7 @@ test_expect_success 'an empty registry lists nothing' '
 	test_path_is_file "$REGISTRY"
 '
 
-test_expect_success 'the registry is SQLite in WAL mode with a schema version' '
+test_expect_success PYTHON3 'the registry is SQLite in WAL mode with a schema version' '
 	python3 -c "
 import sqlite3, sys
 db = sqlite3.connect(sys.argv[1])
@@ -53,7 +53,7 @@ test_expect_success 'import registers a model in the models directory' '
 	test_grep " $MODELS/src  $PWD/src\$" out
 '
 
-test_expect_success 'list --json: name, path, revision, source, size' '
+test_expect_success PYTHON3 'list --json: name, path, revision, source, size' '
 	git model list --json >out.json &&
 	python3 -c "
 import json, sys
@@ -113,7 +113,7 @@ test_expect_success 'XDG_DATA_HOME is honoured' '
 	test_path_is_dir xdg/git-model/models/x/.git
 '
 
-test_expect_success 'a newer schema is refused, not misread' '
+test_expect_success PYTHON3 'a newer schema is refused, not misread' '
 	cp alt.db newer.db &&
 	python3 -c "import sqlite3, sys; db = sqlite3.connect(sys.argv[1]); db.execute(\"PRAGMA user_version = 99\"); db.commit()" newer.db &&
 	test_expect_code 1 env GIT_MODEL_REGISTRY="$PWD/newer.db" git model list 2>err &&
@@ -179,7 +179,7 @@ test_expect_success 'a model whose directory vanished is listed as missing and c
 	! test_grep "^mine " out
 '
 
-test_expect_success 'concurrent imports of different names all succeed' '
+test_expect_success PYTHON3 'concurrent imports of different names all succeed' '
 	for i in 1 2 3 4 5 6 7 8
 	do
 		fake_model c$i || return 1
@@ -206,7 +206,7 @@ print(\" \".join(n for n in names if n.startswith(\"c\")))
 	test_cmp expect out
 '
 
-test_expect_success 'eight commands creating one new registry at once' '
+test_expect_success PYTHON3 'eight commands creating one new registry at once' '
 	for i in 1 2 3 4 5 6 7 8
 	do
 		{ GIT_MODEL_REGISTRY="$PWD/fresh.db" git model list >fresh-out$i 2>fresh-err$i & }

@@ -70,6 +70,26 @@ test_expect_success GIT_LFS 'stock git with git-lfs clones it' '
 	test_grep "model.safetensors" ls
 '
 
+test_expect_success GIT_LFS 'a repository written by git-lfs is cloned and run by name' '
+	git init -q -b main bylfs &&
+	cp m1/* bylfs/ &&
+	(
+		cd bylfs &&
+		git lfs install --local >/dev/null &&
+		git lfs track "*.safetensors" "tokenizer.json" >/dev/null &&
+		git add . &&
+		git commit -q -m "written by git-lfs"
+	) &&
+	git model clone -q bylfs fromlfs &&
+	cmp m1/model.safetensors "$MODELS/fromlfs/model.safetensors" &&
+	git -C "$MODELS/fromlfs" status --porcelain >st &&
+	test_must_be_empty st &&
+	run fromlfs >actual &&
+	run m1 >expect &&
+	test_cmp expect actual &&
+	git model fsck fromlfs
+'
+
 test_expect_success 'a second commit with stock git goes through our clean filter' '
 	cp m2/model.safetensors "$R/model.safetensors" &&
 	git -C "$R" add model.safetensors &&
@@ -102,7 +122,7 @@ test_expect_success 'NAME@REV maps the weights from the object store, no checkou
 	cmp m2/model.safetensors "$R/model.safetensors"
 '
 
-test_expect_success 'git model info NAME and NAME@REV' '
+test_expect_success PYTHON3 'git model info NAME and NAME@REV' '
 	git model info tiny >out &&
 	test_grep "^name: *tiny\$" out &&
 	test_grep "^revision: *$(git -C "$R" rev-parse HEAD)\$" out &&

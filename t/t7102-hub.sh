@@ -58,6 +58,15 @@ test_expect_success PYTHON3 'clone hf:ORG/NAME: the default branch, with its LFS
 	test_cmp expect2 actual
 '
 
+test_expect_success PYTHON3 'clone of a plain git URL (the LFS endpoint derived from it)' '
+	start_hub_server &&
+	publish org/tiny &&
+	git model clone -q "$HUB_URL/org/tiny.git" plain &&
+	cmp m2/model.safetensors "$MODELS/plain/model.safetensors" &&
+	git model list --json >list.json &&
+	test_grep "\"source\": \"$HUB_URL/org/tiny.git\"" list.json
+'
+
 test_expect_success PYTHON3 'clone hf:ORG/NAME@BRANCH checks the branch out' '
 	start_hub_server &&
 	publish org/tiny &&
@@ -102,7 +111,9 @@ test_expect_success PYTHON3 'clone --include: other LFS files stay pointers unti
 	test_grep "^missing: $OID2 model.safetensors" out &&
 	test_expect_code 1 git infer -m part --check 2>err &&
 	test_grep "model.safetensors is an LFS pointer whose object was not fetched; run .git model fetch part." err &&
-	git model fetch part &&
+	git model fetch part >out &&
+	echo "fetched '\''part'\''" >expect &&
+	test_cmp expect out &&
 	cmp m2/model.safetensors "$MODELS/part/model.safetensors" &&
 	git -C "$MODELS/part" status --porcelain >st &&
 	test_must_be_empty st &&
@@ -171,6 +182,19 @@ test_expect_success PYTHON3 'a corrupted object on the server is refused, nothin
 	cmp m2/model.safetensors "$MODELS/bad/model.safetensors"
 '
 
+test_expect_success PYTHON3 'an object the server lacks (404): a clear error; a re-run finishes (through a retried 500)' '
+	start_hub_server &&
+	publish org/tiny &&
+	echo "{\"missing\": [\"$OID2\"]}" >"$HUB_FAULTS" &&
+	test_expect_code 1 git model clone -q hf:org/tiny gone 2>err &&
+	test_grep "$OID2" err &&
+	test_path_is_missing "$MODELS/gone" &&
+	echo "{\"fail_batch\": 1}" >"$HUB_FAULTS" &&
+	rm -f "$HUB_FAULTS" &&
+	git model clone -q hf:org/tiny gone &&
+	cmp m2/model.safetensors "$MODELS/gone/model.safetensors"
+'
+
 test_expect_success PYTHON3 'a private repository: 401 without a token, success with HF_TOKEN' '
 	start_hub_server --token s3cret &&
 	publish org/tiny &&
@@ -199,7 +223,9 @@ test_expect_success PYTHON3 'push uploads new LFS objects, then the branch; pull
 	cp m3/model.safetensors "$MODELS/writer/model.safetensors" &&
 	git -C "$MODELS/writer" commit -q -a -m "fine-tuned" &&
 	OID3=$(oid_of "$MODELS/writer" HEAD:model.safetensors) &&
-	git model push -q writer &&
+	git model push writer >out &&
+	echo "pushed '\''writer'\'' to origin" >expect &&
+	test_cmp expect out &&
 	test_path_is_file "$(hub_object org/tiny $OID3)" &&
 	test_grep "PUT /_lfs/org/tiny/$OID3" "$HUB_LOG" &&
 	git -C "$HUB_ROOT/org/tiny.git" rev-parse main >actual &&

@@ -45,7 +45,7 @@ test_expect_success 'setup: a model with two commits, a tag and a branch' '
 	git -C "$MODELS/src" branch side v1
 '
 
-test_expect_success 'bundle writes one tar: manifest, pack, LFS objects' '
+test_expect_success PYTHON3 'bundle writes one tar: manifest, pack, LFS objects' '
 	git model bundle src src.tar >out &&
 	test_grep "^bundled .src. into src.tar (3 LFS objects)\$" out &&
 	tar tf src.tar >members &&
@@ -93,7 +93,7 @@ test_expect_success 'the default name is the file name without .tar' '
 
 for damage in flip-lfs flip-pack drop-lfs extra
 do
-	test_expect_success "a damaged bundle ($damage) is refused and nothing is registered" '
+	test_expect_success PYTHON3 "a damaged bundle ($damage) is refused and nothing is registered" '
 		retar src.tar bad.tar $damage &&
 		test_expect_code 1 git model clone -q bad.tar bad 2>err &&
 		test_grep "^error: .*bundle" err &&
@@ -104,7 +104,7 @@ do
 	'
 done
 
-test_expect_success 'the messages say what is wrong' '
+test_expect_success PYTHON3 'the messages say what is wrong' '
 	retar src.tar bad.tar flip-lfs &&
 	test_expect_code 1 git model clone -q bad.tar bad 2>err &&
 	test_grep "is corrupt: LFS object [0-9a-f]* .* has sha256" err &&

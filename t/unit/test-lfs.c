@@ -340,6 +340,79 @@ static void test_libgit2_filter(const char *dir)
 	free(wd);
 }
 
+/* gm_hub_resolve_revision against t/lib/hub-server.py (when python3 and
+ * git are there): a branch, a commit, a missing revision, a token. */
+static void test_hub_http(const char *dir)
+{
+	const char *src = getenv("GM_SRC_DIR");
+	gm_error err = GM_ERROR_INIT;
+	gm_buf cmd = GM_BUF_INIT, port = GM_BUF_INIT, url = GM_BUF_INIT, head = GM_BUF_INIT;
+	gm_hub_ref r;
+	char *sha = NULL, *portfile = gm_path_join(dir, "port");
+	int i;
+
+	if (!src || system("python3 -c '' 2>/dev/null && git --version >/dev/null 2>&1") != 0) {
+		tap_diag("skipping the hub server checks: no python3, git or GM_SRC_DIR");
+		free(portfile);
+		return;
+	}
+	gm_buf_addf(&cmd, "cd '%s' && mkdir -p hub/o && git init -q --bare -b main hub/o/m.git && "
+		    "git init -q w && cd w && echo x >f && git add f && "
+		    "git -c user.name=a -c user.email=a@b commit -q -m x && git push -q ../hub/o/m.git HEAD:main && "
+		    "git rev-parse HEAD >../head && cd .. && "
+		    "(python3 '%s/t/lib/hub-server.py' --root hub --port-file port --token tok "
+		    ">/dev/null 2>&1 </dev/null & echo $! >pid)", dir, src);
+	ok(system(cmd.buf) == 0, "a hub server with one repository");
+	for (i = 0; i < 100 && !gm_is_file(portfile); i++)
+		usleep(100000);
+	if (gm_read_file(portfile, &port, &err) == 0) {
+		char *hp = gm_path_join(dir, "head");
+		port.buf[strcspn(port.buf, "\n")] = '\0';
+		gm_read_file(hp, &head, &err);
+		head.buf[strcspn(head.buf, "\n")] = '\0';
+		free(hp);
+		gm_buf_addf(&url, "http://127.0.0.1:%s", port.buf);
+		setenv("HF_ENDPOINT", url.buf, 1);
+		unsetenv("HF_HOME");
+		setenv("HF_TOKEN", "tok", 1);
+		gm_hub_parse("hf:o/m", &r, &err);
+		ok(gm_hub_resolve_revision(&r, &sha, &err) == 0 && sha && !strcmp(sha, head.buf),
+		   "the default branch resolves to its commit: %s", sha ? sha : err.msg);
+		free(sha);
+		gm_hub_ref_release(&r);
+		gm_buf_reset(&cmd);
+		gm_buf_addf(&cmd, "hf:o/m@%s", head.buf);
+		gm_hub_parse(cmd.buf, &r, &err);
+		ok(gm_hub_resolve_revision(&r, &sha, &err) == 0 && sha && !strcmp(sha, head.buf), "a commit id too");
+		free(sha);
+		gm_hub_ref_release(&r);
+		gm_hub_parse("hf:o/m@nope", &r, &err);
+		ok_error(gm_hub_resolve_revision(&r, &sha, &err), &err, GM_ENOENT, "no such model or revision 'nope'",
+			 "a missing revision");
+		gm_hub_ref_release(&r);
+		setenv("HF_TOKEN", "wrong", 1);
+		gm_hub_parse("hf:o/m", &r, &err);
+		ok_error(gm_hub_resolve_revision(&r, &sha, &err), &err, GM_EINVAL, "check that HF_TOKEN",
+			 "a wrong token: 401 explained");
+		unsetenv("HF_TOKEN");
+		ok_error(gm_hub_resolve_revision(&r, &sha, &err), &err, GM_EINVAL, "set HF_TOKEN",
+			 "no token: 401 explained");
+		gm_hub_ref_release(&r);
+		unsetenv("HF_ENDPOINT");
+	} else {
+		ok(0, "the hub server started: %s", err.msg);
+	}
+	gm_buf_reset(&cmd);
+	gm_buf_addf(&cmd, "kill $(cat '%s/pid')", dir);
+	if (system(cmd.buf) != 0)
+		tap_diag("could not stop the hub server");
+	gm_buf_release(&cmd);
+	gm_buf_release(&port);
+	gm_buf_release(&url);
+	gm_buf_release(&head);
+	free(portfile);
+}
+
 int main(void)
 {
 	char tmpl[] = "/tmp/gm-test-lfs-XXXXXX", *dir = mkdtemp(tmpl);
@@ -353,6 +426,7 @@ int main(void)
 	test_urls();
 	test_hub(dir);
 	test_libgit2_filter(dir);
+	test_hub_http(dir);
 	gm_buf_addf(&rm, "rm -rf '%s'", dir);
 	if (system(rm.buf) != 0)
 		tap_diag("could not remove %s", dir);
