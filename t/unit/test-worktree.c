@@ -12,10 +12,18 @@
 #include "buf.h"
 #include "cow.h"
 #include "fs.h"
+#include "lfs.h"
 #include "repo.h"
 #include "synth.h"
 #include "tap.h"
 #include "worktree.h"
+
+static const char *tmp_models_m(const char *tmp, gm_buf *b)
+{
+	gm_buf_reset(b);
+	gm_buf_addf(b, "%s/models/m", tmp);
+	return b->buf;
+}
 
 int main(void)
 {
@@ -67,6 +75,7 @@ int main(void)
 		ret = gm_repo_import(b.buf, "m", NULL, &err);
 	ok(ret == 0, "setup: a tiny model imported as m (%s)", err.msg);
 
+	gm_error_clear(&err);
 	ret = gm_worktree_add("m", "exp", &wo, &info, &err);
 	ok(ret == 0, "a copy worktree of m@exp (%s)", err.msg);
 	if (ret == 0) {
@@ -91,6 +100,7 @@ int main(void)
 	ok(gm_worktree_ensure("/nonexistent/dir", &err) == 0, "and missing ones");
 	gm_buf_reset(&b);
 	gm_buf_addf(&b, "%s/models/m@exp", tmp);
+	gm_error_clear(&err);
 	ok(gm_worktree_ensure(b.buf, &err) == 0, "a copy worktree needs no mount (%s)", err.msg);
 	ok(gm_worktree_list("m", &v, &n, &err) == 0 && n == 1, "one worktree listed");
 	if (n == 1) {
@@ -102,6 +112,7 @@ int main(void)
 
 	gm_buf_reset(&b);
 	gm_buf_addf(&b, "%s/models/m@exp", tmp);
+	gm_error_clear(&err);
 	ret = gm_worktree_add("m", "exp", &wo, &info, &err);
 	ok(ret == 0, "asking again for the same worktree is fine (%s)", err.msg);
 	if (ret == 0)
@@ -111,11 +122,69 @@ int main(void)
 
 	gm_buf_reset(&b);
 	gm_buf_addf(&b, "%s/models/m@exp", tmp);
+	gm_error_clear(&err);
 	ok(gm_worktree_remove(b.buf, 0, &err) == 0, "rm (%s)", err.msg);
 	ok(!gm_is_dir(b.buf), "the directory is gone");
 	ok(gm_worktree_find("m", "exp", &dir, &found, &err) == 0 && !found, "and gm_worktree_find forgets it");
 	ok_error(gm_worktree_remove(b.buf, 0, &err), &err, GM_ENOENT, "is not a registered worktree",
 		 "rm of something that is not a worktree");
+
+	/* Which branch: none given names it after the directory; a revision
+	 * that is no branch gets a new one; a branch checked out in the
+	 * model itself is refused; nothing at all is a usage error. */
+	gm_buf_reset(&b);
+	gm_buf_addf(&b, "%s/plain", tmp);
+	gm_error_clear(&err);
+	ret = gm_worktree_add("m", NULL, &(gm_worktree_opts){ b.buf, GM_COW_COPY }, &info, &err);
+	ok(ret == 0 && !strcmp(info.ref, "plain"), "no branch: a new one named after the directory (%s)", err.msg);
+	if (ret == 0)
+		gm_worktree_info_release(&info);
+	gm_buf_reset(&b);
+	gm_buf_addf(&b, "%s/fromhead", tmp);
+	gm_error_clear(&err);
+	ret = gm_worktree_add("m", "HEAD", &(gm_worktree_opts){ b.buf, GM_COW_COPY }, &info, &err);
+	ok(ret == 0 && !strcmp(info.ref, "fromhead"), "a revision: a new branch named after the directory (%s)",
+	   err.msg);
+	if (ret == 0)
+		gm_worktree_info_release(&info);
+	gm_buf_reset(&b);
+	gm_buf_addf(&b, "%s/onmain", tmp);
+	ok(gm_worktree_add("m", "main", &(gm_worktree_opts){ b.buf, GM_COW_COPY }, &info, &err) != 0 &&
+	   strstr(err.msg, "checked out") && !gm_is_dir(b.buf), "the model's own branch is refused (%s)", err.msg);
+	ok_error(gm_worktree_add("m", NULL, &wo, &info, &err), &err, GM_EINVAL, "say which branch",
+		 "neither a branch nor a directory");
+
+	/* An LFS object that is not in the store: the file stays a pointer,
+	 * as git-lfs leaves it. */
+	{
+		gm_buf ptr = GM_BUF_INIT, obj = GM_BUF_INIT;
+		gm_lfs_pointer p = GM_LFS_POINTER_INIT;
+		gm_repo *r = NULL;
+		char *objpath = NULL;
+
+		if (gm_repo_open(tmp_models_m(tmp, &obj), &r, &err) == 0 &&
+		    gm_repo_read_file(r, NULL, "tokenizer.json", &ptr, &objpath, &err) == 0 && objpath) {
+			ok(unlink(objpath) == 0, "setup: tokenizer.json's object removed from the store");
+			gm_buf_reset(&b);
+			gm_buf_addf(&b, "%s/nopointer", tmp);
+			gm_error_clear(&err);
+			ret = gm_worktree_add("m", "partial", &(gm_worktree_opts){ b.buf, GM_COW_COPY }, &info, &err);
+			ok(ret == 0, "a worktree of a revision with a missing object (%s)", err.msg);
+			if (ret == 0)
+				gm_worktree_info_release(&info);
+			gm_buf_adds(&b, "/tokenizer.json");
+			gm_buf_reset(&ptr);
+			ok(gm_read_file(b.buf, &ptr, &err) == 0 &&
+			   gm_lfs_pointer_parse(ptr.buf, ptr.len, &p, &err) == 0, "holds the pointer file");
+			gm_lfs_pointer_release(&p);
+		} else {
+			ok(0, "setup: find tokenizer.json's object (%s)", err.msg);
+		}
+		free(objpath);
+		gm_repo_close(r);
+		gm_buf_release(&ptr);
+		gm_buf_release(&obj);
+	}
 
 	gm_cow_remove_tree(tmp, NULL);
 	gm_buf_release(&b);
