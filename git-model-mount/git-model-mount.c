@@ -384,6 +384,13 @@ out:
 
 int main(int argc, char **argv)
 {
+	int fd;
+
+	/* Started with 0, 1 or 2 closed, a file opened later would take its
+	 * number and receive our messages: keep them taken. */
+	for (fd = 0; fd < 3; fd++)
+		if (fcntl(fd, F_GETFD) < 0 && open("/dev/null", O_RDWR) != fd)
+			return 1;
 	ruid = getuid();
 	rgid = getgid();
 	openlog("git-model-mount", LOG_PID, LOG_AUTHPRIV);

@@ -21,6 +21,14 @@ test_expect_success 'bad usage exits 129 and mounts nothing' '
 	test "$(wt_mounts | wc -l)" = "$before"
 '
 
+test_expect_success 'started with standard error closed, it still refuses (and writes nowhere)' '
+	git model worktree list >/dev/null &&
+	cp "$HOME/.local/share/git-model/registry.db" before.db &&
+	mkdir -p l2 u2 w2 t2 &&
+	test_must_fail "$HELPER" mount "$PWD/l2" "$PWD/u2" "$PWD/w2" "$PWD/t2" 2>&- &&
+	cmp before.db "$HOME/.local/share/git-model/registry.db"
+'
+
 test_expect_success 'without a registry nothing is an area: refused' '
 	before=$(wt_mounts | wc -l) &&
 	mkdir l u w t &&
