@@ -690,6 +690,8 @@ out:
 
 /* ------------------------------------------------------------ clone */
 
+static int fetch_remote(git_remote *remote, const struct remote_info *ri, gm_error *err);
+
 static char *default_name(const char *source)
 {
 	char *s = gm_xstrdup(source), *slash, *name;
@@ -714,6 +716,20 @@ static int is_bundle(const char *source)
 	return n > 4 && !strcmp(source + n - 4, ".tar") && gm_is_file(source);
 }
 
+/* Creates branch name at c, or moves it there when it exists (libgit2
+ * refuses to force-create the branch HEAD is on). */
+static int make_branch(git_repository *git, const char *name, git_commit *c, git_reference **out)
+{
+	git_reference *old;
+	int rc;
+
+	if (git_branch_lookup(&old, git, name, GIT_BRANCH_LOCAL) < 0)
+		return git_branch_create(out, git, name, c, 0);
+	rc = git_reference_set_target(out, old, git_commit_id(c), "git model clone");
+	git_reference_free(old);
+	return rc;
+}
+
 /* Puts HEAD on rev: a branch of origin becomes a local tracking branch,
  * anything else (a commit, a tag) a detached HEAD. */
 static int checkout_rev_head(git_repository *git, const char *rev, char hex[GM_REPO_OID_HEXLEN + 1],
@@ -729,9 +745,10 @@ static int checkout_rev_head(git_repository *git, const char *rev, char hex[GM_R
 		git_commit *c = NULL;
 		gm_buf_reset(&b);
 		gm_buf_addf(&b, "origin/%s", rev);
+		/* force: in a clone being made the local branch is ours to move
+		 * (a resumed clone's may lag behind a fetch) */
 		if (git_commit_lookup(&c, git, git_reference_target(remote_ref)) < 0 ||
-		    (git_branch_lookup(&branch, git, rev, GIT_BRANCH_LOCAL) < 0 &&
-		     git_branch_create(&branch, git, rev, c, 0) < 0) ||
+		    make_branch(git, rev, c, &branch) < 0 ||
 		    git_branch_set_upstream(branch, b.buf) < 0 ||
 		    git_repository_set_head(git, git_reference_name(branch)) < 0)
 			ret = gm_repo_git_error(err, GM_EIO, "cannot check out branch %s", rev);
@@ -883,11 +900,18 @@ int gm_repo_clone(const char *source, const char *name, const gm_repo_transfer_o
 		goto out;
 
 	if (reusable_partial(d.partial, url)) {
+		git_remote *origin = NULL;
 		gm_info("resuming the interrupted clone in %s", d.partial);
 		if (git_repository_open(&git, d.partial) < 0) {
 			ret = gm_repo_git_error(err, GM_EIO, "cannot open %s", d.partial);
 			goto out;
 		}
+		/* the source may have moved on since: resume from where it is now */
+		if (git_remote_lookup(&origin, git, "origin") == 0)
+			ret = fetch_remote(origin, &ri, err);
+		git_remote_free(origin);
+		if (ret)
+			goto out;
 	} else {
 		if (gm_repo_remove_tree(d.partial)) {
 			ret = gm_error_errno(err, "cannot remove the leftover %s", d.partial);
@@ -908,6 +932,22 @@ int gm_repo_clone(const char *source, const char *name, const gm_repo_transfer_o
 			goto out;
 	} else {
 		git_oid id;
+		git_reference *head = NULL;
+		/* a resumed clone: the default branch follows origin's, which the
+		 * fetch above may have moved */
+		if (git_repository_head(&head, git) == 0 && git_reference_is_branch(head)) {
+			gm_buf up = GM_BUF_INIT;
+			git_reference *upstream = NULL, *moved = NULL;
+			gm_buf_addf(&up, "refs/remotes/origin/%s", git_reference_shorthand(head));
+			if (git_reference_lookup(&upstream, git, up.buf) == 0 &&
+			    git_oid_cmp(git_reference_target(upstream), git_reference_target(head)))
+				git_reference_set_target(&moved, head, git_reference_target(upstream),
+							 "git model clone: resume");
+			git_reference_free(moved);
+			git_reference_free(upstream);
+			gm_buf_release(&up);
+		}
+		git_reference_free(head);
 		if (git_reference_name_to_id(&id, git, "HEAD") < 0) {
 			ret = gm_error_set(err, GM_EINVAL, "%s has no commits", source);
 			goto out;

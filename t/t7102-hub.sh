@@ -80,7 +80,12 @@ test_expect_success PYTHON3 'clone hf:ORG/NAME@BRANCH checks the branch out' '
 	git model fsck tiny-v1 &&
 	cmp m1/model.safetensors "$MODELS/tiny-v1/model.safetensors" &&
 	logits tiny-v1 >actual &&
-	test_cmp expect1 actual
+	test_cmp expect1 actual &&
+	git model clone -q hf:org/tiny@main tiny-main &&
+	echo main >expect &&
+	git -C "$MODELS/tiny-main" symbolic-ref --short HEAD >actual &&
+	test_cmp expect actual &&
+	cmp m2/model.safetensors "$MODELS/tiny-main/model.safetensors"
 '
 
 test_expect_success PYTHON3 'clone hf:ORG/NAME@COMMIT detaches HEAD at it' '
@@ -160,8 +165,13 @@ test_expect_success PYTHON3 'a killed download resumes where it stopped' '
 	test_path_is_missing "$MODELS/slow" &&
 	git model list >out &&
 	! test_grep "^slow " out &&
+	git -C "$SRC" commit -q --allow-empty -m "moved on meanwhile" &&
+	git -C "$SRC" push -q "$HUB_ROOT/org/tiny.git" main &&
 	git model clone -q hf:org/tiny slow &&
 	cmp m2/model.safetensors "$MODELS/slow/model.safetensors" &&
+	git -C "$SRC" rev-parse main >expect &&
+	git -C "$MODELS/slow" rev-parse HEAD >actual &&
+	test_cmp expect actual &&
 	test_grep "GET /_lfs/org/tiny/$OID2 20[06] range=bytes=[1-9][0-9]*-" "$HUB_LOG" &&
 	test_path_is_missing "$MODELS/.slow.partial"
 '
