@@ -7,7 +7,7 @@ set -e
 packages="build-essential autoconf automake libtool pkg-config
 	libgit2-dev libsqlite3-dev libarchive-dev libcurl4-openssl-dev libssl-dev libjson-c-dev
 	libpcre2-dev libutf8proc-dev libmicrohttpd-dev
-	git git-lfs python3 man-db bash-completion xz-utils curl nodejs npm"
+	git git-lfs python3 man-db bash-completion xz-utils curl nodejs npm fuse-overlayfs xfsprogs"
 [ "$1" = "--fuzz" ] && packages="$packages clang libclang-rt-14-dev"
 
 missing=

@@ -27,5 +27,7 @@ int cmd_install(int argc, const char **argv);
 int cmd_track(int argc, const char **argv);
 int cmd_lfs_fetch(int argc, const char **argv);
 int cmd_lfs_push(int argc, const char **argv);
+int cmd_checkout(int argc, const char **argv);
+int cmd_worktree(int argc, const char **argv);
 
 #endif

@@ -20,6 +20,7 @@ static const struct gm_option options[] = {
 
 static const struct gm_subcommand subcommands[] = {
 	{ "bundle", cmd_bundle, "write a model's history and LFS objects into one tar archive" },
+	{ "checkout", cmd_checkout, "a worktree of a model's branch, large files shared copy-on-write" },
 	{ "clean", cmd_clean, "LFS clean filter: store standard input, print its pointer" },
 	{ "clone", cmd_clone, "clone a model (hf:ORG/NAME, a git URL, a path, a bundle) and register it" },
 	{ "fetch", cmd_fetch, "fetch a model's commits and the LFS objects of a revision" },
@@ -38,6 +39,7 @@ static const struct gm_subcommand subcommands[] = {
 	{ "smudge", cmd_smudge, "LFS smudge filter: print the content a pointer names" },
 	{ "synth", cmd_synth, "write a model directory with random weights of a given shape" },
 	{ "track", cmd_track, "store files matching patterns with LFS (.gitattributes)" },
+	{ "worktree", cmd_worktree, "add, list, remove, prune and repair copy-on-write worktrees" },
 	{ NULL, NULL, NULL }
 };
 

@@ -131,4 +131,27 @@ test_expect_success BASH 'registered model names are offered where a model is ex
 	! test_grep "^beta" actual
 '
 
+test_expect_success BASH 'worktrees: subcommands, drivers, model names, options' '
+	complete_dashed git-model worktree "" >actual &&
+	printf "add \nlist \nrm \nprune \nrepair \n" >expect &&
+	test_cmp expect actual &&
+	complete_dashed git-model checkout --driver h >actual &&
+	echo "hardlink " >expect &&
+	test_cmp expect actual &&
+	complete_dashed git-model worktree add --driver= >actual &&
+	test_grep "^overlay \$" actual &&
+	test_grep "^copy \$" actual &&
+	printf "alpha \nalpine \n" >expect &&
+	complete_dashed git-model checkout al >actual &&
+	test_cmp expect actual &&
+	complete_dashed git-model worktree list al >actual &&
+	test_cmp expect actual &&
+	complete_dashed git-model worktree rm --f >actual &&
+	echo "--force " >expect &&
+	test_cmp expect actual &&
+	complete_dashed git-model checkout --w >actual &&
+	echo "--worktree=" >expect &&
+	test_cmp expect actual
+'
+
 test_done

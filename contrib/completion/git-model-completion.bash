@@ -89,6 +89,25 @@ __gm_complete ()
 		fi
 	fi
 
+	# git model worktree SUBCOMMAND: one level more.
+	local wsub= wsubs
+	if [ "$exe $sub" = "git-model worktree" ]; then
+		wsubs=$(__gm_helper git-model worktree)
+		for ((i = first; i < cword; i++)); do
+			case " $wsubs " in
+			*" ${words[i]} "*) wsub=${words[i]} ;;
+			esac
+		done
+		if [ -z "$wsub" ]; then
+			case "$cur" in
+			-*) COMPREPLY=() ;;
+			*) __gm_reply "$cur" $wsubs ;;
+			esac
+			return
+		fi
+		sub="worktree $wsub"
+	fi
+
 	# The value of an option: "--opt VALUE", or "--opt=VALUE" as one word
 	# or, when "=" breaks words (bash's default), as "--opt" "=" "VALUE".
 	# Bash replaces only the part after "=" then, so no prefix is added.
@@ -107,7 +126,7 @@ __gm_complete ()
 			esac ;;
 		*)
 			case "$prev" in
-			--dtype|-m|--model|--check-data|--logits-out|--render-chat|--remote) opt=$prev ;;
+			--dtype|-m|--model|--check-data|--logits-out|--render-chat|--remote|--driver|--worktree) opt=$prev ;;
 			esac ;;
 		esac
 	fi
@@ -117,6 +136,8 @@ __gm_complete ()
 		-m|--model) __gm_reply_paths "$val" -d; __gm_add_models "$val" ;;
 		--check-data|--logits-out|--render-chat) __gm_reply_paths "$val" ;;
 		--remote) __gm_reply "$val" $(git remote 2>/dev/null) ;;
+		--driver) __gm_reply "$val" auto overlay fuse reflink hardlink copy ;;
+		--worktree) __gm_reply_paths "$val" -d ;;
 		*) COMPREPLY=(); return ;;
 		esac
 		COMPREPLY=("${COMPREPLY[@]/#/$pre}")
@@ -133,18 +154,18 @@ __gm_complete ()
 	# Positional arguments.
 	if [ "$exe" = git-model ]; then
 		case "$sub" in
-		fetch|pull|push|rm|fsck|gc|bundle|info)
+		fetch|pull|push|rm|fsck|gc|bundle|info|checkout|"worktree add"|"worktree list"|"worktree prune"|"worktree repair")
 			local n=0
 			for ((i = first; i < cword; i++)); do
 				case "${words[i]}" in
-				"$sub"|-*) ;;
+				"$sub"|worktree|"$wsub"|-*) ;;
 				*) n=$((n + 1)) ;;
 				esac
 			done
 			if [ $n = 0 ]; then
 				COMPREPLY=()
 				case "$sub" in
-				info|fsck|gc) __gm_reply_paths "$cur" -d ;;
+				info|fsck|gc|"worktree repair") __gm_reply_paths "$cur" -d ;;
 				esac
 				__gm_add_models "$cur"
 				return
