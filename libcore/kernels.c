@@ -757,3 +757,139 @@ void gm_silu_mul(float *g, const float *u, int64_t n)
 	for (i = 0; i < n; i++)
 		g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
+
+/* ---------------------------------------------------------------- training kernels */
+
+#ifdef GM_X86
+static TGT_512 void axpy_512(float *y, float a, const float *x, int64_t n)
+{
+	__m512 va = _mm512_set1_ps(a);
+	int64_t i = 0;
+
+	for (; i + 16 <= n; i += 16)
+		_mm512_storeu_ps(y + i, _mm512_fmadd_ps(va, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
+	if (i < n) {
+		__mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+
+		_mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, x + i),
+								_mm512_maskz_loadu_ps(m, y + i)));
+	}
+}
+
+static TGT_AVX2 void axpy_avx2(float *y, float a, const float *x, int64_t n)
+{
+	__m256 va = _mm256_set1_ps(a);
+	int64_t i = 0;
+
+	for (; i + 8 <= n; i += 8)
+		_mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+	for (; i < n; i++)
+		y[i] = fmaf(a, x[i], y[i]);
+}
+
+static TGT_512 float dot_512(const float *x, const float *y, int64_t n)
+{
+	__m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+	int64_t i = 0;
+
+	for (; i + 32 <= n; i += 32) {
+		s0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i), s0);
+		s1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(y + i + 16), s1);
+	}
+	for (; i + 16 <= n; i += 16)
+		s0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i), s0);
+	if (i < n) {
+		__mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+
+		s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i), s1);
+	}
+	return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+}
+
+static TGT_AVX2 float dot_avx2(const float *x, const float *y, int64_t n)
+{
+	__m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+	__m128 h;
+	float r;
+	int64_t i = 0;
+
+	for (; i + 16 <= n; i += 16) {
+		s0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), s0);
+		s1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), _mm256_loadu_ps(y + i + 8), s1);
+	}
+	s0 = _mm256_add_ps(s0, s1);
+	h = _mm_add_ps(_mm256_castps256_ps128(s0), _mm256_extractf128_ps(s0, 1));
+	h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+	h = _mm_add_ss(h, _mm_movehdup_ps(h));
+	r = _mm_cvtss_f32(h);
+	for (; i < n; i++)
+		r = fmaf(x[i], y[i], r);
+	return r;
+}
+#endif
+
+void gm_axpy(float *y, float a, const float *x, int64_t n)
+{
+	int64_t i;
+
+#ifdef GM_X86
+	enum gm_isa isa = gm_kernels_isa();
+
+	if (isa == GM_ISA_AVX512) {
+		axpy_512(y, a, x, n);
+		return;
+	}
+	if (isa == GM_ISA_AVX2) {
+		axpy_avx2(y, a, x, n);
+		return;
+	}
+#endif
+	for (i = 0; i < n; i++)
+		y[i] += a * x[i];
+}
+
+float gm_dot(const float *x, const float *y, int64_t n)
+{
+	float s[8] = { 0 }, r;
+	int64_t i, j;
+
+#ifdef GM_X86
+	enum gm_isa isa = gm_kernels_isa();
+
+	if (isa == GM_ISA_AVX512)
+		return dot_512(x, y, n);
+	if (isa == GM_ISA_AVX2)
+		return dot_avx2(x, y, n);
+#endif
+	for (i = 0; i + 8 <= n; i += 8)
+		for (j = 0; j < 8; j++)
+			s[j] += x[i + j] * y[i + j];
+	r = ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
+	for (; i < n; i++)
+		r += x[i] * y[i];
+	return r;
+}
+
+void gm_transpose(void *dst, const void *src, size_t elsize, int64_t rows, int64_t cols, int64_t r0, int64_t r1)
+{
+	int64_t rb, cb, r, c;
+
+	/* by 32 x 32 tiles, so that both the rows read and the rows written stay in cache */
+	for (cb = r0; cb < r1; cb += 32) {
+		int64_t ce = cb + 32 < r1 ? cb + 32 : r1;
+
+		for (rb = 0; rb < rows; rb += 32) {
+			int64_t re = rb + 32 < rows ? rb + 32 : rows;
+
+			if (elsize == 4) {
+				for (c = cb; c < ce; c++)
+					for (r = rb; r < re; r++)
+						((float *)dst)[c * rows + r] = ((const float *)src)[r * cols + c];
+			} else {
+				for (c = cb; c < ce; c++)
+					for (r = rb; r < re; r++)
+						((uint16_t *)dst)[c * rows + r] = ((const uint16_t *)src)[r * cols + c];
+			}
+		}
+	}
+}

@@ -98,4 +98,20 @@ void gm_silu_mul(float *g, const float *u, int64_t n);
 /* dst[i] = (float)w[i], i < n: one row of a weight (embedding lookup, biases). */
 void gm_load_f32(float *dst, const void *w, enum gm_dtype wt, int64_t n);
 
+/*
+ * Kernels of the training backward pass (train.c).
+ *
+ * gm_axpy: y[i] += a * x[i], i < n (the gradient accumulations dB += dy u,
+ * dA += g x and attention's P V, dS K).
+ * gm_dot: sum_i x[i] * y[i], i < n, in a fixed order (q . k, dO . v).
+ * gm_transpose: dst = src^T for the columns [r0, r1) of src: src is
+ * [rows, cols] row-major, dst [cols, rows]; elsize 2 (BF16/F16, copied
+ * bit for bit) or 4.  Training keeps W^T, [in, out], of each frozen weight
+ * W, [out, in], so that the input gradient dX = dY W, [n, in], is the
+ * forward's gm_matmul with W^T as the weight: dX[t, c] = sum_r W^T[c, r] dY[t, r].
+ */
+void gm_axpy(float *y, float a, const float *x, int64_t n);
+float gm_dot(const float *x, const float *y, int64_t n);
+void gm_transpose(void *dst, const void *src, size_t elsize, int64_t rows, int64_t cols, int64_t r0, int64_t r1);
+
 #endif
