@@ -24,6 +24,9 @@
 #include "safetensors.h"
 #include "tap.h"
 #include "train.h"
+#include "trainset.h"
+#include "tokenizer.h"
+#include "fs.h"
 
 #define NP GM_PEFT_PROJ_COUNT
 
@@ -624,6 +627,101 @@ out:
 	}
 }
 
+/* Decodes the tokens of e whose mask is want (keep: 1) into out. */
+static void decode_masked(const gm_tokenizer *tok, const gm_trainset_example *e, int want, gm_buf *out)
+{
+	gm_error err = GM_ERROR_INIT;
+	int64_t j;
+
+	gm_buf_reset(out);
+	for (j = 0; j < e->n; j++)
+		if ((e->mask[j] != 0) == want)
+			gm_tokenizer_decode(tok, &e->ids[j], 1, 0, out, &err);
+}
+
+/* JSONL forms to (ids, mask) with the pocket model's tokenizer and chat template. */
+static void check_trainset(void)
+{
+	gm_error err = GM_ERROR_INIT;
+	gm_buf dir = GM_BUF_INIT, path = GM_BUF_INIT, b = GM_BUF_INIT;
+	gm_model *m = NULL;
+	gm_tokenizer *tok = NULL;
+	gm_trainset *s = NULL;
+	const char *data =
+		"{\"messages\": [{\"role\": \"system\", \"content\": \"Be brief.\"}, {\"role\": \"user\", \"content\": \"Who gave gold?\"}, "
+		"{\"role\": \"assistant\", \"content\": \"The king.\"}, {\"role\": \"user\", \"content\": \"Which?\"}, "
+		"{\"role\": \"assistant\", \"content\": \"The king of Tyre.\"}]}\n"
+		"{\"prompt\": \"The king of Gaza gave\", \"completion\": \" Boaz 12 talents.\"}\n"
+		"\n"
+		"{\"text\": \"And Hur was glad.\"}\n"
+		"{\"input_ids\": [40, 542, 258, 2233, 386, 7, 8, 9, 10, 11, 12], \"loss_mask\": [0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0]}\n";
+	char tmpl[] = "/tmp/test-trainset-XXXXXX";
+	int fd = mkstemp(tmpl);
+	int64_t j;
+	int all_text = 1;
+
+	gm_buf_addf(&dir, "%s/contrib/models/pocket-qwen3", tap_srcdir());
+	if (fd < 0 || gm_write_all(fd, data, strlen(data)) || gm_model_open(dir.buf, &m, &err) ||
+	    gm_tokenizer_load(dir.buf, &tok, &err) || gm_trainset_load(tmpl, m, tok, 1024, &s, &err)) {
+		ok(0, "trainset: setup: %s", err.msg);
+		goto out;
+	}
+	ok(s->n == 4 && s->ex[0].line == 1 && s->ex[3].line == 5 && !s->truncated,
+	   "trainset: 4 examples, line numbers kept");
+	decode_masked(tok, &s->ex[0], 1, &b);
+	if (!ok(!strcmp(b.buf, "The king.<|im_end|><think>\n\n</think>\n\nThe king of Tyre.<|im_end|>"),
+		"messages: the loss covers the assistant turns (the last with its empty thinking block) and their <|im_end|>"))
+		tap_diag("got \"%s\"", b.buf);
+	decode_masked(tok, &s->ex[0], 0, &b);
+	ok(!strcmp(b.buf, "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nWho gave gold?<|im_end|>\n"
+		     "<|im_start|>assistant\n\n<|im_start|>user\nWhich?<|im_end|>\n<|im_start|>assistant\n\n"),
+	   "messages: system, user turns and the headers are context only");
+	decode_masked(tok, &s->ex[1], 1, &b);
+	ok(!strcmp(b.buf, " Boaz 12 talents.<|im_end|>"), "prompt/completion: the completion and eos");
+	decode_masked(tok, &s->ex[1], 0, &b);
+	ok(!strcmp(b.buf, "The king of Gaza gave"), "prompt/completion: the prompt is context");
+	for (j = 0; j < s->ex[2].n; j++)
+		all_text &= s->ex[2].mask[j] == 1;
+	decode_masked(tok, &s->ex[2], 1, &b);
+	ok(all_text && !strcmp(b.buf, "And Hur was glad."), "text: every token");
+	ok(s->ex[3].n == 11 && s->ex[3].ids[2] == 258 && s->ex[3].mask[2] == 1 && s->ex[3].mask[5] == 0 &&
+	   s->n_targets == gm_train_seq_targets(&(gm_train_seq){ s->ex[0].ids, s->ex[0].mask, s->ex[0].n }) +
+	   gm_train_seq_targets(&(gm_train_seq){ s->ex[1].ids, s->ex[1].mask, s->ex[1].n }) +
+	   (s->ex[2].n - 1) + 3, "input_ids: ids and mask as given; target count");
+	gm_trainset_free(s);
+	s = NULL;
+	{
+		const char *two = "{\"text\": \"And Hur was glad.\"}\n{\"input_ids\": [1, 2, 3, 4, 5, 6], \"loss_mask\": [0, 0, 1, 1, 1, 1]}\n";
+
+		if (ftruncate(fd, 0) || lseek(fd, 0, SEEK_SET) || gm_write_all(fd, two, strlen(two)))
+			tap_diag("rewrite failed");
+		ok(!gm_trainset_load(tmpl, m, tok, 4, &s, &err) && s->truncated == 2 && s->ex[0].n == 4 &&
+		   s->ex[1].n == 4 && s->n_targets == 3 + 2, "--max-len: sequences cut to their first tokens, counted");
+		gm_trainset_free(s);
+		s = NULL;
+	}
+	{
+		const char *bad = "{\"text\": \"And Hur was glad.\"}\n{\"input_ids\": [5000]}\n";
+
+		if (ftruncate(fd, 0) || lseek(fd, 0, SEEK_SET) || gm_write_all(fd, bad, strlen(bad)))
+			tap_diag("rewrite failed");
+		ok_error(gm_trainset_load(tmpl, m, tok, 1024, &s, &err), &err, GM_EFORMAT, ":2: input_ids[0] = 5000",
+			 "an id outside the vocabulary: FILE:LINE: reason");
+		ok(strstr(err.msg, ":1:") == NULL && !strncmp(err.msg, tmpl, strlen(tmpl)), "the message starts with the file");
+	}
+out:
+	if (fd >= 0) {
+		close(fd);
+		unlink(tmpl);
+	}
+	gm_trainset_free(s);
+	gm_tokenizer_free(tok);
+	gm_model_close(m);
+	gm_buf_release(&dir);
+	gm_buf_release(&path);
+	gm_buf_release(&b);
+}
+
 int main(void)
 {
 	gm_error err = GM_ERROR_INIT;
@@ -647,6 +745,7 @@ int main(void)
 	run_trace(m, "batched", 1, 2);
 	check_finite_differences(m);
 	check_threads_and_state(m);
+	check_trainset();
 	gm_model_close(m);
 	free(dir);
 	return tap_done();
