@@ -95,15 +95,18 @@ __gm_complete ()
 			esac ;;
 		*)
 			case "$prev" in
-			--dtype|-m|--model|--check-data|--logits-out|--render-chat) opt=$prev ;;
+			--dtype|-m|--model|--check-data|--logits-out|--render-chat|--data|--eval-data|--trace|\
+			--output|--resume|--init-adapter|--schedule|--targets) opt=$prev ;;
 			esac ;;
 		esac
 	fi
 	if [ -n "$opt" ]; then
 		case "$opt" in
 		--dtype) __gm_reply "$val" bf16 f16 f32 ;;
-		-m|--model) __gm_reply_paths "$val" -d ;;
-		--check-data|--logits-out|--render-chat) __gm_reply_paths "$val" ;;
+		-m|--model|--output|--resume|--init-adapter) __gm_reply_paths "$val" -d ;;
+		--check-data|--logits-out|--render-chat|--data|--eval-data|--trace) __gm_reply_paths "$val" ;;
+		--schedule) __gm_reply "$val" cosine linear constant ;;
+		--targets) __gm_reply "$val" all-linear q_proj k_proj v_proj o_proj gate_proj up_proj down_proj ;;
 		*) COMPREPLY=(); return ;;
 		esac
 		COMPREPLY=("${COMPREPLY[@]/#/$pre}")
