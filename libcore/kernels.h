@@ -113,5 +113,14 @@ void gm_load_f32(float *dst, const void *w, enum gm_dtype wt, int64_t n);
 void gm_axpy(float *y, float a, const float *x, int64_t n);
 float gm_dot(const float *x, const float *y, int64_t n);
 void gm_transpose(void *dst, const void *src, size_t elsize, int64_t rows, int64_t cols, int64_t r0, int64_t r1);
+/*
+ * C += A^T B for the rows [m0, m1) and columns [n0, n1) of C:
+ *   C[m, n] += sum_k A[k, m] * B[k, n],   k < K in order
+ * A: [K, >= m1] row stride lda; B: [K, >= n1] row stride ldb; C row stride
+ * ldc; f32.  The LoRA weight gradients: dB += dY^T (s u) (A = dY [T, out],
+ * B = s u [T, r]) and dA += gu^T X (A = gu [T, r], B = X [T, in]).
+ */
+void gm_matmul_tn(float *c, int64_t ldc, const float *a, int64_t lda, const float *b, int64_t ldb, int64_t K,
+		  int64_t m0, int64_t m1, int64_t n0, int64_t n1);
 
 #endif

@@ -729,43 +729,34 @@ static void lin_fwd(gm_train *t, int64_t l, int p, float *y, int64_t T)
 	add_to(y, t->tmp2, T * out);
 }
 
-struct gb_job {
-	float *gb;          /* [out, r] */
-	const float *dy;    /* [T, out] */
-	const float *u;     /* [T, r] */
-	int64_t T, out, r;
-	float s;
+/* C += A^T B (gm_matmul_tn), split over the rows of C or, when they are few, its columns. */
+struct tn_job {
+	float *c;
+	const float *a, *b;
+	int64_t ldc, lda, ldb, K, M, N;
+	int by_cols;
 };
 
-/* gB[o, :] += s sum_t dY[t, o] u[t, :], rows o in [b, e); sums over t in order */
-static void gb_run(void *ctx, int64_t b, int64_t e, int th)
+static void tn_run(void *ctx, int64_t b, int64_t e, int th)
 {
-	struct gb_job *j = ctx;
-	int64_t t, o;
+	struct tn_job *j = ctx;
 
 	(void)th;
-	for (t = 0; t < j->T; t++)
-		for (o = b; o < e; o++)
-			gm_axpy(j->gb + o * j->r, j->s * j->dy[t * j->out + o], j->u + t * j->r, j->r);
+	if (j->by_cols)
+		gm_matmul_tn(j->c, j->ldc, j->a, j->lda, j->b, j->ldb, j->K, 0, j->M, b, e);
+	else
+		gm_matmul_tn(j->c, j->ldc, j->a, j->lda, j->b, j->ldb, j->K, b, e, 0, j->N);
 }
 
-struct ga_job {
-	float *ga;          /* [r, in] */
-	const float *gu;    /* [T, r] */
-	const float *x;     /* [T, in] */
-	int64_t T, in, r;
-};
-
-/* gA[:, i] += sum_t gu[t, :]^T X[t, i] for columns i in [b, e) */
-static void ga_run(void *ctx, int64_t b, int64_t e, int th)
+static void matmul_tn(gm_train *t, float *c, int64_t ldc, const float *a, int64_t lda, const float *b, int64_t ldb,
+		      int64_t K, int64_t M, int64_t N)
 {
-	struct ga_job *j = ctx;
-	int64_t t, k;
+	struct tn_job j = { c, a, b, ldc, lda, ldb, K, M, N, M < 8 * t->nth };
 
-	(void)th;
-	for (t = 0; t < j->T; t++)
-		for (k = 0; k < j->r; k++)
-			gm_axpy(j->ga + k * j->in + b, j->gu[t * j->r + k], j->x + t * j->in + b, e - b);
+	if (j.by_cols)
+		gm_threadpool_for(t->pool, N, 64, tn_run, &j);
+	else
+		gm_threadpool_for(t->pool, M, 16, tn_run, &j);
 }
 
 /*
@@ -788,21 +779,17 @@ static void lin_bwd(gm_train *t, int64_t l, int p, const float *dy, const float 
 	if (!md->rank)
 		return;
 	r = md->rank;
-	{
-		struct gb_job j = { g->gb, dy, t->lu[p], T, out, r, (float)md->scale };
-
-		gm_threadpool_for(t->pool, out, 16, gb_run, &j);
-	}
+	/* dB += dY^T (s u) */
+	for (s = 0; s < T * r; s++)
+		t->lt[s] = (float)md->scale * t->lu[p][s];
+	matmul_tn(t, g->gb, r, dy, out, t->lt, r, T, out, r);
 	/* gu = s dY B, with B^T [r, out] as the weight */
 	gm_transpose(t->bt, md->b, 4, out, r, 0, r);
 	mm(t, t->gu, r, t->xt, T, t->bt, GM_DTYPE_F32, r, out);
 	for (s = 0; s < T * r; s++)
 		t->gu[s] *= (float)md->scale;
-	{
-		struct ga_job j = { g->ga, t->gu, x, T, in, r };
-
-		gm_threadpool_for(t->pool, in, 64, ga_run, &j);
-	}
+	/* dA += gu^T X */
+	matmul_tn(t, g->ga, in, t->gu, r, x, in, T, r, in);
 	/* dX += gu A, with A^T [in, r] as the weight */
 	gm_transpose(t->at, md->a, 4, r, in, 0, in);
 	pack(t, t->xt2, t->gu, r, T, r);

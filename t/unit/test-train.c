@@ -24,6 +24,7 @@
 #include "safetensors.h"
 #include "tap.h"
 #include "train.h"
+#include "kernels.h"
 #include "trainset.h"
 #include "tokenizer.h"
 #include "fs.h"
@@ -722,6 +723,70 @@ out:
 	gm_buf_release(&b);
 }
 
+/* The training kernels of kernels.c against naive double sums, on every variant the CPU has. */
+static void check_kernels(void)
+{
+	enum { K = 37, M = 21, N = 83 };
+	static float a[K * M], b[K * N], c[M * N], x[N], y[N], tr[N * K];
+	static uint16_t h[K * N], ht[N * K];
+	enum gm_isa isas[3] = { GM_ISA_PORTABLE, GM_ISA_AVX2, GM_ISA_AVX512 }, keep = gm_kernels_isa();
+	int v, i, j, k;
+
+	for (i = 0; i < K * M; i++)
+		a[i] = (float)sin(0.37 * i);
+	for (i = 0; i < K * N; i++) {
+		b[i] = (float)cos(0.11 * i);
+		h[i] = (uint16_t)(i * 2654435761u >> 16);
+	}
+	for (v = 0; v < 3; v++) {
+		double worst = 0, want, worst_dot = 0, worst_axpy = 0;
+		int same = 1;
+
+		if (!gm_kernels_isa_supported(isas[v]))
+			continue;
+		gm_kernels_set_isa(isas[v]);
+		/* C += A^T B over two ranges that tile C: rows [0, 9) all columns, rows [9, M) in two column halves */
+		for (i = 0; i < M * N; i++)
+			c[i] = 1.0f;
+		gm_matmul_tn(c, N, a, M, b, N, K, 0, 9, 0, N);
+		gm_matmul_tn(c, N, a, M, b, N, K, 9, M, 0, 40);
+		gm_matmul_tn(c, N, a, M, b, N, K, 9, M, 40, N);
+		for (i = 0; i < M; i++) {
+			for (j = 0; j < N; j++) {
+				want = 1.0;
+				for (k = 0; k < K; k++)
+					want += (double)a[k * M + i] * b[k * N + j];
+				worst = fmax(worst, fabs(c[i * N + j] - want));
+			}
+		}
+		ok(worst < 1e-4, "gm_matmul_tn (%s): C += A^T B, any tiling (max error %.2g)", gm_isa_name(isas[v]), worst);
+		for (i = 0; i < N; i++) {
+			x[i] = (float)sin(0.5 * i);
+			y[i] = (float)cos(0.3 * i);
+		}
+		for (j = 1; j <= N; j += 13) {
+			double d = 0;
+
+			for (i = 0; i < j; i++)
+				d += (double)x[i] * y[i];
+			worst_dot = fmax(worst_dot, fabs(gm_dot(x, y, j) - d));
+		}
+		gm_axpy(y, 0.25f, x, N - 3);
+		for (i = 0; i < N; i++)
+			worst_axpy = fmax(worst_axpy, fabs(y[i] - (cos(0.3 * i) + (i < N - 3 ? 0.25 * sin(0.5 * i) : 0))));
+		ok(worst_dot < 1e-5 && worst_axpy < 1e-6, "gm_dot and gm_axpy (%s), lengths not multiples of 16",
+		   gm_isa_name(isas[v]));
+		gm_transpose(tr, b, 4, K, N, 0, 50);
+		gm_transpose(tr, b, 4, K, N, 50, N);
+		gm_transpose(ht, h, 2, K, N, 0, N);
+		for (i = 0; i < K; i++)
+			for (j = 0; j < N; j++)
+				same &= tr[j * K + i] == b[i * N + j] && ht[j * K + i] == h[i * N + j];
+		ok(same, "gm_transpose (%s): 4- and 2-byte elements, by column ranges", gm_isa_name(isas[v]));
+	}
+	gm_kernels_set_isa(keep);
+}
+
 int main(void)
 {
 	gm_error err = GM_ERROR_INIT;
@@ -729,6 +794,7 @@ int main(void)
 	char *dir = fixture("models/tiny-qwen3-f32");
 	unsigned mask;
 
+	check_kernels();
 	check_schedules();
 	check_adamw();
 	ok(!gm_lora_parse_targets("q_proj,down_proj", &mask, &err) &&
