@@ -517,7 +517,12 @@ static int train(struct train_cmd *c)
 	to.n_steps = c->hp.steps;
 	to.weight_decay = c->hp.weight_decay;
 	to.grad_clip = c->hp.grad_clip;
-	to.max_len = c->hp.max_len;
+	/* buffers for the longest sequence there is, not for --max-len */
+	to.max_len = 2;
+	for (size_t i = 0; i < data->n; i++)
+		to.max_len = to.max_len > data->ex[i].n ? to.max_len : data->ex[i].n;
+	for (size_t i = 0; eval && i < eval->n; i++)
+		to.max_len = to.max_len > eval->ex[i].n ? to.max_len : eval->ex[i].n;
 	to.n_threads = (int)c->threads;
 	ret = gm_train_new(m, l, &to, &t, &err);
 	if (!ret && ckpt)

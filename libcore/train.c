@@ -349,7 +349,9 @@ struct gm_train {
 
 	float *xt, *xt2;         /* packed activations */
 	float **panel;           /* per thread */
-	float **row;             /* per thread, [maxT] */
+	float **axt;             /* per thread: packed attention operand, gm_matmul_xt_len(maxT, max(maxT, hd)) */
+	float **amat;            /* per thread: [maxT, maxT] (dP, then dS) */
+	float **aw;              /* per thread: [hd, maxT] (V^T or K^T of one kv head) */
 	/* loss head */
 	float *hx, *logits, *hxt, *dhx;
 	double *row_loss;
@@ -501,11 +503,17 @@ void gm_train_free(gm_train *t)
 	for (i = 0; i < t->nth; i++) {
 		if (t->panel)
 			free(t->panel[i]);
-		if (t->row)
-			free(t->row[i]);
+		if (t->axt)
+			free(t->axt[i]);
+		if (t->amat)
+			free(t->amat[i]);
+		if (t->aw)
+			free(t->aw[i]);
 	}
+	free(t->axt);
+	free(t->amat);
+	free(t->aw);
 	free(t->panel);
-	free(t->row);
 	for (i = 0; i < NP; i++)
 		free(t->lu[i]);
 	free(t->w_in); free(t->w_post); free(t->w_qn); free(t->w_kn); free(t->w_final); free(t->bias);
@@ -671,11 +679,17 @@ int gm_train_new(const gm_model *m, gm_lora *lora, const gm_train_opts *o, gm_tr
 	panel_len = gm_matmul_panel_len(t->max_in);
 	if (gm_matmul_panel_len(t->V) > panel_len)
 		panel_len = gm_matmul_panel_len(t->V);
+	if (gm_matmul_panel_len(T) > panel_len)
+		panel_len = gm_matmul_panel_len(T);
 	t->panel = gm_xcalloc((size_t)t->nth, sizeof(float *));
-	t->row = gm_xcalloc((size_t)t->nth, sizeof(float *));
+	t->axt = gm_xcalloc((size_t)t->nth, sizeof(float *));
+	t->amat = gm_xcalloc((size_t)t->nth, sizeof(float *));
+	t->aw = gm_xcalloc((size_t)t->nth, sizeof(float *));
 	for (i = 0; i < t->nth; i++) {
 		t->panel[i] = falloc(panel_len);
-		t->row[i] = falloc((size_t)T);
+		t->axt[i] = falloc(gm_matmul_xt_len(T, imax(T, t->hd)));
+		t->amat[i] = falloc((size_t)(T * T));
+		t->aw[i] = falloc((size_t)(t->hd * T));
 	}
 	t->hx = falloc((size_t)(GM_TRAIN_HEAD_CHUNK * t->H));
 	t->dhx = falloc((size_t)(GM_TRAIN_HEAD_CHUNK * t->H));
@@ -845,33 +859,57 @@ static void rope_bwd(float *dv, const float *cs, const float *sn, int64_t d)
 
 /* ---------------------------------------------------------------- attention */
 
+/* dst [cols, rows] = src^T, src [rows, cols] with row stride ld (f32). */
+static void transpose_strided(float *dst, const float *src, int64_t rows, int64_t cols, int64_t ld)
+{
+	int64_t r, c;
+
+	for (r = 0; r < rows; r++)
+		for (c = 0; c < cols; c++)
+			dst[c * rows + r] = src[r * ld + c];
+}
+
+/*
+ * Attention runs one head (forward) or one kv head (backward) per task,
+ * single-threaded inside, on the matmul kernels: the products over the
+ * head dimension or over positions are gm_matmul (Y = X W^T, with K, V,
+ * or their transposes as the weight, read in place as f32) and
+ * gm_matmul_tn (C += A^T B).  The full T x T products are computed and the
+ * causal mask applied after: twice the flops of a triangular loop, at the
+ * kernel's speed.  P and dS are zero above the diagonal.
+ */
 struct att_job {
 	gm_train *t;
 	int64_t T;
 };
 
-/* Heads [b, e): probabilities and outputs. */
+/* Heads [b, e): probabilities P_h = softmax(q k^T * scale, causal) and outputs o_h = P_h v. */
 static void att_fwd_run(void *ctx, int64_t b, int64_t e, int th)
 {
 	struct att_job *j = ctx;
 	gm_train *t = j->t;
 	int64_t h, i, k, T = j->T, hd = t->hd, grp = t->nh / t->nkv;
+	float *xt = t->axt[th], *vt = t->aw[th], *panel = t->panel[th];
 
-	(void)th;
 	for (h = b; h < e; h++) {
 		int64_t g = h / grp;
+		float *P = t->probs + h * T * T;
 
+		/* S[i, k] = q_i . k_k: X = q_h [T, hd], W = k_g [T, hd] */
+		gm_matmul_pack(xt, t->qr + h * hd, t->QD, T, hd, 0, (T + GM_MATMUL_TB - 1) / GM_MATMUL_TB);
+		gm_matmul(P, T, xt, T, t->kr + g * hd, GM_DTYPE_F32, t->KD, hd, 0, T, panel);
 		for (i = 0; i < T; i++) {
-			float *p = t->probs + (h * T + i) * T, *o = t->att + i * t->QD + h * hd;
-			const float *q = t->qr + i * t->QD + h * hd;
+			float *p = P + i * T;
 
 			for (k = 0; k <= i; k++)
-				p[k] = gm_dot(q, t->kr + k * t->KD + g * hd, hd) * t->att_scale;
+				p[k] *= t->att_scale;
 			gm_softmax(p, i + 1);
-			memset(o, 0, (size_t)hd * sizeof(float));
-			for (k = 0; k <= i; k++)
-				gm_axpy(o, p[k], t->v + k * t->KD + g * hd, hd);
+			memset(p + i + 1, 0, (size_t)(T - i - 1) * sizeof(float));
 		}
+		/* o_h = P v_g: X = P [T, T], W = v_g^T [hd, T] */
+		transpose_strided(vt, t->v + g * hd, T, hd, t->KD);
+		gm_matmul_pack(xt, P, T, T, T, 0, (T + GM_MATMUL_TB - 1) / GM_MATMUL_TB);
+		gm_matmul(t->att + h * hd, t->QD, xt, T, vt, GM_DTYPE_F32, T, T, 0, hd, panel);
 	}
 }
 
@@ -881,7 +919,7 @@ static void att_bwd_run(void *ctx, int64_t b, int64_t e, int th)
 	struct att_job *j = ctx;
 	gm_train *t = j->t;
 	int64_t g, h, i, k, T = j->T, hd = t->hd, grp = t->nh / t->nkv;
-	float *dp = t->row[th];
+	float *xt = t->axt[th], *wt = t->aw[th], *panel = t->panel[th], *dS = t->amat[th];
 
 	for (g = b; g < e; g++) {
 		for (i = 0; i < T; i++) {
@@ -889,25 +927,30 @@ static void att_bwd_run(void *ctx, int64_t b, int64_t e, int th)
 			memset(t->dv + i * t->KD + g * hd, 0, (size_t)hd * sizeof(float));
 		}
 		for (h = g * grp; h < (g + 1) * grp; h++) {
+			const float *P = t->probs + h * T * T;
+
+			/* dP = dO_h v_g^T: X = dO_h [T, hd], W = v_g [T, hd] */
+			gm_matmul_pack(xt, t->datt + h * hd, t->QD, T, hd, 0, (T + GM_MATMUL_TB - 1) / GM_MATMUL_TB);
+			gm_matmul(dS, T, xt, T, t->v + g * hd, GM_DTYPE_F32, t->KD, hd, 0, T, panel);
+			/* dS = P (dP - rowsum(P dP)) * scale, zero above the diagonal */
 			for (i = 0; i < T; i++) {
-				const float *p = t->probs + (h * T + i) * T, *dout = t->datt + i * t->QD + h * hd;
-				const float *q = t->qr + i * t->QD + h * hd;
-				float *dq = t->dq + i * t->QD + h * hd;
+				const float *p = P + i * T;
+				float *d = dS + i * T;
 				double sum = 0;
 
-				for (k = 0; k <= i; k++) {
-					dp[k] = gm_dot(dout, t->v + k * t->KD + g * hd, hd);
-					sum += (double)p[k] * dp[k];
-				}
-				memset(dq, 0, (size_t)hd * sizeof(float));
-				for (k = 0; k <= i; k++) {
-					float ds = p[k] * (dp[k] - (float)sum) * t->att_scale;
-
-					gm_axpy(dq, ds, t->kr + k * t->KD + g * hd, hd);
-					gm_axpy(t->dk + k * t->KD + g * hd, ds, q, hd);
-					gm_axpy(t->dv + k * t->KD + g * hd, p[k], dout, hd);
-				}
+				for (k = 0; k <= i; k++)
+					sum += (double)p[k] * d[k];
+				for (k = 0; k <= i; k++)
+					d[k] = p[k] * (d[k] - (float)sum) * t->att_scale;
+				memset(d + i + 1, 0, (size_t)(T - i - 1) * sizeof(float));
 			}
+			/* dv_g += P^T dO_h;  dk_g += dS^T q_h */
+			gm_matmul_tn(t->dv + g * hd, t->KD, P, T, t->datt + h * hd, t->QD, T, 0, T, 0, hd);
+			gm_matmul_tn(t->dk + g * hd, t->KD, dS, T, t->qr + h * hd, t->QD, T, 0, T, 0, hd);
+			/* dq_h = dS k_g: X = dS [T, T], W = k_g^T [hd, T] */
+			transpose_strided(wt, t->kr + g * hd, T, hd, t->KD);
+			gm_matmul_pack(xt, dS, T, T, T, 0, (T + GM_MATMUL_TB - 1) / GM_MATMUL_TB);
+			gm_matmul(t->dq + h * hd, t->QD, xt, T, wt, GM_DTYPE_F32, T, T, 0, hd, panel);
 		}
 	}
 }
