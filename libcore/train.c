@@ -311,7 +311,6 @@ int gm_lora_save(const gm_lora *l, const char *dir, gm_error *err)
 
 struct frozen {
 	const gm_tensor *w;  /* [out, in], as mapped */
-	const gm_tensor *bias; /* [out] or NULL */
 	void *wt;            /* W^T [in, out], same dtype, owned */
 };
 
@@ -334,7 +333,6 @@ struct gm_train {
 	float *w_in, *w_post, *w_qn, *w_kn, *w_final; /* norm weights in f32 */
 	struct frozen *fz;       /* [L * NP] */
 	struct frozen head;      /* lm_head (or the tied embedding) */
-	float *bias;             /* f32 copies of q/k/v biases, [L][3][max out] (NULL: none) */
 	struct grads *gr;        /* [L * NP] */
 
 	float *rope_cs, *rope_sn; /* [maxT, hd / 2] */
@@ -516,7 +514,7 @@ void gm_train_free(gm_train *t)
 	free(t->panel);
 	for (i = 0; i < NP; i++)
 		free(t->lu[i]);
-	free(t->w_in); free(t->w_post); free(t->w_qn); free(t->w_kn); free(t->w_final); free(t->bias);
+	free(t->w_in); free(t->w_post); free(t->w_qn); free(t->w_kn); free(t->w_final);
 	free(t->rope_cs); free(t->rope_sn); free(t->xs);
 	free(t->n1); free(t->q); free(t->k); free(t->v); free(t->qr); free(t->kr); free(t->att);
 	free(t->x1); free(t->n2); free(t->g); free(t->up); free(t->act); free(t->probs);
@@ -536,8 +534,10 @@ int gm_train_new(const gm_model *m, gm_lora *lora, const gm_train_opts *o, gm_tr
 	size_t panel_len;
 	int ret;
 
-	if (c->rope_scaling != GM_ROPE_NONE)
-		return gm_error_set(err, GM_EUNSUPPORTED, "%s: training with rope_scaling is not supported", m->dir);
+	/* the Qwen3 stack (q/k norms, no biases, plain RoPE) is what the backward pass implements */
+	if (c->arch != GM_ARCH_QWEN3 || !c->qk_norm || c->attention_bias || c->rope_scaling != GM_ROPE_NONE)
+		return gm_error_set(err, GM_EUNSUPPORTED, "%s: %s: training supports Qwen3 models only", m->dir,
+				    c->architecture);
 	if (lora->n_layers != c->num_hidden_layers)
 		return gm_error_set(err, GM_EINVAL, "the adapter has %d layers, the model %lld", lora->n_layers,
 				    (long long)c->num_hidden_layers);
@@ -580,8 +580,6 @@ int gm_train_new(const gm_model *m, gm_lora *lora, const gm_train_opts *o, gm_tr
 	t->w_kn = falloc((size_t)(t->L * t->hd));
 	t->w_final = falloc((size_t)t->H);
 	load_norm(t->w_final, m->final_norm, t->H);
-	if (c->attention_bias)
-		t->bias = falloc((size_t)(t->L * 3 * t->max_in));
 	t->fz = gm_xcalloc((size_t)(t->L * NP), sizeof(*t->fz));
 	t->gr = gm_xcalloc((size_t)(t->L * NP), sizeof(*t->gr));
 	ret = 0;
@@ -589,7 +587,6 @@ int gm_train_new(const gm_model *m, gm_lora *lora, const gm_train_opts *o, gm_tr
 		const gm_layer_weights *lw = &m->layers[i];
 		const gm_tensor *w[NP] = { lw->q_proj, lw->k_proj, lw->v_proj, lw->o_proj,
 					   lw->gate_proj, lw->up_proj, lw->down_proj };
-		const gm_tensor *b[3] = { lw->q_bias, lw->k_bias, lw->v_bias };
 
 		load_norm(t->w_in + i * t->H, lw->input_norm, t->H);
 		load_norm(t->w_post + i * t->H, lw->post_attn_norm, t->H);
@@ -600,10 +597,6 @@ int gm_train_new(const gm_model *m, gm_lora *lora, const gm_train_opts *o, gm_tr
 			const gm_lora_module *md = &lora->mods[i * NP + p];
 
 			fz->w = w[p];
-			if (p < 3 && b[p] && t->bias) {
-				gm_load_f32(t->bias + (i * 3 + p) * t->max_in, b[p]->data, b[p]->dtype, b[p]->numel);
-				fz->bias = b[p];
-			}
 			if (md->rank && (md->in != w[p]->shape[1] || md->out != w[p]->shape[0]))
 				ret = gm_error_set(err, GM_EINVAL, "the adapter's %s of layer %lld does not fit the model",
 						   gm_peft_proj_name((enum gm_peft_proj)p), (long long)i);
@@ -719,7 +712,7 @@ const float *gm_train_grad_b(const gm_train *t, int layer, enum gm_peft_proj p)
 /* ---------------------------------------------------------------- linear layers */
 
 /*
- * Y = X W^T (+ bias) + s (X A^T) B^T for projection p of layer l, with X
+ * Y = X W^T + s (X A^T) B^T for projection p of layer l, with X
  * ([T, in]) already packed in t->xt.  u = X A^T is kept in t->lu[p].
  */
 static void lin_fwd(gm_train *t, int64_t l, int p, float *y, int64_t T)
@@ -729,9 +722,6 @@ static void lin_fwd(gm_train *t, int64_t l, int p, float *y, int64_t T)
 	int64_t in = fz->w->shape[1], out = fz->w->shape[0], s, r;
 
 	mm(t, y, out, t->xt, T, fz->w->data, fz->w->dtype, out, in);
-	if (fz->bias)
-		for (s = 0; s < T; s++)
-			add_to(y + s * out, t->bias + (l * 3 + p) * t->max_in, out);
 	if (!md->rank)
 		return;
 	r = md->rank;
