@@ -538,6 +538,9 @@ int gm_train_new(const gm_model *m, gm_lora *lora, const gm_train_opts *o, gm_tr
 	if (c->arch != GM_ARCH_QWEN3 || !c->qk_norm || c->attention_bias || c->rope_scaling != GM_ROPE_NONE)
 		return gm_error_set(err, GM_EUNSUPPORTED, "%s: %s: training supports Qwen3 models only", m->dir,
 				    c->architecture);
+	if (c->head_dim > 512 || c->head_dim % 2)
+		return gm_error_set(err, GM_EUNSUPPORTED, "%s: head_dim %lld not supported for training (even, at most 512)",
+				    m->dir, (long long)c->head_dim);
 	if (lora->n_layers != c->num_hidden_layers)
 		return gm_error_set(err, GM_EINVAL, "the adapter has %d layers, the model %lld", lora->n_layers,
 				    (long long)c->num_hidden_layers);
@@ -947,10 +950,83 @@ static void att_bwd_run(void *ctx, int64_t b, int64_t e, int th)
 
 /* ---------------------------------------------------------------- one layer */
 
+/* Per-position elementwise work, split over positions (rows) among the threads. */
+enum row_op { ROW_QK_FWD, ROW_QK_BWD, ROW_SILU_BWD };
+
+struct row_job {
+	gm_train *t;
+	int64_t l;
+	enum row_op op;
+};
+
+static void row_run(void *ctx, int64_t b, int64_t e, int th)
+{
+	struct row_job *j = ctx;
+	gm_train *t = j->t;
+	int64_t hd = t->hd, half = hd / 2, s, h, i, l = j->l;
+	float tmp[512];
+
+	(void)th;
+	for (s = b; s < e; s++) {
+		const float *cs = t->rope_cs + s * half, *sn = t->rope_sn + s * half;
+
+		switch (j->op) {
+		case ROW_QK_FWD:
+			/* qr, kr = rope(rmsnorm per head) */
+			for (h = 0; h < t->nh; h++) {
+				float *qr = t->qr + s * t->QD + h * hd;
+
+				gm_rmsnorm(qr, t->q + s * t->QD + h * hd, t->w_qn + l * hd, GM_DTYPE_F32, hd, t->eps);
+				rope_fwd(qr, cs, sn, hd);
+			}
+			for (h = 0; h < t->nkv; h++) {
+				float *kr = t->kr + s * t->KD + h * hd;
+
+				gm_rmsnorm(kr, t->k + s * t->KD + h * hd, t->w_kn + l * hd, GM_DTYPE_F32, hd, t->eps);
+				rope_fwd(kr, cs, sn, hd);
+			}
+			break;
+		case ROW_QK_BWD:
+			/* dq, dk through the inverse rotation, then the per-head norms */
+			for (h = 0; h < t->nh; h++) {
+				float *d = t->dq + s * t->QD + h * hd;
+
+				rope_bwd(d, cs, sn, hd);
+				memcpy(tmp, d, (size_t)hd * sizeof(float));
+				rms_bwd(d, 0, tmp, t->q + s * t->QD + h * hd, t->w_qn + l * hd, hd, t->eps);
+			}
+			for (h = 0; h < t->nkv; h++) {
+				float *d = t->dk + s * t->KD + h * hd;
+
+				rope_bwd(d, cs, sn, hd);
+				memcpy(tmp, d, (size_t)hd * sizeof(float));
+				rms_bwd(d, 0, tmp, t->k + s * t->KD + h * hd, t->w_kn + l * hd, hd, t->eps);
+			}
+			break;
+		case ROW_SILU_BWD:
+			/* dg holds d(act) on entry: dup = da silu(g), dg = da up silu'(g) */
+			for (i = s * t->I; i < (s + 1) * t->I; i++) {
+				float gv = t->g[i], sg = 1.0f / (1.0f + expf(-gv)), da = t->dg[i];
+
+				t->dup[i] = da * gv * sg;
+				t->dg[i] = da * t->up[i] * sg * (1.0f + gv * (1.0f - sg));
+			}
+			break;
+		}
+	}
+}
+
+static void rows_op(gm_train *t, int64_t l, enum row_op op, int64_t T)
+{
+	struct row_job j = { t, l, op };
+
+	gm_threadpool_for(t->pool, T, 8, row_run, &j);
+}
+
 /* Forward of layer l from x ([T, H]) into y, keeping the activations the backward needs. */
 static void layer_fwd(gm_train *t, int64_t l, const float *x, float *y, int64_t T)
 {
-	int64_t H = t->H, hd = t->hd, half = hd / 2, s, h;
+	int64_t H = t->H, s;
 	struct att_job aj = { t, T };
 
 	rms_rows(t->n1, x, t->w_in + l * H, T, H, H, t->eps);
@@ -958,22 +1034,7 @@ static void layer_fwd(gm_train *t, int64_t l, const float *x, float *y, int64_t 
 	lin_fwd(t, l, GM_PEFT_Q_PROJ, t->q, T);
 	lin_fwd(t, l, GM_PEFT_K_PROJ, t->k, T);
 	lin_fwd(t, l, GM_PEFT_V_PROJ, t->v, T);
-	for (s = 0; s < T; s++) {
-		const float *cs = t->rope_cs + s * half, *sn = t->rope_sn + s * half;
-
-		for (h = 0; h < t->nh; h++) {
-			float *qr = t->qr + s * t->QD + h * hd;
-
-			gm_rmsnorm(qr, t->q + s * t->QD + h * hd, t->w_qn + l * hd, GM_DTYPE_F32, hd, t->eps);
-			rope_fwd(qr, cs, sn, hd);
-		}
-		for (h = 0; h < t->nkv; h++) {
-			float *kr = t->kr + s * t->KD + h * hd;
-
-			gm_rmsnorm(kr, t->k + s * t->KD + h * hd, t->w_kn + l * hd, GM_DTYPE_F32, hd, t->eps);
-			rope_fwd(kr, cs, sn, hd);
-		}
-	}
+	rows_op(t, l, ROW_QK_FWD, T);
 	gm_threadpool_for(t->pool, t->nh, 1, att_fwd_run, &aj);
 	pack(t, t->xt, t->att, t->QD, T, t->QD);
 	lin_fwd(t, l, GM_PEFT_O_PROJ, t->tmp, T);
@@ -994,17 +1055,12 @@ static void layer_fwd(gm_train *t, int64_t l, const float *x, float *y, int64_t 
 /* Backward of layer l (after layer_fwd of the same layer): t->dx from dL/dy to dL/dx. */
 static void layer_bwd(gm_train *t, int64_t l, const float *x, int64_t T)
 {
-	int64_t H = t->H, hd = t->hd, half = hd / 2, s, h, i;
+	int64_t H = t->H, s;
 	struct att_job aj = { t, T };
 
 	/* MLP */
 	lin_bwd(t, l, GM_PEFT_DOWN_PROJ, t->dx, t->act, t->dg, 0, T); /* dg holds d(act) for now */
-	for (i = 0; i < T * t->I; i++) {
-		float gv = t->g[i], sg = 1.0f / (1.0f + expf(-gv)), da = t->dg[i];
-
-		t->dup[i] = da * gv * sg;
-		t->dg[i] = da * t->up[i] * sg * (1.0f + gv * (1.0f - sg));
-	}
+	rows_op(t, l, ROW_SILU_BWD, T);
 	lin_bwd(t, l, GM_PEFT_GATE_PROJ, t->dg, t->n2, t->dn, 0, T);
 	lin_bwd(t, l, GM_PEFT_UP_PROJ, t->dup, t->n2, t->dn, 1, T);
 	for (s = 0; s < T; s++)
@@ -1012,24 +1068,7 @@ static void layer_bwd(gm_train *t, int64_t l, const float *x, int64_t T)
 	/* attention */
 	lin_bwd(t, l, GM_PEFT_O_PROJ, t->dx, t->att, t->datt, 0, T);
 	gm_threadpool_for(t->pool, t->nkv, 1, att_bwd_run, &aj);
-	for (s = 0; s < T; s++) {
-		const float *cs = t->rope_cs + s * half, *sn = t->rope_sn + s * half;
-
-		for (h = 0; h < t->nh; h++) {
-			float *d = t->dq + s * t->QD + h * hd;
-
-			rope_bwd(d, cs, sn, hd);
-			memcpy(t->tmp, d, (size_t)hd * sizeof(float));
-			rms_bwd(d, 0, t->tmp, t->q + s * t->QD + h * hd, t->w_qn + l * hd, hd, t->eps);
-		}
-		for (h = 0; h < t->nkv; h++) {
-			float *d = t->dk + s * t->KD + h * hd;
-
-			rope_bwd(d, cs, sn, hd);
-			memcpy(t->tmp, d, (size_t)hd * sizeof(float));
-			rms_bwd(d, 0, t->tmp, t->k + s * t->KD + h * hd, t->w_kn + l * hd, hd, t->eps);
-		}
-	}
+	rows_op(t, l, ROW_QK_BWD, T);
 	lin_bwd(t, l, GM_PEFT_Q_PROJ, t->dq, t->n1, t->dn, 0, T);
 	lin_bwd(t, l, GM_PEFT_K_PROJ, t->dk, t->n1, t->dn, 1, T);
 	lin_bwd(t, l, GM_PEFT_V_PROJ, t->dv, t->n1, t->dn, 1, T);
