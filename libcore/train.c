@@ -5,7 +5,7 @@
  * One decoder layer (x: [T, hidden], the residual stream entering it):
  *
  *   n1 = rmsnorm(x, w_in)
- *   q, k, v = lin_q(n1), lin_k(n1), lin_v(n1)        lin_p(x) = x W^T (+ b) + s (x A^T) B^T
+ *   q, k, v = lin_q(n1), lin_k(n1), lin_v(n1)        lin_p(x) = x W^T + s (x A^T) B^T
  *   qr, kr = rope(rmsnorm_head(q, w_qn)), rope(rmsnorm_head(k, w_kn))
  *   P_h = softmax(qr_h kr_g^T / sqrt(hd), causal);  o_h = P_h v_g     (g: the kv head of h)
  *   x1 = x + lin_o(o)
@@ -21,7 +21,8 @@
  *   silu: dg = da * up * sig(g) (1 + g (1 - sig(g))), dup = da * silu(g)
  *   rmsnorm (y = x r w, r = (mean x^2 + eps)^-1/2):
  *     dx = r (dy w) - x r^3 sum(dy w x) / n
- *   attention, per head and query row i (P row p, dO row do):
+ *   attention, per head and query row i (P row p, dO row do; computed as
+ *   matrix products, see att_fwd_run):
  *     dp_j = do . v_j;  ds_j = p_j (dp_j - sum_k p_k dp_k) / sqrt(hd)
  *     dq_i = sum_j ds_j k_j;  dk_j += ds_j q_i;  dv_j += p_j do
  *   rope: the inverse rotation (the transpose of a rotation).
@@ -433,8 +434,6 @@ static void add_to(float *y, const float *x, int64_t n)
 }
 
 /* ---- setup */
-
-static int transpose_weight(gm_train *t, const gm_tensor *w, void **out, gm_error *err);
 
 struct tr_job {
 	void *dst;
