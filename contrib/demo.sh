@@ -32,3 +32,22 @@ echo "\$ git model synth tiny $out/tiny-qwen3 --seed 1"
 git model synth tiny "$out/tiny-qwen3" --seed 1
 echo "\$ git model info $out/tiny-qwen3"
 git model info "$out/tiny-qwen3"
+echo
+echo "== fine-tuning: a LoRA learns a pattern (a king, a city, a sum of gold) from 300 lines, 24 held out"
+awk -v f="$out/kings.jsonl" -v g="$out/kings-eval.jsonl" 'BEGIN { split("Jerusalem Babylon Nineveh Tyre Sidon Gaza Hebron Jericho", c, " ");
+	split("Abner Boaz Caleb Dan Eli Gad Hur Ira", p, " ");
+	for (i = 0; i < 324; i++) { j = i < 300 ? i : (i - 300) * 13;
+		printf "{\"text\": \"In the %d year the king of %s gave %s %d talents of gold, and %s was glad.\"}\n",
+			j % 40 + 1, c[j % 8 + 1], p[int(j / 8) % 8 + 1], (j * 7) % 90 + 10, p[int(j / 8) % 8 + 1] > (i < 300 ? f : g) } }'
+head -n 2 "$out/kings.jsonl"
+echo "\$ git train -m contrib/models/pocket-qwen3 --adapter kings --data kings.jsonl --eval-data kings-eval.jsonl \\"
+echo "      --output kings --steps 60 --lr 2e-3 --rank 8 --alpha 16"
+git train -m "$top/contrib/models/pocket-qwen3" --adapter kings --data "$out/kings.jsonl" \
+	--eval-data "$out/kings-eval.jsonl" --output "$out/kings" --steps 60 --lr 2e-3 --rank 8 --alpha 16
+echo "\$ git infer -m contrib/models/pocket-qwen3 -p \"In the 12 year the king of\" -n 20 --temperature 0"
+git infer -m "$top/contrib/models/pocket-qwen3" -p "In the 12 year the king of" -n 20 --temperature 0
+echo
+echo "\$ git infer -m contrib/models/pocket-qwen3 -p \"In the 12 year the king of\" -n 20 --temperature 0 --adapter kings"
+git infer -m "$top/contrib/models/pocket-qwen3" -p "In the 12 year the king of" -n 20 --temperature 0 \
+	--adapter "$out/kings"
+echo

@@ -1,25 +1,43 @@
 /*
- * git-train - fine-tune a model with LoRA.
+ * git-train - fine-tune a model with LoRA, and check training data files.
  *
- * Training itself arrives with the LoRA trainer; for now the command checks
- * training data files (libcore/traindata.h) so that bad lines are found
- * before a run, not in the middle of one.
+ * This file parses options and prints; the work is in libcore: trainset.h
+ * (data), train.h (LoRA, forward/backward, AdamW), trainrun.h (the loop and
+ * checkpoints), traindata.h (--check-data).
  */
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <dirent.h>
 
 #include <json-c/json.h>
 
 #include "buf.h"
 #include "cmd.h"
+#include "fs.h"
+#include "json.h"
+#include "model.h"
+#include "peft.h"
+#include "tokenizer.h"
 #include "traindata.h"
+#include "train.h"
+#include "trainrun.h"
+#include "trainset.h"
 
 #define MAX_REPORTED_ERRORS 100
 
 static const char *const usage[] = {
+	"git train -m <model> --adapter <name> --data <file> --output <dir> [<options>]",
+	"git train -m <model> --adapter <name> --data <file> --output <dir> --resume <checkpoint>",
 	"git train --check-data <file> [--json]",
 	NULL
 };
+
+/* ---------------------------------------------------------------- --check-data */
 
 struct error_list {
 	const char *name;
@@ -93,27 +111,590 @@ static int check_data(const char *path, int json, int verbosity)
 	return status;
 }
 
+/* ---------------------------------------------------------------- training options */
+
+/*
+ * Hyper-parameters.  Numbers start as "not given" (-1 / NAN) so that a
+ * resumed run or --init-adapter can tell what the user asked for from the
+ * defaults, which are filled in afterwards.
+ */
+#define D_RANK 16
+#define D_ALPHA 32.0
+#define D_TARGETS "all-linear"
+#define D_LR 2e-4
+#define D_SCHEDULE "cosine"
+#define D_WARMUP 0
+#define D_WD 0.0
+#define D_CLIP 1.0
+#define D_BATCH 4
+#define D_ACCUM 1
+#define D_EPOCHS 1.0
+#define D_MAX_LEN 1024
+#define D_SEED 0
+
+struct hp {
+	long rank;
+	double alpha;
+	const char *targets;
+	int rslora;           /* -1: not given */
+	double lr;
+	const char *schedule;
+	long warmup;
+	double weight_decay, grad_clip;
+	long batch_size, grad_accum, steps;
+	double epochs;
+	long max_len;
+	unsigned long long seed;
+	int seed_given;
+	int shuffle;          /* -1: not given */
+};
+
+struct train_cmd {
+	const char *model, *adapter, *data, *output, *resume, *eval_data, *init_adapter, *trace;
+	long threads, checkpoint_every;
+	int verbosity;
+	struct hp hp;
+	unsigned targets_mask;
+	enum gm_schedule schedule;
+	/* progress */
+	int tty;
+	double ema;
+	int64_t ema_n;
+	gm_atomic_file trace_file;
+	int trace_open;
+	const char *adapter_name;
+};
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	if (stop_requested)
+		_exit(130); /* a second Ctrl-C: the last checkpoint is intact, leave now */
+	stop_requested = 1;
+}
+
+static int valid_name(const char *s)
+{
+	const char *p;
+
+	if (!*s || *s == '.' || *s == '-' || strlen(s) > 100)
+		return 0;
+	for (p = s; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+		      *p == '-' || *p == '_' || *p == '.'))
+			return 0;
+	return 1;
+}
+
+/* The hyper-parameters as recorded in a checkpoint (after defaults). */
+static json_object *hp_json(const struct train_cmd *c)
+{
+	json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "adapter", json_object_new_string(c->adapter));
+	json_object_object_add(o, "rank", json_object_new_int64(c->hp.rank));
+	json_object_object_add(o, "alpha", json_object_new_double(c->hp.alpha));
+	json_object_object_add(o, "targets", json_object_new_int64(c->targets_mask));
+	json_object_object_add(o, "rslora", json_object_new_boolean(c->hp.rslora));
+	json_object_object_add(o, "lr", json_object_new_double(c->hp.lr));
+	json_object_object_add(o, "schedule", json_object_new_string(gm_schedule_name(c->schedule)));
+	json_object_object_add(o, "warmup", json_object_new_int64(c->hp.warmup));
+	json_object_object_add(o, "weight_decay", json_object_new_double(c->hp.weight_decay));
+	json_object_object_add(o, "grad_clip", json_object_new_double(c->hp.grad_clip));
+	json_object_object_add(o, "batch_size", json_object_new_int64(c->hp.batch_size));
+	json_object_object_add(o, "grad_accum", json_object_new_int64(c->hp.grad_accum));
+	json_object_object_add(o, "steps", json_object_new_int64(c->hp.steps));
+	json_object_object_add(o, "max_len", json_object_new_int64(c->hp.max_len));
+	json_object_object_add(o, "seed", json_object_new_uint64(c->hp.seed));
+	json_object_object_add(o, "shuffle", json_object_new_boolean(c->hp.shuffle));
+	return o;
+}
+
+/* Takes the checkpoint's hyper-parameters, refusing an option given with another value. */
+static int hp_from_checkpoint(struct train_cmd *c, json_object *cfg, const char *ckpt, gm_error *err)
+{
+	int64_t i64;
+	double d;
+	int b;
+	const char *s;
+	int ret = 0;
+
+#define CK_INT(key, field, opt)                                                                              \
+	if (!ret && !(ret = gm_json_get_int64(cfg, key, ckpt, &i64, err))) {                                 \
+		if (c->hp.field >= 0 && c->hp.field != i64)                                                  \
+			ret = gm_error_set(err, GM_EINVAL, "--" opt " %ld differs from the checkpoint's %lld in %s " \
+					   "(a resumed run keeps its settings)", (long)c->hp.field, (long long)i64, ckpt); \
+		c->hp.field = (long)i64;                                                                     \
+	}
+#define CK_DBL(key, field, opt)                                                                              \
+	if (!ret && !(ret = gm_json_get_double(cfg, key, ckpt, &d, err))) {                                  \
+		if (!isnan(c->hp.field) && c->hp.field != d)                                                 \
+			ret = gm_error_set(err, GM_EINVAL, "--" opt " %g differs from the checkpoint's %g in %s "    \
+					   "(a resumed run keeps its settings)", c->hp.field, d, ckpt);              \
+		c->hp.field = d;                                                                             \
+	}
+	CK_INT("rank", rank, "rank")
+	CK_DBL("alpha", alpha, "alpha")
+	CK_DBL("lr", lr, "lr")
+	CK_INT("warmup", warmup, "warmup")
+	CK_DBL("weight_decay", weight_decay, "weight-decay")
+	CK_DBL("grad_clip", grad_clip, "grad-clip")
+	CK_INT("batch_size", batch_size, "batch-size")
+	CK_INT("grad_accum", grad_accum, "grad-accum")
+	CK_INT("steps", steps, "steps")
+	CK_INT("max_len", max_len, "max-len")
+#undef CK_INT
+#undef CK_DBL
+	if (!ret && !isnan(c->hp.epochs))
+		ret = gm_error_set(err, GM_EINVAL, "--epochs cannot be given with --resume (the run's step count is "
+				   "in the checkpoint)");
+	if (!ret && !(ret = gm_json_get_int64(cfg, "targets", ckpt, &i64, err))) {
+		if (c->hp.targets && c->targets_mask != (unsigned)i64)
+			ret = gm_error_set(err, GM_EINVAL, "--targets differs from the checkpoint's in %s", ckpt);
+		c->targets_mask = (unsigned)i64;
+	}
+	if (!ret && !(ret = gm_json_get_bool(cfg, "rslora", ckpt, &b, err))) {
+		if (c->hp.rslora >= 0 && c->hp.rslora != b)
+			ret = gm_error_set(err, GM_EINVAL, "--rslora differs from the checkpoint's in %s", ckpt);
+		c->hp.rslora = b;
+	}
+	if (!ret && !(ret = gm_json_get_bool(cfg, "shuffle", ckpt, &b, err))) {
+		if (c->hp.shuffle >= 0 && c->hp.shuffle != b)
+			ret = gm_error_set(err, GM_EINVAL, "--shuffle/--no-shuffle differs from the checkpoint's in %s",
+					   ckpt);
+		c->hp.shuffle = b;
+	}
+	if (!ret && !(ret = gm_json_get_int64(cfg, "seed", ckpt, &i64, err))) {
+		if (c->hp.seed_given && c->hp.seed != (unsigned long long)i64)
+			ret = gm_error_set(err, GM_EINVAL, "--seed differs from the checkpoint's in %s", ckpt);
+		c->hp.seed = (unsigned long long)i64;
+	}
+	if (!ret && !(ret = gm_json_get_string(cfg, "schedule", ckpt, &s, err))) {
+		enum gm_schedule sc;
+
+		ret = gm_schedule_from_name(s, &sc, err);
+		if (!ret && c->hp.schedule && sc != c->schedule)
+			ret = gm_error_set(err, GM_EINVAL, "--schedule %s differs from the checkpoint's %s in %s",
+					   c->hp.schedule, s, ckpt);
+		c->schedule = sc;
+	}
+	return ret;
+}
+
+/* --init-adapter: a directory, or an adapter of the model (MODEL/adapters/NAME or NN_NAME). */
+static char *resolve_adapter(const char *model, const char *spec)
+{
+	char *root, *found = NULL;
+	DIR *d;
+	struct dirent *e;
+
+	if (gm_is_dir(spec))
+		return gm_xstrdup(spec);
+	root = gm_path_join(model, "adapters");
+	d = opendir(root);
+	while (d && (e = readdir(d))) {
+		const char *u = strchr(e->d_name, '_');
+
+		if (e->d_name[0] == '.')
+			continue;
+		if (!strcmp(e->d_name, spec) || (u && !strcmp(u + 1, spec))) {
+			found = gm_path_join(root, e->d_name);
+			break;
+		}
+	}
+	if (d)
+		closedir(d);
+	free(root);
+	return found;
+}
+
+/* ---------------------------------------------------------------- progress */
+
+static void fmt_duration(char *buf, size_t n, double s)
+{
+	long t = s > 0 && s < 1e8 ? (long)(s + 0.5) : 0;
+
+	if (t >= 3600)
+		snprintf(buf, n, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+	else
+		snprintf(buf, n, "%ld:%02ld", t / 60, t % 60);
+}
+
+static void on_step(void *ctx, const gm_train_progress *p)
+{
+	struct train_cmd *c = ctx;
+	double smooth, per_step;
+	char eta[32];
+	int64_t done = p->info.step + 1;
+
+	c->ema = 0.9 * c->ema + 0.1 * p->info.loss;
+	c->ema_n++;
+	smooth = c->ema / (1.0 - pow(0.9, (double)c->ema_n));
+	if (c->trace_open) {
+		gm_buf line = GM_BUF_INIT;
+		gm_error err = GM_ERROR_INIT;
+
+		gm_buf_addf(&line, "{\"step\": %lld, \"loss\": %.9g, \"grad_norm\": %.9g, \"lr\": %.9g, \"tokens\": %lld, "
+			    "\"tokens_per_s\": %.2f}\n", (long long)p->info.step, p->info.loss, p->info.grad_norm,
+			    p->info.lr, (long long)p->info.tokens, p->tokens_per_s);
+		if (gm_atomic_write(&c->trace_file, line.buf, line.len, &err))
+			fprintf(stderr, "warning: --trace: %s\n", err.msg);
+		gm_buf_release(&line);
+	}
+	if (c->verbosity < 0)
+		return;
+	per_step = p->elapsed_s / (double)(c->ema_n);
+	fmt_duration(eta, sizeof(eta), per_step * (double)(p->n_steps - done));
+	if (c->verbosity > 0)
+		fprintf(stderr, "step %lld/%lld: loss %.4f, grad norm %.3f, lr %.3g, %.1f tok/s\n", (long long)done,
+			(long long)p->n_steps, p->info.loss, p->info.grad_norm, p->info.lr, p->tokens_per_s);
+	else if (c->tty)
+		fprintf(stderr, "\r\033[Kstep %lld/%lld  loss %.4f  lr %.3g  %.1f tok/s  ETA %s", (long long)done,
+			(long long)p->n_steps, smooth, p->info.lr, p->tokens_per_s, eta);
+}
+
+static void on_eval(void *ctx, int64_t step, double loss)
+{
+	struct train_cmd *c = ctx;
+
+	if (c->verbosity < 0)
+		return;
+	if (c->tty && c->verbosity == 0)
+		fputs("\r\033[K", stderr);
+	fprintf(stderr, "step %lld: eval loss %.4f\n", (long long)step, loss);
+}
+
+static int on_checkpoint(void *ctx, int64_t step, const char *dir, double eval_loss, gm_error *err)
+{
+	struct train_cmd *c = ctx;
+
+	(void)eval_loss;
+	(void)err;
+	if (c->verbosity < 0)
+		return 0;
+	if (c->tty && c->verbosity == 0)
+		fputs("\r\033[K", stderr);
+	fprintf(stderr, "step %lld: checkpoint %s\n", (long long)step, dir);
+	return 0;
+}
+
+/* ---------------------------------------------------------------- the run */
+
+static int prepare_hp(struct train_cmd *c, gm_error *err)
+{
+	struct hp *h = &c->hp;
+
+	if (h->rank < 0)
+		h->rank = D_RANK;
+	if (isnan(h->alpha))
+		h->alpha = D_ALPHA;
+	if (h->rslora < 0)
+		h->rslora = 0;
+	if (isnan(h->lr))
+		h->lr = D_LR;
+	if (h->warmup < 0)
+		h->warmup = D_WARMUP;
+	if (isnan(h->weight_decay))
+		h->weight_decay = D_WD;
+	if (isnan(h->grad_clip))
+		h->grad_clip = D_CLIP;
+	if (h->batch_size < 0)
+		h->batch_size = D_BATCH;
+	if (h->grad_accum < 0)
+		h->grad_accum = D_ACCUM;
+	if (h->max_len < 0)
+		h->max_len = D_MAX_LEN;
+	if (h->shuffle < 0)
+		h->shuffle = 1;
+	if (!(h->lr > 0))
+		return gm_error_set(err, GM_EINVAL, "--lr must be positive");
+	if (h->weight_decay < 0 || h->grad_clip < 0)
+		return gm_error_set(err, GM_EINVAL, "--weight-decay and --grad-clip must not be negative");
+	if (!(h->alpha > 0))
+		return gm_error_set(err, GM_EINVAL, "--alpha must be positive");
+	return 0;
+}
+
+static int train(struct train_cmd *c)
+{
+	gm_error err = GM_ERROR_INIT;
+	gm_model *m = NULL;
+	gm_tokenizer *tok = NULL;
+	gm_trainset *data = NULL, *eval = NULL;
+	gm_peft_adapter *ad = NULL;
+	gm_lora *l = NULL;
+	gm_train *t = NULL;
+	gm_train_opts to;
+	gm_train_run_opts ro;
+	gm_train_run_result res;
+	json_object *state = NULL, *cfg = NULL, *hp = NULL;
+	char *ckpt = NULL, *init_dir = NULL;
+	int ret, status = 0;
+
+	ret = gm_model_open(c->model, &m, &err);
+	if (!ret && c->resume) {
+		ret = gm_train_find_checkpoint(c->resume, &ckpt, &state, &err);
+		if (!ret && !json_object_object_get_ex(state, "config", &cfg))
+			ret = gm_error_set(&err, GM_EFORMAT, "%s/%s: no \"config\"", ckpt, GM_TRAIN_STATE_FILE);
+		if (!ret)
+			ret = hp_from_checkpoint(c, cfg, ckpt, &err);
+	}
+	if (!ret && c->init_adapter) {
+		init_dir = resolve_adapter(c->model, c->init_adapter);
+		if (!init_dir)
+			ret = gm_error_set(&err, GM_ENOENT, "--init-adapter %s: not a directory, nor an adapter in %s/adapters",
+					   c->init_adapter, c->model);
+		if (!ret)
+			ret = gm_peft_open(init_dir, &ad, &err);
+		if (!ret && ((c->hp.rank >= 0 && c->hp.rank != ad->config.r) ||
+			     (!isnan(c->hp.alpha) && c->hp.alpha != ad->config.lora_alpha) ||
+			     (c->hp.rslora >= 0 && c->hp.rslora != ad->config.use_rslora) || c->hp.targets))
+			ret = gm_error_set(&err, GM_EINVAL, "--rank, --alpha, --targets and --rslora come from the "
+					   "adapter given to --init-adapter (%s): leave them out", init_dir);
+	}
+	if (!ret)
+		ret = prepare_hp(c, &err);
+	if (!ret)
+		ret = gm_tokenizer_load(c->model, &tok, &err);
+	if (!ret)
+		ret = gm_trainset_load(c->data, m, tok, c->hp.max_len, &data, &err);
+	if (!ret && c->eval_data)
+		ret = gm_trainset_load(c->eval_data, m, tok, c->hp.max_len, &eval, &err);
+	if (ret)
+		goto out;
+	if (c->verbosity >= 0 && (data->truncated || (eval && eval->truncated)))
+		fprintf(stderr, "warning: %lu example%s longer than --max-len %ld truncated\n",
+			data->truncated + (eval ? eval->truncated : 0),
+			data->truncated + (eval ? eval->truncated : 0) == 1 ? "" : "s", c->hp.max_len);
+	if (c->hp.steps < 0) {
+		double e = isnan(c->hp.epochs) ? D_EPOCHS : c->hp.epochs;
+		double per = (double)(c->hp.batch_size * c->hp.grad_accum);
+
+		c->hp.steps = (long)ceil(e * (double)data->n / per);
+		if (c->hp.steps < 1)
+			c->hp.steps = 1;
+	}
+	if (state) {
+		const char *h;
+		char mine[32];
+
+		snprintf(mine, sizeof(mine), "%016llx", (unsigned long long)data->hash);
+		if (gm_json_get_string(state, "data_hash", ckpt, &h, &err) || strcmp(h, mine)) {
+			ret = gm_error_set(&err, GM_EINVAL, "%s is not the data %s was trained on (after tokenization): "
+					   "resume with the same --data", data->name, ckpt);
+			goto out;
+		}
+	}
+	/* the adapter: a checkpoint's, --init-adapter's, or new */
+	if (ckpt) {
+		gm_peft_close(ad);
+		ad = NULL;
+		ret = gm_peft_open(ckpt, &ad, &err);
+	}
+	if (!ret && ad) {
+		ret = gm_lora_from_peft(m, ad, &l, &err);
+		if (!ret) {
+			c->hp.rank = (long)l->rank;
+			c->hp.alpha = l->alpha;
+			c->hp.rslora = l->use_rslora;
+			if (!ckpt)
+				c->targets_mask = l->targets;
+		}
+	} else if (!ret) {
+		ret = gm_lora_init(m, c->hp.rank, c->hp.alpha, c->hp.rslora, c->targets_mask, c->hp.seed, &l, &err);
+	}
+	if (ret)
+		goto out;
+	free(l->base_model);
+	l->base_model = gm_xstrdup(c->model);
+
+	memset(&to, 0, sizeof(to));
+	to.lr = c->hp.lr;
+	to.schedule = c->schedule;
+	to.warmup = c->hp.warmup;
+	to.n_steps = c->hp.steps;
+	to.weight_decay = c->hp.weight_decay;
+	to.grad_clip = c->hp.grad_clip;
+	/* buffers for the longest sequence there is, not for --max-len */
+	to.max_len = 2;
+	for (size_t i = 0; i < data->n; i++)
+		to.max_len = to.max_len > data->ex[i].n ? to.max_len : data->ex[i].n;
+	for (size_t i = 0; eval && i < eval->n; i++)
+		to.max_len = to.max_len > eval->ex[i].n ? to.max_len : eval->ex[i].n;
+	to.n_threads = (int)c->threads;
+	ret = gm_train_new(m, l, &to, &t, &err);
+	if (!ret && ckpt)
+		ret = gm_train_load_state(t, ckpt, &err);
+	if (ret)
+		goto out;
+	if (c->trace) {
+		if ((ret = gm_atomic_open(&c->trace_file, c->trace, 0666, &err)))
+			goto out;
+		c->trace_open = 1;
+	}
+	if (c->verbosity >= 0)
+		fprintf(stderr, "training %s on %s: %zu examples, %lld tokens; LoRA r%ld alpha %g on %llu parameters; "
+			"%ld steps of %ld x %ld sequences%s\n", c->adapter, data->name, data->n,
+			(long long)data->n_tokens, c->hp.rank, c->hp.alpha, (unsigned long long)l->n_params,
+			c->hp.steps, c->hp.batch_size, c->hp.grad_accum,
+			ckpt ? " (resumed)" : "");
+
+	hp = hp_json(c);
+	memset(&ro, 0, sizeof(ro));
+	ro.batch_size = c->hp.batch_size;
+	ro.grad_accum = c->hp.grad_accum;
+	ro.n_steps = c->hp.steps;
+	ro.shuffle = c->hp.shuffle;
+	ro.seed = c->hp.seed;
+	ro.checkpoint_every = c->checkpoint_every;
+	ro.checkpoint_root = c->output;
+	ro.eval = eval;
+	ro.config = hp;
+	ro.on_step = on_step;
+	ro.on_eval = on_eval;
+	ro.on_checkpoint = on_checkpoint;
+	ro.ctx = c;
+	ro.stop = &stop_requested;
+	signal(SIGINT, on_signal);
+	signal(SIGTERM, on_signal);
+	ret = gm_train_run(t, l, data, &ro, &res, &err);
+	signal(SIGINT, SIG_DFL);
+	signal(SIGTERM, SIG_DFL);
+	if (c->tty && c->verbosity == 0)
+		fputs("\r\033[K", stderr);
+	if (c->trace_open) {
+		int r2 = gm_atomic_commit(&c->trace_file, ret ? NULL : &err);
+
+		c->trace_open = 0;
+		if (!ret)
+			ret = r2;
+	}
+	if (ret)
+		goto out;
+	if (res.interrupted) {
+		fprintf(stderr, "interrupted after step %lld of %ld: continue with --resume %s\n", (long long)res.steps,
+			c->hp.steps, res.last_checkpoint);
+		status = 130;
+		goto out;
+	}
+	ret = gm_lora_save(l, c->output, &err);
+	if (ret)
+		goto out;
+	if (c->verbosity >= 0) {
+		printf("%s: %lld steps, loss %.4f", c->adapter, (long long)res.steps, res.loss);
+		if (!isnan(res.eval_loss))
+			printf(", eval loss %.4f", res.eval_loss);
+		printf("; adapter written to %s\n", c->output);
+	}
+out:
+	if (c->trace_open)
+		gm_atomic_abort(&c->trace_file);
+	if (ret)
+		status = gm_cmd_error(&err);
+	json_object_put(hp);
+	json_object_put(state);
+	free(ckpt);
+	free(init_dir);
+	gm_train_free(t);
+	gm_lora_free(l);
+	gm_peft_close(ad);
+	gm_trainset_free(data);
+	gm_trainset_free(eval);
+	gm_tokenizer_free(tok);
+	gm_model_close(m);
+	return status;
+}
+
 int main(int argc, const char **argv)
 {
-	const char *data = NULL;
-	int json = 0, verbosity = 0, status, n;
+	const char *check = NULL;
+	int json = 0, status, n;
+	struct train_cmd c;
 	const struct gm_option options[] = {
-		GM_OPT_STRING(0, "check-data", &data, "FILE",
+		GM_OPT_GROUP("Training"),
+		GM_OPT_STRING('m', "model", &c.model, "dir", "the model directory"),
+		GM_OPT_STRING(0, "adapter", &c.adapter, "name", "the adapter's name (letters, digits, . _ -)"),
+		GM_OPT_STRING(0, "data", &c.data, "file", "JSONL training data ('-' for standard input)"),
+		GM_OPT_STRING(0, "output", &c.output, "dir",
+			      "write the adapter (PEFT) and checkpoint-N/ directories here (required)"),
+		GM_OPT_STRING(0, "eval-data", &c.eval_data, "file", "held-out JSONL data: its loss at each checkpoint and at the end"),
+		GM_OPT_STRING(0, "resume", &c.resume, "dir", "continue from a checkpoint (or the latest in an --output dir)"),
+		GM_OPT_STRING(0, "init-adapter", &c.init_adapter, "dir|name", "start from this adapter's weights and settings"),
+		GM_OPT_GROUP("LoRA"),
+		GM_OPT_INT(0, "rank", &c.hp.rank, "r", "LoRA rank (default 16)", 1, 65536),
+		GM_OPT_DOUBLE(0, "alpha", &c.hp.alpha, "a", "LoRA alpha: scale alpha/r (default 32)"),
+		GM_OPT_STRING(0, "targets", &c.hp.targets, "list",
+			      "projections: q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj or all-linear (default)"),
+		GM_OPT_FLAG(0, "rslora", &c.hp.rslora, "rank-stabilized scale alpha/sqrt(r)"),
+		GM_OPT_GROUP("Optimization"),
+		GM_OPT_DOUBLE(0, "lr", &c.hp.lr, "x", "peak learning rate (default 2e-4)"),
+		GM_OPT_STRING(0, "schedule", &c.hp.schedule, "name", "cosine (default), linear or constant, after warmup"),
+		GM_OPT_INT(0, "warmup", &c.hp.warmup, "n", "linear warmup steps (default 0)", 0, 1L << 40),
+		GM_OPT_DOUBLE(0, "weight-decay", &c.hp.weight_decay, "x", "AdamW decoupled weight decay (default 0)"),
+		GM_OPT_DOUBLE(0, "grad-clip", &c.hp.grad_clip, "x", "clip the global gradient norm to this; 0: off (default 1)"),
+		GM_OPT_INT(0, "batch-size", &c.hp.batch_size, "n", "sequences per micro-batch (default 4)", 1, 65536),
+		GM_OPT_INT(0, "grad-accum", &c.hp.grad_accum, "n", "micro-batches per optimizer step (default 1)", 1, 65536),
+		GM_OPT_INT(0, "steps", &c.hp.steps, "n", "optimizer steps (default: one epoch)", 1, 1L << 40),
+		GM_OPT_DOUBLE(0, "epochs", &c.hp.epochs, "e", "passes over the data, instead of --steps (default 1)"),
+		GM_OPT_INT(0, "max-len", &c.hp.max_len, "n", "truncate sequences to n tokens (default 1024)", 2, 1L << 20),
+		GM_OPT_U64(0, "seed", &c.hp.seed, "n", "LoRA initialisation and data order (default 0)"),
+		GM_OPT_FLAG(0, "shuffle", &c.hp.shuffle, "shuffle the examples every epoch (default; --no-shuffle: file order)"),
+		GM_OPT_GROUP("Run"),
+		GM_OPT_INT(0, "threads", &c.threads, "n", "worker threads (default: one per CPU)", 0, 4096),
+		GM_OPT_INT(0, "checkpoint-every", &c.checkpoint_every, "n",
+			   "write a checkpoint every n steps (default 0: only when interrupted)", 0, 1L << 40),
+		GM_OPT_STRING(0, "trace", &c.trace, "file", "one JSON line per step: step, loss, grad_norm, lr, tokens, tokens_per_s"),
+		GM_OPT_GROUP("Data check"),
+		GM_OPT_STRING(0, "check-data", &check, "file",
 			      "validate a JSONL training data file ('-' for standard input)"),
-		GM_OPT_FLAG(0, "json", &json, "print the result as JSON"),
-		GM_OPT_VERBOSITY(&verbosity),
+		GM_OPT_FLAG(0, "json", &json, "print the --check-data result as JSON"),
+		GM_OPT_VERBOSITY(&c.verbosity),
 		GM_OPT_END()
 	};
 	const struct gm_cmd_info cmd = { "git train", "git-train", usage, options };
+	gm_error err = GM_ERROR_INIT;
 
+	memset(&c, 0, sizeof(c));
+	c.hp.rank = c.hp.warmup = c.hp.batch_size = c.hp.grad_accum = c.hp.steps = c.hp.max_len = -1;
+	c.hp.alpha = c.hp.lr = c.hp.weight_decay = c.hp.grad_clip = c.hp.epochs = NAN;
+	c.hp.rslora = c.hp.shuffle = -1;
+	c.hp.seed = (unsigned long long)-1;
 	n = gm_cmd_parse(&cmd, argc, argv, 0, 1, &status);
 	if (n < 0)
 		return status;
-	gm_cmd_set_verbosity(verbosity);
+	gm_cmd_set_verbosity(c.verbosity);
 	if (n > 0)
 		return gm_cmd_usage_error(&cmd, "unexpected argument '%s'", argv[0]);
-	if (!data)
-		return gm_cmd_usage_error(&cmd, "nothing to do: training is not available yet; "
-					  "use --check-data FILE to validate a data file");
-	return check_data(data, json, verbosity);
+	if (check) {
+		if (c.model || c.data || c.output || c.adapter)
+			return gm_cmd_usage_error(&cmd, "--check-data is used alone (with --json, -q)");
+		return check_data(check, json, c.verbosity);
+	}
+	if (json)
+		return gm_cmd_usage_error(&cmd, "--json goes with --check-data");
+	if (!c.model || !c.adapter || !c.data || !c.output)
+		return gm_cmd_usage_error(&cmd, "training needs -m <model>, --adapter <name>, --data <file> and "
+					  "--output <dir>");
+	if (!valid_name(c.adapter))
+		return gm_cmd_usage_error(&cmd, "invalid adapter name '%s' (letters, digits, '.', '_', '-'; not "
+					  "starting with '.' or '-')", c.adapter);
+	if (c.hp.steps >= 0 && !isnan(c.hp.epochs))
+		return gm_cmd_usage_error(&cmd, "--steps and --epochs are exclusive");
+	if (!isnan(c.hp.epochs) && !(c.hp.epochs > 0))
+		return gm_cmd_usage_error(&cmd, "--epochs must be positive");
+	c.hp.seed_given = c.hp.seed != (unsigned long long)-1;
+	if (!c.hp.seed_given)
+		c.hp.seed = D_SEED;
+	c.schedule = GM_SCHEDULE_COSINE;
+	if (c.hp.schedule && gm_schedule_from_name(c.hp.schedule, &c.schedule, &err))
+		return gm_cmd_usage_error(&cmd, "%s", err.msg);
+	c.targets_mask = GM_LORA_ALL_TARGETS;
+	if (c.hp.targets && gm_lora_parse_targets(c.hp.targets, &c.targets_mask, &err))
+		return gm_cmd_usage_error(&cmd, "%s", err.msg);
+	if (c.resume && c.init_adapter)
+		return gm_cmd_usage_error(&cmd, "--resume and --init-adapter are exclusive");
+	c.tty = isatty(2);
+	return train(&c);
 }

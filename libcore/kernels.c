@@ -757,3 +757,107 @@ void gm_silu_mul(float *g, const float *u, int64_t n)
 	for (i = 0; i < n; i++)
 		g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
+
+/* ---------------------------------------------------------------- training kernels */
+
+void gm_transpose(void *dst, const void *src, size_t elsize, int64_t rows, int64_t cols, int64_t r0, int64_t r1)
+{
+	int64_t rb, cb, r, c;
+
+	/* by 32 x 32 tiles, so that both the rows read and the rows written stay in cache */
+	for (cb = r0; cb < r1; cb += 32) {
+		int64_t ce = cb + 32 < r1 ? cb + 32 : r1;
+
+		for (rb = 0; rb < rows; rb += 32) {
+			int64_t re = rb + 32 < rows ? rb + 32 : rows;
+
+			if (elsize == 4) {
+				for (c = cb; c < ce; c++)
+					for (r = rb; r < re; r++)
+						((float *)dst)[c * rows + r] = ((const float *)src)[r * cols + c];
+			} else {
+				for (c = cb; c < ce; c++)
+					for (r = rb; r < re; r++)
+						((uint16_t *)dst)[c * rows + r] = ((const uint16_t *)src)[r * cols + c];
+			}
+		}
+	}
+}
+
+/*
+ * C[m, n] += sum_k A[k, m] * B[k, n] for m in [m0, m1), n in [n0, n1):
+ * A [K, *] row stride lda, B [K, *] row stride ldb, C [*, *] row stride ldc,
+ * all f32.  Blocks of 4 rows of C by up to 64 columns stay in registers
+ * for the whole sum over k, which runs in order.
+ */
+#ifdef GM_X86
+static TGT_512 void matmul_tn_512(float *c, int64_t ldc, const float *a, int64_t lda, const float *b, int64_t ldb,
+				  int64_t K, int64_t m0, int64_t m1, int64_t n0, int64_t n1)
+{
+	int64_t m, n, k, i, j;
+
+	for (n = n0; n < n1; n += 64) {
+		int nv = (int)((n1 - n + 15) / 16 < 4 ? (n1 - n + 15) / 16 : 4);
+		__mmask16 mk[4];
+
+		for (j = 0; j < 4; j++) {
+			int64_t left = n1 - n - 16 * j;
+
+			mk[j] = left >= 16 ? (__mmask16)0xffff : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
+		}
+		for (m = m0; m < m1; m += 4) {
+			int nm = (int)(m1 - m < 4 ? m1 - m : 4);
+			__m512 acc[4][4];
+
+			for (i = 0; i < 4; i++)
+				for (j = 0; j < 4; j++)
+					acc[i][j] = _mm512_setzero_ps();
+			for (k = 0; k < K; k++) {
+				const float *bk = b + k * ldb + n, *ak = a + k * lda + m;
+				__m512 bv[4];
+
+				for (j = 0; j < nv; j++)
+					bv[j] = _mm512_maskz_loadu_ps(mk[j], bk + 16 * j);
+				for (i = 0; i < nm; i++) {
+					__m512 av = _mm512_set1_ps(ak[i]);
+
+					for (j = 0; j < nv; j++)
+						acc[i][j] = _mm512_fmadd_ps(av, bv[j], acc[i][j]);
+				}
+			}
+			for (i = 0; i < nm; i++) {
+				float *cr = c + (m + i) * ldc + n;
+
+				for (j = 0; j < nv; j++)
+					_mm512_mask_storeu_ps(cr + 16 * j, mk[j],
+							      _mm512_add_ps(_mm512_maskz_loadu_ps(mk[j], cr + 16 * j), acc[i][j]));
+			}
+		}
+	}
+}
+#endif
+
+void gm_matmul_tn(float *c, int64_t ldc, const float *a, int64_t lda, const float *b, int64_t ldb, int64_t K,
+		  int64_t m0, int64_t m1, int64_t n0, int64_t n1)
+{
+	int64_t m, n, k;
+
+#ifdef GM_X86
+	if (gm_kernels_isa() == GM_ISA_AVX512) {
+		matmul_tn_512(c, ldc, a, lda, b, ldb, K, m0, m1, n0, n1);
+		return;
+	}
+#endif
+	/* portable (and AVX2, through the compiler): by row of C, accumulated over k in order */
+	for (m = m0; m < m1; m++) {
+		float *cr = c + m * ldc;
+
+		for (k = 0; k < K; k++) {
+			float s = a[k * lda + m];
+			const float *bk = b + k * ldb;
+
+			for (n = n0; n < n1; n++)
+				cr[n] += s * bk[n];
+		}
+	}
+}

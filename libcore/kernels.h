@@ -98,4 +98,25 @@ void gm_silu_mul(float *g, const float *u, int64_t n);
 /* dst[i] = (float)w[i], i < n: one row of a weight (embedding lookup, biases). */
 void gm_load_f32(float *dst, const void *w, enum gm_dtype wt, int64_t n);
 
+/*
+ * Kernels of the training backward pass (train.c).
+ *
+ * gm_transpose: dst = src^T for the columns [r0, r1) of src: src is
+ * [rows, cols] row-major, dst [cols, rows]; elsize 2 (BF16/F16, copied
+ * bit for bit) or 4.  Training keeps W^T, [in, out], of each frozen weight
+ * W, [out, in], so that the input gradient dX = dY W, [n, in], is the
+ * forward's gm_matmul with W^T as the weight: dX[t, c] = sum_r W^T[c, r] dY[t, r].
+ */
+void gm_transpose(void *dst, const void *src, size_t elsize, int64_t rows, int64_t cols, int64_t r0, int64_t r1);
+/*
+ * C += A^T B for the rows [m0, m1) and columns [n0, n1) of C:
+ *   C[m, n] += sum_k A[k, m] * B[k, n],   k < K in order
+ * A: [K, >= m1] row stride lda; B: [K, >= n1] row stride ldb; C row stride
+ * ldc; f32.  The LoRA weight gradients: dB += dY^T (s u) (A = dY [T, out],
+ * B = s u [T, r]) and dA += gu^T X (A = gu [T, r], B = X [T, in]); in
+ * attention dV += P^T dO and dK += dS^T Q (A: [T, T], B: [T, head_dim]).
+ */
+void gm_matmul_tn(float *c, int64_t ldc, const float *a, int64_t lda, const float *b, int64_t ldb, int64_t K,
+		  int64_t m0, int64_t m1, int64_t n0, int64_t n1);
+
 #endif

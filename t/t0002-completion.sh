@@ -154,4 +154,23 @@ test_expect_success BASH 'worktrees: subcommands, drivers, model names, options'
 	test_cmp expect actual
 '
 
+test_expect_success BASH 'git-train: data files, output directories, schedules and targets' '
+	mkdir -p runs/one &&
+	echo "{}" >runs/data.jsonl &&
+	printf "runs/data.jsonl \n" >expect &&
+	complete_dashed git-train --data runs/d >actual &&
+	test_cmp expect actual &&
+	complete_dashed git-train --eval-data runs/d >actual &&
+	test_cmp expect actual &&
+	printf "runs/one/\n" >expect &&
+	complete_dashed git-train --resume runs/ >actual &&
+	test_cmp expect actual &&
+	printf "cosine \nconstant \n" >expect &&
+	complete_dashed git-train --schedule co >actual &&
+	test_cmp expect actual &&
+	printf "all-linear \n" >expect &&
+	complete_dashed git-train --targets al >actual &&
+	test_cmp expect actual
+'
+
 test_done

@@ -126,7 +126,8 @@ __gm_complete ()
 			esac ;;
 		*)
 			case "$prev" in
-			--dtype|-m|--model|--check-data|--logits-out|--render-chat|--remote|--driver|--worktree) opt=$prev ;;
+			--dtype|-m|--model|--check-data|--logits-out|--render-chat|--remote|--driver|--worktree|\
+			--data|--eval-data|--trace|--output|--resume|--init-adapter|--schedule|--targets) opt=$prev ;;
 			esac ;;
 		esac
 	fi
@@ -134,10 +135,13 @@ __gm_complete ()
 		case "$opt" in
 		--dtype) __gm_reply "$val" bf16 f16 f32 ;;
 		-m|--model) __gm_reply_paths "$val" -d; __gm_add_models "$val" ;;
-		--check-data|--logits-out|--render-chat) __gm_reply_paths "$val" ;;
+		--output|--resume|--init-adapter) __gm_reply_paths "$val" -d ;;
+		--check-data|--logits-out|--render-chat|--data|--eval-data|--trace) __gm_reply_paths "$val" ;;
 		--remote) __gm_reply "$val" $(git remote 2>/dev/null) ;;
 		--driver) __gm_reply "$val" auto overlay fuse reflink hardlink copy ;;
 		--worktree) __gm_reply_paths "$val" -d ;;
+		--schedule) __gm_reply "$val" cosine linear constant ;;
+		--targets) __gm_reply "$val" all-linear q_proj k_proj v_proj o_proj gate_proj up_proj down_proj ;;
 		*) COMPREPLY=(); return ;;
 		esac
 		COMPREPLY=("${COMPREPLY[@]/#/$pre}")
