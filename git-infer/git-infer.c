@@ -49,6 +49,7 @@ static const char *const usage[] = {
 #define UNSET_LONG LONG_MIN
 
 struct infer_opts {
+	const char *model_id; /* --serve: the registered name clients use; NULL: the directory's */
 	const char *model, *prompt, *system, *seed, *prompt_ids, *logits_out, *render_chat;
 	int chat, think, print_ids, tokenize, generation_prompt, verbosity;
 	long max_tokens, top_k, threads, ctx;
@@ -850,6 +851,7 @@ static int run_serve(const struct gm_cmd_info *cmd, const struct infer_opts *io)
 		key = getenv("GM_API_KEY");
 
 	c.model_dir = io->model;
+	c.model_id = io->model_id;
 	c.addr = addr;
 	if (io->parallel != UNSET_LONG)
 		c.n_parallel = (int)io->parallel;
@@ -992,6 +994,13 @@ int main(int argc, const char **argv)
 		goto out;
 	}
 	if (io.serve) {
+		/* a registered model is served under its name (NAME or NAME@REV) */
+		if (gm_repo_resolve_model(io.model, &model_dir, &err)) {
+			status = gm_cmd_error(&err);
+			goto out;
+		}
+		io.model_id = strcmp(model_dir, io.model) ? io.model : NULL;
+		io.model = model_dir;
 		gm_cmd_set_verbosity(io.verbosity);
 		status = run_serve(&cmd, &io);
 		goto out;

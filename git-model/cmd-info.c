@@ -21,6 +21,7 @@
 #include "model.h"
 #include "registry.h"
 #include "repo.h"
+#include "worktree.h"
 
 static const char *const info_usage[] = {
 	"git model info [--json] (<name>[@<rev>] | <dir>)",
@@ -95,7 +96,7 @@ struct info_repo {
 	char revision[GM_REPO_OID_HEXLEN + 1]; /* the commit described ("" outside a repository) */
 	char **adapters;         /* adapters/NN_NAME directories holding adapter_config.json */
 	size_t n_adapters;
-	gm_registry_worktree *worktrees;
+	gm_worktree_info *worktrees; /* with their disk use */
 	size_t n_worktrees;
 };
 
@@ -123,8 +124,8 @@ static void repo_collect(struct info_repo *ir, const char *spec, const char *dir
 		}
 		if (!found)
 			memset(&ir->entry, 0, sizeof(ir->entry));
-		else
-			gm_registry_list_worktrees(reg, ir->entry.name, &ir->worktrees, &ir->n_worktrees, NULL);
+		else if (gm_worktree_list(ir->entry.name, &ir->worktrees, &ir->n_worktrees, NULL))
+			ir->n_worktrees = 0;
 		gm_registry_close(reg);
 	}
 	if (found && gm_repo_open(ir->entry.path, &r, NULL) == 0) {
@@ -170,7 +171,7 @@ static void repo_release(struct info_repo *ir)
 	for (i = 0; i < ir->n_adapters; i++)
 		free(ir->adapters[i]);
 	free(ir->adapters);
-	gm_registry_worktrees_free(ir->worktrees, ir->n_worktrees);
+	gm_worktree_infos_free(ir->worktrees, ir->n_worktrees);
 	gm_registry_model_release(&ir->entry);
 }
 
@@ -192,9 +193,17 @@ static void print_repo_text_tail(const struct info_repo *ir)
 	for (i = 0; i < ir->n_adapters; i++)
 		printf("    adapters/%s\n", ir->adapters[i]);
 	printf("worktrees:%s\n", ir->n_worktrees ? "" : " none");
-	for (i = 0; i < ir->n_worktrees; i++)
-		printf("    %s  %s%s%s\n", ir->worktrees[i].path, ir->worktrees[i].ref,
-		       ir->worktrees[i].method[0] ? "  " : "", ir->worktrees[i].method);
+	for (i = 0; i < ir->n_worktrees; i++) {
+		const gm_worktree_info *w = &ir->worktrees[i];
+		gm_buf used = GM_BUF_INIT, full = GM_BUF_INIT;
+
+		gm_buf_add_human_bytes(&used, w->used);
+		gm_buf_add_human_bytes(&full, w->full);
+		printf("    %s  %s  %s%s  %s used (a full copy: %s)\n", w->path, w->ref, w->driver,
+		       w->missing ? ", missing" : "", used.buf, full.buf);
+		gm_buf_release(&used);
+		gm_buf_release(&full);
+	}
 }
 
 static void repo_json(json_object *o, const struct info_repo *ir)
@@ -219,7 +228,9 @@ static void repo_json(json_object *o, const struct info_repo *ir)
 		json_object *x = json_object_new_object();
 		json_object_object_add(x, "path", json_object_new_string(ir->worktrees[i].path));
 		json_object_object_add(x, "ref", json_object_new_string(ir->worktrees[i].ref));
-		json_object_object_add(x, "method", json_object_new_string(ir->worktrees[i].method));
+		json_object_object_add(x, "method", json_object_new_string(ir->worktrees[i].driver));
+		json_object_object_add(x, "used", json_object_new_int64((int64_t)ir->worktrees[i].used));
+		json_object_object_add(x, "full", json_object_new_int64((int64_t)ir->worktrees[i].full));
 		json_object_array_add(w, x);
 	}
 	json_object_object_add(o, "worktrees", w);

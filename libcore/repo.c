@@ -22,6 +22,7 @@
 #include "log.h"
 #include "registry.h"
 #include "repo.h"
+#include "worktree.h"
 #include "repo-internal.h"
 
 struct gm_repo {
@@ -879,9 +880,12 @@ int gm_repo_resolve_model(const char *spec, char **dir, gm_error *err)
 	gm_repo_split_spec(spec, &name, &rev);
 	/* a '/' in NAME makes a path; one in REV is a ref (origin/main) */
 	if (strchr(name, '/') || gm_is_dir(spec)) {
-		*dir = gm_xstrdup(spec);
 		free(name);
 		free(rev);
+		/* a worktree unmounted by a reboot is mounted again before use */
+		if ((ret = gm_worktree_ensure(spec, err)))
+			return ret;
+		*dir = gm_xstrdup(spec);
 		return 0;
 	}
 	if (rev && !*rev) {
@@ -919,6 +923,12 @@ int gm_repo_resolve_model(const char *spec, char **dir, gm_error *err)
 		else if (!(ret = check_fetched(name, m.path, err)))
 			*dir = gm_xstrdup(m.path);
 		goto out;
+	}
+	{
+		/* NAME@BRANCH with a worktree on BRANCH: its files, edits included */
+		int found = 0;
+		if ((ret = gm_worktree_find(name, rev, dir, &found, err)) || found)
+			goto out;
 	}
 	if ((ret = gm_repo_open(m.path, &r, err)) || (ret = gm_repo_view(r, rev, dir, err)))
 		gm_error_prefix(err, "%s", spec);
@@ -1192,6 +1202,11 @@ int gm_repo_remove(const char *name, gm_error *err)
 
 	if ((ret = gm_registry_open(NULL, &reg, err)) || (ret = gm_registry_get_model(reg, name, &m, err)))
 		goto out;
+	/* worktrees first: unmounted and deleted (one with changes stops us) */
+	if ((ret = gm_worktree_remove_all(name, 0, err))) {
+		gm_error_prefix(err, "model '%s' was not removed", name);
+		goto out;
+	}
 	/* Move the directory out of the way first (one rename: the model
 	 * disappears at once), then forget it, then delete the files. */
 	if (gm_is_dir(m.path)) {

@@ -1984,7 +1984,7 @@ int gm_serve_start(const gm_serve_config *c, gm_serve **out, gm_error *err)
 	s->c = *c;
 	s->c.adapters = NULL; /* borrowed only until gm_serve_load, which gets them from c below */
 	s->listen_fd = -1;
-	s->id = gm_serve_model_id(c->model_dir);
+	s->id = c->model_id ? gm_xstrdup(c->model_id) : gm_serve_model_id(c->model_dir);
 	s->api_key = c->api_key && *c->api_key ? gm_xstrdup(c->api_key) : NULL;
 	s->rng = urandom64();
 	s->m.ttft.bounds = ttft_bounds;

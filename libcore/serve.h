@@ -38,6 +38,7 @@
 
 typedef struct gm_serve_config {
 	const char *model_dir;
+	const char *model_id;       /* the id clients use; NULL: gm_serve_model_id(model_dir) */
 	const char *addr;           /* numeric IPv4 or IPv6 address, or a host name; NULL: 127.0.0.1 */
 	int port;                   /* 0: any free port (see gm_serve_port) */
 	int n_parallel;             /* sequences generated at once (workers), >= 1 */
@@ -63,8 +64,9 @@ void gm_serve_config_init(gm_serve_config *c);
 int gm_serve_parse_listen(const char *spec, char **addr, int *port, gm_error *err);
 
 /*
- * The id clients use for the model: the base name of its directory for
- * now (one function, so that a registry name can replace it).  Allocated.
+ * The id clients use for a model given as a directory: the directory's
+ * base name (a registered model is served under its registry name, given
+ * as the config's model_id).  Allocated.
  */
 char *gm_serve_model_id(const char *model_dir);
 
