@@ -40,14 +40,34 @@ awk -v f="$out/kings.jsonl" -v g="$out/kings-eval.jsonl" 'BEGIN { split("Jerusal
 		printf "{\"text\": \"In the %d year the king of %s gave %s %d talents of gold, and %s was glad.\"}\n",
 			j % 40 + 1, c[j % 8 + 1], p[int(j / 8) % 8 + 1], (j * 7) % 90 + 10, p[int(j / 8) % 8 + 1] > (i < 300 ? f : g) } }'
 head -n 2 "$out/kings.jsonl"
-echo "\$ git train -m contrib/models/pocket-qwen3 --adapter kings --data kings.jsonl --eval-data kings-eval.jsonl \\"
-echo "      --output kings --steps 60 --lr 2e-3 --rank 8 --alpha 16"
-git train -m "$top/contrib/models/pocket-qwen3" --adapter kings --data "$out/kings.jsonl" \
-	--eval-data "$out/kings-eval.jsonl" --output "$out/kings" --steps 60 --lr 2e-3 --rank 8 --alpha 16
-echo "\$ git infer -m contrib/models/pocket-qwen3 -p \"In the 12 year the king of\" -n 20 --temperature 0"
-git infer -m "$top/contrib/models/pocket-qwen3" -p "In the 12 year the king of" -n 20 --temperature 0
 echo
-echo "\$ git infer -m contrib/models/pocket-qwen3 -p \"In the 12 year the king of\" -n 20 --temperature 0 --adapter kings"
-git infer -m "$top/contrib/models/pocket-qwen3" -p "In the 12 year the king of" -n 20 --temperature 0 \
-	--adapter "$out/kings"
+echo "== the model as a git repository: registered by name, weights in Git LFS (a scratch registry here)"
+GIT_MODEL_REGISTRY="$out/registry.db" GIT_MODEL_HOME="$out/models"
+export GIT_MODEL_REGISTRY GIT_MODEL_HOME
+echo "\$ git model import contrib/models/pocket-qwen3 pocket"
+git model import "$top/contrib/models/pocket-qwen3" pocket
+echo "\$ git model list"
+git model list
+echo
+echo "== fine-tuning on branch train/kings: checkpoints and the result are commits"
+echo "\$ git train -m pocket --adapter kings --data kings.jsonl --eval-data kings-eval.jsonl \\"
+echo "      --steps 60 --checkpoint-every 30 --lr 2e-3 --rank 8 --alpha 16"
+git train -m pocket --adapter kings --data "$out/kings.jsonl" --eval-data "$out/kings-eval.jsonl" \
+	--steps 60 --checkpoint-every 30 --lr 2e-3 --rank 8 --alpha 16
+echo "\$ git log --oneline --decorate train/kings"
+git -C "$out/models/pocket" log --oneline --decorate train/kings
+echo "\$ git adapter list pocket"
+git adapter list pocket
+echo
+echo "\$ git infer -m pocket -p \"In the 12 year the king of\" -n 20 --temperature 0"
+git infer -m pocket -p "In the 12 year the king of" -n 20 --temperature 0
+echo
+echo "\$ git infer -m pocket -p \"In the 12 year the king of\" -n 20 --temperature 0 --adapter kings"
+git infer -m pocket -p "In the 12 year the king of" -n 20 --temperature 0 --adapter kings
+echo
+echo "== the adapter folded into the weights, on a new branch; run straight from the object store"
+echo "\$ git adapter merge -m pocket kings --into merged/kings"
+git adapter merge -m pocket kings --into merged/kings
+echo "\$ git infer -m pocket@merged/kings -p \"In the 12 year the king of\" -n 20 --temperature 0"
+git infer -m pocket@merged/kings -p "In the 12 year the king of" -n 20 --temperature 0
 echo

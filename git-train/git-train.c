@@ -26,12 +26,17 @@
 #include "traindata.h"
 #include "train.h"
 #include "trainrun.h"
+#include "trainrepo.h"
+#include "adapter.h"
+#include "lfs.h"
+#include "repo.h"
 #include "trainset.h"
 
 #define MAX_REPORTED_ERRORS 100
 
 static const char *const usage[] = {
-	"git train -m <model> --adapter <name> --data <file> --output <dir> [<options>]",
+	"git train -m <model> --adapter <name> --data <file> [--output <dir>] [<options>]",
+	"git train -m <model> --adapter <name> --data <file> --resume train/<name>",
 	"git train -m <model> --adapter <name> --data <file> --output <dir> --resume <checkpoint>",
 	"git train --check-data <file> [--json]",
 	NULL
@@ -163,6 +168,11 @@ struct train_cmd {
 	gm_atomic_file trace_file;
 	int trace_open;
 	const char *adapter_name;
+	/* without --output: the run is recorded in the model's repository */
+	gm_trainrepo *repo;
+	const char *model_spec;   /* -m as given */
+	char data_sha256[65];     /* of --data ("" for standard input) */
+	json_object *hp_json;     /* the hyper-parameters, for commit messages (borrowed) */
 };
 
 static volatile sig_atomic_t stop_requested;
@@ -173,19 +183,6 @@ static void on_signal(int sig)
 	if (stop_requested)
 		_exit(130); /* a second Ctrl-C: the last checkpoint is intact, leave now */
 	stop_requested = 1;
-}
-
-static int valid_name(const char *s)
-{
-	const char *p;
-
-	if (!*s || *s == '.' || *s == '-' || strlen(s) > 100)
-		return 0;
-	for (p = s; *p; p++)
-		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-		      *p == '-' || *p == '_' || *p == '.'))
-			return 0;
-	return 1;
 }
 
 /* The hyper-parameters as recorded in a checkpoint (after defaults). */
@@ -286,28 +283,9 @@ static int hp_from_checkpoint(struct train_cmd *c, json_object *cfg, const char 
 /* --init-adapter: a directory, or an adapter of the model (MODEL/adapters/NAME or NN_NAME). */
 static char *resolve_adapter(const char *model, const char *spec)
 {
-	char *root, *found = NULL;
-	DIR *d;
-	struct dirent *e;
+	char *dir = NULL;
 
-	if (gm_is_dir(spec))
-		return gm_xstrdup(spec);
-	root = gm_path_join(model, "adapters");
-	d = opendir(root);
-	while (d && (e = readdir(d))) {
-		const char *u = strchr(e->d_name, '_');
-
-		if (e->d_name[0] == '.')
-			continue;
-		if (!strcmp(e->d_name, spec) || (u && !strcmp(u + 1, spec))) {
-			found = gm_path_join(root, e->d_name);
-			break;
-		}
-	}
-	if (d)
-		closedir(d);
-	free(root);
-	return found;
+	return gm_adapter_resolve(model, spec, &dir, NULL) ? NULL : dir;
 }
 
 /* ---------------------------------------------------------------- progress */
@@ -366,17 +344,48 @@ static void on_eval(void *ctx, int64_t step, double loss)
 	fprintf(stderr, "step %lld: eval loss %.4f\n", (long long)step, loss);
 }
 
+/* "train: NAME ..." and the run's provenance, for commit messages. */
+static void run_message(gm_buf *b, const struct train_cmd *c, const char *what, int64_t step, double loss,
+			double eval_loss)
+{
+	gm_buf_addf(b, "train: %s %s\n\n", c->adapter, what);
+	gm_buf_addf(b, "Step %lld of %ld, loss %.6f", (long long)step, c->hp.steps, loss);
+	if (!isnan(eval_loss))
+		gm_buf_addf(b, ", eval loss %.6f", eval_loss);
+	gm_buf_addf(b, ".\n\nBase-revision: %s\n", gm_trainrepo_base(c->repo));
+	gm_buf_addf(b, "Data: %s%s%s\n", c->data, *c->data_sha256 ? " sha256:" : "", c->data_sha256);
+	if (c->eval_data)
+		gm_buf_addf(b, "Eval-data: %s\n", c->eval_data);
+	gm_buf_addf(b, "Hyper-parameters: %s\n",
+		    json_object_to_json_string_ext(c->hp_json, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+}
+
 static int on_checkpoint(void *ctx, int64_t step, const char *dir, double eval_loss, gm_error *err)
 {
 	struct train_cmd *c = ctx;
+	char commit[41] = "";
 
-	(void)eval_loss;
-	(void)err;
+	if (c->repo) {
+		gm_buf msg = GM_BUF_INIT, what = GM_BUF_INIT;
+		int ret;
+
+		gm_buf_addf(&what, "checkpoint at step %lld", (long long)step);
+		run_message(&msg, c, what.buf, step, c->ema, eval_loss);
+		ret = gm_trainrepo_checkpoint(c->repo, step, dir, msg.buf, commit, err);
+		gm_buf_release(&msg);
+		gm_buf_release(&what);
+		if (ret)
+			return ret;
+	}
 	if (c->verbosity < 0)
 		return 0;
 	if (c->tty && c->verbosity == 0)
 		fputs("\r\033[K", stderr);
-	fprintf(stderr, "step %lld: checkpoint %s\n", (long long)step, dir);
+	if (c->repo)
+		fprintf(stderr, "step %lld: checkpoint %.12s on %s, tag %s-step-%lld\n", (long long)step, commit,
+			gm_trainrepo_branch(c->repo), c->adapter, (long long)step);
+	else
+		fprintf(stderr, "step %lld: checkpoint %s\n", (long long)step, dir);
 	return 0;
 }
 
@@ -434,7 +443,17 @@ static int train(struct train_cmd *c)
 	int ret, status = 0;
 
 	ret = gm_model_open(c->model, &m, &err);
-	if (!ret && c->resume) {
+	if (!ret && c->resume && c->repo) {
+		char *dir = NULL;
+		/* the tip of train/NAME, read from the object store */
+		if (!(ret = gm_trainrepo_resume_dir(c->repo, &dir, &err)))
+			ret = gm_train_find_checkpoint(dir, &ckpt, &state, &err);
+		free(dir);
+		if (!ret && !json_object_object_get_ex(state, "config", &cfg))
+			ret = gm_error_set(&err, GM_EFORMAT, "%s/%s: no \"config\"", ckpt, GM_TRAIN_STATE_FILE);
+		if (!ret)
+			ret = hp_from_checkpoint(c, cfg, ckpt, &err);
+	} else if (!ret && c->resume) {
 		ret = gm_train_find_checkpoint(c->resume, &ckpt, &state, &err);
 		if (!ret && !json_object_object_get_ex(state, "config", &cfg))
 			ret = gm_error_set(&err, GM_EFORMAT, "%s/%s: no \"config\"", ckpt, GM_TRAIN_STATE_FILE);
@@ -542,6 +561,12 @@ static int train(struct train_cmd *c)
 			ckpt ? " (resumed)" : "");
 
 	hp = hp_json(c);
+	c->hp_json = hp;
+	if (c->repo && strcmp(c->data, "-")) {
+		unsigned long long size;
+		if ((ret = gm_lfs_hash_file(c->data, c->data_sha256, &size, &err)))
+			goto out;
+	}
 	memset(&ro, 0, sizeof(ro));
 	ro.batch_size = c->hp.batch_size;
 	ro.grad_accum = c->hp.grad_accum;
@@ -549,7 +574,7 @@ static int train(struct train_cmd *c)
 	ro.shuffle = c->hp.shuffle;
 	ro.seed = c->hp.seed;
 	ro.checkpoint_every = c->checkpoint_every;
-	ro.checkpoint_root = c->output;
+	ro.checkpoint_root = c->repo ? gm_trainrepo_scratch(c->repo) : c->output;
 	ro.eval = eval;
 	ro.config = hp;
 	ro.on_step = on_step;
@@ -574,9 +599,36 @@ static int train(struct train_cmd *c)
 	if (ret)
 		goto out;
 	if (res.interrupted) {
-		fprintf(stderr, "interrupted after step %lld of %ld: continue with --resume %s\n", (long long)res.steps,
-			c->hp.steps, res.last_checkpoint);
+		if (c->repo)
+			fprintf(stderr, "interrupted after step %lld of %ld: continue with --resume %s\n",
+				(long long)res.steps, c->hp.steps, gm_trainrepo_branch(c->repo));
+		else
+			fprintf(stderr, "interrupted after step %lld of %ld: continue with --resume %s\n",
+				(long long)res.steps, c->hp.steps, res.last_checkpoint);
 		status = 130;
+		goto out;
+	}
+	if (c->repo) {
+		char *final = gm_path_join(gm_trainrepo_scratch(c->repo), "final");
+		char commit[41] = "";
+		gm_buf msg = GM_BUF_INIT;
+
+		gm_remove_tree(final, NULL);
+		run_message(&msg, c, "trained", res.steps, res.loss, res.eval_loss);
+		if (!(ret = gm_lora_save(l, final, &err)))
+			ret = gm_trainrepo_finish(c->repo, final, msg.buf, commit, &err);
+		gm_remove_tree(final, NULL);
+		free(final);
+		gm_buf_release(&msg);
+		if (ret)
+			goto out;
+		if (c->verbosity >= 0) {
+			printf("%s: %lld steps, loss %.4f", c->adapter, (long long)res.steps, res.loss);
+			if (!isnan(res.eval_loss))
+				printf(", eval loss %.4f", res.eval_loss);
+			printf("; committed %.12s (%s), history on %s\n", commit,
+			       gm_trainrepo_adapter_path(c->repo), gm_trainrepo_branch(c->repo));
+		}
 		goto out;
 	}
 	ret = gm_lora_save(l, c->output, &err);
@@ -607,6 +659,43 @@ out:
 	return status;
 }
 
+/*
+ * Resolves -m, and without --output opens the model's repository for the
+ * run (train/NAME, checkpoint commits and tags, the adapter committed).
+ */
+static int run(struct train_cmd *c)
+{
+	gm_error err = GM_ERROR_INIT;
+	char *dir = NULL, expect[GM_ADAPTER_NAME_MAX + 8];
+	int status;
+
+	c->model_spec = c->model;
+	if (gm_repo_resolve_model(c->model, &dir, &err))
+		return gm_cmd_error(&err);
+	c->model = dir;
+	if (!c->output) {
+		snprintf(expect, sizeof(expect), "train/%s", c->adapter);
+		if (strchr(c->model_spec, '@') && !gm_is_dir(c->model_spec)) {
+			gm_error_set(&err, GM_EINVAL, "'%s' is a past revision: train on a work tree (-m NAME) to "
+				     "commit the result, or give --output <dir>", c->model_spec);
+			status = gm_cmd_error(&err);
+		} else if (c->resume && strcmp(c->resume, expect)) {
+			gm_error_set(&err, GM_EINVAL, "in a model repository, --resume takes the run's branch, %s "
+				     "(not '%s')", expect, c->resume);
+			status = gm_cmd_error(&err);
+		} else if (gm_trainrepo_open(c->model, c->adapter, c->resume != NULL, &c->repo, &err)) {
+			status = gm_cmd_error(&err);
+		} else {
+			status = train(c);
+		}
+	} else {
+		status = train(c);
+	}
+	gm_trainrepo_close(c->repo);
+	free(dir);
+	return status;
+}
+
 int main(int argc, const char **argv)
 {
 	const char *check = NULL;
@@ -614,13 +703,14 @@ int main(int argc, const char **argv)
 	struct train_cmd c;
 	const struct gm_option options[] = {
 		GM_OPT_GROUP("Training"),
-		GM_OPT_STRING('m', "model", &c.model, "dir", "the model directory"),
+		GM_OPT_STRING('m', "model", &c.model, "model", "the model: a registered name or a directory"),
 		GM_OPT_STRING(0, "adapter", &c.adapter, "name", "the adapter's name (letters, digits, . _ -)"),
 		GM_OPT_STRING(0, "data", &c.data, "file", "JSONL training data ('-' for standard input)"),
 		GM_OPT_STRING(0, "output", &c.output, "dir",
-			      "write the adapter (PEFT) and checkpoint-N/ directories here (required)"),
+			      "write the adapter (PEFT) and checkpoint-N/ here instead of committing them"),
 		GM_OPT_STRING(0, "eval-data", &c.eval_data, "file", "held-out JSONL data: its loss at each checkpoint and at the end"),
-		GM_OPT_STRING(0, "resume", &c.resume, "dir", "continue from a checkpoint (or the latest in an --output dir)"),
+		GM_OPT_STRING(0, "resume", &c.resume, "train/name|dir",
+			      "continue the run from its last checkpoint (on train/<name>, or in an --output dir)"),
 		GM_OPT_STRING(0, "init-adapter", &c.init_adapter, "dir|name", "start from this adapter's weights and settings"),
 		GM_OPT_GROUP("LoRA"),
 		GM_OPT_INT(0, "rank", &c.hp.rank, "r", "LoRA rank (default 16)", 1, 65536),
@@ -674,12 +764,10 @@ int main(int argc, const char **argv)
 	}
 	if (json)
 		return gm_cmd_usage_error(&cmd, "--json goes with --check-data");
-	if (!c.model || !c.adapter || !c.data || !c.output)
-		return gm_cmd_usage_error(&cmd, "training needs -m <model>, --adapter <name>, --data <file> and "
-					  "--output <dir>");
-	if (!valid_name(c.adapter))
-		return gm_cmd_usage_error(&cmd, "invalid adapter name '%s' (letters, digits, '.', '_', '-'; not "
-					  "starting with '.' or '-')", c.adapter);
+	if (!c.model || !c.adapter || !c.data)
+		return gm_cmd_usage_error(&cmd, "training needs -m <model>, --adapter <name> and --data <file>");
+	if (gm_adapter_name_check(c.adapter, &err))
+		return gm_cmd_usage_error(&cmd, "%s", err.msg);
 	if (c.hp.steps >= 0 && !isnan(c.hp.epochs))
 		return gm_cmd_usage_error(&cmd, "--steps and --epochs are exclusive");
 	if (!isnan(c.hp.epochs) && !(c.hp.epochs > 0))
@@ -696,5 +784,5 @@ int main(int argc, const char **argv)
 	if (c.resume && c.init_adapter)
 		return gm_cmd_usage_error(&cmd, "--resume and --init-adapter are exclusive");
 	c.tty = isatty(2);
-	return train(&c);
+	return run(&c);
 }

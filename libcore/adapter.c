@@ -289,7 +289,7 @@ static int copy_adapter_files(const char *src, const char *dst, gm_error *err)
 	return ret;
 }
 
-static int write_info(const char *dir, const gm_adapter_origin *origin, gm_error *err)
+int gm_adapter_write_info(const char *dir, const gm_adapter_origin *origin, gm_error *err)
 {
 	json_object *o = json_object_new_object();
 	char when[64];
@@ -417,7 +417,7 @@ int gm_adapter_add(const char *model_dir, const char *src, const char *name, con
 	root = gm_path_join(model_dir, GM_ADAPTER_DIR);
 	if ((ret = gm_mkdir_p(root, 0777, err)) || (ret = make_tmp_dir(root, name, &tmp, err)))
 		goto out;
-	if ((ret = copy_adapter_files(src, tmp, err)) || (ret = write_info(tmp, origin, err)))
+	if ((ret = copy_adapter_files(src, tmp, err)) || (ret = gm_adapter_write_info(tmp, origin, err)))
 		goto out;
 	{
 		char *final = gm_path_join(root, dirname);
@@ -996,7 +996,7 @@ int gm_adapter_merge_commit(const char *model_dir, const gm_adapter_merge_item *
 		paths[i] = gm_buf_detach(&p, NULL);
 		locals[i] = gm_path_join(scratch, files[i]);
 	}
-	ret = gm_repo_commit_branch(r, head, branch, (const char *const *)paths, (const char *const *)locals,
+	ret = gm_repo_commit_branch(r, GM_REPO_BRANCH_CREATE, head, branch, (const char *const *)paths, (const char *const *)locals,
 				    n_files, message, commit, err);
 out:
 	if (scratch)

@@ -94,6 +94,9 @@ int gm_adapter_rename(const char *model_dir, const char *spec, const char *new_n
  */
 int gm_adapter_export(const char *model_dir, const char *spec, const char *dest, gm_error *err);
 
+/* Writes git-model.json into an adapter directory (created now). */
+int gm_adapter_write_info(const char *dir, const gm_adapter_origin *origin, gm_error *err);
+
 /* Reads git-model.json of an adapter directory; fields malloc'd, NULL when absent. */
 typedef struct gm_adapter_info {
 	char *kind, *source, *base_revision, *created;

@@ -15,8 +15,6 @@ int gm_lfs_git_error(gm_error *err, int code, const char *what);
 
 /* 32-byte digest to 64 lowercase hex digits (+ NUL). */
 void gm_lfs_sha256_hex(const unsigned char *md, char *hex);
-/* sha256 and size of a file. */
-int gm_lfs_hash_file(const char *path, char *hex, unsigned long long *size, gm_error *err);
 /* Creates GITDIR/lfs/tmp. */
 int gm_lfs_tmp_dir(const gm_lfs_store *s, gm_error *err);
 /* Renames the verified temporary file tmp to the object path of oid. */

@@ -73,6 +73,9 @@ void gm_lfs_pointer_format(const gm_lfs_pointer *p, gm_buf *out);
 /* Frees what p owns and empties it; safe on an empty pointer. */
 void gm_lfs_pointer_release(gm_lfs_pointer *p);
 
+/* sha256 (64 lowercase hex digits + NUL) and size of a file. */
+int gm_lfs_hash_file(const char *path, char *hex, unsigned long long *size, gm_error *err);
+
 /* 1 when s is 64 lowercase hex digits (and nothing else). */
 int gm_lfs_oid_valid(const char *s);
 

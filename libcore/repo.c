@@ -1202,8 +1202,9 @@ int gm_repo_remove(const char *name, gm_error *err)
 
 	if ((ret = gm_registry_open(NULL, &reg, err)) || (ret = gm_registry_get_model(reg, name, &m, err)))
 		goto out;
-	/* worktrees first: unmounted and deleted (one with changes stops us) */
-	if ((ret = gm_worktree_remove_all(name, 0, err))) {
+	/* worktrees first: unmounted and deleted (one with changes stops us);
+	 * a model whose directory vanished has none left to ask */
+	if (gm_is_dir(m.path) && (ret = gm_worktree_remove_all(name, 0, err))) {
 		gm_error_prefix(err, "model '%s' was not removed", name);
 		goto out;
 	}
@@ -1263,8 +1264,8 @@ unsigned long long gm_repo_disk_usage(const char *dir)
 
 /* ------------------------------------------------------------ commits on a new branch */
 
-int gm_repo_commit_branch(gm_repo *r, const char *base, const char *branch, const char *const *paths,
-			  const char *const *files, size_t n, const char *message,
+int gm_repo_commit_branch(gm_repo *r, int mode, const char *base, const char *branch,
+			  const char *const *paths, const char *const *files, size_t n, const char *message,
 			  char out[GM_REPO_OID_HEXLEN + 1], gm_error *err)
 {
 	git_tree_update *upd = gm_xcalloc(n ? n : 1, sizeof(*upd));
@@ -1285,17 +1286,25 @@ int gm_repo_commit_branch(gm_repo *r, const char *base, const char *branch, cons
 		goto out;
 	}
 	if (git_reference_lookup(&existing, r->git, ref.buf) == 0) {
-		ret = gm_error_set(err, GM_EINVAL, "a branch named '%s' exists already in %s; "
-				   "choose another name", branch, r->workdir);
+		if (mode == GM_REPO_BRANCH_CREATE) {
+			ret = gm_error_set(err, GM_EINVAL, "a branch named '%s' exists already in %s; "
+					   "choose another name", branch, r->workdir);
+			goto out;
+		}
+		base = ref.buf;
+	} else if (mode == GM_REPO_BRANCH_ADVANCE) {
+		ret = gm_error_set(err, GM_ENOENT, "there is no branch '%s' in %s", branch, r->workdir);
 		goto out;
 	}
 	if ((ret = commit_tree(r, base, &base_tree, hex, err)))
 		goto out;
 	for (i = 0; i < n && !ret; i++) {
-		upd[i].action = GIT_TREE_UPDATE_UPSERT;
+		upd[i].action = files[i] ? GIT_TREE_UPDATE_UPSERT : GIT_TREE_UPDATE_REMOVE;
 		upd[i].filemode = GIT_FILEMODE_BLOB;
 		upd[i].path = paths[i];
-		if (is_lfs_path(r->git, paths[i])) {
+		if (!files[i]) {
+			continue;
+		} else if (is_lfs_path(r->git, paths[i])) {
 			gm_lfs_pointer p = GM_LFS_POINTER_INIT;
 			gm_buf text = GM_BUF_INIT;
 
@@ -1385,5 +1394,19 @@ int gm_repo_commit_dirs(gm_repo *r, const char *const *dirs, size_t n, const cha
 	if (!ret)
 		ret = gm_repo_commit_files(r, (const char *const *)paths.v, paths.n, message, out, err);
 	gm_repo_paths_release(&paths);
+	return ret;
+}
+
+int gm_repo_tag(gm_repo *r, const char *name, const char *commit, gm_error *err)
+{
+	git_object *obj = NULL;
+	git_oid id, tag;
+	int ret = 0;
+
+	if (git_oid_fromstr(&id, commit) < 0 || git_object_lookup(&obj, r->git, &id, GIT_OBJECT_COMMIT) < 0)
+		return gm_repo_git_error(err, GM_ENOENT, "no commit %s to tag", commit);
+	if (git_tag_create_lightweight(&tag, r->git, name, obj, 1) < 0)
+		ret = gm_repo_git_error(err, GM_EIO, "cannot tag %s as '%s'", commit, name);
+	git_object_free(obj);
 	return ret;
 }

@@ -80,16 +80,23 @@ int gm_repo_commit_dirs(gm_repo *r, const char *const *dirs, size_t n, const cha
 			char out[GM_REPO_OID_HEXLEN + 1], gm_error *err);
 
 /*
- * Commits on the new branch (refs/heads/BRANCH, which must not exist) a
- * child of commit base (NULL: HEAD) whose tree is base's with paths[i]
- * replaced (or added) by the content of the local file files[i], LFS-
- * cleaned when its filter attribute is "lfs".  The current branch, the
- * index and the work tree are untouched; creating the branch is the commit
- * point.  out (may be NULL) receives the commit id.
+ * Commits on a branch without touching HEAD, the index or the work tree.
+ * With GM_REPO_BRANCH_CREATE the branch (refs/heads/BRANCH) must not
+ * exist and the commit is a child of base (NULL: HEAD); with
+ * GM_REPO_BRANCH_ADVANCE it must exist and the commit is a child of its
+ * tip (base is ignored).  The tree is the parent's with paths[i] replaced
+ * (or added) by the content of the local file files[i], LFS-cleaned when
+ * its filter attribute is "lfs", or removed when files[i] is NULL.
+ * Moving the branch is the commit point.  out (may be NULL) receives the
+ * commit id.
  */
-int gm_repo_commit_branch(gm_repo *r, const char *base, const char *branch, const char *const *paths,
-			  const char *const *files, size_t n, const char *message,
+enum { GM_REPO_BRANCH_CREATE = 0, GM_REPO_BRANCH_ADVANCE = 1 };
+int gm_repo_commit_branch(gm_repo *r, int mode, const char *base, const char *branch,
+			  const char *const *paths, const char *const *files, size_t n, const char *message,
 			  char out[GM_REPO_OID_HEXLEN + 1], gm_error *err);
+
+/* Points the lightweight tag NAME at commit (hex), replacing an older one. */
+int gm_repo_tag(gm_repo *r, const char *name, const char *commit, gm_error *err);
 
 /*
  * Reads path at revision rev (NULL: HEAD) without a checkout.  A regular
