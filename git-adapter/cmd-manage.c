@@ -292,6 +292,29 @@ static const char *base_name(const char *path)
 	return p;
 }
 
+/*
+ * Says what changed ("added adapters/NN_NAME", or "renamed OLD to NEW"
+ * when old is given) and commits it with message.
+ */
+static int report_change(const char *dir, int no_commit, const char *verb, const gm_adapter_entry *old,
+			 const gm_adapter_entry *e, const char *message)
+{
+	gm_buf rel = GM_BUF_INIT, rel_old = GM_BUF_INIT;
+	int ret;
+
+	gm_buf_addf(&rel, "%s/%s", GM_ADAPTER_DIR, e->dirname);
+	if (old) {
+		gm_buf_addf(&rel_old, "%s/%s", GM_ADAPTER_DIR, old->dirname);
+		printf("%s %s to %s\n", verb, rel_old.buf, rel.buf);
+	} else {
+		printf("%s %s\n", verb, rel.buf);
+	}
+	ret = adapter_record(dir, no_commit, old ? rel_old.buf : rel.buf, old ? rel.buf : NULL, message);
+	gm_buf_release(&rel);
+	gm_buf_release(&rel_old);
+	return ret;
+}
+
 int cmd_add(int argc, const char **argv)
 {
 	const char *model = NULL, *name = NULL;
@@ -306,7 +329,7 @@ int cmd_add(int argc, const char **argv)
 	gm_error err = GM_ERROR_INIT;
 	gm_adapter_origin origin = { "imported", NULL, NULL };
 	gm_adapter_entry e;
-	gm_buf msg = GM_BUF_INIT, rel = GM_BUF_INIT;
+	gm_buf msg = GM_BUF_INIT;
 	char *dir, nm[GM_ADAPTER_NAME_MAX + 1];
 
 	n = gm_cmd_parse(&cmd, argc, argv, 0, 0, &status);
@@ -328,11 +351,8 @@ int cmd_add(int argc, const char **argv)
 	}
 	gm_buf_addf(&msg, "adapter: add %s\n\nImported from %s as %s/%s.\n", e.name, argv[0], GM_ADAPTER_DIR,
 		    e.dirname);
-	gm_buf_addf(&rel, "%s/%s", GM_ADAPTER_DIR, e.dirname);
-	printf("added %s\n", rel.buf);
-	ret = adapter_record(dir, no_commit, rel.buf, NULL, msg.buf);
+	ret = report_change(dir, no_commit, "added", NULL, &e, msg.buf);
 	gm_buf_release(&msg);
-	gm_buf_release(&rel);
 	gm_adapter_entry_release(&e);
 	free(dir);
 	return ret;
@@ -350,7 +370,7 @@ int cmd_rm(int argc, const char **argv)
 	const struct gm_cmd_info cmd = { "git adapter rm", "git-adapter", rm_usage, options };
 	gm_error err = GM_ERROR_INIT;
 	gm_adapter_entry e;
-	gm_buf msg = GM_BUF_INIT, rel = GM_BUF_INIT;
+	gm_buf msg = GM_BUF_INIT;
 	char *dir;
 
 	n = gm_cmd_parse(&cmd, argc, argv, 0, 0, &status);
@@ -366,11 +386,8 @@ int cmd_rm(int argc, const char **argv)
 		return gm_cmd_error(&err);
 	}
 	gm_buf_addf(&msg, "adapter: remove %s\n\nRemoved %s/%s.\n", e.name, GM_ADAPTER_DIR, e.dirname);
-	gm_buf_addf(&rel, "%s/%s", GM_ADAPTER_DIR, e.dirname);
-	printf("removed %s\n", rel.buf);
-	ret = adapter_record(dir, no_commit, rel.buf, NULL, msg.buf);
+	ret = report_change(dir, no_commit, "removed", NULL, &e, msg.buf);
 	gm_buf_release(&msg);
-	gm_buf_release(&rel);
 	gm_adapter_entry_release(&e);
 	free(dir);
 	return ret;
@@ -388,7 +405,7 @@ int cmd_rename(int argc, const char **argv)
 	const struct gm_cmd_info cmd = { "git adapter rename", "git-adapter", rename_usage, options };
 	gm_error err = GM_ERROR_INIT;
 	gm_adapter_entry e, old;
-	gm_buf msg = GM_BUF_INIT, rel = GM_BUF_INIT, rel2 = GM_BUF_INIT;
+	gm_buf msg = GM_BUF_INIT;
 	char *dir;
 
 	n = gm_cmd_parse(&cmd, argc, argv, 0, 0, &status);
@@ -404,13 +421,8 @@ int cmd_rename(int argc, const char **argv)
 	}
 	gm_buf_addf(&msg, "adapter: rename %s to %s\n\nRenamed %s/%s to %s/%s.\n", old.name, e.name,
 		    GM_ADAPTER_DIR, old.dirname, GM_ADAPTER_DIR, e.dirname);
-	gm_buf_addf(&rel, "%s/%s", GM_ADAPTER_DIR, old.dirname);
-	gm_buf_addf(&rel2, "%s/%s", GM_ADAPTER_DIR, e.dirname);
-	printf("renamed %s to %s\n", rel.buf, rel2.buf);
-	ret = adapter_record(dir, no_commit, rel.buf, rel2.buf, msg.buf);
+	ret = report_change(dir, no_commit, "renamed", &old, &e, msg.buf);
 	gm_buf_release(&msg);
-	gm_buf_release(&rel);
-	gm_buf_release(&rel2);
 	gm_adapter_entry_release(&e);
 	gm_adapter_entry_release(&old);
 	free(dir);

@@ -37,7 +37,7 @@
 static const char *const usage[] = {
 	"git train -m <model> --adapter <name> --data <file> [--output <dir>] [<options>]",
 	"git train -m <model> --adapter <name> --data <file> --resume train/<name>",
-	"git train -m <model> --adapter <name> --data <file> --output <dir> --resume <checkpoint>",
+	"git train -m <model> --adapter <name> --data <file> --output <dir> --no-commit [--resume <checkpoint>]",
 	"git train --check-data <file> [--json]",
 	NULL
 };
@@ -171,6 +171,7 @@ struct train_cmd {
 	/* without --output: the run is recorded in the model's repository */
 	gm_trainrepo *repo;
 	const char *model_spec;   /* -m as given */
+	int no_commit;            /* --no-commit: --output only */
 	char data_sha256[65];     /* of --data ("" for standard input) */
 	json_object *hp_json;     /* the hyper-parameters, for commit messages (borrowed) */
 };
@@ -617,6 +618,8 @@ static int train(struct train_cmd *c)
 		run_message(&msg, c, "trained", res.steps, res.loss, res.eval_loss);
 		if (!(ret = gm_lora_save(l, final, &err)))
 			ret = gm_trainrepo_finish(c->repo, final, msg.buf, commit, &err);
+		if (!ret && c->output)
+			ret = gm_lora_save(l, c->output, &err);
 		gm_remove_tree(final, NULL);
 		free(final);
 		gm_buf_release(&msg);
@@ -673,15 +676,18 @@ static int run(struct train_cmd *c)
 	if (gm_repo_resolve_model(c->model, &dir, &err))
 		return gm_cmd_error(&err);
 	c->model = dir;
-	if (!c->output) {
+	/* recorded in the repository unless --no-commit, or --output for a
+	 * model that is not a repository of its own (a plain directory) */
+	if (!c->no_commit && (!c->output || gm_trainrepo_applies(c->model))) {
 		snprintf(expect, sizeof(expect), "train/%s", c->adapter);
 		if (strchr(c->model_spec, '@') && !gm_is_dir(c->model_spec)) {
 			gm_error_set(&err, GM_EINVAL, "'%s' is a past revision: train on a work tree (-m NAME) to "
-				     "commit the result, or give --output <dir>", c->model_spec);
+				     "commit the result, or give --output <dir> --no-commit", c->model_spec);
 			status = gm_cmd_error(&err);
 		} else if (c->resume && strcmp(c->resume, expect)) {
 			gm_error_set(&err, GM_EINVAL, "in a model repository, --resume takes the run's branch, %s "
-				     "(not '%s')", expect, c->resume);
+				     "(not '%s'; --no-commit runs resume from their --output directory)", expect,
+				     c->resume);
 			status = gm_cmd_error(&err);
 		} else if (gm_trainrepo_open(c->model, c->adapter, c->resume != NULL, &c->repo, &err)) {
 			status = gm_cmd_error(&err);
@@ -707,7 +713,8 @@ int main(int argc, const char **argv)
 		GM_OPT_STRING(0, "adapter", &c.adapter, "name", "the adapter's name (letters, digits, . _ -)"),
 		GM_OPT_STRING(0, "data", &c.data, "file", "JSONL training data ('-' for standard input)"),
 		GM_OPT_STRING(0, "output", &c.output, "dir",
-			      "write the adapter (PEFT) and checkpoint-N/ here instead of committing them"),
+			      "also write the adapter (PEFT) here (with --no-commit: and checkpoint-N/, nothing committed)"),
+		GM_OPT_FLAG(0, "no-commit", &c.no_commit, "with --output: write the PEFT directory only, commit nothing"),
 		GM_OPT_STRING(0, "eval-data", &c.eval_data, "file", "held-out JSONL data: its loss at each checkpoint and at the end"),
 		GM_OPT_STRING(0, "resume", &c.resume, "train/name|dir",
 			      "continue the run from its last checkpoint (on train/<name>, or in an --output dir)"),
@@ -766,6 +773,8 @@ int main(int argc, const char **argv)
 		return gm_cmd_usage_error(&cmd, "--json goes with --check-data");
 	if (!c.model || !c.adapter || !c.data)
 		return gm_cmd_usage_error(&cmd, "training needs -m <model>, --adapter <name> and --data <file>");
+	if (c.no_commit && !c.output)
+		return gm_cmd_usage_error(&cmd, "--no-commit needs --output <dir>: the result has to go somewhere");
 	if (gm_adapter_name_check(c.adapter, &err))
 		return gm_cmd_usage_error(&cmd, "%s", err.msg);
 	if (c.hp.steps >= 0 && !isnan(c.hp.epochs))

@@ -248,7 +248,7 @@ test_expect_success '-h prints the usage and exits 129' '
 
 test_expect_success 'usage errors exit 129 with one line' '
 	test_expect_code 129 git train 2>err &&
-	echo "error: training needs -m <model>, --adapter <name>, --data <file> and --output <dir> (see ${SQ}git train -h${SQ})" >expect &&
+	echo "error: training needs -m <model>, --adapter <name> and --data <file> (see ${SQ}git train -h${SQ})" >expect &&
 	test_cmp expect err &&
 	test_expect_code 129 git train --check-data good.jsonl extra 2>err &&
 	echo "error: unexpected argument ${SQ}extra${SQ} (see ${SQ}git train -h${SQ})" >expect &&

@@ -121,7 +121,9 @@ test_expect_success 'refusals: a finished or missing run, a taken name, a past r
 	test_grep "is a past revision" err &&
 	cp -R "$POCKET" loose &&
 	test_expect_code 1 git train -m loose --adapter x --data kings.jsonl --steps 1 2>err &&
-	test_grep "is not in a git repository: give --output <dir>" err &&
+	test_grep "give --output <dir>" err &&
+	test_expect_code 129 git train -m loose --adapter x --data kings.jsonl --no-commit 2>err &&
+	test_grep "no-commit needs --output" err &&
 	REPO=$(cat repo.path) &&
 	git -C "$REPO" branch -D train/kings >/dev/null &&
 	test_expect_code 1 train kings 2>err &&
