@@ -83,23 +83,23 @@ test_expect_success '--resume refuses other settings and other data' '
 test_expect_success 'SIGTERM: the step ends, a checkpoint is written, exit 130; --resume finishes it bit for bit' '
 	gen 40 1 >small.jsonl &&
 	{
-		git-train -m "$POCKET" --adapter int --data small.jsonl --output int --steps 3000 --max-len 8 \
+		git-train -m "$POCKET" --adapter int --data small.jsonl --output int --steps 600 --max-len 8 \
 			--batch-size 1 --rank 2 --threads 1 -v 2>int.err &
 	} &&
 	pid=$! &&
 	i=0 &&
-	while ! grep -q "^step 3/3000" int.err && test $i -lt 600; do sleep 0.1; i=$((i + 1)); done &&
+	while ! grep -q "^step 3/600" int.err && test $i -lt 600; do sleep 0.1; i=$((i + 1)); done &&
 	kill -TERM $pid &&
 	{ wait $pid; echo $? >rc; } &&
 	echo 130 >expect &&
 	test_cmp expect rc &&
-	test_grep "^interrupted after step [0-9]* of 3000: continue with --resume int/checkpoint-[0-9]*$" int.err &&
+	test_grep "^interrupted after step [0-9]* of 600: continue with --resume int/checkpoint-[0-9]*$" int.err &&
 	ls int >dirs &&
 	test_line_count = 1 dirs &&
 	test_grep "^checkpoint-[0-9]*$" dirs &&
-	git-train -m "$POCKET" --adapter int --data small.jsonl --output int --resume int --threads 2 -q &&
-	git-train -m "$POCKET" --adapter int --data small.jsonl --output straight --steps 3000 --max-len 8 \
-		--batch-size 1 --rank 2 --threads 2 -q &&
+	git-train -m "$POCKET" --adapter int --data small.jsonl --output int --resume int --threads 1 -q &&
+	git-train -m "$POCKET" --adapter int --data small.jsonl --output straight --steps 600 --max-len 8 \
+		--batch-size 1 --rank 2 --threads 1 -q &&
 	cmp int/adapter_model.safetensors straight/adapter_model.safetensors
 '
 
