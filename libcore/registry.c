@@ -161,6 +161,45 @@ static int migrate(gm_registry *r, gm_error *err)
 	return end(r, ret, err);
 }
 
+/*
+ * The connection's settings and the schema.  WAL: readers never block the
+ * writer and a crash mid-write leaves the last committed state;
+ * synchronous=NORMAL is durable enough in WAL mode (a power loss may drop
+ * the last commit, never corrupt).
+ *
+ * While several commands create a new database at once, switching it to
+ * WAL or reading its schema can answer SQLITE_BUSY without SQLite calling
+ * the busy handler (the other connection holds the exclusive lock of the
+ * switch), so these steps are retried here, with short random sleeps, up
+ * to the same timeout.
+ */
+static int setup(gm_registry *r, gm_error *err)
+{
+	struct timespec start, now, nap;
+	int ret, code;
+
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	for (;;) {
+		ret = exec(r, "PRAGMA journal_mode = WAL", err);
+		if (!ret)
+			ret = exec(r, "PRAGMA synchronous = NORMAL", err);
+		if (!ret)
+			ret = exec(r, "PRAGMA foreign_keys = ON", err);
+		if (!ret)
+			ret = migrate(r, err);
+		code = sqlite3_errcode(r->db) & 0xff;
+		if (!ret || (code != SQLITE_BUSY && code != SQLITE_LOCKED))
+			return ret;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if ((now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000 >
+		    GM_REGISTRY_BUSY_MS)
+			return ret;
+		nap.tv_sec = 0;
+		nap.tv_nsec = (5 + rand() % 20) * 1000000L;
+		nanosleep(&nap, NULL);
+	}
+}
+
 int gm_registry_open(const char *path, gm_registry **out, gm_error *err)
 {
 	gm_registry *r;
@@ -194,13 +233,7 @@ int gm_registry_open(const char *path, gm_registry **out, gm_error *err)
 		return ret;
 	}
 	sqlite3_busy_timeout(r->db, GM_REGISTRY_BUSY_MS);
-	/* WAL: readers never block the writer and a crash mid-write leaves the
-	 * last committed state; synchronous=NORMAL is durable enough in WAL
-	 * mode (a power loss may drop the last commit, never corrupt). */
-	if ((ret = exec(r, "PRAGMA journal_mode = WAL", err)) ||
-	    (ret = exec(r, "PRAGMA synchronous = NORMAL", err)) ||
-	    (ret = exec(r, "PRAGMA foreign_keys = ON", err)) ||
-	    (ret = migrate(r, err))) {
+	if ((ret = setup(r, err))) {
 		gm_registry_close(r);
 		return ret;
 	}
