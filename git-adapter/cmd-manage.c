@@ -253,13 +253,19 @@ int cmd_list(int argc, const char **argv)
 int adapter_writable_model(const char *model, char **dir)
 {
 	gm_error err = GM_ERROR_INIT;
+	int ret;
 
-	if (model && strchr(model, '@') && !gm_is_dir(model)) {
+	if ((ret = adapter_model_dir(model, dir)))
+		return ret;
+	/* NAME@REV is a read-only view, unless a worktree has REV checked out */
+	if (model && strchr(model, '@') && !gm_is_dir(model) && !gm_repo_is_toplevel(*dir)) {
 		gm_error_set(&err, GM_EINVAL, "'%s' is a past revision; adapters are changed in a work tree "
-			     "(-m NAME, or a directory)", model);
+			     "(-m NAME, a worktree's NAME@BRANCH, or a directory)", model);
+		free(*dir);
+		*dir = NULL;
 		return gm_cmd_error(&err);
 	}
-	return adapter_model_dir(model, dir);
+	return 0;
 }
 
 int adapter_record(const char *dir, int no_commit, const char *changed, const char *changed2,

@@ -670,7 +670,7 @@ static int run(struct train_cmd *c)
 {
 	gm_error err = GM_ERROR_INIT;
 	char *dir = NULL, expect[GM_ADAPTER_NAME_MAX + 8];
-	int status;
+	int status, applies;
 
 	c->model_spec = c->model;
 	if (gm_repo_resolve_model(c->model, &dir, &err))
@@ -678,9 +678,11 @@ static int run(struct train_cmd *c)
 	c->model = dir;
 	/* recorded in the repository unless --no-commit, or --output for a
 	 * model that is not a repository of its own (a plain directory) */
-	if (!c->no_commit && (!c->output || gm_trainrepo_applies(c->model))) {
+	applies = gm_trainrepo_applies(c->model);
+	if (!c->no_commit && (!c->output || applies)) {
 		snprintf(expect, sizeof(expect), "train/%s", c->adapter);
-		if (strchr(c->model_spec, '@') && !gm_is_dir(c->model_spec)) {
+		/* NAME@REV is a read-only view, unless a worktree has REV checked out */
+		if (!applies && strchr(c->model_spec, '@') && !gm_is_dir(c->model_spec)) {
 			gm_error_set(&err, GM_EINVAL, "'%s' is a past revision: train on a work tree (-m NAME) to "
 				     "commit the result, or give --output <dir> --no-commit", c->model_spec);
 			status = gm_cmd_error(&err);

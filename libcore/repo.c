@@ -303,6 +303,21 @@ int gm_repo_open(const char *path, gm_repo **out, gm_error *err)
 	return wrap(git, out, err);
 }
 
+int gm_repo_is_toplevel(const char *dir)
+{
+	gm_repo *r = NULL;
+	char *real;
+	int yes;
+
+	if (gm_repo_global_init(NULL) || gm_repo_open(dir, &r, NULL))
+		return 0;
+	real = realpath(dir, NULL);
+	yes = real && !strcmp(real, gm_repo_workdir(r));
+	free(real);
+	gm_repo_close(r);
+	return yes;
+}
+
 void gm_repo_close(gm_repo *r)
 {
 	if (!r)

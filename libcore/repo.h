@@ -45,6 +45,9 @@ int gm_repo_global_init(gm_error *err);
 
 /* A new non-bare repository at workdir (created as needed), HEAD on "main". */
 int gm_repo_init(const char *workdir, gm_repo **out, gm_error *err);
+/* 1 when dir is the top of a git work tree (a repository's or a linked worktree's). */
+int gm_repo_is_toplevel(const char *dir);
+
 /* Opens the repository whose work tree is (or contains) path. */
 int gm_repo_open(const char *path, gm_repo **out, gm_error *err);
 void gm_repo_close(gm_repo *r);

@@ -105,17 +105,7 @@ static int adapter_path_new(gm_trainrepo *t, gm_error *err)
 
 int gm_trainrepo_applies(const char *model_dir)
 {
-	gm_repo *r = NULL;
-	char *real;
-	int yes;
-
-	if (gm_repo_global_init(NULL) || gm_repo_open(model_dir, &r, NULL))
-		return 0;
-	real = realpath(model_dir, NULL);
-	yes = real && !strcmp(real, gm_repo_workdir(r));
-	free(real);
-	gm_repo_close(r);
-	return yes;
+	return gm_repo_is_toplevel(model_dir);
 }
 
 int gm_trainrepo_open(const char *model_dir, const char *name, int resume, gm_trainrepo **out, gm_error *err)
