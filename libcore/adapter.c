@@ -219,38 +219,6 @@ int gm_adapter_resolve(const char *model_dir, const char *spec, char **dir, gm_e
 
 /* ---------------------------------------------------------------- files */
 
-static int copy_file(const char *src, const char *dst, gm_error *err)
-{
-	char buf[1 << 16];
-	int in, out, ret = 0;
-	ssize_t k;
-
-	if ((in = open(src, O_RDONLY | O_CLOEXEC)) < 0)
-		return gm_error_errno(err, "cannot open %s", src);
-	if ((out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644)) < 0) {
-		ret = gm_error_errno(err, "cannot create %s", dst);
-		close(in);
-		return ret;
-	}
-	while ((k = read(in, buf, sizeof(buf))) != 0) {
-		if (k < 0) {
-			if (errno == EINTR)
-				continue;
-			ret = gm_error_errno(err, "cannot read %s", src);
-			break;
-		}
-		if (gm_write_all(out, buf, (size_t)k)) {
-			ret = gm_error_errno(err, "cannot write %s", dst);
-			break;
-		}
-	}
-	if (!ret && fsync(out))
-		ret = gm_error_errno(err, "cannot write %s", dst);
-	if (close(out) && !ret)
-		ret = gm_error_errno(err, "cannot write %s", dst);
-	close(in);
-	return ret;
-}
 
 /* A new empty directory "ROOT/.tmp-TAG-XXXXXX"; *out malloc'd. */
 static int make_tmp_dir(const char *root, const char *tag, char **out, gm_error *err)
@@ -282,7 +250,11 @@ static int copy_adapter_files(const char *src, const char *dst, gm_error *err)
 	adapter_files(src, &names[0], &names[1]);
 	for (i = 0; i < 2 && !ret; i++) {
 		char *s = gm_path_join(src, names[i]), *d = gm_path_join(dst, names[i]);
-		ret = copy_file(s, d, err);
+		/* the content, also when the source is a link into the LFS store (a view) */
+		char *real = realpath(s, NULL);
+
+		ret = real ? gm_copy_file(real, d, err) : gm_error_errno(err, "cannot read %s", s);
+		free(real);
 		free(s);
 		free(d);
 	}

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <ftw.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -226,4 +227,67 @@ int gm_remove_tree(const char *path, gm_error *err)
 	if (nftw(path, remove_one, 16, FTW_DEPTH | FTW_PHYS))
 		return gm_error_errno(err, "cannot remove %s", path);
 	return 0;
+}
+
+int gm_copy_file(const char *src, const char *dst, gm_error *err)
+{
+	struct stat st;
+	int in, outfd, ret = 0;
+	char buf[1 << 16];
+
+	if (lstat(src, &st))
+		return gm_error_errno(err, "cannot stat %s", src);
+	if (S_ISLNK(st.st_mode)) {
+		char target[PATH_MAX];
+		ssize_t n = readlink(src, target, sizeof(target) - 1);
+		if (n < 0)
+			return gm_error_errno(err, "cannot read link %s", src);
+		target[n] = '\0';
+		if (symlink(target, dst))
+			return gm_error_errno(err, "cannot create link %s", dst);
+		return 0;
+	}
+	if ((in = open(src, O_RDONLY | O_CLOEXEC)) < 0)
+		return gm_error_errno(err, "cannot open %s", src);
+	if ((outfd = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, st.st_mode & 0777)) < 0) {
+		ret = gm_error_errno(err, "cannot create %s", dst);
+		close(in);
+		return ret;
+	}
+	/* copy_file_range shares extents where the file system can (reflink
+	 * on btrfs/xfs) and copies in the kernel elsewhere. */
+	for (;;) {
+		ssize_t n = copy_file_range(in, NULL, outfd, NULL, 1 << 30, 0);
+		if (n == 0)
+			break;
+		if (n > 0)
+			continue;
+		if (errno == EINTR)
+			continue;
+		if (errno != EXDEV && errno != ENOSYS && errno != EINVAL && errno != EOPNOTSUPP) {
+			ret = gm_error_errno(err, "cannot copy %s to %s", src, dst);
+			break;
+		}
+		/* fall back to read/write from where we are */
+		for (;;) {
+			ssize_t r = read(in, buf, sizeof(buf));
+			if (r == 0)
+				break;
+			if (r < 0 && errno == EINTR)
+				continue;
+			if (r < 0 || gm_write_all(outfd, buf, (size_t)r)) {
+				ret = gm_error_errno(err, "cannot copy %s to %s", src, dst);
+				break;
+			}
+		}
+		break;
+	}
+	close(in);
+	if (!ret && fsync(outfd))
+		ret = gm_error_errno(err, "cannot write %s", dst);
+	if (close(outfd) && !ret)
+		ret = gm_error_errno(err, "cannot write %s", dst);
+	if (ret)
+		unlink(dst);
+	return ret;
 }

@@ -46,6 +46,13 @@ char *gm_path_join(const char *a, const char *b);
 int gm_is_dir(const char *path);
 int gm_is_file(const char *path);
 
+/*
+ * Copies the file src to the new file dst (O_EXCL), mode kept, fsynced; a
+ * symbolic link is copied as a link.  copy_file_range shares extents where
+ * the file system can.  dst is removed on failure.
+ */
+int gm_copy_file(const char *src, const char *dst, gm_error *err);
+
 /* rm -rf path without following symlinks; an absent path is fine. */
 int gm_remove_tree(const char *path, gm_error *err);
 

@@ -53,30 +53,7 @@ int gm_repo_git_error(gm_error *err, int code, const char *fmt, ...)
 /* Removes a directory tree (or a file); 0, or -1 with errno. */
 int gm_repo_remove_tree(const char *path)
 {
-	struct stat st;
-	DIR *d;
-	struct dirent *de;
-	int ret = 0;
-
-	if (lstat(path, &st))
-		return errno == ENOENT ? 0 : -1;
-	if (!S_ISDIR(st.st_mode))
-		return unlink(path);
-	if (!(d = opendir(path)))
-		return -1;
-	while ((de = readdir(d))) {
-		char *child;
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		child = gm_path_join(path, de->d_name);
-		if (gm_repo_remove_tree(child))
-			ret = -1;
-		free(child);
-	}
-	closedir(d);
-	if (!ret && rmdir(path))
-		ret = -1;
-	return ret;
+	return gm_remove_tree(path, NULL) ? -1 : 0;
 }
 
 void gm_repo_paths_add(gm_repo_paths *p, const char *s)
@@ -153,63 +130,7 @@ int gm_repo_list_files(const char *root, gm_repo_paths *out, gm_error *err)
 /* Copies a regular file (mode kept) or a symbolic link; dst must not exist. */
 int gm_repo_copy_file(const char *src, const char *dst, gm_error *err)
 {
-	struct stat st;
-	int in, outfd, ret = 0;
-	char buf[1 << 16];
-
-	if (lstat(src, &st))
-		return gm_error_errno(err, "cannot stat %s", src);
-	if (S_ISLNK(st.st_mode)) {
-		char target[PATH_MAX];
-		ssize_t n = readlink(src, target, sizeof(target) - 1);
-		if (n < 0)
-			return gm_error_errno(err, "cannot read link %s", src);
-		target[n] = '\0';
-		if (symlink(target, dst))
-			return gm_error_errno(err, "cannot create link %s", dst);
-		return 0;
-	}
-	if ((in = open(src, O_RDONLY | O_CLOEXEC)) < 0)
-		return gm_error_errno(err, "cannot open %s", src);
-	if ((outfd = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, st.st_mode & 0777)) < 0) {
-		ret = gm_error_errno(err, "cannot create %s", dst);
-		close(in);
-		return ret;
-	}
-	/* copy_file_range shares extents where the file system can (reflink
-	 * on btrfs/xfs) and copies in the kernel elsewhere. */
-	for (;;) {
-		ssize_t n = copy_file_range(in, NULL, outfd, NULL, 1 << 30, 0);
-		if (n == 0)
-			break;
-		if (n > 0)
-			continue;
-		if (errno == EINTR)
-			continue;
-		if (errno != EXDEV && errno != ENOSYS && errno != EINVAL && errno != EOPNOTSUPP) {
-			ret = gm_error_errno(err, "cannot copy %s to %s", src, dst);
-			break;
-		}
-		/* fall back to read/write from where we are */
-		for (;;) {
-			ssize_t r = read(in, buf, sizeof(buf));
-			if (r == 0)
-				break;
-			if (r < 0 && errno == EINTR)
-				continue;
-			if (r < 0 || gm_write_all(outfd, buf, (size_t)r)) {
-				ret = gm_error_errno(err, "cannot copy %s to %s", src, dst);
-				break;
-			}
-		}
-		break;
-	}
-	close(in);
-	if (close(outfd) && !ret)
-		ret = gm_error_errno(err, "cannot write %s", dst);
-	if (ret)
-		unlink(dst);
-	return ret;
+	return gm_copy_file(src, dst, err);
 }
 
 /* An absolute version of path (relative to the current directory), without

@@ -286,6 +286,13 @@ test_expect_success 'merge --into refuses a taken branch; changes refuse NAME@RE
 	test_grep "^00  *coding " out
 '
 
+test_expect_success 'export from a past revision writes plain files, not links into the store' '
+	git adapter export -m tiny@HEAD coding exported-rev >out &&
+	test_path_is_file exported-rev/adapter_model.safetensors &&
+	! test -L exported-rev/adapter_model.safetensors &&
+	cmp "$A1/adapter_model.safetensors" exported-rev/adapter_model.safetensors
+'
+
 test_expect_success '--no-commit leaves the change for the user to commit' '
 	REPO=$(cat repo.path) &&
 	git adapter add -m tiny --no-commit --name late "$A2" >out &&
