@@ -377,7 +377,7 @@ int gm_adapter_add(const char *model_dir, const char *src, const char *name, con
 	gm_adapter_entries_free(v, n);
 	snprintf(dirname, sizeof(dirname), "%02d_%s", next, name);
 	/* made on the model as committed now, when it is a repository */
-	if (!(origin && origin->base_revision) && !gm_repo_global_init(NULL) && !gm_repo_open(model_dir, &r, NULL)) {
+	if (!(origin && origin->base_revision) && gm_repo_is_toplevel(model_dir) && !gm_repo_open(model_dir, &r, NULL)) {
 		if (!gm_repo_resolve(r, NULL, head, NULL)) {
 			own = origin ? *origin : own;
 			own.base_revision = head;
@@ -900,8 +900,10 @@ int gm_adapter_commit(const char *model_dir, const char *const *dirs, size_t n, 
 		*commit = '\0';
 	if ((ret = gm_repo_global_init(err)))
 		return ret;
-	if (gm_repo_open(model_dir, &r, NULL))
-		return 0; /* not a repository: files only */
+	/* a model directory that is not a repository's top (say, inside some
+	 * project's tree) is not the model's repository: files only */
+	if (!gm_repo_is_toplevel(model_dir) || gm_repo_open(model_dir, &r, NULL))
+		return 0;
 	if (!(prefix = work_prefix(r, model_dir, err))) {
 		ret = err ? err->code : GM_EINVAL;
 		goto out;
@@ -938,6 +940,9 @@ int gm_adapter_merge_commit(const char *model_dir, const gm_adapter_merge_item *
 
 	if ((ret = gm_repo_global_init(err)))
 		return ret;
+	if (!gm_repo_is_toplevel(model_dir))
+		return gm_error_set(err, GM_EINVAL, "%s is not a model repository (the top of a git work tree): "
+				    "--into commits to one; -o writes a directory", model_dir);
 	if ((ret = gm_repo_open(model_dir, &r, err)))
 		return gm_error_prefix(err, "--into commits to the model's repository");
 	if (!(prefix = work_prefix(r, model_dir, err))) {

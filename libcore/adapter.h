@@ -142,7 +142,8 @@ int gm_adapter_merge_model(const char *model_dir, const gm_adapter_merge_item *i
  * entries and revision in the registry follow (a registry that cannot be
  * updated is a warning, not a failure: the commit is what counts).
  * *commit (may be NULL) receives the commit id, or "" when model_dir is not
- * in a git repository (then nothing is done and 0 returned).
+ * the top of a git work tree (then nothing is done and 0 returned: a model
+ * directory inside some other project's tree is not its repository).
  */
 int gm_adapter_commit(const char *model_dir, const char *const *dirs, size_t n, const char *message,
 		      char commit[41], gm_error *err);
