@@ -66,6 +66,7 @@ echo "\$ git infer -m pocket -p \"In the 12 year the king of\" -n 20 --temperatu
 git infer -m pocket -p "In the 12 year the king of" -n 20 --temperature 0 --adapter kings
 echo
 echo "== the adapter folded into the weights, on a new branch; run straight from the object store"
+echo "   (the merged weights are rounded to bf16 once, so a close greedy choice may differ)"
 echo "\$ git adapter merge -m pocket kings --into merged/kings"
 git adapter merge -m pocket kings --into merged/kings
 echo "\$ git infer -m pocket@merged/kings -p \"In the 12 year the king of\" -n 20 --temperature 0"
