@@ -370,32 +370,64 @@ int gm_registry_find_by_path(gm_registry *r, const char *path, gm_registry_model
 	return get_by(r, "path", path, out, found, err);
 }
 
-int gm_registry_list_models(gm_registry *r, gm_registry_model **out, size_t *n, gm_error *err)
+/*
+ * Runs a prepared SELECT (?1 bound to key when not NULL) and collects its
+ * rows into a new array of elem-byte elements, each filled by fill; on
+ * failure what is already filled is freed with free_fn.  what names the
+ * listing in errors.
+ */
+static int list_rows(gm_registry *r, sqlite3_stmt *st, const char *key, size_t elem,
+		     void (*fill)(sqlite3_stmt *st, void *e), void (*free_fn)(void *v, size_t n),
+		     const char *what, void **out, size_t *n, gm_error *err)
 {
-	sqlite3_stmt *st;
-	gm_registry_model *v = NULL;
+	char *v = NULL;
 	size_t count = 0, alloc = 0;
-	int ret, rc;
+	int ret = 0, rc;
 
 	*out = NULL;
 	*n = 0;
-	if ((ret = prepare(r, "SELECT " MODEL_COLUMNS " FROM models ORDER BY name", &st, err)))
-		return ret;
+	if (key)
+		sqlite3_bind_text(st, 1, key, -1, SQLITE_TRANSIENT);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		if (count == alloc) {
 			alloc = alloc ? 2 * alloc : 8;
-			v = gm_xrealloc(v, alloc * sizeof(*v));
+			v = gm_xrealloc(v, alloc * elem);
 		}
-		model_from_row(st, &v[count++]);
+		fill(st, v + count++ * elem);
 	}
 	if (rc != SQLITE_DONE) {
-		ret = db_error(r, err, "listing models");
-		gm_registry_models_free(v, count);
+		ret = db_error(r, err, what);
+		free_fn(v, count);
 	} else {
 		*out = v;
 		*n = count;
 	}
 	sqlite3_finalize(st);
+	return ret;
+}
+
+static void model_fill(sqlite3_stmt *st, void *e)
+{
+	model_from_row(st, e);
+}
+
+static void models_free(void *v, size_t n)
+{
+	gm_registry_models_free(v, n);
+}
+
+int gm_registry_list_models(gm_registry *r, gm_registry_model **out, size_t *n, gm_error *err)
+{
+	sqlite3_stmt *st;
+	void *v;
+	int ret;
+
+	*out = NULL;
+	*n = 0;
+	if ((ret = prepare(r, "SELECT " MODEL_COLUMNS " FROM models ORDER BY name", &st, err)))
+		return ret;
+	ret = list_rows(r, st, NULL, sizeof(**out), model_fill, models_free, "listing models", &v, n, err);
+	*out = v;
 	return ret;
 }
 
@@ -482,13 +514,28 @@ int gm_registry_remove_worktree(gm_registry *r, const char *path, gm_error *err)
 	return change(r, "DELETE FROM worktrees WHERE path = ?1", params, 1, missing, err);
 }
 
+static void worktree_fill(sqlite3_stmt *st, void *e)
+{
+	gm_registry_worktree *w = e;
+
+	w->model = col_str(st, 0);
+	w->path = col_str(st, 1);
+	w->ref = col_str(st, 2);
+	w->method = col_str(st, 3);
+	w->created = sqlite3_column_int64(st, 4);
+}
+
+static void worktrees_free(void *v, size_t n)
+{
+	gm_registry_worktrees_free(v, n);
+}
+
 int gm_registry_list_worktrees(gm_registry *r, const char *model, gm_registry_worktree **out, size_t *n,
 			       gm_error *err)
 {
 	sqlite3_stmt *st;
-	gm_registry_worktree *v = NULL;
-	size_t count = 0, alloc = 0;
-	int ret, rc;
+	void *v;
+	int ret;
 
 	*out = NULL;
 	*n = 0;
@@ -496,27 +543,9 @@ int gm_registry_list_worktrees(gm_registry *r, const char *model, gm_registry_wo
 			   "JOIN models m ON m.id = w.model_id WHERE ?1 IS NULL OR m.name = ?1 "
 			   "ORDER BY m.name, w.path", &st, err)))
 		return ret;
-	if (model)
-		sqlite3_bind_text(st, 1, model, -1, SQLITE_TRANSIENT);
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		if (count == alloc) {
-			alloc = alloc ? 2 * alloc : 8;
-			v = gm_xrealloc(v, alloc * sizeof(*v));
-		}
-		v[count].model = col_str(st, 0);
-		v[count].path = col_str(st, 1);
-		v[count].ref = col_str(st, 2);
-		v[count].method = col_str(st, 3);
-		v[count++].created = sqlite3_column_int64(st, 4);
-	}
-	if (rc != SQLITE_DONE) {
-		ret = db_error(r, err, "listing worktrees");
-		gm_registry_worktrees_free(v, count);
-	} else {
-		*out = v;
-		*n = count;
-	}
-	sqlite3_finalize(st);
+	ret = list_rows(r, st, model, sizeof(**out), worktree_fill, worktrees_free, "listing worktrees", &v, n,
+			err);
+	*out = v;
 	return ret;
 }
 
@@ -557,13 +586,28 @@ int gm_registry_remove_adapter(gm_registry *r, const char *model, const char *na
 		      "model_id = (SELECT id FROM models WHERE name = ?2)", params, 2, missing, err);
 }
 
+static void adapter_fill(sqlite3_stmt *st, void *e)
+{
+	gm_registry_adapter *a = e;
+
+	a->model = col_str(st, 0);
+	a->name = col_str(st, 1);
+	a->path = col_str(st, 2);
+	a->base_revision = col_str(st, 3);
+	a->created = sqlite3_column_int64(st, 4);
+}
+
+static void adapters_free(void *v, size_t n)
+{
+	gm_registry_adapters_free(v, n);
+}
+
 int gm_registry_list_adapters(gm_registry *r, const char *model, gm_registry_adapter **out, size_t *n,
 			      gm_error *err)
 {
 	sqlite3_stmt *st;
-	gm_registry_adapter *v = NULL;
-	size_t count = 0, alloc = 0;
-	int ret, rc;
+	void *v;
+	int ret;
 
 	*out = NULL;
 	*n = 0;
@@ -571,27 +615,8 @@ int gm_registry_list_adapters(gm_registry *r, const char *model, gm_registry_ada
 			   "JOIN models m ON m.id = a.model_id WHERE ?1 IS NULL OR m.name = ?1 "
 			   "ORDER BY m.name, a.name", &st, err)))
 		return ret;
-	if (model)
-		sqlite3_bind_text(st, 1, model, -1, SQLITE_TRANSIENT);
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		if (count == alloc) {
-			alloc = alloc ? 2 * alloc : 8;
-			v = gm_xrealloc(v, alloc * sizeof(*v));
-		}
-		v[count].model = col_str(st, 0);
-		v[count].name = col_str(st, 1);
-		v[count].path = col_str(st, 2);
-		v[count].base_revision = col_str(st, 3);
-		v[count++].created = sqlite3_column_int64(st, 4);
-	}
-	if (rc != SQLITE_DONE) {
-		ret = db_error(r, err, "listing adapters");
-		gm_registry_adapters_free(v, count);
-	} else {
-		*out = v;
-		*n = count;
-	}
-	sqlite3_finalize(st);
+	ret = list_rows(r, st, model, sizeof(**out), adapter_fill, adapters_free, "listing adapters", &v, n, err);
+	*out = v;
 	return ret;
 }
 
