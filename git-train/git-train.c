@@ -165,6 +165,7 @@ struct train_cmd {
 	int tty;
 	double ema;
 	int64_t ema_n;
+	double last_loss;         /* of the last step, for checkpoint messages */
 	gm_atomic_file trace_file;
 	int trace_open;
 	const char *adapter_name;
@@ -308,6 +309,7 @@ static void on_step(void *ctx, const gm_train_progress *p)
 	char eta[32];
 	int64_t done = p->info.step + 1;
 
+	c->last_loss = p->info.loss;
 	c->ema = 0.9 * c->ema + 0.1 * p->info.loss;
 	c->ema_n++;
 	smooth = c->ema / (1.0 - pow(0.9, (double)c->ema_n));
@@ -371,7 +373,7 @@ static int on_checkpoint(void *ctx, int64_t step, const char *dir, double eval_l
 		int ret;
 
 		gm_buf_addf(&what, "checkpoint at step %lld", (long long)step);
-		run_message(&msg, c, what.buf, step, c->ema, eval_loss);
+		run_message(&msg, c, what.buf, step, c->last_loss, eval_loss);
 		ret = gm_trainrepo_checkpoint(c->repo, step, dir, msg.buf, commit, err);
 		gm_buf_release(&msg);
 		gm_buf_release(&what);
