@@ -255,20 +255,6 @@ static void lin_rows(void *ctx, int64_t b, int64_t e, int thread)
 	}
 }
 
-struct pack_job {
-	float *xt;
-	const float *x;
-	int64_t ldx, n, in;
-};
-
-static void pack_blocks(void *ctx, int64_t b, int64_t e, int thread)
-{
-	struct pack_job *j = ctx;
-
-	(void)thread;
-	gm_matmul_pack(j->xt, j->x, j->ldx, j->n, j->in, b, e);
-}
-
 static void lin_add(struct lin_job *j, const gm_tensor *w, float *y, int64_t ldy, const float *x, int64_t ldx,
 		    int64_t in, const float *xt, int add)
 {
@@ -358,9 +344,7 @@ static void linear(gm_forward *f, int64_t layer, const enum gm_peft_proj *proj, 
 		n_lora++;
 	}
 	if (j.matmul) {
-		struct pack_job pj = { f->xt, x, ldx, nb, in };
-
-		gm_threadpool_for(f->pool, (nb + GM_MATMUL_TB - 1) / GM_MATMUL_TB, 1, pack_blocks, &pj);
+		gm_matmul_pack_all(f->pool, f->xt, x, ldx, nb, in);
 		grain = (int64_t)(gm_matmul_panel_len(in) / (size_t)in);
 	} else {
 		grain = 16;

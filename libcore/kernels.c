@@ -637,6 +637,27 @@ void gm_matmul_pack(float *xt, const float *x, int64_t ldx, int64_t n, int64_t i
 	}
 }
 
+struct pack_job {
+	float *xt;
+	const float *x;
+	int64_t ldx, n, in;
+};
+
+static void pack_blocks(void *ctx, int64_t b, int64_t e, int thread)
+{
+	struct pack_job *j = ctx;
+
+	(void)thread;
+	gm_matmul_pack(j->xt, j->x, j->ldx, j->n, j->in, b, e);
+}
+
+void gm_matmul_pack_all(gm_threadpool *pool, float *xt, const float *x, int64_t ldx, int64_t n, int64_t in)
+{
+	struct pack_job j = { xt, x, ldx, n, in };
+
+	gm_threadpool_for(pool, (n + GM_MATMUL_TB - 1) / GM_MATMUL_TB, 1, pack_blocks, &j);
+}
+
 void gm_matmul(float *y, int64_t ldy, const float *xt, int64_t n, const void *w, enum gm_dtype wt,
 	       int64_t ldw, int64_t in, int64_t r0, int64_t r1, float *panel)
 {

@@ -31,6 +31,7 @@
 #include <stdint.h>
 
 #include "dtype.h"
+#include "threadpool.h"
 
 enum gm_isa {
 	GM_ISA_PORTABLE,
@@ -73,6 +74,8 @@ size_t gm_matmul_xt_len(int64_t n, int64_t in);
 size_t gm_matmul_panel_len(int64_t in);
 /* Packs token blocks [b0, b1) of X ([n, in], row stride ldx) into xt. */
 void gm_matmul_pack(float *xt, const float *x, int64_t ldx, int64_t n, int64_t in, int64_t b0, int64_t b1);
+/* gm_matmul_pack of all of X, its blocks shared out over pool's threads. */
+void gm_matmul_pack_all(gm_threadpool *pool, float *xt, const float *x, int64_t ldx, int64_t n, int64_t in);
 void gm_matmul(float *y, int64_t ldy, const float *xt, int64_t n, const void *w, enum gm_dtype wt,
 	       int64_t ldw, int64_t in, int64_t r0, int64_t r1, float *panel);
 

@@ -374,28 +374,6 @@ static inline int64_t imax(int64_t a, int64_t b)
 
 /* ---- parallel helpers */
 
-struct pack_job {
-	float *xt;
-	const float *x;
-	int64_t ldx, n, in;
-};
-
-static void pack_run(void *ctx, int64_t b, int64_t e, int th)
-{
-	struct pack_job *j = ctx;
-
-	(void)th;
-	gm_matmul_pack(j->xt, j->x, j->ldx, j->n, j->in, b, e);
-}
-
-/* xt = X ([n, in], row stride ldx) packed for gm_matmul. */
-static void pack(gm_train *t, float *xt, const float *x, int64_t ldx, int64_t n, int64_t in)
-{
-	struct pack_job j = { xt, x, ldx, n, in };
-
-	gm_threadpool_for(t->pool, (n + GM_MATMUL_TB - 1) / GM_MATMUL_TB, 1, pack_run, &j);
-}
-
 struct mm_job {
 	gm_train *t;
 	float *y;
@@ -730,7 +708,7 @@ static void lin_fwd(gm_train *t, int64_t l, int p, float *y, int64_t T)
 	mm(t, t->lu[p], r, t->xt, T, md->a, GM_DTYPE_F32, r, in);
 	for (s = 0; s < T * r; s++)
 		t->lt[s] = (float)md->scale * t->lu[p][s];
-	pack(t, t->xt2, t->lt, r, T, r);
+	gm_matmul_pack_all(t->pool, t->xt2, t->lt, r, T, r);
 	mm(t, t->tmp2, out, t->xt2, T, md->b, GM_DTYPE_F32, out, r);
 	add_to(y, t->tmp2, T * out);
 }
@@ -777,7 +755,7 @@ static void lin_bwd(gm_train *t, int64_t l, int p, const float *dy, const float 
 	struct grads *g = &t->gr[l * NP + p];
 	int64_t in = fz->w->shape[1], out = fz->w->shape[0], r, s;
 
-	pack(t, t->xt, dy, out, T, out);
+	gm_matmul_pack_all(t->pool, t->xt, dy, out, T, out);
 	/* dX = dY W, with W^T [in, out] as the weight */
 	mm(t, add ? t->tmp2 : dx, in, t->xt, T, fz->wt, fz->w->dtype, in, out);
 	if (add)
@@ -798,7 +776,7 @@ static void lin_bwd(gm_train *t, int64_t l, int p, const float *dy, const float 
 	matmul_tn(t, g->ga, in, t->gu, r, x, in, T, r, in);
 	/* dX += gu A, with A^T [in, r] as the weight */
 	gm_transpose(t->at, md->a, 4, r, in, 0, in);
-	pack(t, t->xt2, t->gu, r, T, r);
+	gm_matmul_pack_all(t->pool, t->xt2, t->gu, r, T, r);
 	mm(t, t->tmp2, in, t->xt2, T, t->at, GM_DTYPE_F32, in, r);
 	add_to(dx, t->tmp2, T * in);
 }
@@ -1029,23 +1007,23 @@ static void layer_fwd(gm_train *t, int64_t l, const float *x, float *y, int64_t 
 	struct att_job aj = { t, T };
 
 	rms_rows(t->n1, x, t->w_in + l * H, T, H, H, t->eps);
-	pack(t, t->xt, t->n1, H, T, H);
+	gm_matmul_pack_all(t->pool, t->xt, t->n1, H, T, H);
 	lin_fwd(t, l, GM_PEFT_Q_PROJ, t->q, T);
 	lin_fwd(t, l, GM_PEFT_K_PROJ, t->k, T);
 	lin_fwd(t, l, GM_PEFT_V_PROJ, t->v, T);
 	rows_op(t, l, ROW_QK_FWD, T);
 	gm_threadpool_for(t->pool, t->nh, 1, att_fwd_run, &aj);
-	pack(t, t->xt, t->att, t->QD, T, t->QD);
+	gm_matmul_pack_all(t->pool, t->xt, t->att, t->QD, T, t->QD);
 	lin_fwd(t, l, GM_PEFT_O_PROJ, t->tmp, T);
 	for (s = 0; s < T * H; s++)
 		t->x1[s] = x[s] + t->tmp[s];
 	rms_rows(t->n2, t->x1, t->w_post + l * H, T, H, H, t->eps);
-	pack(t, t->xt, t->n2, H, T, H);
+	gm_matmul_pack_all(t->pool, t->xt, t->n2, H, T, H);
 	lin_fwd(t, l, GM_PEFT_GATE_PROJ, t->g, T);
 	lin_fwd(t, l, GM_PEFT_UP_PROJ, t->up, T);
 	memcpy(t->act, t->g, (size_t)(T * t->I) * sizeof(float));
 	gm_silu_mul(t->act, t->up, T * t->I);
-	pack(t, t->xt, t->act, t->I, T, t->I);
+	gm_matmul_pack_all(t->pool, t->xt, t->act, t->I, T, t->I);
 	lin_fwd(t, l, GM_PEFT_DOWN_PROJ, t->tmp, T);
 	for (s = 0; s < T * H; s++)
 		y[s] = t->x1[s] + t->tmp[s];
@@ -1140,12 +1118,12 @@ static void head(gm_train *t, const gm_train_seq *sq, float inv_norm, double *lo
 			gm_rmsnorm(t->hx + c * H, xl + t->rows[c0 + c] * H, t->w_final, GM_DTYPE_F32, H, t->eps);
 			tg[c] = sq->ids[t->rows[c0 + c] + 1];
 		}
-		pack(t, t->hxt, t->hx, H, nc, H);
+		gm_matmul_pack_all(t->pool, t->hxt, t->hx, H, nc, H);
 		mm(t, t->logits, t->V, t->hxt, nc, t->head.w->data, t->head.w->dtype, t->V, H);
 		gm_threadpool_for(t->pool, nc, 1, ce_run, &j);
 		if (inv_norm == 0)
 			continue;
-		pack(t, t->hxt, t->logits, t->V, nc, t->V);
+		gm_matmul_pack_all(t->pool, t->hxt, t->logits, t->V, nc, t->V);
 		mm(t, t->dhx, H, t->hxt, nc, t->head.wt, t->head.w->dtype, H, t->V);
 		for (c = 0; c < nc; c++)
 			rms_bwd(t->dx + t->rows[c0 + c] * H, 0, t->dhx + c * H, xl + t->rows[c0 + c] * H, t->w_final,
