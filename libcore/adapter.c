@@ -811,29 +811,6 @@ int gm_adapter_merge_model(const char *model_dir, const gm_adapter_merge_item *i
 
 /* ---------------------------------------------------------------- commits */
 
-/* model_dir relative to the repository's work tree: "" or "sub/dir/". */
-static char *work_prefix(gm_repo *r, const char *model_dir, gm_error *err)
-{
-	char *abs = realpath(model_dir, NULL);
-	const char *wd = gm_repo_workdir(r);
-	size_t n = strlen(wd);
-	gm_buf b = GM_BUF_INIT;
-
-	if (!abs) {
-		gm_error_errno(err, "cannot resolve %s", model_dir);
-		return NULL;
-	}
-	if (strncmp(abs, wd, n) || (abs[n] && abs[n] != '/')) {
-		gm_error_set(err, GM_EINVAL, "%s is not inside the work tree %s", model_dir, wd);
-		free(abs);
-		return NULL;
-	}
-	if (abs[n])
-		gm_buf_addf(&b, "%s/", abs + n + 1);
-	free(abs);
-	return gm_buf_detach(&b, NULL);
-}
-
 /* The name of "adapters/NN_NAME" (the part after NN_), or NULL. */
 static const char *dir_adapter_name(const char *dir)
 {
@@ -844,8 +821,8 @@ static const char *dir_adapter_name(const char *dir)
 }
 
 /* Keeps the registry's view of the model's adapters and revision in step. */
-static void registry_follow(gm_repo *r, const char *model_dir, const char *prefix, const char *const *dirs,
-			    size_t n, const char *commit)
+static void registry_follow(gm_repo *r, const char *model_dir, const char *const *dirs, size_t n,
+			    const char *commit)
 {
 	gm_error err = GM_ERROR_INIT;
 	gm_registry *reg = NULL;
@@ -860,7 +837,6 @@ static void registry_follow(gm_repo *r, const char *model_dir, const char *prefi
 		const char *name = dir_adapter_name(dirs[i]);
 		char *full = gm_path_join(model_dir, dirs[i]);
 		gm_adapter_info info;
-		gm_buf rel = GM_BUF_INIT;
 
 		if (!name) {
 			free(full);
@@ -869,14 +845,11 @@ static void registry_follow(gm_repo *r, const char *model_dir, const char *prefi
 		if (gm_registry_remove_adapter(reg, m.name, name, &err) == GM_ENOENT)
 			gm_error_clear(&err);
 		if (!err.code && gm_is_dir(full) && !gm_adapter_info_load(full, &info, &err)) {
-			gm_registry_adapter a = { m.name, (char *)name, NULL, info.base_revision ? info.base_revision : "",
-						  (int64_t)time(NULL) };
-			gm_buf_addf(&rel, "%s%s", prefix, dirs[i]);
-			a.path = rel.buf;
+			gm_registry_adapter a = { m.name, (char *)name, (char *)dirs[i],
+						  info.base_revision ? info.base_revision : "", (int64_t)time(NULL) };
 			gm_registry_add_adapter(reg, &a, &err);
 			gm_adapter_info_release(&info);
 		}
-		gm_buf_release(&rel);
 		free(full);
 	}
 	if (found && !err.code)
@@ -892,39 +865,22 @@ int gm_adapter_commit(const char *model_dir, const char *const *dirs, size_t n, 
 		      char commit[41], gm_error *err)
 {
 	gm_repo *r = NULL;
-	char *prefix = NULL, hex[GM_REPO_OID_HEXLEN + 1] = "", **rel;
-	size_t i;
+	char hex[GM_REPO_OID_HEXLEN + 1] = "";
 	int ret;
 
 	if (commit)
 		*commit = '\0';
-	if ((ret = gm_repo_global_init(err)))
-		return ret;
 	/* a model directory that is not a repository's top (say, inside some
-	 * project's tree) is not the model's repository: files only */
+	 * project's tree) is not the model's repository: files only; at the
+	 * top, dirs are paths of the work tree as they are */
 	if (!gm_repo_is_toplevel(model_dir) || gm_repo_open(model_dir, &r, NULL))
 		return 0;
-	if (!(prefix = work_prefix(r, model_dir, err))) {
-		ret = err ? err->code : GM_EINVAL;
-		goto out;
-	}
-	rel = gm_xcalloc(n + 1, sizeof(*rel));
-	for (i = 0; i < n; i++) {
-		gm_buf p = GM_BUF_INIT;
-		gm_buf_addf(&p, "%s%s", prefix, dirs[i]);
-		rel[i] = gm_buf_detach(&p, NULL);
-	}
-	ret = gm_repo_commit_dirs(r, (const char *const *)rel, n, message, hex, err);
-	for (i = 0; i < n; i++)
-		free(rel[i]);
-	free(rel);
+	ret = gm_repo_commit_dirs(r, dirs, n, message, hex, err);
 	if (!ret) {
-		registry_follow(r, model_dir, prefix, dirs, n, hex);
+		registry_follow(r, model_dir, dirs, n, hex);
 		if (commit)
 			memcpy(commit, hex, sizeof(hex));
 	}
-out:
-	free(prefix);
 	gm_repo_close(r);
 	return ret;
 }
@@ -933,8 +889,8 @@ int gm_adapter_merge_commit(const char *model_dir, const gm_adapter_merge_item *
 			    const char *branch, const char *message, char commit[41], gm_error *err)
 {
 	gm_repo *r = NULL;
-	char head[GM_REPO_OID_HEXLEN + 1], *view = NULL, *prefix = NULL, *scratch = NULL, **files = NULL;
-	char **paths = NULL, **locals = NULL;
+	char head[GM_REPO_OID_HEXLEN + 1], *view = NULL, *scratch = NULL, *base = NULL, **files = NULL;
+	char **locals = NULL;
 	size_t n_files = 0, i;
 	int ret;
 
@@ -945,52 +901,31 @@ int gm_adapter_merge_commit(const char *model_dir, const gm_adapter_merge_item *
 				    "--into commits to one; -o writes a directory", model_dir);
 	if ((ret = gm_repo_open(model_dir, &r, err)))
 		return gm_error_prefix(err, "--into commits to the model's repository");
-	if (!(prefix = work_prefix(r, model_dir, err))) {
-		ret = err ? err->code : GM_EINVAL;
+	/* HEAD's weights, straight from the object store; the weight files
+	 * are at the top of the tree, under the names merge gives back */
+	base = gm_path_join(gm_repo_gitdir(r), "git-model");
+	if ((ret = gm_repo_resolve(r, NULL, head, err)) || (ret = gm_repo_view(r, head, &view, err)) ||
+	    (ret = gm_mkdir_p(base, 0777, err)) || (ret = make_tmp_dir(base, "merge", &scratch, err)) ||
+	    (ret = gm_adapter_merge(view, items, n_items, scratch, &files, &n_files, err)))
 		goto out;
-	}
-	/* HEAD's weights, straight from the object store */
-	if ((ret = gm_repo_resolve(r, NULL, head, err)) || (ret = gm_repo_view(r, head, &view, err)))
-		goto out;
-	{
-		char *sub = *prefix ? gm_path_join(view, prefix) : gm_xstrdup(view);
-		char *base = gm_path_join(gm_repo_gitdir(r), "git-model");
-
-		if (!(ret = gm_mkdir_p(base, 0777, err)))
-			ret = make_tmp_dir(base, "merge", &scratch, err);
-		if (!ret)
-			ret = gm_adapter_merge(sub, items, n_items, scratch, &files, &n_files, err);
-		free(base);
-		free(sub);
-	}
-	if (ret)
-		goto out;
-	paths = gm_xcalloc(n_files + 1, sizeof(*paths));
 	locals = gm_xcalloc(n_files + 1, sizeof(*locals));
-	for (i = 0; i < n_files; i++) {
-		gm_buf p = GM_BUF_INIT;
-		gm_buf_addf(&p, "%s%s", prefix, files[i]);
-		paths[i] = gm_buf_detach(&p, NULL);
+	for (i = 0; i < n_files; i++)
 		locals[i] = gm_path_join(scratch, files[i]);
-	}
-	ret = gm_repo_commit_branch(r, GM_REPO_BRANCH_CREATE, head, branch, (const char *const *)paths, (const char *const *)locals,
-				    n_files, message, commit, err);
+	ret = gm_repo_commit_branch(r, GM_REPO_BRANCH_CREATE, head, branch, (const char *const *)files,
+				    (const char *const *)locals, n_files, message, commit, err);
 out:
 	if (scratch)
 		gm_remove_tree(scratch, NULL);
 	for (i = 0; i < n_files; i++) {
 		free(files[i]);
-		if (paths)
-			free(paths[i]);
 		if (locals)
 			free(locals[i]);
 	}
 	free(files);
-	free(paths);
 	free(locals);
 	free(scratch);
+	free(base);
 	free(view);
-	free(prefix);
 	gm_repo_close(r);
 	return ret;
 }
