@@ -680,7 +680,7 @@ static int run(struct train_cmd *c)
 	c->model = dir;
 	/* recorded in the repository unless --no-commit, or --output for a
 	 * model that is not a repository of its own (a plain directory) */
-	applies = gm_trainrepo_applies(c->model);
+	applies = gm_repo_is_toplevel(c->model);
 	if (!c->no_commit && (!c->output || applies)) {
 		snprintf(expect, sizeof(expect), "train/%s", c->adapter);
 		/* NAME@REV is a read-only view, unless a worktree has REV checked out */

@@ -2,7 +2,6 @@
  * trainrepo.c - a training run recorded in the model's git repository
  * (see trainrepo.h).
  */
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +10,7 @@
 #include "buf.h"
 #include "fs.h"
 #include "repo.h"
+#include "repo-internal.h"
 #include "trainrepo.h"
 #include "trainrun.h"
 
@@ -103,11 +103,6 @@ static int adapter_path_new(gm_trainrepo *t, gm_error *err)
 	return 0;
 }
 
-int gm_trainrepo_applies(const char *model_dir)
-{
-	return gm_repo_is_toplevel(model_dir);
-}
-
 int gm_trainrepo_open(const char *model_dir, const char *name, int resume, gm_trainrepo **out, gm_error *err)
 {
 	gm_trainrepo *t;
@@ -181,47 +176,27 @@ int gm_trainrepo_resume_dir(gm_trainrepo *t, char **dir, gm_error *err)
 	return ret;
 }
 
-/* The regular files of dir, sorted (a checkpoint or adapter directory is flat). */
-static int list_flat(const char *dir, char ***names, size_t *n, gm_error *err)
-{
-	struct dirent **ents;
-	int k, i;
-
-	*names = NULL;
-	*n = 0;
-	if ((k = scandir(dir, &ents, NULL, alphasort)) < 0)
-		return gm_error_errno(err, "cannot read %s", dir);
-	*names = gm_xcalloc((size_t)k + 1, sizeof(**names));
-	for (i = 0; i < k; i++) {
-		char *p = gm_path_join(dir, ents[i]->d_name);
-		if (ents[i]->d_name[0] != '.' && gm_is_file(p))
-			(*names)[(*n)++] = gm_xstrdup(ents[i]->d_name);
-		free(p);
-		free(ents[i]);
-	}
-	free(ents);
-	return 0;
-}
-
 /* Commits dir's files as adapter_path/ on the branch, removing the names in gone[]. */
 static int commit_dir(gm_trainrepo *t, const char *dir, const char *const *gone, const char *message,
 		      char commit[41], gm_error *err)
 {
-	char **names, **paths, **files;
+	gm_repo_paths names = { NULL, 0, 0 };
+	char **paths, **files;
 	size_t n, k, i, n_gone = 0;
 	int ret;
 
 	while (gone && gone[n_gone])
 		n_gone++;
-	if ((ret = list_flat(dir, &names, &n, err)))
+	if ((ret = gm_repo_list_files(dir, &names, err)))
 		return ret;
+	n = names.n;
 	paths = gm_xcalloc(n + n_gone + 1, sizeof(*paths));
 	files = gm_xcalloc(n + n_gone + 1, sizeof(*files));
 	for (i = 0; i < n; i++) {
 		gm_buf p = GM_BUF_INIT;
-		gm_buf_addf(&p, "%s/%s", t->adapter_path, names[i]);
+		gm_buf_addf(&p, "%s/%s", t->adapter_path, names.v[i]);
 		paths[i] = gm_buf_detach(&p, NULL);
-		files[i] = gm_path_join(dir, names[i]);
+		files[i] = gm_path_join(dir, names.v[i]);
 	}
 	for (k = 0; k < n_gone; k++) {
 		gm_buf p = GM_BUF_INIT;
@@ -235,9 +210,7 @@ static int commit_dir(gm_trainrepo *t, const char *dir, const char *const *gone,
 		free(paths[i]);
 		free(files[i]);
 	}
-	for (i = 0; i < n; i++)
-		free(names[i]);
-	free(names);
+	gm_repo_paths_release(&names);
 	free(paths);
 	free(files);
 	return ret;

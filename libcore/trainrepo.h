@@ -25,9 +25,6 @@
 
 typedef struct gm_trainrepo gm_trainrepo;
 
-/* 1 when model_dir is the top of a git work tree (where a run can be recorded). */
-int gm_trainrepo_applies(const char *model_dir);
-
 /*
  * Prepares a run of adapter name on the repository holding model_dir.
  * GM_ENOENT when model_dir is not in a git repository (the caller then
