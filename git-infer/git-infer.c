@@ -32,6 +32,7 @@
 #include "repo.h"
 #include "sparse.h"
 #include "safetensors.h"
+#include "rng.h"
 #include "sampler.h"
 #include "serve.h"
 #include "tokenizer.h"
@@ -336,24 +337,6 @@ static int parse_ids(const char *s, int32_t **ids, size_t *n, gm_error *err)
 					    "commas, not '%s'", s);
 		}
 	}
-}
-
-static uint64_t random_seed(void)
-{
-	uint64_t s = 0;
-	int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-	struct timespec ts;
-
-	if (fd >= 0) {
-		if (read(fd, &s, sizeof(s)) != (ssize_t)sizeof(s))
-			s = 0;
-		close(fd);
-	}
-	if (!s) {
-		clock_gettime(CLOCK_REALTIME, &ts);
-		s = (uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15ULL ^ (uint64_t)ts.tv_sec ^ ((uint64_t)getpid() << 32);
-	}
-	return s;
 }
 
 static json_object *message(const char *role, const char *content)
@@ -736,7 +719,7 @@ static int run_generate(const struct gm_cmd_info *cmd, const struct infer_opts *
 			goto out;
 		}
 	} else {
-		sp.seed = random_seed();
+		sp.seed = gm_rng_entropy();
 	}
 	if (gm_sampler_params_check(&sp, &err)) {
 		ret = gm_cmd_usage_error(cmd, "%s", err.msg);

@@ -1,7 +1,10 @@
 /* rng.c - xoshiro256** and normal variates. */
 #include "rng.h"
 
+#include <fcntl.h>
 #include <math.h>
+#include <time.h>
+#include <unistd.h>
 
 static uint64_t splitmix64(uint64_t *x)
 {
@@ -81,4 +84,19 @@ uint64_t gm_hash_str(const char *s)
 		h *= 0x100000001b3ULL;
 	}
 	return h;
+}
+
+uint64_t gm_rng_entropy(void)
+{
+	uint64_t s = 0;
+	int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+	struct timespec ts;
+
+	if (fd >= 0) {
+		if (read(fd, &s, sizeof(s)) != (ssize_t)sizeof(s))
+			s = 0;
+		close(fd);
+	}
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return s ^ ((uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15ULL) ^ (uint64_t)ts.tv_sec ^ ((uint64_t)getpid() << 32);
 }

@@ -23,6 +23,12 @@ float gm_rng_uniform(gm_rng *r);
 /* Standard normal (Box-Muller); fills n values. */
 void gm_rng_normal(gm_rng *r, float *out, uint64_t n, float mean, float std);
 
+/*
+ * A seed nobody chose: /dev/urandom mixed with the clock and the process
+ * id (the clock and pid alone when /dev/urandom cannot be read).
+ */
+uint64_t gm_rng_entropy(void);
+
 /* 64-bit FNV-1a of a string, to derive stream ids from tensor names. */
 uint64_t gm_hash_str(const char *s);
 

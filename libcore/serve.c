@@ -33,6 +33,7 @@
 #include "log.h"
 #include "model.h"
 #include "peft.h"
+#include "rng.h"
 #include "sampler.h"
 #include "sparse.h"
 #include "tokenizer.h"
@@ -258,21 +259,6 @@ static double now_s(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static uint64_t urandom64(void)
-{
-	uint64_t s = 0;
-	int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-	struct timespec ts;
-
-	if (fd >= 0) {
-		if (read(fd, &s, sizeof(s)) != (ssize_t)sizeof(s))
-			s = 0;
-		close(fd);
-	}
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return s ^ ((uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15ULL) ^ (uint64_t)ts.tv_sec ^ ((uint64_t)getpid() << 32);
 }
 
 /* splitmix64 over the server's state; under srv->lock. */
@@ -1986,7 +1972,7 @@ int gm_serve_start(const gm_serve_config *c, gm_serve **out, gm_error *err)
 	s->listen_fd = -1;
 	s->id = c->model_id ? gm_xstrdup(c->model_id) : gm_serve_model_id(c->model_dir);
 	s->api_key = c->api_key && *c->api_key ? gm_xstrdup(c->api_key) : NULL;
-	s->rng = urandom64();
+	s->rng = gm_rng_entropy();
 	s->m.ttft.bounds = ttft_bounds;
 	s->m.ttft.n_bounds = N_TTFT;
 	s->m.tpot.bounds = tpot_bounds;
