@@ -462,20 +462,6 @@ int cmd_export(int argc, const char **argv)
 	return ret;
 }
 
-/* "1.5": a finite number, the whole string. */
-static int parse_scale(const char *s, float *out)
-{
-	char *end;
-	double v;
-
-	errno = 0;
-	v = strtod(s, &end);
-	if (!*s || *end || errno || !isfinite(v) || !isfinite((float)v))
-		return -1;
-	*out = (float)v;
-	return 0;
-}
-
 int cmd_merge(int argc, const char **argv)
 {
 	const char *model = NULL, *into = NULL, *out = NULL;
@@ -507,7 +493,7 @@ int cmd_merge(int argc, const char **argv)
 	dirs = gm_xcalloc((size_t)n, sizeof(*dirs));
 	for (i = 0; i < n; i++) {
 		items[i].scale = 1.0f;
-		if (scales.n && parse_scale(scales.items[i], &items[i].scale)) {
+		if (scales.n && gm_adapter_parse_scale(scales.items[i], &items[i].scale)) {
 			ret = gm_cmd_usage_error(&cmd, "--scale expects a number, not '%s'", scales.items[i]);
 			goto out;
 		}

@@ -94,22 +94,6 @@ static void adapter_set_release(struct adapter_set *as)
 	as->n = 0;
 }
 
-/* "1.5", "-0.5", "2": a finite number, the whole string. */
-static int parse_scale(const char *s, float *out)
-{
-	char *end;
-	double v;
-
-	if (!*s || isspace((unsigned char)*s))
-		return -1;
-	errno = 0;
-	v = strtod(s, &end);
-	if (*end || errno || !isfinite(v) || !isfinite((float)v))
-		return -1;
-	*out = (float)v;
-	return 0;
-}
-
 /*
  * Splits each SPEC into a name and a scale: SPEC itself when it is an
  * existing path (a path may hold ':'), else split at its last ':'.  Bad
@@ -127,7 +111,7 @@ static int parse_adapter_specs(const gm_strlist *specs, struct adapter_set *as, 
 
 		a->scale = 1.0f;
 		if (access(spec, F_OK) && colon) {
-			if (parse_scale(colon + 1, &a->scale))
+			if (gm_adapter_parse_scale(colon + 1, &a->scale))
 				return gm_error_set(err, GM_EINVAL, "option '--adapter' expects <dir or "
 						    "name>[:<scale>] with a number for the scale, not '%s'", spec);
 			a->name = gm_xstrdup(spec);

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,21 @@
 #include "safetensors.h"
 #include "sparse.h"
 #include "weights.h"
+
+int gm_adapter_parse_scale(const char *s, float *out)
+{
+	char *end;
+	double v;
+
+	if (!*s || isspace((unsigned char)*s))
+		return -1;
+	errno = 0;
+	v = strtod(s, &end);
+	if (*end || errno || !isfinite(v) || !isfinite((float)v))
+		return -1;
+	*out = (float)v;
+	return 0;
+}
 
 int gm_adapter_name_check(const char *name, gm_error *err)
 {

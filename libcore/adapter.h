@@ -46,6 +46,10 @@ typedef struct gm_adapter_origin {
 	const char *base_revision; /* the model's commit when it was made; may be NULL */
 } gm_adapter_origin;
 
+/* An adapter's scale ("1.5", "-0.5"): a number that is finite as a float,
+ * the whole string, no leading space; 0 and *out set, or -1. */
+int gm_adapter_parse_scale(const char *s, float *out);
+
 /* 0 for a valid NAME, GM_EINVAL with a message saying why otherwise. */
 int gm_adapter_name_check(const char *name, gm_error *err);
 
