@@ -19,6 +19,7 @@
 #include "json.h"
 #include "peft.h"
 #include "repo.h"
+#include "resolve.h"
 #include "sparse.h"
 
 static const char *const list_usage[] = { "git adapter list [--json] [<model>]", NULL };

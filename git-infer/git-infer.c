@@ -29,7 +29,7 @@
 #include "log.h"
 #include "model.h"
 #include "peft.h"
-#include "repo.h"
+#include "resolve.h"
 #include "sparse.h"
 #include "safetensors.h"
 #include "rng.h"

@@ -8,7 +8,7 @@
 #include "buf.h"
 #include "builtin.h"
 #include "cmd.h"
-#include "repo.h"
+#include "repo-sync.h"
 
 static const char *const clone_usage[] = {
 	"git model clone [-q] [--include <pattern>...] [--exclude <pattern>...] <source> [<name>]",

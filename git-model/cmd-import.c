@@ -5,6 +5,7 @@
 #include <stdio.h>
 
 #include "builtin.h"
+#include "bundle.h"
 #include "cmd.h"
 #include "registry.h"
 #include "repo.h"

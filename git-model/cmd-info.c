@@ -21,6 +21,7 @@
 #include "model.h"
 #include "registry.h"
 #include "repo.h"
+#include "resolve.h"
 #include "worktree.h"
 
 static const char *const info_usage[] = {

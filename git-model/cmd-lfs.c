@@ -13,6 +13,9 @@
 #include "builtin.h"
 #include "cmd.h"
 #include "lfs.h"
+#include "lfs-filter.h"
+#include "lfs-repo.h"
+#include "lfs-transfer.h"
 #include "log.h"
 
 static void report(void *ctx, const char *path, const gm_error *e)

@@ -13,6 +13,7 @@
 #include "fs.h"
 #include "registry.h"
 #include "repo.h"
+#include "resolve.h"
 
 static const char *const list_usage[] = {
 	"git model list [--json]",

@@ -8,6 +8,7 @@
 #include "cmd.h"
 #include "registry.h"
 #include "repo.h"
+#include "repo-sync.h"
 
 static const char *const fsck_usage[] = {
 	"git model fsck <name>",

@@ -7,7 +7,7 @@
 
 #include "builtin.h"
 #include "cmd.h"
-#include "repo.h"
+#include "repo-sync.h"
 
 static const char *const fetch_usage[] = {
 	"git model fetch [-q] [--include <pattern>...] [--exclude <pattern>...] <name> [<rev>]",

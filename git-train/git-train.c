@@ -30,6 +30,7 @@
 #include "adapter.h"
 #include "lfs.h"
 #include "repo.h"
+#include "resolve.h"
 #include "trainset.h"
 
 #define MAX_REPORTED_ERRORS 100

@@ -1,6 +1,6 @@
 /*
  * bundle.c - model bundles: one tar archive holding a repository's history
- * and its LFS objects, for machines without a network (see repo.h).
+ * and its LFS objects, for machines without a network (see bundle.h).
  *
  * Layout (a POSIX tar, members in this order):
  *
@@ -31,6 +31,8 @@
 #include "buf.h"
 #include "fs.h"
 #include "json.h"
+#include "bundle.h"
+#include "libgit.h"
 #include "lfs.h"
 #include "repo-internal.h"
 #include "repo.h"
@@ -163,7 +165,7 @@ int gm_repo_bundle_create(gm_repo *r, const char *file, size_t *n_objects, gm_er
 
 	*n_objects = 0;
 	if (git_packbuilder_new(&c.pb, git) < 0 || git_revwalk_new(&c.walk, git) < 0) {
-		ret = gm_repo_git_error(err, GM_EIO, "cannot prepare a pack");
+		ret = gm_libgit_error(err, GM_EIO, "cannot prepare a pack");
 		goto out;
 	}
 	git_reference_foreach(git, add_ref, &c);
@@ -172,7 +174,7 @@ int gm_repo_bundle_create(gm_repo *r, const char *file, size_t *n_objects, gm_er
 		goto out;
 	}
 	if (git_packbuilder_insert_walk(c.pb, c.walk) < 0 || git_packbuilder_write_buf(&packbuf, c.pb) < 0) {
-		ret = gm_repo_git_error(err, GM_EIO, "cannot build the pack");
+		ret = gm_libgit_error(err, GM_EIO, "cannot build the pack");
 		goto out;
 	}
 	if ((ret = gm_repo_reachable_objects(r, 0, &objs, err)))
@@ -283,7 +285,7 @@ static int index_pack(git_repository *git, const gm_buf *pack, gm_error *err)
 	memset(&stats, 0, sizeof(stats));
 	if (git_repository_odb(&odb, git) < 0 || git_odb_write_pack(&wp, odb, NULL, NULL) < 0 ||
 	    wp->append(wp, pack->buf, pack->len, &stats) < 0 || wp->commit(wp, &stats) < 0)
-		ret = gm_repo_git_error(err, GM_EFORMAT, "the bundle's pack is invalid");
+		ret = gm_libgit_error(err, GM_EFORMAT, "the bundle's pack is invalid");
 	if (wp)
 		wp->free(wp);
 	git_odb_free(odb);
@@ -346,7 +348,7 @@ static int set_refs(gm_repo *r, json_object *manifest, const char *file, char **
 					    "does not hold", file, name);
 		git_commit_free(c);
 		if (git_reference_create(&ref, git, name, &id, 1, "git model clone: from a bundle") < 0)
-			return gm_repo_git_error(err, GM_EFORMAT, "bundle %s: cannot create ref %s", file, name);
+			return gm_libgit_error(err, GM_EFORMAT, "bundle %s: cannot create ref %s", file, name);
 		git_reference_free(ref);
 	}
 	headv = json_object_object_get(manifest, "head");
@@ -355,9 +357,9 @@ static int set_refs(gm_repo *r, json_object *manifest, const char *file, char **
 		return gm_error_set(err, GM_EFORMAT, "bundle %s: the manifest has no head", file);
 	if (!strncmp(head, "refs/heads/", 11)) {
 		if (git_repository_set_head(git, head) < 0)
-			return gm_repo_git_error(err, GM_EFORMAT, "bundle %s: HEAD %s", file, head);
+			return gm_libgit_error(err, GM_EFORMAT, "bundle %s: HEAD %s", file, head);
 	} else if (git_oid_fromstr(&id, head) < 0 || git_repository_set_head_detached(git, &id) < 0) {
-		return gm_repo_git_error(err, GM_EFORMAT, "bundle %s: HEAD %s is not a commit of the bundle",
+		return gm_libgit_error(err, GM_EFORMAT, "bundle %s: HEAD %s is not a commit of the bundle",
 					 file, head);
 	}
 	if (gm_repo_resolve(r, NULL, hex, err))

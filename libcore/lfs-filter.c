@@ -1,6 +1,7 @@
 /*
  * lfs-filter.c - the "lfs" filter: in-process for libgit2, and git's
- * long-running filter-process protocol for stock git.  See lfs.h.
+ * long-running filter-process protocol for stock git, and the
+ * single-shot smudge.  See lfs-filter.h.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -14,8 +15,10 @@
 
 #include "buf.h"
 #include "fs.h"
+#include "libgit.h"
 #include "lfs.h"
-#include "lfs-internal.h"
+#include "lfs-filter.h"
+#include "lfs-repo.h"
 
 /* ------------------------------------------------------------ pkt-lines */
 
@@ -172,7 +175,11 @@ static int handshake(struct pkt_io *io, char *data)
 	return 0;
 }
 
-int gm_lfs_smudge_fetch(const gm_lfs_store *s, const void *data, size_t len, const char *path,
+/*
+ * gm_lfs_smudge, and when the object is missing, gm_lfs_fetch_one then
+ * smudge again: what the filters run for stock git do (as git-lfs's).
+ */
+static int smudge_fetch(const gm_lfs_store *s, const void *data, size_t len, const char *path,
 			gm_lfs_sink_fn sink, void *ctx, gm_error *err)
 {
 	gm_lfs_pointer p;
@@ -269,7 +276,7 @@ static int one_request(const gm_lfs_store *s, struct pkt_io *io, char *data, con
 		if (gm_lfs_skip_smudge())
 			r = in.len ? smudge_sink(&o, in.buf, in.len, &ferr) : 0;
 		else
-			r = gm_lfs_smudge_fetch(s, in.buf, in.len, NULL, smudge_sink, &o, &ferr);
+			r = smudge_fetch(s, in.buf, in.len, NULL, smudge_sink, &o, &ferr);
 		if (r && o.started) {
 			/* Content went out already: end it and take the status back. */
 			if (report)
@@ -472,7 +479,7 @@ int gm_lfs_filter_register(gm_error *err)
 
 	if (lfs_filter_registered)
 		return 0;
-	gm_lfs_git_init(); /* kept: the registration lives as long as the process */
+	gm_libgit_use(); /* kept: the registration lives as long as the process */
 	if (git_filter_lookup("lfs")) {
 		lfs_filter_registered = 1;
 		return 0;
@@ -482,7 +489,56 @@ int gm_lfs_filter_register(gm_error *err)
 	lfs_filter.stream = filter_stream;
 	ret = git_filter_register("lfs", &lfs_filter, GIT_FILTER_DRIVER_PRIORITY);
 	if (ret < 0)
-		return gm_lfs_git_error(err, GM_ERROR, "cannot register the lfs filter with libgit2");
+		return gm_libgit_fail(err, GM_ERROR, "cannot register the lfs filter with libgit2");
 	lfs_filter_registered = 1;
 	return 0;
+}
+
+/* ------------------------------------------------------------ the single-shot smudge filter */
+
+int gm_lfs_skip_smudge(void)
+{
+	const char *e = getenv("GIT_LFS_SKIP_SMUDGE");
+
+	return e && (!strcmp(e, "1") || !strcasecmp(e, "true"));
+}
+
+int gm_lfs_smudge_fd(const gm_lfs_store *s, int in_fd, int out_fd, const char *path, int skip, gm_error *err)
+{
+	char head[GM_LFS_POINTER_MAX], *chunk;
+	size_t len = 0;
+	ssize_t n;
+	int ret;
+
+	/* Up to 1024 bytes decide whether this is a pointer. */
+	while (len < sizeof(head)) {
+		n = read(in_fd, head + len, sizeof(head) - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return gm_error_errno(err, "cannot read the content to smudge");
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	if (len < sizeof(head)) {
+		if (skip)
+			return gm_lfs_sink_fd(&out_fd, head, len, err);
+		return smudge_fetch(s, head, len, path, gm_lfs_sink_fd, &out_fd, err);
+	}
+	/* Too large for a pointer: copy it through. */
+	ret = gm_lfs_sink_fd(&out_fd, head, len, err);
+	chunk = gm_xmalloc(1 << 20);
+	while (!ret) {
+		n = read(in_fd, chunk, 1 << 20);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			ret = gm_error_errno(err, "cannot read the content to smudge");
+		if (n <= 0)
+			break;
+		ret = gm_lfs_sink_fd(&out_fd, chunk, (size_t)n, err);
+	}
+	free(chunk);
+	return ret;
 }

@@ -1,7 +1,7 @@
 /*
  * lfs-repo.c - repository-level LFS operations: scanning trees for
  * pointers, resolving the LFS endpoint of a remote, fetch, checkout,
- * push, install and track.  See lfs.h.
+ * push, install and track.  See lfs-repo.h.
  */
 #include <errno.h>
 #include <fnmatch.h>
@@ -17,8 +17,10 @@
 #include "buf.h"
 #include "fs.h"
 #include "hub.h"
+#include "libgit.h"
 #include "lfs.h"
-#include "lfs-internal.h"
+#include "lfs-repo.h"
+#include "lfs-transfer.h"
 #include "log.h"
 
 /* ------------------------------------------------------------ include / exclude */
@@ -105,7 +107,7 @@ static int scan_cb(const char *root, const git_tree_entry *entry, void *payload)
 	if (mode != GIT_FILEMODE_BLOB && mode != GIT_FILEMODE_BLOB_EXECUTABLE)
 		return 0;
 	if (git_odb_read_header(&size, &type, c->odb, git_tree_entry_id(entry)) < 0) {
-		c->ret = gm_lfs_git_error(c->err, GM_ERROR, "cannot read a blob header");
+		c->ret = gm_libgit_fail(c->err, GM_ERROR, "cannot read a blob header");
 		return -1;
 	}
 	if (size >= GM_LFS_POINTER_MAX)
@@ -117,7 +119,7 @@ static int scan_cb(const char *root, const git_tree_entry *entry, void *payload)
 	}
 	if (git_blob_lookup(&blob, c->repo, git_tree_entry_id(entry)) < 0) {
 		gm_buf_release(&path);
-		c->ret = gm_lfs_git_error(c->err, GM_ERROR, "cannot read a blob");
+		c->ret = gm_libgit_fail(c->err, GM_ERROR, "cannot read a blob");
 		return -1;
 	}
 	if (gm_lfs_pointer_parse(git_blob_rawcontent(blob), (size_t)git_blob_rawsize(blob), &p, NULL) == 0) {
@@ -136,19 +138,19 @@ static int scan_tree(git_repository *repo, git_tree *tree, const char *const *in
 	int ret;
 
 	if (git_repository_odb(&c.odb, repo) < 0)
-		return gm_lfs_git_error(err, GM_ERROR, "cannot open the object database");
+		return gm_libgit_fail(err, GM_ERROR, "cannot open the object database");
 	ret = git_tree_walk(tree, GIT_TREEWALK_PRE, scan_cb, &c);
 	git_odb_free(c.odb);
 	if (c.ret)
 		return c.ret;
 	if (ret < 0)
-		return gm_lfs_git_error(err, GM_ERROR, "cannot walk the tree");
+		return gm_libgit_fail(err, GM_ERROR, "cannot walk the tree");
 	return 0;
 }
 
 static int open_repo(const char *repo_path, git_repository **repo, gm_error *err)
 {
-	gm_lfs_git_init();
+	gm_libgit_use();
 	if (git_repository_open_ext(repo, repo_path ? repo_path : ".", 0, NULL) < 0) {
 		int ret = gm_error_set(err, GM_ENOENT, "'%s' is not in a git repository",
 				       repo_path ? repo_path : ".");
@@ -246,7 +248,7 @@ static int resolve_in_repo(git_repository *repo, const char *remote_name, gm_lfs
 	if (!remote_name)
 		remote_name = "origin";
 	if (git_repository_config_snapshot(&cfg, repo) < 0)
-		return gm_lfs_git_error(err, GM_ERROR, "cannot read the repository's configuration");
+		return gm_libgit_fail(err, GM_ERROR, "cannot read the repository's configuration");
 	gm_buf_addf(&key, "remote.%s.url", remote_name);
 	git_url = config_string(cfg, key.buf);
 	url = config_string(cfg, "lfs.url");
@@ -574,10 +576,10 @@ int gm_lfs_fetch_one(const gm_lfs_store *s, const char *oid, unsigned long long 
 	char *cache = gm_hub_cache_dir();
 	int ret;
 
-	gm_lfs_git_init();
+	gm_libgit_use();
 	if (git_repository_open_ext(&repo, s->gitdir, GIT_REPOSITORY_OPEN_NO_SEARCH | GIT_REPOSITORY_OPEN_BARE,
 				    NULL) < 0) {
-		ret = gm_lfs_git_error(err, GM_ENOENT, s->gitdir);
+		ret = gm_libgit_fail(err, GM_ENOENT, s->gitdir);
 		git_libgit2_shutdown();
 		free(cache);
 		return ret;
@@ -653,7 +655,7 @@ int gm_lfs_checkout(const char *repo_path, const char *const *include, const cha
 	if (ret)
 		goto out;
 	if (git_repository_index(&index, repo) < 0) {
-		ret = gm_lfs_git_error(err, GM_ERROR, "cannot read the index");
+		ret = gm_libgit_fail(err, GM_ERROR, "cannot read the index");
 		goto out_store;
 	}
 	n = git_index_entrycount(index);
@@ -709,7 +711,7 @@ int gm_lfs_checkout(const char *repo_path, const char *const *include, const cha
 					ne.gid = (uint32_t)st.st_gid;
 					ne.file_size = (uint32_t)st.st_size;
 					if (git_index_add(index, &ne) < 0)
-						ret = gm_lfs_git_error(err, GM_ERROR, ne.path);
+						ret = gm_libgit_fail(err, GM_ERROR, ne.path);
 				}
 				free((char *)ne.path);
 			}
@@ -721,7 +723,7 @@ int gm_lfs_checkout(const char *repo_path, const char *const *include, const cha
 		git_blob_free(blob);
 	}
 	if (!ret && changed && git_index_write(index) < 0)
-		ret = gm_lfs_git_error(err, GM_ERROR, "cannot write the index");
+		ret = gm_libgit_fail(err, GM_ERROR, "cannot write the index");
 	git_index_free(index);
 out_store:
 	gm_lfs_store_release(&store);
@@ -763,7 +765,7 @@ int gm_lfs_push(const char *repo_path, const char *remote_name, const char *rev,
 	}
 	if (git_revwalk_new(&walk, repo) < 0 || git_revwalk_push(walk, git_object_id(start)) < 0) {
 		git_object_free(start);
-		ret = gm_lfs_git_error(err, GM_ERROR, "cannot walk the history");
+		ret = gm_libgit_fail(err, GM_ERROR, "cannot walk the history");
 		goto out;
 	}
 	git_object_free(start);
@@ -775,7 +777,7 @@ int gm_lfs_push(const char *repo_path, const char *remote_name, const char *rev,
 		git_tree *tree;
 
 		if (git_commit_lookup(&commit, repo, &oid) < 0 || git_commit_tree(&tree, commit) < 0) {
-			ret = gm_lfs_git_error(err, GM_ERROR, "cannot read a commit");
+			ret = gm_libgit_fail(err, GM_ERROR, "cannot read a commit");
 			break;
 		}
 		ret = scan_tree(repo, tree, NULL, NULL, &list, err);
@@ -864,14 +866,14 @@ int gm_lfs_install(enum gm_lfs_install_scope scope, const char *repo_path, int f
 			return ret;
 		if (git_repository_config(&parent, repo) < 0 ||
 		    git_config_open_level(&cfg, parent, GIT_CONFIG_LEVEL_LOCAL) < 0) {
-			ret = gm_lfs_git_error(err, GM_ERROR, "cannot open the repository's configuration");
+			ret = gm_libgit_fail(err, GM_ERROR, "cannot open the repository's configuration");
 			goto out;
 		}
 	} else {
-		gm_lfs_git_init();
+		gm_libgit_use();
 		path = global_config_path();
 		if (git_config_open_ondisk(&cfg, path) < 0) {
-			ret = gm_lfs_git_error(err, GM_ERROR, path);
+			ret = gm_libgit_fail(err, GM_ERROR, path);
 			goto out;
 		}
 	}
@@ -895,7 +897,7 @@ int gm_lfs_install(enum gm_lfs_install_scope scope, const char *repo_path, int f
 		if (!have || strcmp(have, filter_config[i].value)) {
 			if (git_config_set_string(cfg, filter_config[i].key, filter_config[i].value) < 0) {
 				free(have);
-				ret = gm_lfs_git_error(err, GM_EIO, "cannot write the git configuration");
+				ret = gm_libgit_fail(err, GM_EIO, "cannot write the git configuration");
 				goto out;
 			}
 			did = 1;

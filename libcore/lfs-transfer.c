@@ -1,6 +1,6 @@
 /*
- * lfs-transfer.c - Batch API downloads and uploads with libcurl multi.
- * See lfs.h.
+ * lfs-transfer.c - Batch API downloads and uploads with libcurl multi,
+ * and the endpoint of a git URL.  See lfs-transfer.h.
  *
  * One engine serves both directions.  Each object goes through
  *
@@ -44,6 +44,7 @@
 #include "hub.h"
 #include "lfs.h"
 #include "lfs-internal.h"
+#include "lfs-transfer.h"
 #include "log.h"
 
 #define LFS_MIME "application/vnd.git-lfs+json"
@@ -1181,4 +1182,21 @@ int gm_lfs_upload(const gm_lfs_store *s, const gm_lfs_remote *remote, const gm_l
 		  const gm_lfs_transfer_opts *opts, gm_lfs_transfer_stats *stats, gm_error *err)
 {
 	return engine_run(s, remote, list, opts, stats, 1, err);
+}
+
+/* ------------------------------------------------------------ endpoints */
+
+char *gm_lfs_endpoint_for_url(const char *git_url)
+{
+	gm_buf b = GM_BUF_INIT;
+	size_t n;
+
+	gm_buf_adds(&b, git_url);
+	while (b.len && b.buf[b.len - 1] == '/')
+		b.buf[--b.len] = '\0';
+	n = b.len;
+	if (n < 4 || strcmp(b.buf + n - 4, ".git"))
+		gm_buf_adds(&b, ".git");
+	gm_buf_adds(&b, "/info/lfs");
+	return gm_buf_detach(&b, NULL);
 }

@@ -1,6 +1,7 @@
 /*
- * lfs.c - LFS pointers, the object store, clean and smudge.  Transfers are
- * in lfs-transfer.c, repository-level operations in lfs-repo.c, the
+ * lfs.c - LFS pointers, the object store, clean and smudge, object lists:
+ * the core the other lfs files build on (it uses none of them).  Transfers
+ * are in lfs-transfer.c, repository-level operations in lfs-repo.c, the
  * filters in lfs-filter.c.  See lfs.h.
  */
 #include <errno.h>
@@ -17,6 +18,7 @@
 
 #include "buf.h"
 #include "fs.h"
+#include "libgit.h"
 #include "lfs.h"
 #include "lfs-internal.h"
 
@@ -221,25 +223,13 @@ int gm_lfs_store_init(gm_lfs_store *s, const char *gitdir, gm_error *err)
 	return 0;
 }
 
-int gm_lfs_git_init(void)
-{
-	return git_libgit2_init() < 0 ? -1 : 0;
-}
-
-int gm_lfs_git_error(gm_error *err, int code, const char *what)
-{
-	const git_error *e = git_error_last();
-
-	return gm_error_set(err, code, "%s: %s", what, e && e->message ? e->message : "libgit2 error");
-}
-
 int gm_lfs_store_discover(gm_lfs_store *s, const char *path, gm_error *err)
 {
 	git_repository *repo = NULL;
 	int ret;
 
 	memset(s, 0, sizeof(*s));
-	gm_lfs_git_init();
+	gm_libgit_use();
 	if (path) {
 		ret = git_repository_open_ext(&repo, path, 0, NULL);
 	} else {
@@ -255,7 +245,7 @@ int gm_lfs_store_discover(gm_lfs_store *s, const char *path, gm_error *err)
 			ret = git_repository_open_ext(&repo, ".", 0, NULL);
 	}
 	if (ret < 0) {
-		ret = gm_lfs_git_error(err, ret == GIT_ENOTFOUND ? GM_ENOENT : GM_ERROR,
+		ret = gm_libgit_fail(err, ret == GIT_ENOTFOUND ? GM_ENOENT : GM_ERROR,
 				       path ? path : "the current directory");
 		if (ret == GM_ENOENT)
 			gm_error_set(err, GM_ENOENT, "'%s' is not in a git repository", path ? path : ".");
@@ -724,53 +714,6 @@ int gm_lfs_smudge(const gm_lfs_store *s, const void *data, size_t len, const cha
 	return ret;
 }
 
-int gm_lfs_skip_smudge(void)
-{
-	const char *e = getenv("GIT_LFS_SKIP_SMUDGE");
-
-	return e && (!strcmp(e, "1") || !strcasecmp(e, "true"));
-}
-
-int gm_lfs_smudge_fd(const gm_lfs_store *s, int in_fd, int out_fd, const char *path, int skip, gm_error *err)
-{
-	char head[GM_LFS_POINTER_MAX], *chunk;
-	size_t len = 0;
-	ssize_t n;
-	int ret;
-
-	/* Up to 1024 bytes decide whether this is a pointer. */
-	while (len < sizeof(head)) {
-		n = read(in_fd, head + len, sizeof(head) - len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return gm_error_errno(err, "cannot read the content to smudge");
-		if (n == 0)
-			break;
-		len += (size_t)n;
-	}
-	if (len < sizeof(head)) {
-		if (skip)
-			return gm_lfs_sink_fd(&out_fd, head, len, err);
-		return gm_lfs_smudge_fetch(s, head, len, path, gm_lfs_sink_fd, &out_fd, err);
-	}
-	/* Too large for a pointer: copy it through. */
-	ret = gm_lfs_sink_fd(&out_fd, head, len, err);
-	chunk = gm_xmalloc(1 << 20);
-	while (!ret) {
-		n = read(in_fd, chunk, 1 << 20);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			ret = gm_error_errno(err, "cannot read the content to smudge");
-		if (n <= 0)
-			break;
-		ret = gm_lfs_sink_fd(&out_fd, chunk, (size_t)n, err);
-	}
-	free(chunk);
-	return ret;
-}
-
 int gm_lfs_worktree_top(const char *path, char **out, gm_error *err)
 {
 	git_repository *repo;
@@ -778,7 +721,7 @@ int gm_lfs_worktree_top(const char *path, char **out, gm_error *err)
 	int ret = 0;
 
 	*out = NULL;
-	gm_lfs_git_init();
+	gm_libgit_use();
 	if (git_repository_open_ext(&repo, path ? path : ".", 0, NULL) < 0) {
 		ret = gm_error_set(err, GM_ENOENT, "'%s' is not in a git repository", path ? path : ".");
 		git_libgit2_shutdown();
@@ -822,19 +765,4 @@ void gm_lfs_object_list_release(gm_lfs_object_list *l)
 		free(l->items[i].path);
 	free(l->items);
 	memset(l, 0, sizeof(*l));
-}
-
-char *gm_lfs_endpoint_for_url(const char *git_url)
-{
-	gm_buf b = GM_BUF_INIT;
-	size_t n;
-
-	gm_buf_adds(&b, git_url);
-	while (b.len && b.buf[b.len - 1] == '/')
-		b.buf[--b.len] = '\0';
-	n = b.len;
-	if (n < 4 || strcmp(b.buf + n - 4, ".git"))
-		gm_buf_adds(&b, ".git");
-	gm_buf_adds(&b, "/info/lfs");
-	return gm_buf_detach(&b, NULL);
 }

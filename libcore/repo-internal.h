@@ -1,6 +1,7 @@
 /*
- * repo-internal.h - helpers shared by repo.c, repo-sync.c and bundle.c;
- * not part of the library's API.
+ * repo-internal.h - helpers of the repository layer (repo.c,
+ * repo-objects.c) shared with the modules above it (bundle.c,
+ * repo-sync.c, resolve.c, trainrepo.c); not part of the library's API.
  */
 #ifndef GM_REPO_INTERNAL_H
 #define GM_REPO_INTERNAL_H
@@ -23,8 +24,6 @@ int gm_repo_list_files(const char *root, gm_repo_paths *out, gm_error *err);
 int gm_repo_copy_file(const char *src, const char *dst, gm_error *err);
 int gm_repo_remove_tree(const char *path);
 char *gm_repo_absolute(const char *path);
-/* gm_error_set with libgit2's last message appended. */
-int gm_repo_git_error(gm_error *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* Where a new model goes (see repo.h): its name, final path, the partial
  * directory it is built in, and the per-name lock. */
@@ -53,8 +52,5 @@ int gm_repo_reachable_objects(gm_repo *r, int flags, gm_lfs_object_list *out, gm
 /* LFS pointers in the trees of HEAD, the branches and the tags (not their
  * history): what a checkout of any of them needs. */
 int gm_repo_tip_objects(gm_repo *r, gm_lfs_object_list *out, gm_error *err);
-
-/* Clones a FILE.tar bundle into d->partial (bundle.c). */
-int gm_repo_bundle_unpack(const char *file, const char *dir, char **head_commit, gm_error *err);
 
 #endif

@@ -1,6 +1,6 @@
 /*
  * repo-sync.c - clone, fetch, pull, push, fsck and gc of model repositories
- * (see repo.h).
+ * (see repo-sync.h).
  *
  * Git objects move with libgit2 (clone, fetch, push: in process, no
  * dependency on a git executable, and the same credentials path for both
@@ -19,220 +19,17 @@
 #include <git2.h>
 
 #include "buf.h"
+#include "bundle.h"
 #include "fs.h"
 #include "hub.h"
+#include "libgit.h"
 #include "lfs.h"
+#include "lfs-repo.h"
+#include "lfs-transfer.h"
 #include "log.h"
 #include "repo-internal.h"
+#include "repo-sync.h"
 #include "repo.h"
-
-/* ------------------------------------------------------------ oid sets */
-
-struct oidset {
-	git_oid *v;
-	unsigned char *used;
-	size_t n, cap;
-};
-
-static size_t oid_hash(const git_oid *id)
-{
-	size_t h;
-	memcpy(&h, id->id, sizeof(h));
-	return h;
-}
-
-/* Adds id; returns 1 when it was already there. */
-static int oidset_insert(struct oidset *s, const git_oid *id)
-{
-	size_t i;
-
-	if (2 * (s->n + 1) > s->cap) {
-		struct oidset bigger = { NULL, NULL, 0, s->cap ? 2 * s->cap : 256 };
-		bigger.v = gm_xcalloc(bigger.cap, sizeof(*bigger.v));
-		bigger.used = gm_xcalloc(bigger.cap, 1);
-		for (i = 0; i < s->cap; i++)
-			if (s->used[i])
-				oidset_insert(&bigger, &s->v[i]);
-		free(s->v);
-		free(s->used);
-		*s = bigger;
-	}
-	for (i = oid_hash(id) & (s->cap - 1); s->used[i]; i = (i + 1) & (s->cap - 1))
-		if (!git_oid_cmp(&s->v[i], id))
-			return 1;
-	s->used[i] = 1;
-	s->v[i] = *id;
-	s->n++;
-	return 0;
-}
-
-static void oidset_release(struct oidset *s)
-{
-	free(s->v);
-	free(s->used);
-	memset(s, 0, sizeof(*s));
-}
-
-/* ------------------------------------------------------------ pointers reachable from refs */
-
-struct scan {
-	git_repository *git;
-	git_odb *odb;
-	struct oidset trees, blobs;
-	gm_lfs_object_list *out;
-	gm_error *err;
-	int ret;
-};
-
-static void scan_blob(struct scan *s, const git_oid *id, const char *path)
-{
-	size_t len;
-	git_object_t type;
-	git_blob *blob;
-	gm_lfs_pointer p = GM_LFS_POINTER_INIT;
-
-	if (oidset_insert(&s->blobs, id))
-		return;
-	if (git_odb_read_header(&len, &type, s->odb, id) < 0 || len >= GM_LFS_POINTER_MAX)
-		return;
-	if (git_blob_lookup(&blob, s->git, id) < 0)
-		return;
-	if (!gm_lfs_pointer_parse(git_blob_rawcontent(blob), (size_t)git_blob_rawsize(blob), &p, NULL))
-		gm_lfs_object_list_add(s->out, p.oid, p.size, path);
-	gm_lfs_pointer_release(&p);
-	git_blob_free(blob);
-}
-
-static void scan_tree(struct scan *s, const git_tree *tree, const char *prefix)
-{
-	size_t i, n = git_tree_entrycount(tree);
-
-	if (oidset_insert(&s->trees, git_tree_id(tree)))
-		return;
-	for (i = 0; i < n && !s->ret; i++) {
-		const git_tree_entry *e = git_tree_entry_byindex(tree, i);
-		gm_buf path = GM_BUF_INIT;
-		gm_buf_addf(&path, "%s%s", prefix, git_tree_entry_name(e));
-		if (git_tree_entry_type(e) == GIT_OBJECT_TREE) {
-			git_tree *sub;
-			if (git_tree_lookup(&sub, s->git, git_tree_entry_id(e)) == 0) {
-				gm_buf_addch(&path, '/');
-				scan_tree(s, sub, path.buf);
-				git_tree_free(sub);
-			} else {
-				s->ret = gm_repo_git_error(s->err, GM_EIO, "cannot read tree %s", path.buf);
-			}
-		} else if (git_tree_entry_type(e) == GIT_OBJECT_BLOB) {
-			scan_blob(s, git_tree_entry_id(e), path.buf);
-		}
-		gm_buf_release(&path);
-	}
-}
-
-/* Walks the commits pushed on walk (and not hidden), collecting pointers. */
-static int scan_walk(struct scan *s, git_revwalk *walk)
-{
-	git_oid id;
-
-	while (!s->ret && git_revwalk_next(&id, walk) == 0) {
-		git_commit *c;
-		git_tree *t;
-		if (git_commit_lookup(&c, s->git, &id) < 0)
-			return gm_repo_git_error(s->err, GM_EIO, "cannot read a commit");
-		if (git_commit_tree(&t, c) == 0) {
-			scan_tree(s, t, "");
-			git_tree_free(t);
-		}
-		git_commit_free(c);
-	}
-	return s->ret;
-}
-
-static int scan_init(struct scan *s, gm_repo *r, gm_lfs_object_list *out, gm_error *err)
-{
-	memset(s, 0, sizeof(*s));
-	s->git = gm_repo_git(r);
-	s->out = out;
-	s->err = err;
-	if (git_repository_odb(&s->odb, s->git) < 0)
-		return gm_repo_git_error(err, GM_EIO, "cannot open the object database");
-	return 0;
-}
-
-static void scan_release(struct scan *s)
-{
-	oidset_release(&s->trees);
-	oidset_release(&s->blobs);
-	git_odb_free(s->odb);
-}
-
-int gm_repo_reachable_objects(gm_repo *r, int flags, gm_lfs_object_list *out, gm_error *err)
-{
-	struct scan s;
-	git_revwalk *walk = NULL;
-	int ret;
-
-	if ((ret = scan_init(&s, r, out, err)))
-		return ret;
-	if (git_revwalk_new(&walk, s.git) < 0) {
-		ret = gm_repo_git_error(err, GM_EIO, "cannot walk the history");
-		goto out;
-	}
-	git_revwalk_push_glob(walk, "heads/*");
-	git_revwalk_push_glob(walk, "tags/*");
-	if (flags & GM_REPO_REACH_REMOTES)
-		git_revwalk_push_glob(walk, "remotes/*");
-	git_revwalk_push_head(walk); /* fails harmlessly on an unborn HEAD */
-	ret = scan_walk(&s, walk);
-	if (!ret && (flags & GM_REPO_REACH_INDEX)) {
-		git_index *idx;
-		size_t i;
-		if (git_repository_index(&idx, s.git) == 0) {
-			for (i = 0; i < git_index_entrycount(idx); i++) {
-				const git_index_entry *e = git_index_get_byindex(idx, i);
-				scan_blob(&s, &e->id, e->path);
-			}
-			git_index_free(idx);
-		}
-	}
-out:
-	git_revwalk_free(walk);
-	scan_release(&s);
-	return ret;
-}
-
-static int push_tip(const char *refname, void *payload)
-{
-	struct scan *s = payload;
-	git_reference *ref;
-	git_object *obj;
-
-	if (strncmp(refname, "refs/heads/", 11) && strncmp(refname, "refs/tags/", 10) && strcmp(refname, "HEAD"))
-		return 0;
-	if (git_reference_lookup(&ref, s->git, refname) < 0)
-		return 0;
-	if (git_reference_peel(&obj, ref, GIT_OBJECT_TREE) == 0) {
-		scan_tree(s, (const git_tree *)obj, "");
-		git_object_free(obj);
-	}
-	git_reference_free(ref);
-	return s->ret;
-}
-
-int gm_repo_tip_objects(gm_repo *r, gm_lfs_object_list *out, gm_error *err)
-{
-	struct scan s;
-	int ret;
-
-	if ((ret = scan_init(&s, r, out, err)))
-		return ret;
-	push_tip("HEAD", &s);
-	if (!s.ret)
-		git_reference_foreach_name(s.git, push_tip, &s);
-	ret = s.ret;
-	scan_release(&s);
-	return ret;
-}
 
 /* ------------------------------------------------------------ fsck and gc */
 
@@ -544,9 +341,9 @@ static int checkout_commit(gm_repo *r, const char *old_hex, const char *hex, int
 	int ret = 0;
 
 	if (tree_of(git, hex, &tree) < 0)
-		return gm_repo_git_error(err, GM_EIO, "cannot read commit %s", hex);
+		return gm_libgit_error(err, GM_EIO, "cannot read commit %s", hex);
 	if (old_hex && tree_of(git, old_hex, &old) < 0) {
-		ret = gm_repo_git_error(err, GM_EIO, "cannot read commit %s", old_hex);
+		ret = gm_libgit_error(err, GM_EIO, "cannot read commit %s", old_hex);
 		goto out;
 	}
 	git_tree_walk(tree, GIT_TREEWALK_PRE, collect_paths, &all);
@@ -573,14 +370,14 @@ static int checkout_commit(gm_repo *r, const char *old_hex, const char *hex, int
 	co.paths.strings = (char **)keep;
 	co.paths.count = nkeep;
 	if (nkeep && git_checkout_tree(git, (git_object *)tree, &co) < 0) {
-		ret = gm_repo_git_error(err, GM_EIO, "cannot check out %s in %s", hex, gm_repo_workdir(r));
+		ret = gm_libgit_error(err, GM_EIO, "cannot check out %s in %s", hex, gm_repo_workdir(r));
 		goto out;
 	}
 	if (!absent.n)
 		goto out;
 	/* pointer files for what is not here, staged as they are */
 	if (git_repository_index(&idx, git) < 0) {
-		ret = gm_repo_git_error(err, GM_EIO, "cannot read the index");
+		ret = gm_libgit_error(err, GM_EIO, "cannot read the index");
 		goto out;
 	}
 	for (i = 0; i < absent.n && !ret; i++) {
@@ -596,12 +393,12 @@ static int checkout_commit(gm_repo *r, const char *old_hex, const char *hex, int
 		if (!ret)
 			ret = gm_write_file_atomic(full, text.buf, text.len, 0644, err);
 		if (!ret && git_index_add_bypath(idx, absent.items[i].path) < 0)
-			ret = gm_repo_git_error(err, GM_EIO, "cannot stage %s", absent.items[i].path);
+			ret = gm_libgit_error(err, GM_EIO, "cannot stage %s", absent.items[i].path);
 		gm_buf_release(&text);
 		free(full);
 	}
 	if (!ret && git_index_write(idx) < 0)
-		ret = gm_repo_git_error(err, GM_EIO, "cannot write the index");
+		ret = gm_libgit_error(err, GM_EIO, "cannot write the index");
 	if (!ret)
 		gm_info("%zu LFS files were not fetched and are pointer files ('git model fetch' gets them)",
 			absent.n);
@@ -680,7 +477,7 @@ static int checkout_rev_head(git_repository *git, const char *rev, char hex[GM_R
 		    make_branch(git, rev, c, &branch) < 0 ||
 		    git_branch_set_upstream(branch, b.buf) < 0 ||
 		    git_repository_set_head(git, git_reference_name(branch)) < 0)
-			ret = gm_repo_git_error(err, GM_EIO, "cannot check out branch %s", rev);
+			ret = gm_libgit_error(err, GM_EIO, "cannot check out branch %s", rev);
 		else
 			git_oid_tostr(hex, GM_REPO_OID_HEXLEN + 1, git_reference_target(remote_ref));
 		git_commit_free(c);
@@ -691,7 +488,7 @@ static int checkout_rev_head(git_repository *git, const char *rev, char hex[GM_R
 		goto out;
 	}
 	if (git_repository_set_head_detached(git, git_object_id(commit)) < 0)
-		ret = gm_repo_git_error(err, GM_EIO, "cannot check out %s", rev);
+		ret = gm_libgit_error(err, GM_EIO, "cannot check out %s", rev);
 	else
 		git_oid_tostr(hex, GM_REPO_OID_HEXLEN + 1, git_object_id(commit));
 out:
@@ -714,10 +511,10 @@ static int drop_other_branches(git_repository *git, gm_error *err)
 	int ret = 0;
 
 	if (git_branch_iterator_new(&it, git, GIT_BRANCH_LOCAL) < 0)
-		return gm_repo_git_error(err, GM_EIO, "cannot list branches");
+		return gm_libgit_error(err, GM_EIO, "cannot list branches");
 	while (!ret && git_branch_next(&ref, &type, it) == 0) {
 		if (git_branch_is_head(ref) != 1 && git_branch_delete(ref) < 0)
-			ret = gm_repo_git_error(err, GM_EIO, "cannot delete branch %s", git_reference_shorthand(ref));
+			ret = gm_libgit_error(err, GM_EIO, "cannot delete branch %s", git_reference_shorthand(ref));
 		git_reference_free(ref);
 	}
 	git_branch_iterator_free(it);
@@ -837,7 +634,7 @@ int gm_repo_clone(const char *source, const char *name, const gm_repo_transfer_o
 		git_remote *origin = NULL;
 		gm_info("resuming the interrupted clone in %s", d.partial);
 		if (git_repository_open(&git, d.partial) < 0) {
-			ret = gm_repo_git_error(err, GM_EIO, "cannot open %s", d.partial);
+			ret = gm_libgit_error(err, GM_EIO, "cannot open %s", d.partial);
 			goto out;
 		}
 		/* the source may have moved on since: resume from where it is now */
@@ -855,7 +652,7 @@ int gm_repo_clone(const char *source, const char *name, const gm_repo_transfer_o
 		co.checkout_opts.checkout_strategy = GIT_CHECKOUT_NONE;
 		set_headers(&co.fetch_opts.custom_headers, &ri, slot);
 		if (git_clone(&git, url, d.partial, &co) < 0) {
-			ret = gm_repo_git_error(err, GM_EIO, "cannot clone %s", is_hub ? source : url);
+			ret = gm_libgit_error(err, GM_EIO, "cannot clone %s", is_hub ? source : url);
 			gm_repo_remove_tree(d.partial);
 			goto out;
 		}
@@ -935,7 +732,7 @@ static int fetch_remote(git_remote *remote, const struct remote_info *ri, gm_err
 	git_fetch_options_init(&fo, GIT_FETCH_OPTIONS_VERSION);
 	set_headers(&fo.custom_headers, ri, slot);
 	if (git_remote_fetch(remote, NULL, &fo, NULL) < 0)
-		return gm_repo_git_error(err, GM_EIO, "cannot fetch from %s", ri->url);
+		return gm_libgit_error(err, GM_EIO, "cannot fetch from %s", ri->url);
 	return 0;
 }
 
@@ -1033,7 +830,7 @@ int gm_repo_pull(const char *name, const gm_repo_transfer_opts *opts, int *updat
 		goto out;
 	if (git_reference_set_target(&moved, head, git_reference_target(upstream), "git model pull: fast-forward")
 	    < 0) {
-		ret = gm_repo_git_error(err, GM_EIO, "cannot move branch %s", git_reference_shorthand(head));
+		ret = gm_libgit_error(err, GM_EIO, "cannot move branch %s", git_reference_shorthand(head));
 		goto out;
 	}
 	*updated = 1;
@@ -1111,7 +908,7 @@ int gm_repo_push(const char *name, const char *remote_name, const gm_repo_transf
 	po.callbacks.push_update_reference = push_update_ref;
 	po.callbacks.payload = &ps;
 	if (git_remote_push(remote, &refspecs, &po) < 0) {
-		ret = gm_repo_git_error(err, GM_EIO, "cannot push %s to %s", git_reference_shorthand(head), ri.url);
+		ret = gm_libgit_error(err, GM_EIO, "cannot push %s to %s", git_reference_shorthand(head), ri.url);
 		goto out;
 	}
 	if (ps.rejected.len)

@@ -18,11 +18,13 @@
 #include "buf.h"
 #include "fs.h"
 #include "hub.h"
+#include "libgit.h"
 #include "lfs.h"
+#include "lfs-filter.h"
+#include "lfs-repo.h"
 #include "log.h"
 #include "registry.h"
 #include "repo.h"
-#include "worktree.h"
 #include "repo-internal.h"
 
 struct gm_repo {
@@ -33,22 +35,6 @@ struct gm_repo {
 };
 
 /* ------------------------------------------------------------ helpers */
-
-int gm_repo_git_error(gm_error *err, int code, const char *fmt, ...)
-{
-	const git_error *e = git_error_last();
-	gm_buf b = GM_BUF_INIT;
-	va_list ap;
-
-	va_start(ap, fmt);
-	gm_buf_vaddf(&b, fmt, ap);
-	va_end(ap);
-	if (e && e->message)
-		gm_buf_addf(&b, ": %s", e->message);
-	gm_error_set(err, code, "%s", b.buf);
-	gm_buf_release(&b);
-	return code;
-}
 
 /* Removes a directory tree (or a file); 0, or -1 with errno. */
 int gm_repo_remove_tree(const char *path)
@@ -156,16 +142,14 @@ char *gm_repo_absolute(const char *path)
 int gm_repo_global_init(gm_error *err)
 {
 	static int done;
+	int ret;
 
 	if (done)
 		return 0;
-	if (git_libgit2_init() < 0)
-		return gm_repo_git_error(err, GM_ERROR, "cannot initialize libgit2");
-	/* Our tests and users' CI give HOME-less or config-less environments;
-	 * libgit2 must not search the real user's files when GIT_CONFIG_NOSYSTEM
-	 * asks it not to. */
-	if (getenv("GIT_CONFIG_NOSYSTEM"))
-		git_libgit2_opts(GIT_OPT_SET_SEARCH_PATH, GIT_CONFIG_LEVEL_SYSTEM, "");
+	if ((ret = gm_libgit_init(err)))
+		return ret;
+	/* the in-process lfs filter, so that libgit2 cleans and smudges as
+	 * git with git-lfs does */
 	if (gm_lfs_filter_register(err))
 		return err ? err->code : GM_ERROR;
 	done = 1;
@@ -207,7 +191,7 @@ int gm_repo_init(const char *workdir, gm_repo **out, gm_error *err)
 	o.flags = GIT_REPOSITORY_INIT_MKPATH | GIT_REPOSITORY_INIT_NO_REINIT;
 	o.initial_head = "main";
 	if (git_repository_init_ext(&git, workdir, &o) < 0)
-		return gm_repo_git_error(err, GM_EIO, "cannot create a repository in %s", workdir);
+		return gm_libgit_error(err, GM_EIO, "cannot create a repository in %s", workdir);
 	return wrap(git, out, err);
 }
 
@@ -220,7 +204,7 @@ int gm_repo_open(const char *path, gm_repo **out, gm_error *err)
 	if ((ret = gm_repo_global_init(err)))
 		return ret;
 	if (git_repository_open_ext(&git, path, 0, NULL) < 0)
-		return gm_repo_git_error(err, GM_ENOENT, "%s is not a git repository", path);
+		return gm_libgit_error(err, GM_ENOENT, "%s is not a git repository", path);
 	return wrap(git, out, err);
 }
 
@@ -277,7 +261,7 @@ int gm_repo_resolve(gm_repo *r, const char *rev, char out[GM_REPO_OID_HEXLEN + 1
 	}
 	gm_buf_release(&b);
 	if (git_object_peel(&commit, obj, GIT_OBJECT_COMMIT) < 0)
-		ret = gm_repo_git_error(err, GM_EINVAL, "'%s' does not name a commit", rev);
+		ret = gm_libgit_error(err, GM_EINVAL, "'%s' does not name a commit", rev);
 	else
 		git_oid_tostr(out, GM_REPO_OID_HEXLEN + 1, git_object_id(commit));
 	git_object_free(commit);
@@ -338,7 +322,7 @@ static int make_signature(git_repository *git, const char *who, git_signature **
 		rc = git_signature_now(out, name, email);
 	git_signature_free(def);
 	if (rc < 0)
-		return gm_repo_git_error(err, GM_EINVAL, "cannot make a signature for '%s <%s>'", name, email);
+		return gm_libgit_error(err, GM_EINVAL, "cannot make a signature for '%s <%s>'", name, email);
 	return 0;
 }
 
@@ -378,7 +362,7 @@ static int stage_path(gm_repo *r, git_index *idx, const char *rel, gm_error *err
 	if (lstat(full, &st)) {
 		if (errno == ENOENT) {
 			if (git_index_remove_bypath(idx, rel) < 0)
-				ret = gm_repo_git_error(err, GM_ERROR, "cannot remove %s from the index", rel);
+				ret = gm_libgit_error(err, GM_ERROR, "cannot remove %s from the index", rel);
 		} else {
 			ret = gm_error_errno(err, "cannot stat %s", full);
 		}
@@ -395,14 +379,14 @@ static int stage_path(gm_repo *r, git_index *idx, const char *rel, gm_error *err
 			entry_from_stat(&e, &st, rel);
 			if (git_blob_create_from_buffer(&e.id, r->git, text.buf, text.len) < 0 ||
 			    git_index_add(idx, &e) < 0)
-				ret = gm_repo_git_error(err, GM_EIO, "cannot stage %s", rel);
+				ret = gm_libgit_error(err, GM_EIO, "cannot stage %s", rel);
 		} else {
 			gm_error_prefix(err, "%s", rel);
 		}
 		gm_lfs_pointer_release(&p);
 		gm_buf_release(&text);
 	} else if (git_index_add_bypath(idx, rel) < 0) {
-		ret = gm_repo_git_error(err, GM_EIO, "cannot stage %s", rel);
+		ret = gm_libgit_error(err, GM_EIO, "cannot stage %s", rel);
 	}
 	free(full);
 	return ret;
@@ -422,7 +406,7 @@ int gm_repo_commit_files(gm_repo *r, const char *const *paths, size_t n, const c
 	int ret = 0, has_parent;
 
 	if (git_repository_index(&idx, r->git) < 0)
-		return gm_repo_git_error(err, GM_EIO, "cannot read the index of %s", r->workdir);
+		return gm_libgit_error(err, GM_EIO, "cannot read the index of %s", r->workdir);
 	if (n == 0) {
 		if ((ret = gm_repo_list_files(r->workdir, &all, err)))
 			goto out;
@@ -435,26 +419,26 @@ int gm_repo_commit_files(gm_repo *r, const char *const *paths, size_t n, const c
 		goto out;
 	has_parent = git_reference_name_to_id(&parent_id, r->git, "HEAD") == 0;
 	if (has_parent && git_commit_lookup(&parent, r->git, &parent_id) < 0) {
-		ret = gm_repo_git_error(err, GM_EIO, "cannot read HEAD of %s", r->workdir);
+		ret = gm_libgit_error(err, GM_EIO, "cannot read HEAD of %s", r->workdir);
 		goto out;
 	}
 	if ((ret = make_signature(r->git, "AUTHOR", &author, err)) ||
 	    (ret = make_signature(r->git, "COMMITTER", &committer, err)))
 		goto out;
 	if (git_index_write_tree(&tree_id, idx) < 0 || git_tree_lookup(&tree, r->git, &tree_id) < 0) {
-		ret = gm_repo_git_error(err, GM_EIO, "cannot write the tree of %s", r->workdir);
+		ret = gm_libgit_error(err, GM_EIO, "cannot write the tree of %s", r->workdir);
 		goto out;
 	}
 	/* The index first, then the branch: moving the branch is the commit
 	 * point, and if it fails the index merely holds staged changes. */
 	if (git_index_write(idx) < 0) {
-		ret = gm_repo_git_error(err, GM_EIO, "cannot write the index of %s", r->workdir);
+		ret = gm_libgit_error(err, GM_EIO, "cannot write the index of %s", r->workdir);
 		goto out;
 	}
 	parents[0] = parent;
 	if (git_commit_create(&commit_id, r->git, "HEAD", author, committer, NULL, message, tree,
 			      has_parent ? 1 : 0, parents) < 0) {
-		ret = gm_repo_git_error(err, GM_EIO, "cannot commit in %s", r->workdir);
+		ret = gm_libgit_error(err, GM_EIO, "cannot commit in %s", r->workdir);
 		goto out;
 	}
 	if (out)
@@ -482,9 +466,9 @@ static int commit_tree(gm_repo *r, const char *rev, git_tree **tree, char hex[GM
 		return ret;
 	git_oid_fromstr(&id, hex);
 	if (git_commit_lookup(&c, r->git, &id) < 0)
-		return gm_repo_git_error(err, GM_EIO, "cannot read commit %s", hex);
+		return gm_libgit_error(err, GM_EIO, "cannot read commit %s", hex);
 	if (git_commit_tree(tree, c) < 0)
-		ret = gm_repo_git_error(err, GM_EIO, "cannot read the tree of %s", hex);
+		ret = gm_libgit_error(err, GM_EIO, "cannot read the tree of %s", hex);
 	git_commit_free(c);
 	return ret;
 }
@@ -534,7 +518,7 @@ int gm_repo_read_file(gm_repo *r, const char *rev, const char *path, gm_buf *con
 		goto out;
 	}
 	if (git_blob_lookup(&blob, r->git, git_tree_entry_id(e)) < 0) {
-		ret = gm_repo_git_error(err, GM_EIO, "cannot read %s at %s", path, hex);
+		ret = gm_libgit_error(err, GM_EIO, "cannot read %s at %s", path, hex);
 		goto out;
 	}
 	if ((ret = pointer_object(r, blob, path, rev ? rev : "HEAD", &is_ptr, &obj, err)))
@@ -580,7 +564,7 @@ static int view_entry(const char *dir, const git_tree_entry *e, void *payload)
 	if (mode == GIT_FILEMODE_COMMIT)
 		goto out; /* submodules are not part of a model */
 	if (git_blob_lookup(&blob, v->r->git, git_tree_entry_id(e)) < 0) {
-		v->ret = gm_repo_git_error(v->err, GM_EIO, "cannot read %s", rel.buf);
+		v->ret = gm_libgit_error(v->err, GM_EIO, "cannot read %s", rel.buf);
 		goto out;
 	}
 	if (mode == GIT_FILEMODE_LINK) {
@@ -670,7 +654,7 @@ int gm_repo_view(gm_repo *r, const char *commit, char **dir, gm_error *err)
 	v.err = err;
 	v.ret = 0;
 	if (git_tree_walk(tree, GIT_TREEWALK_PRE, view_entry, &v) < 0 && !v.ret)
-		v.ret = gm_repo_git_error(err, GM_EIO, "cannot walk the tree of %s", hex);
+		v.ret = gm_libgit_error(err, GM_EIO, "cannot walk the tree of %s", hex);
 	ret = v.ret;
 	if (!ret && gm_is_dir(final)) {
 		/* stale (dangling links) or made by another process meanwhile:
@@ -770,106 +754,6 @@ int gm_repo_open_spec(const char *spec, gm_repo **out, char commit[GM_REPO_OID_H
 		gm_repo_close(*out);
 		*out = NULL;
 	}
-	gm_registry_model_release(&m);
-	gm_registry_close(reg);
-	free(name);
-	free(rev);
-	return ret;
-}
-
-/* A work tree whose files are still LFS pointers (a clone with --include or
- * --exclude) cannot be loaded; say so instead of letting the safetensors
- * reader call a pointer corrupt.  Only the top level is looked at: that is
- * where a model's files are. */
-static int check_fetched(const char *name, const char *dir, gm_error *err)
-{
-	DIR *d = opendir(dir);
-	struct dirent *de;
-	int ret = 0;
-
-	if (!d)
-		return 0;
-	while (!ret && (de = readdir(d))) {
-		char *p = gm_path_join(dir, de->d_name);
-		struct stat st;
-		gm_buf b = GM_BUF_INIT;
-		if (de->d_name[0] != '.' && lstat(p, &st) == 0 && S_ISREG(st.st_mode) &&
-		    st.st_size < GM_LFS_POINTER_MAX && gm_read_file(p, &b, NULL) == 0 && gm_lfs_is_pointer(b.buf, b.len))
-			ret = gm_error_set(err, GM_ENOENT, "model '%s': %s is an LFS pointer whose object was not "
-					   "fetched; run 'git model fetch %s'", name, de->d_name, name);
-		gm_buf_release(&b);
-		free(p);
-	}
-	closedir(d);
-	return ret;
-}
-
-int gm_repo_resolve_model(const char *spec, char **dir, gm_error *err)
-{
-	gm_registry *reg = NULL;
-	gm_registry_model m = { 0 };
-	gm_repo *r = NULL;
-	char *name, *rev;
-	int ret;
-
-	*dir = NULL;
-	gm_repo_split_spec(spec, &name, &rev);
-	/* a '/' in NAME makes a path; one in REV is a ref (origin/main) */
-	if (strchr(name, '/') || gm_is_dir(spec)) {
-		free(name);
-		free(rev);
-		/* a worktree unmounted by a reboot is mounted again before use */
-		if ((ret = gm_worktree_ensure(spec, err)))
-			return ret;
-		*dir = gm_xstrdup(spec);
-		return 0;
-	}
-	if (rev && !*rev) {
-		ret = gm_error_set(err, GM_EINVAL, "'%s': a revision is expected after '@'", spec);
-		goto out;
-	}
-	if ((ret = gm_registry_check_name(name, err))) {
-		gm_error_prefix(err, "'%s' is neither a model directory nor a registered model", spec);
-		goto out;
-	}
-	{
-		/* no registry yet: nothing is registered, and running a model
-		 * by a wrong name should not create one */
-		char *db = NULL;
-		int exists = gm_registry_default_path(&db, NULL) == 0 && gm_is_file(db);
-		free(db);
-		if (!exists) {
-			ret = gm_error_set(err, GM_ENOENT, "'%s' is neither a model directory nor a registered "
-					   "model (see 'git model list')", spec);
-			goto out;
-		}
-	}
-	if ((ret = gm_registry_open(NULL, &reg, err)))
-		goto out;
-	if ((ret = gm_registry_get_model(reg, name, &m, err))) {
-		if (ret == GM_ENOENT)
-			gm_error_set(err, GM_ENOENT, "'%s' is neither a model directory nor a registered model "
-				     "(see 'git model list')", spec);
-		goto out;
-	}
-	if (!rev) {
-		if (!gm_is_dir(m.path))
-			ret = gm_error_set(err, GM_ENOENT, "model '%s' is registered at %s, which does not "
-					   "exist any more", name, m.path);
-		else if (!(ret = check_fetched(name, m.path, err)))
-			*dir = gm_xstrdup(m.path);
-		goto out;
-	}
-	{
-		/* NAME@BRANCH with a worktree on BRANCH: its files, edits included */
-		int found = 0;
-		if ((ret = gm_worktree_find(name, rev, dir, &found, err)) || found)
-			goto out;
-	}
-	if ((ret = gm_repo_open(m.path, &r, err)) || (ret = gm_repo_view(r, rev, dir, err)))
-		gm_error_prefix(err, "%s", spec);
-out:
-	gm_repo_close(r);
 	gm_registry_model_release(&m);
 	gm_registry_close(reg);
 	free(name);
@@ -1127,49 +1011,6 @@ out:
 	return ret;
 }
 
-/* ------------------------------------------------------------ rm */
-
-int gm_repo_remove(const char *name, gm_error *err)
-{
-	gm_registry *reg = NULL;
-	gm_registry_model m = { 0 };
-	gm_buf aside = GM_BUF_INIT;
-	int ret;
-
-	if ((ret = gm_registry_open(NULL, &reg, err)) || (ret = gm_registry_get_model(reg, name, &m, err)))
-		goto out;
-	/* worktrees first: unmounted and deleted (one with changes stops us);
-	 * a model whose directory vanished has none left to ask */
-	if (gm_is_dir(m.path) && (ret = gm_worktree_remove_all(name, 0, err))) {
-		gm_error_prefix(err, "model '%s' was not removed", name);
-		goto out;
-	}
-	/* Move the directory out of the way first (one rename: the model
-	 * disappears at once), then forget it, then delete the files. */
-	if (gm_is_dir(m.path)) {
-		char *slash = strrchr(m.path, '/');
-		gm_buf_add(&aside, m.path, (size_t)(slash - m.path));
-		gm_buf_addf(&aside, "/.%s.removing-%ld", slash + 1, (long)getpid());
-		if (rename(m.path, aside.buf)) {
-			ret = gm_error_errno(err, "cannot move %s aside", m.path);
-			goto out;
-		}
-	}
-	if ((ret = gm_registry_remove_model(reg, name, err))) {
-		if (aside.len)
-			rename(aside.buf, m.path);
-		goto out;
-	}
-	if (aside.len && gm_repo_remove_tree(aside.buf))
-		ret = gm_error_errno(err, "model '%s' is unregistered but %s could not be fully removed",
-				     name, aside.buf);
-out:
-	gm_buf_release(&aside);
-	gm_registry_model_release(&m);
-	gm_registry_close(reg);
-	return ret;
-}
-
 /* ------------------------------------------------------------ disk usage */
 
 unsigned long long gm_repo_disk_usage(const char *dir)
@@ -1247,23 +1088,23 @@ int gm_repo_commit_branch(gm_repo *r, int mode, const char *base, const char *br
 			if (!(ret = gm_lfs_clean_file(&r->lfs, files[i], &p, err))) {
 				gm_lfs_pointer_format(&p, &text);
 				if (git_blob_create_from_buffer(&upd[i].id, r->git, text.buf, text.len) < 0)
-					ret = gm_repo_git_error(err, GM_EIO, "cannot store %s", paths[i]);
+					ret = gm_libgit_error(err, GM_EIO, "cannot store %s", paths[i]);
 			}
 			gm_lfs_pointer_release(&p);
 			gm_buf_release(&text);
 		} else if (git_blob_create_from_disk(&upd[i].id, r->git, files[i]) < 0) {
-			ret = gm_repo_git_error(err, GM_EIO, "cannot store %s", files[i]);
+			ret = gm_libgit_error(err, GM_EIO, "cannot store %s", files[i]);
 		}
 	}
 	if (ret)
 		goto out;
 	if (git_tree_create_updated(&tree_id, r->git, base_tree, n, upd) < 0 ||
 	    git_tree_lookup(&tree, r->git, &tree_id) < 0) {
-		ret = gm_repo_git_error(err, GM_EIO, "cannot write the tree of the new commit");
+		ret = gm_libgit_error(err, GM_EIO, "cannot write the tree of the new commit");
 		goto out;
 	}
 	if (git_oid_fromstr(&commit_id, hex) < 0 || git_commit_lookup(&parent, r->git, &commit_id) < 0) {
-		ret = gm_repo_git_error(err, GM_EIO, "cannot read commit %s", hex);
+		ret = gm_libgit_error(err, GM_EIO, "cannot read commit %s", hex);
 		goto out;
 	}
 	if ((ret = make_signature(r->git, "AUTHOR", &author, err)) ||
@@ -1273,7 +1114,7 @@ int gm_repo_commit_branch(gm_repo *r, int mode, const char *base, const char *br
 	/* creating the branch is the commit point */
 	if (git_commit_create(&commit_id, r->git, ref.buf, author, committer, NULL, message, tree, 1,
 			      parents) < 0) {
-		ret = gm_repo_git_error(err, GM_EIO, "cannot commit on branch %s", branch);
+		ret = gm_libgit_error(err, GM_EIO, "cannot commit on branch %s", branch);
 		goto out;
 	}
 	if (out)
@@ -1299,7 +1140,7 @@ int gm_repo_commit_dirs(gm_repo *r, const char *const *dirs, size_t n, const cha
 	int ret = 0;
 
 	if (git_repository_index(&idx, r->git) < 0)
-		return gm_repo_git_error(err, GM_EIO, "cannot read the index of %s", r->workdir);
+		return gm_libgit_error(err, GM_EIO, "cannot read the index of %s", r->workdir);
 	for (i = 0; i < n && !ret; i++) {
 		gm_buf want = GM_BUF_INIT;
 		gm_repo_paths now = { NULL, 0, 0 };
@@ -1340,9 +1181,9 @@ int gm_repo_tag(gm_repo *r, const char *name, const char *commit, gm_error *err)
 	int ret = 0;
 
 	if (git_oid_fromstr(&id, commit) < 0 || git_object_lookup(&obj, r->git, &id, GIT_OBJECT_COMMIT) < 0)
-		return gm_repo_git_error(err, GM_ENOENT, "no commit %s to tag", commit);
+		return gm_libgit_error(err, GM_ENOENT, "no commit %s to tag", commit);
 	if (git_tag_create_lightweight(&tag, r->git, name, obj, 1) < 0)
-		ret = gm_repo_git_error(err, GM_EIO, "cannot tag %s as '%s'", commit, name);
+		ret = gm_libgit_error(err, GM_EIO, "cannot tag %s as '%s'", commit, name);
 	git_object_free(obj);
 	return ret;
 }

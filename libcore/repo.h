@@ -1,7 +1,9 @@
 /*
  * repo.h - models as git repositories: libgit2 wrappers and the operations
- * the git model commands are built on (import, clone, fetch, pull, push,
- * fsck, gc, bundles, NAME[@REV] resolution).
+ * the git model commands are built on.  This header is the repository
+ * layer (open, commit, read, view, import, registered models); above it
+ * are bundle.h (bundles), repo-sync.h (clone, fetch, pull, push, fsck, gc)
+ * and, above worktree.h too, resolve.h (what "-m NAME[@REV]" means, rm).
  *
  * A model is a non-bare git repository whose large files are Git LFS
  * pointers with objects in GITDIR/lfs/objects (lfs.h).  Registered models
@@ -128,15 +130,6 @@ int gm_repo_models_dir(char **out, gm_error *err);
 /* Splits "NAME[@REV]"; *rev is NULL without "@". */
 void gm_repo_split_spec(const char *spec, char **name, char **rev);
 
-/*
- * What "-m SPEC" means for git infer, git train and git adapter: SPEC is a
- * model directory when it names an existing directory or has a '/' before
- * any '@';
- * otherwise NAME or NAME@REV of a registered model.  NAME is its work tree;
- * NAME@REV is gm_repo_view of that revision.  *dir is the directory to load.
- */
-int gm_repo_resolve_model(const char *spec, char **dir, gm_error *err);
-
 /* NAME[@REV] of a registered model: its opened repository and the commit
  * REV names (HEAD without one).  For commands that work on a revision
  * rather than on files (checkpoints, tags, diffs). */
@@ -148,12 +141,6 @@ int gm_repo_open_model(gm_registry *reg, const char *name, gm_registry_model *en
 
 /* ------------------------------------------------------------ operations */
 
-typedef struct gm_repo_transfer_opts {
-	const char *const *include; /* NULL-terminated LFS path patterns (lfs.h); NULL: all */
-	const char *const *exclude;
-	int quiet;                  /* no progress */
-} gm_repo_transfer_opts;
-
 /*
  * git model import: DIR (a Hugging Face-layout model directory) becomes a
  * registered repository with HF's .gitattributes, large files in LFS and a
@@ -162,65 +149,7 @@ typedef struct gm_repo_transfer_opts {
  */
 int gm_repo_import(const char *dir, const char *name, gm_registry_model *out, gm_error *err);
 
-/*
- * git model clone: source is "hf:ORG/NAME[@REV]", a git URL, a local
- * repository path, or a FILE.tar written by gm_repo_bundle_create.  The
- * repository is cloned without a checkout, the LFS objects of the revision
- * to check out are downloaded (filtered by include/exclude), then the work
- * tree is checked out; files not downloaded stay pointer files, as with
- * git-lfs.  name may be NULL (derived from the source).
- */
-int gm_repo_clone(const char *source, const char *name, const gm_repo_transfer_opts *opts,
-		  gm_registry_model *out, gm_error *err);
-
-/*
- * git model fetch: fetches origin, then the LFS objects of rev (NULL:
- * HEAD) selected by opts; when rev is the checked-out commit, pointer files
- * in the work tree whose objects arrived are replaced by their content.
- */
-int gm_repo_fetch(const char *name, const char *rev, const gm_repo_transfer_opts *opts, gm_error *err);
-
-/* git model pull: fetch, then fast-forward the current branch to its
- * upstream (refusing anything else) and check it out with its LFS objects.
- * *updated tells whether HEAD moved. */
-int gm_repo_pull(const char *name, const gm_repo_transfer_opts *opts, int *updated, gm_error *err);
-
-/* git model push: uploads the LFS objects of the commits the remote lacks
- * (Batch API), then pushes the current branch with libgit2. */
-int gm_repo_push(const char *name, const char *remote, const gm_repo_transfer_opts *opts, gm_error *err);
-
-/* git model rm: unregisters the model and deletes its directory. */
-int gm_repo_remove(const char *name, gm_error *err);
-
-/* One problem found by gm_repo_fsck. */
-typedef void (*gm_repo_report_fn)(void *ctx, const char *kind, const char *oid, const char *path,
-				  const char *detail);
-
-/*
- * git model fsck: re-hashes every LFS object referenced by any ref (and
- * every object in the store), calling report for each missing or corrupt
- * one.  *n_checked objects were hashed; *n_bad problems were reported.
- */
-int gm_repo_fsck(gm_repo *r, gm_repo_report_fn report, void *ctx, size_t *n_checked, size_t *n_bad,
-		 gm_error *err);
-
-/*
- * git model gc: deletes LFS objects referenced by no commit reachable from
- * a ref or HEAD, nor by the index; dry_run only counts.  Cached views are
- * dropped too (they are rebuilt on demand).
- */
-int gm_repo_gc(gm_repo *r, int dry_run, size_t *n_removed, unsigned long long *bytes_freed,
-	       gm_error *err);
-
 /* Size in bytes of the files under dir (hard links counted once). */
 unsigned long long gm_repo_disk_usage(const char *dir);
-
-/*
- * git model bundle: one tar archive holding a manifest (refs, HEAD, the
- * sha256 of every member), a git pack of everything reachable from the
- * refs, and every LFS object those commits reference that the store has.
- * Written under a temporary name and renamed.
- */
-int gm_repo_bundle_create(gm_repo *r, const char *file, size_t *n_objects, gm_error *err);
 
 #endif

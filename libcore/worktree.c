@@ -20,10 +20,11 @@
 #include "buf.h"
 #include "cow.h"
 #include "fs.h"
+#include "libgit.h"
 #include "lfs.h"
+#include "lfs-filter.h"
 #include "log.h"
 #include "registry.h"
-#include "repo.h"
 #include "worktree.h"
 
 #define LOCK_REASON "git-model: copy-on-write worktree (remove it with: git model worktree rm)"
@@ -61,13 +62,6 @@ struct wt_state {
 };
 
 /* ------------------------------------------------------------ helpers */
-
-static int git_fail(gm_error *err, const char *what)
-{
-	const git_error *e = git_error_last();
-
-	return gm_error_set(err, GM_EIO, "%s: %s", what, e && e->message ? e->message : "libgit2 error");
-}
 
 static char *strip_slash(char *s)
 {
@@ -175,10 +169,10 @@ static int model_open_reg(gm_registry *reg, const char *name, struct model_ctx *
 	m->reg = reg;
 	/* libgit2 with the in-process lfs filter: a status then compares
 	 * large files by their pointers, as git with git-lfs does. */
-	if ((ret = gm_repo_global_init(err)))
+	if ((ret = gm_libgit_init(err)) || (ret = gm_lfs_filter_register(err)))
 		return ret;
 	if (git_repository_open(&m->repo, m->entry.path)) {
-		ret = git_fail(err, m->entry.path);
+		ret = gm_libgit_fail(err, GM_EIO, m->entry.path);
 		gm_error_prefix(err, "model '%s'", name);
 		return ret;
 	}
@@ -394,7 +388,7 @@ static int scan_commit(struct model_ctx *m, const char *commit_hex, struct tree_
 	memset(out, 0, sizeof(*out));
 	if (git_oid_fromstr(&oid, commit_hex) || git_commit_lookup(&c, m->repo, &oid) ||
 	    git_commit_tree(&t, c) || git_tree_walk(t, GIT_TREEWALK_PRE, walk_cb, &w)) {
-		ret = git_fail(err, commit_hex);
+		ret = gm_libgit_fail(err, GM_EIO, commit_hex);
 		tree_files_release(out);
 	}
 	git_tree_free(t);
@@ -528,7 +522,7 @@ static int write_small_file(git_repository *repo, const struct tree_file *f, con
 	if (f->mode == GIT_FILEMODE_COMMIT)
 		return mkdir(dest, 0755) && errno != EEXIST ? gm_error_errno(err, "%s", dest) : 0;
 	if (git_blob_lookup(&blob, repo, &f->blob))
-		return git_fail(err, f->path);
+		return gm_libgit_fail(err, GM_EIO, f->path);
 	data = git_blob_rawcontent(blob);
 	len = (size_t)git_blob_rawsize(blob);
 	if (f->mode == GIT_FILEMODE_LINK) {
@@ -591,7 +585,7 @@ static int populate(struct model_ctx *m, const struct tree_files *t, const char 
 	if (ret)
 		return ret;
 	if (git_repository_open(&wt, dir) || git_repository_index(&idx, wt) || git_index_read_tree(idx, tree)) {
-		ret = git_fail(err, dir);
+		ret = gm_libgit_fail(err, GM_EIO, dir);
 		goto out;
 	}
 	for (k = 0; k < git_index_entrycount(idx); k++) {
@@ -613,14 +607,14 @@ static int populate(struct model_ctx *m, const struct tree_files *t, const char 
 			copy.file_size = (uint32_t)st.st_size;
 			if (git_index_add(idx, &copy)) {
 				free(p);
-				ret = git_fail(err, e->path);
+				ret = gm_libgit_fail(err, GM_EIO, e->path);
 				goto out;
 			}
 		}
 		free(p);
 	}
 	if (git_index_write(idx))
-		ret = git_fail(err, "writing the worktree's index");
+		ret = gm_libgit_fail(err, GM_EIO, "writing the worktree's index");
 out:
 	git_index_free(idx);
 	git_repository_free(wt);
@@ -809,15 +803,15 @@ static int resolve_branch(struct model_ctx *m, const char *ref, const char *wtna
 		new_name = wtname; /* a tag or commit: a branch named after the worktree */
 	} else {
 		if (git_revparse_single(&obj, m->repo, "HEAD"))
-			return git_fail(err, "the model's HEAD");
+			return gm_libgit_fail(err, GM_EIO, "the model's HEAD");
 		new_name = ref ? ref : wtname;
 	}
 	if (git_object_peel((git_object **)&c, obj, GIT_OBJECT_COMMIT)) {
-		ret = git_fail(err, ref ? ref : "HEAD");
+		ret = gm_libgit_fail(err, GM_EIO, ref ? ref : "HEAD");
 		goto out;
 	}
 	if (git_branch_create(&b, m->repo, new_name, c, 0)) {
-		ret = git_fail(err, "creating the branch");
+		ret = gm_libgit_fail(err, GM_EIO, "creating the branch");
 		gm_error_prefix(err, "branch '%s'", new_name);
 		goto out;
 	}
@@ -956,14 +950,14 @@ int gm_worktree_add(const char *name, const char *ref, const gm_worktree_opts *o
 		wo.ref = branch;
 		wo.checkout_options.checkout_strategy = GIT_CHECKOUT_NONE;
 		if (git_worktree_add(&wt, m.repo, s.name, s.path, &wo)) {
-			ret = git_fail(err, "git worktree add");
+			ret = gm_libgit_fail(err, GM_EIO, "git worktree add");
 			gm_error_prefix(err, "%s", s.path);
 			goto out;
 		}
 	}
 	if (git_oid_fromstr(&coid, commit_hex) || git_commit_lookup(&commit, m.repo, &coid) ||
 	    git_commit_tree(&tree, commit)) {
-		ret = git_fail(err, commit_hex);
+		ret = gm_libgit_fail(err, GM_EIO, commit_hex);
 		goto undo;
 	}
 	ret = GM_EUNSUPPORTED;

@@ -15,6 +15,9 @@
 #include "fs.h"
 #include "hub.h"
 #include "lfs.h"
+#include "lfs-filter.h"
+#include "lfs-repo.h"
+#include "lfs-transfer.h"
 #include "tap.h"
 
 #define OID_A "4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393"

@@ -14,8 +14,10 @@
 #include "error.h"
 #include "fs.h"
 #include "lfs.h"
+#include "lfs-repo.h"
 #include "registry.h"
 #include "repo.h"
+#include "resolve.h"
 #include "tap.h"
 
 static char tmpdir[] = "/tmp/gm-test-repo-XXXXXX";
