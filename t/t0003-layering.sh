@@ -85,14 +85,16 @@ FILENAME == includes_list {
 	name = text
 	sub(/^[^"]*"/, "", name)
 	sub(/".*/, "", name)
+	# with folders, every include of a libcore header names its folder
+	# (one spelling everywhere, and no clash with the build's config.h)
+	if (foldered && name !~ /\// && base(name) in byname)
+		bare[++nbare] = path ":" line ": " text " (write \"" byname[base(name)] "\")"
 	target = ""
 	d = dir(path)
 	if (d != "" && (d "/" name) in file)
 		target = d "/" name
 	else if (name in file)
 		target = name
-	else if (name !~ /\// && base(name) in byname && foldered)
-		bare[++nbare] = path ":" line ": " text " (write \"" byname[base(name)] "\")"
 	if (target == "")
 		next
 	from = module(path)
@@ -248,7 +250,7 @@ test_expect_success 'libcore folders include only the folders below them' '
 	test_must_be_empty problems
 '
 
-test_expect_success 'the checks see a cycle, a misplaced definition and an upward include' '
+test_expect_success 'the checks see a cycle, a misplaced definition, an upward include, a bare include' '
 	mkdir -p fake/base fake/storage &&
 	printf "#include \"storage/b.h\"\n" >fake/base/a.h &&
 	printf "#include \"base/a.h\"\n" >fake/storage/b.h &&
@@ -256,14 +258,15 @@ test_expect_success 'the checks see a cycle, a misplaced definition and an upwar
 	printf "int gm_b_thing(void);\n" >>fake/storage/b.h &&
 	printf "%s\n" base/a.c base/a.h storage/b.h >files.fake &&
 	printf "%s\n" "base/a.h:1:#include \"storage/b.h\"" "storage/b.h:1:#include \"base/a.h\"" \
-		"base/a.c:1:#include \"storage/b.h\"" >includes.fake &&
+		"base/a.c:1:#include \"storage/b.h\"" "base/a.c:2:#include \"a.h\"" >includes.fake &&
 	check_layering cycles fake files.fake includes.fake >cycles.out &&
 	check_layering decls fake files.fake includes.fake base/a.c base/a.h storage/b.h >decls.out &&
 	check_layering folders fake files.fake includes.fake >folders.out &&
 	test_grep "^cycle: a -> b -> a" cycles.out &&
 	test_grep "base/a.h:1: #include \"storage/b.h\"" cycles.out &&
 	test_grep "gm_b_thing: declared in storage/b.h:2 (module b) but defined in base/a.c (module a)" decls.out &&
-	test_grep "upward include: base/a.h:1: #include \"storage/b.h\" (base/ may not include storage/)" folders.out
+	test_grep "upward include: base/a.h:1: #include \"storage/b.h\" (base/ may not include storage/)" folders.out &&
+	test_grep "include without its folder: base/a.c:2: #include \"a.h\" (write \"base/a.h\")" folders.out
 '
 
 test_done
