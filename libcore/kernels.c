@@ -166,13 +166,15 @@ static float dot_row_portable(const void *w, enum gm_dtype wt, const float *x, i
 	return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
 }
 
-static void matvec_portable(float *y, const void *w, enum gm_dtype wt, int64_t ldw, const float *x,
-			    int64_t in, int64_t r0, int64_t r1)
+/* The small-batch product (see small_matmul): each (row, token) is dot_row_portable, as in gm_matvec. */
+static void small_portable(float *y, int64_t ldy, const float *x, int64_t ldx, int64_t n, const void *w,
+			   enum gm_dtype wt, int64_t ldw, int64_t in, int64_t r0, int64_t r1)
 {
-	int64_t r;
+	int64_t r, t;
 
 	for (r = r0; r < r1; r++)
-		y[r] = dot_row_portable(wrow(w, wt, ldw, r), wt, x, in);
+		for (t = 0; t < n; t++)
+			y[t * ldy + r] = dot_row_portable(wrow(w, wt, ldw, r), wt, x + t * ldx, in);
 }
 
 /* Converts rows [r0, r1) of W to f32: panel[(r - r0) * in + k] = W[r, k].  Not used for F32 weights. */
@@ -247,59 +249,95 @@ static INL TGT_AVX2 float hsum256(__m256 v)
 	return _mm_cvtss_f32(s);
 }
 
-static INL TGT_AVX2 void matvec_avx2_t(float *y, const void *w, const enum gm_dtype wt, int64_t ldw,
-					const float *x, int64_t in, int64_t r0, int64_t r1)
+/*
+ * The dot-product tile of the small-batch product and of gm_matvec:
+ *   y[t * ldy + r + i] = W[r + i, :] . X[t, :]     for i < R, t < T
+ * X row-major with row stride ldx.  Each (row, token) sum runs in one
+ * 8-lane accumulator over k in order, then a horizontal sum, then the
+ * scalar tail in order: the same float operations whatever R and T, so
+ * gm_matvec and gm_matmul for a few tokens give the same bits.  R <= 4,
+ * T <= 3: 12 accumulators, 3 activation vectors and a weight vector fit
+ * the 16 registers; each weight vector loaded serves T tokens.
+ */
+static INL TGT_AVX2 void dot_avx2(float *y, int64_t ldy, const void *w, const enum gm_dtype wt, int64_t ldw,
+				   const float *x, int64_t ldx, int64_t in, int64_t r, const int R, const int T)
 {
-	int64_t r = r0, k;
+	const void *wr[4];
+	__m256 acc[4][3];
+	int64_t k;
+	int i, t;
 
-	for (; r + 4 <= r1; r += 4) {
-		const void *w0 = wrow(w, wt, ldw, r), *w1 = wrow(w, wt, ldw, r + 1);
-		const void *w2 = wrow(w, wt, ldw, r + 2), *w3 = wrow(w, wt, ldw, r + 3);
-		__m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-		float s0, s1, s2, s3;
-
-		for (k = 0; k + 8 <= in; k += 8) {
-			__m256 xv = _mm256_loadu_ps(x + k);
-			a0 = _mm256_fmadd_ps(ld256(w0, wt, k), xv, a0);
-			a1 = _mm256_fmadd_ps(ld256(w1, wt, k), xv, a1);
-			a2 = _mm256_fmadd_ps(ld256(w2, wt, k), xv, a2);
-			a3 = _mm256_fmadd_ps(ld256(w3, wt, k), xv, a3);
-		}
-		s0 = hsum256(a0), s1 = hsum256(a1), s2 = hsum256(a2), s3 = hsum256(a3);
-		for (; k < in; k++) {
-			s0 += wget(w0, wt, k) * x[k];
-			s1 += wget(w1, wt, k) * x[k];
-			s2 += wget(w2, wt, k) * x[k];
-			s3 += wget(w3, wt, k) * x[k];
-		}
-		y[r] = s0, y[r + 1] = s1, y[r + 2] = s2, y[r + 3] = s3;
+#pragma GCC unroll 4
+	for (i = 0; i < R; i++) {
+		wr[i] = wrow(w, wt, ldw, r + i);
+#pragma GCC unroll 3
+		for (t = 0; t < T; t++)
+			acc[i][t] = _mm256_setzero_ps();
 	}
-	for (; r < r1; r++) {
-		const void *w0 = wrow(w, wt, ldw, r);
-		__m256 a0 = _mm256_setzero_ps();
-		float s0;
+	for (k = 0; k + 8 <= in; k += 8) {
+		__m256 xv[3];
 
-		for (k = 0; k + 8 <= in; k += 8)
-			a0 = _mm256_fmadd_ps(ld256(w0, wt, k), _mm256_loadu_ps(x + k), a0);
-		s0 = hsum256(a0);
-		for (; k < in; k++)
-			s0 += wget(w0, wt, k) * x[k];
-		y[r] = s0;
+#pragma GCC unroll 3
+		for (t = 0; t < T; t++)
+			xv[t] = _mm256_loadu_ps(x + t * ldx + k);
+#pragma GCC unroll 4
+		for (i = 0; i < R; i++) {
+			__m256 wv = ld256(wr[i], wt, k);
+#pragma GCC unroll 3
+			for (t = 0; t < T; t++)
+				acc[i][t] = _mm256_fmadd_ps(wv, xv[t], acc[i][t]);
+		}
+	}
+#pragma GCC unroll 4
+	for (i = 0; i < R; i++) {
+#pragma GCC unroll 3
+		for (t = 0; t < T; t++) {
+			const float *xt_ = x + t * ldx;
+			float s_ = hsum256(acc[i][t]);
+			int64_t kk;
+
+			for (kk = k; kk < in; kk++)
+				s_ += wget(wr[i], wt, kk) * xt_[kk];
+			y[t * ldy + r + i] = s_;
+		}
 	}
 }
 
-static TGT_AVX2 void matvec_avx2(float *y, const void *w, enum gm_dtype wt, int64_t ldw, const float *x,
-				 int64_t in, int64_t r0, int64_t r1)
+/* Rows [r0, r1) by n tokens: blocks of 4 rows by up to 3 tokens, then single rows. */
+static INL TGT_AVX2 void small_avx2_t(float *y, int64_t ldy, const float *x, int64_t ldx, int64_t n,
+				       const void *w, const enum gm_dtype wt, int64_t ldw, int64_t in, int64_t r0,
+				       int64_t r1)
+{
+	int64_t r = r0, t;
+
+	for (; r + 4 <= r1; r += 4) {
+		for (t = 0; t + 3 <= n; t += 3)
+			dot_avx2(y + t * ldy, ldy, w, wt, ldw, x + t * ldx, ldx, in, r, 4, 3);
+		if (n - t == 2)
+			dot_avx2(y + t * ldy, ldy, w, wt, ldw, x + t * ldx, ldx, in, r, 4, 2);
+		else if (n - t == 1)
+			dot_avx2(y + t * ldy, ldy, w, wt, ldw, x + t * ldx, ldx, in, r, 4, 1);
+	}
+	for (; r < r1; r++) {
+		for (t = 0; t + 3 <= n; t += 3)
+			dot_avx2(y + t * ldy, ldy, w, wt, ldw, x + t * ldx, ldx, in, r, 1, 3);
+		for (; t < n; t++)
+			dot_avx2(y + t * ldy, ldy, w, wt, ldw, x + t * ldx, ldx, in, r, 1, 1);
+	}
+}
+
+static TGT_AVX2 void small_avx2(float *y, int64_t ldy, const float *x, int64_t ldx, int64_t n, const void *w,
+				enum gm_dtype wt, int64_t ldw, int64_t in, int64_t r0, int64_t r1)
 {
 	switch (wt) {
 	case GM_DTYPE_BF16:
-		matvec_avx2_t(y, w, GM_DTYPE_BF16, ldw, x, in, r0, r1);
+		small_avx2_t(y, ldy, x, ldx, n, w, GM_DTYPE_BF16, ldw, in, r0, r1);
 		break;
 	case GM_DTYPE_F16:
-		matvec_avx2_t(y, w, GM_DTYPE_F16, ldw, x, in, r0, r1);
+		small_avx2_t(y, ldy, x, ldx, n, w, GM_DTYPE_F16, ldw, in, r0, r1);
 		break;
 	default:
-		matvec_avx2_t(y, w, GM_DTYPE_F32, ldw, x, in, r0, r1);
+		small_avx2_t(y, ldy, x, ldx, n, w, GM_DTYPE_F32, ldw, in, r0, r1);
 		break;
 	}
 }
@@ -382,60 +420,126 @@ static INL TGT_512 __m512 ld512m(const void *w, const enum gm_dtype wt, int64_t 
 	return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
-static INL TGT_512 void matvec_512_t(float *y, const void *w, const enum gm_dtype wt, int64_t ldw,
-				      const float *x, int64_t in, int64_t r0, int64_t r1)
+/*
+ * The dot-product tile (as dot_avx2): y[t * ldy + r + i] = W[r + i, :] . X[t, :]
+ * for i < R, t < T; each sum in one 16-lane accumulator over k in order,
+ * the tail masked, then _mm512_reduce_add_ps, whatever R and T.  R <= 8,
+ * T <= 4 and R * T <= 16.  With PF, the rows R ahead (the next tile of a
+ * contiguous weight) are prefetched, a cache line per row and k step pair.
+ */
+#define DOT_PF_ROWS 8
+static INL TGT_512 void dot_512(float *y, int64_t ldy, const void *w, const enum gm_dtype wt, int64_t ldw,
+				 const float *x, int64_t ldx, int64_t in, int64_t r, const int R, const int T,
+				 const int PF)
 {
-	int64_t r = r0, k, tail = in & 15, body = in - tail;
+	int64_t k, tail = in & 15, body = in - tail;
 	__mmask16 m = (__mmask16)((1u << tail) - 1);
+	const size_t es = dtype_size(wt);
+	const char *wr[8];
+	__m512 acc[8][4];
+	int i, t;
 
+#pragma GCC unroll 8
+	for (i = 0; i < R; i++) {
+		wr[i] = wrow(w, wt, ldw, r + i);
+#pragma GCC unroll 4
+		for (t = 0; t < T; t++)
+			acc[i][t] = _mm512_setzero_ps();
+	}
+	for (k = 0; k < body; k += 16) {
+		__m512 xv[4];
+
+#pragma GCC unroll 4
+		for (t = 0; t < T; t++)
+			xv[t] = _mm512_loadu_ps(x + t * ldx + k);
+#pragma GCC unroll 8
+		for (i = 0; i < R; i++) {
+			__m512 wv = ld512(wr[i], wt, k);
+#pragma GCC unroll 4
+			for (t = 0; t < T; t++)
+				acc[i][t] = _mm512_fmadd_ps(wv, xv[t], acc[i][t]);
+			if (PF && (es == 4 || !(k & 16)))
+				_mm_prefetch(wr[i] + (size_t)(k + (int64_t)R * ldw) * es, _MM_HINT_T0);
+		}
+	}
+	if (tail) {
+		__m512 xv[4];
+
+#pragma GCC unroll 4
+		for (t = 0; t < T; t++)
+			xv[t] = _mm512_maskz_loadu_ps(m, x + t * ldx + k);
+#pragma GCC unroll 8
+		for (i = 0; i < R; i++) {
+			__m512 wv = ld512m(wr[i], wt, k, m);
+#pragma GCC unroll 4
+			for (t = 0; t < T; t++)
+				acc[i][t] = _mm512_fmadd_ps(wv, xv[t], acc[i][t]);
+		}
+	}
+#pragma GCC unroll 8
+	for (i = 0; i < R; i++)
+#pragma GCC unroll 4
+		for (t = 0; t < T; t++)
+			y[t * ldy + r + i] = _mm512_reduce_add_ps(acc[i][t]);
+}
+
+/*
+ * Rows [r0, r1) by n tokens.  One token (gm_matvec, decode): 8 rows per
+ * pass, eight independent sums, the next 8 rows prefetched; the weight is
+ * streamed once at the memory bandwidth.  More tokens: 4 rows by up to 4
+ * tokens, each weight vector used for 4 tokens; the 4 rows (at most 4 * in
+ * * 4 bytes) stay in L1/L2 while the other token groups reuse them.
+ */
+static INL TGT_512 void small_512_t(float *y, int64_t ldy, const float *x, int64_t ldx, int64_t n,
+				     const void *w, const enum gm_dtype wt, int64_t ldw, int64_t in, int64_t r0,
+				     int64_t r1)
+{
+	int64_t r = r0, t;
+
+	if (n == 1) {
+		for (; r + 2 * DOT_PF_ROWS <= r1; r += DOT_PF_ROWS)
+			dot_512(y, ldy, w, wt, ldw, x, ldx, in, r, DOT_PF_ROWS, 1, 1);
+		for (; r + 4 <= r1; r += 4)
+			dot_512(y, ldy, w, wt, ldw, x, ldx, in, r, 4, 1, 0);
+		for (; r < r1; r++)
+			dot_512(y, ldy, w, wt, ldw, x, ldx, in, r, 1, 1, 0);
+		return;
+	}
 	for (; r + 4 <= r1; r += 4) {
-		const void *w0 = wrow(w, wt, ldw, r), *w1 = wrow(w, wt, ldw, r + 1);
-		const void *w2 = wrow(w, wt, ldw, r + 2), *w3 = wrow(w, wt, ldw, r + 3);
-		__m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-
-		for (k = 0; k < body; k += 16) {
-			__m512 xv = _mm512_loadu_ps(x + k);
-			a0 = _mm512_fmadd_ps(ld512(w0, wt, k), xv, a0);
-			a1 = _mm512_fmadd_ps(ld512(w1, wt, k), xv, a1);
-			a2 = _mm512_fmadd_ps(ld512(w2, wt, k), xv, a2);
-			a3 = _mm512_fmadd_ps(ld512(w3, wt, k), xv, a3);
+		for (t = 0; t + 4 <= n; t += 4)
+			dot_512(y + t * ldy, ldy, w, wt, ldw, x + t * ldx, ldx, in, r, 4, 4, 0);
+		switch (n - t) {
+		case 3:
+			dot_512(y + t * ldy, ldy, w, wt, ldw, x + t * ldx, ldx, in, r, 4, 3, 0);
+			break;
+		case 2:
+			dot_512(y + t * ldy, ldy, w, wt, ldw, x + t * ldx, ldx, in, r, 4, 2, 0);
+			break;
+		case 1:
+			dot_512(y + t * ldy, ldy, w, wt, ldw, x + t * ldx, ldx, in, r, 4, 1, 0);
+			break;
 		}
-		if (tail) {
-			__m512 xv = _mm512_maskz_loadu_ps(m, x + k);
-			a0 = _mm512_fmadd_ps(ld512m(w0, wt, k, m), xv, a0);
-			a1 = _mm512_fmadd_ps(ld512m(w1, wt, k, m), xv, a1);
-			a2 = _mm512_fmadd_ps(ld512m(w2, wt, k, m), xv, a2);
-			a3 = _mm512_fmadd_ps(ld512m(w3, wt, k, m), xv, a3);
-		}
-		y[r] = _mm512_reduce_add_ps(a0);
-		y[r + 1] = _mm512_reduce_add_ps(a1);
-		y[r + 2] = _mm512_reduce_add_ps(a2);
-		y[r + 3] = _mm512_reduce_add_ps(a3);
 	}
 	for (; r < r1; r++) {
-		const void *w0 = wrow(w, wt, ldw, r);
-		__m512 a0 = _mm512_setzero_ps();
-
-		for (k = 0; k < body; k += 16)
-			a0 = _mm512_fmadd_ps(ld512(w0, wt, k), _mm512_loadu_ps(x + k), a0);
-		if (tail)
-			a0 = _mm512_fmadd_ps(ld512m(w0, wt, k, m), _mm512_maskz_loadu_ps(m, x + k), a0);
-		y[r] = _mm512_reduce_add_ps(a0);
+		for (t = 0; t + 4 <= n; t += 4)
+			dot_512(y + t * ldy, ldy, w, wt, ldw, x + t * ldx, ldx, in, r, 1, 4, 0);
+		for (; t < n; t++)
+			dot_512(y + t * ldy, ldy, w, wt, ldw, x + t * ldx, ldx, in, r, 1, 1, 0);
 	}
 }
 
-static TGT_512 void matvec_512(float *y, const void *w, enum gm_dtype wt, int64_t ldw, const float *x,
-			       int64_t in, int64_t r0, int64_t r1)
+static TGT_512 void small_512(float *y, int64_t ldy, const float *x, int64_t ldx, int64_t n, const void *w,
+			      enum gm_dtype wt, int64_t ldw, int64_t in, int64_t r0, int64_t r1)
 {
 	switch (wt) {
 	case GM_DTYPE_BF16:
-		matvec_512_t(y, w, GM_DTYPE_BF16, ldw, x, in, r0, r1);
+		small_512_t(y, ldy, x, ldx, n, w, GM_DTYPE_BF16, ldw, in, r0, r1);
 		break;
 	case GM_DTYPE_F16:
-		matvec_512_t(y, w, GM_DTYPE_F16, ldw, x, in, r0, r1);
+		small_512_t(y, ldy, x, ldx, n, w, GM_DTYPE_F16, ldw, in, r0, r1);
 		break;
 	default:
-		matvec_512_t(y, w, GM_DTYPE_F32, ldw, x, in, r0, r1);
+		small_512_t(y, ldy, x, ldx, n, w, GM_DTYPE_F32, ldw, in, r0, r1);
 		break;
 	}
 }
@@ -467,7 +571,9 @@ static TGT_512 void pack_panel_512(float *panel, const void *w, enum gm_dtype wt
 
 /*
  * 12 rows x 32 tokens: 24 accumulators; per k two loads of activations and
- * twelve broadcast weights, 24 FMAs.  12 x 16 when the block has <= 16 tokens.
+ * twelve broadcast weights, 24 FMAs.  (Blocks of at most GM_MATMUL_SMALL
+ * tokens take the dot-product kernels instead; the 12 x 16 branch serves
+ * direct callers.)
  */
 static TGT_512 void micro_512(const float *p, int64_t ldp, const float *xt, int64_t in, float *y, int64_t ldy,
 			      int nr, int nt)
@@ -577,22 +683,34 @@ static TGT_512 void silu_mul_512(float *g, const float *u, int64_t n)
 
 /* ---------------------------------------------------------------- public entry points */
 
-void gm_matvec(float *y, const void *w, enum gm_dtype wt, int64_t ldw, const float *x, int64_t in,
-	       int64_t r0, int64_t r1)
+/*
+ * Y[t, r] = W[r, :] . X[t, :] for t < n, r in [r0, r1), X row-major (row
+ * stride ldx), reading W in place once: the decode product (n = 1) and the
+ * small-batch one (a few sequences decoded together).  Each element is the
+ * sum gm_matvec computes, bit for bit.
+ */
+static void small_matmul(float *y, int64_t ldy, const float *x, int64_t ldx, int64_t n, const void *w,
+			 enum gm_dtype wt, int64_t ldw, int64_t in, int64_t r0, int64_t r1)
 {
 	switch (gm_kernels_isa()) {
 #ifdef GM_X86
 	case GM_ISA_AVX512:
-		matvec_512(y, w, wt, ldw, x, in, r0, r1);
+		small_512(y, ldy, x, ldx, n, w, wt, ldw, in, r0, r1);
 		return;
 	case GM_ISA_AVX2:
-		matvec_avx2(y, w, wt, ldw, x, in, r0, r1);
+		small_avx2(y, ldy, x, ldx, n, w, wt, ldw, in, r0, r1);
 		return;
 #endif
 	default:
-		matvec_portable(y, w, wt, ldw, x, in, r0, r1);
+		small_portable(y, ldy, x, ldx, n, w, wt, ldw, in, r0, r1);
 		return;
 	}
+}
+
+void gm_matvec(float *y, const void *w, enum gm_dtype wt, int64_t ldw, const float *x, int64_t in,
+	       int64_t r0, int64_t r1)
+{
+	small_matmul(y, 0, x, 0, 1, w, wt, ldw, in, r0, r1);
 }
 
 size_t gm_matmul_xt_len(int64_t n, int64_t in)
@@ -620,6 +738,13 @@ void gm_matmul_pack(float *xt, const float *x, int64_t ldx, int64_t n, int64_t i
 	for (b = b0; b < b1; b++) {
 		float *dst = xt + b * in * TB;
 		int64_t nt = n - b * TB < TB ? n - b * TB : TB;
+
+		if (nt <= GM_MATMUL_SMALL) {
+			/* a small block: its rows as they are, for the dot-product kernels */
+			for (j = 0; j < nt; j++)
+				memcpy(dst + j * in, x + (b * TB + j) * ldx, (size_t)in * sizeof(float));
+			continue;
+		}
 
 		/* by chunks of 32 k: the destination chunk (4 KiB) stays in L1 */
 		for (k0 = 0; k0 < in; k0 += 32) {
@@ -665,6 +790,11 @@ void gm_matmul(float *y, int64_t ldy, const float *xt, int64_t n, const void *w,
 	int64_t rb_len = panel_rows(in), rb, b, n_blocks = (n + TB - 1) / TB;
 
 	(void)isa; /* unused without the x86 variants */
+	if (n <= GM_MATMUL_SMALL) {
+		/* a few tokens: each weight row read once, in place, for all of them */
+		small_matmul(y, ldy, xt, in, n, w, wt, ldw, in, r0, r1);
+		return;
+	}
 	for (rb = r0; rb < r1; rb += rb_len) {
 		int64_t re = rb + rb_len < r1 ? rb + rb_len : r1, r, ldp = in;
 		const float *p = panel;
@@ -687,6 +817,11 @@ void gm_matmul(float *y, int64_t ldy, const float *xt, int64_t n, const void *w,
 			const float *xb = xt + b * in * TB;
 			float *yb = y + b * TB * ldy;
 
+			if (nt <= GM_MATMUL_SMALL) {
+				/* the last block of a few tokens (row-major): dot products on the panel */
+				small_matmul(yb + rb, ldy, xb, in, nt, p, GM_DTYPE_F32, ldp, in, 0, re - rb);
+				continue;
+			}
 			for (r = rb; r < re; r += TR) {
 				int nr = (int)(re - r < TR ? re - r : TR);
 				const float *pr = p + (r - rb) * ldp;

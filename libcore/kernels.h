@@ -50,7 +50,9 @@ int gm_kernels_set_isa(enum gm_isa isa);
  * Matrix-vector product for one token:
  *   y[r] = sum_k W[r, k] * x[k]      for r in [r0, r1)
  * W: [rows, in] of type wt, row stride ldw; x: [in] f32; y: indexed by the
- * row number (y[r0] .. y[r1 - 1] are written).
+ * row number (y[r0] .. y[r1 - 1] are written).  Memory-bound: the rows are
+ * streamed 8 at a time (AVX-512; 4 with AVX2), each sum in its own vector
+ * accumulator, the next rows prefetched.
  */
 void gm_matvec(float *y, const void *w, enum gm_dtype wt, int64_t ldw, const float *x, int64_t in,
 	       int64_t r0, int64_t r1);
@@ -59,17 +61,28 @@ void gm_matvec(float *y, const void *w, enum gm_dtype wt, int64_t ldw, const flo
  * Matrix-matrix product for n tokens, reading the weights once:
  *   Y[t, r] = sum_k W[r, k] * X[t, k]   for t in [0, n), r in [r0, r1)
  *
- * X is first packed (gm_matmul_pack) into blocks of GM_MATMUL_TB tokens,
- * transposed: xt[b][k][j] = X[b * TB + j, k], zero past n; xt holds
- * gm_matmul_xt_len(n, in) floats.  Y: [n, *] with row stride ldy, columns
- * r0..r1-1 written.  panel: per-thread scratch of gm_matmul_panel_len(in)
- * floats, where BF16/F16 rows of W are converted to f32 (row-major, a
- * block of rows at a time; F32 weights are read in place).  The
- * micro-kernel computes tiles of GM_MATMUL_TR rows by TB tokens.
- * Each Y element is a sum over k in order, whatever the split of rows.
+ * X is first packed (gm_matmul_pack) into blocks of GM_MATMUL_TB tokens;
+ * a block of more than GM_MATMUL_SMALL tokens is transposed,
+ * xt[b][k][j] = X[b * TB + j, k], zero past n; a block of at most
+ * GM_MATMUL_SMALL tokens (all of X when n <= 16, else the last block) keeps
+ * X's rows, xt[b][j][k] = X[b * TB + j, k].  xt holds
+ * gm_matmul_xt_len(n, in) floats; gm_matmul(xt + b * TB * in, nt, ...) on
+ * block b alone, with nt its token count, is allowed.  Y: [n, *] with row
+ * stride ldy, columns r0..r1-1 written.  panel: per-thread scratch of
+ * gm_matmul_panel_len(in) floats, where BF16/F16 rows of W are converted
+ * to f32 (row-major, a block of rows at a time; F32 weights are read in
+ * place).  The micro-kernel computes tiles of GM_MATMUL_TR rows by TB
+ * tokens; each such Y element is a sum over k in order.
+ *
+ * With n <= GM_MATMUL_SMALL (decoding a few sequences together) no panel
+ * is made: each weight row is read once, in place, and its dot products
+ * with the n tokens computed as gm_matvec computes them: the same bits as
+ * n gm_matvec calls, for a fraction of the memory traffic.
+ * Every Y element is the same whatever the split of rows among threads.
  */
-#define GM_MATMUL_TB 32 /* tokens per packed block */
-#define GM_MATMUL_TR 12 /* weight rows per micro-tile */
+#define GM_MATMUL_TB 32    /* tokens per packed block */
+#define GM_MATMUL_TR 12    /* weight rows per micro-tile */
+#define GM_MATMUL_SMALL 16 /* blocks of at most this many tokens use the dot-product kernels */
 size_t gm_matmul_xt_len(int64_t n, int64_t in);
 size_t gm_matmul_panel_len(int64_t in);
 /* Packs token blocks [b0, b1) of X ([n, in], row stride ldx) into xt. */

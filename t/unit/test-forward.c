@@ -73,11 +73,13 @@ static void *random_weight(enum gm_dtype t, size_t n, float *vals)
 static void test_matvec_matmul(enum gm_isa isa, enum gm_dtype t)
 {
 	const int64_t rows = 45, in = 83, ldw = 91, r0 = 3, r1 = 44;
-	const int64_t ns[] = { 1, 5, 16, 33, 70 };
+	const int64_t ns[] = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 33, 40, 70 };
 	float *wv = gm_xmalloc(sizeof(float) * rows * ldw);
 	void *w = random_weight(t, (size_t)(rows * ldw), wv);
 	float *x = gm_xmalloc(sizeof(float) * 70 * in), *y, *ref, *xt, *panel;
 	double worst_mv = 0, worst_mm = 0;
+	float *y1 = gm_xcalloc((size_t)rows, sizeof(float)), *yb;
+	int same_mv = 1, same_block = 1;
 	size_t ni;
 	int64_t i, r, k, n;
 
@@ -111,7 +113,33 @@ static void test_matvec_matmul(enum gm_isa isa, enum gm_dtype t)
 		}
 		ok(y[0] == 0.0f && y[rows - 1] == 0.0f, "%s %s matmul n=%lld writes only rows [r0, r1)",
 		   gm_isa_name(isa), gm_dtype_name(t), (long long)n);
+		/* a few tokens (the small-batch path): each row of Y is gm_matvec's, bit for bit */
+		for (i = 0; n <= GM_MATMUL_SMALL && i < n; i++) {
+			gm_matvec(y1, w, t, ldw, x + i * in, in, r0, r1);
+			if (memcmp(y1 + r0, y + i * rows + r0, sizeof(float) * (size_t)(r1 - r0)))
+				same_mv = 0;
+		}
+		/* a block alone (as forward.c's LoRA tiles call it) gives what the whole call gave */
+		if (n > GM_MATMUL_TB) {
+			int64_t b, nt;
+
+			yb = gm_xcalloc((size_t)(GM_MATMUL_TB * rows), sizeof(float));
+			for (b = 0; b * GM_MATMUL_TB < n; b++) {
+				nt = n - b * GM_MATMUL_TB < GM_MATMUL_TB ? n - b * GM_MATMUL_TB : GM_MATMUL_TB;
+				gm_matmul(yb, rows, xt + b * GM_MATMUL_TB * in, nt, w, t, ldw, in, r0, r1, panel);
+				for (i = 0; i < nt; i++)
+					if (memcmp(yb + i * rows + r0, y + (b * GM_MATMUL_TB + i) * rows + r0,
+						   sizeof(float) * (size_t)(r1 - r0)))
+						same_block = 0;
+			}
+			free(yb);
+		}
 	}
+	ok(same_mv, "%s %s matmul of 1 to %d tokens: gm_matvec's results, bit for bit", gm_isa_name(isa),
+	   gm_dtype_name(t), GM_MATMUL_SMALL);
+	ok(same_block, "%s %s matmul of one packed block alone: the same as in the whole", gm_isa_name(isa),
+	   gm_dtype_name(t));
+	free(y1);
 	ok(worst_mv < 1e-5, "%s %s matvec matches the reference (rel %.2g)", gm_isa_name(isa), gm_dtype_name(t),
 	   worst_mv);
 	ok(worst_mm < 1e-5, "%s %s matmul matches the reference (rel %.2g)", gm_isa_name(isa), gm_dtype_name(t),
