@@ -33,6 +33,7 @@
 #define TR GM_MATMUL_TR
 
 static int gm_isa_cur = -1;
+static int gm_mode_cur = -1; /* enum gm_matmul_mode, -1 until read from GM_MATMUL */
 
 /* ---------------------------------------------------------------- dispatch */
 
@@ -103,6 +104,43 @@ int gm_kernels_set_isa(enum gm_isa isa)
 	return 0;
 }
 
+int gm_kernels_bf16_supported(void)
+{
+#ifdef GM_X86
+	__builtin_cpu_init();
+	return gm_kernels_isa_supported(GM_ISA_AVX512) && __builtin_cpu_supports("avx512bf16");
+#else
+	return 0;
+#endif
+}
+
+enum gm_matmul_mode gm_kernels_matmul_mode(void)
+{
+	if (gm_mode_cur < 0) {
+		const char *env = getenv("GM_MATMUL");
+
+		gm_mode_cur = env && !strcmp(env, "fast") ? GM_MATMUL_FAST : GM_MATMUL_PRECISE;
+	}
+	return (enum gm_matmul_mode)gm_mode_cur;
+}
+
+void gm_kernels_set_matmul_mode(enum gm_matmul_mode mode)
+{
+	gm_mode_cur = (int)mode;
+}
+
+/* The bf16 products run: fast mode asked, the AVX-512 variant in use, and the CPU has AVX512_BF16. */
+static int fast_active(void)
+{
+	static int supported = -1;
+
+	if (gm_kernels_matmul_mode() != GM_MATMUL_FAST || gm_kernels_isa() != GM_ISA_AVX512)
+		return 0;
+	if (supported < 0)
+		supported = gm_kernels_bf16_supported();
+	return supported;
+}
+
 /* ---------------------------------------------------------------- scalar helpers */
 
 static inline float bf16_f32(uint16_t h)
@@ -112,6 +150,15 @@ static inline float bf16_f32(uint16_t h)
 
 	memcpy(&f, &u, sizeof(f));
 	return f;
+}
+
+/* Weights 2kp and 2kp + 1 of a BF16 row, as one 32-bit word (unaligned load). */
+static inline uint32_t wpair(const uint16_t *w, int64_t kp)
+{
+	uint32_t v;
+
+	memcpy(&v, w + 2 * kp, sizeof(v));
+	return v;
 }
 
 /* Element i of a weight of type t. */
@@ -613,6 +660,86 @@ static TGT_512 void micro_512(const float *p, int64_t ldp, const float *xt, int6
 #undef STORE
 }
 
+/* ---------------------------------------------------------------- AVX512_BF16 (fast mode) */
+#define TGT_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,fma")))
+
+/*
+ * The bf16 activations of a full packed block, for the fast products:
+ * from its f32 transposed layout xt[k][j] (j < TB), the pairs
+ *   x2[kp][j] = bf16(X[j, 2kp]) | bf16(X[j, 2kp + 1]) << 16    (round to nearest even)
+ * as 32-bit words, kp < ceil(in / 2), the missing element of an odd in zero.
+ */
+static TGT_BF16 void pack_bf16_block(uint32_t *x2, const float *xt, int64_t in)
+{
+	const __m512i inter = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7,
+					       22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+	int64_t kp, in2 = (in + 1) / 2, h;
+
+	for (kp = 0; kp < in2; kp++) {
+		for (h = 0; h < TB; h += 16) {
+			__m512 a = _mm512_loadu_ps(xt + 2 * kp * TB + h);
+			__m512 b = 2 * kp + 1 < in ? _mm512_loadu_ps(xt + (2 * kp + 1) * TB + h) : _mm512_setzero_ps();
+			/* [a0..a15 | b0..b15] as bf16, then interleaved to (a_j, b_j) pairs */
+			__m512i ab = (__m512i)_mm512_cvtne2ps_pbh(b, a);
+
+			_mm512_storeu_si512((void *)(x2 + kp * TB + h), _mm512_permutexvar_epi16(inter, ab));
+		}
+	}
+}
+
+/*
+ * The fast micro-kernel: a tile of nr <= 12 rows of a BF16 weight, read in
+ * place (a pair of weights is one 32-bit broadcast), by nt <= 32 tokens of
+ * bf16 pairs x2; vdpbf16ps adds two products per lane and step, into f32:
+ *   y[j * ldy + i] = sum_kp W[i, 2kp] x[j, 2kp] + W[i, 2kp + 1] x[j, 2kp + 1]
+ * Each element accumulates over kp in order in one lane, whatever the tiling.
+ */
+static TGT_BF16 void micro_bf16(const uint16_t *w, int64_t ldw, const uint32_t *x2, int64_t in, float *y,
+				int64_t ldy, int nr, int nt)
+{
+	int64_t kp, half = in / 2;
+	float tmp[TR][TB] __attribute__((aligned(64)));
+	__m512 x0, x1;
+
+#define BROW(i) const uint16_t *p##i = w + (i < nr ? i : 0) * ldw;
+#define BACC(i) __m512 a##i = _mm512_setzero_ps(), b##i = a##i;
+#define BSTEP(i)                                                                          \
+	{                                                                                 \
+		__m512bh w_ = (__m512bh)_mm512_set1_epi32((int)wpair(p##i, kp));          \
+		a##i = _mm512_dpbf16_ps(a##i, w_, (__m512bh)x0);                           \
+		b##i = _mm512_dpbf16_ps(b##i, w_, (__m512bh)x1);                           \
+	}
+#define BSTORE(i)                                                                         \
+	_mm512_store_ps(tmp[i], a##i);                                                    \
+	_mm512_store_ps(tmp[i] + 16, b##i);
+	GM_ROWS(BROW)
+	GM_ROWS(BACC)
+	for (kp = 0; kp < half; kp++) {
+		x0 = (__m512)_mm512_loadu_si512((const void *)(x2 + kp * TB));
+		x1 = (__m512)_mm512_loadu_si512((const void *)(x2 + kp * TB + 16));
+		GM_ROWS(BSTEP)
+	}
+	if (in & 1) {
+		/* the last weight alone: its pair's other half (and the activation's) is zero */
+		x0 = (__m512)_mm512_loadu_si512((const void *)(x2 + kp * TB));
+		x1 = (__m512)_mm512_loadu_si512((const void *)(x2 + kp * TB + 16));
+#define BLAST(i)                                                                          \
+	{                                                                                 \
+		__m512bh w_ = (__m512bh)_mm512_set1_epi32((int)p##i[in - 1]);             \
+		a##i = _mm512_dpbf16_ps(a##i, w_, (__m512bh)x0);                           \
+		b##i = _mm512_dpbf16_ps(b##i, w_, (__m512bh)x1);                           \
+	}
+		GM_ROWS(BLAST)
+#undef BLAST
+	}
+	GM_ROWS(BSTORE)
+	store_tile(y, ldy, (const float (*)[TB])tmp, nr, nt);
+#undef BROW
+#undef BACC
+#undef BSTEP
+#undef BSTORE
+}
+
 /*
  * exp(x) for 16 lanes: x = n ln2 + r with |r| <= ln2 / 2, exp(r) by the
  * Cephes expf polynomial (degree 6, about 1 ulp), times 2^n by scalef (which
@@ -713,9 +840,24 @@ void gm_matvec(float *y, const void *w, enum gm_dtype wt, int64_t ldw, const flo
 	small_matmul(y, 0, x, 0, 1, w, wt, ldw, in, r0, r1);
 }
 
-size_t gm_matmul_xt_len(int64_t n, int64_t in)
+/*
+ * The packed activations: the f32 blocks (nb * TB * in floats), then, in
+ * fast mode, the bf16 pairs of each full block (TB * ceil(in / 2) 32-bit
+ * words per block, see pack_bf16_block), found from n and in alone.
+ */
+static size_t xt_f32_len(int64_t n, int64_t in)
 {
 	return (size_t)((n + TB - 1) / TB) * TB * (size_t)in;
+}
+
+static const uint32_t *xt_bf16_block(const float *xt, int64_t n, int64_t in, int64_t b)
+{
+	return (const uint32_t *)(xt + xt_f32_len(n, in)) + (size_t)b * TB * (size_t)((in + 1) / 2);
+}
+
+size_t gm_matmul_xt_len(int64_t n, int64_t in)
+{
+	return xt_f32_len(n, in) + (size_t)((n + TB - 1) / TB) * TB * (size_t)((in + 1) / 2);
 }
 
 /* Rows of W per panel: a multiple of TR, about 256 KiB of f32. */
@@ -759,6 +901,10 @@ void gm_matmul_pack(float *xt, const float *x, int64_t ldx, int64_t n, int64_t i
 				for (k = k0; k < k1; k++)
 					dst[k * TB + j] = 0.0f;
 		}
+#ifdef GM_X86
+		if (fast_active())
+			pack_bf16_block((uint32_t *)xt_bf16_block(xt, n, in, b), dst, in);
+#endif
 	}
 }
 
@@ -788,6 +934,7 @@ void gm_matmul(float *y, int64_t ldy, const float *xt, int64_t n, const void *w,
 {
 	enum gm_isa isa = gm_kernels_isa();
 	int64_t rb_len = panel_rows(in), rb, b, n_blocks = (n + TB - 1) / TB;
+	int fast = wt == GM_DTYPE_BF16 && fast_active();
 
 	(void)isa; /* unused without the x86 variants */
 	if (n <= GM_MATMUL_SMALL) {
@@ -803,6 +950,8 @@ void gm_matmul(float *y, int64_t ldy, const float *xt, int64_t n, const void *w,
 		if (wt == GM_DTYPE_F32) {
 			p = (const float *)w + rb * ldw;
 			ldp = ldw;
+		} else if (fast && n - (n_blocks - 1) * TB > GM_MATMUL_SMALL) {
+			/* the bf16 products read the weights in place (a short last block needs the panel) */
 		}
 #ifdef GM_X86
 		else if (isa == GM_ISA_AVX512)
@@ -827,6 +976,11 @@ void gm_matmul(float *y, int64_t ldy, const float *xt, int64_t n, const void *w,
 				const float *pr = p + (r - rb) * ldp;
 
 #ifdef GM_X86
+				if (fast) {
+					micro_bf16((const uint16_t *)w + r * ldw, ldw, xt_bf16_block(xt, n, in, b),
+						   in, yb + r, ldy, nr, nt);
+					continue;
+				}
 				if (isa == GM_ISA_AVX512)
 					micro_512(pr, ldp, xb, in, yb + r, ldy, nr, nt);
 				else if (isa == GM_ISA_AVX2)

@@ -39,6 +39,30 @@ enum gm_isa {
 	GM_ISA_AVX512
 };
 
+/*
+ * Matmul mode of BF16 weights (prompts and batches of more than
+ * GM_MATMUL_SMALL tokens; decode and small batches are always precise):
+ *   GM_MATMUL_PRECISE  weights converted to f32, f32 activations and FMAs
+ *                      (meets the 1e-4 golden tolerance); the default;
+ *   GM_MATMUL_FAST     activations rounded to bf16 (to nearest even), bf16
+ *                      weights used in place, products summed in f32 by
+ *                      AVX512_BF16 vdpbf16ps, as PyTorch computes a bf16
+ *                      model: logits move by about 1e-2 (relative), see
+ *                      docs/design-notes.md.  Needs the AVX-512 variant and
+ *                      a CPU with AVX512_BF16; else the precise kernels run.
+ * F32 and F16 weights are always precise.  Read once from the environment
+ * variable GM_MATMUL=fast|precise; gm_kernels_set_matmul_mode overrides.
+ * The mode must not change between gm_matmul_pack and its gm_matmul.
+ */
+enum gm_matmul_mode {
+	GM_MATMUL_PRECISE,
+	GM_MATMUL_FAST
+};
+enum gm_matmul_mode gm_kernels_matmul_mode(void);
+void gm_kernels_set_matmul_mode(enum gm_matmul_mode mode);
+/* 1 when GM_MATMUL_FAST can take effect: AVX-512 with AVX512_BF16. */
+int gm_kernels_bf16_supported(void);
+
 /* The variant in use (detected, or GM_KERNELS). */
 enum gm_isa gm_kernels_isa(void);
 const char *gm_isa_name(enum gm_isa isa);
@@ -67,7 +91,9 @@ void gm_matvec(float *y, const void *w, enum gm_dtype wt, int64_t ldw, const flo
  * GM_MATMUL_SMALL tokens (all of X when n <= 16, else the last block) keeps
  * X's rows, xt[b][j][k] = X[b * TB + j, k].  xt holds
  * gm_matmul_xt_len(n, in) floats; gm_matmul(xt + b * TB * in, nt, ...) on
- * block b alone, with nt its token count, is allowed.  Y: [n, *] with row
+ * block b alone, with nt its token count, is allowed (F32 or F16 weights
+ * only in fast mode: the bf16 activations of BF16 weights' products are
+ * found from n, after the f32 blocks).  Y: [n, *] with row
  * stride ldy, columns r0..r1-1 written.  panel: per-thread scratch of
  * gm_matmul_panel_len(in) floats, where BF16/F16 rows of W are converted
  * to f32 (row-major, a block of rows at a time; F32 weights are read in
