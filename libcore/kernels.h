@@ -76,7 +76,7 @@ int gm_kernels_set_isa(enum gm_isa isa);
  * W: [rows, in] of type wt, row stride ldw; x: [in] f32; y: indexed by the
  * row number (y[r0] .. y[r1 - 1] are written).  Memory-bound: the rows are
  * streamed 8 at a time (AVX-512; 4 with AVX2), each sum in its own vector
- * accumulator, the next rows prefetched.
+ * accumulator.
  */
 void gm_matvec(float *y, const void *w, enum gm_dtype wt, int64_t ldw, const float *x, int64_t in,
 	       int64_t r0, int64_t r1);
