@@ -427,7 +427,8 @@ int cmd_info(int argc, const char **argv)
 		return gm_cmd_usage_error(&cmd, "too many arguments: one model expected");
 	if (gm_repo_resolve_model(argv[0], &dir, &err))
 		return gm_cmd_error(&err);
-	if (gm_model_open(dir, &m, &err)) {
+	/* mapped, not copied: info reads the headers and a few bytes, not every weight */
+	if (gm_model_open_mode(dir, GM_WEIGHTS_MMAP, &m, &err)) {
 		free(dir);
 		return gm_cmd_error(&err);
 	}

@@ -39,6 +39,30 @@ enum gm_isa {
 	GM_ISA_AVX512
 };
 
+/*
+ * Matmul mode of BF16 weights (prompts and batches of more than
+ * GM_MATMUL_SMALL tokens; decode and small batches are always precise):
+ *   GM_MATMUL_PRECISE  weights converted to f32, f32 activations and FMAs
+ *                      (meets the 1e-4 golden tolerance); the default;
+ *   GM_MATMUL_FAST     activations rounded to bf16 (to nearest even), bf16
+ *                      weights used in place, products summed in f32 by
+ *                      AVX512_BF16 vdpbf16ps, as PyTorch computes a bf16
+ *                      model: logits move by about 1e-2 (relative), see
+ *                      docs/design-notes.md.  Needs the AVX-512 variant and
+ *                      a CPU with AVX512_BF16; else the precise kernels run.
+ * F32 and F16 weights are always precise.  Read once from the environment
+ * variable GM_MATMUL=fast|precise; gm_kernels_set_matmul_mode overrides.
+ * The mode must not change between gm_matmul_pack and its gm_matmul.
+ */
+enum gm_matmul_mode {
+	GM_MATMUL_PRECISE,
+	GM_MATMUL_FAST
+};
+enum gm_matmul_mode gm_kernels_matmul_mode(void);
+void gm_kernels_set_matmul_mode(enum gm_matmul_mode mode);
+/* 1 when GM_MATMUL_FAST can take effect: AVX-512 with AVX512_BF16. */
+int gm_kernels_bf16_supported(void);
+
 /* The variant in use (detected, or GM_KERNELS). */
 enum gm_isa gm_kernels_isa(void);
 const char *gm_isa_name(enum gm_isa isa);
@@ -50,7 +74,9 @@ int gm_kernels_set_isa(enum gm_isa isa);
  * Matrix-vector product for one token:
  *   y[r] = sum_k W[r, k] * x[k]      for r in [r0, r1)
  * W: [rows, in] of type wt, row stride ldw; x: [in] f32; y: indexed by the
- * row number (y[r0] .. y[r1 - 1] are written).
+ * row number (y[r0] .. y[r1 - 1] are written).  Memory-bound: the rows are
+ * streamed 8 at a time (AVX-512; 4 with AVX2), each sum in its own vector
+ * accumulator.
  */
 void gm_matvec(float *y, const void *w, enum gm_dtype wt, int64_t ldw, const float *x, int64_t in,
 	       int64_t r0, int64_t r1);
@@ -59,17 +85,30 @@ void gm_matvec(float *y, const void *w, enum gm_dtype wt, int64_t ldw, const flo
  * Matrix-matrix product for n tokens, reading the weights once:
  *   Y[t, r] = sum_k W[r, k] * X[t, k]   for t in [0, n), r in [r0, r1)
  *
- * X is first packed (gm_matmul_pack) into blocks of GM_MATMUL_TB tokens,
- * transposed: xt[b][k][j] = X[b * TB + j, k], zero past n; xt holds
- * gm_matmul_xt_len(n, in) floats.  Y: [n, *] with row stride ldy, columns
- * r0..r1-1 written.  panel: per-thread scratch of gm_matmul_panel_len(in)
- * floats, where BF16/F16 rows of W are converted to f32 (row-major, a
- * block of rows at a time; F32 weights are read in place).  The
- * micro-kernel computes tiles of GM_MATMUL_TR rows by TB tokens.
- * Each Y element is a sum over k in order, whatever the split of rows.
+ * X is first packed (gm_matmul_pack) into blocks of GM_MATMUL_TB tokens;
+ * a block of more than GM_MATMUL_SMALL tokens is transposed,
+ * xt[b][k][j] = X[b * TB + j, k], zero past n; a block of at most
+ * GM_MATMUL_SMALL tokens (all of X when n <= 16, else the last block) keeps
+ * X's rows, xt[b][j][k] = X[b * TB + j, k].  xt holds
+ * gm_matmul_xt_len(n, in) floats; gm_matmul(xt + b * TB * in, nt, ...) on
+ * block b alone, with nt its token count, is allowed (F32 or F16 weights
+ * only in fast mode: the bf16 activations of BF16 weights' products are
+ * found from n, after the f32 blocks).  Y: [n, *] with row
+ * stride ldy, columns r0..r1-1 written.  panel: per-thread scratch of
+ * gm_matmul_panel_len(in) floats, where BF16/F16 rows of W are converted
+ * to f32 (row-major, a block of rows at a time; F32 weights are read in
+ * place).  The micro-kernel computes tiles of GM_MATMUL_TR rows by TB
+ * tokens; each such Y element is a sum over k in order.
+ *
+ * With n <= GM_MATMUL_SMALL (decoding a few sequences together) no panel
+ * is made: each weight row is read once, in place, and its dot products
+ * with the n tokens computed as gm_matvec computes them: the same bits as
+ * n gm_matvec calls, for a fraction of the memory traffic.
+ * Every Y element is the same whatever the split of rows among threads.
  */
-#define GM_MATMUL_TB 32 /* tokens per packed block */
-#define GM_MATMUL_TR 12 /* weight rows per micro-tile */
+#define GM_MATMUL_TB 32    /* tokens per packed block */
+#define GM_MATMUL_TR 12    /* weight rows per micro-tile */
+#define GM_MATMUL_SMALL 16 /* blocks of at most this many tokens use the dot-product kernels */
 size_t gm_matmul_xt_len(int64_t n, int64_t in);
 size_t gm_matmul_panel_len(int64_t in);
 /* Packs token blocks [b0, b1) of X ([n, in], row stride ldx) into xt. */

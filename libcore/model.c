@@ -243,6 +243,11 @@ static int bind_all(gm_model *m, gm_error *err)
 
 int gm_model_open(const char *dir, gm_model **out, gm_error *err)
 {
+	return gm_model_open_mode(dir, GM_WEIGHTS_AUTO, out, err);
+}
+
+int gm_model_open_mode(const char *dir, enum gm_weights_mode mode, gm_model **out, gm_error *err)
+{
 	gm_model *m;
 	int ret;
 
@@ -255,7 +260,7 @@ int gm_model_open(const char *dir, gm_model **out, gm_error *err)
 	m->dir = gm_xstrdup(dir);
 	if ((ret = gm_model_config_load(dir, &m->config, err)) ||
 	    (ret = gm_generation_config_load(dir, &m->config, &m->generation, err)) ||
-	    (ret = gm_weights_open(dir, &m->weights, err)) ||
+	    (ret = gm_weights_open_mode(dir, mode, &m->weights, err)) ||
 	    (ret = bind_all(m, err))) {
 		gm_model_close(m);
 		return ret;
@@ -263,6 +268,8 @@ int gm_model_open(const char *dir, gm_model **out, gm_error *err)
 	gm_info("%s: %s, %zu tensors in %zu file(s), %llu parameters", dir, m->config.architecture,
 		gm_weights_count(m->weights), gm_weights_file_count(m->weights),
 		(unsigned long long)m->n_params);
+	gm_debug("%s: %zu of %zu weight file(s) resident in huge-page memory, the rest mapped", dir,
+		 gm_weights_resident_count(m->weights), gm_weights_file_count(m->weights));
 	*out = m;
 	return 0;
 }

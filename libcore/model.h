@@ -41,7 +41,9 @@ typedef struct gm_model {
 	uint64_t n_params;                /* elements over all bound tensors */
 } gm_model;
 
-int gm_model_open(const char *dir, gm_model **out, gm_error *err);
+int gm_model_open(const char *dir, gm_model **out, gm_error *err); /* weights GM_WEIGHTS_AUTO */
+/* The same, holding the weights as mode says (see gm_weights_open_mode). */
+int gm_model_open_mode(const char *dir, enum gm_weights_mode mode, gm_model **out, gm_error *err);
 void gm_model_close(gm_model *m);
 
 #endif

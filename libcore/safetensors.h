@@ -42,6 +42,20 @@ typedef struct gm_st_file gm_st_file;
 
 /* Maps and validates a file.  On success *out owns the mapping. */
 int gm_st_open(const char *path, gm_st_file **out, gm_error *err);
+/*
+ * How gm_st_open_mode holds the file: GM_ST_LOAD_MAP maps it (pages read
+ * on first touch, shared with the page cache); GM_ST_LOAD_RESIDENT reads
+ * it into anonymous memory aligned to 2 MiB and advised MADV_HUGEPAGE
+ * (read-only once filled), falling back to the mapping when that memory
+ * or the advice is refused.  The tensor views are the same bytes either way.
+ */
+enum gm_st_load {
+	GM_ST_LOAD_MAP,
+	GM_ST_LOAD_RESIDENT
+};
+int gm_st_open_mode(const char *path, enum gm_st_load mode, gm_st_file **out, gm_error *err);
+/* 1 when f holds a resident copy (GM_ST_LOAD_RESIDENT took effect). */
+int gm_st_is_resident(const gm_st_file *f);
 /* Validates a file image already in memory (borrowed, must outlive *out);
  * what names it in errors.  Used by the fuzzer and by tests. */
 int gm_st_open_memory(const void *data, size_t len, const char *what, gm_st_file **out, gm_error *err);

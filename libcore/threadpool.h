@@ -5,7 +5,11 @@
  * loop, so that decoding a token creates no thread.  The calling thread
  * takes part in the work: a pool of n threads starts n - 1 workers.
  * Between loops, workers spin for a short while (the next loop of a forward
- * pass comes within microseconds) and then sleep on a condition variable.
+ * pass comes within microseconds) and then sleep (a futex); the caller
+ * waits for the chunks to be done, not for the workers to check in, so a
+ * worker descheduled by another process (an oversubscribed machine) does
+ * not stall a loop it took no part in; a caller left waiting on a preempted
+ * worker's chunk sleeps too, and leaves it the CPU.
  *
  *   gm_threadpool_for(pool, n_rows, 16, fn, ctx);
  *

@@ -9,8 +9,10 @@
  */
 #include "weights.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "buf.h"
 #include "fs.h"
@@ -31,6 +33,7 @@ struct gm_weights {
 	struct entry *entries; /* sorted by name */
 	size_t n;
 	uint64_t total;
+	enum gm_weights_mode mode; /* as asked; open_files resolves it */
 };
 
 void gm_weights_close(gm_weights *w)
@@ -58,13 +61,16 @@ static size_t add_file(gm_weights *w, const char *path)
 	return w->nfiles++;
 }
 
+static enum gm_st_load choose_load(const gm_weights *w, enum gm_weights_mode mode);
+
 static int open_files(gm_weights *w, gm_error *err)
 {
+	enum gm_st_load load = choose_load(w, w->mode);
 	size_t i;
 	int ret;
 
 	for (i = 0; i < w->nfiles; i++) {
-		ret = gm_st_open(w->paths[i], &w->files[i], err);
+		ret = gm_st_open_mode(w->paths[i], load, &w->files[i], err);
 		if (ret)
 			return ret;
 	}
@@ -200,7 +206,88 @@ static int open_index(gm_weights *w, const char *dir, const char *index, gm_erro
 	return ret;
 }
 
+/* Transparent huge pages can back an madvise'd region: "[always]" or "[madvise]". */
+static int thp_usable(void)
+{
+	char buf[128];
+	FILE *fp = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+	size_t n;
+
+	if (!fp)
+		return 0;
+	n = fread(buf, 1, sizeof(buf) - 1, fp);
+	fclose(fp);
+	buf[n] = 0;
+	return strstr(buf, "[always]") || strstr(buf, "[madvise]");
+}
+
+/* MemAvailable of /proc/meminfo in bytes; 0 when unknown. */
+static uint64_t mem_available(void)
+{
+	char line[256];
+	unsigned long long kb = 0;
+	FILE *fp = fopen("/proc/meminfo", "r");
+
+	if (!fp)
+		return 0;
+	while (fgets(line, sizeof(line), fp))
+		if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1)
+			break;
+	fclose(fp);
+	return (uint64_t)kb * 1024;
+}
+
+/* Sum of the files' sizes (before opening them). */
+static uint64_t files_size(const gm_weights *w)
+{
+	uint64_t sum = 0;
+	struct stat st;
+	size_t i;
+
+	for (i = 0; i < w->nfiles; i++)
+		if (!stat(w->paths[i], &st))
+			sum += (uint64_t)st.st_size;
+	return sum;
+}
+
+static enum gm_st_load choose_load(const gm_weights *w, enum gm_weights_mode mode)
+{
+	const char *env = getenv("GM_WEIGHTS");
+	uint64_t avail;
+
+	if (mode == GM_WEIGHTS_AUTO && env && !strcmp(env, "mmap"))
+		mode = GM_WEIGHTS_MMAP;
+	else if (mode == GM_WEIGHTS_AUTO && env && !strcmp(env, "resident"))
+		mode = GM_WEIGHTS_RESIDENT;
+	if (mode == GM_WEIGHTS_MMAP)
+		return GM_ST_LOAD_MAP;
+	if (mode == GM_WEIGHTS_RESIDENT)
+		return GM_ST_LOAD_RESIDENT;
+	/*
+	 * A copy that would crowd out the rest of memory is worse than 4 KiB
+	 * pages: the page cache can drop pages of a mapping, not of a copy.
+	 */
+	if (!thp_usable())
+		return GM_ST_LOAD_MAP;
+	avail = mem_available();
+	return avail && files_size(w) <= avail / 2 ? GM_ST_LOAD_RESIDENT : GM_ST_LOAD_MAP;
+}
+
 int gm_weights_open(const char *dir, gm_weights **out, gm_error *err)
+{
+	return gm_weights_open_mode(dir, GM_WEIGHTS_AUTO, out, err);
+}
+
+size_t gm_weights_resident_count(const gm_weights *w)
+{
+	size_t i, n = 0;
+
+	for (i = 0; i < w->nfiles; i++)
+		n += gm_st_is_resident(w->files[i]) ? 1 : 0;
+	return n;
+}
+
+int gm_weights_open_mode(const char *dir, enum gm_weights_mode mode, gm_weights **out, gm_error *err)
 {
 	gm_weights *w;
 	char *index, *single;
@@ -209,6 +296,7 @@ int gm_weights_open(const char *dir, gm_weights **out, gm_error *err)
 	if (!gm_is_dir(dir))
 		return gm_error_set(err, GM_ENOENT, "%s: not a directory", dir);
 	w = gm_xcalloc(1, sizeof(*w));
+	w->mode = mode;
 	index = gm_path_join(dir, INDEX_NAME);
 	single = gm_path_join(dir, SINGLE_NAME);
 	if (gm_is_file(index)) {

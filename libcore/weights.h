@@ -19,7 +19,31 @@
 
 typedef struct gm_weights gm_weights;
 
-int gm_weights_open(const char *dir, gm_weights **out, gm_error *err);
+/*
+ * How the weights are held in memory (see gm_st_open_mode):
+ *   GM_WEIGHTS_MMAP      the files are mapped (4 KiB pages of the page cache);
+ *   GM_WEIGHTS_RESIDENT  copied into 2 MiB-aligned anonymous memory advised
+ *                        MADV_HUGEPAGE: about 0.3 s per GB more at open and
+ *                        the model's size in private memory, for decode at
+ *                        the memory-bandwidth limit (a token streams every
+ *                        weight; 4 KiB pages cost a TLB miss every 4 KiB);
+ *   GM_WEIGHTS_AUTO      the environment variable GM_WEIGHTS=mmap|resident
+ *                        when set, else resident when transparent huge pages
+ *                        are enabled (madvise or always) and the files take
+ *                        at most half of the available memory, else mmap.
+ * Either way the tensors hold the same bytes and stay valid until
+ * gm_weights_close.
+ */
+enum gm_weights_mode {
+	GM_WEIGHTS_AUTO,
+	GM_WEIGHTS_MMAP,
+	GM_WEIGHTS_RESIDENT
+};
+
+int gm_weights_open(const char *dir, gm_weights **out, gm_error *err); /* GM_WEIGHTS_AUTO */
+int gm_weights_open_mode(const char *dir, enum gm_weights_mode mode, gm_weights **out, gm_error *err);
+/* The number of files held resident (GM_WEIGHTS_RESIDENT took effect for them). */
+size_t gm_weights_resident_count(const gm_weights *w);
 void gm_weights_close(gm_weights *w);
 
 size_t gm_weights_count(const gm_weights *w);

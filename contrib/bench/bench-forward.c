@@ -8,6 +8,8 @@
  *   decode: a 16-token prompt, then DECODE tokens (default 128) one at a
  *           time, each the argmax of the previous logits (only the
  *           one-token evals are timed).
+ * -p 0 or -d 0 skips that workload.  The time to open the model and whether
+ * the weights are resident (GM_WEIGHTS, see weights.h) are printed.
  * Token ids are pseudo-random (fixed seed) below 151643; random weights cost
  * what trained ones cost.  Also prints the peak RSS of the process.
  *
@@ -89,6 +91,7 @@ int main(int argc, char **argv)
 	struct rusage ru;
 	uint32_t seed = 12345;
 	char name[64];
+	double t_load;
 
 	while ((opt = getopt(argc, argv, "t:r:p:d:c:a:")) != -1) {
 		switch (opt) {
@@ -109,14 +112,16 @@ int main(int argc, char **argv)
 			return 129;
 		}
 	}
-	if (optind != argc - 1 || runs < 1 || n_prompt < 1 || n_decode < 1) {
+	if (optind != argc - 1 || runs < 1 || n_prompt < 0 || n_decode < 0) {
 		fputs(USAGE, stderr);
 		return 129;
 	}
 	if (!n_ctx)
 		n_ctx = (n_prompt > n_short + n_decode ? n_prompt : n_short + n_decode) + 16;
+	t_load = now();
 	if (gm_model_open(argv[optind], &m, &err))
 		die(argv[optind], &err);
+	t_load = now() - t_load;
 	if (gm_forward_new(m, n_ctx, threads, &f, &err))
 		die("gm_forward_new", &err);
 	for (i = 0; i < n_ad; i++)
@@ -135,6 +140,8 @@ int main(int argc, char **argv)
 	       (int)m->config.num_hidden_layers, (long long)m->config.hidden_size, (double)m->n_params / 1e6,
 	       (double)gm_weights_total_bytes(m->weights) / 1e9);
 	printf("threads %d, kernels %s, context %d\n", threads, gm_isa_name(gm_kernels_isa()), n_ctx);
+	printf("weights %s, opened in %.2f s\n",
+	       gm_weights_resident_count(m->weights) ? "resident (huge-page memory)" : "mapped", t_load);
 	for (i = 0; i < n_ad; i++)
 		printf("adapter %s: r %lld, %zu modules, %.2fM parameters\n", ad_dirs[i], (long long)ads[i]->config.r,
 		       ads[i]->n_modules, (double)ads[i]->n_params / 1e6);
@@ -149,6 +156,8 @@ int main(int argc, char **argv)
 
 	/* each run without adapters, then (with -a) with them */
 	for (w = 0; w < 2; w++) {
+		if ((w == 0 && !n_prompt) || (w == 1 && !n_decode))
+			continue; /* -p 0 or -d 0: that workload is skipped */
 		for (r = 0; r < runs; r++) {
 			for (with = 0; with <= (n_ad > 0); with++) {
 				double t0, *out = with ? tps_ad : tps;
@@ -190,7 +199,7 @@ int main(int argc, char **argv)
 	}
 
 	getrusage(RUSAGE_SELF, &ru);
-	printf("\npeak RSS %.1f MiB (weights %.1f MiB mapped, KV cache %.1f MiB for %d tokens)\n",
+	printf("\npeak RSS %.1f MiB (weights %.1f MiB, KV cache %.1f MiB for %d tokens)\n",
 	       ru.ru_maxrss / 1024.0, (double)gm_weights_total_bytes(m->weights) / (1024.0 * 1024.0),
 	       2.0 * 4.0 * (double)m->config.num_hidden_layers * (double)m->config.num_key_value_heads *
 		       (double)m->config.head_dim * n_ctx / (1024.0 * 1024.0),

@@ -1206,6 +1206,78 @@ out:
 	free(file);
 }
 
+/* The same tensors, byte for byte, whether the weights are mapped or resident in huge-page memory. */
+static int same_weights(const gm_weights *a, const gm_weights *b)
+{
+	size_t i;
+
+	if (gm_weights_count(a) != gm_weights_count(b))
+		return 0;
+	for (i = 0; i < gm_weights_count(a); i++) {
+		const gm_tensor *x = gm_weights_tensor(a, i), *y = gm_weights_tensor(b, i);
+
+		if (strcmp(x->name, y->name) || x->nbytes != y->nbytes || x->dtype != y->dtype ||
+		    memcmp(x->data, y->data, x->nbytes))
+			return 0;
+	}
+	return 1;
+}
+
+static void test_resident(void)
+{
+	gm_error err = GM_ERROR_INIT;
+	char *dir = fixture(F32_DIR), *bdir = fixture(BF16_DIR), *big = tmp_path("resident");
+	char *bigfile = gm_path_join(big, "model.safetensors");
+	gm_weights *m = NULL, *r = NULL;
+	gm_st_writer *wr;
+	const char *dirs[3];
+	int64_t shape[2] = { 1024 + 3, 1031 }; /* 4.2 MB of f32: more than two huge pages, not a multiple */
+	float *data;
+	size_t i, n = (size_t)(shape[0] * shape[1]);
+
+	/* a file larger than a huge page, with tensors on both sides of the 2 MiB boundary */
+	data = gm_xmalloc(n * sizeof(float));
+	for (i = 0; i < n; i++)
+		data[i] = (float)i * 0.25f - 7.0f;
+	mkdir(big, 0777);
+	wr = gm_st_writer_new();
+	ok(!gm_st_writer_add(wr, "a", GM_DTYPE_F32, 2, shape, data, &err) &&
+	   !gm_st_writer_add(wr, "b", GM_DTYPE_F32, 1, shape, data + 17, &err) &&
+	   !gm_st_writer_write(wr, bigfile, &err), "write a 4 MB safetensors file");
+	gm_st_writer_free(wr);
+	dirs[0] = dir;
+	dirs[1] = bdir;
+	dirs[2] = big;
+	for (i = 0; i < 3; i++) {
+		m = r = NULL;
+		if (!ok(!gm_weights_open_mode(dirs[i], GM_WEIGHTS_MMAP, &m, &err) &&
+			!gm_weights_open_mode(dirs[i], GM_WEIGHTS_RESIDENT, &r, &err), "open %s mapped and resident",
+			dirs[i])) {
+			tap_diag("%s", err.msg);
+		} else {
+			ok(!gm_weights_resident_count(m), "mapped: no resident file");
+			ok(same_weights(m, r), "resident copy of %s: the same tensors, byte for byte", dirs[i]);
+			if (!gm_weights_resident_count(r))
+				tap_diag("no huge-page memory here: the resident open fell back to the mapping");
+			else
+				ok(((uintptr_t)gm_weights_tensor(r, 0)->data & 7) ==
+				   ((uintptr_t)gm_weights_tensor(m, 0)->data & 7), "alignment of the data as in the mapping");
+		}
+		gm_weights_close(m);
+		gm_weights_close(r);
+	}
+	setenv("GM_WEIGHTS", "mmap", 1);
+	m = NULL;
+	ok(!gm_weights_open(big, &m, &err) && !gm_weights_resident_count(m), "GM_WEIGHTS=mmap maps");
+	gm_weights_close(m);
+	unsetenv("GM_WEIGHTS");
+	free(data);
+	free(bigfile);
+	free(big);
+	free(dir);
+	free(bdir);
+}
+
 int main(void)
 {
 	char *cmd;
@@ -1232,6 +1304,7 @@ int main(void)
 	test_f16();
 	test_convert_arrays();
 	test_weights();
+	test_resident();
 	cmd = gm_path_join("rm -rf ", tmpdir);
 	if (system(cmd) != 0)
 		tap_diag("could not remove %s", tmpdir);

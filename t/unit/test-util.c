@@ -3,6 +3,9 @@
  * opts, rng and the embedded assets.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdint.h>
@@ -21,6 +24,7 @@
 #include "opts.h"
 #include "rng.h"
 #include "tap.h"
+#include "threadpool.h"
 
 static void test_error(void)
 {
@@ -342,6 +346,108 @@ static void test_assets(void)
 	gm_buf_release(&b);
 }
 
+/* ---------------------------------------------------------------- thread pool */
+
+struct pool_job {
+	int *count;     /* [n]: times each item was visited */
+	int64_t grain;
+	int size, bad;  /* bad: a chunk misaligned, or a thread id out of range */
+	int slow;       /* items whose visit sleeps, so that loops overlap a worker's lateness */
+};
+
+static void pool_visit(void *ctx, int64_t b, int64_t e, int thread)
+{
+	struct pool_job *j = ctx;
+	int64_t i;
+
+	if (thread < 0 || thread >= j->size || b % j->grain)
+		__atomic_store_n(&j->bad, 1, __ATOMIC_RELAXED);
+	for (i = b; i < e; i++) {
+		j->count[i]++;
+		if (j->slow && i == b && (b / j->grain) % 7 == 3) {
+			struct timespec ts = { 0, 20000 };
+			nanosleep(&ts, NULL);
+		}
+	}
+}
+
+static atomic_int hog_stop;
+
+static void *hog(void *arg)
+{
+	volatile unsigned long x = 0;
+
+	(void)arg;
+	while (!atomic_load_explicit(&hog_stop, memory_order_relaxed))
+		x++;
+	return NULL;
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/*
+ * Every item visited exactly once per loop, in chunks that are multiples
+ * of the grain, by thread ids in range: with more threads than CPUs and
+ * with busy threads of our own competing for every CPU (a descheduled
+ * worker must not stall loops, or lose one), over thousands of loops as a
+ * decode makes them.
+ */
+static void test_threadpool(void)
+{
+	static const int sizes[] = { 1, 2, 3, 8 };
+	int n_cpu = gm_cpu_count(), h, si;
+	pthread_t hogs[4];
+	gm_error err = GM_ERROR_INIT;
+
+	for (h = 0; h < 2; h++) {
+		int n_hogs = h ? (n_cpu < 4 ? n_cpu : 4) : 0;
+		atomic_store(&hog_stop, 0);
+		for (si = 0; si < n_hogs; si++)
+			pthread_create(&hogs[si], NULL, hog, NULL);
+		for (si = 0; si < 4; si++) {
+			gm_threadpool *p = NULL;
+			const int64_t n = 3000;
+			int loops = 2000, l, ok_all = 1;
+			struct pool_job j = { gm_xcalloc(n, sizeof(int)), 16, sizes[si], 0, 0 };
+			double t0 = now_s();
+			int64_t i;
+
+			if (gm_threadpool_new(sizes[si], &p, &err)) {
+				ok(0, "gm_threadpool_new(%d): %s", sizes[si], err.msg);
+				free(j.count);
+				continue;
+			}
+			for (l = 0; l < loops; l++) {
+				j.slow = l % 50 == 0;
+				gm_threadpool_for(p, l % 3 ? n : 17 + l % 200, j.grain, pool_visit, &j);
+				if (l % 3 == 0) {
+					for (i = 0; i < 17 + l % 200; i++)
+						ok_all &= j.count[i] == 1;
+					memset(j.count, 0, n * sizeof(int));
+				} else {
+					for (i = 0; i < n; i++)
+						ok_all &= j.count[i] == 1;
+					memset(j.count, 0, n * sizeof(int));
+				}
+			}
+			ok(ok_all && !j.bad && gm_threadpool_size(p) == sizes[si],
+			   "thread pool of %d (%d CPUs, %d busy threads beside): %d loops, every item once (%.2f s)",
+			   sizes[si], n_cpu, n_hogs, loops, now_s() - t0);
+			gm_threadpool_free(p);
+			free(j.count);
+		}
+		atomic_store(&hog_stop, 1);
+		for (si = 0; si < n_hogs; si++)
+			pthread_join(hogs[si], NULL);
+	}
+}
+
 int main(void)
 {
 	char *cmd;
@@ -360,6 +466,7 @@ int main(void)
 	test_opts();
 	test_rng();
 	test_assets();
+	test_threadpool();
 	cmd = gm_path_join("rm -rf ", tmpdir);
 	if (system(cmd) != 0)
 		tap_diag("could not remove %s", tmpdir);
