@@ -51,7 +51,7 @@ static const char *const usage[] = {
 
 struct infer_opts {
 	const char *model_id; /* --serve: the registered name clients use; NULL: the directory's */
-	const char *model, *prompt, *system, *seed, *prompt_ids, *logits_out, *render_chat;
+	const char *model, *prompt, *system, *seed, *prompt_ids, *logits_out, *render_chat, *kv_type;
 	int chat, think, print_ids, tokenize, generation_prompt, verbosity;
 	long max_tokens, top_k, threads, ctx;
 	double temperature, top_p, min_p, repeat_penalty;
@@ -648,6 +648,7 @@ static int run_generate(const struct gm_cmd_info *cmd, const struct infer_opts *
 	gm_error err = GM_ERROR_INIT;
 	struct session s;
 	gm_sampler_params sp;
+	gm_forward_opts fo = { 0, 0, GM_KV_F32 }; /* the exact mode by default (the goldens' 1e-4) */
 	int interactive = !io->prompt && !io->prompt_ids;
 	int need_tok, ret = 1;
 
@@ -655,6 +656,8 @@ static int run_generate(const struct gm_cmd_info *cmd, const struct infer_opts *
 	s.io = io;
 
 	/* Usage first, before anything is loaded. */
+	if (io->kv_type && gm_kv_type_parse(io->kv_type, &fo.kv_type, &err))
+		return gm_cmd_usage_error(cmd, "%s", err.msg);
 	if (io->prompt && io->prompt_ids)
 		return gm_cmd_usage_error(cmd, "-p and --prompt-ids cannot be combined");
 	if (io->chat && io->prompt_ids)
@@ -718,8 +721,12 @@ static int run_generate(const struct gm_cmd_info *cmd, const struct infer_opts *
 		goto fail;
 	if ((ret = load_adapters(s.model, io->model, as)))
 		goto out;
-	if ((ret = gm_forward_new(s.model, (int)io->ctx, (int)io->threads, &s.f, &err)))
+	fo.n_ctx = (int)io->ctx;
+	fo.n_threads = (int)io->threads;
+	if ((ret = gm_forward_new_ex(s.model, &fo, &s.f, &err)))
 		goto fail;
+	gm_debug("KV cache: %s, %zu bytes per token", gm_kv_type_name(gm_forward_kv_type(s.f)),
+		 gm_kv_bytes_per_token(s.model, gm_forward_kv_type(s.f)));
 	if (as->n) {
 		gm_forward_adapter *list = gm_xcalloc((size_t)as->n, sizeof(*list));
 		gm_buf b = GM_BUF_INIT;
@@ -805,6 +812,14 @@ static int run_serve(const struct gm_cmd_info *cmd, const struct infer_opts *io)
 	gm_serve_config_init(&c);
 	if (opt)
 		return gm_cmd_usage_error(cmd, "%s does not go with --serve: clients give it in each request", opt);
+	c.kv_type = GM_KV_F32;
+	if (io->kv_type) {
+		enum gm_kv_type kt;
+
+		if (gm_kv_type_parse(io->kv_type, &kt, &err))
+			return gm_cmd_usage_error(cmd, "%s", err.msg);
+		c.kv_type = (int)kt;
+	}
 	if (gm_serve_parse_listen(io->serve, &addr, &c.port, &err))
 		return gm_cmd_usage_error(cmd, "option '--serve' expects [<addr>:]<port>: %s", err.msg);
 	for (i = 0; i < (int)io->adapter.n; i++)
@@ -903,6 +918,8 @@ int main(int argc, const char **argv)
 		GM_OPT_INT(0, "threads", &io.threads, "n", "threads (default: all CPUs)", 0, 4096),
 		GM_OPT_INT(0, "ctx", &io.ctx, "n", "context length in tokens (default: from the model, at most 4096)",
 			   0, 1 << 24),
+		GM_OPT_STRING(0, "kv-type", &io.kv_type, "type",
+			      "KV cache in f32 (default), auto (the model's dtype), bf16 or f16"),
 		GM_OPT_GROUP("serving (OpenAI-compatible HTTP API)"),
 		GM_OPT_STRING(0, "serve", &io.serve, "addr:port",
 			      "serve the model over HTTP (addr: 127.0.0.1 if left out; port 0: any)"),

@@ -48,6 +48,7 @@ typedef struct gm_serve_config {
 	double shutdown_timeout_s;  /* gm_serve_stop: how long in-flight requests may finish */
 	int n_ctx;                  /* per sequence; 0: the model's, at most 4096 */
 	int n_threads;              /* compute threads in all; 0: one per CPU */
+	int kv_type;                /* enum gm_kv_type (kv.h) of the KV memory (git infer: F32 unless --kv-type) */
 	/* Extra adapters: "DIR" (named after its base name, without an NN_
 	 * prefix) or "NAME=DIR"; those in MODEL/adapters/ are loaded too. */
 	const char *const *adapters;
