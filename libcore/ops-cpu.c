@@ -555,6 +555,28 @@ void gm_op_linear_backward(gm_ops *o, const gm_tensor *wt, const float *dy, int6
 	add_to(dx, tmp, n * in);
 }
 
+struct tr_job {
+	void *dst;
+	const void *src;
+	size_t el;
+	int64_t rows, cols;
+};
+
+static void tr_run(void *ctx, int64_t b, int64_t e, int th)
+{
+	struct tr_job *j = ctx;
+
+	(void)th;
+	gm_transpose(j->dst, j->src, j->el, j->rows, j->cols, b, e);
+}
+
+void gm_op_transpose(gm_ops *o, void *dst, const gm_tensor *w)
+{
+	struct tr_job j = { dst, w->data, w->dtype == GM_DTYPE_F32 ? 4 : 2, w->shape[0], w->shape[1] };
+
+	gm_threadpool_for(o->pool, j.cols, 32, tr_run, &j);
+}
+
 /* ---------------------------------------------------------------- row-wise ops */
 
 enum row_op { ROW_NORM, ROW_ADD_NORM, ROW_NORM_BWD, ROW_QK, ROW_QK_BWD, ROW_SILU, ROW_SILU_BWD, ROW_EMBED, ROW_ADD };

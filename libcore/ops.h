@@ -101,6 +101,9 @@ void gm_op_linear(gm_ops *o, const float *x, int64_t ldx, int64_t n, const gm_op
 void gm_op_linear_backward(gm_ops *o, const gm_tensor *wt, const float *dy, int64_t n, float *dx, int add,
 			   const gm_op_lora *lora, const float *x, const float *u, float *ga, float *gb);
 
+/* dst = W^T, [in, out], of W [out, in] (F32, BF16 or F16; the same type, bit for bit): the weight of dY W. */
+void gm_op_transpose(gm_ops *o, void *dst, const gm_tensor *w);
+
 /* ---------------------------------------------------------------- row-wise ops */
 
 /* out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * w, for rows t < n of dim elements (contiguous rows). */
