@@ -50,25 +50,24 @@
 #include <string.h>
 
 #include "buf.h"
-#include "kernels-kv.h"
 #include "kernels.h"
 #include "kv-internal.h"
+#include "ops.h"
 #include "peft.h"
+#include "qwen3.h"
 #include "sparse.h"
 #include "threadpool.h"
 
 #define GM_FWD_BATCH 512   /* rows per internal pass */
 #define GM_FWD_MATVEC_MAX 2 /* passes (or adapter ranges) up to this size use gm_matvec */
 #define GM_FWD_MAX_CTX_DEFAULT 4096
-#define GM_LIN_MAX 3        /* projections of one input run as one loop */
-#define GM_LORA_TILE 64     /* rows of u B^T computed at a time, into a per-thread tile */
 
 /* The stacked adapters of one projection of one layer (see above). */
 struct lora_proj {
 	int64_t rank;      /* R; 0: not adapted */
 	float *a;          /* [R, in], scales folded in */
 	float *b;          /* [out, R] */
-	gm_tensor ta, tb;  /* views of a and b for the kernels */
+	gm_op_lora op;     /* the view the ops take (scale 1: folded) */
 };
 
 /* The merged sparse adapters of one projection of one layer (see above). */
@@ -77,6 +76,7 @@ struct sparse_proj {
 	int64_t *rowp;     /* [out + 1] */
 	int32_t *cols;     /* [nnz] */
 	float *vals;       /* [nnz], scales folded in */
+	gm_op_sparse op;   /* the view the ops take */
 };
 
 /* One adapter set. */
@@ -95,11 +95,11 @@ struct range {
 
 struct gm_forward {
 	const gm_model *m;
-	gm_threadpool *pool;
-	int n_threads;
+	gm_ops *ops;               /* the backend the model definition runs on */
+	gm_qwen3_dims dims;
 	int n_ctx, batch;
 	int64_t hidden, q_dim, kv_dim, head_dim, n_heads, n_kv, inter, vocab, n_layers;
-	float eps, att_scale;
+	float eps;
 	float *inv_freq;           /* [head_dim / 2] */
 
 	/* the single-sequence calls */
@@ -121,25 +121,13 @@ struct gm_forward {
 	int order_cap;
 
 	/* one pass: rows ev_*[p0 .. p0 + nb) */
-	const int32_t *row_seq, *row_pos;
 	struct range *ranges;      /* [batch] at most */
-	int n_ranges;
+	gm_op_delta *deltas;       /* [GM_PEFT_PROJ_COUNT][batch]: one layer's adapter ranges */
 	float *x, *xn, *xo;        /* [batch, hidden] */
 	float *q, *att;            /* [batch, q_dim] */
 	float *k, *v;              /* [batch, kv_dim] */
 	float *gate, *up;          /* [batch, inter] */
 	float *rope_cs, *rope_sn;  /* [batch, head_dim / 2] */
-	float *xt;                 /* packed activations, gm_matmul_xt_len(batch, max in) */
-	size_t panel_len;
-	float **panel;             /* per thread */
-	size_t scores_len;
-	float **scores;            /* per thread, [min(group, GM_ATTN_MAXQ), longest sequence] */
-	float **lora_tile;         /* per thread, [GM_MATMUL_TB, GM_LORA_TILE]: u B^T before it is added */
-	float *scratch;            /* adapter ranges' packed inputs and u (see linear) */
-	size_t scratch_len;
-	struct lin_mat *mats;      /* one parallel loop's matrices */
-	struct lora_use *uses;     /* the LoRAs of one linear call */
-	int mats_cap;
 
 	float *hidden_out;         /* [n, hidden] of the last eval, after the final norm */
 	int64_t hidden_cap;        /* rows */
@@ -176,542 +164,81 @@ static inline size_t fround(size_t n)
 	return (n + 15) & ~(size_t)15;
 }
 
-/* ---------------------------------------------------------------- rope */
-
-/* inv_freq[j] = theta^(-2j/d), with llama3 scaling when configured; rounded to f32 as transformers keeps it. */
-static void rope_init(gm_forward *f)
-{
-	const gm_model_config *c = &f->m->config;
-	int64_t j, half = f->head_dim / 2;
-
-	for (j = 0; j < half; j++) {
-		double inv = 1.0 / pow(c->rope_theta, (double)(2 * j) / (double)f->head_dim);
-
-		if (c->rope_scaling == GM_ROPE_LLAMA3) {
-			double old = (double)c->rope_original_max_position_embeddings;
-			double low_wl = old / c->rope_low_freq_factor, high_wl = old / c->rope_high_freq_factor;
-			double wl = 2.0 * M_PI / inv;
-
-			if (wl > low_wl) {
-				inv = inv / c->rope_factor;
-			} else if (wl >= high_wl) {
-				double s = (old / wl - c->rope_low_freq_factor) /
-					   (c->rope_high_freq_factor - c->rope_low_freq_factor);
-				inv = (1.0 - s) * inv / c->rope_factor + s * inv;
-			}
-		}
-		f->inv_freq[j] = (float)inv;
-	}
-}
-
-/* cos/sin of the pass's rows' positions. */
-static void rope_rows(gm_forward *f, int64_t nb)
-{
-	int64_t t, j, half = f->head_dim / 2;
-
-	for (t = 0; t < nb; t++) {
-		for (j = 0; j < half; j++) {
-			double a = (double)f->row_pos[t] * (double)f->inv_freq[j];
-			f->rope_cs[t * half + j] = (float)cos(a);
-			f->rope_sn[t * half + j] = (float)sin(a);
-		}
-	}
-}
-
-/* ---------------------------------------------------------------- linear layers */
-
-/*
- * One parallel loop over the rows of several weights.  Matrix i computes
- *   Y_i[t, r] = sum_k W_i[r, k] X_i[t, k]     (W_i: [rows_i, in_i], X_i: [nb_i, in_i])
- * into y_i, or, when add is set, adds it to y_i (by tiles of up to TB tokens
- * by GM_LORA_TILE rows, through the thread's lora_tile, which stays in cache).
- */
-struct lin_mat {
-	const gm_tensor *w;      /* [rows, in] */
-	float *y;                /* [nb, *], row stride ldy */
-	int64_t ldy;
-	const float *x;          /* [nb, in], row stride ldx (matvec) */
-	int64_t ldx, in;
-	const float *xt;         /* x packed (matmul) */
-	int64_t nb;
-	int matmul;              /* else matvec per token */
-	int add;                 /* y += the product */
-	int64_t off;             /* rows of the matrices before this one in the loop */
-};
-
-/* A LoRA projection applied to one adapter range: u = x A^T, then y += u B^T. */
-struct lora_use {
-	const struct lora_proj *lp;
-	int which;               /* the weight (of the call's n_mats) it adapts */
-	int rg;                  /* the range */
-	float *u, *ut;           /* [n, R], and packed */
-};
-
-struct lin_job {
-	gm_forward *f;
-	int n_mats;
-	struct lin_mat *m;
-	int64_t rows;            /* all matrices' */
-};
-
-/* y[t, r] += sum_k W[r, k] X[t, k] for rows [r0, r1) of an F32 weight, by tiles. */
-static void lin_add_rows(const struct lin_job *j, const struct lin_mat *mt, int64_t r0, int64_t r1, int thread)
-{
-	float *tile = j->f->lora_tile[thread];
-	const float *w = mt->w->data;
-	int64_t ldw = mt->w->shape[1], a, n, t0, t, r, step = mt->matmul ? GM_MATMUL_TB : 1;
-
-	for (a = r0; a < r1; a += GM_LORA_TILE) {
-		/* tile[t, r - a] for the rows [a, a + n): W from row a */
-		n = imin(GM_LORA_TILE, r1 - a);
-		for (t0 = 0; t0 < mt->nb; t0 += step) {
-			int64_t nt = imin(step, mt->nb - t0);
-
-			if (mt->matmul)
-				gm_matmul(tile, GM_LORA_TILE, mt->xt + t0 * mt->in, nt, w + a * ldw, GM_DTYPE_F32, ldw,
-					  mt->in, 0, n, j->f->panel[thread]);
-			else
-				gm_matvec(tile, w + a * ldw, GM_DTYPE_F32, ldw, mt->x + t0 * mt->ldx, mt->in, 0, n);
-			for (t = 0; t < nt; t++)
-				for (r = 0; r < n; r++)
-					mt->y[(t0 + t) * mt->ldy + a + r] += tile[t * GM_LORA_TILE + r];
-		}
-	}
-}
-
-static void lin_rows(void *ctx, int64_t b, int64_t e, int thread)
-{
-	struct lin_job *j = ctx;
-	int i;
-
-	for (i = 0; i < j->n_mats; i++) {
-		const struct lin_mat *mt = &j->m[i];
-		int64_t end = mt->off + mt->w->shape[0];
-		int64_t r0 = imax(b, mt->off) - mt->off, r1 = imin(e, end) - mt->off, t;
-		const gm_tensor *w = mt->w;
-
-		if (r0 >= r1)
-			continue;
-		if (mt->add)
-			lin_add_rows(j, mt, r0, r1, thread);
-		else if (mt->matmul)
-			gm_matmul(mt->y, mt->ldy, mt->xt, mt->nb, w->data, w->dtype, w->shape[1], mt->in, r0, r1,
-				  j->f->panel[thread]);
-		else
-			for (t = 0; t < mt->nb; t++)
-				gm_matvec(mt->y + t * mt->ldy, w->data, w->dtype, w->shape[1], mt->x + t * mt->ldx,
-					  mt->in, r0, r1);
-	}
-}
-
-static void lin_push(struct lin_job *j, const gm_tensor *w, float *y, int64_t ldy, const float *x, int64_t ldx,
-		     int64_t in, const float *xt, int64_t nb, int add)
-{
-	struct lin_mat *mt = &j->m[j->n_mats++];
-
-	mt->w = w;
-	mt->y = y;
-	mt->ldy = ldy;
-	mt->x = x;
-	mt->ldx = ldx;
-	mt->in = in;
-	mt->xt = xt;
-	mt->nb = nb;
-	mt->matmul = nb > GM_FWD_MATVEC_MAX;
-	mt->add = add;
-	mt->off = j->rows;
-	j->rows += w->shape[0];
-}
-
-/*
- * Sparse deltas: y_i[t, r] += sum_k vals[k] x[t, cols[k]] over the entries
- * k of row r, for the rows of several CSR matrices in one loop (SpMV per
- * token when nb is 1, SpMM otherwise: each row's entries are read once for
- * all the range's tokens).
- */
-struct sp_job {
-	int n;
-	const struct sparse_proj *sp[GM_LIN_MAX];
-	float *y[GM_LIN_MAX];      /* [nb, *], row stride ldy */
-	int64_t ldy[GM_LIN_MAX];
-	int64_t off[GM_LIN_MAX + 1]; /* cumulative rows */
-	const float *x;            /* [nb, in], row stride ldx */
-	int64_t ldx, nb;
-};
-
-static void sp_rows(void *ctx, int64_t b, int64_t e, int thread)
-{
-	const struct sp_job *j = ctx;
-	int i;
-
-	(void)thread;
-	for (i = 0; i < j->n; i++) {
-		int64_t r0 = imax(b, j->off[i]) - j->off[i], r1 = imin(e, j->off[i + 1]) - j->off[i], r, k, t;
-		const struct sparse_proj *sp = j->sp[i];
-
-		for (r = r0; r < r1; r++) {
-			for (t = 0; t < j->nb; t++) {
-				const float *x = j->x + t * j->ldx;
-				float acc = 0;
-
-				for (k = sp->rowp[r]; k < sp->rowp[r + 1]; k++)
-					acc += sp->vals[k] * x[sp->cols[k]];
-				j->y[i][t * j->ldy[i] + r] += acc;
-			}
-		}
-	}
-}
-
-/* Room for n matrices in one loop, and as many LoRA uses. */
-static void mats_reserve(gm_forward *f, int n)
-{
-	if (n <= f->mats_cap)
-		return;
-	f->mats_cap = n;
-	f->mats = gm_xrealloc(f->mats, (size_t)n * sizeof(*f->mats));
-	f->uses = gm_xrealloc(f->uses, (size_t)n * sizeof(*f->uses));
-}
-
-static void scratch_reserve(gm_forward *f, size_t n)
-{
-	if (n <= f->scratch_len)
-		return;
-	free(f->scratch);
-	f->scratch = falloc(n);
-	f->scratch_len = n;
-}
-
-/*
- * y_i[t, :] = x[t, :] W_i^T for the n_mats weights (all [rows_i, in]) of
- * layer layer over the pass's nb rows, plus, for each adapter range, its
- * set's x A^T B^T and x delta W^T on the projections proj[i] of the
- * range's rows (layer < 0: no adapters).
- */
-static void linear(gm_forward *f, int64_t layer, const enum gm_peft_proj *proj, int n_mats,
-		   const gm_tensor *const *w, float **y, const int64_t *ldy, const float *x, int64_t ldx, int64_t nb)
-{
-	struct lin_job j;
-	struct lora_use *lu;
-	int64_t in = w[0]->shape[1], grain, rg_n;
-	size_t need = 0, at = 0;
-	int i, g, n_lora = 0, n_rg = layer >= 0 ? f->n_ranges : 0;
-	float *rg_xt;
-
-	/* scratch: per range with a LoRA here, its packed input (unless it is the whole pass), u and u packed */
-	for (g = 0; g < n_rg; g++) {
-		const struct range *rg = &f->ranges[g];
-		int any = 0;
-
-		if (!rg->set || !rg->set->lora)
-			continue;
-		rg_n = rg->r1 - rg->r0;
-		for (i = 0; i < n_mats; i++) {
-			const struct lora_proj *l = &rg->set->lora[layer * GM_PEFT_PROJ_COUNT + proj[i]];
-
-			if (!l->rank)
-				continue;
-			any = 1;
-			need += fround((size_t)(rg_n * l->rank)) + fround(gm_matmul_xt_len(rg_n, l->rank));
-		}
-		if (any && rg_n != nb)
-			need += fround(gm_matmul_xt_len(rg_n, in));
-	}
-	scratch_reserve(f, need);
-	mats_reserve(f, n_mats * (n_rg + 1));
-	lu = f->uses;
-
-	memset(&j, 0, sizeof(j));
-	j.f = f;
-	j.m = f->mats;
-	for (i = 0; i < n_mats; i++)
-		lin_push(&j, w[i], y[i], ldy[i], x, ldx, in, f->xt, nb, 0);
-	if (nb > GM_FWD_MATVEC_MAX)
-		gm_matmul_pack_all(f->pool, f->xt, x, ldx, nb, in);
-	/* the adapters' A: u = x A^T over each range's rows */
-	for (g = 0; g < n_rg; g++) {
-		const struct range *rg = &f->ranges[g];
-		const float *rx = x + rg->r0 * ldx;
-
-		if (!rg->set || !rg->set->lora)
-			continue;
-		rg_n = rg->r1 - rg->r0;
-		rg_xt = rg_n == nb ? f->xt : NULL;
-		for (i = 0; i < n_mats; i++) {
-			const struct lora_proj *l = &rg->set->lora[layer * GM_PEFT_PROJ_COUNT + proj[i]];
-
-			if (!l->rank)
-				continue;
-			if (!rg_xt) {
-				rg_xt = f->scratch + at;
-				at += fround(gm_matmul_xt_len(rg_n, in));
-				if (rg_n > GM_FWD_MATVEC_MAX)
-					gm_matmul_pack_all(f->pool, rg_xt, rx, ldx, rg_n, in);
-			}
-			lu[n_lora].lp = l;
-			lu[n_lora].which = i;
-			lu[n_lora].rg = g;
-			lu[n_lora].u = f->scratch + at;
-			at += fround((size_t)(rg_n * l->rank));
-			lu[n_lora].ut = f->scratch + at;
-			at += fround(gm_matmul_xt_len(rg_n, l->rank));
-			lin_push(&j, &l->ta, lu[n_lora].u, l->rank, rx, ldx, in, rg_xt, rg_n, 0);
-			n_lora++;
-		}
-	}
-	grain = nb > GM_FWD_MATVEC_MAX ? (int64_t)(gm_matmul_panel_len(in) / (size_t)in) : 16;
-	gm_threadpool_for(f->pool, j.rows, grain, lin_rows, &j);
-
-	for (g = 0; g < n_rg; g++) {
-		const struct range *rg = &f->ranges[g];
-		struct sp_job sj;
-
-		if (!rg->set || !rg->set->sparse)
-			continue;
-		memset(&sj, 0, sizeof(sj));
-		sj.x = x + rg->r0 * ldx;
-		sj.ldx = ldx;
-		sj.nb = rg->r1 - rg->r0;
-		for (i = 0; i < n_mats; i++) {
-			const struct sparse_proj *sp = &rg->set->sparse[layer * GM_PEFT_PROJ_COUNT + proj[i]];
-
-			if (!sp->nnz)
-				continue;
-			sj.sp[sj.n] = sp;
-			sj.y[sj.n] = y[i] + rg->r0 * ldy[i];
-			sj.ldy[sj.n] = ldy[i];
-			sj.off[sj.n + 1] = sj.off[sj.n] + w[i]->shape[0];
-			sj.n++;
-		}
-		if (sj.n)
-			gm_threadpool_for(f->pool, sj.off[sj.n], 16, sp_rows, &sj);
-	}
-	if (!n_lora)
-		return;
-
-	/* y += u B^T, each range's rows */
-	mats_reserve(f, n_lora);
-	memset(&j, 0, sizeof(j));
-	j.f = f;
-	j.m = f->mats;
-	for (i = 0; i < n_lora; i++) {
-		const struct range *rg = &f->ranges[lu[i].rg];
-		int64_t r = lu[i].lp->rank, wi = lu[i].which;
-
-		rg_n = rg->r1 - rg->r0;
-		if (rg_n > GM_FWD_MATVEC_MAX)
-			gm_matmul_pack(lu[i].ut, lu[i].u, r, rg_n, r, 0, (rg_n + GM_MATMUL_TB - 1) / GM_MATMUL_TB);
-		lin_push(&j, &lu[i].lp->tb, y[wi] + rg->r0 * ldy[wi], ldy[wi], lu[i].u, r, r, lu[i].ut, rg_n, 1);
-	}
-	gm_threadpool_for(f->pool, j.rows, 32, lin_rows, &j);
-}
-
-/* ---------------------------------------------------------------- per-row work */
-
-enum tok_mode {
-	TOK_NORM,      /* out = rmsnorm(x, w) */
-	TOK_ADD_NORM,  /* x += xo; out = rmsnorm(x, w) */
-	TOK_QKV,       /* biases, q/k norm, rope, k and v to the pool */
-	TOK_SILU       /* gate = silu(gate) * up */
-};
-
-struct tok_job {
-	gm_forward *f;
-	enum tok_mode mode;
-	int64_t layer;
-	const gm_tensor *w;
-	float *out;
-};
-
-/* y[i] += b[i], i < n: a bias of any float type (NULL: none). */
-static void add_bias(float *y, const gm_tensor *b, int64_t n)
-{
-	size_t esize = b && b->dtype == GM_DTYPE_F32 ? 4 : 2;
-	float tmp[256];
-	int64_t i, j, c;
-
-	if (!b)
-		return;
-	for (i = 0; i < n; i += c) {
-		c = imin(256, n - i);
-		gm_load_f32(tmp, (const char *)b->data + (size_t)i * esize, b->dtype, c);
-		for (j = 0; j < c; j++)
-			y[i + j] += tmp[j];
-	}
-}
-
-/* Row t: biases, norms and rope of q and k; k and v to the row's sequence at its position. */
-static void qkv_row(gm_forward *f, int64_t layer, int64_t t)
-{
-	const gm_layer_weights *lw = &f->m->layers[layer];
-	const gm_kv *kv = f->cur;
-	int64_t hd = f->head_dim, half = hd / 2, h, p = f->row_pos[t];
-	int32_t blk = kv->seqs[f->row_seq[t]].blocks[p / GM_KV_BLOCK];
-	float *q = f->q + t * f->q_dim, *k = f->k + t * f->kv_dim, *v = f->v + t * f->kv_dim;
-	const float *cs = f->rope_cs + t * half, *sn = f->rope_sn + t * half;
-
-	add_bias(q, lw->q_bias, f->q_dim);
-	add_bias(k, lw->k_bias, f->kv_dim);
-	add_bias(v, lw->v_bias, f->kv_dim);
-	for (h = 0; h < f->n_heads; h++) {
-		if (lw->q_norm)
-			gm_rmsnorm(q + h * hd, q + h * hd, lw->q_norm->data, lw->q_norm->dtype, hd, f->eps);
-		gm_rope(q + h * hd, cs, sn, hd);
-	}
-	for (h = 0; h < f->n_kv; h++) {
-		if (lw->k_norm)
-			gm_rmsnorm(k + h * hd, k + h * hd, lw->k_norm->data, lw->k_norm->dtype, hd, f->eps);
-		gm_rope(k + h * hd, cs, sn, hd);
-		gm_kv_store_row(gm_kv_k_row(kv, blk, layer, h, p % GM_KV_BLOCK), kv->dt, k + h * hd, hd);
-		gm_kv_store_row(gm_kv_v_row(kv, blk, layer, h, p % GM_KV_BLOCK), kv->dt, v + h * hd, hd);
-	}
-}
-
-static void tok_run(void *ctx, int64_t b, int64_t e, int thread)
-{
-	struct tok_job *j = ctx;
-	gm_forward *f = j->f;
-	int64_t t, i, H = f->hidden;
-
-	(void)thread;
-	for (t = b; t < e; t++) {
-		switch (j->mode) {
-		case TOK_ADD_NORM:
-			for (i = 0; i < H; i++)
-				f->x[t * H + i] += f->xo[t * H + i];
-			/* fall through */
-		case TOK_NORM:
-			gm_rmsnorm(j->out + t * H, f->x + t * H, j->w->data, j->w->dtype, H, f->eps);
-			break;
-		case TOK_QKV:
-			qkv_row(f, j->layer, t);
-			break;
-		case TOK_SILU:
-			gm_silu_mul(f->gate + t * f->inter, f->up + t * f->inter, f->inter);
-			break;
-		}
-	}
-}
-
-static void per_token(gm_forward *f, enum tok_mode mode, int64_t nb, int64_t layer, const gm_tensor *w, float *out)
-{
-	struct tok_job j = { f, mode, layer, w, out };
-
-	gm_threadpool_for(f->pool, nb, 1, tok_run, &j);
-}
-
-/* ---------------------------------------------------------------- attention */
-
-struct att_job {
-	gm_forward *f;
-	int64_t layer;
-};
-
-/*
- * Row t, kv head g: the query heads of g's group (GM_ATTN_MAXQ at a time)
- * against the keys of positions 0 .. pos[t] of the row's sequence, block
- * by block; then softmax and the values, block by block.
- */
-static void att_task(gm_forward *f, int64_t layer, int64_t t, int64_t g, int thread)
-{
-	const gm_kv *kv = f->cur;
-	const struct gm_kv_seq *s = &kv->seqs[f->row_seq[t]];
-	int64_t hd = f->head_dim, grp = f->n_heads / f->n_kv, T = (int64_t)f->row_pos[t] + 1, h0, b, i;
-	const float *qp[GM_ATTN_MAXQ], *pp[GM_ATTN_MAXQ];
-	float *sp[GM_ATTN_MAXQ], *op[GM_ATTN_MAXQ];
-	int j, nq;
-
-	for (h0 = 0; h0 < grp; h0 += GM_ATTN_MAXQ) {
-		nq = (int)imin(GM_ATTN_MAXQ, grp - h0);
-		for (j = 0; j < nq; j++)
-			qp[j] = f->q + t * f->q_dim + (g * grp + h0 + j) * hd;
-		for (b = 0; b * GM_KV_BLOCK < T; b++) {
-			for (j = 0; j < nq; j++)
-				sp[j] = f->scores[thread] + j * T + b * GM_KV_BLOCK;
-			gm_attn_scores(sp, qp, nq, gm_kv_k_row(kv, s->blocks[b], layer, g, 0), kv->dt,
-				       imin(GM_KV_BLOCK, T - b * GM_KV_BLOCK), hd);
-		}
-		for (j = 0; j < nq; j++) {
-			float *sc = f->scores[thread] + j * T;
-
-			for (i = 0; i < T; i++)
-				sc[i] *= f->att_scale;
-			gm_softmax(sc, T);
-			op[j] = f->att + t * f->q_dim + (g * grp + h0 + j) * hd;
-			memset(op[j], 0, (size_t)hd * sizeof(float));
-		}
-		for (b = 0; b * GM_KV_BLOCK < T; b++) {
-			for (j = 0; j < nq; j++)
-				pp[j] = f->scores[thread] + j * T + b * GM_KV_BLOCK;
-			gm_attn_accum(op, pp, nq, gm_kv_v_row(kv, s->blocks[b], layer, g, 0), kv->dt,
-				      imin(GM_KV_BLOCK, T - b * GM_KV_BLOCK), hd);
-		}
-	}
-}
-
-static void att_run(void *ctx, int64_t b, int64_t e, int thread)
-{
-	struct att_job *j = ctx;
-	int64_t task;
-
-	for (task = b; task < e; task++)
-		att_task(j->f, j->layer, task / j->f->n_kv, task % j->f->n_kv, thread);
-}
-
-static void attention(gm_forward *f, int64_t layer, int64_t nb)
-{
-	struct att_job j = { f, layer };
-
-	gm_threadpool_for(f->pool, nb * f->n_kv, 1, att_run, &j);
-}
-
 /* ---------------------------------------------------------------- one pass */
+
+static void lm_head(gm_forward *f, const float *h, int64_t n, float *logits)
+{
+	gm_op_linear_out out = { f->m->lm_head, logits, f->vocab, NULL, 0 };
+
+	gm_op_linear(f->ops, h, f->hidden, n, &out, 1, GM_FWD_MATVEC_MAX);
+}
 
 /* Runs the rows ev_*[p0 .. p0 + nb); their final hidden states go to out ([nb, hidden]). */
 static void run_pass(gm_forward *f, int64_t p0, int64_t nb, float *out)
 {
 	const gm_model *m = f->m;
-	const int32_t *ids = f->ev_ids + p0;
 	int64_t t, l, H = f->hidden;
+	int n_ranges = 0, g, p;
+	gm_qwen3_acts a;
+	gm_qwen3_layer L;
 
-	f->row_seq = f->ev_seq + p0;
-	f->row_pos = f->ev_pos + p0;
 	/* the adapter ranges of this pass (rows are ordered by set) */
-	f->n_ranges = 0;
 	for (t = 0; t < nb; t++) {
-		if (!f->n_ranges || f->ev_set[p0 + t] != f->ranges[f->n_ranges - 1].set) {
-			f->ranges[f->n_ranges].set = f->ev_set[p0 + t];
-			f->ranges[f->n_ranges].r0 = t;
-			f->n_ranges++;
+		if (!n_ranges || f->ev_set[p0 + t] != f->ranges[n_ranges - 1].set) {
+			f->ranges[n_ranges].set = f->ev_set[p0 + t];
+			f->ranges[n_ranges].r0 = t;
+			n_ranges++;
 		}
-		f->ranges[f->n_ranges - 1].r1 = t + 1;
+		f->ranges[n_ranges - 1].r1 = t + 1;
 	}
-	for (t = 0; t < nb; t++)
-		gm_load_f32(f->x + t * H, row_ptr(m->embed_tokens, ids[t]), m->embed_tokens->dtype, H);
-	rope_rows(f, nb);
+	gm_op_embed(f->ops, f->x, m->embed_tokens, f->ev_ids + p0, nb);
+	gm_qwen3_rope_rows(f->inv_freq, f->head_dim, f->ev_pos + p0, nb, f->rope_cs, f->rope_sn);
+	/* inference keeps one buffer where training keeps two */
+	memset(&a, 0, sizeof(a));
+	a.n = nb;
+	a.x = a.y = a.x1 = f->x;
+	a.n1 = a.n2 = f->xn;
+	a.q = a.qr = f->q;
+	a.k = a.kr = f->k;
+	a.v = f->v;
+	a.att = f->att;
+	a.tmp = f->xo;
+	a.g = a.act = f->gate;
+	a.up = f->up;
+	a.cs = f->rope_cs;
+	a.sn = f->rope_sn;
+	a.kv = f->cur;
+	a.seq = f->ev_seq + p0;
+	a.pos = f->ev_pos + p0;
+	a.matvec_max = GM_FWD_MATVEC_MAX;
 	for (l = 0; l < f->n_layers; l++) {
-		const gm_layer_weights *lw = &m->layers[l];
-		static const enum gm_peft_proj qkv_p[3] = { GM_PEFT_Q_PROJ, GM_PEFT_K_PROJ, GM_PEFT_V_PROJ };
-		static const enum gm_peft_proj gu_p[2] = { GM_PEFT_GATE_PROJ, GM_PEFT_UP_PROJ };
-		static const enum gm_peft_proj o_p = GM_PEFT_O_PROJ, down_p = GM_PEFT_DOWN_PROJ;
-		const gm_tensor *qkv[3] = { lw->q_proj, lw->k_proj, lw->v_proj };
-		float *qkv_y[3] = { f->q, f->k, f->v };
-		int64_t qkv_ld[3] = { f->q_dim, f->kv_dim, f->kv_dim };
-		const gm_tensor *gu[2] = { lw->gate_proj, lw->up_proj };
-		float *gu_y[2] = { f->gate, f->up };
-		int64_t gu_ld[2] = { f->inter, f->inter };
+		gm_qwen3_layer_of(m, l, &L);
+		for (p = 0; p < GM_PEFT_PROJ_COUNT; p++) {
+			gm_op_delta *dl = f->deltas + p * f->batch;
+			int nd = 0;
 
-		per_token(f, l == 0 ? TOK_NORM : TOK_ADD_NORM, nb, l, lw->input_norm, f->xn);
-		linear(f, l, qkv_p, 3, qkv, qkv_y, qkv_ld, f->xn, H, nb);
-		per_token(f, TOK_QKV, nb, l, NULL, NULL);
-		attention(f, l, nb);
-		linear(f, l, &o_p, 1, &lw->o_proj, &f->xo, &H, f->att, f->q_dim, nb);
-		per_token(f, TOK_ADD_NORM, nb, l, lw->post_attn_norm, f->xn);
-		linear(f, l, gu_p, 2, gu, gu_y, gu_ld, f->xn, H, nb);
-		per_token(f, TOK_SILU, nb, l, NULL, NULL);
-		linear(f, l, &down_p, 1, &lw->down_proj, &f->xo, &H, f->gate, f->inter, nb);
+			for (g = 0; g < n_ranges; g++) {
+				const struct aset *s = f->ranges[g].set;
+				const struct lora_proj *lp = s && s->lora ? &s->lora[l * GM_PEFT_PROJ_COUNT + p] : NULL;
+				const struct sparse_proj *sp = s && s->sparse ? &s->sparse[l * GM_PEFT_PROJ_COUNT + p] : NULL;
+
+				if ((!lp || !lp->op.rank) && (!sp || !sp->op.nnz))
+					continue;
+				dl[nd].r0 = f->ranges[g].r0;
+				dl[nd].r1 = f->ranges[g].r1;
+				dl[nd].lora = lp && lp->op.rank ? &lp->op : NULL;
+				dl[nd].sparse = sp && sp->op.nnz ? &sp->op : NULL;
+				dl[nd].u = NULL;
+				nd++;
+			}
+			L.deltas[p] = nd ? dl : NULL;
+			L.n_deltas[p] = nd;
+		}
+		gm_qwen3_layer_forward(f->ops, &f->dims, l, &L, &a);
 	}
-	per_token(f, TOK_ADD_NORM, nb, f->n_layers, m->final_norm, out);
+	gm_op_rmsnorm(f->ops, out, f->x, m->final_norm, nb, H, f->eps);
 }
+
 
 /* ---------------------------------------------------------------- one step */
 
@@ -735,22 +262,6 @@ static void ev_reserve(gm_forward *f, int64_t rows, int n_seqs)
 	}
 }
 
-/* Per-thread attention scores for sequences of up to T positions. */
-static void scores_reserve(gm_forward *f, int64_t T)
-{
-	size_t need = (size_t)imin(f->n_heads / f->n_kv, GM_ATTN_MAXQ) * (size_t)T;
-	int i;
-
-	if (need <= f->scores_len)
-		return;
-	need = need > 2 * f->scores_len ? need : 2 * f->scores_len;
-	for (i = 0; i < f->n_threads; i++) {
-		free(f->scores[i]);
-		f->scores[i] = falloc(need);
-	}
-	f->scores_len = need;
-}
-
 /*
  * The step proper, after the checks: seqs[i] uses adapter set sets[i] and
  * fits in kv.  Its blocks are reserved, its rows ordered by adapter set
@@ -761,16 +272,12 @@ static void scores_reserve(gm_forward *f, int64_t T)
 static void eval_step(gm_forward *f, gm_kv *kv, const gm_forward_seq *seqs, const struct aset *const *sets,
 		      int n_seqs, float *all_logits)
 {
-	const gm_tensor *lm = f->m->lm_head;
-	int64_t rows = 0, r, done, nb, maxT = 0, n_out = 0;
+	int64_t rows = 0, r, done, nb, n_out = 0;
 	int i, k, c;
 
-	for (i = 0; i < n_seqs; i++) {
+	for (i = 0; i < n_seqs; i++)
 		rows += seqs[i].n;
-		maxT = imax(maxT, (int64_t)kv->seqs[seqs[i].seq].len + seqs[i].n);
-	}
 	ev_reserve(f, rows, n_seqs);
-	scores_reserve(f, maxT);
 	for (i = 0; i < n_seqs; i++) {
 		gm_kv_reserve(kv, seqs[i].seq, seqs[i].n, NULL); /* cannot fail: checked by the caller */
 		/* insertion sort by adapter set (stable: the callers' order within a set) */
@@ -795,10 +302,8 @@ static void eval_step(gm_forward *f, gm_kv *kv, const gm_forward_seq *seqs, cons
 
 		nb = imin(f->batch, rows - done);
 		run_pass(f, done, nb, h);
-		if (all_logits) {
-			float *y = all_logits + done * f->vocab;
-			linear(f, -1, NULL, 1, &lm, &y, &f->vocab, h, f->hidden, nb);
-		}
+		if (all_logits)
+			lm_head(f, h, nb, all_logits + done * f->vocab);
 	}
 	for (i = 0; i < n_seqs; i++)
 		kv->seqs[seqs[i].seq].len += seqs[i].n;
@@ -819,8 +324,7 @@ static void eval_step(gm_forward *f, gm_kv *kv, const gm_forward_seq *seqs, cons
 
 			r += seqs[f->order[i]].n;
 			if (y)
-				linear(f, -1, NULL, 1, &lm, &y, &f->vocab, f->hidden_out + (r - 1) * f->hidden,
-				       f->hidden, 1);
+				lm_head(f, f->hidden_out + (r - 1) * f->hidden, 1, y);
 		}
 		return;
 	}
@@ -838,10 +342,8 @@ static void eval_step(gm_forward *f, gm_kv *kv, const gm_forward_seq *seqs, cons
 			       (size_t)f->hidden * sizeof(float));
 	}
 	for (done = 0; done < n_out; done += nb) {
-		float *y = f->head_y + done * f->vocab;
-
 		nb = imin(f->batch, n_out - done);
-		linear(f, -1, NULL, 1, &lm, &y, &f->vocab, f->head_x + done * f->hidden, f->hidden, nb);
+		lm_head(f, f->head_x + done * f->hidden, nb, f->head_y + done * f->vocab);
 	}
 	for (i = 0, k = 0; i < n_seqs; i++)
 		if (seqs[f->order[i]].logits)
@@ -1003,6 +505,10 @@ static struct sparse_proj *sparse_merge(gm_forward *f, const gm_forward_adapter 
 			}
 			p->rowp[o + 1] = at;
 		}
+		p->op.nnz = p->nnz;
+		p->op.rowp = p->rowp;
+		p->op.cols = p->cols;
+		p->op.vals = p->vals;
 	}
 	return sp;
 }
@@ -1087,19 +593,10 @@ static int aset_build(gm_forward *f, const gm_forward_adapter *list, int n, stru
 		rmax = imax(rmax, lp->rank);
 		lp->a = falloc((size_t)(lp->rank * w->shape[1]));
 		lp->b = falloc((size_t)(w->shape[0] * lp->rank));
-		lp->ta.name = lp->tb.name = "lora";
-		lp->ta.dtype = lp->tb.dtype = GM_DTYPE_F32;
-		lp->ta.ndim = lp->tb.ndim = 2;
-		lp->ta.shape[0] = lp->rank;
-		lp->ta.shape[1] = w->shape[1];
-		lp->tb.shape[0] = w->shape[0];
-		lp->tb.shape[1] = lp->rank;
-		lp->ta.numel = (uint64_t)(lp->rank * w->shape[1]);
-		lp->tb.numel = (uint64_t)(w->shape[0] * lp->rank);
-		lp->ta.nbytes = lp->ta.numel * 4;
-		lp->tb.nbytes = lp->tb.numel * 4;
-		lp->ta.data = lp->a;
-		lp->tb.data = lp->b;
+		lp->op.rank = lp->rank;
+		lp->op.a = lp->a;
+		lp->op.b = lp->b;
+		lp->op.scale = 1.0f;
 	}
 	for (k = 0; k < n && !ret; k++) {
 		double s = (double)list[k].scale;
@@ -1129,14 +626,6 @@ static int aset_build(gm_forward *f, const gm_forward_adapter *list, int n, stru
 	if (rmax) {
 		set->lora = lora;
 		set->rmax = rmax;
-		/* B's rows are read by gm_matmul with in = R */
-		if (gm_matmul_panel_len(rmax) > f->panel_len) {
-			f->panel_len = gm_matmul_panel_len(rmax);
-			for (k = 0; k < f->n_threads; k++) {
-				free(f->panel[k]);
-				f->panel[k] = falloc(f->panel_len);
-			}
-		}
 	} else {
 		lora_free_all(lora, n_proj);
 	}
@@ -1231,8 +720,7 @@ int gm_forward_new_ex(const gm_model *m, const gm_forward_opts *o, gm_forward **
 	const gm_model_config *c = &m->config;
 	int n_ctx = o->n_ctx, n_threads = o->n_threads;
 	gm_forward *f;
-	int64_t max_in;
-	int i, ret;
+	int ret;
 
 	*out = NULL;
 	if (n_threads < 0 || n_threads > 1024)
@@ -1255,6 +743,7 @@ int gm_forward_new_ex(const gm_model *m, const gm_forward_opts *o, gm_forward **
 	f = gm_xcalloc(1, sizeof(*f));
 	f->m = m;
 	f->n_ctx = n_ctx;
+	gm_qwen3_dims_of(m, &f->dims);
 	f->hidden = c->hidden_size;
 	f->head_dim = c->head_dim;
 	f->n_heads = c->num_attention_heads;
@@ -1265,23 +754,19 @@ int gm_forward_new_ex(const gm_model *m, const gm_forward_opts *o, gm_forward **
 	f->vocab = c->vocab_size;
 	f->n_layers = c->num_hidden_layers;
 	f->eps = (float)c->rms_norm_eps;
-	f->att_scale = (float)(1.0 / sqrt((double)f->head_dim));
 	f->batch = GM_FWD_BATCH;
 
-	if ((ret = gm_threadpool_new(n_threads, &f->pool, err))) {
+	if ((ret = gm_ops_cpu_new(n_threads, &f->ops, err))) {
 		free(f);
 		return ret;
 	}
-	f->n_threads = n_threads;
-	gm_kernels_isa();
-
 	/* the private pool: its pages are only touched as positions fill */
 	if ((ret = gm_kv_new(m, o->kv_type, n_ctx, &f->kv, err)) || (ret = gm_kv_seq_new(f->kv, &f->seq, err))) {
 		gm_forward_free(f);
 		return ret;
 	}
 	f->inv_freq = falloc((size_t)f->head_dim / 2);
-	rope_init(f);
+	gm_qwen3_rope_init(m, f->inv_freq);
 
 	f->x = falloc((size_t)f->batch * f->hidden);
 	f->xn = falloc((size_t)f->batch * f->hidden);
@@ -1295,21 +780,7 @@ int gm_forward_new_ex(const gm_model *m, const gm_forward_opts *o, gm_forward **
 	f->rope_cs = falloc((size_t)f->batch * f->head_dim / 2);
 	f->rope_sn = falloc((size_t)f->batch * f->head_dim / 2);
 	f->ranges = gm_xcalloc((size_t)f->batch, sizeof(*f->ranges));
-	max_in = imax(imax(f->hidden, f->q_dim), f->inter);
-	f->xt = falloc(gm_matmul_xt_len(f->batch, max_in));
-
-	f->panel_len = gm_matmul_panel_len(f->hidden);
-	if (gm_matmul_panel_len(f->q_dim) > f->panel_len)
-		f->panel_len = gm_matmul_panel_len(f->q_dim);
-	if (gm_matmul_panel_len(f->inter) > f->panel_len)
-		f->panel_len = gm_matmul_panel_len(f->inter);
-	f->panel = gm_xcalloc((size_t)n_threads, sizeof(*f->panel));
-	f->scores = gm_xcalloc((size_t)n_threads, sizeof(*f->scores));
-	f->lora_tile = gm_xcalloc((size_t)n_threads, sizeof(*f->lora_tile));
-	for (i = 0; i < n_threads; i++) {
-		f->panel[i] = falloc(f->panel_len);
-		f->lora_tile[i] = falloc((size_t)GM_MATMUL_TB * GM_LORA_TILE);
-	}
+	f->deltas = gm_xcalloc((size_t)GM_PEFT_PROJ_COUNT * (size_t)f->batch, sizeof(*f->deltas));
 	*out = f;
 	return 0;
 }
@@ -1320,15 +791,7 @@ void gm_forward_free(gm_forward *f)
 
 	if (!f)
 		return;
-	gm_threadpool_free(f->pool);
-	for (i = 0; f->panel && i < f->n_threads; i++) {
-		free(f->panel[i]);
-		free(f->scores[i]);
-		free(f->lora_tile[i]);
-	}
-	free(f->panel);
-	free(f->scores);
-	free(f->lora_tile);
+	gm_ops_free(f->ops);
 	gm_kv_free(f->kv);
 	aset_free(f, f->single);
 	for (i = 1; i < f->n_sets; i++)
@@ -1347,10 +810,7 @@ void gm_forward_free(gm_forward *f)
 	free(f->rope_cs);
 	free(f->rope_sn);
 	free(f->ranges);
-	free(f->xt);
-	free(f->scratch);
-	free(f->mats);
-	free(f->uses);
+	free(f->deltas);
 	free(f->ev_seq);
 	free(f->ev_pos);
 	free(f->ev_ids);
