@@ -926,7 +926,7 @@ int main(int argc, const char **argv)
 		GM_OPT_INT(0, "ctx", &io.ctx, "n", "context length in tokens (default: from the model, at most 4096)",
 			   0, 1 << 24),
 		GM_OPT_STRING(0, "kv-type", &io.kv_type, "type",
-			      "KV cache in f32 (default), auto (the model's dtype), bf16 or f16"),
+			      "KV cache in f32 (default), auto (the dtype of the model), bf16 or f16"),
 		GM_OPT_GROUP("serving (OpenAI-compatible HTTP API)"),
 		GM_OPT_STRING(0, "serve", &io.serve, "addr:port",
 			      "serve the model over HTTP (addr: 127.0.0.1 if left out; port 0: any)"),
