@@ -43,7 +43,8 @@ static const char *const usage[] = {
 	"git infer -m <model> --check [--adapter <spec>...] [--json] [-v | -q]",
 	"git infer -m <model> --tokenize < <text>",
 	"git infer -m <model> --render-chat <messages.json>",
-	"git infer -m <model> --serve [<addr>:]<port> [--parallel <n>] [--queue <n>] [--adapter [<name>=]<dir>...]",
+	"git infer -m <model> --serve [<addr>:]<port> [--parallel <n>] [--queue <n>] [--kv-tokens <n>] "
+	"[--adapter [<name>=]<dir>...]",
 	NULL
 };
 
@@ -51,7 +52,7 @@ static const char *const usage[] = {
 
 struct infer_opts {
 	const char *model_id; /* --serve: the registered name clients use; NULL: the directory's */
-	const char *model, *prompt, *system, *seed, *prompt_ids, *logits_out, *render_chat;
+	const char *model, *prompt, *system, *seed, *prompt_ids, *logits_out, *render_chat, *kv_type;
 	int chat, think, print_ids, tokenize, generation_prompt, verbosity;
 	long max_tokens, top_k, threads, ctx;
 	double temperature, top_p, min_p, repeat_penalty;
@@ -59,7 +60,8 @@ struct infer_opts {
 	gm_strlist adapter;
 	/* --serve */
 	const char *serve, *api_key;
-	long parallel, queue, max_body;
+	long parallel, queue, max_body, kv_tokens, prefill_chunk;
+	int prefix_cache;     /* -1: not given */
 	double shutdown_timeout;
 };
 
@@ -648,6 +650,7 @@ static int run_generate(const struct gm_cmd_info *cmd, const struct infer_opts *
 	gm_error err = GM_ERROR_INIT;
 	struct session s;
 	gm_sampler_params sp;
+	gm_forward_opts fo = { 0, 0, GM_KV_F32 }; /* the exact mode by default (the goldens' 1e-4) */
 	int interactive = !io->prompt && !io->prompt_ids;
 	int need_tok, ret = 1;
 
@@ -655,6 +658,8 @@ static int run_generate(const struct gm_cmd_info *cmd, const struct infer_opts *
 	s.io = io;
 
 	/* Usage first, before anything is loaded. */
+	if (io->kv_type && gm_kv_type_parse(io->kv_type, &fo.kv_type, &err))
+		return gm_cmd_usage_error(cmd, "%s", err.msg);
 	if (io->prompt && io->prompt_ids)
 		return gm_cmd_usage_error(cmd, "-p and --prompt-ids cannot be combined");
 	if (io->chat && io->prompt_ids)
@@ -718,8 +723,12 @@ static int run_generate(const struct gm_cmd_info *cmd, const struct infer_opts *
 		goto fail;
 	if ((ret = load_adapters(s.model, io->model, as)))
 		goto out;
-	if ((ret = gm_forward_new(s.model, (int)io->ctx, (int)io->threads, &s.f, &err)))
+	fo.n_ctx = (int)io->ctx;
+	fo.n_threads = (int)io->threads;
+	if ((ret = gm_forward_new_ex(s.model, &fo, &s.f, &err)))
 		goto fail;
+	gm_debug("KV cache: %s, %zu bytes per token", gm_kv_type_name(gm_forward_kv_type(s.f)),
+		 gm_kv_bytes_per_token(s.model, gm_forward_kv_type(s.f)));
 	if (as->n) {
 		gm_forward_adapter *list = gm_xcalloc((size_t)as->n, sizeof(*list));
 		gm_buf b = GM_BUF_INIT;
@@ -805,6 +814,14 @@ static int run_serve(const struct gm_cmd_info *cmd, const struct infer_opts *io)
 	gm_serve_config_init(&c);
 	if (opt)
 		return gm_cmd_usage_error(cmd, "%s does not go with --serve: clients give it in each request", opt);
+	c.kv_type = GM_KV_F32;
+	if (io->kv_type) {
+		enum gm_kv_type kt;
+
+		if (gm_kv_type_parse(io->kv_type, &kt, &err))
+			return gm_cmd_usage_error(cmd, "%s", err.msg);
+		c.kv_type = (int)kt;
+	}
 	if (gm_serve_parse_listen(io->serve, &addr, &c.port, &err))
 		return gm_cmd_usage_error(cmd, "option '--serve' expects [<addr>:]<port>: %s", err.msg);
 	for (i = 0; i < (int)io->adapter.n; i++)
@@ -835,6 +852,11 @@ static int run_serve(const struct gm_cmd_info *cmd, const struct infer_opts *io)
 	}
 	c.api_key = key && *key ? key : NULL;
 	c.n_ctx = (int)io->ctx;
+	if (io->kv_tokens != UNSET_LONG)
+		c.kv_tokens = io->kv_tokens;
+	if (io->prefill_chunk != UNSET_LONG)
+		c.prefill_chunk = (int)io->prefill_chunk;
+	c.no_prefix_cache = io->prefix_cache == 0;
 	c.n_threads = (int)io->threads;
 	c.adapters = (const char *const *)io->adapter.items;
 	c.n_adapters = io->adapter.n;
@@ -903,11 +925,20 @@ int main(int argc, const char **argv)
 		GM_OPT_INT(0, "threads", &io.threads, "n", "threads (default: all CPUs)", 0, 4096),
 		GM_OPT_INT(0, "ctx", &io.ctx, "n", "context length in tokens (default: from the model, at most 4096)",
 			   0, 1 << 24),
+		GM_OPT_STRING(0, "kv-type", &io.kv_type, "type",
+			      "KV cache in f32 (default), auto (the dtype of the model), bf16 or f16"),
 		GM_OPT_GROUP("serving (OpenAI-compatible HTTP API)"),
 		GM_OPT_STRING(0, "serve", &io.serve, "addr:port",
 			      "serve the model over HTTP (addr: 127.0.0.1 if left out; port 0: any)"),
-		GM_OPT_INT(0, "parallel", &io.parallel, "n", "sequences generated at once (default 1)", 1, 256),
+		GM_OPT_INT(0, "parallel", &io.parallel, "n", "requests generated at once, in one batch (default 1)", 1,
+			   256),
 		GM_OPT_INT(0, "queue", &io.queue, "n", "requests that may wait; more get 429 (default 16)", 0, 65536),
+		GM_OPT_INT(0, "kv-tokens", &io.kv_tokens, "n",
+			   "KV memory for n tokens, shared by all requests (default: parallel * ctx)", 16, 1L << 30),
+		GM_OPT_INT(0, "prefill-chunk", &io.prefill_chunk, "n",
+			   "prompt tokens read per batched step (default 256)", 1, 1 << 20),
+		GM_OPT_FLAG(0, "prefix-cache", &io.prefix_cache,
+			    "reuse the KV of shared prompt prefixes (default; --no-prefix-cache: off)"),
 		GM_OPT_STRING(0, "api-key", &io.api_key, "key",
 			      "clients must send this bearer token (default: $GM_API_KEY)"),
 		GM_OPT_INT(0, "max-body", &io.max_body, "bytes", "largest request body; more gets 413 (default 4 MiB)",
@@ -935,7 +966,8 @@ int main(int argc, const char **argv)
 	io.generation_prompt = 1;
 	io.max_tokens = io.top_k = UNSET_LONG;
 	io.temperature = io.top_p = io.min_p = io.repeat_penalty = NAN;
-	io.parallel = io.queue = io.max_body = UNSET_LONG;
+	io.parallel = io.queue = io.max_body = io.kv_tokens = io.prefill_chunk = UNSET_LONG;
+	io.prefix_cache = -1;
 	io.shutdown_timeout = NAN;
 
 	n = gm_cmd_parse(&cmd, argc, argv, 0, 1, &status);
@@ -955,9 +987,10 @@ int main(int argc, const char **argv)
 		goto out;
 	}
 	if (!io.serve && (io.parallel != UNSET_LONG || io.queue != UNSET_LONG || io.api_key ||
-			  io.max_body != UNSET_LONG || !isnan(io.shutdown_timeout))) {
-		status = gm_cmd_usage_error(&cmd, "--parallel, --queue, --api-key, --max-body and --shutdown-timeout "
-					    "go with --serve");
+			  io.max_body != UNSET_LONG || !isnan(io.shutdown_timeout) || io.kv_tokens != UNSET_LONG ||
+			  io.prefill_chunk != UNSET_LONG || io.prefix_cache >= 0)) {
+		status = gm_cmd_usage_error(&cmd, "--parallel, --queue, --kv-tokens, --prefill-chunk, --prefix-cache, "
+					    "--api-key, --max-body and --shutdown-timeout go with --serve");
 		goto out;
 	}
 	if (io.serve) {

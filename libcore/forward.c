@@ -1,43 +1,47 @@
 /*
  * forward.c - the transformer forward pass on the CPU (see forward.h).
  *
- * One decoder layer, for a batch of nb tokens at positions p0 .. p0+nb-1
- * (x: the residual stream, [nb, hidden]):
+ * One step evaluates R token rows, which may belong to several sequences
+ * (gm_forward_eval_batch) or to one (gm_forward_eval); row t is token
+ * ids[t] of sequence seq[t] at position pos[t].  One decoder layer, for
+ * the rows of a pass (x: the residual stream, [R, hidden]):
  *
  *   xn = rmsnorm(x, input_layernorm)
  *   q, k, v = xn W_q^T (+ b_q), xn W_k^T (+ b_k), xn W_v^T (+ b_v)
- *   q, k = rmsnorm per head (Qwen3 q_norm / k_norm); rope(q), rope(k)
- *   k, v -> the cache at p0 ..
- *   att = softmax(q k^T / sqrt(head_dim), causal) v     (GQA: head h reads kv head h / group)
+ *   q, k = rmsnorm per head (Qwen3 q_norm / k_norm); rope(q), rope(k) at pos[t]
+ *   k, v -> the KV pool: sequence seq[t], position pos[t]
+ *   att = softmax(q k^T / sqrt(head_dim), causal) v  over seq[t]'s positions <= pos[t]
+ *         (GQA: head h reads kv head h / group)
  *   x += att W_o^T
  *   xn = rmsnorm(x, post_attention_layernorm)
  *   x += (silu(xn W_gate^T) * (xn W_up^T)) W_down^T
  *
- * then the final norm and lm_head.  Everything is f32.  A batch of three
- * tokens or more uses gm_matmul (weights read once per batch), fewer use
- * gm_matvec.  Prompts longer than GM_FWD_BATCH are evaluated in batches.
+ * then the final norm and lm_head.  Activations are f32.  Every projection
+ * runs over all R rows at once (weights read once per pass): gm_matmul for
+ * three rows or more, gm_matvec per row below.  More than GM_FWD_BATCH rows
+ * are evaluated in passes, in row order, so a sequence's later rows find
+ * its earlier rows' keys in the pool.
  *
- * LoRA adapters (gm_forward_set_adapters) are stacked per projection at
- * attach time into two f32 matrices, the scales folded into A:
+ * Attention is per row: the row's query heads of one kv head against the
+ * blocks of its own sequence (kernels-kv.h), so a row's result does not
+ * depend on which other rows share the step.
+ *
+ * Adapters.  An adapter set (gm_forward_adapter_set_add; the single-
+ * sequence calls keep a private one) stacks its LoRAs per projection at
+ * registration into two f32 matrices, the scales folded into A:
  *
  *   A = [s_1 A_1; s_2 A_2; ...]   [R, in]    (R = r_1 + r_2 + ...)
  *   B = [B_1, B_2, ...]           [out, R]
  *
- * so that sum_i s_i B_i A_i = B A.  The rows of A run in the same parallel
- * loop as the base weight (same input, same packed activations): u = x A^T,
- * [nb, R]; a second loop adds u B^T to the projection's output, a tile of
- * tokens by rows at a time.
- *
- * Sparse adapters (sparse.h) are merged per projection at attach time into
- * one f32 CSR matrix, each row the rows of every adapter one after the
- * other (columns need not be sorted across adapters), the scales folded
- * into the values; after the base weight and the LoRA, a third parallel
- * loop over the output rows adds x (sum_i s_i delta W_i)^T.
- *
- * The KV cache is f32, per layer and kv head: K as [n_ctx, head_dim] rows
- * (the "weights" of q k^T) and V transposed, [head_dim, n_ctx] (the
- * "weights" of p V), so that both products of attention are the same
- * kernels as the projections.
+ * so that sum_i s_i B_i A_i = B A.  The rows of a step are ordered by
+ * adapter set, so each set's rows are one contiguous range.  The rows of
+ * A run in the same parallel loop as the base weight (the range's input,
+ * packed once): u = x A^T, [n, R]; a second loop adds u B^T to the
+ * range's rows of the projection's output, a tile of tokens by rows at a
+ * time.  Sparse adapters are merged per projection into one f32 CSR
+ * matrix, each row the rows of every adapter one after the other, the
+ * scales folded into the values; a third parallel loop over the output
+ * rows adds x (sum_i s_i delta W_i)^T to the range's rows.
  */
 #include "forward.h"
 
@@ -47,22 +51,23 @@
 
 #include "buf.h"
 #include "kernels.h"
+#include "kv-internal.h"
+#include "ops.h"
 #include "peft.h"
+#include "qwen3.h"
 #include "sparse.h"
 #include "threadpool.h"
 
-#define GM_FWD_BATCH 512   /* tokens per internal batch */
-#define GM_FWD_MATVEC_MAX 2 /* batches up to this size use gm_matvec */
+#define GM_FWD_BATCH 512   /* rows per internal pass */
+#define GM_FWD_MATVEC_MAX 2 /* passes (or adapter ranges) up to this size use gm_matvec */
 #define GM_FWD_MAX_CTX_DEFAULT 4096
-#define GM_LIN_MAX 3        /* projections of one input run as one loop */
-#define GM_LORA_TILE 64     /* rows of u B^T computed at a time, into a per-thread tile */
 
 /* The stacked adapters of one projection of one layer (see above). */
 struct lora_proj {
 	int64_t rank;      /* R; 0: not adapted */
 	float *a;          /* [R, in], scales folded in */
 	float *b;          /* [out, R] */
-	gm_tensor ta, tb;  /* views of a and b for the kernels */
+	gm_op_lora op;     /* the view the ops take (scale 1: folded) */
 };
 
 /* The merged sparse adapters of one projection of one layer (see above). */
@@ -71,45 +76,63 @@ struct sparse_proj {
 	int64_t *rowp;     /* [out + 1] */
 	int32_t *cols;     /* [nnz] */
 	float *vals;       /* [nnz], scales folded in */
+	gm_op_sparse op;   /* the view the ops take */
+};
+
+/* One adapter set. */
+struct aset {
+	int n_adapters;             /* with a non-zero scale */
+	struct lora_proj *lora;     /* [layers][GM_PEFT_PROJ_COUNT]; NULL: no LoRA */
+	int64_t rmax;               /* the largest R */
+	struct sparse_proj *sparse; /* [layers][GM_PEFT_PROJ_COUNT]; NULL: none */
+};
+
+/* The rows [r0, r1) of a pass that use adapter set set (NULL: none). */
+struct range {
+	const struct aset *set;
+	int64_t r0, r1;
 };
 
 struct gm_forward {
 	const gm_model *m;
-	gm_threadpool *pool;
-	int n_threads;
-	int n_ctx, pos, batch;
+	gm_ops *ops;               /* the backend the model definition runs on */
+	gm_qwen3_dims dims;
+	int n_ctx, batch;
 	int64_t hidden, q_dim, kv_dim, head_dim, n_heads, n_kv, inter, vocab, n_layers;
-	float eps, att_scale;
+	float eps;
+	float *inv_freq;           /* [head_dim / 2] */
 
-	float *k_cache;    /* [layers][n_kv][n_ctx][head_dim] */
-	float *v_cache;    /* [layers][n_kv][head_dim][n_ctx] */
-	float *inv_freq;   /* [head_dim / 2] */
+	/* the single-sequence calls */
+	gm_kv *kv;                 /* private pool, n_ctx tokens */
+	int seq;                   /* its one sequence */
+	struct aset *single;       /* its adapters; NULL: none */
+	uint64_t adapters_epoch;
 
-	/* one batch */
+	/* registered adapter sets: sets[id], id >= 1 */
+	struct aset **sets;
+	int n_sets;
+
+	/* the step being evaluated: rows in evaluation order */
+	gm_kv *cur;                /* its pool */
+	int64_t ev_cap;
+	int32_t *ev_seq, *ev_pos, *ev_ids;
+	const struct aset **ev_set;
+	int *order;                /* [n_seqs]: the seqs by adapter set */
+	int order_cap;
+
+	/* one pass: rows ev_*[p0 .. p0 + nb) */
+	struct range *ranges;      /* [batch] at most */
+	gm_op_delta *deltas;       /* [GM_PEFT_PROJ_COUNT][batch]: one layer's adapter ranges */
 	float *x, *xn, *xo;        /* [batch, hidden] */
 	float *q, *att;            /* [batch, q_dim] */
 	float *k, *v;              /* [batch, kv_dim] */
 	float *gate, *up;          /* [batch, inter] */
 	float *rope_cs, *rope_sn;  /* [batch, head_dim / 2] */
-	float *xt;                 /* packed activations, gm_matmul_xt_len(batch, max in) */
-	size_t panel_len, scores_len, pt_len;
-	float **panel;             /* per thread */
-	float **scores;            /* per thread, [TB, n_ctx] */
-	float **pt;                /* per thread, packed probabilities [n_ctx][TB] */
-	float **qt;                /* per thread, packed queries [head_dim][TB] */
 
-	float *hidden_out;         /* [n, hidden] of the last eval */
+	float *hidden_out;         /* [n, hidden] of the last eval, after the final norm */
 	int64_t hidden_cap;        /* rows */
-
-	/* adapters */
-	struct lora_proj *lora;    /* [layers][GM_PEFT_PROJ_COUNT]; NULL: none */
-	int n_adapters;
-	uint64_t adapters_epoch;
-	int64_t lora_rmax;         /* the largest R */
-	float *lora_u;             /* [GM_PEFT_PROJ_COUNT][batch][rmax]: x A^T */
-	float *lora_ut[GM_LIN_MAX]; /* u packed for gm_matmul, gm_matmul_xt_len(batch, rmax) each */
-	float **lora_tile;         /* per thread, [GM_MATMUL_TB, GM_LORA_TILE]: u B^T before it is added */
-	struct sparse_proj *sparse; /* [layers][GM_PEFT_PROJ_COUNT]; NULL: none */
+	float *head_x, *head_y;    /* eval_batch: the sequences' last rows and their logits */
+	int64_t head_cap;
 };
 
 /* ---------------------------------------------------------------- helpers */
@@ -135,523 +158,199 @@ static inline int64_t imax(int64_t a, int64_t b)
 	return a > b ? a : b;
 }
 
-/* ---------------------------------------------------------------- rope */
-
-/* inv_freq[j] = theta^(-2j/d), with llama3 scaling when configured; rounded to f32 as transformers keeps it. */
-static void rope_init(gm_forward *f)
+/* Floats rounded up to a 64-byte multiple, so carved buffers stay aligned. */
+static inline size_t fround(size_t n)
 {
-	const gm_model_config *c = &f->m->config;
-	int64_t j, half = f->head_dim / 2;
-
-	for (j = 0; j < half; j++) {
-		double inv = 1.0 / pow(c->rope_theta, (double)(2 * j) / (double)f->head_dim);
-
-		if (c->rope_scaling == GM_ROPE_LLAMA3) {
-			double old = (double)c->rope_original_max_position_embeddings;
-			double low_wl = old / c->rope_low_freq_factor, high_wl = old / c->rope_high_freq_factor;
-			double wl = 2.0 * M_PI / inv;
-
-			if (wl > low_wl) {
-				inv = inv / c->rope_factor;
-			} else if (wl >= high_wl) {
-				double s = (old / wl - c->rope_low_freq_factor) /
-					   (c->rope_high_freq_factor - c->rope_low_freq_factor);
-				inv = (1.0 - s) * inv / c->rope_factor + s * inv;
-			}
-		}
-		f->inv_freq[j] = (float)inv;
-	}
+	return (n + 15) & ~(size_t)15;
 }
 
-/* cos/sin of the batch's positions p0 .. p0+nb-1. */
-static void rope_batch(gm_forward *f, int64_t p0, int64_t nb)
-{
-	int64_t t, j, half = f->head_dim / 2;
+/* ---------------------------------------------------------------- one pass */
 
-	for (t = 0; t < nb; t++) {
-		for (j = 0; j < half; j++) {
-			double a = (double)(p0 + t) * (double)f->inv_freq[j];
-			f->rope_cs[t * half + j] = (float)cos(a);
-			f->rope_sn[t * half + j] = (float)sin(a);
-		}
-	}
+static void lm_head(gm_forward *f, const float *h, int64_t n, float *logits)
+{
+	gm_op_linear_out out = { f->m->lm_head, logits, f->vocab, NULL, 0 };
+
+	gm_op_linear(f->ops, h, f->hidden, n, &out, 1, GM_FWD_MATVEC_MAX);
 }
 
-/* ---------------------------------------------------------------- linear layers */
-
-/*
- * One parallel loop over the rows of several weights.  Matrix i computes
- *   Y_i[t, r] = sum_k W_i[r, k] X_i[t, k]     (W_i: [rows_i, in_i], X_i: [nb, in_i])
- * into y_i, or, when add is set, adds it to y_i (by tiles of up to TB tokens
- * by GM_LORA_TILE rows, through the thread's lora_tile, which stays in cache).
- */
-#define GM_LIN_JOB_MAX (2 * GM_LIN_MAX)
-
-struct lin_mat {
-	const gm_tensor *w;      /* [rows, in] */
-	float *y;                /* [nb, *], row stride ldy */
-	int64_t ldy;
-	const float *x;          /* [nb, in], row stride ldx (matvec) */
-	int64_t ldx, in;
-	const float *xt;         /* x packed (matmul) */
-	int add;                 /* y += the product */
-};
-
-struct lin_job {
-	gm_forward *f;
-	int n_mats;
-	struct lin_mat m[GM_LIN_JOB_MAX];
-	int64_t off[GM_LIN_JOB_MAX + 1]; /* cumulative rows */
-	int64_t nb;
-	int matmul;                      /* else matvec per token */
-};
-
-/* y[t, r] += sum_k W[r, k] X[t, k] for rows [r0, r1) of an F32 weight, by tiles. */
-static void lin_add_rows(const struct lin_job *j, const struct lin_mat *mt, int64_t r0, int64_t r1, int thread)
-{
-	float *tile = j->f->lora_tile[thread];
-	const float *w = mt->w->data;
-	int64_t ldw = mt->w->shape[1], a, n, t0, t, r, step = j->matmul ? GM_MATMUL_TB : 1;
-
-	for (a = r0; a < r1; a += GM_LORA_TILE) {
-		/* tile[t, r - a] for the rows [a, a + n): W from row a */
-		n = imin(GM_LORA_TILE, r1 - a);
-		for (t0 = 0; t0 < j->nb; t0 += step) {
-			int64_t nt = imin(step, j->nb - t0);
-
-			if (j->matmul)
-				gm_matmul(tile, GM_LORA_TILE, mt->xt + t0 * mt->in, nt, w + a * ldw, GM_DTYPE_F32, ldw,
-					  mt->in, 0, n, j->f->panel[thread]);
-			else
-				gm_matvec(tile, w + a * ldw, GM_DTYPE_F32, ldw, mt->x + t0 * mt->ldx, mt->in, 0, n);
-			for (t = 0; t < nt; t++)
-				for (r = 0; r < n; r++)
-					mt->y[(t0 + t) * mt->ldy + a + r] += tile[t * GM_LORA_TILE + r];
-		}
-	}
-}
-
-static void lin_rows(void *ctx, int64_t b, int64_t e, int thread)
-{
-	struct lin_job *j = ctx;
-	int i;
-
-	for (i = 0; i < j->n_mats; i++) {
-		int64_t r0 = imax(b, j->off[i]) - j->off[i], r1 = imin(e, j->off[i + 1]) - j->off[i], t;
-		const struct lin_mat *mt = &j->m[i];
-		const gm_tensor *w = mt->w;
-
-		if (r0 >= r1)
-			continue;
-		if (mt->add)
-			lin_add_rows(j, mt, r0, r1, thread);
-		else if (j->matmul)
-			gm_matmul(mt->y, mt->ldy, mt->xt, j->nb, w->data, w->dtype, w->shape[1], mt->in, r0, r1,
-				  j->f->panel[thread]);
-		else
-			for (t = 0; t < j->nb; t++)
-				gm_matvec(mt->y + t * mt->ldy, w->data, w->dtype, w->shape[1], mt->x + t * mt->ldx,
-					  mt->in, r0, r1);
-	}
-}
-
-static void lin_add(struct lin_job *j, const gm_tensor *w, float *y, int64_t ldy, const float *x, int64_t ldx,
-		    int64_t in, const float *xt, int add)
-{
-	struct lin_mat *mt = &j->m[j->n_mats];
-
-	mt->w = w;
-	mt->y = y;
-	mt->ldy = ldy;
-	mt->x = x;
-	mt->ldx = ldx;
-	mt->in = in;
-	mt->xt = xt;
-	mt->add = add;
-	j->off[j->n_mats + 1] = j->off[j->n_mats] + w->shape[0];
-	j->n_mats++;
-}
-
-/*
- * Sparse deltas: y_i[t, r] += sum_k vals[k] x[t, cols[k]] over the entries
- * k of row r, for the rows of several CSR matrices in one loop (SpMV per
- * token when nb is 1, SpMM otherwise: each row's entries are read once for
- * all the batch's tokens).
- */
-struct sp_job {
-	int n;
-	const struct sparse_proj *sp[GM_LIN_MAX];
-	float *y[GM_LIN_MAX];      /* [nb, *], row stride ldy */
-	int64_t ldy[GM_LIN_MAX];
-	int64_t off[GM_LIN_MAX + 1]; /* cumulative rows */
-	const float *x;            /* [nb, in], row stride ldx */
-	int64_t ldx, nb;
-};
-
-static void sp_rows(void *ctx, int64_t b, int64_t e, int thread)
-{
-	const struct sp_job *j = ctx;
-	int i;
-
-	(void)thread;
-	for (i = 0; i < j->n; i++) {
-		int64_t r0 = imax(b, j->off[i]) - j->off[i], r1 = imin(e, j->off[i + 1]) - j->off[i], r, k, t;
-		const struct sparse_proj *sp = j->sp[i];
-
-		for (r = r0; r < r1; r++) {
-			for (t = 0; t < j->nb; t++) {
-				const float *x = j->x + t * j->ldx;
-				float acc = 0;
-
-				for (k = sp->rowp[r]; k < sp->rowp[r + 1]; k++)
-					acc += sp->vals[k] * x[sp->cols[k]];
-				j->y[i][t * j->ldy[i] + r] += acc;
-			}
-		}
-	}
-}
-
-/*
- * y_i[t, :] = x[t, :] W_i^T for the n_mats weights (all [rows_i, in]) of
- * layer layer, plus the adapters' x A^T B^T and x delta W^T on the
- * projections proj[i] (layer < 0: none).
- */
-static void linear(gm_forward *f, int64_t layer, const enum gm_peft_proj *proj, int n_mats,
-		   const gm_tensor *const *w, float **y, const int64_t *ldy, const float *x, int64_t ldx, int64_t nb)
-{
-	struct lin_job j;
-	const struct lora_proj *lp[GM_LIN_MAX];
-	float *u[GM_LIN_MAX];
-	int64_t in = w[0]->shape[1], grain;
-	int i, which[GM_LIN_MAX], n_lora = 0;
-
-	memset(&j, 0, sizeof(j));
-	j.f = f;
-	j.nb = nb;
-	j.matmul = nb > GM_FWD_MATVEC_MAX;
-	for (i = 0; i < n_mats; i++)
-		lin_add(&j, w[i], y[i], ldy[i], x, ldx, in, f->xt, 0);
-	/* the adapters' A: same input, u = x A^T */
-	for (i = 0; f->lora && layer >= 0 && i < n_mats; i++) {
-		const struct lora_proj *l = &f->lora[layer * GM_PEFT_PROJ_COUNT + proj[i]];
-
-		if (!l->rank)
-			continue;
-		lp[n_lora] = l;
-		which[n_lora] = i;
-		u[n_lora] = f->lora_u + (int64_t)proj[i] * f->batch * f->lora_rmax;
-		lin_add(&j, &l->ta, u[n_lora], l->rank, x, ldx, in, f->xt, 0);
-		n_lora++;
-	}
-	if (j.matmul) {
-		gm_matmul_pack_all(f->pool, f->xt, x, ldx, nb, in);
-		grain = (int64_t)(gm_matmul_panel_len(in) / (size_t)in);
-	} else {
-		grain = 16;
-	}
-	gm_threadpool_for(f->pool, j.off[j.n_mats], grain, lin_rows, &j);
-	if (f->sparse && layer >= 0) {
-		struct sp_job sj;
-
-		memset(&sj, 0, sizeof(sj));
-		sj.x = x;
-		sj.ldx = ldx;
-		sj.nb = nb;
-		for (i = 0; i < n_mats; i++) {
-			const struct sparse_proj *sp = &f->sparse[layer * GM_PEFT_PROJ_COUNT + proj[i]];
-
-			if (!sp->nnz)
-				continue;
-			sj.sp[sj.n] = sp;
-			sj.y[sj.n] = y[i];
-			sj.ldy[sj.n] = ldy[i];
-			sj.off[sj.n + 1] = sj.off[sj.n] + w[i]->shape[0];
-			sj.n++;
-		}
-		if (sj.n)
-			gm_threadpool_for(f->pool, sj.off[sj.n], 16, sp_rows, &sj);
-	}
-	if (!n_lora)
-		return;
-
-	/* y += u B^T */
-	memset(&j, 0, sizeof(j));
-	j.f = f;
-	j.nb = nb;
-	j.matmul = nb > GM_FWD_MATVEC_MAX;
-	for (i = 0; i < n_lora; i++) {
-		int64_t r = lp[i]->rank;
-
-		if (j.matmul)
-			gm_matmul_pack(f->lora_ut[i], u[i], r, nb, r, 0, (nb + GM_MATMUL_TB - 1) / GM_MATMUL_TB);
-		lin_add(&j, &lp[i]->tb, y[which[i]], ldy[which[i]], u[i], r, r, f->lora_ut[i], 1);
-	}
-	gm_threadpool_for(f->pool, j.off[j.n_mats], 32, lin_rows, &j);
-}
-
-/* ---------------------------------------------------------------- per-token work */
-
-enum tok_mode {
-	TOK_NORM,      /* out = rmsnorm(x, w) */
-	TOK_ADD_NORM,  /* x += xo; out = rmsnorm(x, w) */
-	TOK_QKV,       /* biases, q/k norm, rope, k (and v of a single token) to the cache */
-	TOK_SILU       /* gate = silu(gate) * up */
-};
-
-struct tok_job {
-	gm_forward *f;
-	enum tok_mode mode;
-	int64_t layer, p0, nb;
-	const gm_tensor *w;
-	float *out;
-};
-
-/* y[i] += b[i], i < n: a bias of any float type (NULL: none). */
-static void add_bias(float *y, const gm_tensor *b, int64_t n)
-{
-	size_t esize = b && b->dtype == GM_DTYPE_F32 ? 4 : 2;
-	float tmp[256];
-	int64_t i, j, c;
-
-	if (!b)
-		return;
-	for (i = 0; i < n; i += c) {
-		c = imin(256, n - i);
-		gm_load_f32(tmp, (const char *)b->data + (size_t)i * esize, b->dtype, c);
-		for (j = 0; j < c; j++)
-			y[i + j] += tmp[j];
-	}
-}
-
-static void qkv_token(gm_forward *f, int64_t layer, int64_t t, int64_t p0, int single_v)
-{
-	const gm_layer_weights *lw = &f->m->layers[layer];
-	int64_t hd = f->head_dim, half = hd / 2, h, d, p = p0 + t;
-	float *q = f->q + t * f->q_dim, *k = f->k + t * f->kv_dim, *v = f->v + t * f->kv_dim;
-	const float *cs = f->rope_cs + t * half, *sn = f->rope_sn + t * half;
-
-	add_bias(q, lw->q_bias, f->q_dim);
-	add_bias(k, lw->k_bias, f->kv_dim);
-	add_bias(v, lw->v_bias, f->kv_dim);
-	for (h = 0; h < f->n_heads; h++) {
-		if (lw->q_norm)
-			gm_rmsnorm(q + h * hd, q + h * hd, lw->q_norm->data, lw->q_norm->dtype, hd, f->eps);
-		gm_rope(q + h * hd, cs, sn, hd);
-	}
-	for (h = 0; h < f->n_kv; h++) {
-		float *kc = f->k_cache + ((layer * f->n_kv + h) * f->n_ctx + p) * hd;
-
-		if (lw->k_norm)
-			gm_rmsnorm(k + h * hd, k + h * hd, lw->k_norm->data, lw->k_norm->dtype, hd, f->eps);
-		gm_rope(k + h * hd, cs, sn, hd);
-		memcpy(kc, k + h * hd, (size_t)hd * sizeof(float));
-	}
-	if (single_v) /* one token: its V goes to the cache here, else by rows (v_to_cache) */
-		for (d = 0; d < f->kv_dim; d++)
-			f->v_cache[(layer * f->kv_dim + d) * f->n_ctx + p] = v[d];
-}
-
-struct vt_job {
-	gm_forward *f;
-	int64_t layer, p0, nb;
-};
-
-/* Rows [b, e) of the transposed V cache (kv head g, dimension d: row g * head_dim + d) get the batch's values. */
-static void vt_rows(void *ctx, int64_t b, int64_t e, int thread)
-{
-	struct vt_job *j = ctx;
-	gm_forward *f = j->f;
-	int64_t r, t;
-
-	(void)thread;
-	for (r = b; r < e; r++) {
-		float *vc = f->v_cache + (j->layer * f->kv_dim + r) * f->n_ctx + j->p0;
-		for (t = 0; t < j->nb; t++)
-			vc[t] = f->v[t * f->kv_dim + r];
-	}
-}
-
-/* V of the batch to the cache, row by row of the transposed layout (contiguous writes). */
-static void v_to_cache(gm_forward *f, int64_t layer, int64_t p0, int64_t nb)
-{
-	struct vt_job j = { f, layer, p0, nb };
-
-	gm_threadpool_for(f->pool, f->kv_dim, 16, vt_rows, &j);
-}
-
-static void tok_run(void *ctx, int64_t b, int64_t e, int thread)
-{
-	struct tok_job *j = ctx;
-	gm_forward *f = j->f;
-	int64_t t, i, H = f->hidden;
-
-	(void)thread;
-	for (t = b; t < e; t++) {
-		switch (j->mode) {
-		case TOK_ADD_NORM:
-			for (i = 0; i < H; i++)
-				f->x[t * H + i] += f->xo[t * H + i];
-			/* fall through */
-		case TOK_NORM:
-			gm_rmsnorm(j->out + t * H, f->x + t * H, j->w->data, j->w->dtype, H, f->eps);
-			break;
-		case TOK_QKV:
-			qkv_token(f, j->layer, t, j->p0, j->nb == 1);
-			break;
-		case TOK_SILU:
-			gm_silu_mul(f->gate + t * f->inter, f->up + t * f->inter, f->inter);
-			break;
-		}
-	}
-}
-
-static void per_token(gm_forward *f, enum tok_mode mode, int64_t nb, int64_t layer, int64_t p0,
-		      const gm_tensor *w, float *out)
-{
-	struct tok_job j = { f, mode, layer, p0, nb, w, out };
-
-	gm_threadpool_for(f->pool, nb, 1, tok_run, &j);
-}
-
-/* ---------------------------------------------------------------- attention */
-
-struct att_job {
-	gm_forward *f;
-	int64_t layer, p0, nb, n_qblocks;
-};
-
-/* Query t (position p0 + t) of head h, with matrix-vector products. */
-static void att_one(gm_forward *f, int64_t layer, int64_t h, int64_t t, int64_t p0, int thread)
-{
-	int64_t hd = f->head_dim, g = h / (f->n_heads / f->n_kv), T = p0 + t + 1, i;
-	const float *kc = f->k_cache + (layer * f->n_kv + g) * f->n_ctx * hd;
-	const float *vc = f->v_cache + (layer * f->n_kv + g) * hd * f->n_ctx;
-	float *s = f->scores[thread];
-
-	gm_matvec(s, kc, GM_DTYPE_F32, hd, f->q + t * f->q_dim + h * hd, hd, 0, T);
-	for (i = 0; i < T; i++)
-		s[i] *= f->att_scale;
-	gm_softmax(s, T);
-	gm_matvec(f->att + t * f->q_dim + h * hd, vc, GM_DTYPE_F32, f->n_ctx, s, T, 0, hd);
-}
-
-/* A block of up to TB queries of head h, with matrix-matrix products. */
-static void att_block(gm_forward *f, int64_t layer, int64_t h, int64_t qb, int64_t p0, int64_t nb, int thread)
-{
-	int64_t hd = f->head_dim, g = h / (f->n_heads / f->n_kv), i0 = qb * GM_MATMUL_TB;
-	int64_t nq = imin(GM_MATMUL_TB, nb - i0), T = p0 + i0 + nq, i, t;
-	const float *kc = f->k_cache + (layer * f->n_kv + g) * f->n_ctx * hd;
-	const float *vc = f->v_cache + (layer * f->n_kv + g) * hd * f->n_ctx;
-	float *s = f->scores[thread];
-
-	/* s[i, t] = q_i . k_t for keys t < T */
-	gm_matmul_pack(f->qt[thread], f->q + i0 * f->q_dim + h * hd, f->q_dim, nq, hd, 0, 1);
-	gm_matmul(s, T, f->qt[thread], nq, kc, GM_DTYPE_F32, hd, hd, 0, T, f->panel[thread]);
-	for (i = 0; i < nq; i++) {
-		float *si = s + i * T;
-		int64_t valid = p0 + i0 + i + 1;
-
-		for (t = 0; t < valid; t++)
-			si[t] *= f->att_scale;
-		gm_softmax(si, valid);
-		for (t = valid; t < T; t++)
-			si[t] = 0.0f;
-	}
-	/* att[i, :] = sum_t s[i, t] v_t */
-	gm_matmul_pack(f->pt[thread], s, T, nq, T, 0, 1);
-	gm_matmul(f->att + i0 * f->q_dim + h * hd, f->q_dim, f->pt[thread], nq, vc, GM_DTYPE_F32, f->n_ctx, T,
-		  0, hd, f->panel[thread]);
-}
-
-static void att_run(void *ctx, int64_t b, int64_t e, int thread)
-{
-	struct att_job *j = ctx;
-	int64_t task;
-
-	for (task = b; task < e; task++) {
-		if (j->nb <= GM_FWD_MATVEC_MAX)
-			att_one(j->f, j->layer, task / j->nb, task % j->nb, j->p0, thread);
-		else
-			att_block(j->f, j->layer, task / j->n_qblocks, task % j->n_qblocks, j->p0, j->nb, thread);
-	}
-}
-
-static void attention(gm_forward *f, int64_t layer, int64_t p0, int64_t nb)
-{
-	struct att_job j = { f, layer, p0, nb, (nb + GM_MATMUL_TB - 1) / GM_MATMUL_TB };
-	int64_t n_tasks = f->n_heads * (nb <= GM_FWD_MATVEC_MAX ? nb : j.n_qblocks);
-
-	gm_threadpool_for(f->pool, n_tasks, 1, att_run, &j);
-}
-
-/* ---------------------------------------------------------------- one batch */
-
-/* Runs ids[0..nb) at positions f->pos ..; the final hidden states go to out ([nb, hidden]). */
-static void run_batch(gm_forward *f, const int32_t *ids, int64_t nb, float *out)
+/* Runs the rows ev_*[p0 .. p0 + nb); their final hidden states go to out ([nb, hidden]). */
+static void run_pass(gm_forward *f, int64_t p0, int64_t nb, float *out)
 {
 	const gm_model *m = f->m;
-	int64_t t, l, p0 = f->pos, H = f->hidden;
+	int64_t t, l, H = f->hidden;
+	int n_ranges = 0, g, p;
+	gm_qwen3_acts a;
+	gm_qwen3_layer L;
 
-	for (t = 0; t < nb; t++)
-		gm_load_f32(f->x + t * H, row_ptr(m->embed_tokens, ids[t]), m->embed_tokens->dtype, H);
-	rope_batch(f, p0, nb);
-	for (l = 0; l < f->n_layers; l++) {
-		const gm_layer_weights *lw = &m->layers[l];
-		static const enum gm_peft_proj qkv_p[3] = { GM_PEFT_Q_PROJ, GM_PEFT_K_PROJ, GM_PEFT_V_PROJ };
-		static const enum gm_peft_proj gu_p[2] = { GM_PEFT_GATE_PROJ, GM_PEFT_UP_PROJ };
-		static const enum gm_peft_proj o_p = GM_PEFT_O_PROJ, down_p = GM_PEFT_DOWN_PROJ;
-		const gm_tensor *qkv[3] = { lw->q_proj, lw->k_proj, lw->v_proj };
-		float *qkv_y[3] = { f->q, f->k, f->v };
-		int64_t qkv_ld[3] = { f->q_dim, f->kv_dim, f->kv_dim };
-		const gm_tensor *gu[2] = { lw->gate_proj, lw->up_proj };
-		float *gu_y[2] = { f->gate, f->up };
-		int64_t gu_ld[2] = { f->inter, f->inter };
-
-		if (l == 0)
-			per_token(f, TOK_NORM, nb, l, p0, lw->input_norm, f->xn);
-		else
-			per_token(f, TOK_ADD_NORM, nb, l, p0, lw->input_norm, f->xn);
-		linear(f, l, qkv_p, 3, qkv, qkv_y, qkv_ld, f->xn, H, nb);
-		per_token(f, TOK_QKV, nb, l, p0, NULL, NULL);
-		if (nb > 1)
-			v_to_cache(f, l, p0, nb);
-		attention(f, l, p0, nb);
-		linear(f, l, &o_p, 1, &lw->o_proj, &f->xo, &H, f->att, f->q_dim, nb);
-		per_token(f, TOK_ADD_NORM, nb, l, p0, lw->post_attn_norm, f->xn);
-		linear(f, l, gu_p, 2, gu, gu_y, gu_ld, f->xn, H, nb);
-		per_token(f, TOK_SILU, nb, l, p0, NULL, NULL);
-		linear(f, l, &down_p, 1, &lw->down_proj, &f->xo, &H, f->gate, f->inter, nb);
+	/* the adapter ranges of this pass (rows are ordered by set) */
+	for (t = 0; t < nb; t++) {
+		if (!n_ranges || f->ev_set[p0 + t] != f->ranges[n_ranges - 1].set) {
+			f->ranges[n_ranges].set = f->ev_set[p0 + t];
+			f->ranges[n_ranges].r0 = t;
+			n_ranges++;
+		}
+		f->ranges[n_ranges - 1].r1 = t + 1;
 	}
-	per_token(f, TOK_ADD_NORM, nb, f->n_layers, p0, m->final_norm, out);
+	gm_op_embed(f->ops, f->x, m->embed_tokens, f->ev_ids + p0, nb);
+	gm_qwen3_rope_rows(f->inv_freq, f->head_dim, f->ev_pos + p0, nb, f->rope_cs, f->rope_sn);
+	/* inference keeps one buffer where training keeps two */
+	memset(&a, 0, sizeof(a));
+	a.n = nb;
+	a.x = a.y = a.x1 = f->x;
+	a.n1 = a.n2 = f->xn;
+	a.q = a.qr = f->q;
+	a.k = a.kr = f->k;
+	a.v = f->v;
+	a.att = f->att;
+	a.tmp = f->xo;
+	a.g = a.act = f->gate;
+	a.up = f->up;
+	a.cs = f->rope_cs;
+	a.sn = f->rope_sn;
+	a.kv = f->cur;
+	a.seq = f->ev_seq + p0;
+	a.pos = f->ev_pos + p0;
+	a.matvec_max = GM_FWD_MATVEC_MAX;
+	for (l = 0; l < f->n_layers; l++) {
+		gm_qwen3_layer_of(m, l, &L);
+		for (p = 0; p < GM_PEFT_PROJ_COUNT; p++) {
+			gm_op_delta *dl = f->deltas + p * f->batch;
+			int nd = 0;
+
+			for (g = 0; g < n_ranges; g++) {
+				const struct aset *s = f->ranges[g].set;
+				const struct lora_proj *lp = s && s->lora ? &s->lora[l * GM_PEFT_PROJ_COUNT + p] : NULL;
+				const struct sparse_proj *sp = s && s->sparse ? &s->sparse[l * GM_PEFT_PROJ_COUNT + p] : NULL;
+
+				if ((!lp || !lp->op.rank) && (!sp || !sp->op.nnz))
+					continue;
+				dl[nd].r0 = f->ranges[g].r0;
+				dl[nd].r1 = f->ranges[g].r1;
+				dl[nd].lora = lp && lp->op.rank ? &lp->op : NULL;
+				dl[nd].sparse = sp && sp->op.nnz ? &sp->op : NULL;
+				dl[nd].u = NULL;
+				nd++;
+			}
+			L.deltas[p] = nd ? dl : NULL;
+			L.n_deltas[p] = nd;
+		}
+		gm_qwen3_layer_forward(f->ops, &f->dims, l, &L, &a);
+	}
+	gm_op_rmsnorm(f->ops, out, f->x, m->final_norm, nb, H, f->eps);
+}
+
+
+/* ---------------------------------------------------------------- one step */
+
+static void ev_reserve(gm_forward *f, int64_t rows, int n_seqs)
+{
+	if (rows > f->ev_cap) {
+		f->ev_cap = rows;
+		f->ev_seq = gm_xrealloc(f->ev_seq, (size_t)rows * sizeof(*f->ev_seq));
+		f->ev_pos = gm_xrealloc(f->ev_pos, (size_t)rows * sizeof(*f->ev_pos));
+		f->ev_ids = gm_xrealloc(f->ev_ids, (size_t)rows * sizeof(*f->ev_ids));
+		f->ev_set = gm_xrealloc(f->ev_set, (size_t)rows * sizeof(*f->ev_set));
+	}
+	if (rows > f->hidden_cap) {
+		free(f->hidden_out);
+		f->hidden_out = falloc((size_t)rows * (size_t)f->hidden);
+		f->hidden_cap = rows;
+	}
+	if (n_seqs > f->order_cap) {
+		f->order_cap = n_seqs;
+		f->order = gm_xrealloc(f->order, (size_t)n_seqs * sizeof(*f->order));
+	}
+}
+
+/*
+ * The step proper, after the checks: seqs[i] uses adapter set sets[i] and
+ * fits in kv.  Its blocks are reserved, its rows ordered by adapter set
+ * and evaluated in passes; the sequences' lengths grow by their n.
+ * all_logits (one sequence only): [n, vocab] logits of every row; else
+ * each sequence's logits (when not NULL) of its last row.
+ */
+static void eval_step(gm_forward *f, gm_kv *kv, const gm_forward_seq *seqs, const struct aset *const *sets,
+		      int n_seqs, float *all_logits)
+{
+	int64_t rows = 0, r, done, nb, n_out = 0;
+	int i, k, c;
+
+	for (i = 0; i < n_seqs; i++)
+		rows += seqs[i].n;
+	ev_reserve(f, rows, n_seqs);
+	for (i = 0; i < n_seqs; i++) {
+		gm_kv_reserve(kv, seqs[i].seq, seqs[i].n, NULL); /* cannot fail: checked by the caller */
+		/* insertion sort by adapter set (stable: the callers' order within a set) */
+		for (k = i; k > 0 && (uintptr_t)sets[f->order[k - 1]] > (uintptr_t)sets[i]; k--)
+			f->order[k] = f->order[k - 1];
+		f->order[k] = i;
+	}
+	for (i = 0, r = 0; i < n_seqs; i++) {
+		const gm_forward_seq *s = &seqs[f->order[i]];
+		int len = kv->seqs[s->seq].len;
+
+		for (c = 0; c < s->n; c++, r++) {
+			f->ev_seq[r] = s->seq;
+			f->ev_pos[r] = len + c;
+			f->ev_ids[r] = s->ids[c];
+			f->ev_set[r] = sets[f->order[i]];
+		}
+	}
+	f->cur = kv;
+	for (done = 0; done < rows; done += nb) {
+		float *h = f->hidden_out + done * f->hidden;
+
+		nb = imin(f->batch, rows - done);
+		run_pass(f, done, nb, h);
+		if (all_logits)
+			lm_head(f, h, nb, all_logits + done * f->vocab);
+	}
+	for (i = 0; i < n_seqs; i++)
+		kv->seqs[seqs[i].seq].len += seqs[i].n;
+	f->cur = NULL;
+	if (all_logits)
+		return;
+
+	/* lm_head over the sequences' last rows at once */
+	for (i = 0, r = 0; i < n_seqs; i++) {
+		r += seqs[f->order[i]].n;
+		n_out += seqs[f->order[i]].logits != NULL;
+	}
+	if (!n_out)
+		return;
+	if (n_out == 1) {
+		for (i = 0, r = 0; i < n_seqs; i++) {
+			float *y = seqs[f->order[i]].logits;
+
+			r += seqs[f->order[i]].n;
+			if (y)
+				lm_head(f, f->hidden_out + (r - 1) * f->hidden, 1, y);
+		}
+		return;
+	}
+	if (n_out > f->head_cap) {
+		free(f->head_x);
+		free(f->head_y);
+		f->head_x = falloc((size_t)n_out * (size_t)f->hidden);
+		f->head_y = falloc((size_t)n_out * (size_t)f->vocab);
+		f->head_cap = n_out;
+	}
+	for (i = 0, r = 0, k = 0; i < n_seqs; i++) {
+		r += seqs[f->order[i]].n;
+		if (seqs[f->order[i]].logits)
+			memcpy(f->head_x + (k++) * f->hidden, f->hidden_out + (r - 1) * f->hidden,
+			       (size_t)f->hidden * sizeof(float));
+	}
+	for (done = 0; done < n_out; done += nb) {
+		nb = imin(f->batch, n_out - done);
+		lm_head(f, f->head_x + done * f->hidden, nb, f->head_y + done * f->vocab);
+	}
+	for (i = 0, k = 0; i < n_seqs; i++)
+		if (seqs[f->order[i]].logits)
+			memcpy(seqs[f->order[i]].logits, f->head_y + (k++) * f->vocab, (size_t)f->vocab * sizeof(float));
 }
 
 /* ---------------------------------------------------------------- adapters */
-
-static void lora_free(gm_forward *f)
-{
-	int64_t i;
-
-	if (f->lora) {
-		for (i = 0; i < f->n_layers * GM_PEFT_PROJ_COUNT; i++) {
-			free(f->lora[i].a);
-			free(f->lora[i].b);
-		}
-	}
-	free(f->lora);
-	free(f->lora_u);
-	for (i = 0; i < GM_LIN_MAX; i++)
-		free(f->lora_ut[i]);
-	if (f->lora_tile)
-		for (i = 0; i < f->n_threads; i++)
-			free(f->lora_tile[i]);
-	free(f->lora_tile);
-	f->lora = NULL;
-	f->lora_u = NULL;
-	f->lora_tile = NULL;
-	memset(f->lora_ut, 0, sizeof(f->lora_ut));
-	f->lora_rmax = 0;
-	f->n_adapters = 0;
-}
 
 static void sparse_free_all(struct sparse_proj *sp, int64_t n)
 {
@@ -667,11 +366,26 @@ static void sparse_free_all(struct sparse_proj *sp, int64_t n)
 	free(sp);
 }
 
-static void adapters_free(gm_forward *f)
+static void lora_free_all(struct lora_proj *lp, int64_t n)
 {
-	lora_free(f);
-	sparse_free_all(f->sparse, f->n_layers * GM_PEFT_PROJ_COUNT);
-	f->sparse = NULL;
+	int64_t i;
+
+	if (!lp)
+		return;
+	for (i = 0; i < n; i++) {
+		free(lp[i].a);
+		free(lp[i].b);
+	}
+	free(lp);
+}
+
+static void aset_free(gm_forward *f, struct aset *s)
+{
+	if (!s)
+		return;
+	lora_free_all(s->lora, f->n_layers * GM_PEFT_PROJ_COUNT);
+	sparse_free_all(s->sparse, f->n_layers * GM_PEFT_PROJ_COUNT);
+	free(s);
 }
 
 static const gm_tensor *proj_weight(const gm_layer_weights *lw, enum gm_peft_proj p)
@@ -791,6 +505,10 @@ static struct sparse_proj *sparse_merge(gm_forward *f, const gm_forward_adapter 
 			}
 			p->rowp[o + 1] = at;
 		}
+		p->op.nnz = p->nnz;
+		p->op.rowp = p->rowp;
+		p->op.cols = p->cols;
+		p->op.vals = p->vals;
 	}
 	return sp;
 }
@@ -821,32 +539,20 @@ static int lora_fill(struct lora_proj *lp, const gm_peft_module *md, double s, i
 	return 0;
 }
 
-int gm_forward_set_adapters(gm_forward *f, const gm_peft_adapter *const *adapters, const float *scales,
-			    int n, gm_error *err)
-{
-	gm_forward_adapter *list;
-	int k, ret;
-
-	if (n < 0)
-		return gm_error_set(err, GM_EINVAL, "invalid adapter count %d", n);
-	list = gm_xcalloc((size_t)(n ? n : 1), sizeof(*list));
-	for (k = 0; k < n; k++) {
-		list[k].lora = adapters[k];
-		list[k].scale = scales ? scales[k] : 1.0f;
-	}
-	ret = gm_forward_set_adapter_list(f, list, n, err);
-	free(list);
-	return ret;
-}
-
-int gm_forward_set_adapter_list(gm_forward *f, const gm_forward_adapter *list, int n, gm_error *err)
+/*
+ * Checks list[0..n) and builds its adapter set (stacked LoRAs, merged
+ * sparse deltas); *out NULL when no adapter has a non-zero scale.
+ */
+static int aset_build(gm_forward *f, const gm_forward_adapter *list, int n, struct aset **out, gm_error *err)
 {
 	int64_t n_proj = f->n_layers * GM_PEFT_PROJ_COUNT, i, rmax = 0;
 	struct lora_proj *lora;
+	struct aset *set;
 	int64_t *off;
 	int k, used = 0, ret = 0;
 	size_t mi;
 
+	*out = NULL;
 	if (n < 0 || (n && !list))
 		return gm_error_set(err, GM_EINVAL, "invalid adapter count %d", n);
 	for (k = 0; k < n; k++) {
@@ -887,19 +593,10 @@ int gm_forward_set_adapter_list(gm_forward *f, const gm_forward_adapter *list, i
 		rmax = imax(rmax, lp->rank);
 		lp->a = falloc((size_t)(lp->rank * w->shape[1]));
 		lp->b = falloc((size_t)(w->shape[0] * lp->rank));
-		lp->ta.name = lp->tb.name = "lora";
-		lp->ta.dtype = lp->tb.dtype = GM_DTYPE_F32;
-		lp->ta.ndim = lp->tb.ndim = 2;
-		lp->ta.shape[0] = lp->rank;
-		lp->ta.shape[1] = w->shape[1];
-		lp->tb.shape[0] = w->shape[0];
-		lp->tb.shape[1] = lp->rank;
-		lp->ta.numel = (uint64_t)(lp->rank * w->shape[1]);
-		lp->tb.numel = (uint64_t)(w->shape[0] * lp->rank);
-		lp->ta.nbytes = lp->ta.numel * 4;
-		lp->tb.nbytes = lp->tb.numel * 4;
-		lp->ta.data = lp->a;
-		lp->tb.data = lp->b;
+		lp->op.rank = lp->rank;
+		lp->op.a = lp->a;
+		lp->op.b = lp->b;
+		lp->op.scale = 1.0f;
 	}
 	for (k = 0; k < n && !ret; k++) {
 		double s = (double)list[k].scale;
@@ -916,37 +613,61 @@ int gm_forward_set_adapter_list(gm_forward *f, const gm_forward_adapter *list, i
 	}
 	free(off);
 	if (ret) {
-		for (i = 0; i < n_proj; i++) {
-			free(lora[i].a);
-			free(lora[i].b);
-		}
-		free(lora);
+		lora_free_all(lora, n_proj);
 		return ret;
 	}
-
-	adapters_free(f);
-	f->pos = 0;
-	f->adapters_epoch++;
-	f->sparse = sparse_merge(f, list, n);
-	f->n_adapters = used;
-	if (!rmax) {
-		free(lora);
+	if (!used) {
+		lora_free_all(lora, n_proj);
 		return 0;
 	}
-	f->lora = lora;
-	f->lora_rmax = rmax;
-	f->lora_u = falloc((size_t)GM_PEFT_PROJ_COUNT * (size_t)f->batch * (size_t)rmax);
-	for (k = 0; k < GM_LIN_MAX; k++)
-		f->lora_ut[k] = falloc(gm_matmul_xt_len(f->batch, rmax));
-	f->lora_tile = gm_xcalloc((size_t)f->n_threads, sizeof(*f->lora_tile));
-	for (k = 0; k < f->n_threads; k++)
-		f->lora_tile[k] = falloc((size_t)GM_MATMUL_TB * GM_LORA_TILE);
+	set = gm_xcalloc(1, sizeof(*set));
+	set->n_adapters = used;
+	set->sparse = sparse_merge(f, list, n);
+	if (rmax) {
+		set->lora = lora;
+		set->rmax = rmax;
+	} else {
+		lora_free_all(lora, n_proj);
+	}
+	*out = set;
+	return 0;
+}
+
+int gm_forward_set_adapters(gm_forward *f, const gm_peft_adapter *const *adapters, const float *scales,
+			    int n, gm_error *err)
+{
+	gm_forward_adapter *list;
+	int k, ret;
+
+	if (n < 0)
+		return gm_error_set(err, GM_EINVAL, "invalid adapter count %d", n);
+	list = gm_xcalloc((size_t)(n ? n : 1), sizeof(*list));
+	for (k = 0; k < n; k++) {
+		list[k].lora = adapters[k];
+		list[k].scale = scales ? scales[k] : 1.0f;
+	}
+	ret = gm_forward_set_adapter_list(f, list, n, err);
+	free(list);
+	return ret;
+}
+
+int gm_forward_set_adapter_list(gm_forward *f, const gm_forward_adapter *list, int n, gm_error *err)
+{
+	struct aset *set;
+	int ret;
+
+	if ((ret = aset_build(f, list, n, &set, err)))
+		return ret;
+	aset_free(f, f->single);
+	f->single = set;
+	gm_kv_seq_truncate(f->kv, f->seq, 0);
+	f->adapters_epoch++;
 	return 0;
 }
 
 int gm_forward_n_adapters(const gm_forward *f)
 {
-	return f->n_adapters;
+	return f->single ? f->single->n_adapters : 0;
 }
 
 uint64_t gm_forward_adapters_epoch(const gm_forward *f)
@@ -954,21 +675,60 @@ uint64_t gm_forward_adapters_epoch(const gm_forward *f)
 	return f->adapters_epoch;
 }
 
+int gm_forward_adapter_set_add(gm_forward *f, const gm_forward_adapter *list, int n, int *id, gm_error *err)
+{
+	struct aset *set;
+	int i, ret;
+
+	if ((ret = aset_build(f, list, n, &set, err)))
+		return ret;
+	if (!set) /* every scale 0: the base model, but still an id of its own */
+		set = gm_xcalloc(1, sizeof(*set));
+	for (i = 1; i < f->n_sets && f->sets[i]; i++)
+		;
+	if (i >= f->n_sets) {
+		int cap = f->n_sets ? 2 * f->n_sets : 8;
+
+		f->sets = gm_xrealloc(f->sets, (size_t)cap * sizeof(*f->sets));
+		memset(f->sets + f->n_sets, 0, (size_t)(cap - f->n_sets) * sizeof(*f->sets));
+		f->n_sets = cap;
+	}
+	f->sets[i] = set;
+	*id = i;
+	return 0;
+}
+
+void gm_forward_adapter_set_remove(gm_forward *f, int id)
+{
+	if (id <= 0 || id >= f->n_sets || !f->sets[id])
+		return;
+	aset_free(f, f->sets[id]);
+	f->sets[id] = NULL;
+}
+
 /* ---------------------------------------------------------------- API */
 
 int gm_forward_new(const gm_model *m, int n_ctx, int n_threads, gm_forward **out, gm_error *err)
 {
+	gm_forward_opts o = { n_ctx, n_threads, GM_KV_F32 };
+
+	return gm_forward_new_ex(m, &o, out, err);
+}
+
+int gm_forward_new_ex(const gm_model *m, const gm_forward_opts *o, gm_forward **out, gm_error *err)
+{
 	const gm_model_config *c = &m->config;
+	int n_ctx = o->n_ctx, n_threads = o->n_threads;
 	gm_forward *f;
-	int64_t max_in;
-	size_t kv_len;
-	int i, ret;
+	int ret;
 
 	*out = NULL;
 	if (n_threads < 0 || n_threads > 1024)
 		return gm_error_set(err, GM_EINVAL, "invalid thread count %d", n_threads);
 	if (n_ctx < 0)
 		return gm_error_set(err, GM_EINVAL, "invalid context length %d", n_ctx);
+	if ((int)o->kv_type < GM_KV_AUTO || (int)o->kv_type > GM_KV_F16)
+		return gm_error_set(err, GM_EINVAL, "invalid KV cache type %d", (int)o->kv_type);
 	if (c->num_key_value_heads < 1 || c->num_attention_heads % c->num_key_value_heads || c->head_dim % 2)
 		return gm_error_set(err, GM_EUNSUPPORTED,
 				    "%s: %lld attention heads over %lld kv heads of dimension %lld are not supported",
@@ -983,6 +743,7 @@ int gm_forward_new(const gm_model *m, int n_ctx, int n_threads, gm_forward **out
 	f = gm_xcalloc(1, sizeof(*f));
 	f->m = m;
 	f->n_ctx = n_ctx;
+	gm_qwen3_dims_of(m, &f->dims);
 	f->hidden = c->hidden_size;
 	f->head_dim = c->head_dim;
 	f->n_heads = c->num_attention_heads;
@@ -993,27 +754,19 @@ int gm_forward_new(const gm_model *m, int n_ctx, int n_threads, gm_forward **out
 	f->vocab = c->vocab_size;
 	f->n_layers = c->num_hidden_layers;
 	f->eps = (float)c->rms_norm_eps;
-	f->att_scale = (float)(1.0 / sqrt((double)f->head_dim));
-	f->batch = (int)imin(GM_FWD_BATCH, n_ctx);
+	f->batch = GM_FWD_BATCH;
 
-	if ((ret = gm_threadpool_new(n_threads, &f->pool, err))) {
+	if ((ret = gm_ops_cpu_new(n_threads, &f->ops, err))) {
 		free(f);
 		return ret;
 	}
-	f->n_threads = n_threads;
-	gm_kernels_isa();
-
-	/* calloc: the cache's pages are only touched as positions fill */
-	kv_len = (size_t)f->n_layers * (size_t)f->kv_dim * (size_t)n_ctx;
-	f->k_cache = calloc(kv_len, sizeof(float));
-	f->v_cache = calloc(kv_len, sizeof(float));
-	if (!f->k_cache || !f->v_cache) {
+	/* the private pool: its pages are only touched as positions fill */
+	if ((ret = gm_kv_new(m, o->kv_type, n_ctx, &f->kv, err)) || (ret = gm_kv_seq_new(f->kv, &f->seq, err))) {
 		gm_forward_free(f);
-		return gm_error_set(err, GM_ENOMEM, "cannot allocate a KV cache of %d tokens (%.1f MiB)", n_ctx,
-				    2.0 * (double)kv_len * sizeof(float) / (1024.0 * 1024.0));
+		return ret;
 	}
 	f->inv_freq = falloc((size_t)f->head_dim / 2);
-	rope_init(f);
+	gm_qwen3_rope_init(m, f->inv_freq);
 
 	f->x = falloc((size_t)f->batch * f->hidden);
 	f->xn = falloc((size_t)f->batch * f->hidden);
@@ -1026,24 +779,8 @@ int gm_forward_new(const gm_model *m, int n_ctx, int n_threads, gm_forward **out
 	f->up = falloc((size_t)f->batch * f->inter);
 	f->rope_cs = falloc((size_t)f->batch * f->head_dim / 2);
 	f->rope_sn = falloc((size_t)f->batch * f->head_dim / 2);
-	max_in = imax(imax(f->hidden, f->q_dim), f->inter);
-	f->xt = falloc(gm_matmul_xt_len(f->batch, max_in));
-
-	max_in = imax(max_in, n_ctx);
-	/* gm_matmul_panel_len(in) <= max(65536, TR * in) for every in (see kernels.c) */
-	f->panel_len = (size_t)imax(65536, GM_MATMUL_TR * max_in);
-	f->scores_len = (size_t)GM_MATMUL_TB * (size_t)n_ctx;
-	f->pt_len = gm_matmul_xt_len(GM_MATMUL_TB, n_ctx);
-	f->panel = gm_xcalloc((size_t)n_threads, sizeof(*f->panel));
-	f->scores = gm_xcalloc((size_t)n_threads, sizeof(*f->scores));
-	f->pt = gm_xcalloc((size_t)n_threads, sizeof(*f->pt));
-	f->qt = gm_xcalloc((size_t)n_threads, sizeof(*f->qt));
-	for (i = 0; i < n_threads; i++) {
-		f->panel[i] = falloc(f->panel_len);
-		f->scores[i] = falloc(f->scores_len);
-		f->pt[i] = falloc(f->pt_len);
-		f->qt[i] = falloc(gm_matmul_xt_len(GM_MATMUL_TB, f->head_dim));
-	}
+	f->ranges = gm_xcalloc((size_t)f->batch, sizeof(*f->ranges));
+	f->deltas = gm_xcalloc((size_t)GM_PEFT_PROJ_COUNT * (size_t)f->batch, sizeof(*f->deltas));
 	*out = f;
 	return 0;
 }
@@ -1054,19 +791,12 @@ void gm_forward_free(gm_forward *f)
 
 	if (!f)
 		return;
-	gm_threadpool_free(f->pool);
-	for (i = 0; i < f->n_threads; i++) {
-		free(f->panel[i]);
-		free(f->scores[i]);
-		free(f->pt[i]);
-		free(f->qt[i]);
-	}
-	free(f->panel);
-	free(f->scores);
-	free(f->pt);
-	free(f->qt);
-	free(f->k_cache);
-	free(f->v_cache);
+	gm_ops_free(f->ops);
+	gm_kv_free(f->kv);
+	aset_free(f, f->single);
+	for (i = 1; i < f->n_sets; i++)
+		aset_free(f, f->sets[i]);
+	free(f->sets);
 	free(f->inv_freq);
 	free(f->x);
 	free(f->xn);
@@ -1079,9 +809,16 @@ void gm_forward_free(gm_forward *f)
 	free(f->up);
 	free(f->rope_cs);
 	free(f->rope_sn);
-	free(f->xt);
+	free(f->ranges);
+	free(f->deltas);
+	free(f->ev_seq);
+	free(f->ev_pos);
+	free(f->ev_ids);
+	free(f->ev_set);
+	free(f->order);
 	free(f->hidden_out);
-	adapters_free(f);
+	free(f->head_x);
+	free(f->head_y);
 	free(f);
 }
 
@@ -1090,17 +827,19 @@ int gm_forward_n_ctx(const gm_forward *f)
 	return f->n_ctx;
 }
 
+enum gm_kv_type gm_forward_kv_type(const gm_forward *f)
+{
+	return gm_kv_type_of(f->kv);
+}
+
 int gm_forward_pos(const gm_forward *f)
 {
-	return f->pos;
+	return gm_kv_seq_len(f->kv, f->seq);
 }
 
 void gm_forward_truncate(gm_forward *f, int pos)
 {
-	if (pos < 0)
-		pos = 0;
-	if (pos < f->pos)
-		f->pos = pos;
+	gm_kv_seq_truncate(f->kv, f->seq, pos < 0 ? 0 : pos);
 }
 
 const float *gm_forward_last_hidden(const gm_forward *f)
@@ -1108,39 +847,72 @@ const float *gm_forward_last_hidden(const gm_forward *f)
 	return f->hidden_out;
 }
 
+static int check_ids(const gm_forward *f, const int32_t *ids, int n, gm_error *err)
+{
+	int i;
+
+	for (i = 0; i < n; i++)
+		if (ids[i] < 0 || ids[i] >= f->vocab)
+			return gm_error_set(err, GM_EINVAL, "token id %ld at index %d is out of range (vocabulary of %lld)",
+					    (long)ids[i], i, (long long)f->vocab);
+	return 0;
+}
+
 int gm_forward_eval(gm_forward *f, const int32_t *ids, int n, float *logits, int all_logits, gm_error *err)
 {
-	const gm_tensor *lm = f->m->lm_head;
-	int64_t done, nb, i;
+	gm_forward_seq s = { f->seq, ids, n, 0, all_logits ? NULL : logits };
+	const struct aset *set = f->single;
+	int pos = gm_forward_pos(f), ret;
 
 	if (n < 1)
 		return gm_error_set(err, GM_EINVAL, "no tokens to evaluate");
-	if (n > f->n_ctx - f->pos)
+	if (n > f->n_ctx - pos)
 		return gm_error_set(err, GM_EINVAL,
 				    "context overflow: %d tokens do not fit after %d cached ones (context length %d)",
-				    n, f->pos, f->n_ctx);
-	for (i = 0; i < n; i++)
-		if (ids[i] < 0 || ids[i] >= f->vocab)
-			return gm_error_set(err, GM_EINVAL, "token id %ld at index %lld is out of range (vocabulary of %lld)",
-					    (long)ids[i], (long long)i, (long long)f->vocab);
-	if (n > f->hidden_cap) {
-		free(f->hidden_out);
-		f->hidden_out = falloc((size_t)n * (size_t)f->hidden);
-		f->hidden_cap = n;
-	}
-	for (done = 0; done < n; done += nb) {
-		float *h = f->hidden_out + done * f->hidden;
+				    n, pos, f->n_ctx);
+	if ((ret = check_ids(f, ids, n, err)))
+		return ret;
+	eval_step(f, f->kv, &s, &set, 1, all_logits ? logits : NULL);
+	return 0;
+}
 
-		nb = imin(f->batch, n - done);
-		run_batch(f, ids + done, nb, h);
-		if (logits && all_logits) {
-			float *y = logits + done * f->vocab;
-			linear(f, -1, NULL, 1, &lm, &y, &f->vocab, h, f->hidden, nb);
-		}
-		f->pos += (int)nb;
+int gm_forward_eval_batch(gm_forward *f, gm_kv *kv, const gm_forward_seq *seqs, int n_seqs, gm_error *err)
+{
+	const struct aset **sets;
+	int64_t need = 0;
+	int i, k, ret;
+
+	if (n_seqs < 0 || (n_seqs && !seqs))
+		return gm_error_set(err, GM_EINVAL, "invalid sequence count %d", n_seqs);
+	if (!n_seqs)
+		return 0;
+	if (kv->m != f->m && (kv->n_layers != f->n_layers || kv->n_kv != f->n_kv || kv->head_dim != f->head_dim))
+		return gm_error_set(err, GM_EINVAL, "the KV pool was made for another model");
+	for (i = 0; i < n_seqs; i++) {
+		const gm_forward_seq *s = &seqs[i];
+
+		if (!gm_kv_seq_valid(kv, s->seq))
+			return gm_error_set(err, GM_EINVAL, "batch entry %d: no KV sequence %d", i, s->seq);
+		if (s->n < 1 || !s->ids)
+			return gm_error_set(err, GM_EINVAL, "batch entry %d: no tokens to evaluate", i);
+		if (s->adapters < 0 || (s->adapters > 0 && (s->adapters >= f->n_sets || !f->sets[s->adapters])))
+			return gm_error_set(err, GM_EINVAL, "batch entry %d: no adapter set %d", i, s->adapters);
+		if ((int64_t)kv->seqs[s->seq].len + s->n > INT32_MAX - GM_KV_BLOCK)
+			return gm_error_set(err, GM_EINVAL, "batch entry %d: sequence too long", i);
+		if ((ret = check_ids(f, s->ids, s->n, err)))
+			return ret;
+		for (k = 0; k < i; k++)
+			if (seqs[k].seq == s->seq)
+				return gm_error_set(err, GM_EINVAL, "KV sequence %d appears twice in one batch", s->seq);
+		need += gm_kv_blocks_needed(kv, s->seq, s->n);
 	}
-	if (logits && !all_logits)
-		linear(f, -1, NULL, 1, &lm, &logits, &f->vocab, f->hidden_out + (int64_t)(n - 1) * f->hidden,
-		       f->hidden, 1);
+	if (need > kv->n_free)
+		return gm_error_set(err, GM_ENOMEM, "the KV cache is full: %lld more blocks needed, %lld free of %lld",
+				    (long long)need, (long long)kv->n_free, (long long)kv->n_blocks);
+	sets = gm_xmalloc((size_t)n_seqs * sizeof(*sets));
+	for (i = 0; i < n_seqs; i++)
+		sets[i] = seqs[i].adapters ? f->sets[seqs[i].adapters] : NULL;
+	eval_step(f, kv, seqs, sets, n_seqs, NULL);
+	free(sets);
 	return 0;
 }

@@ -179,6 +179,171 @@ void gm_generate_opts_init(gm_generate_opts *o, const gm_generation_config *gen)
 	}
 }
 
+/* ---------------------------------------------------------------- one sequence */
+
+struct gm_gen_seq {
+	const gm_tokenizer *tok;
+	const gm_generate_opts *o;
+	size_t n_vocab;
+	int want_text;
+	gm_utf8_stream u;
+	gm_stop_matcher sm;
+	gm_buf bytes, text, shown;
+	int n_generated;
+	enum gm_stop_reason stop;  /* GM_STOP_NONE while it goes on */
+};
+
+static int is_eos(const gm_generate_opts *o, int32_t id)
+{
+	int i;
+
+	for (i = 0; i < o->n_eos; i++)
+		if (o->eos_ids[i] == id)
+			return 1;
+	return 0;
+}
+
+int gm_gen_seq_new(const gm_tokenizer *tok, size_t n_vocab, const gm_generate_opts *o, const int32_t *prompt,
+		   size_t n_prompt, gm_gen_seq **out, gm_error *err)
+{
+	gm_gen_seq *gs;
+
+	*out = NULL;
+	if ((o->on_text || o->n_stop) && !tok)
+		return gm_error_set(err, GM_EINVAL, "text output and stop strings need a tokenizer");
+	gs = gm_xcalloc(1, sizeof(*gs));
+	gs->tok = tok;
+	gs->o = o;
+	gs->n_vocab = n_vocab;
+	gs->want_text = o->on_text || o->n_stop;
+	gm_utf8_stream_init(&gs->u);
+	gm_stop_matcher_init(&gs->sm, o->stop, o->n_stop);
+	gm_buf_init(&gs->bytes);
+	gm_buf_init(&gs->text);
+	gm_buf_init(&gs->shown);
+	if (o->sampler) {
+		gm_sampler_reset(o->sampler);
+		gm_sampler_accept(o->sampler, prompt, n_prompt);
+	}
+	*out = gs;
+	return 0;
+}
+
+void gm_gen_seq_free(gm_gen_seq *gs)
+{
+	if (!gs)
+		return;
+	gm_stop_matcher_release(&gs->sm);
+	gm_buf_release(&gs->bytes);
+	gm_buf_release(&gs->text);
+	gm_buf_release(&gs->shown);
+	free(gs);
+}
+
+int gm_gen_seq_n_generated(const gm_gen_seq *gs)
+{
+	return gs->n_generated;
+}
+
+/* Passes gs->shown to on_text; 1 when the callback asks to stop. */
+static int show(gm_gen_seq *gs)
+{
+	const gm_generate_opts *o = gs->o;
+	int stop = 0;
+
+	if (gs->shown.len && o->on_text)
+		stop = o->on_text(o->cb_ctx, gs->shown.buf, gs->shown.len) != 0;
+	gm_buf_reset(&gs->shown);
+	return stop;
+}
+
+/*
+ * Streams the text of one token.  Returns 0, or the reason to stop
+ * (a stop string, the callback), or a negative error.
+ */
+static int token_text(gm_gen_seq *gs, int32_t id, gm_error *err)
+{
+	int ret;
+
+	if ((size_t)id >= gm_tokenizer_n_tokens(gs->tok) ||
+	    (gs->o->skip_special && gm_tokenizer_is_special(gs->tok, id)))
+		return 0;
+	gm_buf_reset(&gs->bytes);
+	gm_buf_reset(&gs->text);
+	if ((ret = gm_tokenizer_token_bytes(gs->tok, id, &gs->bytes, err)))
+		return ret;
+	gm_utf8_stream_feed(&gs->u, gs->bytes.buf, gs->bytes.len, &gs->text);
+	if (!gs->text.len)
+		return 0;
+	ret = gm_stop_matcher_feed(&gs->sm, gs->text.buf, gs->text.len, &gs->shown);
+	if (show(gs))
+		return GM_STOP_CALLBACK;
+	return ret ? GM_STOP_STRING : 0;
+}
+
+/* The end of the text: what the decoder and the matcher still hold. */
+static int finish_text(gm_gen_seq *gs)
+{
+	int found;
+
+	gm_buf_reset(&gs->text);
+	gm_utf8_stream_finish(&gs->u, &gs->text);
+	found = gm_stop_matcher_feed(&gs->sm, gs->text.buf, gs->text.len, &gs->shown);
+	gm_stop_matcher_flush(&gs->sm, &gs->shown);
+	if (show(gs))
+		return GM_STOP_CALLBACK;
+	return found ? GM_STOP_STRING : 0;
+}
+
+enum gm_stop_reason gm_gen_seq_end(gm_gen_seq *gs, enum gm_stop_reason why)
+{
+	if (gs->stop)
+		return gs->stop;
+	gs->stop = why;
+	/* A stop string or a callback already ended the text. */
+	if (gs->want_text && why != GM_STOP_CALLBACK && why != GM_STOP_STRING) {
+		int r = finish_text(gs);
+
+		if (r)
+			gs->stop = r;
+	}
+	return gs->stop;
+}
+
+int gm_gen_seq_next(gm_gen_seq *gs, float *logits, int32_t *idp, gm_error *err)
+{
+	const gm_generate_opts *o = gs->o;
+	int32_t id;
+	int ret;
+
+	*idp = -1;
+	if (gs->stop)
+		return gs->stop;
+	if (o->on_logits && o->on_logits(o->cb_ctx, logits, gs->n_vocab))
+		return gm_gen_seq_end(gs, GM_STOP_CALLBACK);
+	id = o->sampler ? gm_sampler_sample(o->sampler, logits) : gm_sample_argmax(logits, gs->n_vocab);
+	*idp = id;
+	gs->n_generated++;
+	if (o->sampler)
+		gm_sampler_accept(o->sampler, &id, 1);
+	if (o->on_token && o->on_token(o->cb_ctx, id))
+		return gm_gen_seq_end(gs, GM_STOP_CALLBACK);
+	if (is_eos(o, id))
+		return gm_gen_seq_end(gs, GM_STOP_EOS);
+	if (gs->want_text) {
+		ret = token_text(gs, id, err);
+		if (ret < 0)
+			return ret;
+		if (ret)
+			return gm_gen_seq_end(gs, ret);
+	}
+	if (o->max_tokens > 0 && gs->n_generated >= o->max_tokens)
+		return gm_gen_seq_end(gs, GM_STOP_LENGTH);
+	return 0;
+}
+
+/* ---------------------------------------------------------------- the loop */
+
 struct gm_generator {
 	const gm_model *model;
 	gm_forward *f;
@@ -190,7 +355,6 @@ struct gm_generator {
 	uint64_t cache_epoch;   /* f's adapters when they were computed */
 	int32_t *out;           /* the last generation's ids */
 	size_t n_out, alloc_out;
-	gm_buf bytes, text, shown;
 };
 
 int gm_generator_new(const gm_model *m, gm_forward *f, const gm_tokenizer *tok, gm_generator **out,
@@ -208,9 +372,6 @@ int gm_generator_new(const gm_model *m, gm_forward *f, const gm_tokenizer *tok, 
 	g->tok = tok;
 	g->n_vocab = (size_t)m->config.vocab_size;
 	g->logits = gm_xmalloc(g->n_vocab * sizeof(*g->logits));
-	gm_buf_init(&g->bytes);
-	gm_buf_init(&g->text);
-	gm_buf_init(&g->shown);
 	gm_forward_truncate(f, 0);
 	*out = g;
 	return 0;
@@ -223,9 +384,6 @@ void gm_generator_free(gm_generator *g)
 	free(g->logits);
 	free(g->cache_ids);
 	free(g->out);
-	gm_buf_release(&g->bytes);
-	gm_buf_release(&g->text);
-	gm_buf_release(&g->shown);
 	free(g);
 }
 
@@ -252,16 +410,6 @@ static double now_s(void)
 	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static int is_eos(const gm_generate_opts *o, int32_t id)
-{
-	int i;
-
-	for (i = 0; i < o->n_eos; i++)
-		if (o->eos_ids[i] == id)
-			return 1;
-	return 0;
-}
-
 /* Evaluates ids[0..n) after what the cache holds; on failure the cache is emptied. */
 static int eval(gm_generator *g, const int32_t *ids, size_t n, float *logits, int all, gm_error *err)
 {
@@ -277,55 +425,6 @@ static int eval(gm_generator *g, const int32_t *ids, size_t n, float *logits, in
 		push_id(&g->cache_ids, &g->n_cache, &g->alloc_cache, ids[i]);
 	g->cache_epoch = gm_forward_adapters_epoch(g->f);
 	return 0;
-}
-
-/* Passes g->shown to on_text; 1 when the callback asks to stop. */
-static int show(gm_generator *g, const gm_generate_opts *o)
-{
-	int stop = 0;
-
-	if (g->shown.len && o->on_text)
-		stop = o->on_text(o->cb_ctx, g->shown.buf, g->shown.len) != 0;
-	gm_buf_reset(&g->shown);
-	return stop;
-}
-
-/*
- * Streams the text of one token.  Returns 0, or the reason to stop
- * (a stop string, the callback), or a negative error.
- */
-static int token_text(gm_generator *g, const gm_generate_opts *o, gm_utf8_stream *u, gm_stop_matcher *sm,
-		      int32_t id, gm_error *err)
-{
-	int ret;
-
-	if ((size_t)id >= gm_tokenizer_n_tokens(g->tok) || (o->skip_special && gm_tokenizer_is_special(g->tok, id)))
-		return 0;
-	gm_buf_reset(&g->bytes);
-	gm_buf_reset(&g->text);
-	if ((ret = gm_tokenizer_token_bytes(g->tok, id, &g->bytes, err)))
-		return ret;
-	gm_utf8_stream_feed(u, g->bytes.buf, g->bytes.len, &g->text);
-	if (!g->text.len)
-		return 0;
-	ret = gm_stop_matcher_feed(sm, g->text.buf, g->text.len, &g->shown);
-	if (show(g, o))
-		return GM_STOP_CALLBACK;
-	return ret ? GM_STOP_STRING : 0;
-}
-
-/* The end of the text: what the decoder and the matcher still hold. */
-static int finish_text(gm_generator *g, const gm_generate_opts *o, gm_utf8_stream *u, gm_stop_matcher *sm)
-{
-	int found;
-
-	gm_buf_reset(&g->text);
-	gm_utf8_stream_finish(u, &g->text);
-	found = gm_stop_matcher_feed(sm, g->text.buf, g->text.len, &g->shown);
-	gm_stop_matcher_flush(sm, &g->shown);
-	if (show(g, o))
-		return GM_STOP_CALLBACK;
-	return found ? GM_STOP_STRING : 0;
 }
 
 static int check_prompt(gm_generator *g, const int32_t *prompt, size_t n_prompt, const gm_generate_opts *o,
@@ -352,9 +451,7 @@ int gm_generate(gm_generator *g, const int32_t *prompt, size_t n_prompt, const g
 		gm_generate_stats *stats, gm_error *err)
 {
 	gm_generate_stats st;
-	gm_utf8_stream u = GM_UTF8_STREAM_INIT;
-	gm_stop_matcher sm;
-	int want_text = o->on_text || o->n_stop;
+	gm_gen_seq *gs = NULL;
 	int n_ctx = gm_forward_n_ctx(g->f);
 	size_t common = 0;
 	double t0, t1;
@@ -399,60 +496,32 @@ int gm_generate(gm_generator *g, const int32_t *prompt, size_t n_prompt, const g
 		st.stop = GM_STOP_LENGTH;
 		goto done;
 	}
-	if (o->sampler) {
-		gm_sampler_reset(o->sampler);
-		gm_sampler_accept(o->sampler, prompt, n_prompt);
-	}
-	gm_stop_matcher_init(&sm, o->stop, o->n_stop);
+	if ((ret = gm_gen_seq_new(g->tok, g->n_vocab, o, prompt, n_prompt, &gs, err)))
+		return ret;
 	for (;;) {
 		int32_t id;
+		int r = gm_gen_seq_next(gs, g->logits, &id, err);
 
-		if (o->on_logits && o->on_logits(o->cb_ctx, g->logits, g->n_vocab)) {
-			st.stop = GM_STOP_CALLBACK;
+		if (id >= 0)
+			push_id(&g->out, &g->n_out, &g->alloc_out, id);
+		if (r < 0) {
+			ret = r;
 			break;
 		}
-		id = o->sampler ? gm_sampler_sample(o->sampler, g->logits) : gm_sample_argmax(g->logits, g->n_vocab);
-
-		push_id(&g->out, &g->n_out, &g->alloc_out, id);
-		st.n_generated++;
-		if (o->sampler)
-			gm_sampler_accept(o->sampler, &id, 1);
-		if (o->on_token && o->on_token(o->cb_ctx, id)) {
-			st.stop = GM_STOP_CALLBACK;
-			break;
-		}
-		if (is_eos(o, id)) {
-			st.stop = GM_STOP_EOS;
-			break;
-		}
-		if (want_text) {
-			ret = token_text(g, o, &u, &sm, id, err);
-			if (ret < 0)
-				break;
-			if (ret) {
-				st.stop = ret;
-				break;
-			}
-		}
-		if (o->max_tokens > 0 && st.n_generated >= o->max_tokens) {
-			st.stop = GM_STOP_LENGTH;
+		if (r > 0) {
+			st.stop = r;
 			break;
 		}
 		if (gm_forward_pos(g->f) >= n_ctx) {
-			st.stop = GM_STOP_CONTEXT;
+			st.stop = gm_gen_seq_end(gs, GM_STOP_CONTEXT);
 			break;
 		}
 		if ((ret = eval(g, &id, 1, g->logits, 0, err)))
 			break;
 		st.n_decode++;
 	}
-	if (!ret && want_text && st.stop != GM_STOP_CALLBACK && st.stop != GM_STOP_STRING) {
-		int r = finish_text(g, o, &u, &sm);
-
-		if (r)
-			st.stop = r;
-	}
-	gm_stop_matcher_release(&sm);
+	st.n_generated = gm_gen_seq_n_generated(gs);
+	gm_gen_seq_free(gs);
 	st.decode_s = now_s() - t1;
 done:
 	if (stats)

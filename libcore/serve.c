@@ -30,6 +30,7 @@
 #include "fs.h"
 #include "generate.h"
 #include "json.h"
+#include "kv.h"
 #include "log.h"
 #include "model.h"
 #include "peft.h"
@@ -141,6 +142,12 @@ static const int counted_codes[] = { 200, 400, 401, 404, 405, 413, 429, 500, 503
 struct metrics {
 	uint64_t requests[N_ENDPOINTS][N_CODES + 1]; /* last: other codes */
 	uint64_t prompt_tokens, completion_tokens, cancelled;
+	uint64_t prompt_tokens_cached;  /* prompt positions forked from the prefix cache */
+	uint64_t steps, batch_tokens;   /* batched forward passes, tokens they evaluated */
+	uint64_t step_tokens;           /* in the last one */
+	double step_seconds;
+	int64_t kv_used;                /* blocks referenced */
+	int cache_entries;
 	struct histogram ttft, tpot;
 };
 
@@ -169,7 +176,7 @@ struct choice {
 
 struct job {
 	gm_serve *srv;
-	int refs;                  /* connection and worker; under srv->lock */
+	int refs;                  /* connection and scheduler; under srv->lock */
 	enum job_kind kind;
 	char id[48];
 	int64_t created;
@@ -203,21 +210,17 @@ struct job {
 
 	atomic_int cancel;         /* enum cancel_why */
 
-	/* written by the worker, read once the job is done */
+	struct job *run_next;      /* in the running list; under srv->lock */
+	int failed;                /* an error was answered (the scheduler's) */
+
+	/* written by the scheduler, read once the job is done */
 	struct choice choices[MAX_CHOICES];
 	int64_t completion_tokens;
 };
 
-struct worker {
-	gm_serve *srv;
-	pthread_t thread;
-	int started;
-	gm_forward *f;
-	gm_generator *gen;
-	struct selected cur[MAX_SELECTED]; /* the adapters f has */
-	int n_cur;
-	struct job *job;           /* running */
-};
+struct run;
+struct centry;
+struct aset;
 
 struct gm_serve {
 	gm_serve_config c;
@@ -234,9 +237,22 @@ struct gm_serve {
 	char *chat_error;          /* why, then */
 	struct adapter *adapters;
 	int n_adapters;
-	struct worker *workers;
-	int n_workers;
+	/* the scheduler's own (see sched_main) */
+	gm_forward *f;             /* all compute threads */
+	gm_kv *kv;                 /* every sequence's keys and values */
+	pthread_t sched;
+	int sched_started;
+	struct run **runs;         /* [c.n_parallel], n_runs running */
+	int n_runs;
+	struct centry *cache;      /* [MAX_CACHED], n_cache entries */
+	int n_cache;
+	struct aset *asets;        /* [MAX_ASETS] */
+	uint64_t tick;             /* for least-recently-used choices */
+	gm_forward_seq *batch;     /* [c.n_parallel] */
+	struct run **brun;         /* [c.n_parallel]: batch[i] is brun[i]'s */
+	int prefill_chunk;
 	int n_ctx;
+	int64_t kv_blocks;         /* in the pool */
 	size_t n_vocab;
 	int64_t created;           /* when the model was loaded: /v1/models' "created" */
 
@@ -245,6 +261,7 @@ struct gm_serve {
 	pthread_cond_t done_cond;  /* a job made progress */
 	int ready, stopping, quit;
 	struct job *head, *tail;   /* waiting */
+	struct job *running;       /* taken by the scheduler, not yet done */
 	int n_queued, n_running;
 	int n_answering;           /* admitted requests whose answer is not yet sent */
 	uint64_t rng;
@@ -969,18 +986,25 @@ static int parse_request(gm_serve *s, enum job_kind kind, const char *body, size
 		     kind == JOB_CHAT ? "messages" : "prompt");
 		goto out;
 	}
+	/* the blocks run_start asks for a prompt alone in the pool */
+	if (((int64_t)j->n_prompt + GM_KV_BLOCK - 1) / GM_KV_BLOCK + 1 > s->kv_blocks) {
+		fail(e, 400, kind == JOB_CHAT ? "messages" : "prompt", "context_length_exceeded",
+		     "The %s is %zu tokens: more than this server's KV memory holds (%lld tokens, --kv-tokens).",
+		     kind == JOB_CHAT ? "messages" : "prompt", j->n_prompt,
+		     (long long)(s->kv_blocks - 1) * GM_KV_BLOCK);
+		goto out;
+	}
 	ret = 0;
 out:
 	json_object_put(req);
 	return ret;
 }
 
-/* ---------------------------------------------------------------- generation (worker side) */
+/* ---------------------------------------------------------------- generation (scheduler side) */
 
 /* One choice being generated. */
 struct gen_ctx {
 	struct job *job;
-	struct worker *w;
 	int index;
 	int32_t *counts;          /* per token id, for presence/frequency penalties; NULL when off */
 	float *raw;               /* the raw logits of the last step (logprobs) */
@@ -1238,40 +1262,6 @@ static int on_text(void *ctx, const char *text, size_t len)
 	return 0;
 }
 
-static int same_adapters(const struct worker *w, const struct job *j)
-{
-	int i;
-
-	if (w->n_cur != j->n_sel)
-		return 0;
-	for (i = 0; i < j->n_sel; i++)
-		if (w->cur[i].idx != j->sel[i].idx || w->cur[i].scale != j->sel[i].scale)
-			return 0;
-	return 1;
-}
-
-static int apply_adapters(struct worker *w, const struct job *j, gm_error *err)
-{
-	gm_forward_adapter list[MAX_SELECTED];
-	int i, ret;
-
-	if (same_adapters(w, j))
-		return 0;
-	for (i = 0; i < j->n_sel; i++) {
-		const struct adapter *a = &w->srv->adapters[j->sel[i].idx];
-
-		list[i].lora = a->lora;
-		list[i].sparse = a->sparse;
-		list[i].scale = j->sel[i].scale;
-	}
-	/* on failure nothing changed: what w->cur says is still true */
-	if ((ret = gm_forward_set_adapter_list(w->f, list, j->n_sel, err)))
-		return ret;
-	memcpy(w->cur, j->sel, sizeof(j->sel[0]) * (size_t)j->n_sel);
-	w->n_cur = j->n_sel;
-	return 0;
-}
-
 static const char *finish_reason(enum gm_stop_reason r)
 {
 	return r == GM_STOP_LENGTH || r == GM_STOP_CONTEXT ? "length" : "stop";
@@ -1295,146 +1285,701 @@ static void job_error(struct job *j, int status, const char *code, const char *m
 	}
 }
 
-/* Runs one job on worker w. */
-static void run_job(struct worker *w, struct job *j)
-{
-	gm_serve *s = w->srv;
-	gm_error err = GM_ERROR_INIT;
-	struct gen_ctx g;
-	int i, ret = 0;
+/* ---------------------------------------------------------------- the scheduler */
 
-	if (apply_adapters(w, j, &err)) {
-		job_error(j, 500, "adapter_error", err.msg);
+/*
+ * One thread (sched_main) owns the forward pass and the KV pool.  Each
+ * step, every running sequence advances in one gm_forward_eval_batch
+ * call: a decoding one by the token it chose last, one still reading its
+ * prompt by the next chunk of it (at most prefill_chunk prompt tokens per
+ * step for all of them together, so that a long prompt does not stall the
+ * streams decoding beside it).  Then each chooses its next token through
+ * its own gm_gen_seq: its sampler and seed, stop strings, streamed text,
+ * exactly as gm_generate would alone.  Requests join between steps when a
+ * slot (--parallel) and KV blocks for their prompt are free; the n choices
+ * of a request are generated one after another in its slot.
+ *
+ * Prefix cache: the KV of a finished sequence stays in the pool as a cache
+ * entry (its tokens, cut to whole blocks), evicted least recently used
+ * when blocks are needed.  A sequence whose prompt starts with at least a
+ * block of a cached or running sequence's tokens, computed with the same
+ * adapters, forks it (the blocks are shared) and evaluates only the rest.
+ *
+ * Memory: a sequence is admitted when the free blocks, less those that
+ * the prompts being read still need, hold its whole prompt and one more
+ * block; so a prompt, once admitted, is always read to its end.  A
+ * decoding sequence that finds no free block even after the cache is
+ * emptied ends there, finish_reason "length".
+ */
+
+#define MAX_ASETS 16          /* distinct adapter selections registered on the forward at once */
+#define MAX_CACHED 64         /* prefix cache entries */
+
+/* An adapter selection registered on the forward as an adapter set. */
+struct aset {
+	struct selected sel[MAX_SELECTED];
+	int n_sel;
+	int id;                   /* gm_forward_adapter_set_add's; 0: a free entry */
+	int users;                /* runs using it */
+	uint64_t last_used;
+};
+
+/* A prefix cache entry: a sequence of the pool nobody runs. */
+struct centry {
+	int seq;
+	int32_t *toks;            /* the tokens it holds, [n] */
+	int n;
+	struct selected sel[MAX_SELECTED]; /* the adapters they were computed with */
+	int n_sel;
+	uint64_t last_used;
+};
+
+enum run_state { RUN_WAIT, RUN_PREFILL, RUN_DECODE, RUN_ENDED };
+
+/* A request's slot: the choice being generated. */
+struct run {
+	struct job *job;
+	int choice;
+	enum run_state state;
+	int seq;                  /* its gm_kv sequence; -1: none */
+	int32_t *toks;            /* the prompt, then each token fed: toks[0..n_kv) are in the KV */
+	size_t n_toks, alloc_toks;
+	int n_kv;
+	int aset;                 /* into s->asets; -1: the base model */
+	gm_gen_seq *gs;
+	gm_generate_opts o;
+	gm_sampler *sampler;
+	struct gen_ctx g;
+	int g_live;               /* g holds allocations */
+	float *logits;            /* [n_vocab] */
+	int32_t next;             /* decoding: the token to evaluate */
+};
+
+static int same_sel(const struct selected *a, int na, const struct selected *b, int nb)
+{
+	int i;
+
+	if (na != nb)
+		return 0;
+	for (i = 0; i < na; i++)
+		if (a[i].idx != b[i].idx || a[i].scale != b[i].scale)
+			return 0;
+	return 1;
+}
+
+/*
+ * The adapter set of j's selection into *idx (-1: the base model),
+ * registered on the forward when new.  1 when every entry is taken by
+ * running sequences (j waits), or an error.
+ */
+static int aset_get(gm_serve *s, const struct job *j, int *idx, gm_error *err)
+{
+	gm_forward_adapter list[MAX_SELECTED];
+	struct aset *a;
+	int i, pick = -1, ret;
+
+	*idx = -1;
+	if (!j->n_sel)
+		return 0;
+	for (i = 0; i < MAX_ASETS; i++)
+		if (s->asets[i].id && same_sel(s->asets[i].sel, s->asets[i].n_sel, j->sel, j->n_sel)) {
+			*idx = i;
+			return 0;
+		}
+	for (i = 0; i < MAX_ASETS; i++) {
+		a = &s->asets[i];
+		if (!a->id) {
+			pick = i;
+			break;
+		}
+		if (!a->users && (pick < 0 || a->last_used < s->asets[pick].last_used))
+			pick = i;
+	}
+	if (pick < 0)
+		return 1;
+	a = &s->asets[pick];
+	if (a->id) {
+		gm_forward_adapter_set_remove(s->f, a->id);
+		a->id = 0;
+	}
+	for (i = 0; i < j->n_sel; i++) {
+		list[i].lora = s->adapters[j->sel[i].idx].lora;
+		list[i].sparse = s->adapters[j->sel[i].idx].sparse;
+		list[i].scale = j->sel[i].scale;
+	}
+	if ((ret = gm_forward_adapter_set_add(s->f, list, j->n_sel, &a->id, err))) {
+		a->id = 0;
+		return ret;
+	}
+	memcpy(a->sel, j->sel, sizeof(j->sel[0]) * (size_t)j->n_sel);
+	a->n_sel = j->n_sel;
+	a->users = 0;
+	*idx = pick;
+	return 0;
+}
+
+static int common_prefix(const int32_t *a, int na, const int32_t *b, int nb)
+{
+	int i, n = na < nb ? na : nb;
+
+	for (i = 0; i < n && a[i] == b[i]; i++)
+		;
+	return i;
+}
+
+/* Publishes the pool's state for /metrics; under s->lock. */
+static void kv_gauges_locked(gm_serve *s)
+{
+	s->m.kv_used = gm_kv_n_blocks(s->kv) - gm_kv_free_blocks(s->kv);
+	s->m.cache_entries = s->n_cache;
+}
+
+static void cache_drop(gm_serve *s, int i)
+{
+	gm_kv_seq_free(s->kv, s->cache[i].seq);
+	free(s->cache[i].toks);
+	s->cache[i] = s->cache[--s->n_cache];
+}
+
+/* Evicts the least recently used entry other than the one of sequence keep; 0 when there is none. */
+static int cache_evict(gm_serve *s, int keep)
+{
+	int i, lru = -1;
+
+	for (i = 0; i < s->n_cache; i++)
+		if (s->cache[i].seq != keep && (lru < 0 || s->cache[i].last_used < s->cache[lru].last_used))
+			lru = i;
+	if (lru < 0)
+		return 0;
+	cache_drop(s, lru);
+	return 1;
+}
+
+/* Blocks the prompts being read still need (and one for their first token): kept for them. */
+static int64_t reserved_blocks(gm_serve *s)
+{
+	int64_t n = 0;
+	int i;
+
+	for (i = 0; i < s->n_runs; i++) {
+		struct run *r = s->runs[i];
+
+		if (r->state == RUN_PREFILL)
+			n += gm_kv_blocks_needed(s->kv, r->seq, (int)r->job->n_prompt - r->n_kv + 1);
+	}
+	return n;
+}
+
+/* The sequence r's KV is kept as a prefix cache entry, or freed. */
+static void cache_put(gm_serve *s, struct run *r)
+{
+	struct job *j = r->job;
+	int n = r->n_kv / GM_KV_BLOCK * GM_KV_BLOCK, i;
+	struct centry *e;
+
+	if (n < GM_KV_BLOCK || s->c.no_prefix_cache) {
+		gm_kv_seq_free(s->kv, r->seq);
 		return;
 	}
-	for (i = 0; i < j->n && !atomic_load(&j->cancel); i++) {
-		gm_generate_opts o;
-		gm_generate_stats st;
-		gm_sampler_params sp = j->sp;
-		gm_sampler *sampler = NULL;
-
-		memset(&g, 0, sizeof(g));
-		g.job = j;
-		g.w = w;
-		g.index = i;
-		gm_buf_init(&g.token_bytes);
-		gm_buf_init(&g.token_text);
-		if (j->presence != 0 || j->frequency != 0)
-			g.counts = gm_xcalloc(s->n_vocab, sizeof(*g.counts));
-		if (j->logprobs) {
-			g.raw = gm_xmalloc(s->n_vocab * sizeof(*g.raw));
-			g.lp_pending = json_object_new_array();
-			g.lp_tokens = json_object_new_array();
-			g.lp_values = json_object_new_array();
-			g.lp_tops = json_object_new_array();
-			g.lp_offsets = json_object_new_array();
-		}
-		/* choice i draws from seed + i: reproducible, and not n copies of one text */
-		sp.seed = j->sp.seed + (uint64_t)i;
-		gm_generate_opts_init(&o, &s->model->generation);
-		o.max_tokens = j->max_tokens;
-		o.stop = (const char *const *)j->stops;
-		o.n_stop = j->n_stops;
-		o.on_text = on_text;
-		o.on_token = on_token;
-		o.on_logits = on_logits;
-		o.cb_ctx = &g;
-		if (j->stream && j->kind == JOB_CHAT)
-			emit_chunk(&g, "", 0, NULL, 1);
-		ret = gm_sampler_new(&sp, s->n_vocab, &sampler, &err);
-		if (!ret) {
-			o.sampler = sampler;
-			ret = gm_generate(w->gen, j->prompt, j->n_prompt, &o, &st, &err);
-		}
-		gm_sampler_free(sampler);
-		if (!ret && !atomic_load(&j->cancel)) {
-			struct choice *c = &j->choices[i];
-
-			c->finish = finish_reason(st.stop);
-			if (j->stream) {
-				emit_chunk(&g, NULL, 0, c->finish, 0);
-			} else if (j->logprobs && j->kind == JOB_CHAT) {
-				c->logprobs = json_object_new_object();
-				json_object_object_add(c->logprobs, "content", g.lp_pending);
-				json_object_object_add(c->logprobs, "refusal", NULL);
-				g.lp_pending = NULL;
-			} else if (j->logprobs) {
-				c->logprobs = json_object_new_object();
-				json_object_object_add(c->logprobs, "tokens", g.lp_tokens);
-				json_object_object_add(c->logprobs, "token_logprobs", g.lp_values);
-				json_object_object_add(c->logprobs, "top_logprobs", g.lp_tops);
-				json_object_object_add(c->logprobs, "text_offset", g.lp_offsets);
-				g.lp_tokens = g.lp_values = g.lp_tops = g.lp_offsets = NULL;
-			}
-		}
-		free(g.counts);
-		free(g.raw);
-		json_object_put(g.lp_pending);
-		json_object_put(g.lp_tokens);
-		json_object_put(g.lp_values);
-		json_object_put(g.lp_tops);
-		json_object_put(g.lp_offsets);
-		gm_buf_release(&g.token_bytes);
-		gm_buf_release(&g.token_text);
-		if (ret) {
-			job_error(j, 500, "generation_error", err.msg);
+	for (i = 0; i < s->n_cache; i++) {
+		e = &s->cache[i];
+		if (!same_sel(e->sel, e->n_sel, j->sel, j->n_sel))
+			continue;
+		if (e->n >= n && common_prefix(e->toks, e->n, r->toks, n) == n) {
+			/* nothing new: an entry holds these tokens already */
+			e->last_used = ++s->tick;
+			gm_kv_seq_free(s->kv, r->seq);
 			return;
 		}
+		if (common_prefix(e->toks, e->n, r->toks, n) == e->n) {
+			/* this one extends an entry, which goes */
+			cache_drop(s, i);
+			i--;
+		}
 	}
-	if (atomic_load(&j->cancel) == CANCEL_SHUTDOWN) {
-		job_error(j, 503, "shutting_down", "the server is shutting down: the request was cancelled");
-		return;
-	}
-	if (j->stream && j->include_usage && !atomic_load(&j->cancel)) {
-		json_object *o = chunk_base(j);
+	if (s->n_cache == MAX_CACHED)
+		cache_evict(s, -1);
+	gm_kv_seq_truncate(s->kv, r->seq, n);
+	e = &s->cache[s->n_cache++];
+	e->seq = r->seq;
+	e->toks = gm_xmalloc((size_t)n * sizeof(*e->toks));
+	memcpy(e->toks, r->toks, (size_t)n * sizeof(*e->toks));
+	e->n = n;
+	memcpy(e->sel, j->sel, sizeof(j->sel[0]) * (size_t)j->n_sel);
+	e->n_sel = j->n_sel;
+	e->last_used = ++s->tick;
+}
 
-		json_object_object_add(o, "choices", json_object_new_array());
-		json_object_object_add(o, "usage", usage_json(j));
-		emit(j, o);
+/*
+ * The longest prompt prefix of r that a cached or running sequence with
+ * the same adapters holds: its length (0 when under a block) and, in
+ * *src, that sequence.  At least the last prompt token is left to
+ * evaluate, for its logits.
+ */
+static int find_prefix(gm_serve *s, const struct run *r, int *src)
+{
+	const struct job *j = r->job;
+	int best = 0, i, c, n_prompt = (int)j->n_prompt;
+
+	*src = -1;
+	if (s->c.no_prefix_cache)
+		return 0;
+	for (i = 0; i < s->n_cache; i++) {
+		const struct centry *e = &s->cache[i];
+
+		if (!same_sel(e->sel, e->n_sel, j->sel, j->n_sel))
+			continue;
+		c = common_prefix(e->toks, e->n, j->prompt, n_prompt);
+		if (c > best) {
+			best = c;
+			*src = e->seq;
+		}
+	}
+	for (i = 0; i < s->n_runs; i++) {
+		const struct run *o = s->runs[i];
+
+		if (o == r || o->seq < 0 || !same_sel(o->job->sel, o->job->n_sel, j->sel, j->n_sel))
+			continue;
+		c = common_prefix(o->toks, o->n_kv, j->prompt, n_prompt);
+		if (c > best) {
+			best = c;
+			*src = o->seq;
+		}
+	}
+	if (best > n_prompt - 1)
+		best = n_prompt - 1;
+	if (best < GM_KV_BLOCK)
+		best = 0;
+	return best;
+}
+
+static void push_tok(struct run *r, int32_t id)
+{
+	if (r->n_toks == r->alloc_toks) {
+		r->alloc_toks = r->alloc_toks ? 2 * r->alloc_toks : 256;
+		r->toks = gm_xrealloc(r->toks, r->alloc_toks * sizeof(*r->toks));
+	}
+	r->toks[r->n_toks++] = id;
+}
+
+static void gen_ctx_release(struct gen_ctx *g)
+{
+	free(g->counts);
+	free(g->raw);
+	json_object_put(g->lp_pending);
+	json_object_put(g->lp_tokens);
+	json_object_put(g->lp_values);
+	json_object_put(g->lp_tops);
+	json_object_put(g->lp_offsets);
+	gm_buf_release(&g->token_bytes);
+	gm_buf_release(&g->token_text);
+	memset(g, 0, sizeof(*g));
+}
+
+/*
+ * Starts r's choice when the pool has room for its prompt: 0 started,
+ * 1 not now (r waits), or an error.  Not under s->lock.
+ */
+static int run_start(gm_serve *s, struct run *r, gm_error *err)
+{
+	struct job *j = r->job;
+	struct gen_ctx *g = &r->g;
+	gm_sampler_params sp = j->sp;
+	int n_prompt = (int)j->n_prompt, src, use, ret, i, aset;
+	int64_t need, avail;
+
+	if ((ret = aset_get(s, j, &aset, err)))
+		return ret;
+	use = find_prefix(s, r, &src);
+	/* the prompt's blocks past the shared ones, a copied partial block, and one to decode into */
+	need = (n_prompt + GM_KV_BLOCK - 1) / GM_KV_BLOCK - use / GM_KV_BLOCK + 1 + (use % GM_KV_BLOCK != 0);
+	avail = gm_kv_free_blocks(s->kv) - reserved_blocks(s);
+	while (avail < need && cache_evict(s, src))
+		avail = gm_kv_free_blocks(s->kv) - reserved_blocks(s);
+	if (avail < need) {
+		int busy = 0;
+
+		for (i = 0; i < s->n_runs; i++)
+			busy |= s->runs[i] != r && s->runs[i]->seq >= 0;
+		if (!busy && src < 0)
+			return gm_error_set(err, GM_ENOMEM, "the prompt (%d tokens) does not fit in the KV memory "
+					    "(%lld blocks of %d tokens; --kv-tokens)", n_prompt,
+					    (long long)gm_kv_n_blocks(s->kv), GM_KV_BLOCK);
+		return 1;
+	}
+	ret = use ? gm_kv_seq_fork(s->kv, src, use, &r->seq, err) : gm_kv_seq_new(s->kv, &r->seq, err);
+	if (ret) {
+		r->seq = -1;
+		return ret;
+	}
+	for (i = 0; i < s->n_cache; i++)
+		if (s->cache[i].seq == src)
+			s->cache[i].last_used = ++s->tick;
+	r->aset = aset;
+	if (aset >= 0) {
+		s->asets[aset].users++;
+		s->asets[aset].last_used = ++s->tick;
+	}
+	r->n_toks = 0;
+	for (i = 0; i < n_prompt; i++)
+		push_tok(r, j->prompt[i]);
+	r->n_kv = use;
+	r->state = RUN_PREFILL;
+
+	/* what run_job did for each choice with gm_generate */
+	memset(g, 0, sizeof(*g));
+	g->job = j;
+	g->index = r->choice;
+	gm_buf_init(&g->token_bytes);
+	gm_buf_init(&g->token_text);
+	if (j->presence != 0 || j->frequency != 0)
+		g->counts = gm_xcalloc(s->n_vocab, sizeof(*g->counts));
+	if (j->logprobs) {
+		g->raw = gm_xmalloc(s->n_vocab * sizeof(*g->raw));
+		g->lp_pending = json_object_new_array();
+		g->lp_tokens = json_object_new_array();
+		g->lp_values = json_object_new_array();
+		g->lp_tops = json_object_new_array();
+		g->lp_offsets = json_object_new_array();
+	}
+	r->g_live = 1;
+	/* choice i draws from seed + i: reproducible, and not n copies of one text */
+	sp.seed = j->sp.seed + (uint64_t)r->choice;
+	gm_generate_opts_init(&r->o, &s->model->generation);
+	r->o.max_tokens = j->max_tokens;
+	r->o.stop = (const char *const *)j->stops;
+	r->o.n_stop = j->n_stops;
+	r->o.on_text = on_text;
+	r->o.on_token = on_token;
+	r->o.on_logits = on_logits;
+	r->o.cb_ctx = g;
+	if ((ret = gm_sampler_new(&sp, s->n_vocab, &r->sampler, err)))
+		return ret;
+	r->o.sampler = r->sampler;
+	if ((ret = gm_gen_seq_new(s->tok, s->n_vocab, &r->o, j->prompt, j->n_prompt, &r->gs, err)))
+		return ret;
+	pthread_mutex_lock(&s->lock);
+	s->m.prompt_tokens_cached += (uint64_t)use;
+	pthread_mutex_unlock(&s->lock);
+	if (j->stream && j->kind == JOB_CHAT)
+		emit_chunk(g, "", 0, NULL, 1);
+	return 0;
+}
+
+/* Lets go of what r's choice holds; its KV goes to the prefix cache when keep. */
+static void run_release(gm_serve *s, struct run *r, int keep)
+{
+	if (r->g_live)
+		gen_ctx_release(&r->g);
+	r->g_live = 0;
+	gm_gen_seq_free(r->gs);
+	r->gs = NULL;
+	gm_sampler_free(r->sampler);
+	r->sampler = NULL;
+	if (r->seq >= 0) {
+		if (keep)
+			cache_put(s, r);
+		else
+			gm_kv_seq_free(s->kv, r->seq);
+		r->seq = -1;
+	}
+	if (r->aset >= 0) {
+		s->asets[r->aset].users--;
+		s->asets[r->aset].last_used = ++s->tick;
+		r->aset = -1;
+	}
+	r->n_toks = 0;
+	r->n_kv = 0;
+}
+
+/* The end of a choice (stop: why), as run_job ended each gm_generate. */
+static void run_choice_done(gm_serve *s, struct run *r, enum gm_stop_reason stop)
+{
+	struct job *j = r->job;
+	struct gen_ctx *g = &r->g;
+
+	if (!atomic_load(&j->cancel)) {
+		struct choice *c = &j->choices[r->choice];
+
+		c->finish = finish_reason(stop);
+		if (j->stream) {
+			emit_chunk(g, NULL, 0, c->finish, 0);
+		} else if (j->logprobs && j->kind == JOB_CHAT) {
+			c->logprobs = json_object_new_object();
+			json_object_object_add(c->logprobs, "content", g->lp_pending);
+			json_object_object_add(c->logprobs, "refusal", NULL);
+			g->lp_pending = NULL;
+		} else if (j->logprobs) {
+			c->logprobs = json_object_new_object();
+			json_object_object_add(c->logprobs, "tokens", g->lp_tokens);
+			json_object_object_add(c->logprobs, "token_logprobs", g->lp_values);
+			json_object_object_add(c->logprobs, "top_logprobs", g->lp_tops);
+			json_object_object_add(c->logprobs, "text_offset", g->lp_offsets);
+			g->lp_tokens = g->lp_values = g->lp_tops = g->lp_offsets = NULL;
+		}
+	}
+	run_release(s, r, 1);
+	if (!atomic_load(&j->cancel) && r->choice + 1 < j->n) {
+		r->choice++;
+		r->state = RUN_WAIT;
+	} else {
+		r->state = RUN_ENDED;
 	}
 }
 
-static void *worker_main(void *arg)
+/* r's request fails (a 500, or an error event when streamed). */
+static void run_fail(gm_serve *s, struct run *r, const char *code, const char *msg)
 {
-	struct worker *w = arg;
-	gm_serve *s = w->srv;
+	run_release(s, r, 0);
+	job_error(r->job, 500, code, msg);
+	r->job->failed = 1;
+	r->state = RUN_ENDED;
+}
+
+/* The request is answered: the end of its stream, the counts; the scheduler lets go of it. */
+static void job_finish(gm_serve *s, struct job *j)
+{
+	if (!j->failed) {
+		if (atomic_load(&j->cancel) == CANCEL_SHUTDOWN) {
+			job_error(j, 503, "shutting_down", "the server is shutting down: the request was cancelled");
+		} else if (j->stream && j->include_usage && !atomic_load(&j->cancel)) {
+			json_object *o = chunk_base(j);
+
+			json_object_object_add(o, "choices", json_object_new_array());
+			json_object_object_add(o, "usage", usage_json(j));
+			emit(j, o);
+		}
+	}
+	if (j->stream)
+		emit(j, NULL); /* data: [DONE] */
 
 	pthread_mutex_lock(&s->lock);
-	for (;;) {
-		struct job *j;
+	if (atomic_load(&j->cancel))
+		s->m.cancelled++;
+	j->state = JOB_DONE;
+	/* off the running list */
+	{
+		struct job **p = &s->running;
 
-		while (!s->head && !s->quit)
-			pthread_cond_wait(&s->work_cond, &s->lock);
-		if (!s->head)
-			break;
+		while (*p && *p != j)
+			p = &(*p)->run_next;
+		if (*p)
+			*p = j->run_next;
+	}
+	s->n_running--;
+	pthread_cond_broadcast(&s->done_cond);
+	job_unref_locked(j);
+	pthread_mutex_unlock(&s->lock);
+}
+
+static struct run *run_new(gm_serve *s, struct job *j)
+{
+	struct run *r = gm_xcalloc(1, sizeof(*r));
+
+	r->job = j;
+	r->seq = -1;
+	r->aset = -1;
+	r->state = RUN_WAIT;
+	r->logits = gm_xmalloc(s->n_vocab * sizeof(*r->logits));
+	return r;
+}
+
+static void run_free(struct run *r)
+{
+	if (!r)
+		return;
+	free(r->toks);
+	free(r->logits);
+	free(r);
+}
+
+/*
+ * Takes waiting requests into free slots while the pool has room for
+ * them; the first that does not fit waits, and those behind it (first
+ * come, first served).
+ */
+static void admit(gm_serve *s)
+{
+	for (;;) {
+		gm_error err = GM_ERROR_INIT;
+		struct job *j;
+		struct run *r;
+		int ret = 0;
+
+		pthread_mutex_lock(&s->lock);
 		j = s->head;
+		if (!j || s->n_runs >= s->c.n_parallel) {
+			pthread_mutex_unlock(&s->lock);
+			return;
+		}
+		pthread_mutex_unlock(&s->lock);
+		/* only this thread takes jobs off the queue: j stays its head */
+		r = run_new(s, j);
+		if (!atomic_load(&j->cancel) && (ret = run_start(s, r, &err)) == 1) {
+			run_release(s, r, 0);
+			run_free(r);
+			return;
+		}
+		pthread_mutex_lock(&s->lock);
 		s->head = j->next;
 		if (!s->head)
 			s->tail = NULL;
 		s->n_queued--;
 		s->n_running++;
 		j->state = JOB_RUNNING;
-		w->job = j;
+		j->run_next = s->running;
+		s->running = j;
 		s->m.prompt_tokens += j->n_prompt;
 		pthread_mutex_unlock(&s->lock);
-
-		if (!atomic_load(&j->cancel))
-			run_job(w, j);
-		else if (atomic_load(&j->cancel) == CANCEL_SHUTDOWN)
-			job_error(j, 503, "shutting_down", "the server is shutting down: the request was cancelled");
-		if (j->stream)
-			emit(j, NULL); /* data: [DONE] */
-
-		pthread_mutex_lock(&s->lock);
-		if (atomic_load(&j->cancel))
-			s->m.cancelled++;
-		j->state = JOB_DONE;
-		w->job = NULL;
-		s->n_running--;
-		pthread_cond_broadcast(&s->done_cond);
-		job_unref_locked(j);
+		if (atomic_load(&j->cancel)) {
+			run_free(r);
+			job_finish(s, j);
+		} else if (ret) {
+			run_fail(s, r, ret == GM_ENOMEM ? "out_of_memory" : "generation_error", err.msg);
+			run_free(r);
+			job_finish(s, j);
+		} else {
+			s->runs[s->n_runs++] = r;
+		}
 	}
+}
+
+/*
+ * One step: the runs that left go, waiting choices start, then every
+ * running sequence advances in one batched forward pass and chooses its
+ * next token.  Returns the number of sequences evaluated.
+ */
+static int step(gm_serve *s)
+{
+	gm_error err = GM_ERROR_INIT;
+	gm_forward_seq *batch = s->batch;
+	struct run **brun = s->brun;
+	int budget = s->prefill_chunk, n = 0, i, k, ret;
+	int64_t avail;
+
+	for (i = 0; i < s->n_runs; i++) {
+		struct run *r = s->runs[i];
+
+		if (atomic_load(&r->job->cancel) && r->state != RUN_ENDED) {
+			run_release(s, r, 1);
+			r->state = RUN_ENDED;
+		}
+		if (r->state == RUN_WAIT && (ret = run_start(s, r, &err)) != 1 && ret)
+			run_fail(s, r, ret == GM_ENOMEM ? "out_of_memory" : "generation_error", err.msg);
+	}
+	avail = gm_kv_free_blocks(s->kv) - reserved_blocks(s);
+	for (i = 0; i < s->n_runs; i++) {
+		struct run *r = s->runs[i];
+		gm_forward_seq *b = &batch[n];
+
+		if (r->state == RUN_DECODE) {
+			int64_t need = gm_kv_blocks_needed(s->kv, r->seq, 1);
+
+			while (need > avail && cache_evict(s, -1))
+				avail = gm_kv_free_blocks(s->kv) - reserved_blocks(s);
+			if (need > avail) {
+				/* out of KV memory: this sequence ends here */
+				run_choice_done(s, r, gm_gen_seq_end(r->gs, GM_STOP_CONTEXT));
+				continue;
+			}
+			avail -= need;
+			push_tok(r, r->next);
+			b->ids = &r->toks[r->n_kv];
+			b->n = 1;
+			b->logits = r->logits;
+		} else if (r->state == RUN_PREFILL) {
+			int left = (int)r->job->n_prompt - r->n_kv, c = left < budget ? left : budget;
+
+			if (!c)
+				continue;
+			budget -= c;
+			b->ids = &r->toks[r->n_kv];
+			b->n = c;
+			b->logits = c == left ? r->logits : NULL;
+		} else {
+			continue;
+		}
+		b->seq = r->seq;
+		b->adapters = r->aset >= 0 ? s->asets[r->aset].id : 0;
+		brun[n++] = r;
+	}
+	if (n) {
+		double t0 = now_s();
+
+		ret = gm_forward_eval_batch(s->f, s->kv, batch, n, &err);
+		pthread_mutex_lock(&s->lock);
+		s->m.steps++;
+		s->m.step_tokens = 0;
+		for (k = 0; k < n; k++)
+			s->m.step_tokens += (uint64_t)batch[k].n;
+		s->m.batch_tokens += s->m.step_tokens;
+		s->m.step_seconds += now_s() - t0;
+		pthread_mutex_unlock(&s->lock);
+		for (k = 0; k < n; k++) {
+			struct run *r = brun[k];
+			int32_t id;
+			int rr;
+
+			if (ret) {
+				run_fail(s, r, "generation_error", err.msg);
+				continue;
+			}
+			r->n_kv += batch[k].n;
+			if (!batch[k].logits)
+				continue;
+			rr = gm_gen_seq_next(r->gs, r->logits, &id, &err);
+			if (rr < 0) {
+				run_fail(s, r, "generation_error", err.msg);
+			} else if (rr > 0) {
+				run_choice_done(s, r, (enum gm_stop_reason)rr);
+			} else if (r->n_kv >= s->n_ctx) {
+				run_choice_done(s, r, gm_gen_seq_end(r->gs, GM_STOP_CONTEXT));
+			} else {
+				r->next = id;
+				r->state = RUN_DECODE;
+			}
+		}
+	}
+	/* the requests whose last choice ended leave */
+	for (i = k = 0; i < s->n_runs; i++) {
+		struct run *r = s->runs[i];
+
+		if (r->state == RUN_ENDED) {
+			struct job *j = r->job;
+
+			run_free(r);
+			job_finish(s, j);
+		} else {
+			s->runs[k++] = r;
+		}
+	}
+	s->n_runs = k;
+	pthread_mutex_lock(&s->lock);
+	kv_gauges_locked(s);
 	pthread_mutex_unlock(&s->lock);
+	return n;
+}
+
+static void *sched_main(void *arg)
+{
+	gm_serve *s = arg;
+
+	for (;;) {
+		int n;
+
+		admit(s);
+		n = step(s);
+		pthread_mutex_lock(&s->lock);
+		if (!s->n_runs && !s->head && s->quit) {
+			pthread_mutex_unlock(&s->lock);
+			break;
+		}
+		if (!s->n_runs && !s->head)
+			pthread_cond_wait(&s->work_cond, &s->lock);
+		else if (!n)
+			timed_wait(&s->work_cond, &s->lock, 5); /* waiting for memory: nothing ran */
+		pthread_mutex_unlock(&s->lock);
+	}
 	return NULL;
 }
 
@@ -1590,6 +2135,24 @@ static enum MHD_Result handle_metrics(gm_serve *s, struct MHD_Connection *c)
 	gm_buf_addf(&b, "gitmodel_requests_running %d\n", s->n_running);
 	add_metric_header(&b, "gitmodel_parallel_sequences", "gauge", "sequence slots (--parallel)");
 	gm_buf_addf(&b, "gitmodel_parallel_sequences %d\n", s->c.n_parallel);
+	add_metric_header(&b, "gitmodel_prompt_tokens_cached_total", "counter",
+			  "prompt tokens served from the prefix cache (not evaluated again)");
+	gm_buf_addf(&b, "gitmodel_prompt_tokens_cached_total %llu\n", (unsigned long long)s->m.prompt_tokens_cached);
+	add_metric_header(&b, "gitmodel_kv_blocks_used", "gauge",
+			  "KV memory blocks in use (running sequences and the prefix cache)");
+	gm_buf_addf(&b, "gitmodel_kv_blocks_used %lld\n", (long long)s->m.kv_used);
+	add_metric_header(&b, "gitmodel_kv_blocks_total", "gauge", "KV memory blocks in the pool (--kv-tokens)");
+	gm_buf_addf(&b, "gitmodel_kv_blocks_total %lld\n", (long long)s->kv_blocks);
+	add_metric_header(&b, "gitmodel_kv_block_tokens", "gauge", "tokens a KV block holds");
+	gm_buf_addf(&b, "gitmodel_kv_block_tokens %d\n", GM_KV_BLOCK);
+	add_metric_header(&b, "gitmodel_prefix_cache_entries", "gauge", "finished sequences kept for their prefix");
+	gm_buf_addf(&b, "gitmodel_prefix_cache_entries %d\n", s->m.cache_entries);
+	add_metric_header(&b, "gitmodel_batch_steps_total", "counter", "batched forward passes");
+	gm_buf_addf(&b, "gitmodel_batch_steps_total %llu\n", (unsigned long long)s->m.steps);
+	add_metric_header(&b, "gitmodel_batch_tokens_total", "counter", "tokens those passes evaluated");
+	gm_buf_addf(&b, "gitmodel_batch_tokens_total %llu\n", (unsigned long long)s->m.batch_tokens);
+	add_metric_header(&b, "gitmodel_batch_seconds_total", "counter", "seconds in those passes");
+	gm_buf_addf(&b, "gitmodel_batch_seconds_total %.6f\n", s->m.step_seconds);
 	pthread_mutex_unlock(&s->lock);
 	{
 		struct MHD_Response *r = MHD_create_response_from_buffer(b.len, b.buf, MHD_RESPMEM_MUST_COPY);
@@ -1602,7 +2165,7 @@ static enum MHD_Result handle_metrics(gm_serve *s, struct MHD_Connection *c)
 	return ret;
 }
 
-/* The stream's content: events as the worker appends them. */
+/* The stream's content: events as the scheduler appends them. */
 static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
 {
 	struct job *j = cls;
@@ -1728,7 +2291,7 @@ static enum MHD_Result handle_generate(gm_serve *s, struct MHD_Connection *c, st
 		     s->c.queue_size);
 		return reply_error(s, c, r->ep, &e);
 	}
-	j->refs = 2; /* this connection and the worker */
+	j->refs = 2; /* this connection and the scheduler */
 	j->state = JOB_QUEUED;
 	r->admitted = 1;
 	s->n_answering++;
@@ -2118,7 +2681,9 @@ int gm_serve_load(gm_serve *s, gm_error *err)
 {
 	gm_error cerr = GM_ERROR_INIT;
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-	int i, threads, ret;
+	gm_forward_opts fo;
+	int64_t kv_tokens;
+	int threads, ret;
 
 	if ((ret = gm_model_open(s->c.model_dir, &s->model, err)) ||
 	    (ret = gm_tokenizer_load(s->c.model_dir, &s->tok, err)))
@@ -2132,28 +2697,34 @@ int gm_serve_load(gm_serve *s, gm_error *err)
 	}
 	if ((ret = load_adapters(s, err)))
 		return ret;
-	/* The compute threads are shared out among the sequences. */
+	/* One forward pass with all the compute threads serves every sequence. */
 	threads = s->c.n_threads > 0 ? s->c.n_threads : (int)(cpus > 0 ? cpus : 1);
-	threads = threads / s->c.n_parallel > 0 ? threads / s->c.n_parallel : 1;
-	s->workers = gm_xcalloc((size_t)s->c.n_parallel, sizeof(*s->workers));
-	for (i = 0; i < s->c.n_parallel; i++) {
-		struct worker *w = &s->workers[i];
-
-		w->srv = s;
-		/* counted at once, so that gm_serve_free frees a half-made worker */
-		s->n_workers++;
-		if ((ret = gm_forward_new(s->model, s->c.n_ctx, threads, &w->f, err)) ||
-		    (ret = gm_generator_new(s->model, w->f, s->tok, &w->gen, err)))
-			return ret;
-	}
-	s->n_ctx = gm_forward_n_ctx(s->workers[0].f);
-	for (i = 0; i < s->n_workers; i++) {
-		if (pthread_create(&s->workers[i].thread, NULL, worker_main, &s->workers[i])) {
-			gm_error_set(err, GM_EIO, "cannot start a worker thread");
-			return GM_EIO;
-		}
-		s->workers[i].started = 1;
-	}
+	/* Keys and values of the type git infer keeps them in (auto: the model's 16 bits), so that
+	 * a request's output is the one git infer gives. */
+	memset(&fo, 0, sizeof(fo));
+	fo.n_ctx = s->c.n_ctx;
+	fo.n_threads = threads;
+	fo.kv_type = s->c.kv_type;
+	if ((ret = gm_forward_new_ex(s->model, &fo, &s->f, err)))
+		return ret;
+	s->n_ctx = gm_forward_n_ctx(s->f);
+	kv_tokens = s->c.kv_tokens > 0 ? s->c.kv_tokens : (int64_t)s->c.n_parallel * s->n_ctx;
+	if ((ret = gm_kv_new(s->model, gm_forward_kv_type(s->f), kv_tokens, &s->kv, err)))
+		return ret;
+	s->kv_blocks = gm_kv_n_blocks(s->kv);
+	s->prefill_chunk = s->c.prefill_chunk > 0 ? s->c.prefill_chunk : GM_SERVE_PREFILL_CHUNK;
+	s->runs = gm_xcalloc((size_t)s->c.n_parallel, sizeof(*s->runs));
+	s->brun = gm_xcalloc((size_t)s->c.n_parallel, sizeof(*s->brun));
+	s->batch = gm_xcalloc((size_t)s->c.n_parallel, sizeof(*s->batch));
+	s->cache = gm_xcalloc(MAX_CACHED, sizeof(*s->cache));
+	s->asets = gm_xcalloc(MAX_ASETS, sizeof(*s->asets));
+	gm_info("serving with %d parallel sequences, KV memory for %lld tokens (%lld blocks of %d, %zu bytes "
+		"a token, %s), prompts read %d tokens a step", s->c.n_parallel, (long long)s->kv_blocks * GM_KV_BLOCK,
+		(long long)s->kv_blocks, GM_KV_BLOCK, gm_kv_bytes_per_token(s->model, gm_kv_type_of(s->kv)),
+		gm_kv_type_name(gm_kv_type_of(s->kv)), s->prefill_chunk);
+	if (pthread_create(&s->sched, NULL, sched_main, s))
+		return gm_error_set(err, GM_EIO, "cannot start the scheduler thread");
+	s->sched_started = 1;
 	s->created = (int64_t)time(NULL);
 	pthread_mutex_lock(&s->lock);
 	s->ready = 1;
@@ -2165,7 +2736,7 @@ int gm_serve_stop(gm_serve *s)
 {
 	double deadline = now_s() + s->c.shutdown_timeout_s;
 	struct job *j;
-	int i, cancelled = 0;
+	int cancelled = 0;
 	MHD_socket fd;
 
 	if (!s->daemon)
@@ -2186,19 +2757,17 @@ int gm_serve_stop(gm_serve *s)
 		atomic_store(&j->cancel, CANCEL_SHUTDOWN);
 		cancelled++;
 	}
-	for (i = 0; i < s->n_workers; i++)
-		if (s->workers[i].job) {
-			atomic_store(&s->workers[i].job->cancel, CANCEL_SHUTDOWN);
-			cancelled++;
-		}
+	for (j = s->running; j; j = j->run_next) {
+		atomic_store(&j->cancel, CANCEL_SHUTDOWN);
+		cancelled++;
+	}
 	s->quit = 1;
 	pthread_cond_broadcast(&s->work_cond);
 	pthread_mutex_unlock(&s->lock);
-	for (i = 0; i < s->n_workers; i++)
-		if (s->workers[i].started) {
-			pthread_join(s->workers[i].thread, NULL);
-			s->workers[i].started = 0;
-		}
+	if (s->sched_started) {
+		pthread_join(s->sched, NULL);
+		s->sched_started = 0;
+	}
 	/* Every job is done: let the connections send what is left of their
 	 * answers (the end of a stream) before they are closed. */
 	deadline = now_s() + 2;
@@ -2222,11 +2791,16 @@ void gm_serve_free(gm_serve *s)
 		gm_serve_stop(s);
 	if (s->listen_fd >= 0)
 		close(s->listen_fd);
-	for (i = 0; i < s->n_workers; i++) {
-		gm_generator_free(s->workers[i].gen);
-		gm_forward_free(s->workers[i].f);
-	}
-	free(s->workers);
+	/* the scheduler has ended: every run is gone; the cache is freed with the pool */
+	for (i = 0; i < s->n_cache; i++)
+		free(s->cache[i].toks);
+	free(s->cache);
+	free(s->asets);
+	free(s->runs);
+	free(s->brun);
+	free(s->batch);
+	gm_kv_free(s->kv);
+	gm_forward_free(s->f);
 	for (i = 0; i < s->n_adapters; i++) {
 		free(s->adapters[i].name);
 		free(s->adapters[i].dir);

@@ -6,7 +6,7 @@
  *   gm_serve_config_init(&c);
  *   c.model_dir = "models/pocket-qwen3"; c.addr = "127.0.0.1"; c.port = 8080;
  *   gm_serve_start(&c, &srv, &err);   // listening: /health answers 503
- *   gm_serve_load(srv, &err);         // model, adapters, workers: 200
+ *   gm_serve_load(srv, &err);         // model, adapters, scheduler: 200
  *   ... wait for SIGTERM ...
  *   gm_serve_stop(srv);               // stop accepting, finish or cancel
  *   gm_serve_free(srv);
@@ -15,13 +15,39 @@
  * GET /v1/models/ID, POST /v1/completions, POST /v1/chat/completions.
  * Errors have OpenAI's shape {"error":{"message","type","param","code"}}.
  *
- * Requests are served by n_parallel workers, each with its own KV cache
- * (gm_forward) over the one mapped model: that many sequences are
- * generated at once, each decoded on its own (no batched decode yet).
- * At most queue_size more requests wait; beyond that the answer is 429.
+ * Continuous batching: one scheduler thread owns one forward pass (all
+ * the compute threads) and one pool of KV memory in blocks (kv.h) shared
+ * by every sequence.  Each step, every running request advances in a
+ * single batched evaluation (gm_forward_eval_batch: the weights are read
+ * once for all of them): a decoding request by one token, one whose
+ * prompt is being read by a chunk of it (prefill_chunk prompt tokens per
+ * step in all, so that a long prompt does not stall the streams beside
+ * it); each then picks its token with its own sampler and seed, stop
+ * strings and text (gm_gen_seq), so its output is what it would be alone.
+ * Requests join between steps and leave when done; the n choices of one
+ * request are generated one after another.
+ *
+ * At most n_parallel requests run at once, fewer when the pool is short:
+ * a request starts when the free blocks hold its prompt and one block
+ * more, and waits in the queue otherwise; at most queue_size wait, beyond
+ * that the answer is 429 (with Retry-After).  A prompt that could never
+ * fit the pool is a 400 (context_length_exceeded); a request that finds
+ * no free block while generating ends there with finish_reason "length".
+ * The pool holds kv_tokens tokens (default n_parallel * n_ctx), at
+ * gm_kv_bytes_per_token bytes each (Qwen3-0.6B: 224 KiB in f32, 112 KiB in
+ * bf16), mapped at start and touched as used.
+ *
+ * Prefix cache: a finished request's keys and values stay in the pool
+ * (cut to whole blocks of GM_KV_BLOCK tokens) until the blocks are needed,
+ * least recently used first.  A request whose prompt starts with a block
+ * or more of a cached or running sequence's tokens, with the same
+ * adapters, shares those blocks and reads only the rest of its prompt
+ * (/metrics: gitmodel_prompt_tokens_cached_total, gitmodel_kv_blocks_*).
+ *
  * Adapters are loaded once at start and selected per request
- * ("model": "ID:ADAPTER" or "adapters": [{"name", "scale"}]): a worker
- * switches its adapter list between requests, without reloading.
+ * ("model": "ID:ADAPTER" or "adapters": [{"name", "scale"}]); each
+ * selection in use is registered on the forward pass as an adapter set
+ * (16 at most at once), so requests with different adapters share a batch.
  *
  * Threads: libmicrohttpd runs one thread per connection; a request is
  * parsed and tokenized there, then queued.  A connection thread waiting
@@ -35,19 +61,28 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "kv.h"
+
+/* Prompt tokens evaluated per step (all sequences together) unless configured. */
+#define GM_SERVE_PREFILL_CHUNK 256
 
 typedef struct gm_serve_config {
 	const char *model_dir;
 	const char *model_id;       /* the id clients use; NULL: gm_serve_model_id(model_dir) */
 	const char *addr;           /* numeric IPv4 or IPv6 address, or a host name; NULL: 127.0.0.1 */
 	int port;                   /* 0: any free port (see gm_serve_port) */
-	int n_parallel;             /* sequences generated at once (workers), >= 1 */
+	int n_parallel;             /* requests generated at once (batched), >= 1 */
 	int queue_size;             /* requests that may wait beyond those, >= 0 */
 	const char *api_key;        /* NULL: no authentication */
 	size_t max_body;            /* largest request body in bytes (413 beyond) */
 	double shutdown_timeout_s;  /* gm_serve_stop: how long in-flight requests may finish */
 	int n_ctx;                  /* per sequence; 0: the model's, at most 4096 */
 	int n_threads;              /* compute threads in all; 0: one per CPU */
+	int64_t kv_tokens;          /* KV pool size in tokens; 0: n_parallel * n_ctx */
+	enum gm_kv_type kv_type;    /* of the KV memory; GM_KV_AUTO (0): the model's dtype (git infer
+	                             * passes F32 unless --kv-type, as its own generation keeps them) */
+	int prefill_chunk;          /* prompt tokens per step; 0: GM_SERVE_PREFILL_CHUNK */
+	int no_prefix_cache;        /* 1: never share prompt prefixes (for comparisons) */
 	/* Extra adapters: "DIR" (named after its base name, without an NN_
 	 * prefix) or "NAME=DIR"; those in MODEL/adapters/ are loaded too. */
 	const char *const *adapters;
@@ -80,7 +115,7 @@ int gm_serve_port(const gm_serve *s);
 const char *gm_serve_address(const gm_serve *s);
 /*
  * Loads the model, its tokenizer and chat template, the adapters, and
- * starts the workers; requests are served from then on.  On failure the
+ * starts the scheduler; requests are served from then on.  On failure the
  * server keeps answering 503 until stopped.
  */
 int gm_serve_load(gm_serve *s, gm_error *err);
@@ -93,7 +128,7 @@ const char *gm_serve_adapter_name(const gm_serve *s, int i);
  * Graceful stop: new connections are refused and new requests get 503;
  * requests in flight may finish for shutdown_timeout_s, then are
  * cancelled (a stream ends with an error event, others get 503); then
- * the workers and the connection threads end.  Returns the number of
+ * the scheduler and the connection threads end.  Returns the number of
  * requests cancelled.
  */
 int gm_serve_stop(gm_serve *s);

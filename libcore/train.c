@@ -1,35 +1,22 @@
 /*
- * train.c - LoRA training: forward with saved activations, backward through
- * the whole decoder, AdamW (see train.h).
+ * train.c - LoRA training: the trainable weights, the forward with saved
+ * activations and the backward through the whole decoder, AdamW (see
+ * train.h).
  *
- * One decoder layer (x: [T, hidden], the residual stream entering it):
- *
- *   n1 = rmsnorm(x, w_in)
- *   q, k, v = lin_q(n1), lin_k(n1), lin_v(n1)        lin_p(x) = x W^T + s (x A^T) B^T
- *   qr, kr = rope(rmsnorm_head(q, w_qn)), rope(rmsnorm_head(k, w_kn))
- *   P_h = softmax(qr_h kr_g^T / sqrt(hd), causal);  o_h = P_h v_g     (g: the kv head of h)
- *   x1 = x + lin_o(o)
- *   n2 = rmsnorm(x1, w_post)
- *   a = silu(lin_gate(n2)) * lin_up(n2)
- *   x2 = x1 + lin_down(a)
- *
- * and its backward, given dx2 = dL/dx2 (the same buffer becomes dL/dx):
- *
- *   lin backward (dY: [T, out], input X, u = X A^T saved by the forward):
- *     dB += s dY^T u            gu = s dY B           dA += gu^T X
- *     dX  = dY W + gu A         (dY W as gm_matmul with W^T as the weight)
- *   silu: dg = da * up * sig(g) (1 + g (1 - sig(g))), dup = da * silu(g)
- *   rmsnorm (y = x r w, r = (mean x^2 + eps)^-1/2):
- *     dx = r (dy w) - x r^3 sum(dy w x) / n
- *   attention, per head and query row i (P row p, dO row do; computed as
- *   matrix products, see att_fwd_run):
- *     dp_j = do . v_j;  ds_j = p_j (dp_j - sum_k p_k dp_k) / sqrt(hd)
- *     dq_i = sum_j ds_j k_j;  dk_j += ds_j q_i;  dv_j += p_j do
- *   rope: the inverse rotation (the transpose of a rotation).
+ * The layer math, forward and backward, is the model definition of
+ * qwen3.c over the op layer (ops.h), the same one inference runs: here a
+ * layer's attention is over the sequence itself (its probabilities kept
+ * for the backward), every activation the backward reads has a buffer of
+ * its own, and each adapted projection carries its LoRA as one delta over
+ * all rows that keeps u = x A^T.  What stays here: the LoRA parameters and
+ * their gradients and moments, the recompute policy (the residual stream
+ * entering each layer is kept, each layer's forward is recomputed just
+ * before its backward), the loss head (final norm, lm_head and
+ * cross-entropy a chunk of target positions at a time) and AdamW.
  *
  * The frozen weights are used where gm_model mapped them for X W^T; for
  * dY W each is transposed once, at gm_train_new, into a copy of the same
- * dtype ([in, out]), so both directions run on gm_matmul.
+ * dtype ([in, out]), so both directions run on the same matrix product.
  */
 #include "train.h"
 
@@ -44,6 +31,8 @@
 #include "fs.h"
 #include "json.h"
 #include "kernels.h"
+#include "ops.h"
+#include "qwen3.h"
 #include "rng.h"
 #include "safetensors.h"
 #include "threadpool.h"
@@ -313,6 +302,7 @@ int gm_lora_save(const gm_lora *l, const char *dir, gm_error *err)
 struct frozen {
 	const gm_tensor *w;  /* [out, in], as mapped */
 	void *wt;            /* W^T [in, out], same dtype, owned */
+	gm_tensor wt_view;   /* wt as the ops take it */
 };
 
 struct grads {
@@ -325,34 +315,29 @@ struct gm_train {
 	gm_lora *lora;
 	gm_train_opts o;
 	gm_adamw adam;
-	gm_threadpool *pool;
-	int nth;
-	int64_t H, QD, KD, hd, nh, nkv, I, V, L, maxT, rmax, max_in;
-	float eps, att_scale;
+	gm_ops *ops;             /* the backend the model definition runs on */
+	gm_qwen3_dims dims;
+	int64_t H, QD, KD, hd, nh, nkv, I, V, L, maxT, rmax;
+	float eps;
 	int64_t step;
 
 	float *w_in, *w_post, *w_qn, *w_kn, *w_final; /* norm weights in f32 */
+	gm_tensor *nt;           /* [L * 4 + 1]: views of them (in, post, q, k per layer; final) */
 	struct frozen *fz;       /* [L * NP] */
 	struct frozen head;      /* lm_head (or the tied embedding) */
 	struct grads *gr;        /* [L * NP] */
+	gm_op_lora *lop;         /* [L * NP]: the LoRA modules as the ops take them */
 
 	float *rope_cs, *rope_sn; /* [maxT, hd / 2] */
 	float *xs;               /* [L + 1, maxT, H]: the residual stream entering each layer, then the last */
 
 	/* one layer's activations */
-	float *n1, *q, *k, *v, *qr, *kr, *att, *x1, *n2, *g, *up, *act, *probs;
+	float *n1, *q, *k, *v, *qr, *kr, *att, *x1, *n2, *g, *up, *act, *probs, *tmp;
 	float *lu[NP];           /* x A^T per projection, [maxT, rmax] */
 	/* backward */
-	float *dx, *dn, *dq, *dk, *dv, *datt, *dg, *dup, *tmp, *tmp2, *gu, *lt;
-	float *at, *bt;          /* A^T [in, r], B^T [r, out] of the module being differentiated */
-
-	float *xt, *xt2;         /* packed activations */
-	float **panel;           /* per thread */
-	float **axt;             /* per thread: packed attention operand, gm_matmul_xt_len(maxT, max(maxT, hd)) */
-	float **amat;            /* per thread: [maxT, maxT] (dP, then dS) */
-	float **aw;              /* per thread: [hd, maxT] (V^T or K^T of one kv head) */
+	float *dx, *dn, *dq, *dk, *dv, *datt, *dg, *dup;
 	/* loss head */
-	float *hx, *logits, *hxt, *dhx;
+	float *hg, *hx, *logits, *dhx, *dhn;
 	double *row_loss;
 	int64_t *rows;           /* positions with a target */
 };
@@ -372,78 +357,23 @@ static inline int64_t imax(int64_t a, int64_t b)
 	return a > b ? a : b;
 }
 
-/* ---- parallel helpers */
-
-struct mm_job {
-	gm_train *t;
-	float *y;
-	int64_t ldy, n, ldw, in;
-	const float *xt;
-	const void *w;
-	enum gm_dtype wt;
-};
-
-static void mm_run(void *ctx, int64_t b, int64_t e, int th)
-{
-	struct mm_job *j = ctx;
-
-	gm_matmul(j->y, j->ldy, j->xt, j->n, j->w, j->wt, j->ldw, j->in, b, e, j->t->panel[th]);
-}
-
-/* Y[s, r] = sum_k W[r, k] X[s, k] for s < n, r < rows; W: [rows, in] of type wt, X packed in xt. */
-static void mm(gm_train *t, float *y, int64_t ldy, const float *xt, int64_t n, const void *w, enum gm_dtype wt,
-	       int64_t rows, int64_t in)
-{
-	struct mm_job j = { t, y, ldy, n, in, in, xt, w, wt };
-	int64_t grain = (int64_t)(gm_matmul_panel_len(in) / (size_t)in);
-
-	/* enough chunks for every thread even when the rows are few */
-	if (rows / grain < 2 * t->nth)
-		grain = imax(GM_MATMUL_TR, (rows / (2 * t->nth)) / GM_MATMUL_TR * GM_MATMUL_TR);
-	gm_threadpool_for(t->pool, rows, grain, mm_run, &j);
-}
-
-static void add_to(float *y, const float *x, int64_t n)
-{
-	int64_t i;
-
-	for (i = 0; i < n; i++)
-		y[i] += x[i];
-}
-
 /* ---- setup */
 
-struct tr_job {
-	void *dst;
-	const void *src;
-	size_t el;
-	int64_t rows, cols;
-};
-
-static void tr_run(void *ctx, int64_t b, int64_t e, int th)
+static int transpose_weight(gm_train *t, struct frozen *fz, gm_error *err)
 {
-	struct tr_job *j = ctx;
-
-	(void)th;
-	gm_transpose(j->dst, j->src, j->el, j->rows, j->cols, b, e);
-}
-
-static int transpose_weight(gm_train *t, const gm_tensor *w, void **out, gm_error *err)
-{
+	const gm_tensor *w = fz->w;
 	size_t el = w->dtype == GM_DTYPE_F32 ? 4 : 2;
-	struct tr_job j;
 
 	if (w->dtype != GM_DTYPE_F32 && w->dtype != GM_DTYPE_BF16 && w->dtype != GM_DTYPE_F16)
 		return gm_error_set(err, GM_EUNSUPPORTED, "%s: dtype not supported for training", w->name);
-	j.dst = malloc(el * w->numel);
-	if (!j.dst)
+	fz->wt = malloc(el * w->numel);
+	if (!fz->wt)
 		return gm_error_set(err, GM_ENOMEM, "out of memory for the transposed %s", w->name);
-	j.src = w->data;
-	j.el = el;
-	j.rows = w->shape[0];
-	j.cols = w->shape[1];
-	gm_threadpool_for(t->pool, j.cols, 32, tr_run, &j);
-	*out = j.dst;
+	gm_op_transpose(t->ops, fz->wt, w);
+	fz->wt_view = *w;
+	fz->wt_view.shape[0] = w->shape[1];
+	fz->wt_view.shape[1] = w->shape[0];
+	fz->wt_view.data = fz->wt;
 	return 0;
 }
 
@@ -454,6 +384,19 @@ static void load_norm(float *dst, const gm_tensor *w, int64_t n)
 	else
 		for (int64_t i = 0; i < n; i++)
 			dst[i] = 1.0f;
+}
+
+/* An f32 [n] view of data. */
+static void f32_view(gm_tensor *v, const float *data, int64_t n)
+{
+	memset(v, 0, sizeof(*v));
+	v->name = "norm";
+	v->dtype = GM_DTYPE_F32;
+	v->ndim = 1;
+	v->shape[0] = n;
+	v->numel = (uint64_t)n;
+	v->nbytes = v->numel * 4;
+	v->data = data;
 }
 
 void gm_train_free(gm_train *t)
@@ -475,31 +418,19 @@ void gm_train_free(gm_train *t)
 		free(t->gr[i].vb);
 	}
 	free(t->gr);
-	for (i = 0; i < t->nth; i++) {
-		if (t->panel)
-			free(t->panel[i]);
-		if (t->axt)
-			free(t->axt[i]);
-		if (t->amat)
-			free(t->amat[i]);
-		if (t->aw)
-			free(t->aw[i]);
-	}
-	free(t->axt);
-	free(t->amat);
-	free(t->aw);
-	free(t->panel);
+	free(t->lop);
+	free(t->nt);
 	for (i = 0; i < NP; i++)
 		free(t->lu[i]);
 	free(t->w_in); free(t->w_post); free(t->w_qn); free(t->w_kn); free(t->w_final);
 	free(t->rope_cs); free(t->rope_sn); free(t->xs);
 	free(t->n1); free(t->q); free(t->k); free(t->v); free(t->qr); free(t->kr); free(t->att);
-	free(t->x1); free(t->n2); free(t->g); free(t->up); free(t->act); free(t->probs);
+	free(t->x1); free(t->n2); free(t->g); free(t->up); free(t->act); free(t->probs); free(t->tmp);
 	free(t->dx); free(t->dn); free(t->dq); free(t->dk); free(t->dv); free(t->datt); free(t->dg);
-	free(t->dup); free(t->tmp); free(t->tmp2); free(t->gu); free(t->lt); free(t->at); free(t->bt);
-	free(t->xt); free(t->xt2); free(t->hx); free(t->logits); free(t->hxt); free(t->dhx);
+	free(t->dup);
+	free(t->hg); free(t->hx); free(t->logits); free(t->dhx); free(t->dhn);
 	free(t->row_loss); free(t->rows);
-	gm_threadpool_free(t->pool);
+	gm_ops_free(t->ops);
 	free(t);
 }
 
@@ -508,7 +439,8 @@ int gm_train_new(const gm_model *m, gm_lora *lora, const gm_train_opts *o, gm_tr
 	const gm_model_config *c = &m->config;
 	gm_train *t;
 	int64_t i, p, T, half;
-	size_t panel_len;
+	int32_t *pos;
+	float *inv;
 	int ret;
 
 	/* the Qwen3 stack (q/k norms, no biases, plain RoPE) is what the backward pass implements */
@@ -532,11 +464,11 @@ int gm_train_new(const gm_model *m, gm_lora *lora, const gm_train_opts *o, gm_tr
 	t->adam.beta2 = o->beta2 > 0 ? o->beta2 : 0.999;
 	t->adam.eps = o->eps > 0 ? o->eps : 1e-8;
 	t->adam.weight_decay = o->weight_decay;
-	t->nth = o->n_threads > 0 ? o->n_threads : gm_cpu_count();
-	if ((ret = gm_threadpool_new(t->nth, &t->pool, err))) {
+	if ((ret = gm_ops_cpu_new(o->n_threads > 0 ? o->n_threads : gm_cpu_count(), &t->ops, err))) {
 		free(t);
 		return ret;
 	}
+	gm_qwen3_dims_of(m, &t->dims);
 	t->H = c->hidden_size;
 	t->hd = c->head_dim;
 	t->nh = c->num_attention_heads;
@@ -548,8 +480,6 @@ int gm_train_new(const gm_model *m, gm_lora *lora, const gm_train_opts *o, gm_tr
 	t->L = c->num_hidden_layers;
 	t->maxT = T = o->max_len;
 	t->eps = (float)c->rms_norm_eps;
-	t->att_scale = (float)(1.0 / sqrt((double)t->hd));
-	t->max_in = imax(imax(t->H, t->QD), imax(t->I, t->KD));
 	t->rmax = 1;
 	for (i = 0; i < t->L * NP; i++)
 		t->rmax = imax(t->rmax, lora->mods[i].rank);
@@ -559,9 +489,12 @@ int gm_train_new(const gm_model *m, gm_lora *lora, const gm_train_opts *o, gm_tr
 	t->w_qn = falloc((size_t)(t->L * t->hd));
 	t->w_kn = falloc((size_t)(t->L * t->hd));
 	t->w_final = falloc((size_t)t->H);
+	t->nt = gm_xcalloc((size_t)(t->L * 4 + 1), sizeof(*t->nt));
 	load_norm(t->w_final, m->final_norm, t->H);
+	f32_view(&t->nt[t->L * 4], t->w_final, t->H);
 	t->fz = gm_xcalloc((size_t)(t->L * NP), sizeof(*t->fz));
 	t->gr = gm_xcalloc((size_t)(t->L * NP), sizeof(*t->gr));
+	t->lop = gm_xcalloc((size_t)(t->L * NP), sizeof(*t->lop));
 	ret = 0;
 	for (i = 0; i < t->L && !ret; i++) {
 		const gm_layer_weights *lw = &m->layers[i];
@@ -572,6 +505,10 @@ int gm_train_new(const gm_model *m, gm_lora *lora, const gm_train_opts *o, gm_tr
 		load_norm(t->w_post + i * t->H, lw->post_attn_norm, t->H);
 		load_norm(t->w_qn + i * t->hd, lw->q_norm, t->hd);
 		load_norm(t->w_kn + i * t->hd, lw->k_norm, t->hd);
+		f32_view(&t->nt[i * 4 + 0], t->w_in + i * t->H, t->H);
+		f32_view(&t->nt[i * 4 + 1], t->w_post + i * t->H, t->H);
+		f32_view(&t->nt[i * 4 + 2], t->w_qn + i * t->hd, t->hd);
+		f32_view(&t->nt[i * 4 + 3], t->w_kn + i * t->hd, t->hd);
 		for (p = 0; p < NP && !ret; p++) {
 			struct frozen *fz = &t->fz[i * NP + p];
 			const gm_lora_module *md = &lora->mods[i * NP + p];
@@ -581,7 +518,7 @@ int gm_train_new(const gm_model *m, gm_lora *lora, const gm_train_opts *o, gm_tr
 				ret = gm_error_set(err, GM_EINVAL, "the adapter's %s of layer %lld does not fit the model",
 						   gm_peft_proj_name((enum gm_peft_proj)p), (long long)i);
 			if (!ret)
-				ret = transpose_weight(t, w[p], &fz->wt, err);
+				ret = transpose_weight(t, fz, err);
 			if (md->rank) {
 				struct grads *g = &t->gr[i * NP + p];
 				size_t na = (size_t)(md->rank * md->in), nb = (size_t)(md->out * md->rank);
@@ -592,35 +529,36 @@ int gm_train_new(const gm_model *m, gm_lora *lora, const gm_train_opts *o, gm_tr
 				g->gb = falloc(nb);
 				g->mb = falloc(nb);
 				g->vb = falloc(nb);
+				/* A and B are updated in place: the view stays valid */
+				t->lop[i * NP + p] = (gm_op_lora){ md->rank, md->a, md->b, (float)md->scale };
 			}
 		}
 	}
 	t->head.w = m->lm_head;
 	if (!ret)
-		ret = transpose_weight(t, m->lm_head, &t->head.wt, err);
+		ret = transpose_weight(t, &t->head, err);
 	if (ret) {
 		gm_train_free(t);
 		return ret;
 	}
 
+	/* the rope of positions 0 .. maxT - 1, as inference computes it */
 	half = t->hd / 2;
 	t->rope_cs = falloc((size_t)(T * half));
 	t->rope_sn = falloc((size_t)(T * half));
-	for (i = 0; i < half; i++) {
-		/* inv_freq rounded to f32 as transformers keeps it, the angle in double */
-		float inv = (float)(1.0 / pow(c->rope_theta, (double)(2 * i) / (double)t->hd));
-
-		for (p = 0; p < T; p++) {
-			double a = (double)p * (double)inv;
-
-			t->rope_cs[p * half + i] = (float)cos(a);
-			t->rope_sn[p * half + i] = (float)sin(a);
-		}
-	}
+	inv = falloc((size_t)half);
+	pos = gm_xmalloc((size_t)T * sizeof(*pos));
+	for (p = 0; p < T; p++)
+		pos[p] = (int32_t)p;
+	gm_qwen3_rope_init(m, inv);
+	gm_qwen3_rope_rows(inv, t->hd, pos, T, t->rope_cs, t->rope_sn);
+	free(inv);
+	free(pos);
 	t->xs = falloc((size_t)((t->L + 1) * T * t->H));
 	t->n1 = falloc((size_t)(T * t->H));
 	t->x1 = falloc((size_t)(T * t->H));
 	t->n2 = falloc((size_t)(T * t->H));
+	t->tmp = falloc((size_t)(T * t->H));
 	t->q = falloc((size_t)(T * t->QD));
 	t->qr = falloc((size_t)(T * t->QD));
 	t->att = falloc((size_t)(T * t->QD));
@@ -641,33 +579,11 @@ int gm_train_new(const gm_model *m, gm_lora *lora, const gm_train_opts *o, gm_tr
 	t->dv = falloc((size_t)(T * t->KD));
 	t->dg = falloc((size_t)(T * t->I));
 	t->dup = falloc((size_t)(T * t->I));
-	t->tmp = falloc((size_t)(T * t->max_in));
-	t->tmp2 = falloc((size_t)(T * t->max_in));
-	t->gu = falloc((size_t)(T * t->rmax));
-	t->lt = falloc((size_t)(T * t->rmax));
-	t->at = falloc((size_t)(t->max_in * t->rmax));
-	t->bt = falloc((size_t)(t->max_in * t->rmax));
-	t->xt = falloc(gm_matmul_xt_len(T, t->max_in));
-	t->xt2 = falloc(gm_matmul_xt_len(T, t->rmax));
-	panel_len = gm_matmul_panel_len(t->max_in);
-	if (gm_matmul_panel_len(t->V) > panel_len)
-		panel_len = gm_matmul_panel_len(t->V);
-	if (gm_matmul_panel_len(T) > panel_len)
-		panel_len = gm_matmul_panel_len(T);
-	t->panel = gm_xcalloc((size_t)t->nth, sizeof(float *));
-	t->axt = gm_xcalloc((size_t)t->nth, sizeof(float *));
-	t->amat = gm_xcalloc((size_t)t->nth, sizeof(float *));
-	t->aw = gm_xcalloc((size_t)t->nth, sizeof(float *));
-	for (i = 0; i < t->nth; i++) {
-		t->panel[i] = falloc(panel_len);
-		t->axt[i] = falloc(gm_matmul_xt_len(T, imax(T, t->hd)));
-		t->amat[i] = falloc((size_t)(T * T));
-		t->aw[i] = falloc((size_t)(t->hd * T));
-	}
+	t->hg = falloc((size_t)(GM_TRAIN_HEAD_CHUNK * t->H));
 	t->hx = falloc((size_t)(GM_TRAIN_HEAD_CHUNK * t->H));
 	t->dhx = falloc((size_t)(GM_TRAIN_HEAD_CHUNK * t->H));
+	t->dhn = falloc((size_t)(GM_TRAIN_HEAD_CHUNK * t->H));
 	t->logits = falloc((size_t)(GM_TRAIN_HEAD_CHUNK * t->V));
-	t->hxt = falloc(gm_matmul_xt_len(GM_TRAIN_HEAD_CHUNK, imax(t->V, t->H)));
 	t->row_loss = gm_xcalloc((size_t)T, sizeof(double));
 	t->rows = gm_xcalloc((size_t)T, sizeof(int64_t));
 	*out = t;
@@ -689,418 +605,115 @@ const float *gm_train_grad_b(const gm_train *t, int layer, enum gm_peft_proj p)
 	return t->gr[layer * NP + p].gb;
 }
 
-/* ---------------------------------------------------------------- linear layers */
-
-/*
- * Y = X W^T + s (X A^T) B^T for projection p of layer l, with X
- * ([T, in]) already packed in t->xt.  u = X A^T is kept in t->lu[p].
- */
-static void lin_fwd(gm_train *t, int64_t l, int p, float *y, int64_t T)
-{
-	const struct frozen *fz = &t->fz[l * NP + p];
-	const gm_lora_module *md = &t->lora->mods[l * NP + p];
-	int64_t in = fz->w->shape[1], out = fz->w->shape[0], s, r;
-
-	mm(t, y, out, t->xt, T, fz->w->data, fz->w->dtype, out, in);
-	if (!md->rank)
-		return;
-	r = md->rank;
-	mm(t, t->lu[p], r, t->xt, T, md->a, GM_DTYPE_F32, r, in);
-	for (s = 0; s < T * r; s++)
-		t->lt[s] = (float)md->scale * t->lu[p][s];
-	gm_matmul_pack_all(t->pool, t->xt2, t->lt, r, T, r);
-	mm(t, t->tmp2, out, t->xt2, T, md->b, GM_DTYPE_F32, out, r);
-	add_to(y, t->tmp2, T * out);
-}
-
-/* C += A^T B (gm_matmul_tn), split over the rows of C or, when they are few, its columns. */
-struct tn_job {
-	float *c;
-	const float *a, *b;
-	int64_t ldc, lda, ldb, K, M, N;
-	int by_cols;
-};
-
-static void tn_run(void *ctx, int64_t b, int64_t e, int th)
-{
-	struct tn_job *j = ctx;
-
-	(void)th;
-	if (j->by_cols)
-		gm_matmul_tn(j->c, j->ldc, j->a, j->lda, j->b, j->ldb, j->K, 0, j->M, b, e);
-	else
-		gm_matmul_tn(j->c, j->ldc, j->a, j->lda, j->b, j->ldb, j->K, b, e, 0, j->N);
-}
-
-static void matmul_tn(gm_train *t, float *c, int64_t ldc, const float *a, int64_t lda, const float *b, int64_t ldb,
-		      int64_t K, int64_t M, int64_t N)
-{
-	struct tn_job j = { c, a, b, ldc, lda, ldb, K, M, N, M < 8 * t->nth };
-
-	if (j.by_cols)
-		gm_threadpool_for(t->pool, N, 64, tn_run, &j);
-	else
-		gm_threadpool_for(t->pool, M, 16, tn_run, &j);
-}
-
-/*
- * Backward of lin_fwd: dY ([T, out]) is packed into t->xt here; X is the
- * forward's input.  dX ([T, in]) is set, or added to when add.  The LoRA
- * gradients are accumulated.
- */
-static void lin_bwd(gm_train *t, int64_t l, int p, const float *dy, const float *x, float *dx, int add, int64_t T)
-{
-	const struct frozen *fz = &t->fz[l * NP + p];
-	const gm_lora_module *md = &t->lora->mods[l * NP + p];
-	struct grads *g = &t->gr[l * NP + p];
-	int64_t in = fz->w->shape[1], out = fz->w->shape[0], r, s;
-
-	gm_matmul_pack_all(t->pool, t->xt, dy, out, T, out);
-	/* dX = dY W, with W^T [in, out] as the weight */
-	mm(t, add ? t->tmp2 : dx, in, t->xt, T, fz->wt, fz->w->dtype, in, out);
-	if (add)
-		add_to(dx, t->tmp2, T * in);
-	if (!md->rank)
-		return;
-	r = md->rank;
-	/* dB += dY^T (s u) */
-	for (s = 0; s < T * r; s++)
-		t->lt[s] = (float)md->scale * t->lu[p][s];
-	matmul_tn(t, g->gb, r, dy, out, t->lt, r, T, out, r);
-	/* gu = s dY B, with B^T [r, out] as the weight */
-	gm_transpose(t->bt, md->b, 4, out, r, 0, r);
-	mm(t, t->gu, r, t->xt, T, t->bt, GM_DTYPE_F32, r, out);
-	for (s = 0; s < T * r; s++)
-		t->gu[s] *= (float)md->scale;
-	/* dA += gu^T X */
-	matmul_tn(t, g->ga, in, t->gu, r, x, in, T, r, in);
-	/* dX += gu A, with A^T [in, r] as the weight */
-	gm_transpose(t->at, md->a, 4, r, in, 0, in);
-	gm_matmul_pack_all(t->pool, t->xt2, t->gu, r, T, r);
-	mm(t, t->tmp2, in, t->xt2, T, t->at, GM_DTYPE_F32, in, r);
-	add_to(dx, t->tmp2, T * in);
-}
-
-/* ---------------------------------------------------------------- norms, rope */
-
-static void rms_rows(float *out, const float *x, const float *w, int64_t T, int64_t n, int64_t ld, float eps)
-{
-	int64_t s;
-
-	for (s = 0; s < T; s++)
-		gm_rmsnorm(out + s * ld, x + s * ld, w, GM_DTYPE_F32, n, eps);
-}
-
-/* dx (+)= backward of y = rmsnorm(x) * w for one row of n, given dy. */
-static void rms_bwd(float *dx, int add, const float *dy, const float *x, const float *w, int64_t n, float eps)
-{
-	double ss = 0, dot = 0, r, c;
-	int64_t i;
-
-	for (i = 0; i < n; i++) {
-		ss += (double)x[i] * x[i];
-		dot += (double)dy[i] * w[i] * x[i];
-	}
-	r = 1.0 / sqrt(ss / (double)n + (double)eps);
-	c = r * r * r * dot / (double)n;
-	for (i = 0; i < n; i++) {
-		float v = (float)(r * (double)(dy[i] * w[i]) - c * (double)x[i]);
-
-		dx[i] = add ? dx[i] + v : v;
-	}
-}
-
-static void rope_fwd(float *v, const float *cs, const float *sn, int64_t d)
-{
-	gm_rope(v, cs, sn, d);
-}
-
-static void rope_bwd(float *dv, const float *cs, const float *sn, int64_t d)
-{
-	int64_t j, half = d / 2;
-
-	for (j = 0; j < half; j++) {
-		float a = dv[j], b = dv[j + half];
-
-		dv[j] = a * cs[j] + b * sn[j];
-		dv[j + half] = b * cs[j] - a * sn[j];
-	}
-}
-
-/* ---------------------------------------------------------------- attention */
-
-/* dst [cols, rows] = src^T, src [rows, cols] with row stride ld (f32). */
-static void transpose_strided(float *dst, const float *src, int64_t rows, int64_t cols, int64_t ld)
-{
-	int64_t r, c;
-
-	for (r = 0; r < rows; r++)
-		for (c = 0; c < cols; c++)
-			dst[c * rows + r] = src[r * ld + c];
-}
-
-/*
- * Attention runs one head (forward) or one kv head (backward) per task,
- * single-threaded inside, on the matmul kernels: the products over the
- * head dimension or over positions are gm_matmul (Y = X W^T, with K, V,
- * or their transposes as the weight, read in place as f32) and
- * gm_matmul_tn (C += A^T B).  The full T x T products are computed and the
- * causal mask applied after: twice the flops of a triangular loop, at the
- * kernel's speed.  P and dS are zero above the diagonal.
- */
-struct att_job {
-	gm_train *t;
-	int64_t T;
-};
-
-/* Heads [b, e): probabilities P_h = softmax(q k^T * scale, causal) and outputs o_h = P_h v. */
-static void att_fwd_run(void *ctx, int64_t b, int64_t e, int th)
-{
-	struct att_job *j = ctx;
-	gm_train *t = j->t;
-	int64_t h, i, k, T = j->T, hd = t->hd, grp = t->nh / t->nkv;
-	float *xt = t->axt[th], *vt = t->aw[th], *panel = t->panel[th];
-
-	for (h = b; h < e; h++) {
-		int64_t g = h / grp;
-		float *P = t->probs + h * T * T;
-
-		/* S[i, k] = q_i . k_k: X = q_h [T, hd], W = k_g [T, hd] */
-		gm_matmul_pack(xt, t->qr + h * hd, t->QD, T, hd, 0, (T + GM_MATMUL_TB - 1) / GM_MATMUL_TB);
-		gm_matmul(P, T, xt, T, t->kr + g * hd, GM_DTYPE_F32, t->KD, hd, 0, T, panel);
-		for (i = 0; i < T; i++) {
-			float *p = P + i * T;
-
-			for (k = 0; k <= i; k++)
-				p[k] *= t->att_scale;
-			gm_softmax(p, i + 1);
-			memset(p + i + 1, 0, (size_t)(T - i - 1) * sizeof(float));
-		}
-		/* o_h = P v_g: X = P [T, T], W = v_g^T [hd, T] */
-		transpose_strided(vt, t->v + g * hd, T, hd, t->KD);
-		gm_matmul_pack(xt, P, T, T, T, 0, (T + GM_MATMUL_TB - 1) / GM_MATMUL_TB);
-		gm_matmul(t->att + h * hd, t->QD, xt, T, vt, GM_DTYPE_F32, T, T, 0, hd, panel);
-	}
-}
-
-/* KV heads [b, e): dq of their query heads, dk, dv (the heads of a group in order). */
-static void att_bwd_run(void *ctx, int64_t b, int64_t e, int th)
-{
-	struct att_job *j = ctx;
-	gm_train *t = j->t;
-	int64_t g, h, i, k, T = j->T, hd = t->hd, grp = t->nh / t->nkv;
-	float *xt = t->axt[th], *wt = t->aw[th], *panel = t->panel[th], *dS = t->amat[th];
-
-	for (g = b; g < e; g++) {
-		for (i = 0; i < T; i++) {
-			memset(t->dk + i * t->KD + g * hd, 0, (size_t)hd * sizeof(float));
-			memset(t->dv + i * t->KD + g * hd, 0, (size_t)hd * sizeof(float));
-		}
-		for (h = g * grp; h < (g + 1) * grp; h++) {
-			const float *P = t->probs + h * T * T;
-
-			/* dP = dO_h v_g^T: X = dO_h [T, hd], W = v_g [T, hd] */
-			gm_matmul_pack(xt, t->datt + h * hd, t->QD, T, hd, 0, (T + GM_MATMUL_TB - 1) / GM_MATMUL_TB);
-			gm_matmul(dS, T, xt, T, t->v + g * hd, GM_DTYPE_F32, t->KD, hd, 0, T, panel);
-			/* dS = P (dP - rowsum(P dP)) * scale, zero above the diagonal */
-			for (i = 0; i < T; i++) {
-				const float *p = P + i * T;
-				float *d = dS + i * T;
-				double sum = 0;
-
-				for (k = 0; k <= i; k++)
-					sum += (double)p[k] * d[k];
-				for (k = 0; k <= i; k++)
-					d[k] = p[k] * (d[k] - (float)sum) * t->att_scale;
-				memset(d + i + 1, 0, (size_t)(T - i - 1) * sizeof(float));
-			}
-			/* dv_g += P^T dO_h;  dk_g += dS^T q_h */
-			gm_matmul_tn(t->dv + g * hd, t->KD, P, T, t->datt + h * hd, t->QD, T, 0, T, 0, hd);
-			gm_matmul_tn(t->dk + g * hd, t->KD, dS, T, t->qr + h * hd, t->QD, T, 0, T, 0, hd);
-			/* dq_h = dS k_g: X = dS [T, T], W = k_g^T [hd, T] */
-			transpose_strided(wt, t->kr + g * hd, T, hd, t->KD);
-			gm_matmul_pack(xt, dS, T, T, T, 0, (T + GM_MATMUL_TB - 1) / GM_MATMUL_TB);
-			gm_matmul(t->dq + h * hd, t->QD, xt, T, wt, GM_DTYPE_F32, T, T, 0, hd, panel);
-		}
-	}
-}
-
 /* ---------------------------------------------------------------- one layer */
 
-/* Per-position elementwise work, split over positions (rows) among the threads. */
-enum row_op { ROW_QK_FWD, ROW_QK_BWD, ROW_SILU_BWD };
-
-struct row_job {
-	gm_train *t;
-	int64_t l;
-	enum row_op op;
-};
-
-static void row_run(void *ctx, int64_t b, int64_t e, int th)
+/*
+ * Layer l as the model definition takes it: the frozen weights, the f32
+ * norms, each adapted projection's LoRA as one delta over all T rows that
+ * keeps u = x A^T in t->lu[p] (dl: [NP] storage for the deltas).
+ */
+static void layer_def(gm_train *t, int64_t l, int64_t T, gm_qwen3_layer *L, gm_op_delta *dl)
 {
-	struct row_job *j = ctx;
-	gm_train *t = j->t;
-	int64_t hd = t->hd, half = hd / 2, s, h, i, l = j->l;
-	float tmp[512];
+	int p;
 
-	(void)th;
-	for (s = b; s < e; s++) {
-		const float *cs = t->rope_cs + s * half, *sn = t->rope_sn + s * half;
+	gm_qwen3_layer_of(t->m, l, L);
+	L->input_norm = &t->nt[l * 4 + 0];
+	L->post_norm = &t->nt[l * 4 + 1];
+	L->q_norm = &t->nt[l * 4 + 2];
+	L->k_norm = &t->nt[l * 4 + 3];
+	for (p = 0; p < NP; p++) {
+		const gm_op_lora *lo = &t->lop[l * NP + p];
 
-		switch (j->op) {
-		case ROW_QK_FWD:
-			/* qr, kr = rope(rmsnorm per head) */
-			for (h = 0; h < t->nh; h++) {
-				float *qr = t->qr + s * t->QD + h * hd;
-
-				gm_rmsnorm(qr, t->q + s * t->QD + h * hd, t->w_qn + l * hd, GM_DTYPE_F32, hd, t->eps);
-				rope_fwd(qr, cs, sn, hd);
-			}
-			for (h = 0; h < t->nkv; h++) {
-				float *kr = t->kr + s * t->KD + h * hd;
-
-				gm_rmsnorm(kr, t->k + s * t->KD + h * hd, t->w_kn + l * hd, GM_DTYPE_F32, hd, t->eps);
-				rope_fwd(kr, cs, sn, hd);
-			}
-			break;
-		case ROW_QK_BWD:
-			/* dq, dk through the inverse rotation, then the per-head norms */
-			for (h = 0; h < t->nh; h++) {
-				float *d = t->dq + s * t->QD + h * hd;
-
-				rope_bwd(d, cs, sn, hd);
-				memcpy(tmp, d, (size_t)hd * sizeof(float));
-				rms_bwd(d, 0, tmp, t->q + s * t->QD + h * hd, t->w_qn + l * hd, hd, t->eps);
-			}
-			for (h = 0; h < t->nkv; h++) {
-				float *d = t->dk + s * t->KD + h * hd;
-
-				rope_bwd(d, cs, sn, hd);
-				memcpy(tmp, d, (size_t)hd * sizeof(float));
-				rms_bwd(d, 0, tmp, t->k + s * t->KD + h * hd, t->w_kn + l * hd, hd, t->eps);
-			}
-			break;
-		case ROW_SILU_BWD:
-			/* dg holds d(act) on entry: dup = da silu(g), dg = da up silu'(g) */
-			for (i = s * t->I; i < (s + 1) * t->I; i++) {
-				float gv = t->g[i], sg = 1.0f / (1.0f + expf(-gv)), da = t->dg[i];
-
-				t->dup[i] = da * gv * sg;
-				t->dg[i] = da * t->up[i] * sg * (1.0f + gv * (1.0f - sg));
-			}
-			break;
-		}
+		if (!lo->rank)
+			continue;
+		dl[p] = (gm_op_delta){ 0, T, lo, NULL, t->lu[p] };
+		L->deltas[p] = &dl[p];
+		L->n_deltas[p] = 1;
 	}
 }
 
-static void rows_op(gm_train *t, int64_t l, enum row_op op, int64_t T)
+/* Training keeps every activation the backward reads in a buffer of its own. */
+static void layer_acts(gm_train *t, const float *x, float *y, int64_t T, gm_qwen3_acts *a)
 {
-	struct row_job j = { t, l, op };
-
-	gm_threadpool_for(t->pool, T, 8, row_run, &j);
+	memset(a, 0, sizeof(*a));
+	a->n = T;
+	a->x = (float *)x; /* read only: x1 and y are other buffers */
+	a->y = y;
+	a->n1 = t->n1;
+	a->q = t->q;
+	a->k = t->k;
+	a->v = t->v;
+	a->qr = t->qr;
+	a->kr = t->kr;
+	a->att = t->att;
+	a->x1 = t->x1;
+	a->tmp = t->tmp;
+	a->n2 = t->n2;
+	a->g = t->g;
+	a->up = t->up;
+	a->act = t->act;
+	a->cs = t->rope_cs;
+	a->sn = t->rope_sn;
+	a->probs = t->probs;
+	a->matvec_max = 0; /* always the matrix product: a position's sums do not depend on T */
 }
 
 /* Forward of layer l from x ([T, H]) into y, keeping the activations the backward needs. */
 static void layer_fwd(gm_train *t, int64_t l, const float *x, float *y, int64_t T)
 {
-	int64_t H = t->H, s;
-	struct att_job aj = { t, T };
+	gm_qwen3_layer L;
+	gm_op_delta dl[NP];
+	gm_qwen3_acts a;
 
-	rms_rows(t->n1, x, t->w_in + l * H, T, H, H, t->eps);
-	gm_matmul_pack_all(t->pool, t->xt, t->n1, H, T, H);
-	lin_fwd(t, l, GM_PEFT_Q_PROJ, t->q, T);
-	lin_fwd(t, l, GM_PEFT_K_PROJ, t->k, T);
-	lin_fwd(t, l, GM_PEFT_V_PROJ, t->v, T);
-	rows_op(t, l, ROW_QK_FWD, T);
-	gm_threadpool_for(t->pool, t->nh, 1, att_fwd_run, &aj);
-	gm_matmul_pack_all(t->pool, t->xt, t->att, t->QD, T, t->QD);
-	lin_fwd(t, l, GM_PEFT_O_PROJ, t->tmp, T);
-	for (s = 0; s < T * H; s++)
-		t->x1[s] = x[s] + t->tmp[s];
-	rms_rows(t->n2, t->x1, t->w_post + l * H, T, H, H, t->eps);
-	gm_matmul_pack_all(t->pool, t->xt, t->n2, H, T, H);
-	lin_fwd(t, l, GM_PEFT_GATE_PROJ, t->g, T);
-	lin_fwd(t, l, GM_PEFT_UP_PROJ, t->up, T);
-	memcpy(t->act, t->g, (size_t)(T * t->I) * sizeof(float));
-	gm_silu_mul(t->act, t->up, T * t->I);
-	gm_matmul_pack_all(t->pool, t->xt, t->act, t->I, T, t->I);
-	lin_fwd(t, l, GM_PEFT_DOWN_PROJ, t->tmp, T);
-	for (s = 0; s < T * H; s++)
-		y[s] = t->x1[s] + t->tmp[s];
+	layer_def(t, l, T, &L, dl);
+	layer_acts(t, x, y, T, &a);
+	gm_qwen3_layer_forward(t->ops, &t->dims, l, &L, &a);
 }
 
 /* Backward of layer l (after layer_fwd of the same layer): t->dx from dL/dy to dL/dx. */
 static void layer_bwd(gm_train *t, int64_t l, const float *x, int64_t T)
 {
-	int64_t H = t->H, s;
-	struct att_job aj = { t, T };
+	gm_qwen3_layer L;
+	gm_op_delta dl[NP];
+	gm_qwen3_acts a;
+	gm_qwen3_grads g;
+	int p;
 
-	/* MLP */
-	lin_bwd(t, l, GM_PEFT_DOWN_PROJ, t->dx, t->act, t->dg, 0, T); /* dg holds d(act) for now */
-	rows_op(t, l, ROW_SILU_BWD, T);
-	lin_bwd(t, l, GM_PEFT_GATE_PROJ, t->dg, t->n2, t->dn, 0, T);
-	lin_bwd(t, l, GM_PEFT_UP_PROJ, t->dup, t->n2, t->dn, 1, T);
-	for (s = 0; s < T; s++)
-		rms_bwd(t->dx + s * H, 1, t->dn + s * H, t->x1 + s * H, t->w_post + l * H, H, t->eps);
-	/* attention */
-	lin_bwd(t, l, GM_PEFT_O_PROJ, t->dx, t->att, t->datt, 0, T);
-	gm_threadpool_for(t->pool, t->nkv, 1, att_bwd_run, &aj);
-	rows_op(t, l, ROW_QK_BWD, T);
-	lin_bwd(t, l, GM_PEFT_Q_PROJ, t->dq, t->n1, t->dn, 0, T);
-	lin_bwd(t, l, GM_PEFT_K_PROJ, t->dk, t->n1, t->dn, 1, T);
-	lin_bwd(t, l, GM_PEFT_V_PROJ, t->dv, t->n1, t->dn, 1, T);
-	for (s = 0; s < T; s++)
-		rms_bwd(t->dx + s * H, 1, t->dn + s * H, x + s * H, t->w_in + l * H, H, t->eps);
+	layer_def(t, l, T, &L, dl);
+	layer_acts(t, x, NULL, T, &a);
+	memset(&g, 0, sizeof(g));
+	for (p = 0; p < NP; p++) {
+		g.wt[p] = &t->fz[l * NP + p].wt_view;
+		if (t->lop[l * NP + p].rank) {
+			g.lora[p] = &t->lop[l * NP + p];
+			g.u[p] = t->lu[p];
+			g.ga[p] = t->gr[l * NP + p].ga;
+			g.gb[p] = t->gr[l * NP + p].gb;
+		}
+	}
+	g.dx = t->dx;
+	g.dn = t->dn;
+	g.dq = t->dq;
+	g.dk = t->dk;
+	g.dv = t->dv;
+	g.datt = t->datt;
+	g.dg = t->dg;
+	g.dup = t->dup;
+	gm_qwen3_layer_backward(t->ops, &t->dims, &L, &a, &g);
 }
 
 /* ---------------------------------------------------------------- loss */
 
-struct ce_job {
-	gm_train *t;
-	const int32_t *target; /* [n] */
-	double *loss;          /* [n] */
-	float inv_norm;        /* dlogits scale; 0: no gradient */
-};
-
-/* Rows [b, e) of t->logits: cross-entropy, and the logits replaced by dL/dlogits. */
-static void ce_run(void *ctx, int64_t b, int64_t e, int th)
-{
-	struct ce_job *j = ctx;
-	int64_t V = j->t->V, r, v;
-
-	(void)th;
-	for (r = b; r < e; r++) {
-		float *z = j->t->logits + r * V, zt = z[j->target[r]], mx = z[0];
-		int64_t am = 0;
-
-		for (v = 1; v < V; v++)
-			if (z[v] > mx) {
-				mx = z[v];
-				am = v;
-			}
-		/*
-		 * The vectorised softmax.  After it p[argmax] = 1 / sum exp(z - max)
-		 * (never below 1 / V), so log-sum-exp = max - log p[argmax] without a
-		 * second pass, and the loss stays exact where p[target] underflows.
-		 */
-		gm_softmax(z, V);
-		j->loss[r] = (double)mx - log((double)z[am]) - (double)zt;
-		if (j->inv_norm == 0)
-			continue;
-		for (v = 0; v < V; v++)
-			z[v] *= j->inv_norm;
-		z[j->target[r]] -= j->inv_norm;
-	}
-}
-
 /*
  * Loss of one sequence from the final residual stream xs[L]: the sum of
  * cross-entropies over its targets (*loss), and, when inv_norm is not 0,
- * t->dx = d(inv_norm * sum)/d(xs[L]).
+ * t->dx = d(inv_norm * sum)/d(xs[L]).  The positions with a target are
+ * gathered a chunk at a time.
  */
 static void head(gm_train *t, const gm_train_seq *sq, float inv_norm, double *loss)
 {
 	const float *xl = t->xs + t->L * t->maxT * t->H;
+	const gm_tensor *fin = &t->nt[t->L * 4];
 	int64_t H = t->H, n = 0, c0, c, s;
 	int32_t tg[GM_TRAIN_HEAD_CHUNK];
 
@@ -1112,22 +725,21 @@ static void head(gm_train *t, const gm_train_seq *sq, float inv_norm, double *lo
 	*loss = 0;
 	for (c0 = 0; c0 < n; c0 += GM_TRAIN_HEAD_CHUNK) {
 		int64_t nc = imin(GM_TRAIN_HEAD_CHUNK, n - c0);
-		struct ce_job j = { t, tg, t->row_loss + c0, inv_norm };
+		gm_op_linear_out lo = { t->head.w, t->logits, t->V, NULL, 0 };
 
 		for (c = 0; c < nc; c++) {
-			gm_rmsnorm(t->hx + c * H, xl + t->rows[c0 + c] * H, t->w_final, GM_DTYPE_F32, H, t->eps);
+			memcpy(t->hg + c * H, xl + t->rows[c0 + c] * H, (size_t)H * sizeof(float));
 			tg[c] = sq->ids[t->rows[c0 + c] + 1];
 		}
-		gm_matmul_pack_all(t->pool, t->hxt, t->hx, H, nc, H);
-		mm(t, t->logits, t->V, t->hxt, nc, t->head.w->data, t->head.w->dtype, t->V, H);
-		gm_threadpool_for(t->pool, nc, 1, ce_run, &j);
+		gm_op_rmsnorm(t->ops, t->hx, t->hg, fin, nc, H, t->eps);
+		gm_op_linear(t->ops, t->hx, H, nc, &lo, 1, 0);
+		gm_op_cross_entropy(t->ops, t->logits, t->V, tg, nc, t->row_loss + c0, inv_norm);
 		if (inv_norm == 0)
 			continue;
-		gm_matmul_pack_all(t->pool, t->hxt, t->logits, t->V, nc, t->V);
-		mm(t, t->dhx, H, t->hxt, nc, t->head.wt, t->head.w->dtype, H, t->V);
+		gm_op_linear_backward(t->ops, &t->head.wt_view, t->logits, nc, t->dhx, 0, NULL, NULL, NULL, NULL, NULL);
+		gm_op_rmsnorm_backward(t->ops, t->dhn, 0, t->dhx, t->hg, fin, nc, H, t->eps);
 		for (c = 0; c < nc; c++)
-			rms_bwd(t->dx + t->rows[c0 + c] * H, 0, t->dhx + c * H, xl + t->rows[c0 + c] * H, t->w_final,
-				H, t->eps);
+			memcpy(t->dx + t->rows[c0 + c] * H, t->dhn + c * H, (size_t)H * sizeof(float));
 	}
 	for (c = 0; c < n; c++)
 		*loss += t->row_loss[c];
@@ -1159,13 +771,11 @@ static int check_seq(const gm_train *t, const gm_train_seq *s, gm_error *err)
 /* Forward (and backward when inv_norm != 0) of one sequence; *loss: its summed cross-entropy. */
 static void seq_pass(gm_train *t, const gm_train_seq *sq, float inv_norm, double *loss)
 {
-	int64_t T = sq->n, H = t->H, l, s;
+	int64_t T = sq->n, H = t->H, l;
 	size_t lstride = (size_t)(t->maxT * H);
 	const gm_tensor *e = t->m->embed_tokens;
 
-	for (s = 0; s < T; s++)
-		gm_load_f32(t->xs + s * H, (const char *)e->data + (size_t)sq->ids[s] * (size_t)H * (e->dtype == GM_DTYPE_F32 ? 4 : 2),
-			    e->dtype, H);
+	gm_op_embed(t->ops, t->xs, e, sq->ids, T);
 	for (l = 0; l < t->L; l++)
 		layer_fwd(t, l, t->xs + l * lstride, t->xs + (l + 1) * lstride, T);
 	head(t, sq, inv_norm, loss);

@@ -165,7 +165,7 @@ test_expect_success '-h prints the usage on stdout and exits 129' '
 	   or: git infer -m <model> --check [--adapter <spec>...] [--json] [-v | -q]
 	   or: git infer -m <model> --tokenize < <text>
 	   or: git infer -m <model> --render-chat <messages.json>
-	   or: git infer -m <model> --serve [<addr>:]<port> [--parallel <n>] [--queue <n>] [--adapter [<name>=]<dir>...]
+	   or: git infer -m <model> --serve [<addr>:]<port> [--parallel <n>] [--queue <n>] [--kv-tokens <n>] [--adapter [<name>=]<dir>...]
 
 	    -m, --model <model>       the model: a directory, or NAME[@REV] of a registered model
 	    -p, --prompt <text>       the prompt (- reads standard input)
@@ -187,11 +187,15 @@ test_expect_success '-h prints the usage on stdout and exits 129' '
 	resources
 	    --threads <n>             threads (default: all CPUs)
 	    --ctx <n>                 context length in tokens (default: from the model, at most 4096)
+	    --kv-type <type>          KV cache in f32 (default), auto (the dtype of the model), bf16 or f16
 
 	serving (OpenAI-compatible HTTP API)
 	    --serve <addr:port>       serve the model over HTTP (addr: 127.0.0.1 if left out; port 0: any)
-	    --parallel <n>            sequences generated at once (default 1)
+	    --parallel <n>            requests generated at once, in one batch (default 1)
 	    --queue <n>               requests that may wait; more get 429 (default 16)
+	    --kv-tokens <n>           KV memory for n tokens, shared by all requests (default: parallel * ctx)
+	    --prefill-chunk <n>       prompt tokens read per batched step (default 256)
+	    --prefix-cache            reuse the KV of shared prompt prefixes (default; --no-prefix-cache: off)
 	    --api-key <key>           clients must send this bearer token (default: $GM_API_KEY)
 	    --max-body <bytes>        largest request body; more gets 413 (default 4 MiB)
 	    --shutdown-timeout <s>    on SIGTERM: seconds requests may take to finish (default 10)

@@ -127,13 +127,14 @@ __gm_complete ()
 		*)
 			case "$prev" in
 			--dtype|-m|--model|--check-data|--logits-out|--render-chat|--remote|--driver|--worktree|\
-			--data|--eval-data|--trace|--output|--resume|--init-adapter|--schedule|--targets) opt=$prev ;;
+			--data|--eval-data|--trace|--output|--resume|--init-adapter|--schedule|--targets|--kv-type) opt=$prev ;;
 			esac ;;
 		esac
 	fi
 	if [ -n "$opt" ]; then
 		case "$opt" in
 		--dtype) __gm_reply "$val" bf16 f16 f32 ;;
+		--kv-type) __gm_reply "$val" auto f32 bf16 f16 ;;
 		-m|--model) __gm_reply_paths "$val" -d; __gm_add_models "$val" ;;
 		--output|--resume|--init-adapter) __gm_reply_paths "$val" -d ;;
 		--check-data|--logits-out|--render-chat|--data|--eval-data|--trace) __gm_reply_paths "$val" ;;

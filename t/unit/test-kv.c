@@ -1,0 +1,345 @@
+/*
+ * test-kv.c - the paged KV pool (kv.h) and the batched forward pass
+ * (gm_forward_eval_batch): block accounting of fork / truncate / free,
+ * GM_ENOMEM leaving everything as it was, and a mixed batch (sequences at
+ * different positions, prefill chunks and decode steps, different adapter
+ * sets) giving each sequence the logits it gets alone.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "forward.h"
+#include "kv.h"
+#include "model.h"
+#include "peft.h"
+#include "sparse.h"
+#include "tap.h"
+
+static double rel_diff(const float *a, const float *b, int64_t n)
+{
+	double worst = 0, mx = 0;
+	int64_t i;
+
+	for (i = 0; i < n; i++) {
+		double d = fabs((double)a[i] - (double)b[i]);
+		worst = d > worst ? d : worst;
+		mx = fabs((double)b[i]) > mx ? fabs((double)b[i]) : mx;
+	}
+	return mx > 0 ? worst / mx : worst;
+}
+
+static int64_t argmax(const float *x, int64_t n)
+{
+	int64_t i, b = 0;
+
+	for (i = 1; i < n; i++)
+		if (x[i] > x[b])
+			b = i;
+	return b;
+}
+
+static gm_model *open_model(const char *rel)
+{
+	gm_error err = GM_ERROR_INIT;
+	gm_buf p = GM_BUF_INIT;
+	gm_model *m = NULL;
+	int ret;
+
+	gm_buf_addf(&p, "%s/%s", tap_srcdir(), rel);
+	ret = gm_model_open(p.buf, &m, &err);
+	ok(!ret, "%s opens (%s)", rel, err.msg);
+	gm_buf_release(&p);
+	return ret ? NULL : m;
+}
+
+static void ids_for(int32_t *ids, int n, int seed, int64_t V)
+{
+	int i;
+
+	for (i = 0; i < n; i++)
+		ids[i] = (int32_t)((i * 131 + seed * 977 + 7) % V);
+}
+
+/* ---------------------------------------------------------------- the pool */
+
+static void test_pool(const gm_model *m)
+{
+	gm_error err = GM_ERROR_INIT;
+	gm_forward *f = NULL;
+	gm_kv *kv = NULL;
+	int64_t V = m->config.vocab_size, nfree;
+	int32_t ids[64];
+	int a, b, c, d, e, ret;
+	float *la = gm_xmalloc(sizeof(float) * (size_t)V), *lb = gm_xmalloc(sizeof(float) * (size_t)V);
+	float *lc = gm_xmalloc(sizeof(float) * (size_t)V);
+
+	ok(gm_kv_bytes_per_token(m, GM_KV_F32) == (size_t)m->config.num_hidden_layers * 2 *
+	   (size_t)m->config.num_key_value_heads * (size_t)m->config.head_dim * 4, "bytes per token, f32");
+	ok(gm_kv_bytes_per_token(m, GM_KV_BF16) * 2 == gm_kv_bytes_per_token(m, GM_KV_F32), "bf16 is half of f32");
+	ret = gm_forward_new_ex(m, &(gm_forward_opts){ .n_ctx = 64, .n_threads = 2 }, &f, &err);
+	ret = ret ? ret : gm_kv_new(m, GM_KV_AUTO, 8 * GM_KV_BLOCK, &kv, &err);
+	ok(!ret, "forward and an 8-block pool (%s)", err.msg);
+	if (ret)
+		goto out;
+	ok(gm_kv_n_blocks(kv) == 8 && gm_kv_free_blocks(kv) == 8, "8 blocks, all free");
+	ids_for(ids, 64, 1, V);
+
+	/* 40 tokens: 3 blocks (16 + 16 + 8) */
+	ret = gm_kv_seq_new(kv, &a, &err);
+	ok(!ret && gm_kv_blocks_needed(kv, a, 40) == 3, "40 tokens need 3 blocks");
+	ret = gm_forward_eval_batch(f, kv, &(gm_forward_seq){ a, ids, 40, 0, la }, 1, &err);
+	ok(!ret && gm_kv_seq_len(kv, a) == 40 && gm_kv_free_blocks(kv) == 5, "prefill of 40 takes 3 blocks (%s)",
+	   err.msg);
+	/* fork at 40: two shared blocks, the partial one copied */
+	ret = gm_kv_seq_fork(kv, a, 40, &b, &err);
+	ok(!ret && gm_kv_seq_len(kv, b) == 40 && gm_kv_free_blocks(kv) == 4, "fork at 40 takes one block (%s)",
+	   err.msg);
+	/* fork at 32: only shared blocks */
+	ret = gm_kv_seq_fork(kv, a, 32, &c, &err);
+	ok(!ret && gm_kv_free_blocks(kv) == 4, "fork at 32 shares two full blocks and takes none");
+	/* the forks continue as the original would */
+	ret = gm_forward_eval_batch(f, kv, (gm_forward_seq[]){ { a, ids + 40, 1, 0, la }, { b, ids + 40, 1, 0, lb } },
+				    2, &err);
+	ok(!ret && !memcmp(la, lb, sizeof(float) * (size_t)V), "a fork's next logits equal the original's (bits)");
+	ret = gm_forward_eval_batch(f, kv, &(gm_forward_seq){ c, ids + 32, 9, 0, lc }, 1, &err);
+	ok(!ret && rel_diff(lc, la, V) < 1e-5 && argmax(lc, V) == argmax(la, V),
+	   "a fork at 32 given the next 9 tokens agrees (rel %.2g)", rel_diff(lc, la, V));
+	/* free: shared blocks stay */
+	nfree = gm_kv_free_blocks(kv);
+	gm_kv_seq_free(kv, a);
+	ok(gm_kv_free_blocks(kv) == nfree + 1, "freeing the original releases only its private block");
+	ok(gm_kv_seq_len(kv, a) == -1, "a freed sequence has no length");
+	/* truncate into a shared block: the next append copies it */
+	gm_kv_seq_truncate(kv, c, 20);
+	ok(gm_kv_seq_len(kv, c) == 20 && gm_kv_blocks_needed(kv, c, 1) == 1, "truncated into a shared block: "
+	   "appending copies it (1 block needed, %lld)", (long long)gm_kv_blocks_needed(kv, c, 1));
+	nfree = gm_kv_free_blocks(kv);
+	ret = gm_forward_eval_batch(f, kv, &(gm_forward_seq){ c, ids + 20, 21, 0, lc }, 1, &err);
+	ok(!ret && gm_kv_seq_len(kv, c) == 41, "re-evaluated after the truncation (%s)", err.msg);
+	ok(rel_diff(lc, la, V) < 1e-5 && argmax(lc, V) == argmax(la, V), "and gives the same logits (rel %.2g)",
+	   rel_diff(lc, la, V));
+	ok(gm_kv_free_blocks(kv) == nfree - 2, "copy on write + one new block");
+	/* b's blocks were not touched by c's copy on write */
+	ret = gm_forward_eval_batch(f, kv, &(gm_forward_seq){ b, ids + 41, 1, 0, lb }, 1, &err);
+	ret = ret ? ret : gm_forward_eval_batch(f, kv, &(gm_forward_seq){ c, ids + 41, 1, 0, lc }, 1, &err);
+	ok(!ret && rel_diff(lc, lb, V) < 1e-5, "the sharer is unchanged by the copy (rel %.2g)", rel_diff(lc, lb, V));
+
+	/* out of blocks: GM_ENOMEM, nothing changed */
+	ret = gm_kv_seq_new(kv, &d, &err);
+	ret = ret ? ret : gm_kv_seq_new(kv, &e, &err);
+	ok(!ret && d != e && d != b && d != c, "new sequences get fresh ids (%d, %d)", d, e);
+	nfree = gm_kv_free_blocks(kv);
+	{
+		int lb0 = gm_kv_seq_len(kv, b), lc0 = gm_kv_seq_len(kv, c);
+		gm_forward_seq over[3] = { { b, ids, 1, 0, lb }, { d, ids, 16 * (int)nfree, 0, la }, { e, ids, 1, 0, lc } };
+
+		ok_error(gm_forward_eval_batch(f, kv, over, 3, &err), &err, GM_ENOMEM, "KV cache is full",
+			 "a batch needing one block too many fails");
+		ok(gm_kv_free_blocks(kv) == nfree && gm_kv_seq_len(kv, b) == lb0 && gm_kv_seq_len(kv, c) == lc0 &&
+		   gm_kv_seq_len(kv, d) == 0 && gm_kv_seq_len(kv, e) == 0, "and changes nothing");
+		over[1].n = 16 * (int)nfree - 1; /* b, c are mid-block: d takes every free block */
+		ret = gm_forward_eval_batch(f, kv, over, 2, &err);
+		ok(!ret && gm_kv_free_blocks(kv) == 0, "the same batch without the extra sequence fits exactly (%s)",
+		   ret ? err.msg : "");
+	}
+	/* refusals */
+	ok_error(gm_forward_eval_batch(f, kv, &(gm_forward_seq){ 99, ids, 1, 0, NULL }, 1, &err), &err, GM_EINVAL,
+		 "no KV sequence 99", "an unknown sequence is refused");
+	ok_error(gm_forward_eval_batch(f, kv, &(gm_forward_seq){ b, ids, 1, 7, NULL }, 1, &err), &err, GM_EINVAL,
+		 "no adapter set 7", "an unknown adapter set is refused");
+	ok_error(gm_forward_eval_batch(f, kv, (gm_forward_seq[]){ { b, ids, 1, 0, NULL }, { b, ids, 1, 0, NULL } }, 2,
+				       &err), &err, GM_EINVAL, "appears twice", "a sequence twice is refused");
+	ok_error(gm_forward_eval_batch(f, kv, &(gm_forward_seq){ b, (const int32_t[]){ -1 }, 1, 0, NULL }, 1, &err),
+		 &err, GM_EINVAL, "out of range", "a bad token id is refused");
+	ok_error(gm_kv_seq_fork(kv, d, 5, &a, &err), &err, GM_ENOMEM, "no free KV block",
+		 "a fork needing a copy with no free block fails");
+	gm_kv_seq_free(kv, b);
+	gm_kv_seq_free(kv, c);
+	gm_kv_seq_free(kv, d);
+	gm_kv_seq_free(kv, e);
+	ok(gm_kv_free_blocks(kv) == 8, "every block free again");
+out:
+	gm_kv_free(kv);
+	gm_forward_free(f);
+	free(la);
+	free(lb);
+	free(lc);
+}
+
+/* ---------------------------------------------------------------- mixed batches */
+
+#define NSEQ 5
+
+struct spec {
+	int prefix;   /* tokens already in the cache */
+	int n;        /* tokens of this step */
+	int set;      /* index into the adapter lists (0: none) */
+};
+
+/*
+ * Each sequence alone (a forward of its own, its adapters set with
+ * gm_forward_set_adapter_list, prefix then step) against all of them in
+ * one gm_forward_eval_batch.  *rel: the worst relative logit difference.
+ */
+static int mixed(const gm_model *m, enum gm_kv_type kt, int n_threads, const struct spec *sp,
+		 const gm_forward_adapter *const *lists, const int *list_n, float *batch_out, double *rel, int *same_argmax,
+		 gm_error *err)
+{
+	int64_t V = m->config.vocab_size;
+	gm_forward *f = NULL, *g = NULL;
+	gm_kv *kv = NULL;
+	gm_forward_seq seqs[NSEQ];
+	int32_t ids[NSEQ][128];
+	int set_ids[4] = { 0 }, i, ret;
+	float *alone = gm_xmalloc(sizeof(float) * (size_t)V);
+	gm_forward_opts o = { .n_ctx = 128, .n_threads = n_threads, .kv_type = kt };
+
+	*rel = 0;
+	*same_argmax = 1;
+	ret = gm_forward_new_ex(m, &o, &f, err);
+	ret = ret ? ret : gm_kv_new(m, kt, 1024, &kv, err);
+	for (i = 1; !ret && i < 4; i++)
+		if (lists[i])
+			ret = gm_forward_adapter_set_add(f, lists[i], list_n[i], &set_ids[i], err);
+	/* the prefixes, each on its own */
+	for (i = 0; !ret && i < NSEQ; i++) {
+		ids_for(ids[i], sp[i].prefix + sp[i].n, i + 3, V);
+		seqs[i] = (gm_forward_seq){ 0, ids[i] + sp[i].prefix, sp[i].n, set_ids[sp[i].set], batch_out + i * V };
+		ret = gm_kv_seq_new(kv, &seqs[i].seq, err);
+		if (!ret && sp[i].prefix)
+			ret = gm_forward_eval_batch(f, kv, &(gm_forward_seq){ seqs[i].seq, ids[i], sp[i].prefix,
+									   set_ids[sp[i].set], NULL }, 1, err);
+	}
+	ret = ret ? ret : gm_forward_eval_batch(f, kv, seqs, NSEQ, err);
+	for (i = 0; !ret && i < NSEQ; i++) {
+		double e;
+
+		ret = gm_forward_new_ex(m, &o, &g, err);
+		ret = ret ? ret : gm_forward_set_adapter_list(g, lists[sp[i].set], list_n[sp[i].set], err);
+		if (!ret && sp[i].prefix)
+			ret = gm_forward_eval(g, ids[i], sp[i].prefix, alone, 0, err);
+		ret = ret ? ret : gm_forward_eval(g, ids[i] + sp[i].prefix, sp[i].n, alone, 0, err);
+		gm_forward_free(g);
+		g = NULL;
+		if (ret)
+			break;
+		e = rel_diff(batch_out + i * V, alone, V);
+		*rel = e > *rel ? e : *rel;
+		if (argmax(batch_out + i * V, V) != argmax(alone, V))
+			*same_argmax = 0;
+	}
+	gm_kv_free(kv);
+	gm_forward_free(f);
+	free(alone);
+	return ret;
+}
+
+static void test_mixed(void)
+{
+	gm_error err = GM_ERROR_INIT;
+	gm_model *m = open_model("t/fixtures/models/tiny-qwen3-f32"), *pm = open_model("contrib/models/pocket-qwen3");
+	static const char *names[] = { "a1-r8-all", "a2-r4-qv", "a3-r6-rslora-mlp" };
+	gm_peft_adapter *ad[3] = { NULL, NULL, NULL };
+	gm_sparse_adapter *sp = NULL;
+	char dir[] = "/tmp/gm-test-kv-XXXXXX";
+	gm_buf p = GM_BUF_INIT;
+	/* prefill chunks and decode steps at different positions; a sequence that starts in this step */
+	static const struct spec specs[NSEQ] = { { 20, 1, 0 }, { 0, 7, 1 }, { 33, 5, 2 }, { 3, 1, 1 }, { 16, 1, 3 } };
+	static const struct spec base_specs[NSEQ] = { { 20, 1, 0 }, { 0, 7, 0 }, { 33, 5, 0 }, { 3, 1, 0 }, { 47, 17, 0 } };
+	gm_forward_adapter l1[1], l2[2], l3[1];
+	const gm_forward_adapter *lists[4] = { NULL, l1, l2, l3 };
+	int list_n[4] = { 0, 1, 2, 1 }, k, ret = 0, same;
+	float *out1 = NULL, *out2 = NULL;
+	double rel;
+	int64_t V;
+
+	if (!m || !pm)
+		goto out;
+	for (k = 0; k < 3 && !ret; k++) {
+		gm_buf_reset(&p);
+		gm_buf_addf(&p, "%s/t/fixtures/lora/tiny-qwen3-f32-%s", tap_srcdir(), names[k]);
+		ret = gm_peft_open(p.buf, &ad[k], &err);
+	}
+	if (!ret && !mkdtemp(dir))
+		ret = -1;
+	gm_buf_reset(&p);
+	gm_buf_addf(&p, "%s/sp", dir);
+	ret = ret ? ret : gm_sparse_sparsify(ad[2], 0.3, p.buf, NULL, &err);
+	ret = ret ? ret : gm_sparse_open(p.buf, &sp, &err);
+	ok(!ret, "adapters open, a sparse one made (%s)", err.msg);
+	if (ret)
+		goto out;
+	l1[0] = (gm_forward_adapter){ ad[0], NULL, 1.0f };
+	l2[0] = (gm_forward_adapter){ ad[1], NULL, 0.5f };
+	l2[1] = (gm_forward_adapter){ NULL, sp, 2.0f };
+	l3[0] = (gm_forward_adapter){ ad[2], NULL, 1.5f };
+
+	V = m->config.vocab_size;
+	out1 = gm_xmalloc(sizeof(float) * NSEQ * (size_t)V);
+	out2 = gm_xmalloc(sizeof(float) * NSEQ * (size_t)V);
+	ret = mixed(m, GM_KV_AUTO, 2, specs, lists, list_n, out1, &rel, &same, &err);
+	ok(!ret && rel < 1e-5 && same, "tiny-qwen3-f32: a mixed batch with 4 adapter sets equals each sequence alone "
+	   "(rel %.2g, greedy identical %d) (%s)", rel, same, err.msg);
+	ret = mixed(m, GM_KV_AUTO, 1, specs, lists, list_n, out2, &rel, &same, &err);
+	ok(!ret && !memcmp(out1, out2, sizeof(float) * NSEQ * (size_t)V), "1 and 2 threads give the same bits");
+	free(out1);
+	free(out2);
+
+	V = pm->config.vocab_size;
+	out1 = gm_xmalloc(sizeof(float) * NSEQ * (size_t)V);
+	out2 = gm_xmalloc(sizeof(float) * NSEQ * (size_t)V);
+	ok(gm_kv_type_resolve(pm, GM_KV_AUTO) == GM_KV_BF16, "a bf16 model's KV cache is bf16 by default");
+	lists[1] = lists[2] = lists[3] = NULL;
+	list_n[1] = list_n[2] = list_n[3] = 0;
+	ret = mixed(pm, GM_KV_BF16, 2, base_specs, lists, list_n, out1, &rel, &same, &err);
+	ok(!ret && rel < 1e-4 && same, "pocket-qwen3, bf16 KV: a mixed batch equals each sequence alone (rel %.2g, "
+	   "greedy identical %d) (%s)", rel, same, err.msg);
+	ret = mixed(pm, GM_KV_F32, 2, base_specs, lists, list_n, out2, &rel, &same, &err);
+	ok(!ret && rel < 1e-5 && same, "pocket-qwen3, f32 KV: the same (rel %.2g) (%s)", rel, err.msg);
+	{
+		double w = 0;
+		int64_t i;
+
+		for (i = 0; i < NSEQ * V; i++)
+			w = fabs(out1[i] - out2[i]) > w ? fabs(out1[i] - out2[i]) : w;
+		tap_diag("pocket-qwen3: bf16 KV vs f32 KV: worst relative logit difference %.3g, max |dlogit| %.3g",
+			 rel_diff(out1, out2, NSEQ * V), w);
+	}
+	{
+		int i, agree = 1;
+
+		for (i = 0; i < NSEQ; i++)
+			agree &= argmax(out1 + i * V, V) == argmax(out2 + i * V, V);
+		ok(agree, "pocket-qwen3: bf16 and f32 KV pick the same greedy tokens");
+	}
+out:
+	if (sp) {
+		gm_sparse_close(sp);
+		gm_buf_reset(&p);
+		gm_buf_addf(&p, "rm -rf '%s'", dir);
+		if (system(p.buf) != 0)
+			tap_diag("cannot remove %s", dir);
+	}
+	for (k = 0; k < 3; k++)
+		gm_peft_close(ad[k]);
+	gm_buf_release(&p);
+	free(out1);
+	free(out2);
+	gm_model_close(m);
+	gm_model_close(pm);
+}
+
+int main(void)
+{
+	gm_model *m = open_model("t/fixtures/models/tiny-qwen3-f32");
+
+	if (m)
+		test_pool(m);
+	gm_model_close(m);
+	test_mixed();
+	return tap_done();
+}
