@@ -75,7 +75,7 @@ typedef struct gm_forward_opts {
 	enum gm_kv_type kv_type;
 } gm_forward_opts;
 int gm_forward_new_ex(const gm_model *m, const gm_forward_opts *o, gm_forward **out, gm_error *err);
-/* The resolved type of the private pool's keys and values. */
+/* Added: the resolved type of the private pool's keys and values. */
 enum gm_kv_type gm_forward_kv_type(const gm_forward *f);
 
 int gm_forward_n_ctx(const gm_forward *f);
