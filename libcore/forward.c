@@ -202,6 +202,7 @@ static void run_pass(gm_forward *f, int64_t p0, int64_t nb, float *out)
 	a.seq = f->ev_seq + p0;
 	a.pos = f->ev_pos + p0;
 	a.matvec_max = GM_FWD_MATVEC_MAX;
+	a.defer = 1;
 	for (l = 0; l < f->n_layers; l++) {
 		gm_qwen3_layer_of(m, l, &L);
 		for (p = 0; p < GM_PEFT_PROJ_COUNT; p++) {
@@ -225,9 +226,13 @@ static void run_pass(gm_forward *f, int64_t p0, int64_t nb, float *out)
 			L.deltas[p] = nd ? dl : NULL;
 			L.n_deltas[p] = nd;
 		}
+		a.pending = l > 0; /* the previous layer's down projection, still in xo */
 		gm_qwen3_layer_forward(f->ops, &f->dims, l, &L, &a);
 	}
-	gm_op_rmsnorm(f->ops, out, f->x, m->final_norm, nb, H, f->eps);
+	if (f->n_layers)
+		gm_op_add_rmsnorm(f->ops, f->x, f->x, f->xo, out, m->final_norm, nb, H, f->eps);
+	else
+		gm_op_rmsnorm(f->ops, out, f->x, m->final_norm, nb, H, f->eps);
 }
 
 

@@ -678,6 +678,17 @@ static void qk_row(const struct row_job *j, int64_t t)
 			memcpy(ko + h * hd, k + h * hd, (size_t)hd * sizeof(float));
 		gm_rope(ko + h * hd, cs, sn, hd);
 	}
+	if (p->kv) {
+		const gm_kv *kv = p->kv;
+		int64_t ps = p->pos[t];
+		int32_t blk = kv->seqs[p->seq[t]].blocks[ps / GM_KV_BLOCK];
+
+		for (h = 0; h < p->nkv; h++) {
+			gm_kv_store_row(gm_kv_k_row(kv, blk, p->layer, h, ps % GM_KV_BLOCK), kv->dt, ko + h * hd, hd);
+			gm_kv_store_row(gm_kv_v_row(kv, blk, p->layer, h, ps % GM_KV_BLOCK), kv->dt, j->v + t * kd + h * hd,
+					hd);
+		}
+	}
 }
 
 static void qk_bwd_row(const struct row_job *j, int64_t t)
