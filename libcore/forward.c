@@ -1,30 +1,24 @@
 /*
- * forward.c - the transformer forward pass on the CPU (see forward.h).
+ * forward.c - inference: one or many sequences through the model
+ * definition (see forward.h).
  *
  * One step evaluates R token rows, which may belong to several sequences
  * (gm_forward_eval_batch) or to one (gm_forward_eval); row t is token
- * ids[t] of sequence seq[t] at position pos[t].  One decoder layer, for
- * the rows of a pass (x: the residual stream, [R, hidden]):
+ * ids[t] of sequence seq[t] at position pos[t].  The layers are
+ * gm_qwen3_layer_forward (qwen3.c) over the op layer (ops.h), with
+ * attention over the KV pool: row t attends to seq[t]'s positions <=
+ * pos[t], its own key and value stored first.  Activations are f32 and
+ * inference keeps one buffer per activation (x, q, k, g updated in place).
+ * Every projection runs over all R rows at once (weights read once per
+ * pass): gm_matmul for three rows or more, gm_matvec per row below.  More
+ * than GM_FWD_BATCH rows are evaluated in passes, in row order, so a
+ * sequence's later rows find its earlier rows' keys in the pool.  Then the
+ * final norm, and lm_head over the rows whose logits are asked for (all
+ * the sequences' last rows at once).
  *
- *   xn = rmsnorm(x, input_layernorm)
- *   q, k, v = xn W_q^T (+ b_q), xn W_k^T (+ b_k), xn W_v^T (+ b_v)
- *   q, k = rmsnorm per head (Qwen3 q_norm / k_norm); rope(q), rope(k) at pos[t]
- *   k, v -> the KV pool: sequence seq[t], position pos[t]
- *   att = softmax(q k^T / sqrt(head_dim), causal) v  over seq[t]'s positions <= pos[t]
- *         (GQA: head h reads kv head h / group)
- *   x += att W_o^T
- *   xn = rmsnorm(x, post_attention_layernorm)
- *   x += (silu(xn W_gate^T) * (xn W_up^T)) W_down^T
- *
- * then the final norm and lm_head.  Activations are f32.  Every projection
- * runs over all R rows at once (weights read once per pass): gm_matmul for
- * three rows or more, gm_matvec per row below.  More than GM_FWD_BATCH rows
- * are evaluated in passes, in row order, so a sequence's later rows find
- * its earlier rows' keys in the pool.
- *
- * Attention is per row: the row's query heads of one kv head against the
- * blocks of its own sequence (kernels-kv.h), so a row's result does not
- * depend on which other rows share the step.
+ * What stays here: the rows' bookkeeping (reserving the sequences' blocks,
+ * ordering rows by adapter set, passes), the adapter sets, the private
+ * pool and sequence of the single-sequence calls.
  *
  * Adapters.  An adapter set (gm_forward_adapter_set_add; the single-
  * sequence calls keep a private one) stacks its LoRAs per projection at
@@ -33,15 +27,12 @@
  *   A = [s_1 A_1; s_2 A_2; ...]   [R, in]    (R = r_1 + r_2 + ...)
  *   B = [B_1, B_2, ...]           [out, R]
  *
- * so that sum_i s_i B_i A_i = B A.  The rows of a step are ordered by
- * adapter set, so each set's rows are one contiguous range.  The rows of
- * A run in the same parallel loop as the base weight (the range's input,
- * packed once): u = x A^T, [n, R]; a second loop adds u B^T to the
- * range's rows of the projection's output, a tile of tokens by rows at a
- * time.  Sparse adapters are merged per projection into one f32 CSR
- * matrix, each row the rows of every adapter one after the other, the
- * scales folded into the values; a third parallel loop over the output
- * rows adds x (sum_i s_i delta W_i)^T to the range's rows.
+ * so that sum_i s_i B_i A_i = B A; sparse adapters are merged per
+ * projection into one f32 CSR matrix, each row the rows of every adapter
+ * one after the other, the scales folded into the values.  The rows of a
+ * step are ordered by adapter set, so each set is one contiguous range of
+ * rows: one gm_op_delta per projection and range (gm_op_linear applies it
+ * to those rows only).
  */
 #include "forward.h"
 
@@ -211,6 +202,7 @@ static void run_pass(gm_forward *f, int64_t p0, int64_t nb, float *out)
 	a.seq = f->ev_seq + p0;
 	a.pos = f->ev_pos + p0;
 	a.matvec_max = GM_FWD_MATVEC_MAX;
+	a.defer = 1;
 	for (l = 0; l < f->n_layers; l++) {
 		gm_qwen3_layer_of(m, l, &L);
 		for (p = 0; p < GM_PEFT_PROJ_COUNT; p++) {
@@ -234,9 +226,13 @@ static void run_pass(gm_forward *f, int64_t p0, int64_t nb, float *out)
 			L.deltas[p] = nd ? dl : NULL;
 			L.n_deltas[p] = nd;
 		}
+		a.pending = l > 0; /* the previous layer's down projection, still in xo */
 		gm_qwen3_layer_forward(f->ops, &f->dims, l, &L, &a);
 	}
-	gm_op_rmsnorm(f->ops, out, f->x, m->final_norm, nb, H, f->eps);
+	if (f->n_layers)
+		gm_op_add_rmsnorm(f->ops, f->x, f->x, f->xo, out, m->final_norm, nb, H, f->eps);
+	else
+		gm_op_rmsnorm(f->ops, out, f->x, m->final_norm, nb, H, f->eps);
 }
 
 

@@ -1,12 +1,14 @@
 /*
- * forward.h - the transformer forward pass on the CPU (Qwen3, Qwen2,
- * Llama), with a KV cache.
+ * forward.h - inference with the model definition (qwen3.h: Qwen3, Qwen2,
+ * Llama) on the CPU backend of the op layer (ops.h): one sequence, or many
+ * at once (gm_forward_eval_batch), with their keys and values in a paged
+ * pool (kv.h).
  *
  * Weights stay as mapped by gm_model (bf16/f16/f32, never converted in
- * bulk); activations are f32; keys and values live in a paged block pool
- * (kv.h) in f32 or 16 bits.  A gm_forward holds scratch buffers, a thread
- * pool, the adapter sets and a private KV pool with one sequence for the
- * single-sequence calls; it is used by one thread at a time.
+ * bulk); activations are f32; keys and values are f32 or 16 bits.  A
+ * gm_forward holds the backend (threads, scratch), the adapter sets and a
+ * private KV pool with one sequence for the single-sequence calls; it is
+ * used by one thread at a time.
  *
  *   gm_forward_new(model, n_ctx, n_threads, &f, &err);
  *   gm_forward_eval(f, prompt, n_prompt, logits, 0, &err);   // prefill; logits of the last position
@@ -31,6 +33,15 @@
  *
  *   gm_forward_adapter list[2] = { { .lora = lora, .scale = 1 }, { .sparse = sp, .scale = 0.5f } };
  *   gm_forward_set_adapter_list(f, list, 2, &err);     // W + B A + 0.5 delta W
+ *
+ * Many sequences, each with its own adapters, one step at a time:
+ *
+ *   gm_kv_new(model, GM_KV_AUTO, 8192, &kv, &err);     // a pool of 512 blocks of 16 tokens
+ *   gm_forward_adapter_set_add(f, list, 2, &set, &err);
+ *   gm_kv_seq_new(kv, &a, &err); gm_kv_seq_new(kv, &b, &err);
+ *   gm_forward_seq step[2] = { { a, prompt, n_prompt, 0, la },  // a prompt chunk, the base model
+ *                              { b, &next, 1, set, lb } };      // a decode step with the adapters
+ *   gm_forward_eval_batch(f, kv, step, 2, &err);       // weights read once for all n_prompt + 1 rows
  */
 #ifndef GM_FORWARD_H
 #define GM_FORWARD_H
@@ -75,7 +86,7 @@ typedef struct gm_forward_opts {
 	enum gm_kv_type kv_type;
 } gm_forward_opts;
 int gm_forward_new_ex(const gm_model *m, const gm_forward_opts *o, gm_forward **out, gm_error *err);
-/* The resolved type of the private pool's keys and values. */
+/* Added: the resolved type of the private pool's keys and values. */
 enum gm_kv_type gm_forward_kv_type(const gm_forward *f);
 
 int gm_forward_n_ctx(const gm_forward *f);

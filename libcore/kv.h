@@ -43,9 +43,10 @@ enum gm_kv_type { GM_KV_AUTO, GM_KV_F32, GM_KV_BF16, GM_KV_F16 };
 
 typedef struct gm_kv gm_kv;
 
-/* AUTO resolved for model m (its projection weights' dtype); other types unchanged. */
+/* Added to the agreed API (api-spec.md): AUTO resolved for model m (its projection weights' dtype);
+ * other types unchanged. */
 enum gm_kv_type gm_kv_type_resolve(const gm_model *m, enum gm_kv_type t);
-/* "auto", "f32", "bf16", "f16" (GM_EINVAL naming the value otherwise), and back. */
+/* Added: "auto", "f32", "bf16", "f16" (GM_EINVAL naming the value otherwise), and back. */
 int gm_kv_type_parse(const char *s, enum gm_kv_type *out, gm_error *err);
 const char *gm_kv_type_name(enum gm_kv_type t);
 

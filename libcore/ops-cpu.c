@@ -52,6 +52,8 @@ struct gm_ops {
 	int mats_cap;
 	float *nw;              /* norm weights as f32 (backward) */
 	size_t nw_len;
+	int64_t *groups;        /* attention over the pool: row groups */
+	size_t groups_len;
 };
 
 static float *falloc(size_t n)
@@ -158,6 +160,7 @@ void gm_ops_free(gm_ops *o)
 	free(o->mats);
 	free(o->uses);
 	free(o->nw);
+	free(o->groups);
 	free(o);
 }
 
@@ -675,6 +678,17 @@ static void qk_row(const struct row_job *j, int64_t t)
 			memcpy(ko + h * hd, k + h * hd, (size_t)hd * sizeof(float));
 		gm_rope(ko + h * hd, cs, sn, hd);
 	}
+	if (p->kv) {
+		const gm_kv *kv = p->kv;
+		int64_t ps = p->pos[t];
+		int32_t blk = kv->seqs[p->seq[t]].blocks[ps / GM_KV_BLOCK];
+
+		for (h = 0; h < p->nkv; h++) {
+			gm_kv_store_row(gm_kv_k_row(kv, blk, p->layer, h, ps % GM_KV_BLOCK), kv->dt, ko + h * hd, hd);
+			gm_kv_store_row(gm_kv_v_row(kv, blk, p->layer, h, ps % GM_KV_BLOCK), kv->dt, j->v + t * kd + h * hd,
+					hd);
+		}
+	}
 }
 
 static void qk_bwd_row(const struct row_job *j, int64_t t)
@@ -911,6 +925,7 @@ struct kv_job {
 	const int32_t *seq, *pos;
 	const float *q, *k, *v;
 	float *att;
+	const int64_t *groups;   /* [2 * groups]: first row, rows */
 };
 
 static void kv_store_run(void *ctx, int64_t b, int64_t e, int th)
@@ -941,45 +956,72 @@ void gm_op_kv_store(gm_ops *o, gm_kv *kv, int64_t layer, const int32_t *seq, con
 }
 
 /*
- * Row t, kv head g: the query heads of g's group (GM_ATTN_MAXQ at a time)
- * against the keys of positions 0 .. pos[t] of the row's sequence, block
- * by block; then softmax and the values, block by block.
+ * A group of nr consecutive rows of one sequence (positions pos[t0] ..,
+ * increasing) and kv head g: the query heads of g's group for every row
+ * (at most GM_ATTN_MAXQ queries) against the sequence's keys, block by
+ * block, so a block of keys is read once for all of them; the rows' last
+ * positions differ by less than nr, and the few scores past a row's own
+ * position are computed but not used.  Then softmax per query over its
+ * own positions, and the values: blocks every query sees together, the
+ * last ones query by query.  A query's arithmetic is the same whatever
+ * the group (gm_attn_scores and gm_attn_accum work query by query).
  */
-static void att_kv_task(const struct kv_job *j, int64_t t, int64_t g, int thread)
+static void att_kv_task(const struct kv_job *j, int64_t t0, int64_t nr, int64_t g, int thread)
 {
 	const gm_op_attn *a = j->a;
 	const gm_kv *kv = j->kv;
-	const struct gm_kv_seq *s = &kv->seqs[j->seq[t]];
-	int64_t hd = a->hd, qd = a->nh * hd, grp = a->nh / a->nkv, T = (int64_t)j->pos[t] + 1, h0, b, i;
+	const struct gm_kv_seq *s = &kv->seqs[j->seq[t0]];
+	int64_t hd = a->hd, qd = a->nh * hd, grp = a->nh / a->nkv, h0, b, i, r, nh;
+	int64_t Tmin = (int64_t)j->pos[t0] + 1, Tmax = (int64_t)j->pos[t0 + nr - 1] + 1;
 	float *sc0 = j->o->scores[thread];
 	const float *qp[GM_ATTN_MAXQ], *pp[GM_ATTN_MAXQ];
 	float *sp[GM_ATTN_MAXQ], *op[GM_ATTN_MAXQ];
+	int64_t Tq[GM_ATTN_MAXQ];
 	int q, nq;
 
-	for (h0 = 0; h0 < grp; h0 += GM_ATTN_MAXQ) {
-		nq = (int)imin(GM_ATTN_MAXQ, grp - h0);
-		for (q = 0; q < nq; q++)
-			qp[q] = j->q + t * qd + (g * grp + h0 + q) * hd;
-		for (b = 0; b * GM_KV_BLOCK < T; b++) {
+	/* heads h0 .. h0 + nh of the group at a time, for all nr rows: nr * nh <= GM_ATTN_MAXQ */
+	nh = imax(1, imin(grp, GM_ATTN_MAXQ / nr));
+	for (h0 = 0; h0 < grp; h0 += nh) {
+		int64_t hn = imin(nh, grp - h0);
+
+		nq = (int)(nr * hn);
+		for (r = 0, q = 0; r < nr; r++) {
+			for (i = 0; i < hn; i++, q++) {
+				qp[q] = j->q + (t0 + r) * qd + (g * grp + h0 + i) * hd;
+				op[q] = j->att + (t0 + r) * qd + (g * grp + h0 + i) * hd;
+				Tq[q] = (int64_t)j->pos[t0 + r] + 1;
+			}
+		}
+		for (b = 0; b * GM_KV_BLOCK < Tmax; b++) {
 			for (q = 0; q < nq; q++)
-				sp[q] = sc0 + q * T + b * GM_KV_BLOCK;
+				sp[q] = sc0 + q * Tmax + b * GM_KV_BLOCK;
 			gm_attn_scores(sp, qp, nq, gm_kv_k_row(kv, s->blocks[b], j->layer, g, 0), kv->dt,
-				       imin(GM_KV_BLOCK, T - b * GM_KV_BLOCK), hd);
+				       imin(GM_KV_BLOCK, Tmax - b * GM_KV_BLOCK), hd);
 		}
 		for (q = 0; q < nq; q++) {
-			float *sc = sc0 + q * T;
+			float *sc = sc0 + q * Tmax;
 
-			for (i = 0; i < T; i++)
+			for (i = 0; i < Tq[q]; i++)
 				sc[i] *= a->scale;
-			gm_softmax(sc, T);
-			op[q] = j->att + t * qd + (g * grp + h0 + q) * hd;
+			gm_softmax(sc, Tq[q]);
 			memset(op[q], 0, (size_t)hd * sizeof(float));
 		}
-		for (b = 0; b * GM_KV_BLOCK < T; b++) {
-			for (q = 0; q < nq; q++)
-				pp[q] = sc0 + q * T + b * GM_KV_BLOCK;
-			gm_attn_accum(op, pp, nq, gm_kv_v_row(kv, s->blocks[b], j->layer, g, 0), kv->dt,
-				      imin(GM_KV_BLOCK, T - b * GM_KV_BLOCK), hd);
+		for (b = 0; b * GM_KV_BLOCK < Tmax; b++) {
+			const void *vb = gm_kv_v_row(kv, s->blocks[b], j->layer, g, 0);
+
+			if ((b + 1) * GM_KV_BLOCK <= Tmin) {
+				for (q = 0; q < nq; q++)
+					pp[q] = sc0 + q * Tmax + b * GM_KV_BLOCK;
+				gm_attn_accum(op, pp, nq, vb, kv->dt, GM_KV_BLOCK, hd);
+				continue;
+			}
+			for (q = 0; q < nq; q++) {
+				int64_t nk = imin(GM_KV_BLOCK, Tq[q] - b * GM_KV_BLOCK);
+
+				pp[0] = sc0 + q * Tmax + b * GM_KV_BLOCK;
+				if (nk > 0)
+					gm_attn_accum(&op[q], pp, 1, vb, kv->dt, nk, hd);
+			}
 		}
 	}
 }
@@ -989,20 +1031,38 @@ static void att_kv_run(void *ctx, int64_t b, int64_t e, int thread)
 	struct kv_job *j = ctx;
 	int64_t task;
 
-	for (task = b; task < e; task++)
-		att_kv_task(j, task / j->a->nkv, task % j->a->nkv, thread);
+	for (task = b; task < e; task++) {
+		int64_t grp = task / j->a->nkv;
+
+		att_kv_task(j, j->groups[2 * grp], j->groups[2 * grp + 1], task % j->a->nkv, thread);
+	}
 }
 
 void gm_op_attention_kv(gm_ops *o, const gm_op_attn *a, gm_kv *kv, int64_t layer, const int32_t *seq,
 			const int32_t *pos, const float *q, float *att, int64_t n)
 {
 	struct kv_job j = { .o = o, .a = a, .kv = kv, .layer = layer, .seq = seq, .pos = pos, .q = q, .att = att };
-	int64_t t, maxT = 0;
+	int64_t t, maxT = 0, ng = 0, per = imax(1, GM_ATTN_MAXQ / (a->nh / a->nkv));
 
-	for (t = 0; t < n; t++)
+	/* groups of up to per consecutive rows of one sequence at consecutive positions */
+	if ((size_t)(2 * n) > o->groups_len) {
+		free(o->groups);
+		o->groups_len = (size_t)(2 * n);
+		o->groups = gm_xmalloc(o->groups_len * sizeof(*o->groups));
+	}
+	for (t = 0; t < n; t++) {
 		maxT = imax(maxT, (int64_t)pos[t] + 1);
-	grow_each(o, o->scores, &o->scores_len, (size_t)(imin(a->nh / a->nkv, GM_ATTN_MAXQ) * maxT));
-	gm_threadpool_for(o->pool, n * a->nkv, 1, att_kv_run, &j);
+		if (ng && o->groups[2 * ng - 1] < per && seq[t] == seq[t - 1] && pos[t] == pos[t - 1] + 1) {
+			o->groups[2 * ng - 1]++;
+			continue;
+		}
+		o->groups[2 * ng] = t;
+		o->groups[2 * ng + 1] = 1;
+		ng++;
+	}
+	j.groups = o->groups;
+	grow_each(o, o->scores, &o->scores_len, (size_t)(GM_ATTN_MAXQ * maxT));
+	gm_threadpool_for(o->pool, ng * a->nkv, 1, att_kv_run, &j);
 }
 
 /* ---------------------------------------------------------------- attention over a sequence */

@@ -125,7 +125,9 @@ void gm_op_add(gm_ops *o, float *y, const float *a, const float *b, int64_t n);
  * (contiguous).  q, k, v += their biases (NULL: none); then each head of q
  * and k: rmsnorm with q_norm / k_norm (NULL: none) and the rotary
  * embedding of the row's position (cs, sn: [n, hd / 2]), written to qo, ko
- * (which may be q, k).
+ * (which may be q, k).  With kv set, the row's key (ko) and value are then
+ * stored in the pool as gm_op_kv_store does (in the same pass over the
+ * rows: one synchronisation less per layer).
  */
 typedef struct gm_op_qk {
 	int64_t nh, nkv, hd;
@@ -133,6 +135,9 @@ typedef struct gm_op_qk {
 	const gm_tensor *q_norm, *k_norm;
 	float eps;
 	const float *cs, *sn;
+	gm_kv *kv;                 /* NULL: no store */
+	int64_t layer;
+	const int32_t *seq, *pos;
 } gm_op_qk;
 void gm_op_qk_norm_rope(gm_ops *o, const gm_op_qk *p, float *q, float *k, float *v, float *qo, float *ko,
 			int64_t n);

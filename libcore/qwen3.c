@@ -58,7 +58,7 @@ static gm_op_linear_out lin_out(const gm_qwen3_layer *L, int p, float *y, int64_
 static gm_op_qk qk_params(const gm_qwen3_dims *d, const gm_qwen3_layer *L, const gm_qwen3_acts *a)
 {
 	gm_op_qk p = { d->n_heads, d->n_kv, d->head_dim, L->q_bias, L->k_bias, L->v_bias, L->q_norm, L->k_norm,
-		       d->eps, a->cs, a->sn };
+		       d->eps, a->cs, a->sn, NULL, 0, NULL, NULL };
 
 	return p;
 }
@@ -75,11 +75,20 @@ void gm_qwen3_layer_forward(gm_ops *o, const gm_qwen3_dims *d, int64_t layer, co
 	gm_op_linear_out gu[2] = { lin_out(L, GM_PEFT_GATE_PROJ, a->g, d->inter), lin_out(L, GM_PEFT_UP_PROJ, a->up, d->inter) };
 	gm_op_linear_out dw = lin_out(L, GM_PEFT_DOWN_PROJ, a->tmp, H);
 
-	gm_op_rmsnorm(o, a->n1, a->x, L->input_norm, n, H, d->eps);
+	if (a->pending)
+		gm_op_add_rmsnorm(o, a->x, a->x, a->tmp, a->n1, L->input_norm, n, H, d->eps);
+	else
+		gm_op_rmsnorm(o, a->n1, a->x, L->input_norm, n, H, d->eps);
 	gm_op_linear(o, a->n1, H, n, qkv, 3, a->matvec_max);
+	if (a->kv) {
+		/* the keys and values go to the pool in the same pass */
+		qk.kv = a->kv;
+		qk.layer = layer;
+		qk.seq = a->seq;
+		qk.pos = a->pos;
+	}
 	gm_op_qk_norm_rope(o, &qk, a->q, a->k, a->v, a->qr, a->kr, n);
 	if (a->kv) {
-		gm_op_kv_store(o, a->kv, layer, a->seq, a->pos, a->kr, a->v, n, d->n_kv, d->head_dim);
 		gm_op_attention_kv(o, &at, a->kv, layer, a->seq, a->pos, a->qr, a->att, n);
 	} else {
 		gm_op_attention_seq(o, &at, a->qr, a->kr, a->v, a->att, a->probs, n);
@@ -89,7 +98,8 @@ void gm_qwen3_layer_forward(gm_ops *o, const gm_qwen3_dims *d, int64_t layer, co
 	gm_op_linear(o, a->n2, H, n, gu, 2, a->matvec_max);
 	gm_op_silu_mul(o, a->act, a->g, a->up, n, d->inter);
 	gm_op_linear(o, a->act, d->inter, n, &dw, 1, a->matvec_max);
-	gm_op_add(o, a->y, a->x1, a->tmp, n * H);
+	if (!a->defer)
+		gm_op_add(o, a->y, a->x1, a->tmp, n * H);
 }
 
 /* lin^T of projection p: dx (=, += when add) from dy; the LoRA's gradients accumulated. */

@@ -87,6 +87,13 @@ typedef struct gm_qwen3_acts {
 	const int32_t *seq, *pos;
 	float *probs;
 	int matvec_max;       /* gm_op_linear's: 2 inference, 0 training */
+	/*
+	 * Inference, in place (y = x1 = x): defer leaves the last residual add
+	 * to the caller (y = x1 and tmp holds lin_down(act)); pending says that
+	 * x still lacks the previous layer's deferred tmp, added in the input
+	 * norm's pass.  One synchronisation less per layer.
+	 */
+	int defer, pending;
 } gm_qwen3_acts;
 
 void gm_qwen3_layer_forward(gm_ops *o, const gm_qwen3_dims *d, int64_t layer, const gm_qwen3_layer *L,
