@@ -96,8 +96,10 @@ trap 'exit 130' INT TERM
 # ---------------------------------------------------------------- the machine
 echo "== machine"
 date -u '+date: %Y-%m-%d %H:%M UTC'
-echo "cpu: $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)"
-echo "cpus: $(nproc) online; flags: $(grep -m1 -o -w -E 'avx2|avx512f|avx512bw|avx512_vnni|avx512_bf16|amx_bf16|amx_tile' /proc/cpuinfo | sort -u | tr '\n' ' ')"
+echo "cpu: $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)," \
+	"family $(lscpu 2>/dev/null | sed -n 's/^CPU family: *//p' | head -1)," \
+	"model $(lscpu 2>/dev/null | sed -n 's/^Model: *//p' | head -1)"
+echo "cpus: $(nproc) online; flags: $(grep -m1 -o -w -E 'avx2|avx512f|avx512bw|avx512_vnni|avx512_bf16|avx512_vp2intersect|amx_bf16|amx_tile' /proc/cpuinfo | sort -u | tr '\n' ' ')"
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "git-model: $(git -C "$top" describe --always --dirty 2>/dev/null || echo unknown)"
 llver=$("$llama_server" --version 2>&1 | grep -m1 '^version' || true)
@@ -219,7 +221,7 @@ fi
 # ---------------------------------------------------------------- timings
 # Each run does every workload once per tool; which tool goes first alternates
 # from run to run, so a drift of the machine's speed hurts both alike.
-echo "== $runs runs (ours and llama.cpp alternating; load average at start $(cut -d' ' -f1-3 /proc/loadavg))"
+echo "== runs: $runs (ours and llama.cpp alternating; load average at start $(cut -d' ' -f1-3 /proc/loadavg))"
 for r in $(seq 1 "$runs"); do
 	if [ $((r % 2)) = 1 ]; then order="ours llama"; else order="llama ours"; fi
 	for who in $order; do
