@@ -266,8 +266,11 @@ def read(name):
     with open("%s/%s" % (d, name)) as f:
         return [float(x) for x in f.read().split()]
 
+def num(x):
+    return "%.1f" % x if x >= 10 else "%.2f" % x
+
 def cell(v):
-    return "%.1f (%.1f-%.1f)" % (statistics.median(v), min(v), max(v))
+    return "%s (%s-%s)" % (num(statistics.median(v)), num(min(v)), num(max(v)))
 
 print("| workload | git-model | llama.cpp | ratio |")
 print("| --- | --- | --- | --- |")
