@@ -1,6 +1,6 @@
 /*
  * cmd-manage.c - git adapter list|add|rm|rename|export|merge: the adapters
- * kept in a model repository (libcore/adapter.h), each change a commit.
+ * kept in a model repository (libcore/manage/adapter.h), each change a commit.
  */
 #include <errno.h>
 #include <limits.h>
@@ -11,16 +11,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "adapter.h"
-#include "buf.h"
+#include "manage/adapter.h"
+#include "base/buf.h"
 #include "builtin.h"
-#include "cmd.h"
-#include "fs.h"
-#include "json.h"
-#include "peft.h"
-#include "repo.h"
-#include "resolve.h"
-#include "sparse.h"
+#include "base/cmd.h"
+#include "base/fs.h"
+#include "base/json.h"
+#include "formats/peft.h"
+#include "storage/repo.h"
+#include "storage/resolve.h"
+#include "formats/sparse.h"
 
 static const char *const list_usage[] = { "git adapter list [--json] [<model>]", NULL };
 static const char *const add_usage[] = {

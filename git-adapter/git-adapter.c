@@ -2,8 +2,8 @@
  * git-adapter - LoRA adapters of a model.
  *
  * "show" loads a PEFT adapter directory, or a sparse adapter directory,
- * validates it the way git infer will before applying it (libcore/peft.h,
- * libcore/sparse.h), and describes it.  The adapter is opened and checked
+ * validates it the way git infer will before applying it (libcore/formats/peft.h,
+ * libcore/formats/sparse.h), and describes it.  The adapter is opened and checked
  * in full first, so a broken one is reported as an error rather than half
  * described.  "sparsify" turns a LoRA into a sparse delta adapter.
  */
@@ -15,15 +15,15 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "adapter.h"
-#include "buf.h"
+#include "manage/adapter.h"
+#include "base/buf.h"
 #include "builtin.h"
-#include "cmd.h"
-#include "dtype.h"
-#include "fs.h"
-#include "json.h"
-#include "peft.h"
-#include "sparse.h"
+#include "base/cmd.h"
+#include "formats/dtype.h"
+#include "base/fs.h"
+#include "base/json.h"
+#include "formats/peft.h"
+#include "formats/sparse.h"
 
 static const char *const usage[] = {
 	"git adapter [--version] <command> [<args>]",

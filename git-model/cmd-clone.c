@@ -5,10 +5,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "buf.h"
+#include "base/buf.h"
 #include "builtin.h"
-#include "cmd.h"
-#include "repo-sync.h"
+#include "base/cmd.h"
+#include "storage/repo-sync.h"
 
 static const char *const clone_usage[] = {
 	"git model clone [-q] [--include <pattern>...] [--exclude <pattern>...] <source> [<name>]",

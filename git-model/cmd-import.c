@@ -5,10 +5,10 @@
 #include <stdio.h>
 
 #include "builtin.h"
-#include "bundle.h"
-#include "cmd.h"
-#include "registry.h"
-#include "repo.h"
+#include "storage/bundle.h"
+#include "base/cmd.h"
+#include "storage/registry.h"
+#include "storage/repo.h"
 
 static const char *const import_usage[] = {
 	"git model import [-q] <dir> [<name>]",

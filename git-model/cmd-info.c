@@ -13,16 +13,16 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "buf.h"
+#include "base/buf.h"
 #include "builtin.h"
-#include "cmd.h"
-#include "fs.h"
-#include "json.h"
-#include "model.h"
-#include "registry.h"
-#include "repo.h"
-#include "resolve.h"
-#include "worktree.h"
+#include "base/cmd.h"
+#include "base/fs.h"
+#include "base/json.h"
+#include "formats/model.h"
+#include "storage/registry.h"
+#include "storage/repo.h"
+#include "storage/resolve.h"
+#include "storage/worktree.h"
 
 static const char *const info_usage[] = {
 	"git model info [--json] (<name>[@<rev>] | <dir>)",

@@ -2,21 +2,21 @@
  * The LFS subcommands of git model: the filter driver for stock git
  * (filter-process, clean, smudge), its configuration (install, track),
  * and object transfers for the current repository (lfs-fetch, lfs-push).
- * Argument parsing and printing only: the logic is in libcore/lfs*.c.
+ * Argument parsing and printing only: the logic is in libcore/storage/lfs*.c.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "buf.h"
+#include "base/buf.h"
 #include "builtin.h"
-#include "cmd.h"
-#include "lfs.h"
-#include "lfs-filter.h"
-#include "lfs-repo.h"
-#include "lfs-transfer.h"
-#include "log.h"
+#include "base/cmd.h"
+#include "storage/lfs.h"
+#include "storage/lfs-filter.h"
+#include "storage/lfs-repo.h"
+#include "storage/lfs-transfer.h"
+#include "base/log.h"
 
 static void report(void *ctx, const char *path, const gm_error *e)
 {

@@ -7,13 +7,13 @@
 
 #include <json-c/json.h>
 
-#include "buf.h"
+#include "base/buf.h"
 #include "builtin.h"
-#include "cmd.h"
-#include "fs.h"
-#include "registry.h"
-#include "repo.h"
-#include "resolve.h"
+#include "base/cmd.h"
+#include "base/fs.h"
+#include "storage/registry.h"
+#include "storage/repo.h"
+#include "storage/resolve.h"
 
 static const char *const list_usage[] = {
 	"git model list [--json]",

@@ -3,12 +3,12 @@
  */
 #include <stdio.h>
 
-#include "buf.h"
+#include "base/buf.h"
 #include "builtin.h"
-#include "cmd.h"
-#include "registry.h"
-#include "repo.h"
-#include "repo-sync.h"
+#include "base/cmd.h"
+#include "storage/registry.h"
+#include "storage/repo.h"
+#include "storage/repo-sync.h"
 
 static const char *const fsck_usage[] = {
 	"git model fsck <name>",

@@ -6,8 +6,8 @@
 #include <stdlib.h>
 
 #include "builtin.h"
-#include "cmd.h"
-#include "repo-sync.h"
+#include "base/cmd.h"
+#include "storage/repo-sync.h"
 
 static const char *const fetch_usage[] = {
 	"git model fetch [-q] [--include <pattern>...] [--exclude <pattern>...] <name> [<rev>]",

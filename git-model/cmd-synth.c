@@ -7,11 +7,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "buf.h"
+#include "base/buf.h"
 #include "builtin.h"
-#include "cmd.h"
-#include "log.h"
-#include "synth.h"
+#include "base/cmd.h"
+#include "base/log.h"
+#include "formats/synth.h"
 
 static const char *const usage[] = {
 	"git model synth [<options>] <shape> <dir>",

@@ -2,18 +2,18 @@
  * git model checkout, git model worktree add|list|rm|prune|repair -
  * worktrees whose large files are shared copy-on-write.
  *
- * Argument parsing and printing only: the work is in libcore/worktree.c
- * and libcore/cow.c.
+ * Argument parsing and printing only: the work is in libcore/storage/worktree.c
+ * and libcore/storage/cow.c.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "buf.h"
+#include "base/buf.h"
 #include "builtin.h"
-#include "cmd.h"
-#include "cow.h"
-#include "worktree.h"
+#include "base/cmd.h"
+#include "storage/cow.h"
+#include "storage/worktree.h"
 
 static const char *const checkout_usage[] = {
 	"git model checkout <name>[@<branch>] [--worktree <dir>] [--driver <driver>]",

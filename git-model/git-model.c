@@ -7,7 +7,7 @@
 #include <stddef.h>
 
 #include "builtin.h"
-#include "cmd.h"
+#include "base/cmd.h"
 
 static const char *const usage[] = {
 	"git model [--version] <command> [<args>]",

@@ -16,22 +16,22 @@
 
 #include <json-c/json.h>
 
-#include "buf.h"
-#include "cmd.h"
-#include "fs.h"
-#include "json.h"
-#include "model.h"
-#include "peft.h"
-#include "tokenizer.h"
-#include "traindata.h"
-#include "train.h"
-#include "trainrun.h"
-#include "trainrepo.h"
-#include "adapter.h"
-#include "lfs.h"
-#include "repo.h"
-#include "resolve.h"
-#include "trainset.h"
+#include "base/buf.h"
+#include "base/cmd.h"
+#include "base/fs.h"
+#include "base/json.h"
+#include "formats/model.h"
+#include "formats/peft.h"
+#include "text/tokenizer.h"
+#include "train/traindata.h"
+#include "train/train.h"
+#include "train/trainrun.h"
+#include "manage/trainrepo.h"
+#include "manage/adapter.h"
+#include "storage/lfs.h"
+#include "storage/repo.h"
+#include "storage/resolve.h"
+#include "train/trainset.h"
 
 #define MAX_REPORTED_ERRORS 100
 

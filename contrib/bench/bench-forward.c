@@ -26,13 +26,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "error.h"
-#include "forward.h"
-#include "kernels.h"
-#include "model.h"
-#include "peft.h"
-#include "sampler.h"
-#include "weights.h"
+#include "base/error.h"
+#include "engine/forward.h"
+#include "cpu/kernels.h"
+#include "formats/model.h"
+#include "formats/peft.h"
+#include "engine/sampler.h"
+#include "formats/weights.h"
 
 #define MAX_ADAPTERS 8
 #define USAGE "usage: bench-forward [-t THREADS] [-r RUNS] [-p PROMPT] [-d DECODE] [-c CTX] [-a ADAPTER_DIR]... " \

@@ -1,5 +1,5 @@
 /*
- * bench-train - times LoRA training steps (libcore/train.h) on a model
+ * bench-train - times LoRA training steps (libcore/train/train.h) on a model
  * directory: one sequence of -n tokens per optimizer step (random ids, loss
  * on every position), LoRA rank -r on the projections -T, -t threads.
  * Prints the median tokens/s over -s steps (after one untimed warm-up step)
@@ -14,8 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "model.h"
-#include "train.h"
+#include "formats/model.h"
+#include "train/train.h"
 
 static double now(void)
 {

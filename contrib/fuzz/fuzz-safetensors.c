@@ -17,11 +17,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "buf.h"
-#include "dtype.h"
-#include "error.h"
-#include "fs.h"
-#include "safetensors.h"
+#include "base/buf.h"
+#include "formats/dtype.h"
+#include "base/error.h"
+#include "base/fs.h"
+#include "formats/safetensors.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);

@@ -8,12 +8,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "buf.h"
-#include "chat.h"
-#include "error.h"
-#include "fs.h"
-#include "jinja.h"
-#include "json.h"
+#include "base/buf.h"
+#include "text/chat.h"
+#include "base/error.h"
+#include "base/fs.h"
+#include "text/jinja.h"
+#include "base/json.h"
 #include "tap.h"
 
 static char *fixture(const char *rel)

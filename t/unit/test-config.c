@@ -15,13 +15,13 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "buf.h"
-#include "config.h"
-#include "error.h"
-#include "fs.h"
-#include "json.h"
-#include "model.h"
-#include "safetensors.h"
+#include "base/buf.h"
+#include "formats/config.h"
+#include "base/error.h"
+#include "base/fs.h"
+#include "base/json.h"
+#include "formats/model.h"
+#include "formats/safetensors.h"
 #include "tap.h"
 
 static char tmpdir[PATH_MAX];

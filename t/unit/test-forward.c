@@ -13,19 +13,19 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "buf.h"
-#include "dtype.h"
-#include "error.h"
-#include "forward.h"
-#include "fs.h"
-#include "generate.h"
-#include "kernels.h"
-#include "model.h"
-#include "peft.h"
-#include "safetensors.h"
-#include "sampler.h"
+#include "base/buf.h"
+#include "formats/dtype.h"
+#include "base/error.h"
+#include "engine/forward.h"
+#include "base/fs.h"
+#include "engine/generate.h"
+#include "cpu/kernels.h"
+#include "formats/model.h"
+#include "formats/peft.h"
+#include "formats/safetensors.h"
+#include "engine/sampler.h"
 #include "tap.h"
-#include "weights.h"
+#include "formats/weights.h"
 
 /* ---------------------------------------------------------------- helpers */
 

@@ -11,12 +11,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "buf.h"
-#include "forward.h"
-#include "kv.h"
-#include "model.h"
-#include "peft.h"
-#include "sparse.h"
+#include "base/buf.h"
+#include "engine/forward.h"
+#include "ops/kv.h"
+#include "formats/model.h"
+#include "formats/peft.h"
+#include "formats/sparse.h"
 #include "tap.h"
 
 static double rel_diff(const float *a, const float *b, int64_t n)

@@ -11,13 +11,13 @@
 
 #include <git2.h>
 
-#include "buf.h"
-#include "fs.h"
-#include "hub.h"
-#include "lfs.h"
-#include "lfs-filter.h"
-#include "lfs-repo.h"
-#include "lfs-transfer.h"
+#include "base/buf.h"
+#include "base/fs.h"
+#include "storage/hub.h"
+#include "storage/lfs.h"
+#include "storage/lfs-filter.h"
+#include "storage/lfs-repo.h"
+#include "storage/lfs-transfer.h"
 #include "tap.h"
 
 #define OID_A "4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393"

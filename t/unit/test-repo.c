@@ -10,14 +10,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "buf.h"
-#include "error.h"
-#include "fs.h"
-#include "lfs.h"
-#include "lfs-repo.h"
-#include "registry.h"
-#include "repo.h"
-#include "resolve.h"
+#include "base/buf.h"
+#include "base/error.h"
+#include "base/fs.h"
+#include "storage/lfs.h"
+#include "storage/lfs-repo.h"
+#include "storage/registry.h"
+#include "storage/repo.h"
+#include "storage/resolve.h"
 #include "tap.h"
 
 static char tmpdir[] = "/tmp/gm-test-repo-XXXXXX";

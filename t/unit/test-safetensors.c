@@ -17,13 +17,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "buf.h"
-#include "dtype.h"
-#include "error.h"
-#include "fs.h"
-#include "safetensors.h"
+#include "base/buf.h"
+#include "formats/dtype.h"
+#include "base/error.h"
+#include "base/fs.h"
+#include "formats/safetensors.h"
 #include "tap.h"
-#include "weights.h"
+#include "formats/weights.h"
 
 #define F32_DIR "t/fixtures/models/tiny-qwen3-f32"
 #define BF16_DIR "t/fixtures/models/tiny-qwen3-vocab151k"

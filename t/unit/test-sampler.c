@@ -6,8 +6,8 @@
 #include <math.h>
 #include <stdint.h>
 
-#include "generate.h"
-#include "sampler.h"
+#include "engine/generate.h"
+#include "engine/sampler.h"
 #include "tap.h"
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))

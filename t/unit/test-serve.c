@@ -11,9 +11,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "buf.h"
-#include "error.h"
-#include "serve.h"
+#include "base/buf.h"
+#include "base/error.h"
+#include "serve/serve.h"
 #include "tap.h"
 
 static void test_parse_listen(void)

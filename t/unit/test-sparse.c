@@ -1,5 +1,5 @@
 /*
- * test-sparse.c - sparse delta adapters (libcore/sparse.h): sparsifying a
+ * test-sparse.c - sparse delta adapters (libcore/formats/sparse.h): sparsifying a
  * LoRA (the kept entries against a brute-force top-k, the norm kept), the
  * reader's refusals, and applying them in the forward pass (density 1
  * reproduces the LoRA's logits; the drift shrinks as the density grows).
@@ -10,13 +10,13 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "buf.h"
-#include "dtype.h"
-#include "forward.h"
-#include "fs.h"
-#include "model.h"
-#include "peft.h"
-#include "sparse.h"
+#include "base/buf.h"
+#include "formats/dtype.h"
+#include "engine/forward.h"
+#include "base/fs.h"
+#include "formats/model.h"
+#include "formats/peft.h"
+#include "formats/sparse.h"
 #include "tap.h"
 
 #define A1 "t/fixtures/lora/tiny-qwen3-f32-a1-r8-all"

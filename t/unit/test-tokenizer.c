@@ -11,12 +11,12 @@
 #include <string.h>
 #include <time.h>
 
-#include "buf.h"
-#include "error.h"
-#include "fs.h"
-#include "json.h"
+#include "base/buf.h"
+#include "base/error.h"
+#include "base/fs.h"
+#include "base/json.h"
 #include "tap.h"
-#include "tokenizer.h"
+#include "text/tokenizer.h"
 
 #define QWEN3_DIR "t/fixtures/models/tiny-qwen3-vocab151k"
 #define POCKET_DIR "t/fixtures/models/tiny-qwen3-f32"

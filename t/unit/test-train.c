@@ -15,20 +15,20 @@
 
 #include <json-c/json.h>
 
-#include "buf.h"
-#include "error.h"
-#include "json.h"
-#include "model.h"
-#include "optim.h"
-#include "peft.h"
-#include "safetensors.h"
+#include "base/buf.h"
+#include "base/error.h"
+#include "base/json.h"
+#include "formats/model.h"
+#include "train/optim.h"
+#include "formats/peft.h"
+#include "formats/safetensors.h"
 #include "tap.h"
-#include "train.h"
-#include "forward.h"
-#include "kernels.h"
-#include "trainset.h"
-#include "tokenizer.h"
-#include "fs.h"
+#include "train/train.h"
+#include "engine/forward.h"
+#include "cpu/kernels.h"
+#include "train/trainset.h"
+#include "text/tokenizer.h"
+#include "base/fs.h"
 
 #define NP GM_PEFT_PROJ_COUNT
 

@@ -15,16 +15,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "asset.h"
-#include "buf.h"
-#include "dtype.h"
-#include "error.h"
-#include "fs.h"
-#include "json.h"
-#include "opts.h"
-#include "rng.h"
+#include "base/asset.h"
+#include "base/buf.h"
+#include "formats/dtype.h"
+#include "base/error.h"
+#include "base/fs.h"
+#include "base/json.h"
+#include "base/opts.h"
+#include "base/rng.h"
 #include "tap.h"
-#include "threadpool.h"
+#include "cpu/threadpool.h"
 
 static void test_error(void)
 {

@@ -9,14 +9,14 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "buf.h"
-#include "cow.h"
-#include "fs.h"
-#include "lfs.h"
-#include "repo.h"
-#include "synth.h"
+#include "base/buf.h"
+#include "storage/cow.h"
+#include "base/fs.h"
+#include "storage/lfs.h"
+#include "storage/repo.h"
+#include "formats/synth.h"
 #include "tap.h"
-#include "worktree.h"
+#include "storage/worktree.h"
 
 static const char *tmp_models_m(const char *tmp, gm_buf *b)
 {

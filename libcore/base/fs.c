@@ -1,0 +1,293 @@
+/* fs.c - atomic file writes and small filesystem helpers. */
+#include "base/fs.h"
+
+#include <errno.h>
+#include <ftw.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int gm_write_all(int fd, const void *data, size_t len)
+{
+	const char *p = data;
+
+	while (len) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static char *dir_of(const char *path)
+{
+	char *copy = gm_xstrdup(path);
+	char *d = gm_xstrdup(dirname(copy));
+	free(copy);
+	return d;
+}
+
+int gm_atomic_open(gm_atomic_file *f, const char *path, mode_t mode, gm_error *err)
+{
+	char *copy = gm_xstrdup(path), *dir = dir_of(path);
+	gm_buf tmp = GM_BUF_INIT;
+	mode_t mask;
+
+	gm_buf_addf(&tmp, "%s/.%s.tmp-XXXXXX", dir, basename(copy));
+	free(copy);
+	free(dir);
+	f->fd = mkstemp(tmp.buf);
+	if (f->fd < 0) {
+		int ret = gm_error_errno(err, "cannot create a temporary file for '%s'", path);
+		gm_buf_release(&tmp);
+		f->path = f->tmp_path = NULL;
+		return ret;
+	}
+	mask = umask(0);
+	umask(mask);
+	if (fchmod(f->fd, mode & ~mask) < 0) {
+		int ret = gm_error_errno(err, "cannot set the mode of '%s'", tmp.buf);
+		close(f->fd);
+		unlink(tmp.buf);
+		gm_buf_release(&tmp);
+		f->fd = -1;
+		f->path = f->tmp_path = NULL;
+		return ret;
+	}
+	f->tmp_path = gm_buf_detach(&tmp, NULL);
+	f->path = gm_xstrdup(path);
+	f->written = 0;
+	return 0;
+}
+
+int gm_atomic_write(gm_atomic_file *f, const void *data, size_t len, gm_error *err)
+{
+	if (gm_write_all(f->fd, data, len) < 0)
+		return gm_error_errno(err, "cannot write '%s'", f->tmp_path);
+	f->written += len;
+	return 0;
+}
+
+static void fsync_dir(const char *path)
+{
+	char *dir = dir_of(path);
+	int fd = open(dir, O_RDONLY | O_DIRECTORY);
+
+	if (fd >= 0) {
+		fsync(fd); /* best effort: some filesystems refuse fsync on dirs */
+		close(fd);
+	}
+	free(dir);
+}
+
+int gm_atomic_commit(gm_atomic_file *f, gm_error *err)
+{
+	int ret = 0;
+
+	if (fsync(f->fd) < 0 && errno != EINVAL)
+		ret = gm_error_errno(err, "cannot flush '%s' to disk", f->tmp_path);
+	if (close(f->fd) < 0 && !ret)
+		ret = gm_error_errno(err, "cannot close '%s'", f->tmp_path);
+	f->fd = -1;
+	if (!ret && rename(f->tmp_path, f->path) < 0)
+		ret = gm_error_errno(err, "cannot rename '%s' to '%s'", f->tmp_path, f->path);
+	if (!ret) {
+		fsync_dir(f->path);
+		free(f->tmp_path);
+		f->tmp_path = NULL;
+	}
+	gm_atomic_abort(f);
+	return ret;
+}
+
+void gm_atomic_abort(gm_atomic_file *f)
+{
+	if (f->fd >= 0)
+		close(f->fd);
+	f->fd = -1;
+	if (f->tmp_path)
+		unlink(f->tmp_path);
+	free(f->tmp_path);
+	free(f->path);
+	f->tmp_path = f->path = NULL;
+}
+
+int gm_write_file_atomic(const char *path, const void *data, size_t len, mode_t mode, gm_error *err)
+{
+	gm_atomic_file f;
+	int ret = gm_atomic_open(&f, path, mode, err);
+
+	if (ret)
+		return ret;
+	ret = gm_atomic_write(&f, data, len, err);
+	if (ret) {
+		gm_atomic_abort(&f);
+		return ret;
+	}
+	return gm_atomic_commit(&f, err);
+}
+
+int gm_read_file(const char *path, gm_buf *out, gm_error *err)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	char chunk[65536];
+
+	if (fd < 0)
+		return gm_error_errno(err, "cannot open '%s'", path);
+	for (;;) {
+		ssize_t n = read(fd, chunk, sizeof(chunk));
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			int ret = gm_error_errno(err, "cannot read '%s'", path);
+			close(fd);
+			return ret;
+		}
+		if (!n)
+			break;
+		gm_buf_add(out, chunk, (size_t)n);
+	}
+	close(fd);
+	return 0;
+}
+
+int gm_mkdir_p(const char *path, mode_t mode, gm_error *err)
+{
+	char *p = gm_xstrdup(path), *s;
+	int ret = 0;
+
+	for (s = p + 1; ; s++) {
+		if (*s != '/' && *s)
+			continue;
+		char c = *s;
+		*s = '\0';
+		if (mkdir(p, mode) < 0 && errno != EEXIST) {
+			ret = gm_error_errno(err, "cannot create directory '%s'", p);
+			break;
+		}
+		if (!gm_is_dir(p)) {
+			ret = gm_error_set(err, GM_EIO, "'%s' exists and is not a directory", p);
+			break;
+		}
+		*s = c;
+		if (!c)
+			break;
+	}
+	free(p);
+	return ret;
+}
+
+char *gm_path_join(const char *a, const char *b)
+{
+	gm_buf out = GM_BUF_INIT;
+	size_t la = strlen(a);
+
+	gm_buf_add(&out, a, la);
+	if (la && a[la - 1] != '/')
+		gm_buf_addch(&out, '/');
+	gm_buf_adds(&out, b);
+	return gm_buf_detach(&out, NULL);
+}
+
+int gm_is_dir(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+int gm_is_file(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)ftw;
+	return flag == FTW_DP ? rmdir(path) : unlink(path);
+}
+
+int gm_remove_tree(const char *path, gm_error *err)
+{
+	struct stat st;
+
+	if (lstat(path, &st))
+		return errno == ENOENT ? 0 : gm_error_errno(err, "cannot remove %s", path);
+	if (nftw(path, remove_one, 16, FTW_DEPTH | FTW_PHYS))
+		return gm_error_errno(err, "cannot remove %s", path);
+	return 0;
+}
+
+int gm_copy_file(const char *src, const char *dst, gm_error *err)
+{
+	struct stat st;
+	int in, outfd, ret = 0;
+	char buf[1 << 16];
+
+	if (lstat(src, &st))
+		return gm_error_errno(err, "cannot stat %s", src);
+	if (S_ISLNK(st.st_mode)) {
+		char target[PATH_MAX];
+		ssize_t n = readlink(src, target, sizeof(target) - 1);
+		if (n < 0)
+			return gm_error_errno(err, "cannot read link %s", src);
+		target[n] = '\0';
+		if (symlink(target, dst))
+			return gm_error_errno(err, "cannot create link %s", dst);
+		return 0;
+	}
+	if ((in = open(src, O_RDONLY | O_CLOEXEC)) < 0)
+		return gm_error_errno(err, "cannot open %s", src);
+	if ((outfd = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, st.st_mode & 0777)) < 0) {
+		ret = gm_error_errno(err, "cannot create %s", dst);
+		close(in);
+		return ret;
+	}
+	/* copy_file_range shares extents where the file system can (reflink
+	 * on btrfs/xfs) and copies in the kernel elsewhere. */
+	for (;;) {
+		ssize_t n = copy_file_range(in, NULL, outfd, NULL, 1 << 30, 0);
+		if (n == 0)
+			break;
+		if (n > 0)
+			continue;
+		if (errno == EINTR)
+			continue;
+		if (errno != EXDEV && errno != ENOSYS && errno != EINVAL && errno != EOPNOTSUPP) {
+			ret = gm_error_errno(err, "cannot copy %s to %s", src, dst);
+			break;
+		}
+		/* fall back to read/write from where we are */
+		for (;;) {
+			ssize_t r = read(in, buf, sizeof(buf));
+			if (r == 0)
+				break;
+			if (r < 0 && errno == EINTR)
+				continue;
+			if (r < 0 || gm_write_all(outfd, buf, (size_t)r)) {
+				ret = gm_error_errno(err, "cannot copy %s to %s", src, dst);
+				break;
+			}
+		}
+		break;
+	}
+	close(in);
+	if (!ret && fsync(outfd))
+		ret = gm_error_errno(err, "cannot write %s", dst);
+	if (close(outfd) && !ret)
+		ret = gm_error_errno(err, "cannot write %s", dst);
+	if (ret)
+		unlink(dst);
+	return ret;
+}

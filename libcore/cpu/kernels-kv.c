@@ -1,0 +1,357 @@
+/*
+ * kernels-kv.c - attention kernels over 16-bit or f32 K/V rows (see
+ * kernels-kv.h).  Kept apart from kernels.c: these read the KV cache's
+ * layout, not a weight matrix.
+ */
+#include "cpu/kernels-kv.h"
+
+#include <string.h>
+
+#include "cpu/kernels.h"
+
+#if (defined(__x86_64__) || defined(__i386__)) && !defined(GM_NO_SIMD)
+#define GM_KV_X86 1
+#include <immintrin.h>
+#endif
+
+static inline float kv_get(const void *k, enum gm_dtype t, int64_t i)
+{
+	switch (t) {
+	case GM_DTYPE_BF16:
+		return gm_bf16_to_f32(((const uint16_t *)k)[i]);
+	case GM_DTYPE_F16:
+		return gm_f16_to_f32(((const uint16_t *)k)[i]);
+	default:
+		return ((const float *)k)[i];
+	}
+}
+
+static inline const void *kv_row(const void *k, enum gm_dtype t, int64_t d, int64_t r)
+{
+	return (const char *)k + (size_t)(r * d) * (t == GM_DTYPE_F32 ? 4 : 2);
+}
+
+/* ---------------------------------------------------------------- portable */
+
+/* Eight partial sums over i mod 8, added pairwise. */
+static void scores_portable(float *const *s, const float *const *q, int nq, const void *k, enum gm_dtype kt,
+			    int64_t nk, int64_t d)
+{
+	int64_t t, i;
+	int j, l;
+
+	for (t = 0; t < nk; t++) {
+		const void *kr = kv_row(k, kt, d, t);
+
+		for (j = 0; j < nq; j++) {
+			float a[8] = { 0 };
+
+			for (i = 0; i < d; i++)
+				a[i & 7] += q[j][i] * kv_get(kr, kt, i);
+			for (l = 0; l < 4; l++)
+				a[l] += a[l + 4];
+			s[j][t] = (a[0] + a[2]) + (a[1] + a[3]);
+		}
+	}
+}
+
+static void accum_portable(float *const *o, const float *const *p, int nq, const void *v, enum gm_dtype vt,
+			   int64_t nk, int64_t d)
+{
+	int64_t t, i;
+	int j;
+
+	for (t = 0; t < nk; t++) {
+		const void *vr = kv_row(v, vt, d, t);
+
+		for (j = 0; j < nq; j++) {
+			float pj = p[j][t];
+
+			for (i = 0; i < d; i++)
+				o[j][i] += pj * kv_get(vr, vt, i);
+		}
+	}
+}
+
+/* ---------------------------------------------------------------- AVX2 */
+#ifdef GM_KV_X86
+#define KV_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define KV_INL __attribute__((always_inline)) inline
+
+/* 8 elements from i (f32), the lanes past n zero. */
+static KV_INL KV_AVX2 __m256 kv_ld8(const void *w, const enum gm_dtype t, int64_t i, int64_t n)
+{
+	if (n < 8) {
+		float tmp[8] = { 0 };
+		int64_t l;
+
+		for (l = 0; l < n; l++)
+			tmp[l] = kv_get(w, t, i + l);
+		return _mm256_loadu_ps(tmp);
+	}
+	if (t == GM_DTYPE_F32)
+		return _mm256_loadu_ps((const float *)w + i);
+	__m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)w + i));
+	if (t == GM_DTYPE_F16)
+		return _mm256_cvtph_ps(h);
+	return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+static KV_INL KV_AVX2 __m256 f_ld8(const float *x, int64_t n)
+{
+	if (n < 8) {
+		float tmp[8] = { 0 };
+
+		memcpy(tmp, x, (size_t)n * sizeof(float));
+		return _mm256_loadu_ps(tmp);
+	}
+	return _mm256_loadu_ps(x);
+}
+
+static KV_INL KV_AVX2 float kv_hsum8(__m256 v)
+{
+	__m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+	s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+	s = _mm_add_ss(s, _mm_movehdup_ps(s));
+	return _mm_cvtss_f32(s);
+}
+
+static KV_INL KV_AVX2 void scores_avx2_t(float *const *s, const float *const *q, int nq, const void *k,
+					  const enum gm_dtype kt, int64_t nk, int64_t d)
+{
+	int64_t t, i;
+	int j;
+
+	for (t = 0; t < nk; t++) {
+		const void *kr = kv_row(k, kt, d, t);
+
+		for (j = 0; j < nq; j++) {
+			__m256 a = _mm256_setzero_ps();
+
+			for (i = 0; i < d; i += 8)
+				a = _mm256_fmadd_ps(kv_ld8(kr, kt, i, d - i), f_ld8(q[j] + i, d - i), a);
+			s[j][t] = kv_hsum8(a);
+		}
+	}
+}
+
+static KV_AVX2 void scores_avx2(float *const *s, const float *const *q, int nq, const void *k, enum gm_dtype kt,
+				int64_t nk, int64_t d)
+{
+	if (kt == GM_DTYPE_BF16)
+		scores_avx2_t(s, q, nq, k, GM_DTYPE_BF16, nk, d);
+	else if (kt == GM_DTYPE_F16)
+		scores_avx2_t(s, q, nq, k, GM_DTYPE_F16, nk, d);
+	else
+		scores_avx2_t(s, q, nq, k, GM_DTYPE_F32, nk, d);
+}
+
+static KV_INL KV_AVX2 void accum_avx2_t(float *const *o, const float *const *p, int nq, const void *v,
+					 const enum gm_dtype vt, int64_t nk, int64_t d)
+{
+	int64_t t, i;
+	int j;
+
+	for (i = 0; i + 8 <= d; i += 8) {
+		for (j = 0; j < nq; j++) {
+			__m256 a = _mm256_loadu_ps(o[j] + i);
+
+			for (t = 0; t < nk; t++)
+				a = _mm256_fmadd_ps(_mm256_set1_ps(p[j][t]), kv_ld8(kv_row(v, vt, d, t), vt, i, 8), a);
+			_mm256_storeu_ps(o[j] + i, a);
+		}
+	}
+	for (; i < d; i++)
+		for (j = 0; j < nq; j++)
+			for (t = 0; t < nk; t++)
+				o[j][i] += p[j][t] * kv_get(kv_row(v, vt, d, t), vt, i);
+}
+
+static KV_AVX2 void accum_avx2(float *const *o, const float *const *p, int nq, const void *v, enum gm_dtype vt,
+			       int64_t nk, int64_t d)
+{
+	if (vt == GM_DTYPE_BF16)
+		accum_avx2_t(o, p, nq, v, GM_DTYPE_BF16, nk, d);
+	else if (vt == GM_DTYPE_F16)
+		accum_avx2_t(o, p, nq, v, GM_DTYPE_F16, nk, d);
+	else
+		accum_avx2_t(o, p, nq, v, GM_DTYPE_F32, nk, d);
+}
+
+/* ---------------------------------------------------------------- AVX-512 */
+#define KV_512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+
+/* 16 elements from i as f32, only the lanes in m read (the others zero). */
+static KV_INL KV_512 __m512 kv_ld16(const void *w, const enum gm_dtype t, int64_t i, __mmask16 m)
+{
+	if (t == GM_DTYPE_F32)
+		return _mm512_maskz_loadu_ps(m, (const float *)w + i);
+	__m256i h = _mm256_maskz_loadu_epi16(m, (const uint16_t *)w + i);
+	if (t == GM_DTYPE_F16)
+		return _mm512_cvtph_ps(h);
+	return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+static KV_INL KV_512 __mmask16 kv_mask(int64_t left)
+{
+	return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+}
+
+/*
+ * Four keys at a time (four independent accumulator chains per query);
+ * each score is still its own 16-lane sum over the head dimension.
+ */
+static KV_INL KV_512 void scores_512_t(float *const *s, const float *const *q, int nq, const void *k,
+					const enum gm_dtype kt, int64_t nk, int64_t d)
+{
+	int64_t t = 0, i;
+	int j;
+
+	for (; t + 4 <= nk; t += 4) {
+		const void *k0 = kv_row(k, kt, d, t), *k1 = kv_row(k, kt, d, t + 1);
+		const void *k2 = kv_row(k, kt, d, t + 2), *k3 = kv_row(k, kt, d, t + 3);
+
+		for (j = 0; j < nq; j++) {
+			__m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+
+			for (i = 0; i < d; i += 16) {
+				__mmask16 m = kv_mask(d - i);
+				__m512 x = _mm512_maskz_loadu_ps(m, q[j] + i);
+
+				a0 = _mm512_fmadd_ps(kv_ld16(k0, kt, i, m), x, a0);
+				a1 = _mm512_fmadd_ps(kv_ld16(k1, kt, i, m), x, a1);
+				a2 = _mm512_fmadd_ps(kv_ld16(k2, kt, i, m), x, a2);
+				a3 = _mm512_fmadd_ps(kv_ld16(k3, kt, i, m), x, a3);
+			}
+			s[j][t] = _mm512_reduce_add_ps(a0);
+			s[j][t + 1] = _mm512_reduce_add_ps(a1);
+			s[j][t + 2] = _mm512_reduce_add_ps(a2);
+			s[j][t + 3] = _mm512_reduce_add_ps(a3);
+		}
+	}
+	for (; t < nk; t++) {
+		const void *k0 = kv_row(k, kt, d, t);
+
+		for (j = 0; j < nq; j++) {
+			__m512 a0 = _mm512_setzero_ps();
+
+			for (i = 0; i < d; i += 16) {
+				__mmask16 m = kv_mask(d - i);
+
+				a0 = _mm512_fmadd_ps(kv_ld16(k0, kt, i, m), _mm512_maskz_loadu_ps(m, q[j] + i), a0);
+			}
+			s[j][t] = _mm512_reduce_add_ps(a0);
+		}
+	}
+}
+
+static KV_512 void scores_512(float *const *s, const float *const *q, int nq, const void *k, enum gm_dtype kt,
+			      int64_t nk, int64_t d)
+{
+	if (kt == GM_DTYPE_BF16)
+		scores_512_t(s, q, nq, k, GM_DTYPE_BF16, nk, d);
+	else if (kt == GM_DTYPE_F16)
+		scores_512_t(s, q, nq, k, GM_DTYPE_F16, nk, d);
+	else
+		scores_512_t(s, q, nq, k, GM_DTYPE_F32, nk, d);
+}
+
+/* Up to 128 output lanes of a query in registers while the keys stream by. */
+static KV_INL KV_512 void accum_512_t(float *const *o, const float *const *p, int nq, const void *v,
+				       const enum gm_dtype vt, int64_t nk, int64_t d)
+{
+	int64_t t, i0, i;
+	int j;
+
+	for (i0 = 0; i0 < d; i0 += 128) {
+		int64_t w = d - i0 < 128 ? d - i0 : 128;
+		int nv = (int)((w + 15) / 16), c;
+
+		for (j = 0; j < nq; j++) {
+			__m512 a[8];
+
+			for (c = 0; c < nv; c++)
+				a[c] = _mm512_maskz_loadu_ps(kv_mask(w - 16 * c), o[j] + i0 + 16 * c);
+			for (t = 0; t < nk; t++) {
+				const void *vr = kv_row(v, vt, d, t);
+				__m512 pv = _mm512_set1_ps(p[j][t]);
+
+				for (c = 0; c < nv; c++) {
+					i = i0 + 16 * c;
+					a[c] = _mm512_fmadd_ps(pv, kv_ld16(vr, vt, i, kv_mask(w - 16 * c)), a[c]);
+				}
+			}
+			for (c = 0; c < nv; c++)
+				_mm512_mask_storeu_ps(o[j] + i0 + 16 * c, kv_mask(w - 16 * c), a[c]);
+		}
+	}
+}
+
+static KV_512 void accum_512(float *const *o, const float *const *p, int nq, const void *v, enum gm_dtype vt,
+			     int64_t nk, int64_t d)
+{
+	if (vt == GM_DTYPE_BF16)
+		accum_512_t(o, p, nq, v, GM_DTYPE_BF16, nk, d);
+	else if (vt == GM_DTYPE_F16)
+		accum_512_t(o, p, nq, v, GM_DTYPE_F16, nk, d);
+	else
+		accum_512_t(o, p, nq, v, GM_DTYPE_F32, nk, d);
+}
+#endif /* GM_KV_X86 */
+
+/* ---------------------------------------------------------------- entry points */
+
+void gm_attn_scores(float *const *s, const float *const *q, int nq, const void *k, enum gm_dtype kt, int64_t nk,
+		    int64_t d)
+{
+	switch (gm_kernels_isa()) {
+#ifdef GM_KV_X86
+	case GM_ISA_AVX512:
+		scores_512(s, q, nq, k, kt, nk, d);
+		return;
+	case GM_ISA_AVX2:
+		scores_avx2(s, q, nq, k, kt, nk, d);
+		return;
+#endif
+	default:
+		scores_portable(s, q, nq, k, kt, nk, d);
+		return;
+	}
+}
+
+void gm_attn_accum(float *const *o, const float *const *p, int nq, const void *v, enum gm_dtype vt, int64_t nk,
+		   int64_t d)
+{
+	switch (gm_kernels_isa()) {
+#ifdef GM_KV_X86
+	case GM_ISA_AVX512:
+		accum_512(o, p, nq, v, vt, nk, d);
+		return;
+	case GM_ISA_AVX2:
+		accum_avx2(o, p, nq, v, vt, nk, d);
+		return;
+#endif
+	default:
+		accum_portable(o, p, nq, v, vt, nk, d);
+		return;
+	}
+}
+
+void gm_kv_store_row(void *dst, enum gm_dtype dt, const float *src, int64_t n)
+{
+	int64_t i;
+
+	switch (dt) {
+	case GM_DTYPE_BF16:
+		for (i = 0; i < n; i++)
+			((uint16_t *)dst)[i] = gm_f32_to_bf16(src[i]);
+		break;
+	case GM_DTYPE_F16:
+		for (i = 0; i < n; i++)
+			((uint16_t *)dst)[i] = gm_f32_to_f16(src[i]);
+		break;
+	default:
+		memcpy(dst, src, (size_t)n * sizeof(float));
+		break;
+	}
+}

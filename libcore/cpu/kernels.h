@@ -1,0 +1,164 @@
+/*
+ * kernels.h - the numeric kernels of the CPU forward pass.
+ *
+ * Activations are f32.  Weights are used where gm_model mapped them, in
+ * their stored type (F32, F16 or BF16), row-major [out, in] with a row
+ * stride ldw (in elements, >= in); they are never converted in bulk.
+ *
+ * The dot-product kernels (gm_matvec, gm_matmul and the weight packing
+ * they use) come in three variants chosen at run time: AVX-512
+ * (avx512f+bw+vl), AVX2 (avx2+fma+f16c) and portable C; gm_softmax and
+ * gm_silu_mul have an AVX-512 variant (a vector exp, about 1 ulp) and the
+ * portable one (expf), the other small kernels are portable.  Each variant is
+ * compiled with a per-function target attribute, so the library itself
+ * runs on any x86-64 (and builds elsewhere, or with -DGM_NO_SIMD, with the
+ * portable code only).
+ * The best variant the CPU supports is used, unless the environment
+ * variable GM_KERNELS names another one:
+ *
+ *   GM_KERNELS=portable|avx2|avx512
+ *
+ * (read once, on first use; a variant the CPU lacks falls back to the best
+ * one it has).  Tests force a variant with gm_kernels_set_isa.
+ *
+ * Every kernel is deterministic: the result of one output element does not
+ * depend on how rows are split among threads.
+ */
+#ifndef GM_KERNELS_H
+#define GM_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "formats/dtype.h"
+#include "cpu/threadpool.h"
+
+enum gm_isa {
+	GM_ISA_PORTABLE,
+	GM_ISA_AVX2,
+	GM_ISA_AVX512
+};
+
+/*
+ * Matmul mode of BF16 weights (prompts and batches of more than
+ * GM_MATMUL_SMALL tokens; decode and small batches are always precise):
+ *   GM_MATMUL_PRECISE  weights converted to f32, f32 activations and FMAs
+ *                      (meets the 1e-4 golden tolerance); the default;
+ *   GM_MATMUL_FAST     activations rounded to bf16 (to nearest even), bf16
+ *                      weights used in place, products summed in f32 by
+ *                      AVX512_BF16 vdpbf16ps, as PyTorch computes a bf16
+ *                      model: logits move by about 1e-2 (relative), see
+ *                      docs/design-notes.md.  Needs the AVX-512 variant and
+ *                      a CPU with AVX512_BF16; else the precise kernels run.
+ * F32 and F16 weights are always precise.  Read once from the environment
+ * variable GM_MATMUL=fast|precise; gm_kernels_set_matmul_mode overrides.
+ * The mode must not change between gm_matmul_pack and its gm_matmul.
+ */
+enum gm_matmul_mode {
+	GM_MATMUL_PRECISE,
+	GM_MATMUL_FAST
+};
+enum gm_matmul_mode gm_kernels_matmul_mode(void);
+void gm_kernels_set_matmul_mode(enum gm_matmul_mode mode);
+/* 1 when GM_MATMUL_FAST can take effect: AVX-512 with AVX512_BF16. */
+int gm_kernels_bf16_supported(void);
+
+/* The variant in use (detected, or GM_KERNELS). */
+enum gm_isa gm_kernels_isa(void);
+const char *gm_isa_name(enum gm_isa isa);
+int gm_kernels_isa_supported(enum gm_isa isa);
+/* Forces a variant (tests, benchmarks); -1 when the CPU does not support it. */
+int gm_kernels_set_isa(enum gm_isa isa);
+
+/*
+ * Matrix-vector product for one token:
+ *   y[r] = sum_k W[r, k] * x[k]      for r in [r0, r1)
+ * W: [rows, in] of type wt, row stride ldw; x: [in] f32; y: indexed by the
+ * row number (y[r0] .. y[r1 - 1] are written).  Memory-bound: the rows are
+ * streamed 8 at a time (AVX-512; 4 with AVX2), each sum in its own vector
+ * accumulator.
+ */
+void gm_matvec(float *y, const void *w, enum gm_dtype wt, int64_t ldw, const float *x, int64_t in,
+	       int64_t r0, int64_t r1);
+
+/*
+ * Matrix-matrix product for n tokens, reading the weights once:
+ *   Y[t, r] = sum_k W[r, k] * X[t, k]   for t in [0, n), r in [r0, r1)
+ *
+ * X is first packed (gm_matmul_pack) into blocks of GM_MATMUL_TB tokens;
+ * a block of more than GM_MATMUL_SMALL tokens is transposed,
+ * xt[b][k][j] = X[b * TB + j, k], zero past n; a block of at most
+ * GM_MATMUL_SMALL tokens (all of X when n <= 16, else the last block) keeps
+ * X's rows, xt[b][j][k] = X[b * TB + j, k].  xt holds
+ * gm_matmul_xt_len(n, in) floats; gm_matmul(xt + b * TB * in, nt, ...) on
+ * block b alone, with nt its token count, is allowed (F32 or F16 weights
+ * only in fast mode: the bf16 activations of BF16 weights' products are
+ * found from n, after the f32 blocks).  Y: [n, *] with row
+ * stride ldy, columns r0..r1-1 written.  panel: per-thread scratch of
+ * gm_matmul_panel_len(in) floats, where BF16/F16 rows of W are converted
+ * to f32 (row-major, a block of rows at a time; F32 weights are read in
+ * place).  The micro-kernel computes tiles of GM_MATMUL_TR rows by TB
+ * tokens; each such Y element is a sum over k in order.
+ *
+ * With n <= GM_MATMUL_SMALL (decoding a few sequences together) no panel
+ * is made: each weight row is read once, in place, and its dot products
+ * with the n tokens computed as gm_matvec computes them: the same bits as
+ * n gm_matvec calls, for a fraction of the memory traffic.
+ * Every Y element is the same whatever the split of rows among threads.
+ */
+#define GM_MATMUL_TB 32    /* tokens per packed block */
+#define GM_MATMUL_TR 12    /* weight rows per micro-tile */
+#define GM_MATMUL_SMALL 16 /* blocks of at most this many tokens use the dot-product kernels */
+size_t gm_matmul_xt_len(int64_t n, int64_t in);
+size_t gm_matmul_panel_len(int64_t in);
+/* Packs token blocks [b0, b1) of X ([n, in], row stride ldx) into xt. */
+void gm_matmul_pack(float *xt, const float *x, int64_t ldx, int64_t n, int64_t in, int64_t b0, int64_t b1);
+/* gm_matmul_pack of all of X, its blocks shared out over pool's threads. */
+void gm_matmul_pack_all(gm_threadpool *pool, float *xt, const float *x, int64_t ldx, int64_t n, int64_t in);
+void gm_matmul(float *y, int64_t ldy, const float *xt, int64_t n, const void *w, enum gm_dtype wt,
+	       int64_t ldw, int64_t in, int64_t r0, int64_t r1, float *panel);
+
+/* out[i] = x[i] / sqrt(mean(x^2) + eps) * w[i], i < n; w: [n] of type wt.  out may be x. */
+void gm_rmsnorm(float *out, const float *x, const void *w, enum gm_dtype wt, int64_t n, float eps);
+
+/*
+ * Rotary embedding of one head, rotate-half (GPT-NeoX / HF Llama, Qwen)
+ * style: pairs (j, j + d/2) for j < d/2 are rotated by the angle whose
+ * cosine and sine are cs[j] and sn[j]:
+ *   v[j]       = v[j] * cs[j] - v[j + d/2] * sn[j]
+ *   v[j + d/2] = v[j + d/2] * cs[j] + v[j] * sn[j]
+ * v: [d] f32 in place, d even; cs, sn: [d/2].
+ */
+void gm_rope(float *v, const float *cs, const float *sn, int64_t d);
+
+/* x[i] = exp(x[i] - max) / sum, i < n (n >= 1). */
+void gm_softmax(float *x, int64_t n);
+
+/* g[i] = silu(g[i]) * u[i] = g[i] / (1 + exp(-g[i])) * u[i], i < n. */
+void gm_silu_mul(float *g, const float *u, int64_t n);
+
+/* dst[i] = (float)w[i], i < n: one row of a weight (embedding lookup, biases). */
+void gm_load_f32(float *dst, const void *w, enum gm_dtype wt, int64_t n);
+
+/*
+ * Kernels of the training backward pass (train.c).
+ *
+ * gm_transpose: dst = src^T for the columns [r0, r1) of src: src is
+ * [rows, cols] row-major, dst [cols, rows]; elsize 2 (BF16/F16, copied
+ * bit for bit) or 4.  Training keeps W^T, [in, out], of each frozen weight
+ * W, [out, in], so that the input gradient dX = dY W, [n, in], is the
+ * forward's gm_matmul with W^T as the weight: dX[t, c] = sum_r W^T[c, r] dY[t, r].
+ */
+void gm_transpose(void *dst, const void *src, size_t elsize, int64_t rows, int64_t cols, int64_t r0, int64_t r1);
+/*
+ * C += A^T B for the rows [m0, m1) and columns [n0, n1) of C:
+ *   C[m, n] += sum_k A[k, m] * B[k, n],   k < K in order
+ * A: [K, >= m1] row stride lda; B: [K, >= n1] row stride ldb; C row stride
+ * ldc; f32.  The LoRA weight gradients: dB += dY^T (s u) (A = dY [T, out],
+ * B = s u [T, r]) and dA += gu^T X (A = gu [T, r], B = X [T, in]); in
+ * attention dV += P^T dO and dK += dS^T Q (A: [T, T], B: [T, head_dim]).
+ */
+void gm_matmul_tn(float *c, int64_t ldc, const float *a, int64_t lda, const float *b, int64_t ldb, int64_t K,
+		  int64_t m0, int64_t m1, int64_t n0, int64_t n1);
+
+#endif

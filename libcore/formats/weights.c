@@ -1,0 +1,377 @@
+/*
+ * weights.c - a model's tensors from model.safetensors or from the shards
+ * named by model.safetensors.index.json.
+ *
+ * Every shard is opened and validated up front (the headers are small and
+ * the data is only mapped), so an inconsistent checkpoint fails at open
+ * time, naming the index, the shard and the tensor, rather than later in
+ * the middle of a computation.
+ */
+#include "formats/weights.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "base/buf.h"
+#include "base/fs.h"
+#include "base/json.h"
+
+#define SINGLE_NAME "model.safetensors"
+#define INDEX_NAME "model.safetensors.index.json"
+
+struct entry {
+	const gm_tensor *t;
+	size_t file;
+};
+
+struct gm_weights {
+	gm_st_file **files;
+	char **paths; /* full path of each file, as gm_st_path */
+	size_t nfiles;
+	struct entry *entries; /* sorted by name */
+	size_t n;
+	uint64_t total;
+	enum gm_weights_mode mode; /* as asked; open_files resolves it */
+};
+
+void gm_weights_close(gm_weights *w)
+{
+	size_t i;
+
+	if (!w)
+		return;
+	for (i = 0; i < w->nfiles; i++) {
+		gm_st_close(w->files[i]);
+		free(w->paths[i]);
+	}
+	free(w->files);
+	free(w->paths);
+	free(w->entries);
+	free(w);
+}
+
+static size_t add_file(gm_weights *w, const char *path)
+{
+	w->files = gm_xrealloc(w->files, (w->nfiles + 1) * sizeof(*w->files));
+	w->paths = gm_xrealloc(w->paths, (w->nfiles + 1) * sizeof(*w->paths));
+	w->files[w->nfiles] = NULL;
+	w->paths[w->nfiles] = gm_xstrdup(path);
+	return w->nfiles++;
+}
+
+static enum gm_st_load choose_load(const gm_weights *w, enum gm_weights_mode mode);
+
+static int open_files(gm_weights *w, gm_error *err)
+{
+	enum gm_st_load load = choose_load(w, w->mode);
+	size_t i;
+	int ret;
+
+	for (i = 0; i < w->nfiles; i++) {
+		ret = gm_st_open_mode(w->paths[i], load, &w->files[i], err);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+static int cmp_entry(const void *a, const void *b)
+{
+	return strcmp(((const struct entry *)a)->t->name, ((const struct entry *)b)->t->name);
+}
+
+/* Collects every tensor of every file, sorted by name; a name in two files
+ * would make the checkpoint ambiguous. */
+static int collect(gm_weights *w, gm_error *err)
+{
+	size_t i, j, n = 0;
+
+	for (i = 0; i < w->nfiles; i++)
+		n += gm_st_count(w->files[i]);
+	w->entries = gm_xcalloc(n ? n : 1, sizeof(*w->entries));
+	for (i = 0; i < w->nfiles; i++) {
+		for (j = 0; j < gm_st_count(w->files[i]); j++) {
+			struct entry *e = &w->entries[w->n++];
+			e->t = gm_st_tensor(w->files[i], j);
+			e->file = i;
+			w->total += e->t->nbytes;
+		}
+	}
+	qsort(w->entries, w->n, sizeof(*w->entries), cmp_entry);
+	for (i = 1; i < w->n; i++) {
+		const struct entry *a = &w->entries[i - 1], *b = &w->entries[i];
+		if (!strcmp(a->t->name, b->t->name)) {
+			/* Name them in file order for a stable message. */
+			if (a->file > b->file) {
+				const struct entry *x = a;
+				a = b;
+				b = x;
+			}
+			return gm_error_set(err, GM_EFORMAT, "tensor '%s' is in two shards: '%s' and '%s'",
+					    a->t->name, w->paths[a->file], w->paths[b->file]);
+		}
+	}
+	return 0;
+}
+
+/* Shard names come from a file anyone may have written: keep them inside dir. */
+static int check_shard_name(const char *index, const char *tensor, const char *shard, gm_error *err)
+{
+	if (!*shard || strchr(shard, '/') || strstr(shard, "..") || !strcmp(shard, "."))
+		return gm_error_set(err, GM_EFORMAT,
+				    "%s: tensor '%s' maps to shard '%s', which is not a plain file name in the model directory",
+				    index, tensor, shard);
+	return 0;
+}
+
+static size_t find_path(const gm_weights *w, const char *path)
+{
+	size_t i;
+
+	for (i = 0; i < w->nfiles; i++)
+		if (!strcmp(w->paths[i], path))
+			return i;
+	return w->nfiles;
+}
+
+/* Registers each distinct shard of the weight map, in order of first use. */
+static int add_shards(gm_weights *w, const char *dir, const char *index, json_object *map, gm_error *err)
+{
+	json_object_object_foreach(map, tensor, val)
+	{
+		const char *shard;
+		char *path;
+		int ret;
+
+		if (!json_object_is_type(val, json_type_string))
+			return gm_error_set(err, GM_EFORMAT, "%s: weight_map '%s' must be a file name (a string), not %s",
+					    index, tensor, json_type_to_name(json_object_get_type(val)));
+		shard = json_object_get_string(val);
+		ret = check_shard_name(index, tensor, shard, err);
+		if (ret)
+			return ret;
+		path = gm_path_join(dir, shard);
+		if (find_path(w, path) == w->nfiles)
+			add_file(w, path);
+		free(path);
+	}
+	return 0;
+}
+
+/* Every tensor the index names must be in the shard it names. */
+static int check_index(gm_weights *w, const char *dir, const char *index, json_object *map, gm_error *err)
+{
+	json_object_object_foreach(map, tensor, val)
+	{
+		char *path = gm_path_join(dir, json_object_get_string(val));
+		size_t i = find_path(w, path);
+		const gm_tensor *t = i < w->nfiles ? gm_st_find(w->files[i], tensor) : NULL;
+
+		free(path);
+		if (!t)
+			return gm_error_set(err, GM_EFORMAT, "%s: tensor '%s' is listed in shard '%s' but missing from it",
+					    index, tensor, json_object_get_string(val));
+	}
+	return 0;
+}
+
+static int open_index(gm_weights *w, const char *dir, const char *index, gm_error *err)
+{
+	json_object *root = NULL, *map = NULL;
+	int ret = gm_json_parse_file(index, &root, err);
+
+	if (ret)
+		return ret;
+	if (!json_object_is_type(root, json_type_object))
+		ret = gm_error_set(err, GM_EFORMAT, "%s: must be a JSON object, not %s", index,
+				   json_type_to_name(json_object_get_type(root)));
+	else if (!json_object_object_get_ex(root, "weight_map", &map) || !map)
+		ret = gm_error_set(err, GM_EFORMAT, "%s: missing 'weight_map'", index);
+	else if (!json_object_is_type(map, json_type_object))
+		ret = gm_error_set(err, GM_EFORMAT, "%s: 'weight_map' must be an object (tensor -> file), not %s",
+				   index, json_type_to_name(json_object_get_type(map)));
+	else if (!json_object_object_length(map))
+		ret = gm_error_set(err, GM_EFORMAT, "%s: 'weight_map' lists no tensors", index);
+	if (!ret)
+		ret = add_shards(w, dir, index, map, err);
+	if (!ret)
+		ret = open_files(w, err);
+	if (!ret)
+		ret = collect(w, err);
+	if (!ret)
+		ret = check_index(w, dir, index, map, err);
+	json_object_put(root);
+	return ret;
+}
+
+/* Transparent huge pages can back an madvise'd region: "[always]" or "[madvise]". */
+static int thp_usable(void)
+{
+	char buf[128];
+	FILE *fp = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+	size_t n;
+
+	if (!fp)
+		return 0;
+	n = fread(buf, 1, sizeof(buf) - 1, fp);
+	fclose(fp);
+	buf[n] = 0;
+	return strstr(buf, "[always]") || strstr(buf, "[madvise]");
+}
+
+/* MemAvailable of /proc/meminfo in bytes; 0 when unknown. */
+static uint64_t mem_available(void)
+{
+	char line[256];
+	unsigned long long kb = 0;
+	FILE *fp = fopen("/proc/meminfo", "r");
+
+	if (!fp)
+		return 0;
+	while (fgets(line, sizeof(line), fp))
+		if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1)
+			break;
+	fclose(fp);
+	return (uint64_t)kb * 1024;
+}
+
+/* Sum of the files' sizes (before opening them). */
+static uint64_t files_size(const gm_weights *w)
+{
+	uint64_t sum = 0;
+	struct stat st;
+	size_t i;
+
+	for (i = 0; i < w->nfiles; i++)
+		if (!stat(w->paths[i], &st))
+			sum += (uint64_t)st.st_size;
+	return sum;
+}
+
+static enum gm_st_load choose_load(const gm_weights *w, enum gm_weights_mode mode)
+{
+	const char *env = getenv("GM_WEIGHTS");
+	uint64_t avail;
+
+	if (mode == GM_WEIGHTS_AUTO && env && !strcmp(env, "mmap"))
+		mode = GM_WEIGHTS_MMAP;
+	else if (mode == GM_WEIGHTS_AUTO && env && !strcmp(env, "resident"))
+		mode = GM_WEIGHTS_RESIDENT;
+	if (mode == GM_WEIGHTS_MMAP)
+		return GM_ST_LOAD_MAP;
+	if (mode == GM_WEIGHTS_RESIDENT)
+		return GM_ST_LOAD_RESIDENT;
+	/*
+	 * A copy that would crowd out the rest of memory is worse than 4 KiB
+	 * pages: the page cache can drop pages of a mapping, not of a copy.
+	 */
+	if (!thp_usable())
+		return GM_ST_LOAD_MAP;
+	avail = mem_available();
+	return avail && files_size(w) <= avail / 2 ? GM_ST_LOAD_RESIDENT : GM_ST_LOAD_MAP;
+}
+
+int gm_weights_open(const char *dir, gm_weights **out, gm_error *err)
+{
+	return gm_weights_open_mode(dir, GM_WEIGHTS_AUTO, out, err);
+}
+
+size_t gm_weights_resident_count(const gm_weights *w)
+{
+	size_t i, n = 0;
+
+	for (i = 0; i < w->nfiles; i++)
+		n += gm_st_is_resident(w->files[i]) ? 1 : 0;
+	return n;
+}
+
+int gm_weights_open_mode(const char *dir, enum gm_weights_mode mode, gm_weights **out, gm_error *err)
+{
+	gm_weights *w;
+	char *index, *single;
+	int ret;
+
+	if (!gm_is_dir(dir))
+		return gm_error_set(err, GM_ENOENT, "%s: not a directory", dir);
+	w = gm_xcalloc(1, sizeof(*w));
+	w->mode = mode;
+	index = gm_path_join(dir, INDEX_NAME);
+	single = gm_path_join(dir, SINGLE_NAME);
+	if (gm_is_file(index)) {
+		ret = open_index(w, dir, index, err);
+	} else if (gm_is_file(single)) {
+		add_file(w, single);
+		ret = open_files(w, err);
+		if (!ret)
+			ret = collect(w, err);
+	} else {
+		ret = gm_error_set(err, GM_ENOENT, "%s: no %s or %s", dir, SINGLE_NAME, INDEX_NAME);
+	}
+	free(index);
+	free(single);
+	if (ret) {
+		gm_weights_close(w);
+		return ret;
+	}
+	*out = w;
+	return 0;
+}
+
+size_t gm_weights_count(const gm_weights *w)
+{
+	return w->n;
+}
+
+const gm_tensor *gm_weights_tensor(const gm_weights *w, size_t i)
+{
+	return i < w->n ? w->entries[i].t : NULL;
+}
+
+const gm_tensor *gm_weights_find(const gm_weights *w, const char *name)
+{
+	size_t lo = 0, hi = w->n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = strcmp(name, w->entries[mid].t->name);
+		if (!c)
+			return w->entries[mid].t;
+		if (c < 0)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return NULL;
+}
+
+size_t gm_weights_file_count(const gm_weights *w)
+{
+	return w->nfiles;
+}
+
+const char *gm_weights_file_path(const gm_weights *w, size_t i)
+{
+	return i < w->nfiles ? w->paths[i] : NULL;
+}
+
+const char *gm_weights_tensor_file(const gm_weights *w, size_t i)
+{
+	return i < w->n ? w->paths[w->entries[i].file] : NULL;
+}
+
+uint64_t gm_weights_total_bytes(const gm_weights *w)
+{
+	return w->total;
+}
+
+void gm_weights_dtype_mix(const gm_weights *w, char *out, size_t n)
+{
+	uint64_t numel[GM_DTYPE_COUNT] = { 0 };
+	size_t i;
+
+	for (i = 0; i < gm_weights_count(w); i++)
+		numel[gm_weights_tensor(w, i)->dtype] += gm_weights_tensor(w, i)->numel;
+	gm_dtype_mix_name(numel, out, n);
+}

@@ -1,0 +1,62 @@
+/*
+ * weights.h - a model's tensors, from one safetensors file or a sharded
+ * checkpoint.
+ *
+ * A directory holding model.safetensors.index.json is opened shard by shard
+ * following its "weight_map" (tensor -> file); otherwise model.safetensors
+ * is used.  Every tensor named in the index must exist in the shard it
+ * names; shard file names must be plain names inside the directory (no '/',
+ * no "..").  Tensor views stay valid until gm_weights_close.
+ */
+#ifndef GM_WEIGHTS_H
+#define GM_WEIGHTS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/error.h"
+#include "formats/safetensors.h"
+
+typedef struct gm_weights gm_weights;
+
+/*
+ * How the weights are held in memory (see gm_st_open_mode):
+ *   GM_WEIGHTS_MMAP      the files are mapped (4 KiB pages of the page cache);
+ *   GM_WEIGHTS_RESIDENT  copied into 2 MiB-aligned anonymous memory advised
+ *                        MADV_HUGEPAGE: about 0.3 s per GB more at open and
+ *                        the model's size in private memory, for decode at
+ *                        the memory-bandwidth limit (a token streams every
+ *                        weight; 4 KiB pages cost a TLB miss every 4 KiB);
+ *   GM_WEIGHTS_AUTO      the environment variable GM_WEIGHTS=mmap|resident
+ *                        when set, else resident when transparent huge pages
+ *                        are enabled (madvise or always) and the files take
+ *                        at most half of the available memory, else mmap.
+ * Either way the tensors hold the same bytes and stay valid until
+ * gm_weights_close.
+ */
+enum gm_weights_mode {
+	GM_WEIGHTS_AUTO,
+	GM_WEIGHTS_MMAP,
+	GM_WEIGHTS_RESIDENT
+};
+
+int gm_weights_open(const char *dir, gm_weights **out, gm_error *err); /* GM_WEIGHTS_AUTO */
+int gm_weights_open_mode(const char *dir, enum gm_weights_mode mode, gm_weights **out, gm_error *err);
+/* The number of files held resident (GM_WEIGHTS_RESIDENT took effect for them). */
+size_t gm_weights_resident_count(const gm_weights *w);
+void gm_weights_close(gm_weights *w);
+
+size_t gm_weights_count(const gm_weights *w);
+/* Tensors sorted by name (stable across sharding). */
+const gm_tensor *gm_weights_tensor(const gm_weights *w, size_t i);
+/* The tensors' dtypes for summaries ("bf16", "bf16+f32"; see gm_dtype_mix_name). */
+void gm_weights_dtype_mix(const gm_weights *w, char *out, size_t n);
+const gm_tensor *gm_weights_find(const gm_weights *w, const char *name);
+/* Number of files and the file holding tensor i (for listing). */
+size_t gm_weights_file_count(const gm_weights *w);
+const char *gm_weights_file_path(const gm_weights *w, size_t i);
+const char *gm_weights_tensor_file(const gm_weights *w, size_t i);
+/* Sum of all tensors' data bytes. */
+uint64_t gm_weights_total_bytes(const gm_weights *w);
+
+#endif

@@ -1,0 +1,137 @@
+/*
+ * serve.h - an OpenAI-compatible HTTP server over the generation loop
+ * (libmicrohttpd; `git infer --serve`).
+ *
+ *   gm_serve_config c;
+ *   gm_serve_config_init(&c);
+ *   c.model_dir = "models/pocket-qwen3"; c.addr = "127.0.0.1"; c.port = 8080;
+ *   gm_serve_start(&c, &srv, &err);   // listening: /health answers 503
+ *   gm_serve_load(srv, &err);         // model, adapters, scheduler: 200
+ *   ... wait for SIGTERM ...
+ *   gm_serve_stop(srv);               // stop accepting, finish or cancel
+ *   gm_serve_free(srv);
+ *
+ * Endpoints: GET /health, GET /metrics (Prometheus text), GET /v1/models,
+ * GET /v1/models/ID, POST /v1/completions, POST /v1/chat/completions.
+ * Errors have OpenAI's shape {"error":{"message","type","param","code"}}.
+ *
+ * Continuous batching: one scheduler thread owns one forward pass (all
+ * the compute threads) and one pool of KV memory in blocks (kv.h) shared
+ * by every sequence.  Each step, every running request advances in a
+ * single batched evaluation (gm_forward_eval_batch: the weights are read
+ * once for all of them): a decoding request by one token, one whose
+ * prompt is being read by a chunk of it (prefill_chunk prompt tokens per
+ * step in all, so that a long prompt does not stall the streams beside
+ * it); each then picks its token with its own sampler and seed, stop
+ * strings and text (gm_gen_seq), so its output is what it would be alone.
+ * Requests join between steps and leave when done; the n choices of one
+ * request are generated one after another.
+ *
+ * At most n_parallel requests run at once, fewer when the pool is short:
+ * a request starts when the free blocks hold its prompt and one block
+ * more, and waits in the queue otherwise; at most queue_size wait, beyond
+ * that the answer is 429 (with Retry-After).  A prompt that could never
+ * fit the pool is a 400 (context_length_exceeded); a request that finds
+ * no free block while generating ends there with finish_reason "length".
+ * The pool holds kv_tokens tokens (default n_parallel * n_ctx), at
+ * gm_kv_bytes_per_token bytes each (Qwen3-0.6B: 224 KiB in f32, 112 KiB in
+ * bf16), mapped at start and touched as used.
+ *
+ * Prefix cache: a finished request's keys and values stay in the pool
+ * (cut to whole blocks of GM_KV_BLOCK tokens) until the blocks are needed,
+ * least recently used first.  A request whose prompt starts with a block
+ * or more of a cached or running sequence's tokens, with the same
+ * adapters, shares those blocks and reads only the rest of its prompt
+ * (/metrics: gitmodel_prompt_tokens_cached_total, gitmodel_kv_blocks_*).
+ *
+ * Adapters are loaded once at start and selected per request
+ * ("model": "ID:ADAPTER" or "adapters": [{"name", "scale"}]); each
+ * selection in use is registered on the forward pass as an adapter set
+ * (16 at most at once), so requests with different adapters share a batch.
+ *
+ * Threads: libmicrohttpd runs one thread per connection; a request is
+ * parsed and tokenized there, then queued.  A connection thread waiting
+ * for its request notices a client that went away (its socket is polled)
+ * and cancels the generation, which stops before its next token.
+ */
+#ifndef GM_SERVE_H
+#define GM_SERVE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/error.h"
+#include "ops/kv.h"
+
+/* Prompt tokens evaluated per step (all sequences together) unless configured. */
+#define GM_SERVE_PREFILL_CHUNK 256
+
+typedef struct gm_serve_config {
+	const char *model_dir;
+	const char *model_id;       /* the id clients use; NULL: gm_serve_model_id(model_dir) */
+	const char *addr;           /* numeric IPv4 or IPv6 address, or a host name; NULL: 127.0.0.1 */
+	int port;                   /* 0: any free port (see gm_serve_port) */
+	int n_parallel;             /* requests generated at once (batched), >= 1 */
+	int queue_size;             /* requests that may wait beyond those, >= 0 */
+	const char *api_key;        /* NULL: no authentication */
+	size_t max_body;            /* largest request body in bytes (413 beyond) */
+	double shutdown_timeout_s;  /* gm_serve_stop: how long in-flight requests may finish */
+	int n_ctx;                  /* per sequence; 0: the model's, at most 4096 */
+	int n_threads;              /* compute threads in all; 0: one per CPU */
+	int64_t kv_tokens;          /* KV pool size in tokens; 0: n_parallel * n_ctx */
+	enum gm_kv_type kv_type;    /* of the KV memory; GM_KV_AUTO (0): the model's dtype (git infer
+	                             * passes F32 unless --kv-type, as its own generation keeps them) */
+	int prefill_chunk;          /* prompt tokens per step; 0: GM_SERVE_PREFILL_CHUNK */
+	int no_prefix_cache;        /* 1: never share prompt prefixes (for comparisons) */
+	/* Extra adapters: "DIR" (named after its base name, without an NN_
+	 * prefix) or "NAME=DIR"; those in MODEL/adapters/ are loaded too. */
+	const char *const *adapters;
+	size_t n_adapters;
+} gm_serve_config;
+
+/* 1 parallel sequence, queue of 16, 4 MiB bodies, 10 s to shut down, 127.0.0.1. */
+void gm_serve_config_init(gm_serve_config *c);
+
+/*
+ * "PORT" or "ADDR:PORT" ("[V6ADDR]:PORT" for IPv6) into *addr (allocated,
+ * NULL when not given) and *port (0-65535).  GM_EINVAL with a message.
+ */
+int gm_serve_parse_listen(const char *spec, char **addr, int *port, gm_error *err);
+
+/*
+ * The id clients use for a model given as a directory: the directory's
+ * base name (a registered model is served under its registry name, given
+ * as the config's model_id).  Allocated.
+ */
+char *gm_serve_model_id(const char *model_dir);
+
+typedef struct gm_serve gm_serve;
+
+/* Binds and starts answering (503 until gm_serve_load).  c is copied. */
+int gm_serve_start(const gm_serve_config *c, gm_serve **out, gm_error *err);
+/* The port listened on (the one chosen when the config said 0). */
+int gm_serve_port(const gm_serve *s);
+/* A description of the address listened on: "127.0.0.1:8080", "[::1]:8080". */
+const char *gm_serve_address(const gm_serve *s);
+/*
+ * Loads the model, its tokenizer and chat template, the adapters, and
+ * starts the scheduler; requests are served from then on.  On failure the
+ * server keeps answering 503 until stopped.
+ */
+int gm_serve_load(gm_serve *s, gm_error *err);
+/* The model id and the number of adapters (after gm_serve_load). */
+const char *gm_serve_id(const gm_serve *s);
+int gm_serve_n_adapters(const gm_serve *s);
+const char *gm_serve_adapter_name(const gm_serve *s, int i);
+
+/*
+ * Graceful stop: new connections are refused and new requests get 503;
+ * requests in flight may finish for shutdown_timeout_s, then are
+ * cancelled (a stream ends with an error event, others get 503); then
+ * the scheduler and the connection threads end.  Returns the number of
+ * requests cancelled.
+ */
+int gm_serve_stop(gm_serve *s);
+void gm_serve_free(gm_serve *s);
+
+#endif
