@@ -295,8 +295,17 @@ static void test_mixed(void)
 	ok(gm_kv_type_resolve(pm, GM_KV_AUTO) == GM_KV_BF16, "a bf16 model's KV cache is bf16 by default");
 	lists[1] = lists[2] = lists[3] = NULL;
 	list_n[1] = list_n[2] = list_n[3] = 0;
+	/*
+	 * Alone, each sequence's chunks (<= 16 rows) take gm_matmul's small-batch
+	 * path (gm_matvec's summation order); in the batch of all of them the
+	 * rows take the 32-token panel path, which rounds differently in the last
+	 * bit.  Keys and values rounded to bf16 (8-bit mantissa, steps of 2^-8)
+	 * turn such a bit into a step of up to 4e-3 in one element, so the logits
+	 * move by about 1e-4 relative; f32 keys and values (above, 1e-5) show the
+	 * kernels' own difference.  Greedy tokens must still be identical.
+	 */
 	ret = mixed(pm, GM_KV_BF16, 2, base_specs, lists, list_n, out1, &rel, &same, &err);
-	ok(!ret && rel < 1e-4 && same, "pocket-qwen3, bf16 KV: a mixed batch equals each sequence alone (rel %.2g, "
+	ok(!ret && rel < 1e-3 && same, "pocket-qwen3, bf16 KV: a mixed batch equals each sequence alone (rel %.2g, "
 	   "greedy identical %d) (%s)", rel, same, err.msg);
 	ret = mixed(pm, GM_KV_F32, 2, base_specs, lists, list_n, out2, &rel, &same, &err);
 	ok(!ret && rel < 1e-5 && same, "pocket-qwen3, f32 KV: the same (rel %.2g) (%s)", rel, err.msg);
