@@ -11,6 +11,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct gm_buf {
 	char *buf;
@@ -42,6 +43,28 @@ void gm_buf_add_human_count(gm_buf *b, unsigned long long n);
 /* Allocation helpers that abort on failure. */
 void *gm_xmalloc(size_t size);
 void *gm_xcalloc(size_t n, size_t size);
+
+/* Float buffers of the numeric code (forward, training, the CPU ops): n zeroed floats (at least one). */
+static inline float *gm_falloc(size_t n)
+{
+	return gm_xcalloc(n ? n : 1, sizeof(float));
+}
+
+/* n floats rounded up to a 64-byte multiple, so buffers carved one after another stay aligned. */
+static inline size_t gm_fround(size_t n)
+{
+	return (n + 15) & ~(size_t)15;
+}
+
+static inline int64_t gm_imin64(int64_t a, int64_t b)
+{
+	return a < b ? a : b;
+}
+
+static inline int64_t gm_imax64(int64_t a, int64_t b)
+{
+	return a > b ? a : b;
+}
 void *gm_xrealloc(void *ptr, size_t size);
 char *gm_xstrdup(const char *s);
 

@@ -56,33 +56,12 @@ struct gm_ops {
 	size_t groups_len;
 };
 
-static float *falloc(size_t n)
-{
-	return gm_xcalloc(n ? n : 1, sizeof(float));
-}
-
-static inline int64_t imin(int64_t a, int64_t b)
-{
-	return a < b ? a : b;
-}
-
-static inline int64_t imax(int64_t a, int64_t b)
-{
-	return a > b ? a : b;
-}
-
-/* Floats rounded up to a 64-byte multiple, so carved buffers stay aligned. */
-static inline size_t fround(size_t n)
-{
-	return (n + 15) & ~(size_t)15;
-}
-
 static void grow(float **p, size_t *len, size_t need)
 {
 	if (need <= *len)
 		return;
 	free(*p);
-	*p = falloc(need);
+	*p = gm_falloc(need);
 	*len = need;
 }
 
@@ -96,7 +75,7 @@ static void grow_each(gm_ops *o, float **p, size_t *len, size_t need)
 	need = need > *len + *len / 2 ? need : *len + *len / 2;
 	for (i = 0; i < o->nth; i++) {
 		free(p[i]);
-		p[i] = falloc(need);
+		p[i] = gm_falloc(need);
 	}
 	*len = need;
 }
@@ -128,7 +107,7 @@ int gm_ops_cpu_new(int n_threads, gm_ops **out, gm_error *err)
 	o->amat = gm_xcalloc((size_t)n_threads, sizeof(float *));
 	o->aw = gm_xcalloc((size_t)n_threads, sizeof(float *));
 	for (i = 0; i < n_threads; i++)
-		o->tile[i] = falloc((size_t)GM_MATMUL_TB * GM_LORA_TILE);
+		o->tile[i] = gm_falloc((size_t)GM_MATMUL_TB * GM_LORA_TILE);
 	*out = o;
 	return 0;
 }
@@ -214,9 +193,9 @@ static void lin_add_rows(const struct lin_job *j, const struct lin_mat *mt, int6
 	int64_t ldw = mt->ldw, a, n, t0, t, r, step = mt->matmul ? GM_MATMUL_TB : 1;
 
 	for (a = r0; a < r1; a += GM_LORA_TILE) {
-		n = imin(GM_LORA_TILE, r1 - a);
+		n = gm_imin64(GM_LORA_TILE, r1 - a);
 		for (t0 = 0; t0 < mt->nb; t0 += step) {
-			int64_t nt = imin(step, mt->nb - t0);
+			int64_t nt = gm_imin64(step, mt->nb - t0);
 
 			if (mt->matmul)
 				gm_matmul(tile, GM_LORA_TILE, mt->xt + t0 * mt->in, nt, w + a * ldw, GM_DTYPE_F32, ldw,
@@ -237,7 +216,7 @@ static void lin_rows(void *ctx, int64_t b, int64_t e, int thread)
 
 	for (i = 0; i < j->n_mats; i++) {
 		const struct lin_mat *mt = &j->m[i];
-		int64_t r0 = imax(b, mt->off) - mt->off, r1 = imin(e, mt->off + mt->rows) - mt->off, t;
+		int64_t r0 = gm_imax64(b, mt->off) - mt->off, r1 = gm_imin64(e, mt->off + mt->rows) - mt->off, t;
 
 		if (r0 >= r1)
 			continue;
@@ -321,7 +300,7 @@ static int64_t lin_grain(const gm_ops *o, int64_t rows, int64_t in, int matmul)
 		return 16;
 	grain = (int64_t)(gm_matmul_panel_len(in) / (size_t)in);
 	if (rows / grain < 2 * o->nth)
-		grain = imax(GM_MATMUL_TR, (rows / (2 * o->nth)) / GM_MATMUL_TR * GM_MATMUL_TR);
+		grain = gm_imax64(GM_MATMUL_TR, (rows / (2 * o->nth)) / GM_MATMUL_TR * GM_MATMUL_TR);
 	return grain;
 }
 
@@ -343,9 +322,9 @@ void gm_op_linear(gm_ops *o, const float *x, int64_t ldx, int64_t n, const gm_op
 				continue;
 			dn = dl->r1 - dl->r0;
 			n_mats++;
-			need += fround((size_t)(dn * dl->lora->rank)) + fround(gm_matmul_xt_len(dn, dl->lora->rank));
+			need += gm_fround((size_t)(dn * dl->lora->rank)) + gm_fround(gm_matmul_xt_len(dn, dl->lora->rank));
 			if (dn != n)
-				need += fround(gm_matmul_xt_len(dn, in));
+				need += gm_fround(gm_matmul_xt_len(dn, in));
 		}
 	}
 	grow(&o->scratch, &o->scratch_len, need);
@@ -381,7 +360,7 @@ void gm_op_linear(gm_ops *o, const float *x, int64_t ldx, int64_t n, const gm_op
 			} else if (dn != n) {
 				float *p = o->scratch + at;
 
-				at += fround(gm_matmul_xt_len(dn, in));
+				at += gm_fround(gm_matmul_xt_len(dn, in));
 				if (rmm)
 					gm_matmul_pack_all(o->pool, p, rx, ldx, dn, in);
 				rxt = last_xt = p;
@@ -394,9 +373,9 @@ void gm_op_linear(gm_ops *o, const float *x, int64_t ldx, int64_t n, const gm_op
 			lu->nb = dn;
 			lu->rows = outs[i].w->shape[0];
 			lu->u = dl->u ? dl->u : o->scratch + at;
-			at += fround((size_t)(dn * dl->lora->rank));
+			at += gm_fround((size_t)(dn * dl->lora->rank));
 			lu->ut = o->scratch + at;
-			at += fround(gm_matmul_xt_len(dn, dl->lora->rank));
+			at += gm_fround(gm_matmul_xt_len(dn, dl->lora->rank));
 			lin_push(&j, dl->lora->a, GM_DTYPE_F32, dl->lora->rank, in, lu->u, dl->lora->rank, rx, ldx, in, rxt,
 				 dn, rmm, 0);
 			n_lora++;
@@ -446,7 +425,7 @@ void gm_op_linear(gm_ops *o, const float *x, int64_t ldx, int64_t n, const gm_op
 			src = lu->ut;
 		}
 		lin_push(&j, lu->l->b, GM_DTYPE_F32, lu->rows, r, lu->y, lu->ldy, src, r, r, lu->ut, lu->nb, rmm, 1);
-		rmax = imax(rmax, r);
+		rmax = gm_imax64(rmax, r);
 	}
 	panel_reserve(o, rmax);
 	gm_threadpool_for(o->pool, j.rows, 32, lin_rows, &j);
@@ -522,8 +501,8 @@ void gm_op_linear_backward(gm_ops *o, const gm_tensor *wt, const float *dy, int6
 			   const gm_op_lora *lora, const float *x, const float *u, float *ga, float *gb)
 {
 	int64_t in = wt->shape[0], out = wt->shape[1], r = lora ? lora->rank : 0, s;
-	size_t l_tmp = fround((size_t)(n * in)), l_lt = fround((size_t)(n * imax(r, 1)));
-	size_t l_xt2 = fround(gm_matmul_xt_len(n, imax(r, 1))), l_bt = fround((size_t)(imax(in, out) * imax(r, 1)));
+	size_t l_tmp = gm_fround((size_t)(n * in)), l_lt = gm_fround((size_t)(n * gm_imax64(r, 1)));
+	size_t l_xt2 = gm_fround(gm_matmul_xt_len(n, gm_imax64(r, 1))), l_bt = gm_fround((size_t)(gm_imax64(in, out) * gm_imax64(r, 1)));
 	float *tmp, *lt, *gu, *xt2, *bt;
 
 	grow(&o->bwd, &o->bwd_len, l_tmp + 2 * l_lt + l_xt2 + l_bt);
@@ -615,7 +594,7 @@ static void add_bias(float *y, const gm_tensor *b, int64_t n)
 	if (!b)
 		return;
 	for (i = 0; i < n; i += c) {
-		c = imin(256, n - i);
+		c = gm_imin64(256, n - i);
 		gm_load_f32(tmp, (const char *)b->data + (size_t)i * esize, b->dtype, c);
 		for (j = 0; j < c; j++)
 			y[i + j] += tmp[j];
@@ -980,9 +959,9 @@ static void att_kv_task(const struct kv_job *j, int64_t t0, int64_t nr, int64_t 
 	int q, nq;
 
 	/* heads h0 .. h0 + nh of the group at a time, for all nr rows: nr * nh <= GM_ATTN_MAXQ */
-	nh = imax(1, imin(grp, GM_ATTN_MAXQ / nr));
+	nh = gm_imax64(1, gm_imin64(grp, GM_ATTN_MAXQ / nr));
 	for (h0 = 0; h0 < grp; h0 += nh) {
-		int64_t hn = imin(nh, grp - h0);
+		int64_t hn = gm_imin64(nh, grp - h0);
 
 		nq = (int)(nr * hn);
 		for (r = 0, q = 0; r < nr; r++) {
@@ -996,7 +975,7 @@ static void att_kv_task(const struct kv_job *j, int64_t t0, int64_t nr, int64_t 
 			for (q = 0; q < nq; q++)
 				sp[q] = sc0 + q * Tmax + b * GM_KV_BLOCK;
 			gm_attn_scores(sp, qp, nq, gm_kv_k_row(kv, s->blocks[b], j->layer, g, 0), kv->dt,
-				       imin(GM_KV_BLOCK, Tmax - b * GM_KV_BLOCK), hd);
+				       gm_imin64(GM_KV_BLOCK, Tmax - b * GM_KV_BLOCK), hd);
 		}
 		for (q = 0; q < nq; q++) {
 			float *sc = sc0 + q * Tmax;
@@ -1016,7 +995,7 @@ static void att_kv_task(const struct kv_job *j, int64_t t0, int64_t nr, int64_t 
 				continue;
 			}
 			for (q = 0; q < nq; q++) {
-				int64_t nk = imin(GM_KV_BLOCK, Tq[q] - b * GM_KV_BLOCK);
+				int64_t nk = gm_imin64(GM_KV_BLOCK, Tq[q] - b * GM_KV_BLOCK);
 
 				pp[0] = sc0 + q * Tmax + b * GM_KV_BLOCK;
 				if (nk > 0)
@@ -1042,7 +1021,7 @@ void gm_op_attention_kv(gm_ops *o, const gm_op_attn *a, gm_kv *kv, int64_t layer
 			const int32_t *pos, const float *q, float *att, int64_t n)
 {
 	struct kv_job j = { .o = o, .a = a, .kv = kv, .layer = layer, .seq = seq, .pos = pos, .q = q, .att = att };
-	int64_t t, maxT = 0, ng = 0, per = imax(1, GM_ATTN_MAXQ / (a->nh / a->nkv));
+	int64_t t, maxT = 0, ng = 0, per = gm_imax64(1, GM_ATTN_MAXQ / (a->nh / a->nkv));
 
 	/* groups of up to per consecutive rows of one sequence at consecutive positions */
 	if ((size_t)(2 * n) > o->groups_len) {
@@ -1051,7 +1030,7 @@ void gm_op_attention_kv(gm_ops *o, const gm_op_attn *a, gm_kv *kv, int64_t layer
 		o->groups = gm_xmalloc(o->groups_len * sizeof(*o->groups));
 	}
 	for (t = 0; t < n; t++) {
-		maxT = imax(maxT, (int64_t)pos[t] + 1);
+		maxT = gm_imax64(maxT, (int64_t)pos[t] + 1);
 		if (ng && o->groups[2 * ng - 1] < per && seq[t] == seq[t - 1] && pos[t] == pos[t - 1] + 1) {
 			o->groups[2 * ng - 1]++;
 			continue;
@@ -1168,8 +1147,8 @@ static void att_bwd_run(void *ctx, int64_t b, int64_t e, int th)
 
 static void seq_reserve(gm_ops *o, const gm_op_attn *a, int64_t T, int bwd)
 {
-	panel_reserve(o, imax(T, a->hd));
-	grow_each(o, o->axt, &o->axt_len, gm_matmul_xt_len(T, imax(T, a->hd)));
+	panel_reserve(o, gm_imax64(T, a->hd));
+	grow_each(o, o->axt, &o->axt_len, gm_matmul_xt_len(T, gm_imax64(T, a->hd)));
 	grow_each(o, o->aw, &o->aw_len, (size_t)(a->hd * T));
 	if (bwd)
 		grow_each(o, o->amat, &o->amat_len, (size_t)(T * T));

@@ -129,30 +129,9 @@ struct gm_forward {
 /* ---------------------------------------------------------------- helpers */
 
 /* Zeroed floats; aborts when out of memory, as gm_xmalloc does. */
-static float *falloc(size_t n)
-{
-	return gm_xcalloc(n ? n : 1, sizeof(float));
-}
-
 static inline const void *row_ptr(const gm_tensor *t, int64_t r)
 {
 	return (const char *)t->data + (size_t)r * (size_t)t->shape[1] * (t->dtype == GM_DTYPE_F32 ? 4 : 2);
-}
-
-static inline int64_t imin(int64_t a, int64_t b)
-{
-	return a < b ? a : b;
-}
-
-static inline int64_t imax(int64_t a, int64_t b)
-{
-	return a > b ? a : b;
-}
-
-/* Floats rounded up to a 64-byte multiple, so carved buffers stay aligned. */
-static inline size_t fround(size_t n)
-{
-	return (n + 15) & ~(size_t)15;
 }
 
 /* ---------------------------------------------------------------- one pass */
@@ -249,7 +228,7 @@ static void ev_reserve(gm_forward *f, int64_t rows, int n_seqs)
 	}
 	if (rows > f->hidden_cap) {
 		free(f->hidden_out);
-		f->hidden_out = falloc((size_t)rows * (size_t)f->hidden);
+		f->hidden_out = gm_falloc((size_t)rows * (size_t)f->hidden);
 		f->hidden_cap = rows;
 	}
 	if (n_seqs > f->order_cap) {
@@ -296,7 +275,7 @@ static void eval_step(gm_forward *f, gm_kv *kv, const gm_forward_seq *seqs, cons
 	for (done = 0; done < rows; done += nb) {
 		float *h = f->hidden_out + done * f->hidden;
 
-		nb = imin(f->batch, rows - done);
+		nb = gm_imin64(f->batch, rows - done);
 		run_pass(f, done, nb, h);
 		if (all_logits)
 			lm_head(f, h, nb, all_logits + done * f->vocab);
@@ -327,8 +306,8 @@ static void eval_step(gm_forward *f, gm_kv *kv, const gm_forward_seq *seqs, cons
 	if (n_out > f->head_cap) {
 		free(f->head_x);
 		free(f->head_y);
-		f->head_x = falloc((size_t)n_out * (size_t)f->hidden);
-		f->head_y = falloc((size_t)n_out * (size_t)f->vocab);
+		f->head_x = gm_falloc((size_t)n_out * (size_t)f->hidden);
+		f->head_y = gm_falloc((size_t)n_out * (size_t)f->vocab);
 		f->head_cap = n_out;
 	}
 	for (i = 0, r = 0, k = 0; i < n_seqs; i++) {
@@ -338,7 +317,7 @@ static void eval_step(gm_forward *f, gm_kv *kv, const gm_forward_seq *seqs, cons
 			       (size_t)f->hidden * sizeof(float));
 	}
 	for (done = 0; done < n_out; done += nb) {
-		nb = imin(f->batch, n_out - done);
+		nb = gm_imin64(f->batch, n_out - done);
 		lm_head(f, f->head_x + done * f->hidden, nb, f->head_y + done * f->vocab);
 	}
 	for (i = 0, k = 0; i < n_seqs; i++)
@@ -586,9 +565,9 @@ static int aset_build(gm_forward *f, const gm_forward_adapter *list, int n, stru
 
 		if (!lp->rank)
 			continue;
-		rmax = imax(rmax, lp->rank);
-		lp->a = falloc((size_t)(lp->rank * w->shape[1]));
-		lp->b = falloc((size_t)(w->shape[0] * lp->rank));
+		rmax = gm_imax64(rmax, lp->rank);
+		lp->a = gm_falloc((size_t)(lp->rank * w->shape[1]));
+		lp->b = gm_falloc((size_t)(w->shape[0] * lp->rank));
 		lp->op.rank = lp->rank;
 		lp->op.a = lp->a;
 		lp->op.b = lp->b;
@@ -731,7 +710,7 @@ int gm_forward_new_ex(const gm_model *m, const gm_forward_opts *o, gm_forward **
 				    m->dir, (long long)c->num_attention_heads, (long long)c->num_key_value_heads,
 				    (long long)c->head_dim);
 	if (n_ctx == 0)
-		n_ctx = (int)imin(c->max_position_embeddings > 0 ? c->max_position_embeddings : GM_FWD_MAX_CTX_DEFAULT,
+		n_ctx = (int)gm_imin64(c->max_position_embeddings > 0 ? c->max_position_embeddings : GM_FWD_MAX_CTX_DEFAULT,
 				  GM_FWD_MAX_CTX_DEFAULT);
 	if (n_threads == 0)
 		n_threads = gm_cpu_count();
@@ -761,20 +740,20 @@ int gm_forward_new_ex(const gm_model *m, const gm_forward_opts *o, gm_forward **
 		gm_forward_free(f);
 		return ret;
 	}
-	f->inv_freq = falloc((size_t)f->head_dim / 2);
+	f->inv_freq = gm_falloc((size_t)f->head_dim / 2);
 	gm_qwen3_rope_init(m, f->inv_freq);
 
-	f->x = falloc((size_t)f->batch * f->hidden);
-	f->xn = falloc((size_t)f->batch * f->hidden);
-	f->xo = falloc((size_t)f->batch * f->hidden);
-	f->q = falloc((size_t)f->batch * f->q_dim);
-	f->att = falloc((size_t)f->batch * f->q_dim);
-	f->k = falloc((size_t)f->batch * f->kv_dim);
-	f->v = falloc((size_t)f->batch * f->kv_dim);
-	f->gate = falloc((size_t)f->batch * f->inter);
-	f->up = falloc((size_t)f->batch * f->inter);
-	f->rope_cs = falloc((size_t)f->batch * f->head_dim / 2);
-	f->rope_sn = falloc((size_t)f->batch * f->head_dim / 2);
+	f->x = gm_falloc((size_t)f->batch * f->hidden);
+	f->xn = gm_falloc((size_t)f->batch * f->hidden);
+	f->xo = gm_falloc((size_t)f->batch * f->hidden);
+	f->q = gm_falloc((size_t)f->batch * f->q_dim);
+	f->att = gm_falloc((size_t)f->batch * f->q_dim);
+	f->k = gm_falloc((size_t)f->batch * f->kv_dim);
+	f->v = gm_falloc((size_t)f->batch * f->kv_dim);
+	f->gate = gm_falloc((size_t)f->batch * f->inter);
+	f->up = gm_falloc((size_t)f->batch * f->inter);
+	f->rope_cs = gm_falloc((size_t)f->batch * f->head_dim / 2);
+	f->rope_sn = gm_falloc((size_t)f->batch * f->head_dim / 2);
 	f->ranges = gm_xcalloc((size_t)f->batch, sizeof(*f->ranges));
 	f->deltas = gm_xcalloc((size_t)GM_PEFT_PROJ_COUNT * (size_t)f->batch, sizeof(*f->deltas));
 	*out = f;

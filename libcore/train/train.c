@@ -342,21 +342,6 @@ struct gm_train {
 	int64_t *rows;           /* positions with a target */
 };
 
-static float *falloc(size_t n)
-{
-	return gm_xcalloc(n ? n : 1, sizeof(float));
-}
-
-static inline int64_t imin(int64_t a, int64_t b)
-{
-	return a < b ? a : b;
-}
-
-static inline int64_t imax(int64_t a, int64_t b)
-{
-	return a > b ? a : b;
-}
-
 /* ---- setup */
 
 static int transpose_weight(gm_train *t, struct frozen *fz, gm_error *err)
@@ -482,13 +467,13 @@ int gm_train_new(const gm_model *m, gm_lora *lora, const gm_train_opts *o, gm_tr
 	t->eps = (float)c->rms_norm_eps;
 	t->rmax = 1;
 	for (i = 0; i < t->L * NP; i++)
-		t->rmax = imax(t->rmax, lora->mods[i].rank);
+		t->rmax = gm_imax64(t->rmax, lora->mods[i].rank);
 
-	t->w_in = falloc((size_t)(t->L * t->H));
-	t->w_post = falloc((size_t)(t->L * t->H));
-	t->w_qn = falloc((size_t)(t->L * t->hd));
-	t->w_kn = falloc((size_t)(t->L * t->hd));
-	t->w_final = falloc((size_t)t->H);
+	t->w_in = gm_falloc((size_t)(t->L * t->H));
+	t->w_post = gm_falloc((size_t)(t->L * t->H));
+	t->w_qn = gm_falloc((size_t)(t->L * t->hd));
+	t->w_kn = gm_falloc((size_t)(t->L * t->hd));
+	t->w_final = gm_falloc((size_t)t->H);
 	t->nt = gm_xcalloc((size_t)(t->L * 4 + 1), sizeof(*t->nt));
 	load_norm(t->w_final, m->final_norm, t->H);
 	f32_view(&t->nt[t->L * 4], t->w_final, t->H);
@@ -523,12 +508,12 @@ int gm_train_new(const gm_model *m, gm_lora *lora, const gm_train_opts *o, gm_tr
 				struct grads *g = &t->gr[i * NP + p];
 				size_t na = (size_t)(md->rank * md->in), nb = (size_t)(md->out * md->rank);
 
-				g->ga = falloc(na);
-				g->ma = falloc(na);
-				g->va = falloc(na);
-				g->gb = falloc(nb);
-				g->mb = falloc(nb);
-				g->vb = falloc(nb);
+				g->ga = gm_falloc(na);
+				g->ma = gm_falloc(na);
+				g->va = gm_falloc(na);
+				g->gb = gm_falloc(nb);
+				g->mb = gm_falloc(nb);
+				g->vb = gm_falloc(nb);
 				/* A and B are updated in place: the view stays valid */
 				t->lop[i * NP + p] = (gm_op_lora){ md->rank, md->a, md->b, (float)md->scale };
 			}
@@ -544,9 +529,9 @@ int gm_train_new(const gm_model *m, gm_lora *lora, const gm_train_opts *o, gm_tr
 
 	/* the rope of positions 0 .. maxT - 1, as inference computes it */
 	half = t->hd / 2;
-	t->rope_cs = falloc((size_t)(T * half));
-	t->rope_sn = falloc((size_t)(T * half));
-	inv = falloc((size_t)half);
+	t->rope_cs = gm_falloc((size_t)(T * half));
+	t->rope_sn = gm_falloc((size_t)(T * half));
+	inv = gm_falloc((size_t)half);
 	pos = gm_xmalloc((size_t)T * sizeof(*pos));
 	for (p = 0; p < T; p++)
 		pos[p] = (int32_t)p;
@@ -554,36 +539,36 @@ int gm_train_new(const gm_model *m, gm_lora *lora, const gm_train_opts *o, gm_tr
 	gm_qwen3_rope_rows(inv, t->hd, pos, T, t->rope_cs, t->rope_sn);
 	free(inv);
 	free(pos);
-	t->xs = falloc((size_t)((t->L + 1) * T * t->H));
-	t->n1 = falloc((size_t)(T * t->H));
-	t->x1 = falloc((size_t)(T * t->H));
-	t->n2 = falloc((size_t)(T * t->H));
-	t->tmp = falloc((size_t)(T * t->H));
-	t->q = falloc((size_t)(T * t->QD));
-	t->qr = falloc((size_t)(T * t->QD));
-	t->att = falloc((size_t)(T * t->QD));
-	t->k = falloc((size_t)(T * t->KD));
-	t->kr = falloc((size_t)(T * t->KD));
-	t->v = falloc((size_t)(T * t->KD));
-	t->g = falloc((size_t)(T * t->I));
-	t->up = falloc((size_t)(T * t->I));
-	t->act = falloc((size_t)(T * t->I));
-	t->probs = falloc((size_t)(t->nh * T * T));
+	t->xs = gm_falloc((size_t)((t->L + 1) * T * t->H));
+	t->n1 = gm_falloc((size_t)(T * t->H));
+	t->x1 = gm_falloc((size_t)(T * t->H));
+	t->n2 = gm_falloc((size_t)(T * t->H));
+	t->tmp = gm_falloc((size_t)(T * t->H));
+	t->q = gm_falloc((size_t)(T * t->QD));
+	t->qr = gm_falloc((size_t)(T * t->QD));
+	t->att = gm_falloc((size_t)(T * t->QD));
+	t->k = gm_falloc((size_t)(T * t->KD));
+	t->kr = gm_falloc((size_t)(T * t->KD));
+	t->v = gm_falloc((size_t)(T * t->KD));
+	t->g = gm_falloc((size_t)(T * t->I));
+	t->up = gm_falloc((size_t)(T * t->I));
+	t->act = gm_falloc((size_t)(T * t->I));
+	t->probs = gm_falloc((size_t)(t->nh * T * T));
 	for (p = 0; p < NP; p++)
-		t->lu[p] = falloc((size_t)(T * t->rmax));
-	t->dx = falloc((size_t)(T * t->H));
-	t->dn = falloc((size_t)(T * t->H));
-	t->dq = falloc((size_t)(T * t->QD));
-	t->datt = falloc((size_t)(T * t->QD));
-	t->dk = falloc((size_t)(T * t->KD));
-	t->dv = falloc((size_t)(T * t->KD));
-	t->dg = falloc((size_t)(T * t->I));
-	t->dup = falloc((size_t)(T * t->I));
-	t->hg = falloc((size_t)(GM_TRAIN_HEAD_CHUNK * t->H));
-	t->hx = falloc((size_t)(GM_TRAIN_HEAD_CHUNK * t->H));
-	t->dhx = falloc((size_t)(GM_TRAIN_HEAD_CHUNK * t->H));
-	t->dhn = falloc((size_t)(GM_TRAIN_HEAD_CHUNK * t->H));
-	t->logits = falloc((size_t)(GM_TRAIN_HEAD_CHUNK * t->V));
+		t->lu[p] = gm_falloc((size_t)(T * t->rmax));
+	t->dx = gm_falloc((size_t)(T * t->H));
+	t->dn = gm_falloc((size_t)(T * t->H));
+	t->dq = gm_falloc((size_t)(T * t->QD));
+	t->datt = gm_falloc((size_t)(T * t->QD));
+	t->dk = gm_falloc((size_t)(T * t->KD));
+	t->dv = gm_falloc((size_t)(T * t->KD));
+	t->dg = gm_falloc((size_t)(T * t->I));
+	t->dup = gm_falloc((size_t)(T * t->I));
+	t->hg = gm_falloc((size_t)(GM_TRAIN_HEAD_CHUNK * t->H));
+	t->hx = gm_falloc((size_t)(GM_TRAIN_HEAD_CHUNK * t->H));
+	t->dhx = gm_falloc((size_t)(GM_TRAIN_HEAD_CHUNK * t->H));
+	t->dhn = gm_falloc((size_t)(GM_TRAIN_HEAD_CHUNK * t->H));
+	t->logits = gm_falloc((size_t)(GM_TRAIN_HEAD_CHUNK * t->V));
 	t->row_loss = gm_xcalloc((size_t)T, sizeof(double));
 	t->rows = gm_xcalloc((size_t)T, sizeof(int64_t));
 	*out = t;
@@ -724,7 +709,7 @@ static void head(gm_train *t, const gm_train_seq *sq, float inv_norm, double *lo
 		memset(t->dx, 0, (size_t)(sq->n * H) * sizeof(float));
 	*loss = 0;
 	for (c0 = 0; c0 < n; c0 += GM_TRAIN_HEAD_CHUNK) {
-		int64_t nc = imin(GM_TRAIN_HEAD_CHUNK, n - c0);
+		int64_t nc = gm_imin64(GM_TRAIN_HEAD_CHUNK, n - c0);
 		gm_op_linear_out lo = { t->head.w, t->logits, t->V, NULL, 0 };
 
 		for (c = 0; c < nc; c++) {
