@@ -5,50 +5,7 @@ test_description='git infer --serve: continuous batching, chunked prefill, the p
 POCKET="$TEST_MODELS/pocket-qwen3"
 MODEL=pocket-qwen3
 
-# start_server / stop_server / stop_leftovers: as in t6000 (the server runs
-# as git-infer itself, for its pid; descriptor 5 closed for it).
-start_server () {
-	gm_name=$1
-	shift
-	git-infer "$@" --serve 127.0.0.1:0 </dev/null >"$gm_name.out" 2>"$gm_name.log" 5>&- &
-	echo $! >"$gm_name.pid"
-	gm_i=0
-	until grep -q "^git infer: serving" "$gm_name.log"
-	do
-		if ! kill -0 "$(cat "$gm_name.pid")" 2>/dev/null || [ $gm_i -ge 300 ]
-		then
-			cat "$gm_name.log"
-			return 1
-		fi
-		gm_i=$((gm_i + 1))
-		sleep 0.05
-	done
-	sed -n 's|^git infer: listening on \(http://[0-9.]*:[0-9]*\) .*|\1|p' "$gm_name.log" >"$gm_name.url" &&
-	test -s "$gm_name.url"
-}
-
-stop_server () {
-	gm_pid=$(cat "$1.pid") &&
-	kill -TERM "$gm_pid" &&
-	gm_i=0 &&
-	while kill -0 "$gm_pid" 2>/dev/null
-	do
-		[ $gm_i -lt 300 ] || return 1
-		gm_i=$((gm_i + 1))
-		sleep 0.05
-	done &&
-	wait "$gm_pid" &&
-	rm -f "$1.pid"
-}
-
-stop_leftovers () {
-	for gm_p in "$TRASH_DIRECTORY"/*.pid
-	do
-		[ -f "$gm_p" ] && kill -KILL "$(cat "$gm_p")" 2>/dev/null
-	done
-	return 0
-}
-trap 'stop_leftovers; gm_exit_trap' EXIT
+. "$GM_SRC_DIR/t/lib-serve.sh"
 
 # metric NAME [SERVER]: the value of a metric without labels
 metric () {
