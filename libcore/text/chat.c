@@ -15,6 +15,7 @@ struct gm_chat_template {
 	gm_jinja_template *tmpl;
 	/* Special tokens the template may use; NULL when unset (then undefined in the template). */
 	char *bos_token, *eos_token, *pad_token, *unk_token;
+	char *source; /* the template text, NUL-terminated */
 };
 
 /* A special token: a string, or an AddedToken object {"content": ...}; null or absent gives NULL. */
@@ -124,6 +125,11 @@ int gm_chat_template_load(const char *path, gm_chat_template **out, gm_error *er
 	strcpy(what, file);
 	strcat(what, ": chat_template");
 	ret = gm_jinja_parse(src.buf, src.len, what, &t->tmpl, err);
+	if (!ret) {
+		t->source = gm_xmalloc(src.len + 1);
+		memcpy(t->source, src.buf, src.len);
+		t->source[src.len] = '\0';
+	}
 done:
 	json_object_put(cfg);
 	gm_buf_release(&src);
@@ -147,6 +153,7 @@ void gm_chat_template_free(gm_chat_template *t)
 	free(t->eos_token);
 	free(t->pad_token);
 	free(t->unk_token);
+	free(t->source);
 	free(t);
 }
 
@@ -156,26 +163,59 @@ static void add_token(json_object *ctx, const char *key, const char *value)
 		json_object_object_add(ctx, key, json_object_new_string(value));
 }
 
+void gm_chat_render_opts_init(gm_chat_render_opts *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->add_generation_prompt = 1;
+	o->enable_thinking = GM_CHAT_THINKING_UNSET;
+}
+
+const char *gm_chat_template_source(const gm_chat_template *t)
+{
+	return t->source;
+}
+
 int gm_chat_render(const gm_chat_template *t, json_object *messages, int add_generation_prompt,
 		   enum gm_chat_thinking enable_thinking, gm_buf *out, gm_error *err)
+{
+	gm_chat_render_opts o;
+
+	gm_chat_render_opts_init(&o);
+	o.messages = messages;
+	o.add_generation_prompt = add_generation_prompt;
+	o.enable_thinking = enable_thinking;
+	return gm_chat_render_ex(t, &o, out, err);
+}
+
+int gm_chat_render_ex(const gm_chat_template *t, const gm_chat_render_opts *o, gm_buf *out, gm_error *err)
 {
 	json_object *ctx;
 	int ret;
 
-	if (!json_object_is_type(messages, json_type_array))
+	if (!json_object_is_type(o->messages, json_type_array))
 		return gm_error_set(err, GM_EINVAL, "chat messages must be a JSON array of {\"role\", \"content\"}");
+	if (o->tools && !json_object_is_type(o->tools, json_type_array))
+		return gm_error_set(err, GM_EINVAL, "chat tools must be a JSON array of OpenAI tool objects");
+	if (o->extra && !json_object_is_type(o->extra, json_type_object))
+		return gm_error_set(err, GM_EINVAL, "extra chat template variables must be a JSON object");
 	/*
-	 * As transformers: tools and documents are passed as None, the special
-	 * tokens that are set are defined, and enable_thinking only when given.
+	 * As transformers: tools (when not given) and documents are passed as
+	 * None, the special tokens that are set are defined, enable_thinking
+	 * only when given; further kwargs are template variables.
 	 */
 	ctx = json_object_new_object();
-	json_object_object_add(ctx, "messages", json_object_get(messages));
-	json_object_object_add(ctx, "tools", NULL);
-	json_object_object_add(ctx, "documents", NULL);
-	json_object_object_add(ctx, "add_generation_prompt", json_object_new_boolean(add_generation_prompt));
-	if (enable_thinking != GM_CHAT_THINKING_UNSET)
+	if (o->extra) {
+		json_object_object_foreach(o->extra, key, val)
+			json_object_object_add(ctx, key, json_object_get(val));
+	}
+	json_object_object_add(ctx, "messages", json_object_get(o->messages));
+	json_object_object_add(ctx, "tools", o->tools ? json_object_get(o->tools) : NULL);
+	if (!json_object_object_get_ex(ctx, "documents", NULL))
+		json_object_object_add(ctx, "documents", NULL);
+	json_object_object_add(ctx, "add_generation_prompt", json_object_new_boolean(o->add_generation_prompt));
+	if (o->enable_thinking != GM_CHAT_THINKING_UNSET)
 		json_object_object_add(ctx, "enable_thinking",
-				       json_object_new_boolean(enable_thinking == GM_CHAT_THINKING_ON));
+				       json_object_new_boolean(o->enable_thinking == GM_CHAT_THINKING_ON));
 	add_token(ctx, "bos_token", t->bos_token);
 	add_token(ctx, "eos_token", t->eos_token);
 	add_token(ctx, "pad_token", t->pad_token);

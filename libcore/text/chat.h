@@ -29,4 +29,19 @@ enum gm_chat_thinking { GM_CHAT_THINKING_UNSET = -1, GM_CHAT_THINKING_OFF = 0, G
 int gm_chat_render(const gm_chat_template *t, json_object *messages, int add_generation_prompt,
 		   enum gm_chat_thinking enable_thinking, gm_buf *out, gm_error *err);
 
+/* Everything apply_chat_template can be given; all JSON values borrowed. */
+typedef struct gm_chat_render_opts {
+	json_object *messages;     /* array; may hold tool_calls and "tool" role messages */
+	json_object *tools;        /* OpenAI tools array, or NULL: none, as transformers passes None */
+	json_object *extra;        /* object of further template variables (kwargs), or NULL */
+	int add_generation_prompt;
+	enum gm_chat_thinking enable_thinking;
+} gm_chat_render_opts;
+
+void gm_chat_render_opts_init(gm_chat_render_opts *o);
+int gm_chat_render_ex(const gm_chat_template *t, const gm_chat_render_opts *o, gm_buf *out, gm_error *err);
+
+/* The template's source text (to recognize the model family's tool-call format). */
+const char *gm_chat_template_source(const gm_chat_template *t);
+
 #endif
