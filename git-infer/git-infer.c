@@ -63,6 +63,9 @@ struct infer_opts {
 	long parallel, queue, max_body, kv_tokens, prefill_chunk;
 	int prefix_cache;     /* -1: not given */
 	double shutdown_timeout;
+	/* against clients that hold connections; UNSET_LONG / NAN: not given */
+	double header_timeout, body_timeout;
+	long max_connections, max_client_connections, max_queued_tokens;
 };
 
 /* ---------------------------------------------------------------- --adapter */
@@ -857,6 +860,20 @@ static int run_serve(const struct gm_cmd_info *cmd, const struct infer_opts *io)
 	if (io->prefill_chunk != UNSET_LONG)
 		c.prefill_chunk = (int)io->prefill_chunk;
 	c.no_prefix_cache = io->prefix_cache == 0;
+	if (!isnan(io->header_timeout))
+		c.header_timeout_s = io->header_timeout;
+	if (!isnan(io->body_timeout))
+		c.body_timeout_s = io->body_timeout;
+	if (!(c.header_timeout_s > 0) || !(c.body_timeout_s > 0)) {
+		free(addr);
+		return gm_cmd_usage_error(cmd, "options '--header-timeout' and '--body-timeout' expect seconds > 0");
+	}
+	if (io->max_connections != UNSET_LONG)
+		c.max_connections = (int)io->max_connections;
+	if (io->max_client_connections != UNSET_LONG)
+		c.max_client_connections = (int)io->max_client_connections;
+	if (io->max_queued_tokens != UNSET_LONG)
+		c.max_queued_tokens = io->max_queued_tokens;
 	c.n_threads = (int)io->threads;
 	c.adapters = (const char *const *)io->adapter.items;
 	c.n_adapters = io->adapter.n;
@@ -945,6 +962,16 @@ int main(int argc, const char **argv)
 			   1, 1L << 30),
 		GM_OPT_DOUBLE(0, "shutdown-timeout", &io.shutdown_timeout, "s",
 			      "on SIGTERM: seconds requests may take to finish (default 10)"),
+		GM_OPT_DOUBLE(0, "header-timeout", &io.header_timeout, "s",
+			      "a request's headers must arrive within s seconds (default 30)"),
+		GM_OPT_DOUBLE(0, "body-timeout", &io.body_timeout, "s",
+			      "and its body within s seconds after them (default 60)"),
+		GM_OPT_INT(0, "max-connections", &io.max_connections, "n", "open connections in all (default 256)",
+			   1, 65536),
+		GM_OPT_INT(0, "max-client-connections", &io.max_client_connections, "n",
+			   "open connections per client address (default 32)", 1, 65536),
+		GM_OPT_INT(0, "max-queued-tokens", &io.max_queued_tokens, "n",
+			   "prompt tokens that may wait in all; more get 429 (default: twice the KV pool)", 1, 1L << 40),
 		GM_OPT_GROUP("checking and debugging"),
 		GM_OPT_FLAG(0, "check", &check, "load and validate the model, print a summary"),
 		GM_OPT_FLAG(0, "json", &json, "print the summary as one JSON object"),
@@ -968,7 +995,8 @@ int main(int argc, const char **argv)
 	io.temperature = io.top_p = io.min_p = io.repeat_penalty = NAN;
 	io.parallel = io.queue = io.max_body = io.kv_tokens = io.prefill_chunk = UNSET_LONG;
 	io.prefix_cache = -1;
-	io.shutdown_timeout = NAN;
+	io.shutdown_timeout = io.header_timeout = io.body_timeout = NAN;
+	io.max_connections = io.max_client_connections = io.max_queued_tokens = UNSET_LONG;
 
 	n = gm_cmd_parse(&cmd, argc, argv, 0, 1, &status);
 	if (n < 0)
@@ -988,9 +1016,13 @@ int main(int argc, const char **argv)
 	}
 	if (!io.serve && (io.parallel != UNSET_LONG || io.queue != UNSET_LONG || io.api_key ||
 			  io.max_body != UNSET_LONG || !isnan(io.shutdown_timeout) || io.kv_tokens != UNSET_LONG ||
-			  io.prefill_chunk != UNSET_LONG || io.prefix_cache >= 0)) {
+			  io.prefill_chunk != UNSET_LONG || io.prefix_cache >= 0 || !isnan(io.header_timeout) ||
+			  !isnan(io.body_timeout) || io.max_connections != UNSET_LONG ||
+			  io.max_client_connections != UNSET_LONG || io.max_queued_tokens != UNSET_LONG)) {
 		status = gm_cmd_usage_error(&cmd, "--parallel, --queue, --kv-tokens, --prefill-chunk, --prefix-cache, "
-					    "--api-key, --max-body and --shutdown-timeout go with --serve");
+					    "--api-key, --max-body, --shutdown-timeout, --header-timeout, "
+					    "--body-timeout, --max-connections, --max-client-connections and "
+					    "--max-queued-tokens go with --serve");
 		goto out;
 	}
 	if (io.serve) {
