@@ -729,7 +729,7 @@ int gm_repo_clone(const char *source, const char *name, const gm_repo_transfer_o
 	ret = gm_repo_dest_finish(&d, reg, is_hub ? source : url, hex, out, err);
 out:
 	if (ret && keep_partial && d.lock_fd >= 0 && gm_is_dir(d.partial))
-		gm_info("the partial clone stays in %s: running the same command again resumes it", d.partial);
+		gm_warn("the partial clone stays in %s: running the same command again resumes it", d.partial);
 	git_repository_free(git);
 	gm_repo_close(r);
 	gm_registry_close(reg);
