@@ -96,7 +96,16 @@ struct expr {
 	size_t nkw;
 };
 
-enum node_kind { N_DATA, N_OUTPUT, N_IF, N_FOR, N_SET, N_SET_BLOCK, N_BREAK, N_CONTINUE, N_WITH, N_BODY };
+enum node_kind {
+	N_DATA, N_OUTPUT, N_IF, N_FOR, N_SET, N_SET_BLOCK, N_BREAK, N_CONTINUE, N_WITH, N_BODY,
+	N_MACRO,     /* attr: the name; targets, values: parameters and their defaults (NULL: none) */
+	N_CALLBLOCK, /* expr: the E_CALL; targets, values: caller()'s parameters; body: caller()'s body */
+	N_FILTER     /* filter: the filter chain over the FILTER_ARG placeholder; body: its input */
+};
+
+/* The name a filter block's (and a filtered block set's) text is bound to: no identifier looks like it. */
+#define FILTER_ARG " body"
+
 
 struct node;
 
@@ -111,7 +120,7 @@ struct node {
 	char *text;           /* N_DATA */
 	size_t len;
 	struct expr *expr;    /* OUTPUT, IF condition, FOR iterable, SET value */
-	struct expr *filter;  /* FOR ... if filter */
+	struct expr *filter;  /* FOR ... if filter; SET_BLOCK, FILTER: the filter chain */
 	char **targets;       /* FOR, SET, WITH names */
 	struct expr **values; /* WITH values */
 	size_t ntargets;
@@ -979,9 +988,6 @@ static int parse_filter_expr_1(struct parser *p, struct expr **node)
 			t = cur(p);
 			if (t->type != T_NAME)
 				return unexpected(p, "a filter name");
-			if (!in_list(known_filters, t->s))
-				return syntax_error(p->err, p->what, t->line, GM_EUNSUPPORTED,
-						    "unsupported Jinja filter '%s'", t->s);
 			f = new_expr(E_FILTER, t->line);
 			f->name = gm_xstrdup(t->s);
 			f->a = *node;
@@ -1008,9 +1014,6 @@ static int parse_filter_expr_1(struct parser *p, struct expr **node)
 			} else {
 				return unexpected(p, "a test name");
 			}
-			if (!in_list(known_tests, te->name))
-				return syntax_error(p->err, p->what, t->line, GM_EUNSUPPORTED,
-						    "unsupported Jinja test '%s'", te->name);
 			p->pos++;
 			t = cur(p);
 			if (is_op(t, OP_LPAREN)) {
@@ -1638,6 +1641,125 @@ static int parse_for(struct parser *p, struct node *n)
 	return expect_block_end(p);
 }
 
+/* "NAME[(args)] (| NAME[(args)])*" applied to the FILTER_ARG placeholder, as filter blocks write it. */
+static int parse_filter_chain(struct parser *p, struct expr **out)
+{
+	struct expr *e = new_expr(E_NAME, cur(p)->line);
+	int ret = 0;
+
+	e->name = gm_xstrdup(FILTER_ARG);
+	for (;;) {
+		struct token *t = cur(p);
+		struct expr *f;
+
+		if (t->type != T_NAME) {
+			ret = unexpected(p, "a filter name");
+			break;
+		}
+		f = new_expr(E_FILTER, t->line);
+		f->name = gm_xstrdup(t->s);
+		f->a = e;
+		e = f;
+		p->pos++;
+		if (is_op(cur(p), OP_LPAREN) && (ret = parse_call_args(p, f)))
+			break;
+		if (!is_op(cur(p), OP_PIPE))
+			break;
+		p->pos++;
+	}
+	if (ret) {
+		free_expr(e);
+		return ret;
+	}
+	*out = e;
+	return 0;
+}
+
+/* "(name, name=default, ...)" of a macro or call block, into n->targets and n->values. */
+static int parse_params(struct parser *p, struct node *n)
+{
+	int ret;
+
+	if ((ret = expect_op(p, OP_LPAREN)))
+		return ret;
+	while (!is_op(cur(p), OP_RPAREN)) {
+		if (n->ntargets && (ret = expect_op(p, OP_COMMA)))
+			return ret;
+		if (is_op(cur(p), OP_RPAREN))
+			break;
+		if (cur(p)->type != T_NAME)
+			return unexpected(p, "a parameter name");
+		n->targets = gm_xrealloc(n->targets, (n->ntargets + 1) * sizeof(*n->targets));
+		n->values = gm_xrealloc(n->values, (n->ntargets + 1) * sizeof(*n->values));
+		n->targets[n->ntargets] = gm_xstrdup(cur(p)->s);
+		n->values[n->ntargets++] = NULL;
+		p->pos++;
+		if (is_op(cur(p), OP_ASSIGN)) {
+			p->pos++;
+			if ((ret = parse_expr(p, &n->values[n->ntargets - 1])))
+				return ret;
+		} else if (n->ntargets > 1 && n->values[n->ntargets - 2]) {
+			return syntax_error(p->err, p->what, cur(p)->line, GM_EFORMAT,
+					    "non-default argument follows default argument");
+		}
+	}
+	p->pos++;
+	return 0;
+}
+
+/* After "{% macro": name(params) %} body {% endmacro %}. */
+static int parse_macro(struct parser *p, struct node *n)
+{
+	static const char *const ends[] = { "endmacro", NULL };
+	int ret, loops;
+
+	if (cur(p)->type != T_NAME)
+		return unexpected(p, "a macro name");
+	n->attr = gm_xstrdup(cur(p)->s);
+	p->pos++;
+	if ((ret = parse_params(p, n)) || (ret = expect_block_end(p)))
+		return ret;
+	loops = p->loop_depth; /* a macro body is not inside the loop around it */
+	p->loop_depth = 0;
+	ret = parse_nodes(p, ends, "macro", n->line, &n->body);
+	p->loop_depth = loops;
+	if (ret)
+		return ret;
+	p->pos++;
+	return expect_block_end(p);
+}
+
+/* After "{% call": [(params)] macro(args) %} body {% endcall %}. */
+static int parse_callblock(struct parser *p, struct node *n)
+{
+	static const char *const ends[] = { "endcall", NULL };
+	int ret;
+
+	if (is_op(cur(p), OP_LPAREN) && (ret = parse_params(p, n)))
+		return ret;
+	if ((ret = parse_expr(p, &n->expr)))
+		return ret;
+	if (n->expr->kind != E_CALL)
+		return syntax_error(p->err, p->what, n->line, GM_EFORMAT, "{%% call %%} expects a macro call");
+	if ((ret = expect_block_end(p)) || (ret = parse_nodes(p, ends, "call", n->line, &n->body)))
+		return ret;
+	p->pos++;
+	return expect_block_end(p);
+}
+
+/* After "{% filter": chain %} body {% endfilter %}. */
+static int parse_filterblock(struct parser *p, struct node *n)
+{
+	static const char *const ends[] = { "endfilter", NULL };
+	int ret;
+
+	if ((ret = parse_filter_chain(p, &n->filter)) || (ret = expect_block_end(p)) ||
+	    (ret = parse_nodes(p, ends, "filter", n->line, &n->body)))
+		return ret;
+	p->pos++;
+	return expect_block_end(p);
+}
+
 static int parse_set(struct parser *p, struct node *n)
 {
 	int ret;
@@ -1667,9 +1789,18 @@ static int parse_set(struct parser *p, struct node *n)
 		p->pos++;
 		return expect_block_end(p);
 	}
-	if (is_op(cur(p), OP_PIPE))
-		return syntax_error(p->err, p->what, cur(p)->line, GM_EUNSUPPORTED,
-				    "unsupported Jinja construct: filtered block set");
+	if (is_op(cur(p), OP_PIPE) && n->ntargets == 1 && !n->attr) {
+		static const char *const ends[] = { "endset", NULL };
+
+		p->pos++;
+		if ((ret = parse_filter_chain(p, &n->filter)) || (ret = expect_block_end(p)))
+			return ret;
+		n->kind = N_SET_BLOCK;
+		if ((ret = parse_nodes(p, ends, "set", n->line, &n->body)))
+			return ret;
+		p->pos++;
+		return expect_block_end(p);
+	}
 	return unexpected(p, "'='");
 }
 
@@ -1763,8 +1894,19 @@ static int parse_tag(struct parser *p, struct token *t, struct node **np)
 		n = new_node(t->s[0] == 'b' ? N_BREAK : N_CONTINUE, t->line);
 		p->pos++;
 		ret = expect_block_end(p);
-	} else if (!strcmp(t->s, "macro") || !strcmp(t->s, "call") || !strcmp(t->s, "filter") ||
-		   !strcmp(t->s, "include") || !strcmp(t->s, "import") || !strcmp(t->s, "from") ||
+	} else if (!strcmp(t->s, "macro")) {
+		n = new_node(N_MACRO, t->line);
+		p->pos++;
+		ret = parse_macro(p, n);
+	} else if (!strcmp(t->s, "call")) {
+		n = new_node(N_CALLBLOCK, t->line);
+		p->pos++;
+		ret = parse_callblock(p, n);
+	} else if (!strcmp(t->s, "filter")) {
+		n = new_node(N_FILTER, t->line);
+		p->pos++;
+		ret = parse_filterblock(p, n);
+	} else if (!strcmp(t->s, "include") || !strcmp(t->s, "import") || !strcmp(t->s, "from") ||
 		   !strcmp(t->s, "extends") || !strcmp(t->s, "block") || !strcmp(t->s, "autoescape") ||
 		   !strcmp(t->s, "do") || !strcmp(t->s, "trans")) {
 		return syntax_error(p->err, p->what, t->line, GM_EUNSUPPORTED, "unsupported Jinja tag '%s'", t->s);
@@ -1915,27 +2057,30 @@ void gm_jinja_free(gm_jinja_template *t)
 /* ------------------------------------------------------------------ */
 /* Values */
 
-enum val_kind { V_UNDEF, V_JSON, V_NS, V_FUNC };
+enum val_kind { V_UNDEF, V_JSON, V_NS, V_FUNC, V_MACRO, V_CALLER };
 
 /*
  * A value: JSON (NULL is None), Undefined (with the name it was looked up
- * by), a namespace, or one of the global functions (named by name).
+ * by), a namespace, one of the global functions (named by name), a macro,
+ * or the caller() of a {% call %} block.
  */
 struct val {
 	enum val_kind kind;
 	json_object *j;   /* one owned reference */
-	const char *name; /* V_UNDEF: what was undefined; V_FUNC: the function (borrowed) */
+	const char *name; /* V_UNDEF: what was undefined; V_FUNC, V_MACRO: the function (borrowed) */
+	const struct node *node; /* V_MACRO: the {% macro %}; V_CALLER: the {% call %} block */
+	size_t scope;     /* V_CALLER: the innermost scope at the {% call %}, which caller()'s body sees */
 };
 
 static const char *const global_functions[] = {
 	"dict", "namespace", "raise_exception", "range", "strftime_now", NULL
 };
 
-#define VAL_UNDEF ((struct val){ V_UNDEF, NULL, NULL })
+#define VAL_UNDEF ((struct val){ .kind = V_UNDEF })
 
 static struct val val_own(json_object *j)
 {
-	struct val v = { V_JSON, j, NULL };
+	struct val v = { .kind = V_JSON, .j = j };
 
 	return v;
 }
@@ -1947,7 +2092,7 @@ static struct val val_borrow(json_object *j)
 
 static struct val val_undef(const char *name)
 {
-	struct val v = { V_UNDEF, NULL, name };
+	struct val v = { .kind = V_UNDEF, .name = name };
 
 	return v;
 }
@@ -2005,6 +2150,7 @@ static int jtype(const struct val *v, json_type t)
 }
 
 #define is_undef(v) ((v)->kind == V_UNDEF)
+#define is_fn(v) ((v)->kind >= V_FUNC)
 #define is_none(v) ((v)->kind == V_JSON && !(v)->j)
 #define is_str(v) jtype((v), json_type_string)
 #define is_list(v) jtype((v), json_type_array)
@@ -2041,7 +2187,7 @@ static const char *type_name(const struct val *v)
 		return "undefined";
 	if (v->kind == V_NS)
 		return "namespace";
-	if (v->kind == V_FUNC)
+	if (is_fn(v))
 		return "function";
 	if (!v->j)
 		return "NoneType";
@@ -2060,7 +2206,7 @@ static int truthy(const struct val *v)
 {
 	if (v->kind == V_UNDEF)
 		return 0;
-	if (v->kind == V_NS || v->kind == V_FUNC)
+	if (v->kind == V_NS || is_fn(v))
 		return 1;
 	if (!v->j)
 		return 0;
@@ -2192,7 +2338,7 @@ static void add_str(gm_buf *b, const struct val *v)
 {
 	if (v->kind == V_UNDEF)
 		return;
-	if (v->kind == V_FUNC) {
+	if (is_fn(v)) {
 		gm_buf_addf(b, "<function %s>", v->name);
 		return;
 	}
@@ -2358,14 +2504,14 @@ static int val_equal(const struct val *a, const struct val *b)
 		return a->kind == b->kind;
 	if (a->kind == V_NS || b->kind == V_NS)
 		return a->kind == b->kind && a->j == b->j;
-	if (a->kind == V_FUNC || b->kind == V_FUNC)
-		return a->kind == b->kind && !strcmp(a->name, b->name);
+	if (is_fn(a) || is_fn(b))
+		return a->kind == b->kind && !strcmp(a->name, b->name) && a->node == b->node;
 	return json_equal(a->j, b->j);
 }
 
 static int json_equal(json_object *a, json_object *b)
 {
-	struct val va = { V_JSON, a, NULL }, vb = { V_JSON, b, NULL };
+	struct val va = { .kind = V_JSON, .j = a }, vb = { .kind = V_JSON, .j = b };
 
 	if (!a || !b)
 		return a == b;
@@ -2429,9 +2575,16 @@ struct var {
 	struct val v;
 };
 
+/*
+ * A scope (a for iteration, a with block, a macro call...).  Names are
+ * looked up in it, then in its parent: the scope below it, except for a
+ * macro's, whose parent is the template's top level (scope 0), and for
+ * caller()'s, whose parent is where the {% call %} block stands.
+ */
 struct scope {
 	struct var *v;
 	size_t n, alloc;
+	size_t parent;
 };
 
 enum { CTL_NONE, CTL_BREAK, CTL_CONTINUE };
@@ -2444,6 +2597,10 @@ struct render {
 	gm_error *err;
 	int ctl;
 	int depth;
+	gm_jinja_limits lim;
+	size_t calls;        /* macro calls in progress */
+	uint64_t iterations; /* for-loop iterations and filter items so far */
+	double deadline;     /* monotonic seconds */
 };
 
 static int rerr(struct render *r, int line, int code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
@@ -2459,6 +2616,76 @@ static int rerr(struct render *r, int line, int code, const char *fmt, ...)
 	return gm_error_set(r->err, code, "%s: line %d: %s", r->t->what, line, msg);
 }
 
+/* A resource limit was reached (GM_EINVAL: the template asked for too much); the message names the limit. */
+static int limit_error(struct render *r, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static int limit_error(struct render *r, int line, const char *fmt, ...)
+{
+	char msg[GM_ERROR_MSG_MAX];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	return gm_error_set(r->err, GM_EINVAL, "%s: line %d: %s", r->t->what, line, msg);
+}
+
+static double mono_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* "16 MiB" for a byte count. */
+static const char *human_bytes(size_t n, char *buf, size_t size)
+{
+	if (n >= (1u << 20) && n % (1u << 20) == 0)
+		snprintf(buf, size, "%zu MiB", n >> 20);
+	else if (n >= 1024 && n % 1024 == 0)
+		snprintf(buf, size, "%zu KiB", n >> 10);
+	else
+		snprintf(buf, size, "%zu-byte", n);
+	return buf;
+}
+
+static int check_string(struct render *r, int line, size_t len)
+{
+	char b[32];
+
+	if (len <= r->lim.max_string)
+		return 0;
+	return limit_error(r, line, "string longer than the %s limit", human_bytes(r->lim.max_string, b, sizeof(b)));
+}
+
+static int check_list(struct render *r, int line, size_t n)
+{
+	if (n <= r->lim.max_list)
+		return 0;
+	return limit_error(r, line, "list longer than the %zu-item limit", r->lim.max_list);
+}
+
+static int check_output(struct render *r, int line, size_t len)
+{
+	char b[32];
+
+	if (len <= r->lim.max_output)
+		return 0;
+	return limit_error(r, line, "output longer than the %s limit", human_bytes(r->lim.max_output, b, sizeof(b)));
+}
+
+/* One more loop iteration (or filter item): the iteration and time limits. */
+static int tick(struct render *r, int line)
+{
+	if (++r->iterations > r->lim.max_iterations)
+		return limit_error(r, line, "more than the %llu-iteration limit of loops",
+				   (unsigned long long)r->lim.max_iterations);
+	if ((r->iterations & 255) == 0 && mono_now() > r->deadline)
+		return limit_error(r, line, "render took longer than the %g s time limit", r->lim.max_seconds);
+	return 0;
+}
+
 static int undefined_error(struct render *r, int line, const struct val *v)
 {
 	if (v->name)
@@ -2472,7 +2699,9 @@ static void push_scope(struct render *r)
 		r->alloc = r->alloc ? 2 * r->alloc : 8;
 		r->scopes = gm_xrealloc(r->scopes, r->alloc * sizeof(*r->scopes));
 	}
-	memset(&r->scopes[r->nscopes++], 0, sizeof(struct scope));
+	memset(&r->scopes[r->nscopes], 0, sizeof(struct scope));
+	r->scopes[r->nscopes].parent = r->nscopes ? r->nscopes - 1 : 0;
+	r->nscopes++;
 }
 
 static void pop_scope(struct render *r)
@@ -2510,16 +2739,18 @@ static void scope_set(struct render *r, const char *name, struct val *v)
 
 static struct val *scope_find(struct render *r, const char *name)
 {
-	size_t k, i;
+	size_t k = r->nscopes - 1, i;
 
-	for (k = r->nscopes; k-- > 0;) {
+	for (;;) {
 		struct scope *s = &r->scopes[k];
 
 		for (i = 0; i < s->n; i++)
 			if (!strcmp(s->v[i].name, name))
 				return &s->v[i].v;
+		if (!k)
+			return NULL;
+		k = s->parent;
 	}
-	return NULL;
 }
 
 static struct val lookup(struct render *r, const char *name)
@@ -2534,7 +2765,7 @@ static struct val lookup(struct render *r, const char *name)
 		return val_borrow(j);
 	for (k = 0; global_functions[k]; k++) {
 		if (!strcmp(global_functions[k], name)) {
-			struct val f = { V_FUNC, NULL, global_functions[k] };
+			struct val f = { .kind = V_FUNC, .name = global_functions[k] };
 
 			return f;
 		}
@@ -2876,7 +3107,7 @@ static int starts_ends(struct render *r, int line, const char *s, size_t len, co
 	if (is_list(what))
 		n = json_object_array_length(what->j);
 	for (k = 0; k < n; k++) {
-		struct val item = is_list(what) ? (struct val){ V_JSON, json_object_array_get_idx(what->j, k), NULL }
+		struct val item = is_list(what) ? (struct val){ .kind = V_JSON, .j = json_object_array_get_idx(what->j, k) }
 						: *what;
 		const char *p;
 		size_t plen;
@@ -2985,7 +3216,7 @@ static int string_method(struct render *r, int line, const struct val *self, con
 			return ret;
 		n = json_object_array_length(items);
 		for (i = 0; i < n; i++) {
-			struct val item = { V_JSON, json_object_array_get_idx(items, i), NULL };
+			struct val item = { .kind = V_JSON, .j = json_object_array_get_idx(items, i) };
 
 			if (!is_str(&item)) {
 				json_object_put(items);
@@ -3355,7 +3586,7 @@ static int compare(struct render *r, int line, int op, const struct val *a, cons
 
 			*res = 0;
 			for (i = 0; i < n && !*res; i++) {
-				struct val item = { V_JSON, json_object_array_get_idx(b->j, i), NULL };
+				struct val item = { .kind = V_JSON, .j = json_object_array_get_idx(b->j, i) };
 
 				*res = val_equal(a, &item);
 			}
@@ -3414,7 +3645,7 @@ static int apply_test(struct render *r, int line, const char *name, const struct
 	} else if (!strcmp(name, "none")) {
 		*res = is_none(v);
 	} else if (!strcmp(name, "callable")) {
-		*res = v->kind == V_FUNC;
+		*res = is_fn(v);
 	} else if (!strcmp(name, "boolean")) {
 		*res = is_bool(v);
 	} else if (!strcmp(name, "true") || !strcmp(name, "false")) {
@@ -3647,7 +3878,7 @@ static int apply_filter(struct render *r, int line, const char *name, const stru
 			return ret;
 		if (is_undef(v))
 			return undefined_error(r, line, v);
-		if (v->kind == V_NS || v->kind == V_FUNC)
+		if (v->kind == V_NS || is_fn(v))
 			return rerr(r, line, GM_EINVAL, "a %s is not JSON serializable", type_name(v));
 		if (indent && !is_none(indent) && (ret = want_int(r, line, "tojson(indent=)", indent)))
 			return ret;
@@ -3914,8 +4145,8 @@ static int call_global(struct render *r, int line, const char *name, struct args
 			step = int_of(&a->pos[2]);
 		if (!step)
 			return rerr(r, line, GM_EINVAL, "range() step cannot be zero");
-		if ((stop - start) / step > 1000000)
-			return rerr(r, line, GM_EINVAL, "range() is too long");
+		if ((stop - start) / step > (int64_t)r->lim.max_list)
+			return check_list(r, line, (size_t)((stop - start) / step));
 		arr = json_object_new_array();
 		for (k = start; step > 0 ? k < stop : k > stop; k += step)
 			json_object_array_add(arr, json_object_new_int64(k));
@@ -3932,13 +4163,111 @@ static int call_global(struct render *r, int line, const char *name, struct args
 			return rerr(r, line, GM_EINVAL, "strftime_now() needs a format");
 		if ((ret = want_str(r, line, "strftime_now()", &a->pos[0])))
 			return ret;
-		localtime_r(&now, &tm);
+		if (r->lim.now) {
+			now = (time_t)r->lim.now;
+			gmtime_r(&now, &tm);
+		} else if (getenv("GM_JINJA_NOW") && *getenv("GM_JINJA_NOW")) {
+			now = (time_t)strtoll(getenv("GM_JINJA_NOW"), NULL, 10);
+			gmtime_r(&now, &tm);
+		} else {
+			localtime_r(&now, &tm);
+		}
 		if (!strftime(buf, sizeof(buf), str_of(&a->pos[0]), &tm))
 			buf[0] = '\0';
 		*out = val_str(buf, strlen(buf));
 		return 0;
 	}
 	return rerr(r, line, GM_EINVAL, "'%s' is undefined (called as a function)", name);
+}
+
+static int render_nodes(struct render *r, const struct nodelist *l, gm_buf *out);
+
+/*
+ * Calls a macro (or a call block's caller()) f with arguments a, giving
+ * the text it renders.  As jinja2: parameters take the positional
+ * arguments, then the keyword arguments of their name, then their default
+ * (evaluated at the call, seeing the parameters before it), else they are
+ * undefined; the other positional arguments are in varargs, the other
+ * keyword arguments in kwargs; caller (when not NULL) is bound as caller.
+ */
+static int call_macro(struct render *r, int line, const struct val *f, struct args *a, struct val *caller,
+		      struct val *out)
+{
+	const struct node *m = f->node;
+	size_t i, k;
+	json_object *varargs, *kwargs;
+	gm_buf b = GM_BUF_INIT;
+	unsigned char *used;
+	int ret = 0, ctl;
+	struct val v;
+
+	if (r->calls >= r->lim.max_call_depth)
+		return limit_error(r, line, "macro calls nested deeper than the %zu-call limit",
+				   r->lim.max_call_depth);
+	if ((ret = tick(r, line)))
+		return ret;
+	push_scope(r);
+	/* A macro sees the top level; caller() sees where its {% call %} stands. */
+	r->scopes[r->nscopes - 1].parent = f->kind == V_CALLER ? f->scope : 0;
+	used = gm_xcalloc(a->nkw + 1, 1);
+	for (i = 0; i < m->ntargets && !ret; i++) {
+		if (i < a->npos) {
+			v = val_copy(&a->pos[i]);
+		} else {
+			v = val_undef(m->targets[i]);
+			for (k = 0; k < a->nkw; k++) {
+				if (!strcmp(a->kwnames[k], m->targets[i])) {
+					v = val_copy(&a->kw[k]);
+					used[k] = 1;
+					break;
+				}
+			}
+			if (k == a->nkw && m->values[i])
+				ret = eval(r, m->values[i], &v);
+		}
+		if (!ret)
+			scope_set(r, m->targets[i], &v);
+	}
+	varargs = json_object_new_array();
+	for (i = m->ntargets; i < a->npos; i++) {
+		v = val_copy(&a->pos[i]);
+		json_object_array_add(varargs, val_to_json(&v));
+	}
+	v = val_own(varargs);
+	scope_set(r, "varargs", &v);
+	kwargs = json_object_new_object();
+	for (k = 0; k < a->nkw; k++) {
+		if (used[k])
+			continue;
+		if (!strcmp(a->kwnames[k], "caller") && f->kind == V_MACRO && !caller) {
+			v = val_copy(&a->kw[k]);
+			scope_set(r, "caller", &v);
+			continue;
+		}
+		v = val_copy(&a->kw[k]);
+		json_object_object_add(kwargs, a->kwnames[k], val_to_json(&v));
+	}
+	free(used);
+	v = val_own(kwargs);
+	scope_set(r, "kwargs", &v);
+	if (caller) {
+		v = val_copy(caller);
+		scope_set(r, "caller", &v);
+	}
+	ctl = r->ctl;
+	r->ctl = CTL_NONE;
+	r->calls++;
+	if (!ret)
+		ret = render_nodes(r, &m->body, &b);
+	r->calls--;
+	r->ctl = ctl;
+	pop_scope(r);
+	if (ret) {
+		gm_buf_release(&b);
+		return ret;
+	}
+	*out = val_buf(&b);
+	return 0;
 }
 
 static int eval_call(struct render *r, const struct expr *e, struct val *out)
@@ -3980,6 +4309,13 @@ static int eval_call(struct render *r, const struct expr *e, struct val *out)
 
 		if ((ret = eval(r, callee, &f)))
 			return ret;
+		if (f.kind == V_MACRO || f.kind == V_CALLER) {
+			if ((ret = eval_args(r, e, &a)))
+				return ret;
+			ret = call_macro(r, e->line, &f, &a, NULL, out);
+			args_free(&a);
+			return ret;
+		}
 		if (f.kind != V_FUNC) {
 			if (is_undef(&f) && f.name)
 				ret = rerr(r, e->line, GM_EINVAL, "'%s' is undefined (called as a function)", f.name);
@@ -4021,7 +4357,27 @@ static json_object *const_copy(json_object *j)
 	}
 }
 
+static int eval_1(struct render *r, const struct expr *e, struct val *out);
+
+/* Evaluates e into out (a new value); every string and list made is held to the limits. */
 static int eval(struct render *r, const struct expr *e, struct val *out)
+{
+	int ret = eval_1(r, e, out);
+
+	if (ret || out->kind != V_JSON || !out->j)
+		return ret;
+	if (json_object_is_type(out->j, json_type_string))
+		ret = check_string(r, e->line, (size_t)json_object_get_string_len(out->j));
+	else if (json_object_is_type(out->j, json_type_array))
+		ret = check_list(r, e->line, json_object_array_length(out->j));
+	else if (json_object_is_type(out->j, json_type_object))
+		ret = check_list(r, e->line, (size_t)json_object_object_length(out->j));
+	if (ret)
+		val_clear(out);
+	return ret;
+}
+
+static int eval_1(struct render *r, const struct expr *e, struct val *out)
 {
 	struct val a = VAL_UNDEF, b = VAL_UNDEF;
 	size_t i;
@@ -4186,6 +4542,10 @@ static int eval(struct render *r, const struct expr *e, struct val *out)
 		if ((ret = eval(r, e->a, &a)) || (ret = eval(r, e->b, &b)))
 			break;
 		add_str(&buf, &a);
+		if ((ret = check_string(r, e->line, buf.len))) {
+			gm_buf_release(&buf);
+			break;
+		}
 		add_str(&buf, &b);
 		*out = val_buf(&buf);
 		break;
@@ -4242,6 +4602,10 @@ static int render_for(struct render *r, const struct node *n, gm_buf *out)
 		for (i = 0; i < json_object_array_length(items) && !ret; i++) {
 			struct val item = val_borrow(json_object_array_get_idx(items, i)), cond;
 
+			if ((ret = tick(r, n->line))) {
+				val_clear(&item);
+				break;
+			}
 			push_scope(r);
 			ret = bind_targets(r, n->line, n->targets, n->ntargets, &item);
 			if (!ret && !(ret = eval(r, n->filter, &cond))) {
@@ -4276,6 +4640,11 @@ static int render_for(struct render *r, const struct node *n, gm_buf *out)
 			json_object_object_add(loop, "previtem", json_object_get(json_object_array_get_idx(items, i - 1)));
 		if (i + 1 < count)
 			json_object_object_add(loop, "nextitem", json_object_get(json_object_array_get_idx(items, i + 1)));
+		if ((ret = tick(r, n->line))) {
+			json_object_put(loop);
+			val_clear(&item);
+			break;
+		}
 		push_scope(r);
 		lv = val_own(loop);
 		scope_set(r, "loop", &lv);
@@ -4295,19 +4664,37 @@ static int render_for(struct render *r, const struct node *n, gm_buf *out)
 	return ret;
 }
 
+/* The text of n's body, through n's filter chain when it has one (filter blocks, filtered block sets). */
+static int render_filtered(struct render *r, const struct node *n, struct val *out)
+{
+	gm_buf b = GM_BUF_INIT;
+	struct val v;
+	int ret;
+
+	if ((ret = render_nodes(r, &n->body, &b))) {
+		gm_buf_release(&b);
+		return ret;
+	}
+	v = val_buf(&b);
+	if (!n->filter) {
+		*out = v;
+		return 0;
+	}
+	push_scope(r);
+	scope_set(r, FILTER_ARG, &v);
+	ret = eval(r, n->filter, out);
+	pop_scope(r);
+	return ret;
+}
+
 static int render_set(struct render *r, const struct node *n)
 {
 	struct val v;
 	int ret;
 
 	if (n->kind == N_SET_BLOCK) {
-		gm_buf b = GM_BUF_INIT;
-
-		if ((ret = render_nodes(r, &n->body, &b))) {
-			gm_buf_release(&b);
+		if ((ret = render_filtered(r, n, &v)))
 			return ret;
-		}
-		v = val_buf(&b);
 		scope_set(r, n->targets[0], &v);
 		return 0;
 	}
@@ -4332,7 +4719,7 @@ static int render_nodes(struct render *r, const struct nodelist *l, gm_buf *out)
 	size_t i;
 	int ret = 0;
 
-	if (++r->depth > MAX_DEPTH + 8) {
+	if (++r->depth > 4 * MAX_DEPTH) {
 		r->depth--;
 		return rerr(r, l->n ? l->v[0]->line : 0, GM_EINVAL, "template nesting is too deep");
 	}
@@ -4342,12 +4729,49 @@ static int render_nodes(struct render *r, const struct nodelist *l, gm_buf *out)
 
 		switch (n->kind) {
 		case N_DATA:
-			gm_buf_add(out, n->text, n->len);
+			if (!(ret = check_output(r, n->line, out->len + n->len)))
+				gm_buf_add(out, n->text, n->len);
 			break;
 		case N_OUTPUT:
 			if (!(ret = eval(r, n->expr, &v))) {
 				add_str(out, &v);
 				val_clear(&v);
+				ret = check_output(r, n->line, out->len);
+			}
+			break;
+		case N_MACRO: {
+			struct val m = { .kind = V_MACRO, .name = n->attr, .node = n };
+
+			scope_set(r, n->attr, &m);
+			break;
+		}
+		case N_CALLBLOCK: {
+			struct val f, caller = { .kind = V_CALLER, .name = "caller", .node = n, .scope = r->nscopes - 1 };
+			struct args a;
+
+			if ((ret = eval(r, n->expr->a, &f)))
+				break;
+			if (f.kind != V_MACRO) {
+				ret = rerr(r, n->line, GM_EINVAL, "{%% call %%} needs a macro, not %s", type_name(&f));
+				val_clear(&f);
+				break;
+			}
+			if (!(ret = eval_args(r, n->expr, &a))) {
+				ret = call_macro(r, n->line, &f, &a, &caller, &v);
+				args_free(&a);
+			}
+			if (!ret) {
+				add_str(out, &v);
+				val_clear(&v);
+				ret = check_output(r, n->line, out->len);
+			}
+			break;
+		}
+		case N_FILTER:
+			if (!(ret = render_filtered(r, n, &v))) {
+				add_str(out, &v);
+				val_clear(&v);
+				ret = check_output(r, n->line, out->len);
 			}
 			break;
 		case N_IF:
@@ -4392,7 +4816,24 @@ static int render_nodes(struct render *r, const struct nodelist *l, gm_buf *out)
 	return ret;
 }
 
+void gm_jinja_limits_init(gm_jinja_limits *lim)
+{
+	memset(lim, 0, sizeof(*lim));
+	lim->max_output = (size_t)16 << 20;
+	lim->max_string = (size_t)16 << 20;
+	lim->max_list = 1000000;
+	lim->max_iterations = 10000000;
+	lim->max_call_depth = 100;
+	lim->max_seconds = 10;
+}
+
 int gm_jinja_render(const gm_jinja_template *t, json_object *context, gm_buf *out, gm_error *err)
+{
+	return gm_jinja_render_ex(t, context, NULL, out, err);
+}
+
+int gm_jinja_render_ex(const gm_jinja_template *t, json_object *context, const gm_jinja_limits *lim, gm_buf *out,
+		       gm_error *err)
 {
 	struct render r;
 	gm_buf b = GM_BUF_INIT;
@@ -4404,6 +4845,11 @@ int gm_jinja_render(const gm_jinja_template *t, json_object *context, gm_buf *ou
 	r.t = t;
 	r.ctx = context;
 	r.err = err;
+	if (lim)
+		r.lim = *lim;
+	else
+		gm_jinja_limits_init(&r.lim);
+	r.deadline = mono_now() + r.lim.max_seconds;
 	push_scope(&r);
 	ret = render_nodes(&r, &t->root, &b);
 	while (r.nscopes)

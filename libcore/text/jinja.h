@@ -49,6 +49,8 @@
 #ifndef GM_JINJA_H
 #define GM_JINJA_H
 
+#include <stdint.h>
+
 #include <json-c/json.h>
 
 #include "base/buf.h"
@@ -59,8 +61,35 @@ typedef struct gm_jinja_template gm_jinja_template;
 /* Parses src[0..len); what names it in errors ("tokenizer_config.json: chat_template"). */
 int gm_jinja_parse(const char *src, size_t len, const char *what, gm_jinja_template **out, gm_error *err);
 void gm_jinja_free(gm_jinja_template *t);
+/*
+ * What one render may use, so that a hostile template fails fast with an
+ * error naming the limit ("...: line 3: string longer than the 16 MiB
+ * limit (GM_JINJA_MAX_STRING)") instead of exhausting memory or time.
+ * The defaults (gm_jinja_limits_init) are far above what any released chat
+ * template needs for a long conversation.
+ */
+typedef struct gm_jinja_limits {
+	size_t max_output;        /* bytes of rendered text, also inside set blocks and macros (16 MiB) */
+	size_t max_string;        /* bytes of any one string an expression makes (16 MiB) */
+	size_t max_list;          /* items of any one list or dict an expression makes (1M) */
+	uint64_t max_iterations;  /* for-loop iterations and filter items in all (10M) */
+	size_t max_call_depth;    /* macro / caller() calls nested in each other (100) */
+	double max_seconds;       /* wall-clock time of the render (10 s) */
+	/*
+	 * strftime_now()'s clock, seconds since the epoch (UTC); 0: the
+	 * GM_JINJA_NOW environment variable when set (for reproducible
+	 * output), else the current local time.
+	 */
+	int64_t now;
+} gm_jinja_limits;
+
+void gm_jinja_limits_init(gm_jinja_limits *lim);
+
 /* Renders with context (a JSON object or NULL, borrowed), appending to out;
- * nothing is appended when rendering fails. */
+ * nothing is appended when rendering fails.  The default limits. */
 int gm_jinja_render(const gm_jinja_template *t, json_object *context, gm_buf *out, gm_error *err);
+/* The same with limits lim (NULL: the defaults). */
+int gm_jinja_render_ex(const gm_jinja_template *t, json_object *context, const gm_jinja_limits *lim, gm_buf *out,
+		       gm_error *err);
 
 #endif
