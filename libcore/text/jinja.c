@@ -2070,6 +2070,11 @@ struct val {
 	const char *name; /* V_UNDEF: what was undefined; V_FUNC, V_MACRO: the function (borrowed) */
 	const struct node *node; /* V_MACRO: the {% macro %}; V_CALLER: the {% call %} block */
 	size_t scope;     /* V_CALLER: the innermost scope at the {% call %}, which caller()'s body sees */
+	/*
+	 * A string marked safe (markupsafe's Markup, made by |safe and
+	 * |escape): as in Python, Markup + str escapes the str and stays Markup.
+	 */
+	int safe;
 };
 
 static const char *const global_functions[] = {
@@ -2221,6 +2226,63 @@ static int truthy(const struct val *v)
 	}
 }
 
+/*
+ * Dict keys.  json-c keys are strings, but templates also write {0: 0,
+ * 512: 128} and index it with numbers; such a key is stored as KEY_TAG
+ * followed by its Python repr ("\x01" "512", "\x01" "None"), which no
+ * template string starts with, and turned back into its value wherever
+ * keys are seen (iteration, items(), dictsort, repr, tojson).  As in
+ * Python, True is the key 1 and 2.0 the key 2.
+ */
+#define KEY_TAG '\x01'
+
+static int key_of(const struct val *k, gm_buf *b)
+{
+	if (k->kind != V_JSON)
+		return -1;
+	if (!k->j) {
+		gm_buf_addch(b, KEY_TAG);
+		gm_buf_adds(b, "None");
+		return 0;
+	}
+	switch (json_object_get_type(k->j)) {
+	case json_type_string:
+		gm_buf_add(b, str_of(k), len_of(k));
+		return 0;
+	case json_type_boolean:
+	case json_type_int:
+		gm_buf_addf(b, "%c%lld", KEY_TAG, (long long)int_of(k));
+		return 0;
+	case json_type_double: {
+		double d = json_object_get_double(k->j);
+
+		if (d == floor(d) && fabs(d) < 9e18)
+			gm_buf_addf(b, "%c%lld", KEY_TAG, (long long)d);
+		else
+			gm_buf_addf(b, "%c%.17g", KEY_TAG, d);
+		return 0;
+	}
+	default:
+		return -1; /* lists and dicts are unhashable */
+	}
+}
+
+/* The value a stored key stands for (a new value). */
+static json_object *key_json(const char *key)
+{
+	char *end;
+	long long i;
+
+	if (key[0] != KEY_TAG)
+		return json_object_new_string(key);
+	if (!strcmp(key + 1, "None"))
+		return NULL;
+	i = strtoll(key + 1, &end, 10);
+	if (!*end)
+		return json_object_new_int64(i);
+	return json_object_new_double(strtod(key + 1, NULL));
+}
+
 /* Python's repr() of a float. */
 static void add_float(gm_buf *b, double d)
 {
@@ -2317,7 +2379,10 @@ static void add_str_json(gm_buf *b, json_object *j, int repr)
 		json_object_object_foreach(j, key, child) {
 			gm_buf_adds(b, first ? "{" : ", ");
 			first = 0;
-			add_repr_str(b, key, strlen(key));
+			if (key[0] == KEY_TAG)
+				gm_buf_adds(b, key + 1);
+			else
+				add_repr_str(b, key, strlen(key));
 			gm_buf_adds(b, ": ");
 			add_repr_json(b, child);
 		}
@@ -2349,6 +2414,30 @@ static void add_str(gm_buf *b, const struct val *v)
 		return;
 	}
 	add_str_json(b, v->j, 0);
+}
+
+/* markupsafe's escape(): v's text with & < > " ' escaped, unless v is already safe. */
+static void add_escaped(gm_buf *b, const struct val *v)
+{
+	gm_buf s = GM_BUF_INIT;
+	size_t i;
+
+	if (v->safe) {
+		add_str(b, v);
+		return;
+	}
+	add_str(&s, v);
+	for (i = 0; i < s.len; i++) {
+		switch (s.buf[i]) {
+		case '&': gm_buf_adds(b, "&amp;"); break;
+		case '<': gm_buf_adds(b, "&lt;"); break;
+		case '>': gm_buf_adds(b, "&gt;"); break;
+		case '"': gm_buf_adds(b, "&#34;"); break;
+		case '\'': gm_buf_adds(b, "&#39;"); break;
+		default: gm_buf_addch(b, s.buf[i]);
+		}
+	}
+	gm_buf_release(&s);
 }
 
 /* json.dumps()'s options, as transformers' tojson passes them. */
@@ -2403,6 +2492,11 @@ static void add_json_string(gm_buf *b, const char *s, size_t n, const struct jso
 }
 
 /* json.dumps(j, ...) as transformers' tojson filter writes it. */
+static int cmp_cstr(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
 static void add_json(gm_buf *b, json_object *j, const struct json_opts *o, int level)
 {
 	if (!j) {
@@ -2463,17 +2557,8 @@ static void add_json(gm_buf *b, json_object *j, const struct json_opts *o, int l
 				keys[i++] = key;
 			}
 		}
-		if (o->sort_keys) {
-			size_t x, y;
-
-			for (x = 1; x < n; x++)
-				for (y = x; y > 0 && strcmp(keys[y - 1], keys[y]) > 0; y--) {
-					const char *tmp = keys[y];
-
-					keys[y] = keys[y - 1];
-					keys[y - 1] = tmp;
-				}
-		}
+		if (o->sort_keys)
+			qsort(keys, n, sizeof(*keys), cmp_cstr);
 		gm_buf_addch(b, '{');
 		for (m = 0; m < n; m++) {
 			json_object *child = NULL;
@@ -2481,7 +2566,14 @@ static void add_json(gm_buf *b, json_object *j, const struct json_opts *o, int l
 			if (m)
 				gm_buf_add(b, o->item_sep, o->item_sep_len);
 			add_newline_indent(b, o, level + 1);
-			add_json_string(b, keys[m], strlen(keys[m]), o);
+			if (keys[m][0] == KEY_TAG) {
+				/* json.dumps writes 1 as "1", True as "true", None as "null" */
+				const char *k = !strcmp(keys[m] + 1, "None") ? "null" : keys[m] + 1;
+
+				add_json_string(b, k, strlen(k), o);
+			} else {
+				add_json_string(b, keys[m], strlen(keys[m]), o);
+			}
 			gm_buf_add(b, o->key_sep, o->key_sep_len);
 			json_object_object_get_ex(j, keys[m], &child);
 			add_json(b, child, o, level + 1);
@@ -2870,7 +2962,7 @@ static int iterate(struct render *r, int line, const struct val *v, json_object 
 		{
 			json_object_object_foreach(v->j, key, child) {
 				(void)child;
-				json_object_array_add(*out, json_object_new_string(key));
+				json_object_array_add(*out, key_json(key));
 			}
 		}
 	} else if (is_str(v)) {
@@ -2947,14 +3039,19 @@ static struct val do_strip(const char *s, size_t len, const struct val *chars, i
 	return out;
 }
 
-static struct val do_replace(const char *s, size_t len, const char *old, size_t olen, const char *new_,
-			     size_t nlen, int64_t count)
+/* str.replace(); -1 (and nothing in *out) when the result would pass max bytes. */
+static int do_replace(const char *s, size_t len, const char *old, size_t olen, const char *new_, size_t nlen,
+		      int64_t count, size_t max, struct val *out)
 {
 	gm_buf b = GM_BUF_INIT;
 	size_t i = 0;
 
 	if (!olen) {
 		while (count != 0) {
+			if (b.len + nlen > max) {
+				gm_buf_release(&b);
+				return -1;
+			}
 			gm_buf_add(&b, new_, nlen);
 			if (count > 0)
 				count--;
@@ -2968,13 +3065,18 @@ static struct val do_replace(const char *s, size_t len, const char *old, size_t 
 			}
 		}
 		gm_buf_add(&b, s + i, len - i);
-		return val_buf(&b);
+		*out = val_buf(&b);
+		return 0;
 	}
 	while (count != 0) {
 		const char *hit = find_bytes(s + i, len - i, old, olen);
 
 		if (!hit)
 			break;
+		if (b.len + (size_t)(hit - (s + i)) + nlen > max) {
+			gm_buf_release(&b);
+			return -1;
+		}
 		gm_buf_add(&b, s + i, (size_t)(hit - (s + i)));
 		gm_buf_add(&b, new_, nlen);
 		i = (size_t)(hit - s) + olen;
@@ -2982,7 +3084,8 @@ static struct val do_replace(const char *s, size_t len, const char *old, size_t 
 			count--;
 	}
 	gm_buf_add(&b, s + i, len - i);
-	return val_buf(&b);
+	*out = val_buf(&b);
+	return 0;
 }
 
 static int is_cased(unsigned c)
@@ -3171,7 +3274,9 @@ static int string_method(struct render *r, int line, const struct val *self, con
 		if ((ret = want_str(r, line, "replace()", x)) || (ret = want_str(r, line, "replace()", y)) ||
 		    (c && (ret = want_int(r, line, "replace()", c))))
 			return ret;
-		*out = do_replace(s, len, str_of(x), len_of(x), str_of(y), len_of(y), c ? int_of(c) : -1);
+		if (do_replace(s, len, str_of(x), len_of(x), str_of(y), len_of(y), c ? int_of(c) : -1, r->lim.max_string,
+			       out))
+			return check_string(r, line, SIZE_MAX);
 		return 0;
 	}
 	if (!strcmp(name, "upper") || !strcmp(name, "lower") || !strcmp(name, "capitalize") ||
@@ -3267,11 +3372,11 @@ static int dict_method(struct render *r, int line, const struct val *self, const
 				if (name[0] == 'i') {
 					json_object *pair = json_object_new_array();
 
-					json_object_array_add(pair, json_object_new_string(key));
+					json_object_array_add(pair, key_json(key));
 					json_object_array_add(pair, json_object_get(child));
 					json_object_array_add(arr, pair);
 				} else if (name[0] == 'k') {
-					json_object_array_add(arr, json_object_new_string(key));
+					json_object_array_add(arr, key_json(key));
 				} else {
 					json_object_array_add(arr, json_object_get(child));
 				}
@@ -3288,10 +3393,15 @@ static int dict_method(struct render *r, int line, const struct val *self, const
 			return ret;
 		if (!k)
 			return rerr(r, line, GM_EINVAL, "get() needs a key");
-		if (is_str(k) && json_object_object_get_ex(self->j, str_of(k), &j))
-			*out = val_borrow(j);
-		else
-			*out = d ? val_copy(d) : val_own(NULL);
+		{
+			gm_buf kb = GM_BUF_INIT;
+
+			if (!key_of(k, &kb) && json_object_object_get_ex(self->j, kb.buf, &j))
+				*out = val_borrow(j);
+			else
+				*out = d ? val_copy(d) : val_own(NULL);
+			gm_buf_release(&kb);
+		}
 		return 0;
 	}
 	if (!strcmp(name, "cycle")) {
@@ -3440,6 +3550,17 @@ static int get_item(struct render *r, int line, const struct val *obj, const str
 	}
 	if (is_str(key))
 		return get_attr(r, line, obj, str_of(key), out);
+	if (is_dict(obj)) {
+		gm_buf kb = GM_BUF_INIT;
+		json_object *j;
+
+		if (!key_of(key, &kb) && json_object_object_get_ex(obj->j, kb.buf, &j))
+			*out = val_borrow(j);
+		else
+			*out = val_undef(NULL);
+		gm_buf_release(&kb);
+		return 0;
+	}
 	*out = val_undef(NULL);
 	return 0;
 }
@@ -3448,6 +3569,8 @@ static int get_item(struct render *r, int line, const struct val *obj, const str
 
 static int binary_op(struct render *r, int line, int op, const struct val *a, const struct val *b, struct val *out)
 {
+	int ret;
+
 	if (is_undef(a))
 		return undefined_error(r, line, a);
 	if (is_undef(b))
@@ -3517,15 +3640,31 @@ static int binary_op(struct render *r, int line, int op, const struct val *a, co
 	if (op == OP_ADD && is_str(a) && is_str(b)) {
 		gm_buf buf = GM_BUF_INIT;
 
+		if ((ret = check_string(r, line, len_of(a) + len_of(b))))
+			return ret;
+		if (a->safe || b->safe) {
+			add_escaped(&buf, a);
+			add_escaped(&buf, b);
+			if ((ret = check_string(r, line, buf.len))) {
+				gm_buf_release(&buf);
+				return ret;
+			}
+			*out = val_buf(&buf);
+			out->safe = 1;
+			return 0;
+		}
 		gm_buf_add(&buf, str_of(a), len_of(a));
 		gm_buf_add(&buf, str_of(b), len_of(b));
 		*out = val_buf(&buf);
 		return 0;
 	}
 	if (op == OP_ADD && is_list(a) && is_list(b)) {
-		json_object *arr = json_object_new_array();
+		json_object *arr;
 		size_t i;
 
+		if ((ret = check_list(r, line, json_object_array_length(a->j) + json_object_array_length(b->j))))
+			return ret;
+		arr = json_object_new_array();
 		for (i = 0; i < json_object_array_length(a->j); i++)
 			json_object_array_add(arr, json_object_get(json_object_array_get_idx(a->j, i)));
 		for (i = 0; i < json_object_array_length(b->j); i++)
@@ -3536,8 +3675,14 @@ static int binary_op(struct render *r, int line, int op, const struct val *a, co
 	if (op == OP_MUL && ((is_str(a) || is_list(a)) && is_intlike(b))) {
 		int64_t n = int_of(b), i;
 
-		if (n > 0 && (uint64_t)n * (is_str(a) ? len_of(a) : json_object_array_length(a->j)) > (1u << 26))
-			return rerr(r, line, GM_EINVAL, "repetition count %lld is too large", (long long)n);
+		if (n > 0 && is_str(a) && (ret = check_string(r, line, (uint64_t)n * len_of(a) / n == len_of(a)
+										? (size_t)n * len_of(a) : SIZE_MAX)))
+			return ret;
+		if (n > 0 && is_list(a) && (ret = check_list(r, line, (uint64_t)n * json_object_array_length(a->j) /
+									  n == json_object_array_length(a->j)
+									  ? (size_t)n * json_object_array_length(a->j)
+									  : SIZE_MAX)))
+			return ret;
 		if (is_str(a)) {
 			gm_buf buf = GM_BUF_INIT;
 
@@ -3591,7 +3736,12 @@ static int compare(struct render *r, int line, int op, const struct val *a, cons
 				*res = val_equal(a, &item);
 			}
 		} else if (is_dict(b) || b->kind == V_NS) {
-			*res = is_str(a) && json_object_object_get_ex(b->j, str_of(a), NULL);
+		{
+			gm_buf kb = GM_BUF_INIT;
+
+			*res = !key_of(a, &kb) && json_object_object_get_ex(b->j, kb.buf, NULL);
+			gm_buf_release(&kb);
+		}
 		} else if (is_undef(b)) {
 			*res = 0;
 		} else {
@@ -3709,6 +3859,544 @@ static int apply_test(struct render *r, int line, const char *name, const struct
 	return 0;
 }
 
+/* ---- sorting filters (sort, dictsort, unique, min, max, groupby's order) ---- */
+
+/*
+ * Python's ordering of two values: numbers (bools as 0/1), strings (by code
+ * point, lowered first unless case_sensitive, as jinja2's ignore_case),
+ * lists element by element; anything else is a TypeError, as in Python.
+ */
+static int order(struct render *r, int line, const struct val *a, const struct val *b, int case_sensitive, int *c)
+{
+	if (is_num(a) && is_num(b)) {
+		if (is_intlike(a) && is_intlike(b))
+			*c = int_of(a) < int_of(b) ? -1 : int_of(a) > int_of(b);
+		else
+			*c = num_of(a) < num_of(b) ? -1 : num_of(a) > num_of(b);
+		return 0;
+	}
+	if (is_str(a) && is_str(b)) {
+		struct val la = case_sensitive ? val_copy(a) : do_case(str_of(a), len_of(a), 'l');
+		struct val lb = case_sensitive ? val_copy(b) : do_case(str_of(b), len_of(b), 'l');
+		size_t na = len_of(&la), nb = len_of(&lb);
+
+		*c = memcmp(str_of(&la), str_of(&lb), na < nb ? na : nb);
+		*c = *c < 0 ? -1 : *c > 0;
+		if (!*c)
+			*c = na < nb ? -1 : na > nb;
+		val_clear(&la);
+		val_clear(&lb);
+		return 0;
+	}
+	if (is_list(a) && is_list(b)) {
+		size_t na = json_object_array_length(a->j), nb = json_object_array_length(b->j), i;
+		int ret;
+
+		for (i = 0; i < na && i < nb; i++) {
+			struct val x = { .kind = V_JSON, .j = json_object_array_get_idx(a->j, i) };
+			struct val y = { .kind = V_JSON, .j = json_object_array_get_idx(b->j, i) };
+
+			if (val_equal(&x, &y))
+				continue;
+			return order(r, line, &x, &y, case_sensitive, c);
+		}
+		(void)ret;
+		*c = na < nb ? -1 : na > nb;
+		return 0;
+	}
+	if (is_none(a) && is_none(b)) {
+		*c = 0;
+		return 0;
+	}
+	return rerr(r, line, GM_EINVAL, "'<' not supported between instances of '%s' and '%s'", type_name(a),
+		    type_name(b));
+}
+
+struct sort_item {
+	json_object *item; /* what is sorted (one reference) */
+	struct val key;    /* what it is sorted by */
+};
+
+struct sort_ctx {
+	struct render *r;
+	int line, case_sensitive, reverse, ret;
+};
+
+/* A stable merge sort (Python's sorted() is stable) that stops at the first comparison error. */
+static void merge_sort(struct sort_ctx *sc, struct sort_item *v, struct sort_item *tmp, size_t n)
+{
+	size_t mid = n / 2, i = 0, j = mid, k = 0;
+
+	if (n < 2 || sc->ret)
+		return;
+	merge_sort(sc, v, tmp, mid);
+	merge_sort(sc, v + mid, tmp, n - mid);
+	while (i < mid && j < n && !sc->ret) {
+		int c = 0;
+
+		sc->ret = order(sc->r, sc->line, &v[j].key, &v[i].key, sc->case_sensitive, &c);
+		if (sc->reverse)
+			c = -c;
+		tmp[k++] = c < 0 ? v[j++] : v[i++];
+	}
+	if (sc->ret)
+		return;
+	while (i < mid)
+		tmp[k++] = v[i++];
+	while (j < n)
+		tmp[k++] = v[j++];
+	memcpy(v, tmp, n * sizeof(*v));
+}
+
+/* jinja2's make_attrgetter: "a.b" walks attributes, "0" indexes; "a,b" (sort only) makes a list key. */
+static int attr_key(struct render *r, int line, const struct val *item, const struct val *attr, int multi,
+		    struct val *out)
+{
+	const char *s, *p, *comma;
+	int ret = 0;
+
+	if (!attr || is_none(attr)) {
+		*out = val_copy(item);
+		return 0;
+	}
+	if (is_intlike(attr))
+		return get_item(r, line, item, attr, out);
+	if ((ret = want_str(r, line, "attribute=", attr)))
+		return ret;
+	s = str_of(attr);
+	if (multi && strchr(s, ',')) {
+		json_object *arr = json_object_new_array();
+
+		for (p = s; !ret; p = comma + 1) {
+			struct val part, got;
+
+			comma = strchr(p, ',');
+			if (!comma)
+				comma = p + strlen(p);
+			part = val_str(p, (size_t)(comma - p));
+			ret = attr_key(r, line, item, &part, 0, &got);
+			val_clear(&part);
+			if (!ret)
+				json_object_array_add(arr, val_to_json(&got));
+			if (!*comma)
+				break;
+		}
+		if (ret) {
+			json_object_put(arr);
+			return ret;
+		}
+		*out = val_own(arr);
+		return 0;
+	}
+	*out = val_copy(item);
+	for (p = s; ; p = comma + 1) {
+		char part[256];
+		size_t len;
+		struct val next;
+
+		comma = strchr(p, '.');
+		len = comma ? (size_t)(comma - p) : strlen(p);
+		if (len >= sizeof(part))
+			len = sizeof(part) - 1;
+		memcpy(part, p, len);
+		part[len] = '\0';
+		if (is_undef(out))
+			break;
+		if (len && isdigit((unsigned char)part[0]) && is_list(out)) {
+			struct val idx = val_int(strtoll(part, NULL, 10));
+
+			ret = get_item(r, line, out, &idx, &next);
+			val_clear(&idx);
+		} else {
+			ret = get_attr(r, line, out, part, &next);
+		}
+		val_clear(out);
+		if (ret)
+			return ret;
+		*out = next;
+		if (!comma)
+			break;
+	}
+	return 0;
+}
+
+/*
+ * The items of v with their sort keys (attribute, or the [key, value]
+ * pair's part for dictsort) in *items; *n of them.
+ */
+static int sort_items(struct render *r, int line, const struct val *v, const struct val *attr, int multi,
+		      struct sort_item **items, size_t *n)
+{
+	json_object *seq;
+	size_t i;
+	int ret;
+
+	if ((ret = iterate(r, line, v, &seq)))
+		return ret;
+	*n = json_object_array_length(seq);
+	*items = gm_xcalloc(*n + 1, sizeof(**items));
+	for (i = 0; i < *n && !ret; i++) {
+		struct val item = val_borrow(json_object_array_get_idx(seq, i));
+
+		(*items)[i].item = json_object_get(item.j);
+		if (!(ret = tick(r, line)))
+			ret = attr_key(r, line, &item, attr, multi, &(*items)[i].key);
+		val_clear(&item);
+	}
+	json_object_put(seq);
+	if (ret) {
+		for (i = 0; i < *n; i++) {
+			json_object_put((*items)[i].item);
+			val_clear(&(*items)[i].key);
+		}
+		free(*items);
+		*items = NULL;
+	}
+	return ret;
+}
+
+static void free_sort_items(struct sort_item *items, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		json_object_put(items[i].item);
+		val_clear(&items[i].key);
+	}
+	free(items);
+}
+
+static int do_sort(struct render *r, int line, struct sort_item *items, size_t n, int case_sensitive, int reverse)
+{
+	struct sort_item *tmp = gm_xcalloc(n + 1, sizeof(*tmp));
+	struct sort_ctx sc = { r, line, case_sensitive, reverse, 0 };
+
+	merge_sort(&sc, items, tmp, n);
+	free(tmp);
+	return sc.ret;
+}
+
+static int bool_arg(struct args *a, size_t i, const char *name, int def)
+{
+	struct val *x = arg(a, i, name);
+
+	return x ? truthy(x) : def;
+}
+
+/* The filters that order or pick by order: sort, dictsort, unique, min, max. */
+static int filter_sorting(struct render *r, int line, const char *name, const struct val *v, struct args *a,
+			  struct val *out)
+{
+	struct sort_item *items = NULL;
+	size_t n = 0, i;
+	int ret;
+
+	if (!strcmp(name, "sort")) {
+		/* sort(reverse=False, case_sensitive=False, attribute=None) */
+		json_object *arr;
+
+		if ((ret = check_nargs(r, line, name, a, 3)) ||
+		    (ret = sort_items(r, line, v, arg(a, 2, "attribute"), 1, &items, &n)))
+			return ret;
+		ret = do_sort(r, line, items, n, bool_arg(a, 1, "case_sensitive", 0), bool_arg(a, 0, "reverse", 0));
+		if (!ret) {
+			arr = json_object_new_array();
+			for (i = 0; i < n; i++)
+				json_object_array_add(arr, json_object_get(items[i].item));
+			*out = val_own(arr);
+		}
+		free_sort_items(items, n);
+		return ret;
+	}
+	if (!strcmp(name, "dictsort")) {
+		/* dictsort(case_sensitive=False, by='key', reverse=False): [key, value] pairs */
+		struct val *by = arg(a, 1, "by"), pairs, idx;
+		json_object *arr;
+		int pos = 0;
+
+		if ((ret = check_nargs(r, line, name, a, 3)))
+			return ret;
+		if (!is_dict(v))
+			return rerr(r, line, GM_EINVAL, "dictsort expects a mapping, not %s", type_name(v));
+		if (by) {
+			if ((ret = want_str(r, line, "dictsort(by=)", by)))
+				return ret;
+			if (!strcmp(str_of(by), "value"))
+				pos = 1;
+			else if (strcmp(str_of(by), "key"))
+				return rerr(r, line, GM_EINVAL, "You can only sort by either \"key\" or \"value\"");
+		}
+		{
+			json_object *pl = json_object_new_array();
+
+			json_object_object_foreach(v->j, key, child) {
+				json_object *pair = json_object_new_array();
+
+				json_object_array_add(pair, key_json(key));
+				json_object_array_add(pair, json_object_get(child));
+				json_object_array_add(pl, pair);
+			}
+			pairs = val_own(pl);
+		}
+		idx = val_int(pos);
+		ret = sort_items(r, line, &pairs, &idx, 0, &items, &n);
+		val_clear(&pairs);
+		if (ret)
+			return ret;
+		ret = do_sort(r, line, items, n, bool_arg(a, 0, "case_sensitive", 0), bool_arg(a, 2, "reverse", 0));
+		if (!ret) {
+			arr = json_object_new_array();
+			for (i = 0; i < n; i++)
+				json_object_array_add(arr, json_object_get(items[i].item));
+			*out = val_own(arr);
+		}
+		free_sort_items(items, n);
+		return ret;
+	}
+	if (!strcmp(name, "unique")) {
+		/* unique(case_sensitive=False, attribute=None): first of each, in order */
+		int cs = bool_arg(a, 0, "case_sensitive", 0);
+		json_object *arr;
+		size_t k;
+
+		if ((ret = check_nargs(r, line, name, a, 2)) ||
+		    (ret = sort_items(r, line, v, arg(a, 1, "attribute"), 0, &items, &n)))
+			return ret;
+		arr = json_object_new_array();
+		for (i = 0; i < n; i++) {
+			int dup = 0;
+
+			if (!cs && is_str(&items[i].key)) {
+				struct val low = do_case(str_of(&items[i].key), len_of(&items[i].key), 'l');
+
+				val_clear(&items[i].key);
+				items[i].key = low;
+			}
+			for (k = 0; k < i && !dup; k++)
+				dup = val_equal(&items[k].key, &items[i].key);
+			if (!dup)
+				json_object_array_add(arr, json_object_get(items[i].item));
+			if ((ret = tick(r, line)))
+				break;
+		}
+		free_sort_items(items, n);
+		if (ret) {
+			json_object_put(arr);
+			return ret;
+		}
+		*out = val_own(arr);
+		return 0;
+	}
+	/* min / max(case_sensitive=False, attribute=None); undefined when empty */
+	if ((ret = check_nargs(r, line, name, a, 2)) ||
+	    (ret = sort_items(r, line, v, arg(a, 1, "attribute"), 0, &items, &n)))
+		return ret;
+	{
+		size_t best = 0;
+
+		for (i = 1; i < n && !ret; i++) {
+			int c = 0;
+
+			ret = order(r, line, &items[i].key, &items[best].key, bool_arg(a, 0, "case_sensitive", 0), &c);
+			if (name[1] == 'a' ? c > 0 : c < 0)
+				best = i;
+		}
+		if (!ret)
+			*out = n ? val_borrow(items[best].item) : val_undef(NULL);
+	}
+	free_sort_items(items, n);
+	return ret;
+}
+
+/* Python's str.splitlines() boundaries: the length of the line break at s[i], or 0. */
+static size_t line_break(const char *s, size_t len, size_t i)
+{
+	size_t j = i;
+	unsigned c;
+
+	if (s[i] == '\r')
+		return i + 1 < len && s[i + 1] == '\n' ? 2 : 1;
+	if (s[i] == '\n' || s[i] == '\v' || s[i] == '\f' || (s[i] >= 0x1c && s[i] <= 0x1e))
+		return 1;
+	if ((unsigned char)s[i] < 0x80)
+		return 0;
+	c = utf8_next(s, len, &j);
+	return c == 0x85 || c == 0x2028 || c == 0x2029 ? j - i : 0;
+}
+
+/* The other filters the corpus and jinja2 have: indent, sum, wordcount, batch, center, round. */
+static int filter_more(struct render *r, int line, const char *name, const struct val *v, struct args *a,
+		       struct val *out)
+{
+	int ret;
+
+	if (!strcmp(name, "indent")) {
+		/* indent(width=4, first=False, blank=False), jinja2 3.1's do_indent */
+		struct val *w = arg(a, 0, "width");
+		int first = bool_arg(a, 1, "first", 0), blank = bool_arg(a, 2, "blank", 0);
+		gm_buf src = GM_BUF_INIT, ind = GM_BUF_INIT, b = GM_BUF_INIT;
+		size_t i = 0, nlines = 0;
+
+		if ((ret = check_nargs(r, line, name, a, 3)))
+			return ret;
+		if (w && is_str(w)) {
+			gm_buf_add(&ind, str_of(w), len_of(w));
+		} else {
+			int64_t k, width = 4;
+
+			if (w && (ret = want_int(r, line, "indent(width=)", w)))
+				return ret;
+			if (w)
+				width = int_of(w);
+			if (width > 4096)
+				return rerr(r, line, GM_EINVAL, "indent(): width %lld is too large", (long long)width);
+			for (k = 0; k < width; k++)
+				gm_buf_addch(&ind, ' ');
+		}
+		add_str(&src, v);
+		gm_buf_addch(&src, '\n'); /* as jinja2: s += "\n", then splitlines() */
+		if (first)
+			gm_buf_add(&b, ind.buf, ind.len);
+		while (i < src.len) {
+			size_t st = i, brk;
+
+			while (i < src.len && !(brk = line_break(src.buf, src.len, i)))
+				i++;
+			if (i >= src.len)
+				brk = 0;
+			if (nlines) {
+				gm_buf_addch(&b, '\n');
+				if (blank || i > st)
+					gm_buf_add(&b, ind.buf, ind.len);
+			}
+			gm_buf_add(&b, src.buf + st, i - st);
+			nlines++;
+			i += brk;
+			if ((ret = check_string(r, line, b.len)))
+				break;
+		}
+		gm_buf_release(&src);
+		gm_buf_release(&ind);
+		if (ret) {
+			gm_buf_release(&b);
+			return ret;
+		}
+		*out = val_buf(&b);
+		return 0;
+	}
+	if (!strcmp(name, "sum")) {
+		/* sum(attribute=None, start=0) */
+		struct val *start = arg(a, 1, "start"), acc;
+		struct sort_item *items;
+		size_t n, i;
+
+		if ((ret = check_nargs(r, line, name, a, 2)) ||
+		    (ret = sort_items(r, line, v, arg(a, 0, "attribute"), 0, &items, &n)))
+			return ret;
+		acc = start ? val_copy(start) : val_int(0);
+		for (i = 0; i < n && !ret; i++) {
+			struct val next;
+
+			if (!(ret = binary_op(r, line, OP_ADD, &acc, &items[i].key, &next))) {
+				val_clear(&acc);
+				acc = next;
+			}
+		}
+		free_sort_items(items, n);
+		if (ret) {
+			val_clear(&acc);
+			return ret;
+		}
+		*out = acc;
+		return 0;
+	}
+	if (!strcmp(name, "wordcount")) {
+		/* len(re.findall(r"\w+", s)) */
+		gm_buf b = GM_BUF_INIT;
+		size_t i = 0;
+		int64_t words = 0, in_word = 0;
+
+		add_str(&b, v);
+		while (i < b.len) {
+			unsigned c = utf8_next(b.buf, b.len, &i);
+			utf8proc_category_t cat = utf8proc_category((utf8proc_int32_t)c);
+			int w = c == '_' || (cat >= UTF8PROC_CATEGORY_LU && cat <= UTF8PROC_CATEGORY_LO) ||
+				(cat >= UTF8PROC_CATEGORY_ND && cat <= UTF8PROC_CATEGORY_NO) ||
+				(cat >= UTF8PROC_CATEGORY_MN && cat <= UTF8PROC_CATEGORY_MC);
+
+			if (w && !in_word)
+				words++;
+			in_word = w;
+		}
+		gm_buf_release(&b);
+		*out = val_int(words);
+		return 0;
+	}
+	if (!strcmp(name, "batch")) {
+		/* batch(linecount, fill_with=None): lists of linecount items */
+		struct val *cnt = arg(a, 0, "linecount"), *fill = arg(a, 1, "fill_with");
+		json_object *seq, *res, *cur = NULL;
+		size_t i, n, k;
+
+		if (!cnt || (ret = want_int(r, line, "batch()", cnt)))
+			return cnt ? ret : rerr(r, line, GM_EINVAL, "batch() needs a count");
+		if (int_of(cnt) <= 0)
+			return rerr(r, line, GM_EINVAL, "batch() count must be positive");
+		if ((ret = iterate(r, line, v, &seq)))
+			return ret;
+		n = json_object_array_length(seq);
+		k = (size_t)int_of(cnt);
+		res = json_object_new_array();
+		for (i = 0; i < n; i++) {
+			if (!cur)
+				cur = json_object_new_array();
+			json_object_array_add(cur, json_object_get(json_object_array_get_idx(seq, i)));
+			if (json_object_array_length(cur) == k) {
+				json_object_array_add(res, cur);
+				cur = NULL;
+			}
+		}
+		if (cur) {
+			while (fill && json_object_array_length(cur) < k) {
+				struct val f = val_copy(fill);
+
+				json_object_array_add(cur, val_to_json(&f));
+			}
+			json_object_array_add(res, cur);
+		}
+		json_object_put(seq);
+		*out = val_own(res);
+		return 0;
+	}
+	if (!strcmp(name, "center")) {
+		struct val *w = arg(a, 0, "width");
+		gm_buf s = GM_BUF_INIT, b = GM_BUF_INIT;
+		int64_t width = 80, len, left, k;
+
+		if (w && (ret = want_int(r, line, "center()", w)))
+			return ret;
+		if (w)
+			width = int_of(w);
+		add_str(&s, v);
+		len = (int64_t)utf8_count(s.buf, s.len);
+		if (width > len && (ret = check_string(r, line, s.len + (size_t)(width - len)))) {
+			gm_buf_release(&s);
+			return ret;
+		}
+		/* str.center: the extra space goes right, except an odd pad on an odd width goes left */
+		left = width > len ? (width - len) / 2 + ((width - len) & width & 1) : 0;
+		for (k = 0; k < left; k++)
+			gm_buf_addch(&b, ' ');
+		gm_buf_add(&b, s.buf, s.len);
+		for (k = left + len; k < width; k++)
+			gm_buf_addch(&b, ' ');
+		gm_buf_release(&s);
+		*out = val_buf(&b);
+		return 0;
+	}
+	return rerr(r, line, GM_EUNSUPPORTED, "unsupported Jinja filter '%s'", name);
+}
+
 /* ---- filters ---- */
 
 static int apply_filter(struct render *r, int line, const char *name, const struct val *v, struct args *a,
@@ -3722,6 +4410,10 @@ static int filter_seq(struct render *r, int line, const char *name, const struct
 	size_t i, n;
 	int ret = 0;
 
+	if (!truthy(v)) { /* jinja2's select/map start with "if value:" */
+		*out = val_own(json_object_new_array());
+		return 0;
+	}
 	if ((ret = iterate(r, line, v, &items)))
 		return ret;
 	res = json_object_new_array();
@@ -3844,7 +4536,11 @@ static int apply_filter(struct render *r, int line, const char *name, const stru
 		return get_attr(r, line, v, str_of(x), out);
 	}
 	if (!strcmp(name, "safe")) {
-		*out = val_copy(v);
+		gm_buf b = GM_BUF_INIT;
+
+		add_str(&b, v);
+		*out = val_buf(&b);
+		out->safe = 1;
 		return 0;
 	}
 	if (!strcmp(name, "string")) {
@@ -3907,22 +4603,11 @@ static int apply_filter(struct render *r, int line, const char *name, const stru
 		return 0;
 	}
 	if (!strcmp(name, "e") || !strcmp(name, "escape")) {
-		gm_buf s = GM_BUF_INIT, b = GM_BUF_INIT;
-		size_t i;
+		gm_buf b = GM_BUF_INIT;
 
-		add_str(&s, v);
-		for (i = 0; i < s.len; i++) {
-			switch (s.buf[i]) {
-			case '&': gm_buf_adds(&b, "&amp;"); break;
-			case '<': gm_buf_adds(&b, "&lt;"); break;
-			case '>': gm_buf_adds(&b, "&gt;"); break;
-			case '"': gm_buf_adds(&b, "&#34;"); break;
-			case '\'': gm_buf_adds(&b, "&#39;"); break;
-			default: gm_buf_addch(&b, s.buf[i]);
-			}
-		}
-		gm_buf_release(&s);
+		add_escaped(&b, v);
 		*out = val_buf(&b);
+		out->safe = 1;
 		return 0;
 	}
 	if (!strcmp(name, "list")) {
@@ -3999,6 +4684,12 @@ static int apply_filter(struct render *r, int line, const char *name, const stru
 
 			if (i && sep)
 				gm_buf_add(&b, str_of(sep), len_of(sep));
+			if ((ret = check_string(r, line, b.len))) {
+				val_clear(&item);
+				json_object_put(items);
+				gm_buf_release(&b);
+				return ret;
+			}
 			if (attr && is_str(attr)) {
 				struct val got;
 
@@ -4077,8 +4768,9 @@ static int apply_filter(struct render *r, int line, const char *name, const stru
 				ret = rerr(r, line, GM_EINVAL, "replace needs two arguments");
 			else if (!(ret = want_str(r, line, "replace", x)) && !(ret = want_str(r, line, "replace", y)) &&
 				 !(c && !is_none(c) && (ret = want_int(r, line, "replace", c))))
-				*out = do_replace(str_of(&s), len_of(&s), str_of(x), len_of(x), str_of(y), len_of(y),
-						  c && !is_none(c) ? int_of(c) : -1);
+				if (do_replace(str_of(&s), len_of(&s), str_of(x), len_of(x), str_of(y), len_of(y),
+					       c && !is_none(c) ? int_of(c) : -1, r->lim.max_string, out))
+					ret = check_string(r, line, SIZE_MAX);
 		} else {
 			*out = do_case(str_of(&s), len_of(&s), name[0] == 'c' ? 'c' : name[0] == 't' ? 'T' : name[0] == 'u' ? 'u' : 'l');
 			ret = 0;
@@ -4086,7 +4778,10 @@ static int apply_filter(struct render *r, int line, const char *name, const stru
 		val_clear(&s);
 		return ret;
 	}
-	return rerr(r, line, GM_EUNSUPPORTED, "unsupported Jinja filter '%s'", name);
+	if (!strcmp(name, "sort") || !strcmp(name, "dictsort") || !strcmp(name, "unique") || !strcmp(name, "min") ||
+	    !strcmp(name, "max"))
+		return filter_sorting(r, line, name, v, a, out);
+	return filter_more(r, line, name, v, a, out);
 }
 
 /* ---- calls ---- */
@@ -4411,13 +5106,18 @@ static int eval_1(struct render *r, const struct expr *e, struct val *out)
 		for (i = 0; i < e->nargs; i++) {
 			if ((ret = eval(r, e->args[i], &a)))
 				break;
-			if (!is_str(&a)) {
-				ret = rerr(r, e->line, GM_EUNSUPPORTED, "dict keys must be strings, not %s", type_name(&a));
+			gm_buf kb = GM_BUF_INIT;
+
+			if (key_of(&a, &kb)) {
+				ret = rerr(r, e->line, GM_EINVAL, "unhashable type: '%s' (as a dict key)", type_name(&a));
 				break;
 			}
-			if ((ret = eval(r, e->args2[i], &b)))
+			if ((ret = eval(r, e->args2[i], &b))) {
+				gm_buf_release(&kb);
 				break;
-			json_object_object_add(obj, str_of(&a), val_to_json(&b));
+			}
+			json_object_object_add(obj, kb.buf, val_to_json(&b));
+			gm_buf_release(&kb);
 			val_clear(&a);
 		}
 		val_clear(&a);

@@ -49,6 +49,24 @@ static const char *get_str(json_object *o, const char *key)
 		       : NULL;
 }
 
+/* 160 bytes of s with newlines as \n, for the diagnostic. */
+static void show_escaped(const char *label, const char *s)
+{
+	char buf[400];
+	size_t i, k = 0;
+
+	for (i = 0; s[i] && i < 160; i++) {
+		if (s[i] == '\n') {
+			buf[k++] = '\\';
+			buf[k++] = 'n';
+		} else {
+			buf[k++] = s[i];
+		}
+	}
+	buf[k] = '\0';
+	tap_diag("%s ...%s", label, buf);
+}
+
 /* Where a and b first differ, for the diagnostic. */
 static void show_diff(const char *want, const char *got)
 {
@@ -56,10 +74,10 @@ static void show_diff(const char *want, const char *got)
 
 	while (want[i] && want[i] == got[i])
 		i++;
-	from = i > 60 ? i - 60 : 0;
+	from = i > 20 ? i - 20 : 0;
 	tap_diag("first difference at byte %zu", i);
-	tap_diag("want ...%.*s", 120, want + from);
-	tap_diag("got  ...%.*s", 120, got + from);
+	show_escaped("want", want + from);
+	show_escaped("got ", got + from);
 }
 
 static void test_template(const char *dir, const char *file, json_object *spec, int verbose, int *n_ok,
