@@ -3233,6 +3233,81 @@ static int string_method(struct render *r, int line, const struct val *self, con
 	struct val *x = arg(a, 0, NULL), *y = arg(a, 1, NULL);
 	int ret;
 
+	if (!strcmp(name, "format")) {
+		/*
+		 * str.format(): {} {0} {name} with an optional !s / !r conversion
+		 * and {{ }}; a format spec (after ':') is refused.
+		 */
+		gm_buf b = GM_BUF_INIT;
+		size_t i = 0, auto_idx = 0;
+
+		while (i < len) {
+			const char *close;
+			struct val *av = NULL;
+			char field[128];
+			size_t flen;
+			int conv = 's';
+
+			if (s[i] == '}' && i + 1 < len && s[i + 1] == '}') {
+				gm_buf_addch(&b, '}');
+				i += 2;
+				continue;
+			}
+			if (s[i] != '{') {
+				gm_buf_addch(&b, s[i++]);
+				continue;
+			}
+			if (i + 1 < len && s[i + 1] == '{') {
+				gm_buf_addch(&b, '{');
+				i += 2;
+				continue;
+			}
+			close = memchr(s + i, '}', len - i);
+			if (!close) {
+				gm_buf_release(&b);
+				return rerr(r, line, GM_EINVAL, "format(): Single '{' encountered in format string");
+			}
+			flen = (size_t)(close - (s + i + 1));
+			if (flen >= sizeof(field) || memchr(s + i + 1, ':', flen) || memchr(s + i + 1, '.', flen) ||
+			    memchr(s + i + 1, '[', flen)) {
+				gm_buf_release(&b);
+				return rerr(r, line, GM_EUNSUPPORTED,
+					    "unsupported str.format() field '{%.*s}' (format specs, attributes and items)",
+					    (int)(flen < 60 ? flen : 60), s + i + 1);
+			}
+			memcpy(field, s + i + 1, flen);
+			field[flen] = '\0';
+			if (flen >= 2 && field[flen - 2] == '!') {
+				conv = field[flen - 1];
+				field[flen - 2] = '\0';
+			}
+			if (!field[0]) {
+				av = auto_idx < a->npos ? &a->pos[auto_idx] : NULL;
+				auto_idx++;
+			} else if (isdigit((unsigned char)field[0])) {
+				size_t k = (size_t)strtoul(field, NULL, 10);
+
+				av = k < a->npos ? &a->pos[k] : NULL;
+			} else {
+				av = arg(a, (size_t)-1, field);
+			}
+			if (!av) {
+				gm_buf_release(&b);
+				return rerr(r, line, GM_EINVAL, "format(): no argument for '{%s}'", field);
+			}
+			if (conv == 'r' && av->kind == V_JSON)
+				add_str_json(&b, av->j, 1);
+			else
+				add_str(&b, av);
+			if ((ret = check_string(r, line, b.len))) {
+				gm_buf_release(&b);
+				return ret;
+			}
+			i = (size_t)(close - s) + 1;
+		}
+		*out = val_buf(&b);
+		return 0;
+	}
 	if (!strcmp(name, "startswith") || !strcmp(name, "endswith")) {
 		int res;
 
