@@ -901,18 +901,6 @@ static int parse_unary(struct parser *p, int with_filter, struct expr **out);
 static int parse_primary(struct parser *p, struct expr **out);
 static int parse_postfix(struct parser *p, struct expr **node);
 
-static const char *const known_filters[] = {
-	"abs", "attr", "capitalize", "count", "d", "default", "e", "escape", "first", "float", "int", "items",
-	"join", "last", "length", "list", "lower", "map", "reject", "rejectattr", "replace", "reverse", "safe",
-	"select", "selectattr", "string", "tojson", "trim", "upper", "title", NULL
-};
-
-static const char *const known_tests[] = {
-	"boolean", "callable", "defined", "divisibleby", "eq", "equalto", "even", "false", "float", "ge", "gt", "in",
-	"integer", "iterable", "le", "lower", "lt", "mapping", "ne", "none", "number", "odd", "sequence",
-	"string", "true", "undefined", "upper", "==", "!=", "<", "<=", ">", ">=", NULL
-};
-
 static int in_list(const char *const *list, const char *s)
 {
 	for (; *list; list++)
@@ -2283,6 +2271,26 @@ static json_object *key_json(const char *key)
 	return json_object_new_double(strtod(key + 1, NULL));
 }
 
+/*
+ * Tuples are JSON arrays marked with this userdata, so that they print as
+ * Python prints them: (1, 2), ('a',).  Tuple literals, items(), dictsort,
+ * groupby and varargs make them; everything else treats them as lists.
+ */
+static char tuple_marker;
+
+static json_object *new_tuple(void)
+{
+	json_object *t = json_object_new_array();
+
+	json_object_set_userdata(t, &tuple_marker, NULL);
+	return t;
+}
+
+static int is_tuple(json_object *j)
+{
+	return json_object_get_userdata(j) == &tuple_marker;
+}
+
 /* Python's repr() of a float. */
 static void add_float(gm_buf *b, double d)
 {
@@ -2364,14 +2372,15 @@ static void add_str_json(gm_buf *b, json_object *j, int repr)
 		break;
 	case json_type_array: {
 		size_t i, n = json_object_array_length(j);
+		int tuple = is_tuple(j);
 
-		gm_buf_addch(b, '[');
+		gm_buf_addch(b, tuple ? '(' : '[');
 		for (i = 0; i < n; i++) {
 			if (i)
 				gm_buf_adds(b, ", ");
 			add_repr_json(b, json_object_array_get_idx(j, i));
 		}
-		gm_buf_addch(b, ']');
+		gm_buf_adds(b, !tuple ? "]" : n == 1 ? ",)" : ")");
 		break;
 	}
 	case json_type_object: {
@@ -3225,6 +3234,9 @@ static int starts_ends(struct render *r, int line, const char *s, size_t len, co
 	return 0;
 }
 
+static size_t line_break(const char *s, size_t len, size_t i);
+static int bool_arg(struct args *a, size_t i, const char *name, int def);
+
 static int string_method(struct render *r, int line, const struct val *self, const char *name, struct args *a,
 			 struct val *out)
 {
@@ -3339,6 +3351,75 @@ static int string_method(struct render *r, int line, const struct val *self, con
 			return ret;
 		return do_split(r, line, s, len, sep, max ? int_of(max) : -1, out);
 	}
+	if (!strcmp(name, "rsplit")) {
+		/* str.rsplit(sep=None, maxsplit=-1): split() counted from the right */
+		struct val *sep = arg(a, 0, "sep"), *max = arg(a, 1, "maxsplit"), all;
+		json_object *arr;
+		int64_t m, n, k;
+		size_t end;
+
+		if ((ret = check_nargs(r, line, name, a, 2)))
+			return ret;
+		if (sep && !is_none(sep) && (ret = want_str(r, line, "rsplit()", sep)))
+			return ret;
+		if (max && (ret = want_int(r, line, "rsplit()", max)))
+			return ret;
+		m = max ? int_of(max) : -1;
+		if ((ret = do_split(r, line, s, len, sep, -1, &all)))
+			return ret;
+		n = (int64_t)json_object_array_length(all.j);
+		if (m < 0 || m >= n - 1) {
+			*out = all;
+			return 0;
+		}
+		/* the last m pieces stay; what is left of them is one piece */
+		end = len;
+		for (k = 0; k < m; k++) {
+			json_object *piece = json_object_array_get_idx(all.j, (size_t)(n - 1 - k));
+			size_t plen = (size_t)json_object_get_string_len(piece);
+
+			if (sep && !is_none(sep)) {
+				end -= plen + len_of(sep);
+			} else {
+				while (end > 0 && py_isspace((unsigned char)s[end - 1]))
+					end--;
+				end -= plen;
+			}
+		}
+		if (!sep || is_none(sep))
+			while (end > 0 && py_isspace((unsigned char)s[end - 1]))
+				end--;
+		arr = json_object_new_array();
+		json_object_array_add(arr, json_object_new_string_len(s, (int)end));
+		for (k = n - m; k < n; k++)
+			json_object_array_add(arr, json_object_get(json_object_array_get_idx(all.j, (size_t)k)));
+		val_clear(&all);
+		*out = val_own(arr);
+		return 0;
+	}
+	if (!strcmp(name, "splitlines")) {
+		int keep = bool_arg(a, 0, "keepends", 0);
+		json_object *arr = json_object_new_array();
+		size_t i = 0, st = 0, brk = 0;
+
+		if ((ret = check_nargs(r, line, name, a, 1))) {
+			json_object_put(arr);
+			return ret;
+		}
+		while (i < len) {
+			if (!(brk = line_break(s, len, i))) {
+				i++;
+				continue;
+			}
+			json_object_array_add(arr, json_object_new_string_len(s + st, (int)(i - st + (keep ? brk : 0))));
+			i += brk;
+			st = i;
+		}
+		if (st < len)
+			json_object_array_add(arr, json_object_new_string_len(s + st, (int)(len - st)));
+		*out = val_own(arr);
+		return 0;
+	}
 	if (!strcmp(name, "replace")) {
 		struct val *c = arg(a, 2, "count");
 
@@ -3445,7 +3526,7 @@ static int dict_method(struct render *r, int line, const struct val *self, const
 		{
 			json_object_object_foreach(self->j, key, child) {
 				if (name[0] == 'i') {
-					json_object *pair = json_object_new_array();
+					json_object *pair = new_tuple();
 
 					json_object_array_add(pair, key_json(key));
 					json_object_array_add(pair, json_object_get(child));
@@ -3507,6 +3588,12 @@ static int get_attr(struct render *r, int line, const struct val *obj, const cha
 	}
 	if ((is_dict(obj) || obj->kind == V_NS) && json_object_object_get_ex(obj->j, name, &j)) {
 		*out = val_borrow(j);
+		return 0;
+	}
+	/* groupby's items are namedtuples (grouper, list) */
+	if (is_list(obj) && is_tuple(obj->j) && json_object_array_length(obj->j) == 2 &&
+	    (!strcmp(name, "grouper") || !strcmp(name, "list"))) {
+		*out = val_borrow(json_object_array_get_idx(obj->j, name[0] == 'l'));
 		return 0;
 	}
 	*out = val_undef(name);
@@ -4025,7 +4112,7 @@ static void merge_sort(struct sort_ctx *sc, struct sort_item *v, struct sort_ite
 
 /* jinja2's make_attrgetter: "a.b" walks attributes, "0" indexes; "a,b" (sort only) makes a list key. */
 static int attr_key(struct render *r, int line, const struct val *item, const struct val *attr, int multi,
-		    struct val *out)
+		    const struct val *def, struct val *out)
 {
 	const char *s, *p, *comma;
 	int ret = 0;
@@ -4034,8 +4121,15 @@ static int attr_key(struct render *r, int line, const struct val *item, const st
 		*out = val_copy(item);
 		return 0;
 	}
-	if (is_intlike(attr))
-		return get_item(r, line, item, attr, out);
+	if (is_intlike(attr)) {
+		if ((ret = get_item(r, line, item, attr, out)))
+			return ret;
+		if (def && is_undef(out)) {
+			val_clear(out);
+			*out = val_copy(def);
+		}
+		return 0;
+	}
 	if ((ret = want_str(r, line, "attribute=", attr)))
 		return ret;
 	s = str_of(attr);
@@ -4049,7 +4143,7 @@ static int attr_key(struct render *r, int line, const struct val *item, const st
 			if (!comma)
 				comma = p + strlen(p);
 			part = val_str(p, (size_t)(comma - p));
-			ret = attr_key(r, line, item, &part, 0, &got);
+			ret = attr_key(r, line, item, &part, 0, def, &got);
 			val_clear(&part);
 			if (!ret)
 				json_object_array_add(arr, val_to_json(&got));
@@ -4075,9 +4169,7 @@ static int attr_key(struct render *r, int line, const struct val *item, const st
 			len = sizeof(part) - 1;
 		memcpy(part, p, len);
 		part[len] = '\0';
-		if (is_undef(out))
-			break;
-		if (len && isdigit((unsigned char)part[0]) && is_list(out)) {
+		if (len && strspn(part, "0123456789") == len) {
 			struct val idx = val_int(strtoll(part, NULL, 10));
 
 			ret = get_item(r, line, out, &idx, &next);
@@ -4089,6 +4181,10 @@ static int attr_key(struct render *r, int line, const struct val *item, const st
 		if (ret)
 			return ret;
 		*out = next;
+		if (def && is_undef(out)) {
+			val_clear(out);
+			*out = val_copy(def);
+		}
 		if (!comma)
 			break;
 	}
@@ -4115,7 +4211,7 @@ static int sort_items(struct render *r, int line, const struct val *v, const str
 
 		(*items)[i].item = json_object_get(item.j);
 		if (!(ret = tick(r, line)))
-			ret = attr_key(r, line, &item, attr, multi, &(*items)[i].key);
+			ret = attr_key(r, line, &item, attr, multi, NULL, &(*items)[i].key);
 		val_clear(&item);
 	}
 	json_object_put(seq);
@@ -4205,7 +4301,7 @@ static int filter_sorting(struct render *r, int line, const char *name, const st
 			json_object *pl = json_object_new_array();
 
 			json_object_object_foreach(v->j, key, child) {
-				json_object *pair = json_object_new_array();
+				json_object *pair = new_tuple();
 
 				json_object_array_add(pair, key_json(key));
 				json_object_array_add(pair, json_object_get(child));
@@ -4227,6 +4323,62 @@ static int filter_sorting(struct render *r, int line, const char *name, const st
 		}
 		free_sort_items(items, n);
 		return ret;
+	}
+	if (!strcmp(name, "groupby")) {
+		/*
+		 * groupby(attribute, default=None, case_sensitive=False): (grouper,
+		 * list) tuples in key order; the grouper is the first item's key.
+		 */
+		int cs = bool_arg(a, 2, "case_sensitive", 0);
+		struct val *def = arg(a, 1, "default");
+		json_object *res, *grp = NULL;
+		size_t start = 0;
+
+		if ((ret = check_nargs(r, line, name, a, 3)))
+			return ret;
+		if (!arg(a, 0, "attribute"))
+			return rerr(r, line, GM_EINVAL, "groupby() needs an attribute");
+		if ((ret = sort_items(r, line, v, arg(a, 0, "attribute"), 0, &items, &n)))
+			return ret;
+		for (i = 0; i < n; i++) {
+			if (def && !is_none(def) && is_undef(&items[i].key)) {
+				val_clear(&items[i].key);
+				items[i].key = val_copy(def);
+			}
+		}
+		if ((ret = do_sort(r, line, items, n, cs, 0))) {
+			free_sort_items(items, n);
+			return ret;
+		}
+		res = json_object_new_array();
+		for (i = 0; i <= n; i++) {
+			int c = 1;
+
+			if (i < n && i > start && !(ret = order(r, line, &items[start].key, &items[i].key, cs, &c)) && !c)
+				continue;
+			if (ret)
+				break;
+			if (i > start) {
+				json_object *t = new_tuple();
+				struct val k = val_copy(&items[start].key);
+				size_t m;
+
+				grp = json_object_new_array();
+				for (m = start; m < i; m++)
+					json_object_array_add(grp, json_object_get(items[m].item));
+				json_object_array_add(t, val_to_json(&k));
+				json_object_array_add(t, grp);
+				json_object_array_add(res, t);
+			}
+			start = i;
+		}
+		free_sort_items(items, n);
+		if (ret) {
+			json_object_put(res);
+			return ret;
+		}
+		*out = val_own(res);
+		return 0;
 	}
 	if (!strcmp(name, "unique")) {
 		/* unique(case_sensitive=False, attribute=None): first of each, in order */
@@ -4503,28 +4655,14 @@ static int filter_seq(struct render *r, int line, const char *name, const struct
 			struct val *attrkw = arg(a, (size_t)-1, "attribute");
 
 			if (attrkw) {
-				ret = want_str(r, line, "map(attribute=)", attrkw);
-				if (!ret)
-					ret = get_attr(r, line, &item, str_of(attrkw), &got);
-				if (!ret && is_undef(&got)) {
-					struct val *def = arg(a, (size_t)-1, "default");
-
-					if (def) {
-						val_clear(&got);
-						got = val_copy(def);
-					}
-				}
+				ret = attr_key(r, line, &item, attrkw, 0, arg(a, (size_t)-1, "default"), &got);
 			} else if (a->npos && is_str(&a->pos[0])) {
 				rest.pos = a->pos + 1;
 				rest.npos = a->npos - 1;
 				rest.kwnames = a->kwnames;
 				rest.kw = a->kw;
 				rest.nkw = a->nkw;
-				if (!in_list(known_filters, str_of(&a->pos[0])))
-					ret = rerr(r, line, GM_EUNSUPPORTED, "unsupported Jinja filter '%s'",
-						   str_of(&a->pos[0]));
-				else
-					ret = apply_filter(r, line, str_of(&a->pos[0]), &item, &rest, &got);
+				ret = apply_filter(r, line, str_of(&a->pos[0]), &item, &rest, &got);
 			} else {
 				ret = rerr(r, line, GM_EINVAL, "map() needs a filter name or attribute=");
 			}
@@ -4537,11 +4675,7 @@ static int filter_seq(struct render *r, int line, const char *name, const struct
 				if ((ret = want_str(r, line, name, &a->pos[0])) == 0) {
 					rest.pos = a->pos + 1;
 					rest.npos = a->npos - 1;
-					if (!in_list(known_tests, str_of(&a->pos[0])))
-						ret = rerr(r, line, GM_EUNSUPPORTED, "unsupported Jinja test '%s'",
-							   str_of(&a->pos[0]));
-					else
-						ret = apply_test(r, line, str_of(&a->pos[0]), &item, &rest, &keep);
+					ret = apply_test(r, line, str_of(&a->pos[0]), &item, &rest, &keep);
 				}
 			} else {
 				keep = truthy(&item);
@@ -4554,16 +4688,12 @@ static int filter_seq(struct render *r, int line, const char *name, const struct
 			if (!attr || !is_str(attr)) {
 				ret = rerr(r, line, GM_EINVAL, "%s() needs an attribute name", name);
 			} else {
-				ret = get_attr(r, line, &item, str_of(attr), &got);
+				ret = attr_key(r, line, &item, attr, 0, NULL, &got);
 				if (!ret && a->npos >= 2) {
 					if ((ret = want_str(r, line, name, &a->pos[1])) == 0) {
 						rest.pos = a->pos + 2;
 						rest.npos = a->npos - 2;
-						if (!in_list(known_tests, str_of(&a->pos[1])))
-							ret = rerr(r, line, GM_EUNSUPPORTED, "unsupported Jinja test '%s'",
-								   str_of(&a->pos[1]));
-						else
-							ret = apply_test(r, line, str_of(&a->pos[1]), &got, &rest, &keep);
+						ret = apply_test(r, line, str_of(&a->pos[1]), &got, &rest, &keep);
 					}
 				} else if (!ret) {
 					keep = truthy(&got);
@@ -4768,7 +4898,7 @@ static int apply_filter(struct render *r, int line, const char *name, const stru
 			if (attr && is_str(attr)) {
 				struct val got;
 
-				if ((ret = get_attr(r, line, &item, str_of(attr), &got))) {
+				if ((ret = attr_key(r, line, &item, attr, 0, NULL, &got))) {
 					val_clear(&item);
 					json_object_put(items);
 					gm_buf_release(&b);
@@ -4854,7 +4984,7 @@ static int apply_filter(struct render *r, int line, const char *name, const stru
 		return ret;
 	}
 	if (!strcmp(name, "sort") || !strcmp(name, "dictsort") || !strcmp(name, "unique") || !strcmp(name, "min") ||
-	    !strcmp(name, "max"))
+	    !strcmp(name, "max") || !strcmp(name, "groupby"))
 		return filter_sorting(r, line, name, v, a, out);
 	return filter_more(r, line, name, v, a, out);
 }
@@ -4998,7 +5128,7 @@ static int call_macro(struct render *r, int line, const struct val *f, struct ar
 		if (!ret)
 			scope_set(r, m->targets[i], &v);
 	}
-	varargs = json_object_new_array();
+	varargs = new_tuple();
 	for (i = m->ntargets; i < a->npos; i++) {
 		v = val_copy(&a->pos[i]);
 		json_object_array_add(varargs, val_to_json(&v));
@@ -5163,7 +5293,7 @@ static int eval_1(struct render *r, const struct expr *e, struct val *out)
 		return 0;
 	case E_LIST:
 	case E_TUPLE: {
-		json_object *arr = json_object_new_array();
+		json_object *arr = e->kind == E_TUPLE ? new_tuple() : json_object_new_array();
 
 		for (i = 0; i < e->nargs; i++) {
 			if ((ret = eval(r, e->args[i], &a))) {

@@ -22,6 +22,9 @@ strftime_now reads the clock from GM_JINJA_NOW (seconds since the epoch, UTC)
 as git-model's renderer does, so that the goldens are reproducible; this
 script sets it to NOW below when it is not set.
 
+It also renders snippets.json (one small template per construct) into
+golden/snippets.jsonl: {"name": N, "output": TEXT} or {"name": N, "error": ...}.
+
 Usage: python3 t/chat-templates/render-jinja2.py [TEMPLATE.jinja...]
 (needs python3-jinja2 >= 3.1; run from anywhere).  git-model's tests compare
 against the committed goldens and do not need Python.
@@ -112,6 +115,27 @@ def render_all(env, path, convs):
     return sum(1 for l in lines if '"error"' in l and '"output"' not in l)
 
 
+def render_snippets(env):
+    """snippets.json: small templates, one per construct, with their contexts."""
+    with open(os.path.join(FIXTURES, "snippets.json"), encoding="utf-8") as f:
+        spec = json.load(f)
+    lines = []
+    for sn in spec["snippets"]:
+        rec = {"name": sn["name"]}
+        try:
+            ctx = spec["contexts"][sn["context"]] if "context" in sn else {}
+            rec["output"] = env.from_string(sn["template"]).render(**ctx)
+        except jinja2.exceptions.TemplateError as e:
+            rec["error"] = str(e)
+            rec["raised"] = type(e) is jinja2.exceptions.TemplateError
+        except Exception as e:
+            rec["error"] = "%s: %s" % (type(e).__name__, e)
+            rec["raised"] = False
+        lines.append(json.dumps(rec, ensure_ascii=False))
+    with open(os.path.join(FIXTURES, "golden", "snippets.jsonl"), "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+
+
 def main():
     os.environ.setdefault("GM_JINJA_NOW", str(NOW))
     with open(os.path.join(FIXTURES, "conversations.json"), encoding="utf-8") as f:
@@ -119,6 +143,8 @@ def main():
     os.makedirs(os.path.join(FIXTURES, "golden"), exist_ok=True)
     paths = sys.argv[1:] or sorted(os.path.join(FIXTURES, p) for p in os.listdir(FIXTURES) if p.endswith(".jinja"))
     env = environment()
+    if not sys.argv[1:]:
+        render_snippets(env)
     for p in paths:
         errors = render_all(env, p, convs)
         print("%-60s %d errors" % (os.path.basename(p), errors))

@@ -20,6 +20,7 @@
 #include "base/fs.h"
 #include "base/json.h"
 #include "text/chat.h"
+#include "text/jinja.h"
 #include "tap.h"
 
 static int cmp_str(const void *a, const void *b)
@@ -163,6 +164,67 @@ out:
 	free(gpath);
 }
 
+/* snippets.json: one small template per construct, against golden/snippets.jsonl. */
+static void test_snippets(const char *dir)
+{
+	char *spath = gm_path_join(dir, "snippets.json"), *gpath = gm_path_join(dir, "golden/snippets.jsonl");
+	gm_error err = GM_ERROR_INIT;
+	json_object *spec = NULL, *golden = NULL, *snips, *contexts;
+	gm_buf gbuf = GM_BUF_INIT;
+	char *line, *next;
+	size_t i = 0;
+
+	if (!ok(!gm_json_parse_file(spath, &spec, &err) && !gm_read_file(gpath, &gbuf, &err), "read the snippets (%s)",
+		err.msg))
+		goto out;
+	json_object_object_get_ex(spec, "snippets", &snips);
+	json_object_object_get_ex(spec, "contexts", &contexts);
+	for (line = gbuf.buf; *line; line = next, i++) {
+		json_object *rec = NULL, *sn = json_object_array_get_idx(snips, i), *cname, *ctx = NULL, *v;
+		const char *name = get_str(sn, "name"), *tmpl = get_str(sn, "template"), *want, *werr;
+		gm_jinja_template *t = NULL;
+		gm_buf got = GM_BUF_INIT;
+		int ret;
+
+		next = strchr(line, '\n');
+		next = next ? next + 1 : line + strlen(line);
+		if (gm_json_parse(line, (size_t)(next - line), gpath, &rec, &err) || !name ||
+		    strcmp(name, get_str(rec, "name"))) {
+			ok(0, "snippet %zu matches its golden line (%s)", i, err.msg);
+			json_object_put(rec);
+			break;
+		}
+		if (json_object_object_get_ex(sn, "context", &cname))
+			json_object_object_get_ex(contexts, json_object_get_string(cname), &ctx);
+		want = get_str(rec, "output");
+		werr = get_str(rec, "error");
+		gm_error_clear(&err);
+		ret = gm_jinja_parse(tmpl, strlen(tmpl), name, &t, &err);
+		if (!ret)
+			ret = gm_jinja_render(t, ctx, &got, &err);
+		if (want) {
+			if (!ok(!ret && got.len == strlen(want) && !memcmp(got.buf, want, got.len),
+				"snippet %s renders as jinja2 (%s)", name, err.msg) && !ret)
+				show_diff(want, got.buf);
+		} else {
+			int raised = json_object_object_get_ex(rec, "raised", &v) && json_object_get_boolean(v);
+
+			ok(ret && (!raised || strstr(err.msg, werr)), "snippet %s fails as in jinja2 (%s / %s)", name,
+			   werr, ret ? err.msg : got.buf);
+		}
+		gm_jinja_free(t);
+		gm_buf_release(&got);
+		json_object_put(rec);
+	}
+	ok(i == json_object_array_length(snips), "every snippet has a golden line");
+out:
+	json_object_put(spec);
+	json_object_put(golden);
+	gm_buf_release(&gbuf);
+	free(spath);
+	free(gpath);
+}
+
 int main(void)
 {
 	char *dir = gm_path_join(tap_srcdir(), "t/fixtures/chat-templates");
@@ -198,6 +260,7 @@ int main(void)
 		free(files[i]);
 	}
 	tap_diag("%d of %d renders identical", n_ok, n_all);
+	test_snippets(dir);
 	free(files);
 	json_object_put(spec);
 	free(cpath);
