@@ -2776,15 +2776,27 @@ static int check_output(struct render *r, int line, size_t len)
 	return limit_error(r, line, "output longer than the %s limit", human_bytes(r->lim.max_output, b, sizeof(b)));
 }
 
-/* One more loop iteration (or filter item): the iteration and time limits. */
-static int tick(struct render *r, int line)
+/*
+ * n more steps of work: loop iterations, items a filter or range() goes
+ * through or makes.  Bounds the time and, with max_list, the memory a
+ * render can use; the clock is read every 256 steps.
+ */
+static int charge(struct render *r, int line, uint64_t n)
 {
-	if (++r->iterations > r->lim.max_iterations)
-		return limit_error(r, line, "more than the %llu-iteration limit of loops",
+	uint64_t before = r->iterations;
+
+	r->iterations += n;
+	if (r->iterations > r->lim.max_iterations || r->iterations < before)
+		return limit_error(r, line, "more than the %llu-step limit of loop iterations and items",
 				   (unsigned long long)r->lim.max_iterations);
-	if ((r->iterations & 255) == 0 && mono_now() > r->deadline)
+	if ((before >> 8) != (r->iterations >> 8) && mono_now() > r->deadline)
 		return limit_error(r, line, "render took longer than the %g s time limit", r->lim.max_seconds);
 	return 0;
+}
+
+static int tick(struct render *r, int line)
+{
+	return charge(r, line, 1);
 }
 
 static int undefined_error(struct render *r, int line, const struct val *v)
@@ -2965,9 +2977,13 @@ static int iterate(struct render *r, int line, const struct val *v, json_object 
 	} else if (is_list(v)) {
 		*out = json_object_get(v->j);
 	} else if (is_dict(v) || v->kind == V_NS) {
-		*out = json_object_new_array();
+		int ret;
+
 		if (v->kind == V_NS)
 			return rerr(r, line, GM_EINVAL, "a namespace is not iterable");
+		if ((ret = charge(r, line, (uint64_t)json_object_object_length(v->j))))
+			return ret;
+		*out = json_object_new_array();
 		{
 			json_object_object_foreach(v->j, key, child) {
 				(void)child;
@@ -2976,8 +2992,12 @@ static int iterate(struct render *r, int line, const struct val *v, json_object 
 		}
 	} else if (is_str(v)) {
 		const char *s = str_of(v);
-		size_t len = len_of(v), i = 0;
+		size_t len = len_of(v), i = 0, n = utf8_count(s, len);
+		int ret;
 
+		/* one string per character: held to the list limit */
+		if ((ret = check_list(r, line, n)) || (ret = charge(r, line, n)))
+			return ret;
 		*out = json_object_new_array();
 		while (i < len) {
 			size_t st = i;
@@ -3804,6 +3824,7 @@ static int binary_op(struct render *r, int line, int op, const struct val *a, co
 
 		if ((ret = check_string(r, line, len_of(a) + len_of(b))))
 			return ret;
+		gm_buf_grow(&buf, len_of(a) + len_of(b));
 		if (a->safe || b->safe) {
 			add_escaped(&buf, a);
 			add_escaped(&buf, b);
@@ -3824,7 +3845,8 @@ static int binary_op(struct render *r, int line, int op, const struct val *a, co
 		json_object *arr;
 		size_t i;
 
-		if ((ret = check_list(r, line, json_object_array_length(a->j) + json_object_array_length(b->j))))
+		if ((ret = check_list(r, line, json_object_array_length(a->j) + json_object_array_length(b->j))) ||
+		    (ret = charge(r, line, json_object_array_length(a->j) + json_object_array_length(b->j))))
 			return ret;
 		arr = json_object_new_array();
 		for (i = 0; i < json_object_array_length(a->j); i++)
@@ -3844,6 +3866,8 @@ static int binary_op(struct render *r, int line, int op, const struct val *a, co
 									  n == json_object_array_length(a->j)
 									  ? (size_t)n * json_object_array_length(a->j)
 									  : SIZE_MAX)))
+			return ret;
+		if (n > 0 && is_list(a) && (ret = charge(r, line, (uint64_t)n * json_object_array_length(a->j))))
 			return ret;
 		if (is_str(a)) {
 			gm_buf buf = GM_BUF_INIT;
@@ -4645,6 +4669,7 @@ static int filter_seq(struct render *r, int line, const char *name, const struct
 		return ret;
 	res = json_object_new_array();
 	n = json_object_array_length(items);
+	ret = charge(r, line, n);
 	for (i = 0; i < n && !ret; i++) {
 		struct val item = val_borrow(json_object_array_get_idx(items, i)), got = VAL_UNDEF;
 		struct args rest;
@@ -5047,6 +5072,8 @@ static int call_global(struct render *r, int line, const char *name, struct args
 			return rerr(r, line, GM_EINVAL, "range() step cannot be zero");
 		if ((stop - start) / step > (int64_t)r->lim.max_list)
 			return check_list(r, line, (size_t)((stop - start) / step));
+		if ((stop - start) / step > 0 && (ret = charge(r, line, (uint64_t)((stop - start) / step))))
+			return ret;
 		arr = json_object_new_array();
 		for (k = start; step > 0 ? k < stop : k > stop; k += step)
 			json_object_array_add(arr, json_object_new_int64(k));
@@ -5446,6 +5473,12 @@ static int eval_1(struct render *r, const struct expr *e, struct val *out)
 
 		if ((ret = eval(r, e->a, &a)) || (ret = eval(r, e->b, &b)))
 			break;
+		/* refuse before copying when the sizes are known: a doubling template never allocates past the limit */
+		if (is_str(&a) && is_str(&b)) {
+			if ((ret = check_string(r, e->line, len_of(&a) + len_of(&b))))
+				break;
+			gm_buf_grow(&buf, len_of(&a) + len_of(&b));
+		}
 		add_str(&buf, &a);
 		if ((ret = check_string(r, e->line, buf.len))) {
 			gm_buf_release(&buf);
@@ -5725,8 +5758,8 @@ void gm_jinja_limits_init(gm_jinja_limits *lim)
 {
 	memset(lim, 0, sizeof(*lim));
 	lim->max_output = (size_t)16 << 20;
-	lim->max_string = (size_t)16 << 20;
-	lim->max_list = 1000000;
+	lim->max_string = (size_t)8 << 20;
+	lim->max_list = 100000;
 	lim->max_iterations = 10000000;
 	lim->max_call_depth = 100;
 	lim->max_seconds = 10;
