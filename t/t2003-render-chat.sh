@@ -155,7 +155,7 @@ test_expect_success 'a template doubling a string fails fast on the string limit
 	(ulimit -v 1048576 && test_expect_code 1 git infer -m doubling --render-chat hi.json >out 2>err) &&
 	end=$(date +%s%N) &&
 	test_must_be_empty out &&
-	test_grep "chat_template: line 1: string longer than the 16 MiB limit" err &&
+	test_grep "chat_template: line 1: string longer than the 8 MiB limit" err &&
 	test $(( (end - start) / 1000000 )) -lt 2000
 '
 

@@ -5286,12 +5286,14 @@ static json_object *const_copy(json_object *j)
 
 static int eval_1(struct render *r, const struct expr *e, struct val *out);
 
-/* Evaluates e into out (a new value); every string and list made is held to the limits. */
+/* Evaluates e into out (a new value); every string, list and dict an expression makes is held to the limits. */
 static int eval(struct render *r, const struct expr *e, struct val *out)
 {
 	int ret = eval_1(r, e, out);
 
-	if (ret || out->kind != V_JSON || !out->j)
+	/* values looked up or passed through are not new: the context's own strings (messages) are not limited */
+	if (ret || out->kind != V_JSON || !out->j || e->kind == E_NAME || e->kind == E_ATTR || e->kind == E_ITEM ||
+	    e->kind == E_CONST || e->kind == E_COND || e->kind == E_AND || e->kind == E_OR)
 		return ret;
 	if (json_object_is_type(out->j, json_type_string))
 		ret = check_string(r, e->line, (size_t)json_object_get_string_len(out->j));

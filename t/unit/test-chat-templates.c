@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/buf.h"
 #include "base/error.h"
@@ -225,6 +226,143 @@ out:
 	free(gpath);
 }
 
+/* Renders src with limits lim; the error (if any) in err. */
+static int render_limited(const char *src, const gm_jinja_limits *lim, gm_buf *out, gm_error *err)
+{
+	gm_jinja_template *t = NULL;
+	int ret;
+
+	gm_buf_reset(out);
+	gm_error_clear(err);
+	ret = gm_jinja_parse(src, strlen(src), "t", &t, err);
+	if (!ret)
+		ret = gm_jinja_render_ex(t, NULL, lim, out, err);
+	gm_jinja_free(t);
+	return ret;
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Each resource limit (issue 16) fails with an error naming it; the defaults stop the doubling template fast. */
+static void test_limits(void)
+{
+	static const char doubling[] = "{% set ns = namespace(s=\"x\") %}{% for i in range(40) %}"
+				       "{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}";
+	gm_error err = GM_ERROR_INIT;
+	gm_buf out = GM_BUF_INIT;
+	gm_jinja_limits lim;
+	double t0;
+	int ret;
+
+	gm_jinja_limits_init(&lim);
+	ok(lim.max_output == 16u << 20 && lim.max_string == 8u << 20 && lim.max_list == 100000 &&
+	   lim.max_iterations == 10000000 && lim.max_call_depth == 100 && lim.max_seconds == 10,
+	   "default limits: 16 MiB output, 8 MiB strings, 100k items, 10M steps, 100 calls, 10 s");
+	t0 = now_s();
+	ret = render_limited(doubling, NULL, &out, &err);
+	ok_error(ret, &err, GM_EINVAL, "t: line 1: string longer than the 8 MiB limit",
+		 "the doubling template of issue 16 fails on the string limit");
+	ok(now_s() - t0 < 1.0, "... in %.3f s", now_s() - t0);
+	ok(out.len == 0, "... and prints nothing");
+
+	gm_jinja_limits_init(&lim);
+	lim.max_string = 1024;
+	ret = render_limited("\n{{ 'ab' * 600 }}", &lim, &out, &err);
+	ok_error(ret, &err, GM_EINVAL, "line 2: string longer than the 1 KiB limit", "string repetition");
+	ret = render_limited("{{ 'x' * 1000 ~ 'y' * 100 }}", &lim, &out, &err);
+	ok_error(ret, &err, GM_EINVAL, "string longer than the 1 KiB limit", "concatenation with ~");
+	ret = render_limited("{{ ('x' * 1000) + ('y' * 100) }}", &lim, &out, &err);
+	ok_error(ret, &err, GM_EINVAL, "string longer than the 1 KiB limit", "concatenation with +");
+	ret = render_limited("{{ ('x' * 100).replace('x', 'yyyyyyyyyyyy') }}", &lim, &out, &err);
+	ok_error(ret, &err, GM_EINVAL, "string longer than the 1 KiB limit", "replace()");
+	{
+		gm_jinja_template *t = NULL;
+		json_object *ctx = json_object_new_object();
+		char big[2001];
+
+		memset(big, 'b', 2000);
+		big[2000] = '\0';
+		json_object_object_add(ctx, "content", json_object_new_string(big));
+		gm_buf_reset(&out);
+		ret = gm_jinja_parse("{{ content }}{{ content | length }}", 34, "t", &t, &err);
+		if (!ret)
+			ret = gm_jinja_render_ex(t, ctx, &lim, &out, &err);
+		ok(!ret && out.len == 2004, "strings passed in are not held to the string limit (%s)", err.msg);
+		gm_jinja_free(t);
+		json_object_put(ctx);
+	}
+	ret = render_limited("{{ range(300) | join(', ') }}", &lim, &out, &err);
+	ok_error(ret, &err, GM_EINVAL, "string longer than the 1 KiB limit", "join");
+	ret = render_limited("{% set s %}{% for i in range(300) %}abcd{% endfor %}{% endset %}{{ s | length }}", &lim,
+			     &out, &err);
+	ok(!ret && !strcmp(out.buf, "1200"), "a block set is held to the output limit, not the string limit (%s)",
+	   err.msg);
+	ret = render_limited("{{ ('x\\n' * 400) | indent(4, true) }}", &lim, &out, &err);
+	ok_error(ret, &err, GM_EINVAL, "string longer than the 1 KiB limit", "indent");
+
+	gm_jinja_limits_init(&lim);
+	lim.max_output = 1000;
+	ret = render_limited("{% for i in range(200) %}xxxxxxxxxx{% endfor %}", &lim, &out, &err);
+	ok_error(ret, &err, GM_EINVAL, "t: line 1: output longer than the 1000-byte limit", "template text");
+	ret = render_limited("{% for i in range(200) %}{{ 'x' * 10 }}{% endfor %}", &lim, &out, &err);
+	ok_error(ret, &err, GM_EINVAL, "output longer than the 1000-byte limit", "expressions");
+	ret = render_limited("{% macro m() %}{% for i in range(200) %}xxxxxxxxxx{% endfor %}{% endmacro %}{{ m() }}",
+			     &lim, &out, &err);
+	ok_error(ret, &err, GM_EINVAL, "output longer than the 1000-byte limit", "inside a macro");
+	ret = render_limited("{% for i in range(99) %}xxxxxxxxxx{% endfor %}", &lim, &out, &err);
+	ok(!ret && out.len == 990, "under the limit renders (%s)", err.msg);
+
+	gm_jinja_limits_init(&lim);
+	lim.max_list = 100;
+	ret = render_limited("{{ range(101) | list | length }}", &lim, &out, &err);
+	ok_error(ret, &err, GM_EINVAL, "list longer than the 100-item limit", "range()");
+	ret = render_limited("{{ [1, 2] * 51 }}", &lim, &out, &err);
+	ok_error(ret, &err, GM_EINVAL, "list longer than the 100-item limit", "list repetition");
+	ret = render_limited("{{ (range(60) | list) + (range(60) | list) }}", &lim, &out, &err);
+	ok_error(ret, &err, GM_EINVAL, "list longer than the 100-item limit", "list concatenation");
+	ret = render_limited("{{ ('x' * 101) | list }}", &lim, &out, &err);
+	ok_error(ret, &err, GM_EINVAL, "list longer than the 100-item limit", "the characters of a string");
+	ret = render_limited("{{ range(100) | list | length }}", &lim, &out, &err);
+	ok(!ret && !strcmp(out.buf, "100"), "a list at the limit is fine (%s)", err.msg);
+
+	gm_jinja_limits_init(&lim);
+	lim.max_iterations = 1000;
+	ret = render_limited("{% for i in range(40) %}{% for j in range(40) %}{% endfor %}{% endfor %}", &lim, &out,
+			     &err);
+	ok_error(ret, &err, GM_EINVAL, "more than the 1000-step limit", "nested loops");
+	ret = render_limited("{% for i in range(30) %}{{ range(30) | select('odd') | list | length }}{% endfor %}", &lim,
+			     &out, &err);
+	ok_error(ret, &err, GM_EINVAL, "more than the 1000-step limit", "filters count their items");
+
+	gm_jinja_limits_init(&lim);
+	ret = render_limited("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", &lim, &out, &err);
+	ok_error(ret, &err, GM_EINVAL, "macro calls nested deeper than the 100-call limit", "endless recursion");
+	lim.max_call_depth = 5;
+	ret = render_limited("{% macro f(n) %}{% if n %}{{ f(n - 1) }}{% endif %}{{ n }}{% endmacro %}{{ f(4) }}", &lim,
+			     &out, &err);
+	ok(!ret && !strcmp(out.buf, "01234"), "recursion within the limit (%s)", err.msg);
+	ret = render_limited("{% macro f(n) %}{% if n %}{{ f(n - 1) }}{% endif %}{{ n }}{% endmacro %}{{ f(5) }}", &lim,
+			     &out, &err);
+	ok_error(ret, &err, GM_EINVAL, "nested deeper than the 5-call limit", "one call too deep");
+
+	gm_jinja_limits_init(&lim);
+	lim.max_seconds = 0.05;
+	lim.max_iterations = UINT64_MAX;
+	t0 = now_s();
+	ret = render_limited("{% for i in range(100000) %}{% for j in range(100000) %}{{ j }}{% endfor %}{% endfor %}",
+			     &lim, &out, &err);
+	ok_error(ret, &err, GM_EINVAL, "render took longer than the 0.05 s time limit", "the time limit");
+	ok(now_s() - t0 < 1.0, "... stops soon after (%.3f s)", now_s() - t0);
+
+	gm_buf_release(&out);
+}
+
 int main(void)
 {
 	char *dir = gm_path_join(tap_srcdir(), "t/fixtures/chat-templates");
@@ -261,6 +399,7 @@ int main(void)
 	}
 	tap_diag("%d of %d renders identical", n_ok, n_all);
 	test_snippets(dir);
+	test_limits();
 	free(files);
 	json_object_put(spec);
 	free(cpath);
