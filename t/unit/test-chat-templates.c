@@ -284,13 +284,14 @@ static void test_limits(void)
 	{
 		gm_jinja_template *t = NULL;
 		json_object *ctx = json_object_new_object();
+		static const char src[] = "{{ content }}{{ content | length }}";
 		char big[2001];
 
 		memset(big, 'b', 2000);
 		big[2000] = '\0';
 		json_object_object_add(ctx, "content", json_object_new_string(big));
 		gm_buf_reset(&out);
-		ret = gm_jinja_parse("{{ content }}{{ content | length }}", 34, "t", &t, &err);
+		ret = gm_jinja_parse(src, sizeof(src) - 1, "t", &t, &err);
 		if (!ret)
 			ret = gm_jinja_render_ex(t, ctx, &lim, &out, &err);
 		ok(!ret && out.len == 2004, "strings passed in are not held to the string limit (%s)", err.msg);
