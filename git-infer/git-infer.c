@@ -21,6 +21,8 @@
 #include "manage/adapter.h"
 #include "base/buf.h"
 #include "text/chat.h"
+#include "text/toolcall.h"
+#include "serve/toolreq.h"
 #include "base/cmd.h"
 #include "engine/forward.h"
 #include "base/fs.h"
@@ -54,6 +56,7 @@ struct infer_opts {
 	const char *model_id; /* --serve: the registered name clients use; NULL: the directory's */
 	const char *model, *prompt, *system, *seed, *prompt_ids, *logits_out, *render_chat, *kv_type;
 	int chat, think, print_ids, tokenize, generation_prompt, verbosity;
+	const char *tools, *tool_choice; /* --tools FILE, --tool-choice */
 	long max_tokens, top_k, threads, ctx;
 	double temperature, top_p, min_p, repeat_penalty;
 	gm_strlist stop;
@@ -365,22 +368,77 @@ static int run_tokenize(const struct infer_opts *io)
 	return ret ? gm_cmd_error(&err) : 0;
 }
 
+/*
+ * --tools FILE (an OpenAI tools array) and --tool-choice, read as the
+ * server reads a request's; the format from the template t.
+ */
+static int load_tools(const struct infer_opts *io, const gm_chat_template *t, gm_toolreq *tr, gm_error *err)
+{
+	json_object *req, *tools = NULL;
+	const char *param;
+	int ret;
+
+	memset(tr, 0, sizeof(*tr));
+	if (!io->tools && !io->tool_choice)
+		return 0;
+	if (io->tools && (ret = gm_json_parse_file(io->tools, &tools, err)))
+		return ret;
+	if (tools && !json_object_is_type(tools, json_type_array)) {
+		json_object_put(tools);
+		return gm_error_set(err, GM_EFORMAT, "%s: expected a JSON list of tools", io->tools);
+	}
+	req = json_object_new_object();
+	if (tools)
+		json_object_object_add(req, "tools", tools);
+	if (io->tool_choice) {
+		const char *c = io->tool_choice;
+
+		if (!strcmp(c, "auto") || !strcmp(c, "none") || !strcmp(c, "required")) {
+			json_object_object_add(req, "tool_choice", json_object_new_string(c));
+		} else {
+			json_object *o = json_object_new_object(), *f = json_object_new_object();
+
+			json_object_object_add(f, "name", json_object_new_string(c));
+			json_object_object_add(o, "type", json_object_new_string("function"));
+			json_object_object_add(o, "function", f);
+			json_object_object_add(req, "tool_choice", o);
+		}
+	}
+	ret = gm_toolreq_parse(req, gm_toolcall_detect(gm_chat_template_source(t)), tr, &param, err);
+	if (ret)
+		gm_error_prefix(err, "%s", !strcmp(param, "tool_choice") ? "--tool-choice" : io->tools);
+	json_object_put(req);
+	return ret;
+}
+
 static int run_render_chat(const struct infer_opts *io)
 {
 	gm_error err = GM_ERROR_INIT;
 	gm_chat_template *t = NULL;
 	json_object *messages = NULL;
 	gm_buf out = GM_BUF_INIT;
+	gm_toolreq tr;
 	int ret;
 
+	memset(&tr, 0, sizeof(tr));
 	ret = gm_chat_template_load(io->model, &t, &err);
+	if (!ret)
+		ret = load_tools(io, t, &tr, &err);
 	if (!ret)
 		ret = gm_json_parse_file(io->render_chat, &messages, &err);
 	if (!ret && !json_object_is_type(messages, json_type_array))
 		ret = gm_error_set(&err, GM_EFORMAT, "%s: expected a JSON list of messages", io->render_chat);
-	if (!ret)
-		ret = gm_chat_render(t, messages, io->generation_prompt, (enum gm_chat_thinking)io->think, &out,
-				     &err);
+	if (!ret) {
+		gm_chat_render_opts ro;
+
+		gm_chat_render_opts_init(&ro);
+		ro.messages = messages;
+		ro.tools = tr.tools;
+		ro.add_generation_prompt = io->generation_prompt;
+		ro.enable_thinking = (enum gm_chat_thinking)io->think;
+		ret = gm_chat_render_ex(t, &ro, &out, &err);
+	}
+	gm_toolreq_release(&tr);
 	if (!ret && write_out(out.buf, out.len))
 		ret = gm_error_errno(&err, "cannot write to standard output");
 	json_object_put(messages);
@@ -401,6 +459,9 @@ struct session {
 	gm_generator *gen;
 	gm_generate_opts opts;
 	int n_ctx;
+	gm_toolreq tools;          /* --tools, --tool-choice */
+	gm_toolcall_parser *tc;    /* the reply read for calls; NULL: no tools */
+	uint64_t seed;             /* the sampling seed, which also makes the calls' ids */
 	/* output state */
 	gm_buf *reply;      /* NULL, or where the text also goes */
 	int n_ids_printed;
@@ -408,13 +469,9 @@ struct session {
 	int write_failed;
 };
 
-static int on_text(void *ctx, const char *text, size_t len)
+static int show_text(struct session *s, const char *text, size_t len)
 {
-	struct session *s = ctx;
-
-	if (s->reply)
-		gm_buf_add(s->reply, text, len);
-	if (s->io->print_ids)
+	if (s->io->print_ids || !len)
 		return 0;
 	if (write_out(text, len)) {
 		s->write_failed = 1;
@@ -422,6 +479,42 @@ static int on_text(void *ctx, const char *text, size_t len)
 	}
 	s->last = text[len - 1];
 	return 0;
+}
+
+/* With --tools the parser releases the content; the calls are printed at the end. */
+static int on_tool_event(void *ctx, const gm_toolcall_event *ev)
+{
+	return ev->index < 0 ? show_text(ctx, ev->text, ev->len) : 0;
+}
+
+static int on_text(void *ctx, const char *text, size_t len)
+{
+	struct session *s = ctx;
+
+	if (s->reply)
+		gm_buf_add(s->reply, text, len);
+	if (s->tc)
+		return gm_toolcall_feed(s->tc, text, len, on_tool_event, s);
+	return show_text(s, text, len);
+}
+
+/* The calls, one JSON line each ({"id", "type", "function": {"name", "arguments"}}). */
+static void print_calls(struct session *s)
+{
+	json_object *calls;
+	size_t i, n;
+
+	gm_toolcall_finish(s->tc, on_tool_event, s);
+	calls = gm_toolreq_calls_json(s->tc);
+	n = calls ? json_object_array_length(calls) : 0;
+	if (n && s->last != '\n')
+		putchar('\n');
+	for (i = 0; i < n; i++) {
+		puts(json_object_to_json_string_ext(json_object_array_get_idx(calls, i),
+						    JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+		s->last = '\n';
+	}
+	json_object_put(calls);
 }
 
 static int on_token(void *ctx, int32_t id)
@@ -489,7 +582,18 @@ static int generate(struct session *s, const int32_t *ids, size_t n)
 	}
 	s->n_ids_printed = 0;
 	s->last = '\n';
+	if (gm_toolreq_active(&s->tools)) {
+		gm_toolcall_parser_new(s->tools.format, s->tools.tools, s->seed, &s->tc);
+		if (gm_toolcall_needs_special(s->tools.format))
+			o.skip_special = 0;
+	}
 	ret = gm_generate(s->gen, ids, n, &o, &st, &err);
+	if (s->tc) {
+		if (!ret)
+			print_calls(s);
+		gm_toolcall_parser_free(s->tc);
+		s->tc = NULL;
+	}
 	if (!ret && io->logits_out)
 		ret = write_logits(io->logits_out, logits, n, n_vocab, &err);
 	free(logits);
@@ -526,8 +630,15 @@ static int render(struct session *s, json_object *messages, gm_buf *out)
 {
 	gm_error err = GM_ERROR_INIT;
 
+	gm_chat_render_opts ro;
+
 	gm_buf_reset(out);
-	if (gm_chat_render(s->chat, messages, 1, (enum gm_chat_thinking)s->io->think, out, &err))
+	gm_chat_render_opts_init(&ro);
+	ro.messages = messages;
+	ro.tools = s->tools.tools;
+	ro.add_generation_prompt = 1;
+	ro.enable_thinking = (enum gm_chat_thinking)s->io->think;
+	if (gm_chat_render_ex(s->chat, &ro, out, &err))
 		return gm_cmd_error(&err);
 	return 0;
 }
@@ -675,6 +786,8 @@ static int run_generate(const struct gm_cmd_info *cmd, const struct infer_opts *
 	}
 	if ((io->system || io->think >= 0) && !io->chat && !interactive)
 		return gm_cmd_usage_error(cmd, "--system, --think and --no-think go with --chat");
+	if ((io->tools || io->tool_choice) && (!io->chat || !io->prompt))
+		return gm_cmd_usage_error(cmd, "--tools and --tool-choice go with --chat -p <prompt>");
 	if (interactive) {
 		if (!isatty(0))
 			return gm_cmd_usage_error(cmd, "missing -p <prompt> (an interactive chat needs a terminal)");
@@ -715,11 +828,14 @@ static int run_generate(const struct gm_cmd_info *cmd, const struct infer_opts *
 		goto out;
 	}
 	describe_sampling(&sp);
+	s.seed = sp.seed;
 
 	need_tok = !io->prompt_ids || !io->print_ids || io->stop.n || interactive;
 	if (need_tok && (ret = gm_tokenizer_load(io->model, &s.tok, &err)))
 		goto fail;
 	if ((io->chat || interactive) && (ret = gm_chat_template_load(io->model, &s.chat, &err)))
+		goto fail;
+	if (s.chat && (ret = load_tools(io, s.chat, &s.tools, &err)))
 		goto fail;
 	if ((ret = load_adapters(s.model, io->model, as)))
 		goto out;
@@ -777,6 +893,7 @@ out:
 	gm_sampler_free(s.sampler);
 	gm_forward_free(s.f);
 	gm_chat_template_free(s.chat);
+	gm_toolreq_release(&s.tools);
 	gm_tokenizer_free(s.tok);
 	gm_model_close(s.model);
 	return ret;
@@ -791,6 +908,8 @@ static const char *per_request_option(const struct infer_opts *io)
 		return io->prompt ? "-p" : "--prompt-ids";
 	if (io->chat || io->system || io->think >= 0)
 		return io->chat ? "--chat" : io->system ? "--system" : "--think";
+	if (io->tools || io->tool_choice)
+		return io->tools ? "--tools" : "--tool-choice";
 	if (io->max_tokens != UNSET_LONG || io->top_k != UNSET_LONG)
 		return io->max_tokens != UNSET_LONG ? "--max-tokens" : "--top-k";
 	if (!isnan(io->temperature) || !isnan(io->top_p) || !isnan(io->min_p) || !isnan(io->repeat_penalty))
@@ -908,6 +1027,10 @@ int main(int argc, const char **argv)
 		GM_OPT_FLAG(0, "chat", &io.chat, "apply the chat template of the model"),
 		GM_OPT_STRING(0, "system", &io.system, "text", "with --chat: a system message first"),
 		GM_OPT_FLAG(0, "think", &io.think, "with --chat: enable_thinking (--no-think: off)"),
+		GM_OPT_STRING(0, "tools", &io.tools, "file",
+			      "with --chat or --render-chat: an OpenAI tools array (JSON); calls print as JSON lines"),
+		GM_OPT_STRING(0, "tool-choice", &io.tool_choice, "choice",
+			      "with --tools: auto (default), none, required or a function's name"),
 		GM_OPT_INT('n', "max-tokens", &io.max_tokens, "n",
 			   "at most n new tokens (0: the prompt only; -1: no limit)", -1, INT_MAX),
 		GM_OPT_STRING_LIST(0, "stop", &io.stop, "text", "stop before this text (repeatable)"),
@@ -1012,6 +1135,10 @@ int main(int argc, const char **argv)
 	if (modes && (io.prompt || io.prompt_ids || io.chat)) {
 		status = gm_cmd_usage_error(&cmd, "%s does not take a prompt",
 					    check ? "--check" : io.tokenize ? "--tokenize" : "--render-chat");
+		goto out;
+	}
+	if ((io.tools || io.tool_choice) && (check || io.tokenize)) {
+		status = gm_cmd_usage_error(&cmd, "--tools and --tool-choice go with --chat or --render-chat");
 		goto out;
 	}
 	if (io.adapter.n && (io.tokenize || io.render_chat)) {
