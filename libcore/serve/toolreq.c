@@ -294,7 +294,14 @@ static void lit(gm_buf *b, const char *s)
 	gm_buf_addch(b, '"');
 }
 
-/* What the model writes around one call of function `name` with arguments (rule args), per format. */
+/*
+ * What the model writes around one call of function `name` with
+ * arguments (rule args), per format.  Only formats whose markers are
+ * plain text: the grammar engine never lets a special token through
+ * (generate.h), and Llama's <|python_tag|>, Mistral's [TOOL_CALLS],
+ * DeepSeek's, Kimi's and gpt-oss's markers are special tokens.  Qwen3
+ * Coder's bare-text parameter values have no JSON Schema grammar here.
+ */
 static int call_syntax(enum gm_toolcall_format f, const char *name, const char *args, gm_buf *b)
 {
 	char t[256];
@@ -307,45 +314,17 @@ static int call_syntax(enum gm_toolcall_format f, const char *name, const char *
 		lit(b, "}\n</tool_call>");
 		return 0;
 	case GM_TOOLCALL_LLAMA3:
+		/* the bare JSON answer, several separated by "; " */
 		snprintf(t, sizeof(t), "{\"name\": \"%s\", \"parameters\": ", name);
 		lit(b, t);
 		gm_buf_addf(b, " %s ", args);
 		lit(b, "}");
-		return 0;
-	case GM_TOOLCALL_MISTRAL:
-		snprintf(t, sizeof(t), "{\"name\": \"%s\", \"arguments\": ", name);
-		lit(b, t);
-		gm_buf_addf(b, " %s ", args);
-		lit(b, "}");
-		return 0;
-	case GM_TOOLCALL_MISTRAL_ARGS:
-		snprintf(t, sizeof(t), "[TOOL_CALLS]%s[ARGS]", name);
-		lit(b, t);
-		gm_buf_addf(b, " %s", args);
-		return 0;
-	case GM_TOOLCALL_DEEPSEEK_R1:
-		snprintf(t, sizeof(t), "<｜tool▁call▁begin｜>function<｜tool▁sep｜>%s\n```json\n", name);
-		lit(b, t);
-		gm_buf_addf(b, " %s ", args);
-		lit(b, "\n```<｜tool▁call▁end｜>");
-		return 0;
-	case GM_TOOLCALL_DEEPSEEK_V31:
-		snprintf(t, sizeof(t), "<｜tool▁call▁begin｜>%s<｜tool▁sep｜>", name);
-		lit(b, t);
-		gm_buf_addf(b, " %s ", args);
-		lit(b, "<｜tool▁call▁end｜>");
 		return 0;
 	case GM_TOOLCALL_FUNCTIONARY_V31:
 		snprintf(t, sizeof(t), "<function=%s>", name);
 		lit(b, t);
 		gm_buf_addf(b, " %s ", args);
 		lit(b, "</function>");
-		return 0;
-	case GM_TOOLCALL_GPT_OSS:
-		snprintf(t, sizeof(t), "<|channel|>commentary to=functions.%s <|constrain|>json<|message|>", name);
-		lit(b, t);
-		gm_buf_addf(b, " %s ", args);
-		lit(b, "<|call|>");
 		return 0;
 	default:
 		return -1;
@@ -372,8 +351,9 @@ int gm_toolreq_grammar(const gm_toolreq *t, gm_toolreq_schema_fn schema_rules, g
 		if (k++)
 			gm_buf_adds(&calls, " | ");
 		if (call_syntax(t->format, name, args, &calls)) {
-			ret = gm_error_set(err, GM_EUNSUPPORTED, "tool_choice \"required\" or a named function is not "
-					   "supported for the %s tool-call format", gm_toolcall_format_name(t->format));
+			ret = gm_error_set(err, GM_EUNSUPPORTED, "tool_choice \"required\" or a named function cannot be "
+					   "enforced for the %s tool-call format (its markers are special tokens, or its "
+					   "values bare text)", gm_toolcall_format_name(t->format));
 			break;
 		}
 		params = get(f, "parameters");
@@ -391,34 +371,15 @@ int gm_toolreq_grammar(const gm_toolreq *t, gm_toolreq_schema_fn schema_rules, g
 	if (!ret && !k)
 		ret = gm_error_set(err, GM_EINVAL, "no tool to call");
 	if (!ret) {
-		const char *sep = t->format == GM_TOOLCALL_MISTRAL ? ", " : t->format == GM_TOOLCALL_LLAMA3 ? "; " :
-				  t->format == GM_TOOLCALL_HERMES ? "\n" : "";
+		const char *sep = t->format == GM_TOOLCALL_LLAMA3 ? "; " : "\n";
 
-		gm_buf_adds(out, "root ::= ");
-		switch (t->format) {
-		case GM_TOOLCALL_MISTRAL:
-			gm_buf_adds(out, "\"[TOOL_CALLS][\" call ");
-			break;
-		case GM_TOOLCALL_DEEPSEEK_R1:
-		case GM_TOOLCALL_DEEPSEEK_V31:
-			gm_buf_adds(out, "\"<｜tool▁calls▁begin｜>\" call ");
-			break;
-		case GM_TOOLCALL_LLAMA3:
-			/* several calls after <|python_tag|>, one bare */
-			gm_buf_adds(out, t->parallel ? "\"<|python_tag|>\" call " : "call ");
-			break;
-		default:
-			gm_buf_adds(out, "call ");
-		}
+		/* one call, or (parallel_tool_calls) one or more */
+		gm_buf_adds(out, "root ::= call");
 		if (t->parallel) {
-			gm_buf_adds(out, "(");
+			gm_buf_adds(out, " (");
 			lit(out, sep);
-			gm_buf_adds(out, " call)* ");
+			gm_buf_adds(out, " call)*");
 		}
-		if (t->format == GM_TOOLCALL_MISTRAL)
-			gm_buf_adds(out, "\"]\"");
-		else if (t->format == GM_TOOLCALL_DEEPSEEK_R1 || t->format == GM_TOOLCALL_DEEPSEEK_V31)
-			gm_buf_adds(out, "\"<｜tool▁calls▁end｜>\"");
 		gm_buf_adds(out, "\ncall ::= ");
 		gm_buf_add(out, calls.buf, calls.len);
 		gm_buf_adds(out, "\n");

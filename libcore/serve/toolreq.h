@@ -69,7 +69,8 @@ json_object *gm_toolreq_delta_json(const gm_toolcall_event *ev);
  * arguments of each function following its parameters schema.
  * schema_rules turns a schema into rules named prefix... with the entry
  * rule prefix "root" (text/jsonschema.h's gm_json_schema_to_gbnf).
- * GM_EUNSUPPORTED when the format has no grammar here.
+ * GM_EUNSUPPORTED for the formats without one here (all but hermes,
+ * llama3 and functionary-v3.1).
  */
 typedef int (*gm_toolreq_schema_fn)(json_object *schema, const char *rule_prefix, gm_buf *out, gm_error *err);
 int gm_toolreq_grammar(const gm_toolreq *t, gm_toolreq_schema_fn schema_rules, gm_buf *out, gm_error *err);

@@ -10,6 +10,7 @@
 #include "base/fs.h"
 #include "text/chat.h"
 #include "text/toolcall.h"
+#include "serve/toolreq.h"
 
 #include "tap.h"
 
@@ -339,6 +340,105 @@ static void test_arguments_object(void)
 	ok(!o, "trailing text is refused");
 }
 
+/* ---------------------------------------------------------------- the request side (serve/toolreq) */
+
+static int stub_schema(json_object *schema, const char *prefix, gm_buf *out, gm_error *err)
+{
+	(void)schema;
+	(void)err;
+	gm_buf_addf(out, "%sroot ::= \"{}\"\n", prefix);
+	return 0;
+}
+
+static void test_request(void)
+{
+	static const char *const bad_reqs[][2] = {
+		{ "{\"tools\": {}}", "tools" },
+		{ "{\"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"a b\"}}]}", "tools" },
+		{ "{\"tools\": [{\"type\": \"retrieval\"}]}", "tools" },
+		{ "{\"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"a\"}}, {\"type\": \"function\", "
+		  "\"function\": {\"name\": \"a\"}}]}", "tools" },
+		{ "{\"tool_choice\": \"any\"}", "tool_choice" },
+		{ "{\"tool_choice\": \"required\"}", "tool_choice" },
+		{ "{\"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"a\"}}], \"tool_choice\": "
+		  "{\"type\": \"function\", \"function\": {\"name\": \"b\"}}}", "tool_choice" },
+		{ "{\"tools\": [], \"parallel_tool_calls\": 1}", "parallel_tool_calls" },
+		{ "{\"functions\": []}", "functions" },
+	};
+	gm_toolreq t;
+	gm_error err = GM_ERROR_INIT;
+	const char *param;
+	json_object *req, *m, *copy;
+	gm_buf g = GM_BUF_INIT;
+	size_t i;
+
+	for (i = 0; i < sizeof(bad_reqs) / sizeof(bad_reqs[0]); i++) {
+		req = json_tokener_parse(bad_reqs[i][0]);
+		gm_error_clear(&err);
+		ok(gm_toolreq_parse(req, GM_TOOLCALL_HERMES, &t, &param, &err) && param &&
+		   !strcmp(param, bad_reqs[i][1]) && err.msg[0], "refused (%s): %s", bad_reqs[i][1], err.msg);
+		json_object_put(req);
+	}
+	req = json_tokener_parse("{\"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\"}}], "
+				 "\"tool_choice\": \"required\"}");
+	ok(gm_toolreq_parse(req, GM_TOOLCALL_NONE, &t, &param, &err) == GM_EUNSUPPORTED,
+	   "required with an unknown format: refused, not guessed");
+	ok(!gm_toolreq_parse(req, GM_TOOLCALL_HERMES, &t, &param, &err) && t.choice == GM_TOOL_CHOICE_REQUIRED &&
+	   t.parallel && gm_toolreq_active(&t), "tools with tool_choice required");
+	ok(!gm_toolreq_grammar(&t, stub_schema, &g, &err) &&
+	   !strcmp(g.buf, "root ::= call (\"\\n\" call)*\ncall ::= \"<tool_call>\\n{\\\"name\\\": \\\"f\\\", "
+			  "\\\"arguments\\\": \" tool0-root \"}\\n</tool_call>\"\ntool0-root ::= \"{}\"\n"),
+	   "required, hermes: the grammar of one or more calls");
+	gm_toolreq_release(&t);
+	json_object_put(req);
+	req = json_tokener_parse("{\"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\"}}], "
+				 "\"tool_choice\": \"none\"}");
+	ok(!gm_toolreq_parse(req, GM_TOOLCALL_HERMES, &t, &param, &err) && t.tools && !gm_toolreq_active(&t),
+	   "tool_choice none: the tools stay for the template, the output is text");
+	gm_toolreq_release(&t);
+	json_object_put(req);
+	req = json_tokener_parse("{\"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\"}}, "
+				 "{\"type\": \"function\", \"function\": {\"name\": \"g\"}}], \"tool_choice\": {\"type\": "
+				 "\"function\", \"function\": {\"name\": \"g\"}}, \"parallel_tool_calls\": false}");
+	gm_buf_reset(&g);
+	ok(!gm_toolreq_parse(req, GM_TOOLCALL_LLAMA3, &t, &param, &err) && t.choice == GM_TOOL_CHOICE_NAMED &&
+	   !t.parallel && !gm_toolreq_grammar(&t, stub_schema, &g, &err) &&
+	   !strcmp(g.buf, "root ::= call\ncall ::= \"{\\\"name\\\": \\\"g\\\", \\\"parameters\\\": \" tool1-root "
+			  "\"}\"\ntool1-root ::= \"{}\"\n"),
+	   "a named function, llama3, not parallel: one call of it");
+	t.format = GM_TOOLCALL_MISTRAL;
+	ok(gm_toolreq_grammar(&t, stub_schema, &g, &err) == GM_EUNSUPPORTED, "no grammar for special-token markers");
+	gm_toolreq_release(&t);
+	json_object_put(req);
+	gm_buf_release(&g);
+
+	/* history: arguments strings become objects, tool messages keep their id */
+	m = json_tokener_parse("{\"role\": \"assistant\", \"content\": null, \"tool_calls\": [{\"id\": \"call_1\", "
+			       "\"type\": \"function\", \"function\": {\"name\": \"f\", \"arguments\": \"{\\\"a\\\": 1}\"}}]}");
+	copy = json_object_new_object();
+	ok(!gm_toolreq_message(m, 0, copy, &err) &&
+	   !strcmp(json_object_to_json_string_ext(copy, JSON_C_TO_STRING_PLAIN),
+		   "{\"tool_calls\":[{\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":"
+		   "{\"a\":1}}}]}"),
+	   "an assistant's tool_calls: arguments parsed into an object");
+	json_object_put(copy);
+	json_object_put(m);
+	m = json_tokener_parse("{\"role\": \"assistant\", \"tool_calls\": [{\"function\": {\"name\": \"f\", "
+			       "\"arguments\": \"{oops\"}}]}");
+	copy = json_object_new_object();
+	ok(gm_toolreq_message(m, 3, copy, &err) == GM_EINVAL && strstr(err.msg, "messages[3].tool_calls[0]"),
+	   "arguments that are not JSON are refused");
+	json_object_put(copy);
+	json_object_put(m);
+	m = json_tokener_parse("{\"role\": \"tool\", \"tool_call_id\": \"call_1\", \"content\": \"sunny\"}");
+	copy = json_object_new_object();
+	ok(!gm_toolreq_message(m, 0, copy, &err) &&
+	   !strcmp(json_object_to_json_string_ext(copy, JSON_C_TO_STRING_PLAIN), "{\"tool_call_id\":\"call_1\"}"),
+	   "a tool message keeps its tool_call_id");
+	json_object_put(copy);
+	json_object_put(m);
+}
+
 int main(void)
 {
 	json_object *tools = json_tokener_parse(TOOLS);
@@ -349,6 +449,7 @@ int main(void)
 		test_case(&cases[i], tools);
 	test_holdback();
 	test_arguments_object();
+	test_request();
 	json_object_put(tools);
 	return tap_done();
 }
