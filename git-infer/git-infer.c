@@ -37,6 +37,8 @@
 #include "base/rng.h"
 #include "engine/sampler.h"
 #include "serve/serve.h"
+#include "text/grammar.h"
+#include "text/jsonschema.h"
 #include "text/tokenizer.h"
 
 static const char *const usage[] = {
@@ -55,6 +57,7 @@ static const char *const usage[] = {
 struct infer_opts {
 	const char *model_id; /* --serve: the registered name clients use; NULL: the directory's */
 	const char *model, *prompt, *system, *seed, *prompt_ids, *logits_out, *render_chat, *kv_type;
+	const char *grammar, *json_schema; /* constrained decoding: a GBNF file, a JSON Schema file */
 	int chat, think, print_ids, tokenize, generation_prompt, verbosity;
 	const char *tools, *tool_choice; /* --tools FILE, --tool-choice */
 	long max_tokens, top_k, threads, ctx;
@@ -457,6 +460,8 @@ struct session {
 	gm_forward *f;
 	gm_sampler *sampler;
 	gm_generator *gen;
+	gm_grammar *grammar;
+	gm_grammar_vocab *vocab;
 	gm_generate_opts opts;
 	int n_ctx;
 	gm_toolreq tools;          /* --tools, --tool-choice */
@@ -756,6 +761,33 @@ static void describe_sampling(const gm_sampler_params *p)
 			(unsigned long long)p->seed);
 }
 
+/* --grammar FILE or --json-schema FILE: the grammar generation follows. */
+static int load_grammar(const struct infer_opts *io, gm_grammar **out, gm_error *err)
+{
+	gm_buf text = GM_BUF_INIT, gbnf = GM_BUF_INIT;
+	const char *path = io->grammar ? io->grammar : io->json_schema;
+	int ret;
+
+	if ((ret = gm_read_file(path, &text, err)))
+		return ret;
+	if (io->json_schema) {
+		json_object *schema = NULL;
+
+		if (!(ret = gm_json_parse(text.buf, text.len, path, &schema, err)))
+			ret = gm_json_schema_to_gbnf(schema, "", &gbnf, err);
+		json_object_put(schema);
+		if (!ret)
+			ret = gm_grammar_parse(gbnf.buf, gbnf.len, NULL, out, err);
+	} else {
+		ret = gm_grammar_parse(text.buf, text.len, NULL, out, err);
+	}
+	if (ret)
+		gm_error_prefix(err, "%s", path);
+	gm_buf_release(&text);
+	gm_buf_release(&gbnf);
+	return ret;
+}
+
 static int run_generate(const struct gm_cmd_info *cmd, const struct infer_opts *io, struct adapter_set *as)
 {
 	gm_error err = GM_ERROR_INIT;
@@ -788,6 +820,9 @@ static int run_generate(const struct gm_cmd_info *cmd, const struct infer_opts *
 		return gm_cmd_usage_error(cmd, "--system, --think and --no-think go with --chat");
 	if ((io->tools || io->tool_choice) && (!io->chat || !io->prompt))
 		return gm_cmd_usage_error(cmd, "--tools and --tool-choice go with --chat -p <prompt>");
+	if (io->grammar && io->json_schema)
+		return gm_cmd_usage_error(cmd, "--grammar and --json-schema cannot be combined");
+
 	if (interactive) {
 		if (!isatty(0))
 			return gm_cmd_usage_error(cmd, "missing -p <prompt> (an interactive chat needs a terminal)");
@@ -796,9 +831,13 @@ static int run_generate(const struct gm_cmd_info *cmd, const struct infer_opts *
 						  "(-p or --prompt-ids)");
 	}
 	gm_sampler_params_init(&sp);
-
-	if ((ret = gm_model_open(io->model, &s.model, &err)))
+	if ((io->grammar || io->json_schema) && load_grammar(io, &s.grammar, &err))
 		return gm_cmd_error(&err);
+
+	if ((ret = gm_model_open(io->model, &s.model, &err))) {
+		gm_grammar_free(s.grammar);
+		return gm_cmd_error(&err);
+	}
 	gm_sampler_params_from_generation(&sp, &s.model->generation);
 	if (!isnan(io->temperature))
 		sp.temperature = io->temperature;
@@ -830,13 +869,27 @@ static int run_generate(const struct gm_cmd_info *cmd, const struct infer_opts *
 	describe_sampling(&sp);
 	s.seed = sp.seed;
 
-	need_tok = !io->prompt_ids || !io->print_ids || io->stop.n || interactive;
+	need_tok = !io->prompt_ids || !io->print_ids || io->stop.n || interactive || s.grammar;
 	if (need_tok && (ret = gm_tokenizer_load(io->model, &s.tok, &err)))
+		goto fail;
+	/* the vocabulary trie is built once, for every turn */
+	if (s.grammar && (ret = gm_grammar_vocab_new(s.tok, (size_t)s.model->config.vocab_size, &s.vocab, &err)))
 		goto fail;
 	if ((io->chat || interactive) && (ret = gm_chat_template_load(io->model, &s.chat, &err)))
 		goto fail;
 	if (s.chat && (ret = load_tools(io, s.chat, &s.tools, &err)))
 		goto fail;
+	/* --tool-choice required or a name: the calls' grammar */
+	if (s.tools.choice == GM_TOOL_CHOICE_REQUIRED || s.tools.choice == GM_TOOL_CHOICE_NAMED) {
+		if (s.grammar) {
+			ret = gm_cmd_usage_error(cmd, "--tool-choice %s does not go with --grammar or --json-schema",
+						 io->tool_choice);
+			goto out;
+		}
+		if ((ret = gm_toolreq_constraint(&s.tools, &s.grammar, &err)) ||
+		    (ret = gm_grammar_vocab_new(s.tok, (size_t)s.model->config.vocab_size, &s.vocab, &err)))
+			goto fail;
+	}
 	if ((ret = load_adapters(s.model, io->model, as)))
 		goto out;
 	fo.n_ctx = (int)io->ctx;
@@ -878,6 +931,8 @@ static int run_generate(const struct gm_cmd_info *cmd, const struct infer_opts *
 	s.opts.stop = io->stop.items;
 	s.opts.n_stop = io->stop.n;
 	s.opts.sampler = s.sampler;
+	s.opts.grammar = s.grammar;
+	s.opts.grammar_vocab = s.vocab;
 	s.opts.cb_ctx = &s;
 	if (s.tok)
 		s.opts.on_text = on_text;
@@ -890,6 +945,8 @@ fail:
 	ret = gm_cmd_error(&err);
 out:
 	gm_generator_free(s.gen);
+	gm_grammar_vocab_free(s.vocab);
+	gm_grammar_free(s.grammar);
 	gm_sampler_free(s.sampler);
 	gm_forward_free(s.f);
 	gm_chat_template_free(s.chat);
@@ -915,6 +972,8 @@ static const char *per_request_option(const struct infer_opts *io)
 	if (!isnan(io->temperature) || !isnan(io->top_p) || !isnan(io->min_p) || !isnan(io->repeat_penalty))
 		return !isnan(io->temperature) ? "--temperature" : !isnan(io->top_p) ? "--top-p"
 			: !isnan(io->min_p) ? "--min-p" : "--repeat-penalty";
+	if (io->grammar || io->json_schema)
+		return io->grammar ? "--grammar" : "--json-schema";
 	if (io->seed || io->stop.n || io->print_ids || io->logits_out)
 		return io->seed ? "--seed" : io->stop.n ? "--stop" : io->print_ids ? "--print-ids" : "--logits-out";
 	return NULL;
@@ -1034,6 +1093,9 @@ int main(int argc, const char **argv)
 		GM_OPT_INT('n', "max-tokens", &io.max_tokens, "n",
 			   "at most n new tokens (0: the prompt only; -1: no limit)", -1, INT_MAX),
 		GM_OPT_STRING_LIST(0, "stop", &io.stop, "text", "stop before this text (repeatable)"),
+		GM_OPT_STRING(0, "grammar", &io.grammar, "file", "constrain the output to a GBNF grammar"),
+		GM_OPT_STRING(0, "json-schema", &io.json_schema, "file",
+			      "constrain the output to JSON valid under a JSON Schema"),
 		GM_OPT_STRING_LIST(0, "adapter", &io.adapter, "spec",
 				   "apply a LoRA or sparse adapter: dir or name[:scale], with --serve [name=]dir "
 				   "(repeatable)"),

@@ -26,6 +26,7 @@
 #include "engine/forward.h"
 #include "formats/model.h"
 #include "engine/sampler.h"
+#include "text/grammar.h"
 #include "text/tokenizer.h"
 
 /* ---------------------------------------------------------------- UTF-8 */
@@ -117,6 +118,27 @@ typedef struct gm_generate_opts {
 	 * taken from the cache).
 	 */
 	float *prompt_logits;
+	/*
+	 * Constrained decoding: NULL, or a grammar (borrowed) the generated
+	 * text must follow.  Each step the token chosen (greedy or sampled, after
+	 * on_logits) is checked against the grammar; only when it is refused is
+	 * the full mask computed, the refused tokens' logits set to -inf and the
+	 * choice made again from the original logits, through the whole sampler
+	 * chain.  Greedy gives exactly the argmax of the masked logits; with
+	 * temperature sampling the draw follows the masked distribution (a draw
+	 * that fell on an allowed token is one the masked draw could give with
+	 * the same probability); with top-k/top-p/min-p the cut is made on the
+	 * unmasked logits first, and on the masked ones after a refusal.  EOS
+	 * tokens are allowed only where the grammar may end, other special
+	 * tokens never; when the grammar is complete and no EOS id is known the
+	 * sequence ends (GM_STOP_EOS, no token).  max_tokens may end the text
+	 * before the grammar is complete (GM_STOP_LENGTH): the text is then a
+	 * prefix of a match.  Needs a tokenizer.
+	 */
+	const gm_grammar *grammar;
+	/* The tokenizer's vocabulary for masks (borrowed; see gm_grammar_vocab_new): NULL builds one for
+	 * the sequence (tens of milliseconds with 151k tokens). */
+	const gm_grammar_vocab *grammar_vocab;
 } gm_generate_opts;
 
 /* No limit, EOS ids from gen (may be NULL: none), no stop strings, greedy. */

@@ -37,6 +37,8 @@
 #include "base/rng.h"
 #include "engine/sampler.h"
 #include "formats/sparse.h"
+#include "text/grammar.h"
+#include "text/jsonschema.h"
 #include "text/tokenizer.h"
 #include "text/toolcall.h"
 #include "serve/toolreq.h"
@@ -194,6 +196,7 @@ struct job {
 	size_t n_bias;
 	char *stops[MAX_STOPS];
 	size_t n_stops;
+	gm_grammar *grammar;       /* constrained decoding (response_format, "grammar"); NULL: none */
 	int n;
 	int logprobs, top_logprobs; /* logprobs: asked for at all */
 	int stream, include_usage;
@@ -244,6 +247,7 @@ struct gm_serve {
 	int n_adapters;
 	/* the scheduler's own (see sched_main) */
 	gm_forward *f;             /* all compute threads */
+	gm_grammar_vocab *gvocab;  /* for grammar masks; built at the first request with a grammar */
 	gm_kv *kv;                 /* every sequence's keys and values */
 	pthread_t sched;
 	int sched_started;
@@ -314,6 +318,7 @@ static void job_free(struct job *j)
 	free(j->prompt);
 	free(j->bias_ids);
 	free(j->bias);
+	gm_grammar_free(j->grammar);
 	for (i = 0; i < j->n_stops; i++)
 		free(j->stops[i]);
 	for (i = 0; i < MAX_CHOICES; i++) {
@@ -671,6 +676,65 @@ static int parse_logit_bias(gm_serve *s, json_object *req, struct job *j, struct
 	return 0;
 }
 
+/*
+ * Constrained decoding: "response_format" {"type": "text" | "json_object" |
+ * "json_schema", "json_schema": {"name", "schema", "strict"}} or a GBNF
+ * "grammar" string, parsed into j->grammar; a schema or grammar that is not
+ * supported is a 400 naming the keyword.
+ */
+static int parse_grammar(json_object *req, struct job *j, struct api_error *e)
+{
+	json_object *v = field(req, "response_format"), *g = field(req, "grammar");
+	gm_buf text = GM_BUF_INIT;
+	gm_error err = GM_ERROR_INIT;
+	const char *param = "response_format", *type = "text";
+	int ret = 0;
+
+	if (v) {
+		json_object *t = json_object_is_type(v, json_type_object) ? field(v, "type") : NULL;
+
+		if (!t || !json_object_is_type(t, json_type_string))
+			return fail(e, 400, "response_format", "invalid_type", "'response_format' must be "
+				    "{\"type\": \"text\" | \"json_object\" | \"json_schema\"}");
+		type = json_object_get_string(t);
+		if (!strcmp(type, "json_object")) {
+			gm_json_object_gbnf("", &text);
+		} else if (!strcmp(type, "json_schema")) {
+			json_object *js = field(v, "json_schema"), *schema;
+
+			if (!js || !json_object_is_type(js, json_type_object))
+				return fail(e, 400, "response_format", "invalid_type", "response_format json_schema needs "
+					    "\"json_schema\": {\"name\", \"schema\"}");
+			if ((schema = field(js, "schema")))
+				ret = gm_json_schema_to_gbnf(schema, "", &text, &err);
+			else
+				gm_json_object_gbnf("", &text);
+		} else if (strcmp(type, "text")) {
+			return fail(e, 400, "response_format", "unsupported_parameter", "response_format '%s' is not "
+				    "supported (\"text\", \"json_object\", \"json_schema\")", type);
+		}
+	}
+	if (g) {
+		if (!json_object_is_type(g, json_type_string))
+			return fail(e, 400, "grammar", "invalid_type", "'grammar' must be a string (GBNF)");
+		if (text.len) {
+			gm_buf_release(&text);
+			return fail(e, 400, "grammar", "invalid_value", "'grammar' and response_format %s cannot be "
+				    "combined", type);
+		}
+		param = "grammar";
+		gm_buf_add(&text, json_object_get_string(g), (size_t)json_object_get_string_len(g));
+		if (!text.len)
+			param = NULL;
+	}
+	if (!ret && text.len)
+		ret = gm_grammar_parse(text.buf, text.len, NULL, &j->grammar, &err);
+	gm_buf_release(&text);
+	if (ret)
+		return fail(e, 400, param, "invalid_value", "%s", err.msg);
+	return 0;
+}
+
 /* Fields of both endpoints that shape the generation. */
 static int parse_sampling(gm_serve *s, json_object *req, struct job *j, struct api_error *e)
 {
@@ -748,16 +812,8 @@ static int parse_sampling(gm_serve *s, json_object *req, struct job *j, struct a
 		return fail(e, 400, "tools", "unsupported_parameter", "tools are for /v1/chat/completions");
 	if ((v = field(req, "functions")))
 		return fail(e, 400, "functions", "unsupported_parameter", "functions are not supported: use tools");
-	if ((v = field(req, "response_format"))) {
-		json_object *t = json_object_is_type(v, json_type_object) ? field(v, "type") : NULL;
-
-		if (!t || !json_object_is_type(t, json_type_string))
-			return fail(e, 400, "response_format", "invalid_type", "'response_format' must be "
-				    "{\"type\": \"text\"}");
-		if (strcmp(json_object_get_string(t), "text"))
-			return fail(e, 400, "response_format", "unsupported_parameter", "response_format '%s' is "
-				    "not supported (only \"text\")", json_object_get_string(t));
-	}
+	if (parse_grammar(req, j, e))
+		return -1;
 	if (parse_model(s, req, j, e))
 		return -1;
 	return 0;
@@ -845,6 +901,16 @@ static int parse_tools(gm_serve *s, json_object *req, struct job *j, struct api_
 	if (gm_toolreq_parse(req, gm_toolcall_detect(gm_chat_template_source(s->chat)), &j->tools, &param, &err))
 		return fail(e, 400, param, err.code == GM_EUNSUPPORTED ? "unsupported_parameter" : "invalid_value",
 			    "%s", err.msg);
+	/* tool_choice required or named: the calls' grammar */
+	if (j->tools.choice == GM_TOOL_CHOICE_REQUIRED || j->tools.choice == GM_TOOL_CHOICE_NAMED) {
+		if (j->grammar)
+			return fail(e, 400, "tool_choice", "invalid_value", "tool_choice \"required\" or a named "
+				    "function cannot be combined with response_format or grammar");
+		if (gm_toolreq_constraint(&j->tools, &j->grammar, &err))
+			return fail(e, 400, err.code == GM_EUNSUPPORTED ? "tool_choice" : "tools",
+				    err.code == GM_EUNSUPPORTED ? "unsupported_parameter" : "invalid_value", "%s",
+				    err.msg);
+	}
 	pthread_mutex_lock(&s->lock);
 	j->tool_seed = next_random(s);
 	pthread_mutex_unlock(&s->lock);
@@ -1740,6 +1806,12 @@ static int run_start(gm_serve *s, struct run *r, gm_error *err)
 	if ((ret = gm_sampler_new(&sp, s->n_vocab, &r->sampler, err)))
 		return ret;
 	r->o.sampler = r->sampler;
+	if (j->grammar) {
+		if (!s->gvocab && (ret = gm_grammar_vocab_new(s->tok, s->n_vocab, &s->gvocab, err)))
+			return ret;
+		r->o.grammar = j->grammar;
+		r->o.grammar_vocab = s->gvocab;
+	}
 	if ((ret = gm_gen_seq_new(s->tok, s->n_vocab, &r->o, j->prompt, j->n_prompt, &r->gs, err)))
 		return ret;
 	pthread_mutex_lock(&s->lock);
@@ -1797,7 +1869,8 @@ static void run_choice_done(gm_serve *s, struct run *r, enum gm_stop_reason stop
 				gm_buf_add(&c->text, content, len);
 				c->tool_calls = gm_toolreq_calls_json(g->tc);
 			}
-			if (gm_toolcall_n_calls(g->tc))
+			/* cut short, the answer's finish reason stays "length" */
+			if (gm_toolcall_n_calls(g->tc) && strcmp(c->finish, "length"))
 				c->finish = "tool_calls";
 		}
 		if (j->stream) {
@@ -2917,6 +2990,7 @@ void gm_serve_free(gm_serve *s)
 	gm_chat_template_free(s->chat);
 	free(s->chat_error);
 	gm_tokenizer_free(s->tok);
+	gm_grammar_vocab_free(s->gvocab);
 	gm_model_close(s->model);
 	free(s->id);
 	free(s->api_key);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "serve/toolreq.h"
+#include "text/jsonschema.h"
 
 static json_object *get(json_object *o, const char *key)
 {
@@ -387,5 +388,20 @@ int gm_toolreq_grammar(const gm_toolreq *t, gm_toolreq_schema_fn schema_rules, g
 	}
 	gm_buf_release(&calls);
 	gm_buf_release(&rules);
+	return ret;
+}
+
+int gm_toolreq_constraint(const gm_toolreq *t, gm_grammar **out, gm_error *err)
+{
+	gm_buf text = GM_BUF_INIT;
+	int ret;
+
+	*out = NULL;
+	if (t->choice != GM_TOOL_CHOICE_REQUIRED && t->choice != GM_TOOL_CHOICE_NAMED)
+		return 0;
+	ret = gm_toolreq_grammar(t, gm_json_schema_to_gbnf, &text, err);
+	if (!ret)
+		ret = gm_grammar_parse(text.buf, text.len, NULL, out, err);
+	gm_buf_release(&text);
 	return ret;
 }

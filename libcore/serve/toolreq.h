@@ -13,6 +13,7 @@
 
 #include "base/buf.h"
 #include "base/error.h"
+#include "text/grammar.h"
 #include "text/toolcall.h"
 
 enum gm_tool_choice {
@@ -74,5 +75,12 @@ json_object *gm_toolreq_delta_json(const gm_toolcall_event *ev);
  */
 typedef int (*gm_toolreq_schema_fn)(json_object *schema, const char *rule_prefix, gm_buf *out, gm_error *err);
 int gm_toolreq_grammar(const gm_toolreq *t, gm_toolreq_schema_fn schema_rules, gm_buf *out, gm_error *err);
+
+/*
+ * The constraint tool_choice asks for: NULL in *out for auto and none,
+ * else gm_toolreq_grammar with text/jsonschema.h's rules, parsed.
+ * GM_EUNSUPPORTED (the format), GM_EINVAL (a schema) otherwise.
+ */
+int gm_toolreq_constraint(const gm_toolreq *t, gm_grammar **out, gm_error *err);
 
 #endif
