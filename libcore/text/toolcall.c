@@ -900,6 +900,19 @@ static size_t functionary_block(const gm_toolcall_parser *p, struct reading *r, 
 
 /* ---------------------------------------------------------------- the reading of an output */
 
+/*
+ * The output ended inside a call block (max_tokens, most likely): the
+ * calls from k on whose name was read stay, their arguments as far as
+ * they go (as OpenAI returns a call cut short); the rest of the block is
+ * dropped, as it was held back when streamed.
+ */
+static void keep_named(struct reading *r, size_t k)
+{
+	while (k < r->n && r->calls[k].named)
+		k++;
+	drop_calls(r, k);
+}
+
 /* Content s[a..b), with the spaces next to calls dropped. */
 static void add_content(struct reading *r, const char *s, size_t a, size_t b, int after_call, int before_call)
 {
@@ -940,8 +953,11 @@ static void read_blocks(const gm_toolcall_parser *p, struct reading *r, const ch
 			return;
 		}
 		e = block(p, r, s, n, m);
-		if (e == INCOMPLETE && r->final)
-			e = INVALID; /* the output ended inside a call: it was not one */
+		if (e == INCOMPLETE && r->final) {
+			keep_named(r, k);
+			add_content(r, s, seg, m, after_call, 1);
+			return;
+		}
 		if (e == INVALID) {
 			drop_calls(r, k);
 			from = m + 1;
@@ -965,6 +981,10 @@ static void read_llama(const gm_toolcall_parser *p, struct reading *r)
 		return;
 	if (i < n && s[i] == '{') {
 		e = llama_objects(r, s, n, i);
+		if (e == INCOMPLETE && r->final && r->n && r->calls[0].named) {
+			keep_named(r, 0);
+			return;
+		}
 		if (e == INCOMPLETE && !r->final)
 			return;
 		if (!BAD(e)) {
@@ -1044,7 +1064,10 @@ static void read_harmony(const gm_toolcall_parser *p, struct reading *r)
 			c->named = 1;
 			while (b > a && is_ws(s[b - 1]))
 				b--;
-			if (be < n || r->final) {
+			if (be >= n && r->final) {
+				/* cut short: the arguments as far as they go */
+				set_buf(&c->args, s + a, b - a);
+			} else if (be < n) {
 				if (!json_object_text(s + a, b - a)) {
 					/* not arguments: the message is text */
 					drop_calls(r, r->n - 1);

@@ -119,8 +119,13 @@ static const struct want cases[] = {
 	{ "hermes", "Plain answer, no call.\n", "Plain answer, no call.\n", 0, { { 0 } } },
 	{ "hermes", "x <tool_cal y", "x <tool_cal y", 0, { { 0 } } },
 	{ "hermes", "bad <tool_call>\nnot json</tool_call> end", "bad <tool_call>\nnot json</tool_call> end", 0, { { 0 } } },
-	{ "~hermes", "cut <tool_call>\n{\"name\": \"f\", \"arguments\": {\"a\": 1", "cut <tool_call>\n{\"name\": \"f\", "
-		    "\"arguments\": {\"a\": 1", 0, { { 0 } } },
+	/* cut short (max_tokens): the call as far as it goes, as when streamed */
+	{ "hermes", "cut <tool_call>\n{\"name\": \"f\", \"arguments\": {\"a\": 1", "cut", 1, { { "f", "{\"a\": 1" } } },
+	{ "hermes", "a <tool_call>\n{\"name\": \"f\", \"arguments\": {}}\n</tool_call>\n<tool_call>\n{\"na", "a", 1,
+	  { { "f", "{}" } } },
+	{ "mistral-args", "[TOOL_CALLS]f[ARGS]{\"a\": [1, 2", "", 1, { { "f", "{\"a\": [1, 2" } } },
+	{ "gpt-oss", "<|channel|>commentary to=functions.f <|constrain|>json<|message|>{\"a\": ", "", 1,
+	  { { "f", "{\"a\":" } } },
 	{ "~hermes", "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"a\": tru}}\n</tool_call>",
 	  "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"a\": tru}}\n</tool_call>", 0, { { 0 } } },
 	{ "hermes", "<tool_call>{\"name\": \"f\", \"arguments\": {\"n\": 5}}", "", 1, { { "f", "{\"n\": 5}" } } },
