@@ -1,4 +1,4 @@
-// Tool calling through the official openai client (t6002-serve-tools.sh):
+// Tool calling through the official openai client (t6003-serve-tools.sh):
 //   tools.mjs roundtrip | stream | named | seeds
 // Every call's arguments are checked against its function's JSON Schema
 // by Ajv, a validator independent of the server.
