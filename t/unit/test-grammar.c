@@ -108,6 +108,9 @@ static void test_state(void)
 	ok(!gm_grammar_state_accept(st, "}", 1), "nothing after the end");
 	gm_grammar_state_reset(st);
 	ok(!gm_grammar_state_accept(st, "\xc4", 1), "a lead byte of no character in the class is rejected at once");
+	ok(gm_grammar_state_accept(st, "{", 1) && !gm_grammar_state_accept(st, "\xe0", 1) &&
+	   !gm_grammar_state_accept(st, "\xf0", 1), "a 3- or 4-byte lead byte cannot start an ASCII character");
+	gm_grammar_state_reset(st);
 	ok(!gm_grammar_state_accept(st, "{\xff", 2), "invalid UTF-8 rejected");
 	ok(gm_grammar_state_accept(st, "{", 1), "state unchanged by a rejection");
 	gm_grammar_state_free(st);
