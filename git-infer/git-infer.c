@@ -1089,7 +1089,7 @@ int main(int argc, const char **argv)
 		GM_OPT_STRING(0, "tools", &io.tools, "file",
 			      "with --chat or --render-chat: an OpenAI tools array (JSON); calls print as JSON lines"),
 		GM_OPT_STRING(0, "tool-choice", &io.tool_choice, "choice",
-			      "with --tools: auto (default), none, required or a function's name"),
+			      "with --tools: auto (default), none, required or a function name"),
 		GM_OPT_INT('n', "max-tokens", &io.max_tokens, "n",
 			   "at most n new tokens (0: the prompt only; -1: no limit)", -1, INT_MAX),
 		GM_OPT_STRING_LIST(0, "stop", &io.stop, "text", "stop before this text (repeatable)"),

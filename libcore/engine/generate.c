@@ -353,11 +353,20 @@ static int32_t choose(gm_gen_seq *gs, float *logits)
 	return o->sampler ? gm_sampler_sample(o->sampler, logits) : gm_sample_argmax(logits, gs->n_vocab);
 }
 
+static int check_token(void *ctx, int32_t id)
+{
+	return grammar_allows(ctx, id);
+}
+
+/* Tokens checked one by one before the whole vocabulary is masked. */
+#define GRAMMAR_TRIES 16
+
 /*
  * The next token under the grammar (see gm_generate_opts.grammar): the
- * one chosen from the logits when the grammar allows it, else the one
- * chosen from the masked logits.  Returns 0, or GM_STOP_EOS when no token
- * is allowed and the grammar is complete (*id = -1), or GM_EINVAL when no
+ * first the sampler chooses that the grammar allows, trying its most
+ * likely choices one by one; when none of GRAMMAR_TRIES is allowed, the one
+ * chosen from the masked logits.  Returns 0, or GM_STOP_EOS when no token is
+ * allowed and the grammar is complete (*id = -1), or GM_EINVAL when no
  * token is allowed and it is not.
  */
 static int choose_constrained(gm_gen_seq *gs, float *logits, int32_t *id, gm_error *err)
@@ -366,18 +375,28 @@ static int choose_constrained(gm_gen_seq *gs, float *logits, int32_t *id, gm_err
 	size_t i, nv = gm_grammar_vocab_size(gs->vocab), n_allowed;
 	int k;
 
-	/* the sampler changes the logits in place; argmax does not */
-	if (o->sampler)
-		memcpy(gs->saved, logits, gs->n_vocab * sizeof(*logits));
-	*id = choose(gs, logits);
-	if (*id >= 0 && grammar_allows(gs, *id))
+	/* the logits as they came, for the masked choice: the tries change them */
+	memcpy(gs->saved, logits, gs->n_vocab * sizeof(*logits));
+	if (o->sampler) {
+		*id = gm_sampler_sample_checked(o->sampler, logits, check_token, gs, GRAMMAR_TRIES);
+	} else {
+		*id = -1;
+		for (k = 0; k < GRAMMAR_TRIES && *id < 0; k++) {
+			int32_t t = gm_sample_argmax(logits, gs->n_vocab);
+
+			if (t < 0 || logits[t] == -INFINITY)
+				break;
+			if (grammar_allows(gs, t))
+				*id = t;
+			else
+				logits[t] = -INFINITY;
+		}
+	}
+	if (*id >= 0)
 		return 0;
-	/* refused: the full mask */
+	/* none of the likely ones: the full mask */
 	n_allowed = gm_grammar_state_mask(gs->gst, gs->vocab, gs->allowed);
-	if (o->sampler)
-		memcpy(logits, gs->saved, gs->n_vocab * sizeof(*logits));
-	else
-		memcpy(gs->saved, logits, gs->n_vocab * sizeof(*logits));
+	memcpy(logits, gs->saved, gs->n_vocab * sizeof(*logits));
 	for (i = 0; i < gs->n_vocab; i++)
 		if (i >= nv || !gs->allowed[i])
 			logits[i] = -INFINITY;

@@ -1068,6 +1068,16 @@ static size_t step_byte(gm_grammar_state *st, size_t off, size_t n, u8part *u, u
 	left = u->need;
 	lo = u->val << (6 * left);
 	hi = lo | ((1u << (6 * left)) - 1);
+	/* no overlong forms: a 3-byte character is at least U+0800, a 4-byte one U+10000 */
+	switch (u->len + left) {
+	case 2: if (lo < 0x80) lo = 0x80; break;
+	case 3: if (lo < 0x800) lo = 0x800; break;
+	case 4: if (lo < 0x10000) lo = 0x10000; break;
+	}
+	if (hi > MAX_CP)
+		hi = MAX_CP;
+	if (lo > hi)
+		return 0;
 	*noff = off;
 	return set_meets_any(st, off, n, lo, hi) ? n : 0;
 }

@@ -3,10 +3,30 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/fs.h"
 #include "base/json.h"
+#include "engine/generate.h"
 #include "text/grammar.h"
 #include "text/jsonschema.h"
 #include "tap.h"
+
+/* s with control characters escaped, for test names (one line each); a rotating static buffer. */
+static const char *esc(const char *s)
+{
+	static char bufs[4][512];
+	static int k;
+	char *b = bufs[k++ % 4];
+	size_t n = 0;
+
+	for (; *s && n < sizeof(bufs[0]) - 5; s++) {
+		if ((unsigned char)*s < 0x20)
+			n += (size_t)snprintf(b + n, 5, "\\x%02x", (unsigned char)*s);
+		else
+			b[n++] = *s;
+	}
+	b[n] = '\0';
+	return b;
+}
 
 static gm_grammar *parse(const char *text)
 {
@@ -31,9 +51,9 @@ static void check(const char *what, const char *gbnf, const char *const *yes, co
 
 	ok(g != NULL, "%s: parses", what);
 	for (i = 0; yes && yes[i]; i++)
-		ok(matches(g, yes[i]), "%s: accepts '%s'", what, yes[i]);
+		ok(matches(g, yes[i]), "%s: accepts '%s'", what, esc(yes[i]));
 	for (i = 0; no && no[i]; i++)
-		ok(g && !matches(g, no[i]), "%s: rejects '%s'", what, no[i]);
+		ok(g && !matches(g, no[i]), "%s: rejects '%s'", what, esc(no[i]));
 	gm_grammar_free(g);
 }
 
@@ -108,6 +128,9 @@ static void test_state(void)
 	ok(!gm_grammar_state_accept(st, "}", 1), "nothing after the end");
 	gm_grammar_state_reset(st);
 	ok(!gm_grammar_state_accept(st, "\xc4", 1), "a lead byte of no character in the class is rejected at once");
+	ok(gm_grammar_state_accept(st, "{", 1) && !gm_grammar_state_accept(st, "\xe0", 1) &&
+	   !gm_grammar_state_accept(st, "\xf0", 1), "a 3- or 4-byte lead byte cannot start an ASCII character");
+	gm_grammar_state_reset(st);
 	ok(!gm_grammar_state_accept(st, "{\xff", 2), "invalid UTF-8 rejected");
 	ok(gm_grammar_state_accept(st, "{", 1), "state unchanged by a rejection");
 	gm_grammar_state_free(st);
@@ -138,10 +161,10 @@ static void schema_case(const char *what, const char *schema, const char *const 
 	if (!ok(g != NULL, "schema %s: converts and parses", what))
 		tap_diag("%s", err.msg);
 	for (i = 0; yes && yes[i]; i++)
-		if (!ok(matches(g, yes[i]), "schema %s: accepts %s", what, yes[i]))
+		if (!ok(matches(g, yes[i]), "schema %s: accepts %s", what, esc(yes[i])))
 			tap_diag("grammar:\n%s", text.buf);
 	for (i = 0; no && no[i]; i++)
-		ok(g && !matches(g, no[i]), "schema %s: rejects %s", what, no[i]);
+		ok(g && !matches(g, no[i]), "schema %s: rejects %s", what, esc(no[i]));
 	gm_grammar_free(g);
 	gm_buf_release(&text);
 }
@@ -282,10 +305,178 @@ static void test_schema(void)
 	gm_buf_release(&text);
 }
 
+/* The mask and the one-token check agree on every token, at each prefix of text. */
+static void mask_agrees(gm_tokenizer *tok, const gm_grammar_vocab *v, const char *gbnf, const char *text,
+			const char *what)
+{
+	gm_grammar *g = parse(gbnf);
+	gm_grammar_state *st;
+	size_t n = gm_grammar_vocab_size(v), i, k, bad = 0, total = 0;
+	unsigned char *allowed = malloc(n);
+	gm_buf b = GM_BUF_INIT;
+	gm_error err = GM_ERROR_INIT;
+
+	gm_grammar_state_new(g, &st);
+	for (k = 0; k <= strlen(text); k++) {
+		gm_grammar_state_reset(st);
+		if (!gm_grammar_state_accept(st, text, k)) {
+			ok(0, "%s: the text is accepted up to %zu", what, k);
+			break;
+		}
+		total += gm_grammar_state_mask(st, v, allowed);
+		for (i = 0; i < n; i++) {
+			int one = gm_grammar_state_allows(st, v, (int32_t)i), by_bytes;
+
+			/* and the token's bytes fed directly */
+			gm_buf_reset(&b);
+			gm_tokenizer_token_bytes(tok, (int32_t)i, &b, &err);
+			by_bytes = b.len && !gm_tokenizer_is_special(tok, (int32_t)i) &&
+				   gm_grammar_state_accept(st, b.buf, b.len);
+			if (by_bytes) {
+				gm_grammar_state_reset(st);
+				gm_grammar_state_accept(st, text, k);
+			}
+			if (one != allowed[i] || one != by_bytes) {
+				if (bad++ < 3)
+					tap_diag("%s at %zu: token %zu '%s': mask %d, check %d, bytes %d", what, k, i,
+						 b.buf, allowed[i], one, by_bytes);
+			}
+		}
+	}
+	ok(!bad, "%s: the mask, the one-token check and the bytes agree on every token (%zu allowed in all)", what,
+	   total);
+	gm_buf_release(&b);
+	free(allowed);
+	gm_grammar_state_free(st);
+	gm_grammar_free(g);
+}
+
+/* A "model" that always prefers token `favorite`, then `second`. */
+struct fake {
+	int32_t favorite, second;
+};
+
+static void fake_logits(const struct fake *f, float *logits, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		logits[i] = (float)(i % 7) * 0.01f;
+	logits[f->favorite] = 10;
+	logits[f->second] = 9;
+}
+
+static int collect(void *ctx, const char *text, size_t len)
+{
+	gm_buf_add(ctx, text, len);
+	return 0;
+}
+
+static void test_masks(void)
+{
+	gm_error err = GM_ERROR_INIT;
+	gm_tokenizer *tok = NULL;
+	gm_grammar_vocab *v = NULL;
+	char *path = gm_path_join(tap_srcdir(), "contrib/models/pocket-qwen3");
+	gm_grammar *g;
+	gm_generate_opts o;
+	gm_gen_seq *gs;
+	gm_buf text = GM_BUF_INIT;
+	float *logits;
+	struct fake fk;
+	int32_t id, prompt = 0, n_tok, eos = 4093, r, steps;
+	size_t n;
+
+	if (gm_tokenizer_load(path, &tok, &err)) {
+		ok(0, "the pocket tokenizer loads: %s", err.msg);
+		free(path);
+		return;
+	}
+	free(path);
+	n = gm_tokenizer_n_tokens(tok);
+	ok(gm_grammar_vocab_new(tok, 4096, &v, &err) == 0 && gm_grammar_vocab_size(v) == 4096, "vocabulary trie");
+	mask_agrees(tok, v, "root ::= \"{\" [ ]? \"\\\"\" [a-z\u00e0-\u00ff]{0,6} \"\\\":\" ( [0-9]+ | \"null\" ) \"}\"",
+		    "{ \"ab\xc3\xa9\":12}", "JSON-like grammar");
+	mask_agrees(tok, v, "root ::= [^\"]* \"\\n\"", "The day is\xe2\x80\x99", "negated class, UTF-8");
+
+	/* generation: the favorite token is refused; the grammar decides */
+	g = parse("root ::= \"yes\" | \"no\"");
+	logits = malloc(4096 * sizeof(*logits));
+	n_tok = gm_tokenizer_token_id(tok, "yes");
+	fk.favorite = gm_tokenizer_token_id(tok, "the") >= 0 ? gm_tokenizer_token_id(tok, "the") : 100;
+	fk.second = n_tok >= 0 ? n_tok : gm_tokenizer_token_id(tok, "y");
+	gm_generate_opts_init(&o, NULL);
+	o.eos_ids[0] = eos;
+	o.n_eos = 1;
+	o.grammar = g;
+	o.grammar_vocab = v;
+	o.on_text = collect;
+	o.cb_ctx = &text;
+	ok(gm_gen_seq_new(tok, 4096, &o, &prompt, 1, &gs, &err) == 0, "a constrained sequence");
+	r = 0;
+	for (steps = 0; steps < 10 && !r; steps++) {
+		fake_logits(&fk, logits, 4096);
+		logits[eos] = 20; /* EOS first whenever the grammar allows it */
+		r = gm_gen_seq_next(gs, logits, &id, &err);
+	}
+	ok(r == GM_STOP_EOS && id == eos && (!strcmp(text.buf, "yes") || !strcmp(text.buf, "no")),
+	   "greedy under a grammar: EOS refused until the text is complete (got '%s', %d)", text.buf, r);
+	gm_gen_seq_free(gs);
+
+	/* no EOS id: the sequence ends when the grammar is complete */
+	gm_buf_reset(&text);
+	o.n_eos = 0;
+	ok(gm_gen_seq_new(tok, 4096, &o, &prompt, 1, &gs, &err) == 0, "a constrained sequence without EOS");
+	r = 0;
+	for (steps = 0; steps < 10 && !r; steps++) {
+		fake_logits(&fk, logits, 4096);
+		r = gm_gen_seq_next(gs, logits, &id, &err);
+	}
+	ok(r == GM_STOP_EOS && id == -1 && (!strcmp(text.buf, "yes") || !strcmp(text.buf, "no")),
+	   "a complete grammar ends the sequence (got '%s')", text.buf);
+	gm_gen_seq_free(gs);
+
+	/* sampling: every seed gives a text of the grammar */
+	{
+		gm_sampler_params sp;
+		gm_sampler *s;
+		int seed, good = 0;
+
+		gm_sampler_params_init(&sp);
+		sp.temperature = 1.5;
+		sp.top_k = 50;
+		o.n_eos = 1;
+		for (seed = 0; seed < 20; seed++) {
+			sp.seed = (uint64_t)seed;
+			gm_sampler_new(&sp, 4096, &s, &err);
+			o.sampler = s;
+			gm_buf_reset(&text);
+			gm_gen_seq_new(tok, 4096, &o, &prompt, 1, &gs, &err);
+			r = 0;
+			for (steps = 0; steps < 10 && !r; steps++) {
+				fake_logits(&fk, logits, 4096);
+				r = gm_gen_seq_next(gs, logits, &id, &err);
+			}
+			good += r == GM_STOP_EOS && (!strcmp(text.buf, "yes") || !strcmp(text.buf, "no"));
+			gm_gen_seq_free(gs);
+			gm_sampler_free(s);
+		}
+		ok(good == 20, "sampling under a grammar: 20 seeds, %d texts of the grammar", good);
+		o.sampler = NULL;
+	}
+	(void)n;
+	free(logits);
+	gm_buf_release(&text);
+	gm_grammar_free(g);
+	gm_grammar_vocab_free(v);
+	gm_tokenizer_free(tok);
+}
+
 int main(void)
 {
 	test_parser();
 	test_state();
 	test_schema();
+	test_masks();
 	return tap_done();
 }
