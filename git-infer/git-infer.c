@@ -371,6 +371,8 @@ static int run_tokenize(const struct infer_opts *io)
 	return ret ? gm_cmd_error(&err) : 0;
 }
 
+#define TOOLS_SHAPE "[{\"type\": \"function\", \"function\": {\"name\": ..., \"parameters\": {...}}}]"
+
 /*
  * --tools FILE (an OpenAI tools array) and --tool-choice, read as the
  * server reads a request's; the format from the template t.
@@ -388,7 +390,7 @@ static int load_tools(const struct infer_opts *io, const gm_chat_template *t, gm
 		return ret;
 	if (tools && !json_object_is_type(tools, json_type_array)) {
 		json_object_put(tools);
-		return gm_error_set(err, GM_EFORMAT, "%s: expected a JSON list of tools", io->tools);
+		return gm_error_set(err, GM_EFORMAT, "%s: expected a JSON array of tools: " TOOLS_SHAPE, io->tools);
 	}
 	req = json_object_new_object();
 	if (tools)
@@ -408,8 +410,15 @@ static int load_tools(const struct infer_opts *io, const gm_chat_template *t, gm
 		}
 	}
 	ret = gm_toolreq_parse(req, gm_toolcall_detect(gm_chat_template_source(t)), tr, &param, err);
-	if (ret)
-		gm_error_prefix(err, "%s", !strcmp(param, "tool_choice") ? "--tool-choice" : io->tools);
+	if (ret && !strcmp(param, "tools")) {
+		char detail[GM_ERROR_MSG_MAX];
+
+		snprintf(detail, sizeof(detail), "%s", err->msg);
+		gm_error_set(err, GM_EFORMAT, "%s: expected a JSON array of tools: " TOOLS_SHAPE " (%s)", io->tools,
+			     detail);
+	} else if (ret) {
+		gm_error_prefix(err, "--tool-choice");
+	}
 	json_object_put(req);
 	return ret;
 }
@@ -819,7 +828,8 @@ static int run_generate(const struct gm_cmd_info *cmd, const struct infer_opts *
 	if ((io->system || io->think >= 0) && !io->chat && !interactive)
 		return gm_cmd_usage_error(cmd, "--system, --think and --no-think go with --chat");
 	if ((io->tools || io->tool_choice) && (!io->chat || !io->prompt))
-		return gm_cmd_usage_error(cmd, "--tools and --tool-choice go with --chat -p <prompt>");
+		return gm_cmd_usage_error(cmd, "--tools goes with --render-chat or --chat -p <prompt> (and "
+					  "--tool-choice with --tools)");
 	if (io->grammar && io->json_schema)
 		return gm_cmd_usage_error(cmd, "--grammar and --json-schema cannot be combined");
 

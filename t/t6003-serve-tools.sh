@@ -111,6 +111,7 @@ test_expect_success 'stop: the server exits cleanly' '
 '
 
 test_expect_success 'git infer --chat --tools: calls as JSON lines; --tool-choice names one' '
+	echo "[{\"role\":\"user\",\"content\":\"hi\"}]" >msgs.json &&
 	git infer -m "$POCKET" --chat -p "Weather in Paris?" --tools tools.json --tool-choice get_weather \
 		-n 100 --temperature 0 >out &&
 	cat out &&
@@ -122,8 +123,16 @@ test_expect_success 'git infer --chat --tools: calls as JSON lines; --tool-choic
 	git infer -m "$POCKET" --chat -p "Weather in Paris?" --tools tools.json --tool-choice none -n 8 \
 		--temperature 0 >text2 &&
 	test_cmp text text2 &&
-	test_must_fail git infer -m "$POCKET" -p "x" --tools tools.json 2>err &&
-	grep "go with --chat" err
+	test_expect_code 129 git infer -m "$POCKET" -p "x" --tools tools.json 2>err &&
+	grep "^error: --tools goes with --render-chat or --chat -p" err &&
+	echo "{}" >notalist.json &&
+	test_expect_code 1 git infer -m "$POCKET" --chat -p "x" --tools notalist.json 2>err &&
+	grep "^error: notalist.json: expected a JSON array of tools" err &&
+	echo "[{\"type\":\"function\",\"function\":{}}]" >noname.json &&
+	test_expect_code 1 git infer -m "$POCKET" --render-chat msgs.json --tools noname.json 2>err &&
+	grep "^error: noname.json: expected a JSON array of tools: .* (tools\[0\].function.name must be" err &&
+	test_expect_code 1 git infer -m "$POCKET" --chat -p "x" --tools tools.json --tool-choice nope 2>err &&
+	grep "^error: --tool-choice: tool_choice names the function .nope., which is not in .tools." err
 '
 
 test_expect_success 'git infer --render-chat --tools: the template shows the tools' '
