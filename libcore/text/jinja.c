@@ -2057,7 +2057,8 @@ struct val {
 	json_object *j;   /* one owned reference */
 	const char *name; /* V_UNDEF: what was undefined; V_FUNC, V_MACRO: the function (borrowed) */
 	const struct node *node; /* V_MACRO: the {% macro %}; V_CALLER: the {% call %} block */
-	size_t scope;     /* V_CALLER: the innermost scope at the {% call %}, which caller()'s body sees */
+	size_t scope;     /* V_MACRO: the scope it was defined in; V_CALLER: the innermost scope at the
+			     {% call %}; what the body sees beyond its own variables */
 	/*
 	 * A string marked safe (markupsafe's Markup, made by |safe and
 	 * |escape): as in Python, Markup + str escapes the str and stays Markup.
@@ -5134,8 +5135,13 @@ static int call_macro(struct render *r, int line, const struct val *f, struct ar
 	if ((ret = tick(r, line)))
 		return ret;
 	push_scope(r);
-	/* A macro sees the top level; caller() sees where its {% call %} stands. */
-	r->scopes[r->nscopes - 1].parent = f->kind == V_CALLER ? f->scope : 0;
+	/*
+	 * A macro sees the scope it was defined in (the top level, usually),
+	 * not its caller's; caller() sees where its {% call %} stands.  Both
+	 * scopes are still live: a macro is only reachable from them or from
+	 * scopes pushed above them.
+	 */
+	r->scopes[r->nscopes - 1].parent = f->scope;
 	used = gm_xcalloc(a->nkw + 1, 1);
 	for (i = 0; i < m->ntargets && !ret; i++) {
 		if (i < a->npos) {
@@ -5680,7 +5686,7 @@ static int render_nodes(struct render *r, const struct nodelist *l, gm_buf *out)
 			}
 			break;
 		case N_MACRO: {
-			struct val m = { .kind = V_MACRO, .name = n->attr, .node = n };
+			struct val m = { .kind = V_MACRO, .name = n->attr, .node = n, .scope = r->nscopes - 1 };
 
 			scope_set(r, n->attr, &m);
 			break;
