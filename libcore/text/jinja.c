@@ -4336,6 +4336,7 @@ static int filter_sorting(struct render *r, int line, const char *name, const st
 		}
 		idx = val_int(pos);
 		ret = sort_items(r, line, &pairs, &idx, 0, &items, &n);
+		val_clear(&idx);
 		val_clear(&pairs);
 		if (ret)
 			return ret;
