@@ -3621,6 +3621,20 @@ static int get_attr(struct render *r, int line, const struct val *obj, const cha
 	return 0;
 }
 
+/*
+ * get_attr with a name that does not live in the template's tree (an item
+ * key, an attribute= path): an undefined result must not keep it, as it
+ * may be freed before the undefined value is reported.
+ */
+static int get_attr_dyn(struct render *r, int line, const struct val *obj, const char *name, struct val *out)
+{
+	int ret = get_attr(r, line, obj, name, out);
+
+	if (!ret && is_undef(out))
+		out->name = NULL;
+	return ret;
+}
+
 /* Python's slice.indices(): *start, *stop, *step normalized for length n. */
 static int slice_indices(struct render *r, int line, struct val *vs[3], int64_t n, int64_t *start, int64_t *stop,
 			 int64_t *step)
@@ -3732,7 +3746,7 @@ static int get_item(struct render *r, int line, const struct val *obj, const str
 		return 0;
 	}
 	if (is_str(key))
-		return get_attr(r, line, obj, str_of(key), out);
+		return get_attr_dyn(r, line, obj, str_of(key), out);
 	if (is_dict(obj)) {
 		gm_buf kb = GM_BUF_INIT;
 		json_object *j;
@@ -4200,7 +4214,7 @@ static int attr_key(struct render *r, int line, const struct val *item, const st
 			ret = get_item(r, line, out, &idx, &next);
 			val_clear(&idx);
 		} else {
-			ret = get_attr(r, line, out, part, &next);
+			ret = get_attr_dyn(r, line, out, part, &next);
 		}
 		val_clear(out);
 		if (ret)
@@ -4762,10 +4776,10 @@ static int apply_filter(struct render *r, int line, const char *name, const stru
 		if ((ret = want_str(r, line, "attr", x)))
 			return ret;
 		if (is_undef(v)) {
-			*out = val_undef(str_of(x));
+			*out = val_undef(NULL);
 			return 0;
 		}
-		return get_attr(r, line, v, str_of(x), out);
+		return get_attr_dyn(r, line, v, str_of(x), out);
 	}
 	if (!strcmp(name, "safe")) {
 		gm_buf b = GM_BUF_INIT;
