@@ -174,6 +174,8 @@ test_expect_success '-h prints the usage on stdout and exits 129' '
 	    --think                   with --chat: enable_thinking (--no-think: off)
 	    -n, --max-tokens <n>      at most n new tokens (0: the prompt only; -1: no limit)
 	    --stop <text>             stop before this text (repeatable)
+	    --grammar <file>          constrain the output to a GBNF grammar
+	    --json-schema <file>      constrain the output to JSON valid under a JSON Schema
 	    --adapter <spec>          apply a LoRA or sparse adapter: dir or name[:scale], with --serve [name=]dir (repeatable)
 
 	sampling (defaults from generation_config.json)
