@@ -78,6 +78,18 @@ static void test_parser(void)
 	      (const char *[]){ "A\xc3\xa9\xf0\x9f\x98\x80\t\"\\x", NULL });
 	check("comments and lines", "# a grammar\nroot ::= a # first\n  | b\nb ::= \"b\" # the b\na ::= (\n  \"a\"\n)\n",
 	      (const char *[]){ "a", "b", NULL }, (const char *[]){ "ab", NULL });
+	check("multi-line rules, leading empty alternative, comments inside",
+	      "root ::= list\n"
+	      "list ::=\n"
+	      "  \"[\" sp (\n"
+	      "      item # the first\n"
+	      "      (\",\" sp item)*\n"
+	      "  )? \"]\"\n"
+	      "item ::= [^\\]\\x00-\\x1F,\\x7F ]+ sp\n"
+	      "# optional space\n"
+	      "sp ::= | \" \" | \"\\n\" [ \\t]{0,4}\n",
+	      (const char *[]){ "[]", "[ a, b ]", "[x,\n\t\ty]", NULL },
+	      (const char *[]){ "[,]", "[a,,b]", "[a  ]", NULL });
 	check("empty alternative", "root ::= \"x\" | ", (const char *[]){ "", "x", NULL },
 	      (const char *[]){ "xx", NULL });
 	check("recursion", "root ::= \"(\" root \")\" | \"\"", (const char *[]){ "", "()", "((()))", NULL },
