@@ -15,6 +15,8 @@ struct gm_sampler {
 	int32_t *seen_ids;  /* the distinct seen ids, in order of arrival */
 	size_t n_seen;
 	gm_candidates cand;
+	double *w;          /* gm_sampler_sample_checked's weights, [w_alloc] */
+	size_t w_alloc;
 };
 
 static void penalize(float *logits, size_t n_vocab, const int32_t *ids, size_t n, float penalty,
@@ -82,6 +84,7 @@ void gm_sampler_free(gm_sampler *s)
 	free(s->seen);
 	free(s->seen_ids);
 	gm_candidates_release(&s->cand);
+	free(s->w);
 	free(s);
 }
 
@@ -165,20 +168,46 @@ int32_t gm_sampler_sample_checked(gm_sampler *s, float *logits, gm_sampler_check
 		gm_candidates_top_p(c, p->top_p);
 	if (p->min_p > 0.0)
 		gm_candidates_min_p(c, p->min_p);
-	for (t = 0; t < max_tries && c->n; t++) {
-		int32_t id = gm_candidates_pick(c, (double)gm_rng_uniform(&s->rng));
+	if (!c->n)
+		return -1;
+	/* the softmax weights once (as gm_candidates_pick computes them); a refused token's becomes 0 */
+	if (s->w_alloc < c->n) {
+		free(s->w);
+		s->w_alloc = c->n;
+		s->w = gm_xmalloc(s->w_alloc * sizeof(*s->w));
+	}
+	{
+		float m = c->items[0].logit;
+		double z = 0;
 		size_t i;
 
-		if (id < 0)
-			return -1;
-		if (check(ctx, id))
-			return id;
-		/* drop it, keeping the order of the others */
-		for (i = 0; i < c->n && c->items[i].id != id; i++)
-			;
-		if (i < c->n) {
-			memmove(c->items + i, c->items + i + 1, (c->n - i - 1) * sizeof(*c->items));
-			c->n--;
+		for (i = 1; i < c->n; i++)
+			if (c->items[i].logit > m)
+				m = c->items[i].logit;
+		for (i = 0; i < c->n; i++) {
+			s->w[i] = exp((double)c->items[i].logit - m);
+			z += s->w[i];
+		}
+		for (t = 0; t < max_tries && z > 0; t++) {
+			double target = (double)gm_rng_uniform(&s->rng) * z, acc = 0;
+			size_t last = c->n;
+
+			for (i = 0; i < c->n; i++) {
+				if (s->w[i] == 0)
+					continue;
+				last = i;
+				acc += s->w[i];
+				if (acc > target)
+					break;
+			}
+			if (i == c->n)
+				i = last;
+			if (i == c->n)
+				return -1;
+			if (check(ctx, c->items[i].id))
+				return c->items[i].id;
+			z -= s->w[i];
+			s->w[i] = 0;
 		}
 	}
 	return -1;

@@ -27,7 +27,12 @@
 #include "base/buf.h"
 
 #define MAX_REPEAT 65535
-#define MAX_STACKS 4096  /* a set larger than this is cut (only ambiguous grammars get there) */
+#define MAX_STACKS 1024  /* a set larger than this is cut (only ambiguous grammars get there) */
+#define MAX_CLOSURE 20000 /* rule references expanded in a row (about 1.6 MB of stack); deeper is cut (nested optional repetitions
+			  * of something that can be empty); keeps a hostile grammar from a deep recursion */
+#define MAX_EXPAND 100000 /* rule expansions for one character; beyond, the rest is cut (a hostile grammar
+			   * whose alternatives can all be empty could ask for exponentially many) */
+#define MAX_ELEMS (4 << 20) /* elements after repetitions are expanded: a request cannot ask for gigabytes */
 #define MAX_CP 0x10FFFF
 
 enum { E_END = 0, E_CHARS = 1, E_REF = 2 };
@@ -102,6 +107,7 @@ typedef struct parser {
 	gm_error *err;
 	int failed;
 	int depth;
+	size_t n_elems;  /* elements made so far, for MAX_ELEMS */
 } parser;
 
 static int perr(parser *p, const char *fmt, const char *what)
@@ -411,20 +417,24 @@ static int32_t star_rule(parser *p, int32_t x)
 	return ENC(E_REF, r);
 }
 
-/* Appends x repeated {lo, hi} (hi < 0: unbounded) to seq. */
-static void repeat(parser *p, pvec *seq, int32_t x, long lo, long hi)
+/* Appends x repeated {lo, hi} (hi < 0: unbounded) to seq; -1 when the grammar gets too large. */
+static int repeat(parser *p, pvec *seq, int32_t x, long lo, long hi)
 {
 	long i;
 	int32_t prev, e[2];
+
+	p->n_elems += (size_t)lo + 3 * (size_t)(hi > lo ? hi - lo : 1);
+	if (p->n_elems > MAX_ELEMS)
+		return perr(p, "the grammar is too large (repetitions expand to more than 4M elements)", NULL);
 
 	for (i = 0; i < lo; i++)
 		pvec_push(seq, x);
 	if (hi < 0) {
 		pvec_push(seq, star_rule(p, x));
-		return;
+		return 0;
 	}
 	if (hi == lo)
-		return;
+		return 0;
 	/* O(1) ::= x | (); O(k) ::= x O(k-1) | () */
 	prev = -1;
 	for (i = 0; i < hi - lo; i++) {
@@ -437,6 +447,7 @@ static void repeat(parser *p, pvec *seq, int32_t x, long lo, long hi)
 		prev = ENC(E_REF, r);
 	}
 	pvec_push(seq, prev);
+	return 0;
 }
 
 static int parse_count(parser *p, long *out)
@@ -589,7 +600,8 @@ static int parse_seq(parser *p, pvec *seq, int nested)
 					goto fail;
 				}
 			}
-			repeat(p, seq, x, lo, hi);
+			if (repeat(p, seq, x, lo, hi))
+				goto fail;
 		} else {
 			size_t i;
 
@@ -896,6 +908,7 @@ struct gm_grammar_state {
 	size_t cur_off, cur_n;       /* the committed set */
 	u8part part;
 	size_t limit_hit;
+	size_t expand;               /* closure() calls for the character being stepped */
 };
 
 static int32_t push_node(gm_grammar_state *st, int32_t pos, int32_t parent)
@@ -949,12 +962,16 @@ static void set_add(gm_grammar_state *st, size_t off, int32_t s)
 }
 
 /* Adds stack s with its top rule references expanded (every top a character set, or empty). */
-static void closure(gm_grammar_state *st, size_t off, int32_t s)
+static void closure(gm_grammar_state *st, size_t off, int32_t s, int depth)
 {
 	const gm_grammar *g = st->g;
 	const elem *e;
 	int32_t base, next, a, a_end;
 
+	if (depth > MAX_CLOSURE || ++st->expand > MAX_EXPAND) {
+		st->limit_hit++;
+		return;
+	}
 	if (s < 0) {
 		set_add(st, off, -1);
 		return;
@@ -971,9 +988,9 @@ static void closure(gm_grammar_state *st, size_t off, int32_t s)
 		int32_t p0 = g->alt_pos[a];
 
 		if (g->elems[p0].type == E_END)
-			closure(st, off, base);
+			closure(st, off, base, depth + 1);
 		else
-			closure(st, off, push_node(st, p0, base));
+			closure(st, off, push_node(st, p0, base), depth + 1);
 	}
 }
 
@@ -987,13 +1004,14 @@ static size_t step_cp(gm_grammar_state *st, size_t off, size_t n, uint32_t c, si
 	size_t i, o = st->n_sets_used;
 
 	*out_off = o;
+	st->expand = 0;
 	for (i = 0; i < n; i++) {
 		int32_t s = st->sets[off + i], next;
 
 		if (s < 0 || !set_has(g, &g->sets[g->elems[st->pos[s]].val], c))
 			continue;
 		next = st->pos[s] + 1;
-		closure(st, o, g->elems[next].type == E_END ? st->par[s] : push_node(st, next, st->par[s]));
+		closure(st, o, g->elems[next].type == E_END ? st->par[s] : push_node(st, next, st->par[s]), 0);
 	}
 	return st->n_sets_used - o;
 }
@@ -1089,11 +1107,12 @@ static void state_start(gm_grammar_state *st)
 
 	st->n_nodes = 0;
 	st->n_sets_used = 0;
+	st->expand = 0;
 	memset(&st->part, 0, sizeof(st->part));
 	for (a = g->rule_alt[g->root]; a < a_end; a++) {
 		int32_t p0 = g->alt_pos[a];
 
-		closure(st, 0, g->elems[p0].type == E_END ? -1 : push_node(st, p0, -1));
+		closure(st, 0, g->elems[p0].type == E_END ? -1 : push_node(st, p0, -1), 0);
 	}
 	st->cur_off = 0;
 	st->cur_n = st->n_sets_used;

@@ -27,6 +27,14 @@
  * agree with the bytes so far, plus the bytes of an incomplete UTF-8
  * character (a token may end in the middle of one).  Invalid UTF-8 is
  * rejected.
+ *
+ * Limits, so that a grammar sent in a request cannot take the process
+ * down: repetitions may expand to at most 4M elements; a set holds at most
+ * 1024 stacks, a character expands at most 100000 rule references, at most
+ * 20000 in a row.  Only degenerate grammars reach them (repetitions of
+ * something that can be empty, such as ("a"?){0,5000}); what goes beyond
+ * is cut, so such a grammar may refuse text it describes, never accept
+ * text it does not.
  */
 #ifndef GM_GRAMMAR_H
 #define GM_GRAMMAR_H

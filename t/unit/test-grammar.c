@@ -78,6 +78,18 @@ static void test_parser(void)
 	      (const char *[]){ "A\xc3\xa9\xf0\x9f\x98\x80\t\"\\x", NULL });
 	check("comments and lines", "# a grammar\nroot ::= a # first\n  | b\nb ::= \"b\" # the b\na ::= (\n  \"a\"\n)\n",
 	      (const char *[]){ "a", "b", NULL }, (const char *[]){ "ab", NULL });
+	check("multi-line rules, leading empty alternative, comments inside",
+	      "root ::= list\n"
+	      "list ::=\n"
+	      "  \"[\" sp (\n"
+	      "      item # the first\n"
+	      "      (\",\" sp item)*\n"
+	      "  )? \"]\"\n"
+	      "item ::= [^\\]\\x00-\\x1F,\\x7F ]+ sp\n"
+	      "# optional space\n"
+	      "sp ::= | \" \" | \"\\n\" [ \\t]{0,4}\n",
+	      (const char *[]){ "[]", "[ a, b ]", "[x,\n\t\ty]", NULL },
+	      (const char *[]){ "[,]", "[a,,b]", "[a  ]", NULL });
 	check("empty alternative", "root ::= \"x\" | ", (const char *[]){ "", "x", NULL },
 	      (const char *[]){ "xx", NULL });
 	check("recursion", "root ::= \"(\" root \")\" | \"\"", (const char *[]){ "", "()", "((()))", NULL },
@@ -109,6 +121,31 @@ static void test_parser(void)
 	ok_error(gm_grammar_parse("root ::= \"a\"\nroot ::= \"b\"", 25, NULL, &g, &err), &err, GM_EINVAL,
 		 "defined twice", "duplicate rule refused");
 	ok(gm_grammar_parse("start ::= \"s\"", 13, "start", &g, &err) == 0 && matches(g, "s"), "another root rule");
+	gm_grammar_free(g);
+	g = NULL;
+	{
+		gm_buf big = GM_BUF_INIT;
+		int i;
+
+		gm_buf_adds(&big, "root ::=");
+		for (i = 0; i < 25; i++)
+			gm_buf_adds(&big, " \"a\"{0,60000}");
+		ok_error(gm_grammar_parse(big.buf, big.len, NULL, &g, &err), &err, GM_EINVAL, "too large",
+			 "a grammar that expands to too many elements is refused");
+		gm_buf_release(&big);
+	}
+	{
+		/* optional repetitions of something that can be empty: deep expansions, bounded */
+		const char *deep = "root ::= (\"a\"?){0,500} \"b\"";
+		const char *hostile = "root ::= ((\"a\"?){0,5000}){0,5000} \"b\"";
+
+		if (ok(gm_grammar_parse(deep, strlen(deep), NULL, &g, &err) == 0, "a deep grammar parses"))
+			ok(matches(g, "aab") && matches(g, "b") && !matches(g, "aac"), "a deep grammar matches");
+		gm_grammar_free(g);
+		g = NULL;
+		if (ok(gm_grammar_parse(hostile, strlen(hostile), NULL, &g, &err) == 0, "a hostile grammar parses"))
+			ok(!matches(g, "c"), "a hostile grammar (exponentially many expansions) is cut, not followed");
+	}
 	gm_grammar_free(g);
 }
 
