@@ -12,6 +12,7 @@
 GM_INCBIN_PATH(gm_web_index, GM_WEB_DIR "/index.html");
 GM_INCBIN_PATH(gm_web_app_js, GM_WEB_DIR "/app.js");
 GM_INCBIN_PATH(gm_web_app_css, GM_WEB_DIR "/app.css");
+GM_INCBIN_PATH(gm_web_favicon, GM_WEB_DIR "/favicon.svg");
 
 /*
  * Nothing but the server itself: no inline script or style (an injected
@@ -29,6 +30,7 @@ static const struct page_file {
 	{ "/index.html", "text/html; charset=utf-8", gm_web_index_start, gm_web_index_end },
 	{ "/app.js", "text/javascript; charset=utf-8", gm_web_app_js_start, gm_web_app_js_end },
 	{ "/app.css", "text/css; charset=utf-8", gm_web_app_css_start, gm_web_app_css_end },
+	{ "/favicon.svg", "image/svg+xml", gm_web_favicon_start, gm_web_favicon_end },
 };
 
 static const struct page_file *find(const char *path)

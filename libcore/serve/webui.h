@@ -2,8 +2,8 @@
  * webui.h - the server's web page (chat and dashboard) and its stats
  * stream, as libmicrohttpd responses for serve.c to queue.
  *
- * The page is three files written in libcore/serve/web/ (index.html,
- * app.js, app.css: no library, nothing fetched from elsewhere) compiled
+ * The page is the files written in libcore/serve/web/ (index.html,
+ * app.js, app.css, favicon.svg: no library, nothing fetched from elsewhere) compiled
  * into the library (.incbin), so an installed git-infer serves it with no
  * data files.  Each response carries a strict Content-Security-Policy
  * (scripts, styles and connections from the server itself only; no
@@ -21,7 +21,7 @@
 
 struct MHD_Response;
 
-/* Is PATH one of the page's ("/", "/index.html", "/app.js", "/app.css")? */
+/* Is PATH one of the page's ("/", "/index.html", "/app.js", "/app.css", "/favicon.svg")? */
 int gm_webui_is_page(const char *path);
 
 /* The response for GET PATH of the page; NULL when it is not one (or out of memory). */

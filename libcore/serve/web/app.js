@@ -731,7 +731,7 @@ function drawChart(canvas, xs, series, opt = {}) {
 			g.moveTo(left, Math.round(y) + 0.5);
 			g.lineTo(w - right, Math.round(y) + 0.5);
 			g.stroke();
-			g.fillText(fmtNum(v, v < 10 ? 1 : 0), left - 6, y);
+			g.fillText(v >= 1e4 ? fmtNum(v) : String(Number(v.toFixed(v < 10 ? 2 : 1))), left - 6, y);
 		}
 		g.textAlign = 'center';
 		g.textBaseline = 'top';
