@@ -76,8 +76,19 @@ test_expect_success 'setup: chromium and puppeteer-core (installed once in the b
 	fi
 '
 
-test_expect_success 'start: a server with an API key and two sequence slots' '
-	GM_API_KEY=$KEY start_server main -m "$POCKET" --parallel 2 --queue 8
+test_expect_success PYTHON3 'setup: an adapter for the pocket model' '
+	pocket_lora kjv 1 &&
+	test_set_prereq ADAPTER
+'
+
+test_expect_success 'start: a server with an API key, two sequence slots and the adapter' '
+	if test_have_prereq ADAPTER
+	then
+		GM_API_KEY=$KEY start_server main -m "$POCKET" --parallel 2 --queue 8 --adapter kjv=kjv
+	else
+		GM_API_KEY=$KEY start_server main -m "$POCKET" --parallel 2 --queue 8
+	fi &&
+	grep "^git infer: chat and dashboard for a browser at http://127.0.0.1:[0-9]*/\$" main.log
 '
 
 test_expect_success 'the page is served without a key, from the binary, under a strict CSP' '
@@ -180,6 +191,14 @@ test_expect_success BROWSER 'dashboard: its numbers move while a load script run
 	test "$(node_json "j.after.total > j.before.total && j.after.ttft > 0 && j.after.tpot > 0" <dashboard.json)" = true &&
 	test "$(node_json "j.after.running === 0 && j.after.ink > 1000" <dashboard.json)" = true &&
 	test -s "$SHOTS/dashboard.png"
+'
+
+test_expect_success BROWSER,ADAPTER 'dashboard: the adapter, and the requests that used it' '
+	test "$(node_json "j.adapters.join()" <dashboard.json)" = "pocket-qwen3:kjv" &&
+	test "$(call GET /v1/stats -H "Authorization: Bearer $KEY")" = 200 &&
+	node_json "j.adapters.map((a) => [a.id, a.kind, a.requests_total > 0, a.learning].join()).join()" <out.json >got &&
+	echo "pocket-qwen3:kjv,lora,true," >expect &&
+	test_cmp expect got
 '
 
 test_expect_success 'stop: an open stats stream does not hold the shutdown' '

@@ -22,13 +22,17 @@ const read = (page) => page.evaluate(() => {
 	return { running: v('dash-running'), queued: v('dash-queued'), rate: v('dash-completion-rate'),
 		prompt_rate: v('dash-prompt-rate'), total: v('dash-completion-total'), finished: v('dash-finished'),
 		cancelled: v('dash-cancelled'), kv: v('dash-kv'), tpot: v('dash-tpot'), ttft: v('dash-ttft'),
-		ink: inked('chart-tokens') };
+		ink: inked('chart-tokens'),
+		adapters: [...document.querySelectorAll('#adapters-body tr')].map((r) => r.cells[0].textContent)
+			.filter((x) => x.includes(':')) };
 });
 
 main(async () => {
 	const browser = await launch();
 	try {
 		const page = await open(browser, '/#dashboard');
+		// tall enough for every chart and the adapters in the screenshot
+		await page.setViewport({ width: 1280, height: 1180 });
 		await page.waitForFunction(() => document.getElementById('dash-finished').dataset.value !== undefined,
 			{ timeout: 15000 });
 		const before = await read(page);
@@ -45,7 +49,7 @@ main(async () => {
 			const x = await read(page);
 			during.push(x);
 			if (!shot && Date.now() - t0 > 3500 && x.running > 0 && x.rate > 0) {
-				await page.screenshot({ path: `${shots}/dashboard.png`, fullPage: true });
+				await page.screenshot({ path: `${shots}/dashboard.png` });
 				shot = true;
 			}
 			await sleep(250);
@@ -56,7 +60,7 @@ main(async () => {
 		await sleep(2300);
 		const after = await read(page);
 		if (!shot)
-			await page.screenshot({ path: `${shots}/dashboard.png`, fullPage: true });
+			await page.screenshot({ path: `${shots}/dashboard.png` });
 		check(page.errors.length === 0, 'no errors in the page: ' + page.errors.join('; '));
 		writeJson('dashboard.json', {
 			before, after, load: result,
@@ -64,6 +68,7 @@ main(async () => {
 			max_rate: Math.max(...during.map((x) => x.rate || 0)),
 			max_prompt_rate: Math.max(...during.map((x) => x.prompt_rate || 0)),
 			totals: [...new Set(during.map((x) => x.total))].length,
+			adapters: after.adapters,
 		});
 	} finally {
 		await browser.close();

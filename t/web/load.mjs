@@ -2,8 +2,10 @@
 // against GM_SERVE_URL for SECONDS; prints how many finished.  Usable by
 // hand to watch the dashboard: GM_SERVE_URL=http://127.0.0.1:8080 node load.mjs 30 4
 const url = process.env.GM_SERVE_URL, key = process.env.GM_SERVE_KEY || '';
-const model = process.env.GM_MODEL || 'pocket-qwen3';
 const [seconds = 5, concurrency = 3] = process.argv.slice(2).map(Number);
+const auth = key ? { Authorization: 'Bearer ' + key } : {};
+// the requests go round the model and its adapters
+const models = (await (await fetch(url + '/v1/models', { headers: auth })).json()).data.map((m) => m.id);
 const end = Date.now() + seconds * 1000;
 let done = 0, failed = 0;
 
@@ -11,8 +13,8 @@ async function worker(w) {
 	for (let i = 0; Date.now() < end; i++) {
 		const r = await fetch(url + '/v1/chat/completions', {
 			method: 'POST',
-			headers: { 'Content-Type': 'application/json', ...(key ? { Authorization: 'Bearer ' + key } : {}) },
-			body: JSON.stringify({ model, messages: [{ role: 'user', content: `Story ${w}.${i}: tell it.` }],
+			headers: { 'Content-Type': 'application/json', ...auth },
+			body: JSON.stringify({ model: models[(w + i) % models.length], messages: [{ role: 'user', content: `Story ${w}.${i}: tell it.` }],
 				max_tokens: 48, temperature: 0.9, seed: w * 1000 + i }),
 		});
 		await r.text();

@@ -143,7 +143,8 @@ async function loadModels() {
 	const base = state.models.find((m) => !m.parent);
 	$('model-name').textContent = base ? base.id : '';
 	document.title = base ? `git-model: ${base.id}` : 'git-model';
-	setStatus('ok', 'ready');
+	if (!dash.controller)
+		setStatus('ok', 'ready');
 	return true;
 }
 
