@@ -117,6 +117,7 @@ test_expect_success 'GET /v1/stats: the key is needed, and the numbers are JSON'
 '
 
 test_expect_success 'the stats stream: an event a second, the first with the history; no generation slot taken' '
+	start=$(date +%s) &&
 	for i in 1 2 3 4 5 6 7 8 9 10 11 12
 	do
 		curl -sN -H "Authorization: Bearer $KEY" "$(cat main.url)/v1/stats/stream" >stream.$i &
@@ -132,8 +133,9 @@ test_expect_success 'the stats stream: an event a second, the first with the his
 	do
 		kill "$(cat curl-$i.pid)" && rm curl-$i.pid || return 1
 	done &&
+	# one at once, then one a second (the machine may be slow: counted against the time it took)
 	grep -c "^event: stats$" stream.1 >n &&
-	test "$(cat n)" -ge 2 && test "$(cat n)" -le 4 &&
+	test "$(cat n)" -ge 2 && test "$(cat n)" -le $(($(date +%s) - start + 2)) &&
 	sed -n "s/^data: //p" stream.1 >events &&
 	head -n 1 events | node_json "[j.object, typeof j.history].join()" >first &&
 	echo "server.stats,object" >expect && test_cmp expect first &&
@@ -163,14 +165,20 @@ test_expect_success BROWSER 'chat: the streamed greedy reply is what git infer -
 '
 
 test_expect_success BROWSER 'stop: the Stop button cancels the generation on the server (metrics, stats)' '
-	before=$(metric gitmodel_requests_cancelled_total) &&
-	browse stop.mjs &&
-	test "$(node_json j.finish <stop.json)" = stopped &&
-	i=0 &&
-	while test "$(metric gitmodel_requests_cancelled_total)" -le "$before"
+	# a browser slowed down by a busy machine may click after the server has generated every token
+	# (it still shows them arriving): then the server had nothing to cancel, and it is tried again
+	for try in 1 2 3
 	do
-		test $i -lt 50 || return 1
-		i=$((i + 1)) && sleep 0.1
+		before=$(metric gitmodel_requests_cancelled_total) &&
+		browse stop.mjs &&
+		cat stop.json &&
+		test "$(node_json j.finish <stop.json)" = stopped &&
+		i=0 &&
+		while test "$(metric gitmodel_requests_cancelled_total)" -le "$before" && test $i -lt 30
+		do
+			i=$((i + 1)) && sleep 0.1
+		done || return 1
+		test "$(metric gitmodel_requests_cancelled_total)" -le "$before" || break
 	done &&
 	test "$(metric gitmodel_requests_cancelled_total)" = $((before + 1)) &&
 	test "$(metric gitmodel_requests_running)" = 0 &&
@@ -190,6 +198,7 @@ test_expect_success BROWSER 'dashboard: its numbers move while a load script run
 	test "$(node_json "j.after.finished - j.before.finished === j.load.done" <dashboard.json)" = true &&
 	test "$(node_json "j.after.total > j.before.total && j.after.ttft > 0 && j.after.tpot > 0" <dashboard.json)" = true &&
 	test "$(node_json "j.after.running === 0 && j.after.ink > 1000" <dashboard.json)" = true &&
+	test "$(node_json "j.learning.cells.join() + (j.learning.curve ? \" curve\" : \"\")" <dashboard.json)" = "m:live,lora,4,9,3,120 curve" &&
 	test -s "$SHOTS/dashboard.png"
 '
 

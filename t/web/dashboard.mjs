@@ -61,8 +61,16 @@ main(async () => {
 		const after = await read(page);
 		if (!shot)
 			await page.screenshot({ path: `${shots}/dashboard.png` });
+		// an adapter that learns while serving (not in the server yet): its version, examples and loss curve
+		const learning = await page.evaluate(() => {
+			renderAdapters([{ id: 'm:live', name: 'live', kind: 'lora', requests_total: 4, completion_tokens_total: 9,
+				learning: { version: 3, examples_seen: 120, loss: [2.5, 2.1, 1.7, 1.6] } }]);
+			const row = document.querySelector('#adapters-body tr');
+			return { cells: [...row.cells].slice(0, 6).map((c) => c.textContent), curve: !!row.querySelector('canvas') };
+		});
 		check(page.errors.length === 0, 'no errors in the page: ' + page.errors.join('; '));
 		writeJson('dashboard.json', {
+			learning,
 			before, after, load: result,
 			max_running: Math.max(...during.map((x) => x.running || 0)),
 			max_rate: Math.max(...during.map((x) => x.rate || 0)),

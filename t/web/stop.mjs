@@ -10,12 +10,13 @@ main(async () => {
 		// a sampled reply may end on its own before the click: then again, with another seed
 		for (let tries = 1; tries <= 4; tries++) {
 			await page.click('#new-chat');
-			await settings(page, { temperature: 1, max_tokens: 1500, seed: 100 + tries });
+			// as long as the context allows, so that the server is still at it when Stop is clicked
+			await settings(page, { temperature: 1, max_tokens: 2000, seed: 100 + tries });
 			await sendMessage(page, 'Tell me the whole story, at length.');
 			await page.waitForFunction(() => {
 				const m = document.querySelector('.msg[data-role=assistant]:last-child .content');
-				return (m && m.textContent.length > 40) || document.getElementById('stop').hidden;
-			}, { timeout: 30000 });
+				return (m && m.textContent.length > 20) || document.getElementById('stop').hidden;
+			}, { timeout: 30000, polling: 'mutation' });
 			// clicked only if it is still there: checking first and clicking after would race the reply's end
 			const still = await page.evaluate(() => {
 				const b = document.getElementById('stop');

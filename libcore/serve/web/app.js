@@ -753,19 +753,21 @@ function drawChart(canvas, xs, series, opt = {}) {
 	for (const s of series) {
 		g.strokeStyle = cssVar(s.color);
 		g.lineWidth = opt.spark ? 1.2 : 1.8;
+		g.fillStyle = g.strokeStyle;
 		g.beginPath();
-		let pen = false;
+		const ok = (i) => i >= 0 && i < s.values.length && s.values[i] !== null && Number.isFinite(s.values[i]) &&
+			xs[i] >= xmin;
 		s.values.forEach((v, i) => {
-			if (v === null || !Number.isFinite(v) || xs[i] < xmin) {
-				pen = false;
+			if (!ok(i))
 				return;
-			}
 			const x = X(xs[i]), y = Y(v);
-			if (pen)
+			if (ok(i - 1))
 				g.lineTo(x, y);
 			else
 				g.moveTo(x, y);
-			pen = true;
+			// a point alone between gaps is a dot, not nothing
+			if (!ok(i - 1) && !ok(i + 1))
+				g.fillRect(x - 1.5, y - 1.5, 3, 3);
 		});
 		g.stroke();
 	}
