@@ -10,7 +10,7 @@ packages="build-essential autoconf automake libtool pkg-config
 	git git-lfs python3 man-db bash-completion xz-utils curl fuse-overlayfs xfsprogs
 	chromium"
 [ "$1" = "--fuzz" ] && packages="$packages clang libclang-rt-14-dev"
-# Chromium (headless) runs the server's web page in t6002-web.sh.
+# Chromium (headless) runs the server's web page in t6004-web.sh.
 # Node.js and npm drive the server tests (the openai npm package).  A Node.js
 # installed otherwise (NodeSource's nodejs bundles npm and conflicts with
 # Debian's npm package) is used as it is; only a machine with neither gets

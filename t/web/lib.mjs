@@ -1,4 +1,4 @@
-// Shared by the t6002-web.sh browser scripts: headless Chromium (Debian's)
+// Shared by the t6004-web.sh browser scripts: headless Chromium (Debian's)
 // driven through puppeteer-core, pointed at the server under test.
 import puppeteer from 'puppeteer-core';
 import { writeFileSync } from 'node:fs';
