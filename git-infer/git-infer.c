@@ -42,7 +42,7 @@ static const char *const usage[] = {
 	"git infer -m <model> --chat [-p <prompt>] [--system <text>] [<options>]",
 	"git infer -m <model> --check [--adapter <spec>...] [--json] [-v | -q]",
 	"git infer -m <model> --tokenize < <text>",
-	"git infer -m <model> --render-chat <messages.json>",
+	"git infer -m <model> --render-chat <messages.json> [--tools <tools.json>]",
 	"git infer -m <model> --serve [<addr>:]<port> [--parallel <n>] [--queue <n>] [--kv-tokens <n>] "
 	"[--adapter [<name>=]<dir>...]",
 	NULL
@@ -53,6 +53,7 @@ static const char *const usage[] = {
 struct infer_opts {
 	const char *model_id; /* --serve: the registered name clients use; NULL: the directory's */
 	const char *model, *prompt, *system, *seed, *prompt_ids, *logits_out, *render_chat, *kv_type;
+	const char *tools;    /* --tools FILE: an OpenAI tools array for the chat template (load_tools) */
 	int chat, think, print_ids, tokenize, generation_prompt, verbosity;
 	long max_tokens, top_k, threads, ctx;
 	double temperature, top_p, min_p, repeat_penalty;
@@ -63,6 +64,9 @@ struct infer_opts {
 	long parallel, queue, max_body, kv_tokens, prefill_chunk;
 	int prefix_cache;     /* -1: not given */
 	double shutdown_timeout;
+	/* against clients that hold connections; UNSET_LONG / NAN: not given */
+	double header_timeout, body_timeout;
+	long max_connections, max_client_connections, max_queued_tokens;
 };
 
 /* ---------------------------------------------------------------- --adapter */
@@ -365,11 +369,45 @@ static int run_tokenize(const struct infer_opts *io)
 	return ret ? gm_cmd_error(&err) : 0;
 }
 
+/*
+ * --tools FILE: a JSON array of OpenAI tool objects ({"type": "function",
+ * "function": {"name", "description", "parameters"}}), given to the chat
+ * template as its "tools" variable exactly as read (as transformers passes
+ * a list of dicts).  *out is NULL when path is NULL.
+ */
+static int load_tools(const char *path, json_object **out, gm_error *err)
+{
+	size_t i;
+
+	*out = NULL;
+	if (!path)
+		return 0;
+	if (gm_json_parse_file(path, out, err))
+		return -1;
+	if (!json_object_is_type(*out, json_type_array))
+		goto bad;
+	for (i = 0; i < json_object_array_length(*out); i++) {
+		json_object *tool = json_object_array_get_idx(*out, i), *fn, *name;
+
+		if (!json_object_is_type(tool, json_type_object) || !json_object_object_get_ex(tool, "function", &fn) ||
+		    !json_object_object_get_ex(fn, "name", &name) || !json_object_is_type(name, json_type_string))
+			goto bad;
+	}
+	return 0;
+bad:
+	json_object_put(*out);
+	*out = NULL;
+	return gm_error_set(err, GM_EFORMAT,
+			    "%s: expected a JSON array of tools: [{\"type\": \"function\", \"function\": "
+			    "{\"name\": ..., \"parameters\": {...}}}]", path);
+}
+
 static int run_render_chat(const struct infer_opts *io)
 {
 	gm_error err = GM_ERROR_INIT;
 	gm_chat_template *t = NULL;
-	json_object *messages = NULL;
+	json_object *messages = NULL, *tools = NULL;
+	gm_chat_render_opts o;
 	gm_buf out = GM_BUF_INIT;
 	int ret;
 
@@ -379,11 +417,19 @@ static int run_render_chat(const struct infer_opts *io)
 	if (!ret && !json_object_is_type(messages, json_type_array))
 		ret = gm_error_set(&err, GM_EFORMAT, "%s: expected a JSON list of messages", io->render_chat);
 	if (!ret)
-		ret = gm_chat_render(t, messages, io->generation_prompt, (enum gm_chat_thinking)io->think, &out,
-				     &err);
+		ret = load_tools(io->tools, &tools, &err);
+	if (!ret) {
+		gm_chat_render_opts_init(&o);
+		o.messages = messages;
+		o.tools = tools;
+		o.add_generation_prompt = io->generation_prompt;
+		o.enable_thinking = (enum gm_chat_thinking)io->think;
+		ret = gm_chat_render_ex(t, &o, &out, &err);
+	}
 	if (!ret && write_out(out.buf, out.len))
 		ret = gm_error_errno(&err, "cannot write to standard output");
 	json_object_put(messages);
+	json_object_put(tools);
 	gm_buf_release(&out);
 	gm_chat_template_free(t);
 	return ret ? gm_cmd_error(&err) : 0;
@@ -857,6 +903,20 @@ static int run_serve(const struct gm_cmd_info *cmd, const struct infer_opts *io)
 	if (io->prefill_chunk != UNSET_LONG)
 		c.prefill_chunk = (int)io->prefill_chunk;
 	c.no_prefix_cache = io->prefix_cache == 0;
+	if (!isnan(io->header_timeout))
+		c.header_timeout_s = io->header_timeout;
+	if (!isnan(io->body_timeout))
+		c.body_timeout_s = io->body_timeout;
+	if (!(c.header_timeout_s > 0) || !(c.body_timeout_s > 0)) {
+		free(addr);
+		return gm_cmd_usage_error(cmd, "options '--header-timeout' and '--body-timeout' expect seconds > 0");
+	}
+	if (io->max_connections != UNSET_LONG)
+		c.max_connections = (int)io->max_connections;
+	if (io->max_client_connections != UNSET_LONG)
+		c.max_client_connections = (int)io->max_client_connections;
+	if (io->max_queued_tokens != UNSET_LONG)
+		c.max_queued_tokens = io->max_queued_tokens;
 	c.n_threads = (int)io->threads;
 	c.adapters = (const char *const *)io->adapter.items;
 	c.n_adapters = io->adapter.n;
@@ -909,6 +969,8 @@ int main(int argc, const char **argv)
 		GM_OPT_FLAG(0, "chat", &io.chat, "apply the chat template of the model"),
 		GM_OPT_STRING(0, "system", &io.system, "text", "with --chat: a system message first"),
 		GM_OPT_FLAG(0, "think", &io.think, "with --chat: enable_thinking (--no-think: off)"),
+		GM_OPT_STRING(0, "tools", &io.tools, "file",
+			      "with --render-chat: the tools the template lists (an OpenAI tools JSON array)"),
 		GM_OPT_INT('n', "max-tokens", &io.max_tokens, "n",
 			   "at most n new tokens (0: the prompt only; -1: no limit)", -1, INT_MAX),
 		GM_OPT_STRING_LIST(0, "stop", &io.stop, "text", "stop before this text (repeatable)"),
@@ -946,6 +1008,16 @@ int main(int argc, const char **argv)
 			   1, 1L << 30),
 		GM_OPT_DOUBLE(0, "shutdown-timeout", &io.shutdown_timeout, "s",
 			      "on SIGTERM: seconds requests may take to finish (default 10)"),
+		GM_OPT_DOUBLE(0, "header-timeout", &io.header_timeout, "s",
+			      "a request's headers must arrive within s seconds (default 30)"),
+		GM_OPT_DOUBLE(0, "body-timeout", &io.body_timeout, "s",
+			      "and its body within s seconds after them (default 60)"),
+		GM_OPT_INT(0, "max-connections", &io.max_connections, "n", "open connections in all (default 256)",
+			   1, 65536),
+		GM_OPT_INT(0, "max-client-connections", &io.max_client_connections, "n",
+			   "open connections per client address (default 32)", 1, 65536),
+		GM_OPT_INT(0, "max-queued-tokens", &io.max_queued_tokens, "n",
+			   "prompt tokens that may wait in all; more get 429 (default: twice the KV pool)", 1, 1L << 40),
 		GM_OPT_GROUP("checking and debugging"),
 		GM_OPT_FLAG(0, "check", &check, "load and validate the model, print a summary"),
 		GM_OPT_FLAG(0, "json", &json, "print the summary as one JSON object"),
@@ -969,7 +1041,8 @@ int main(int argc, const char **argv)
 	io.temperature = io.top_p = io.min_p = io.repeat_penalty = NAN;
 	io.parallel = io.queue = io.max_body = io.kv_tokens = io.prefill_chunk = UNSET_LONG;
 	io.prefix_cache = -1;
-	io.shutdown_timeout = NAN;
+	io.shutdown_timeout = io.header_timeout = io.body_timeout = NAN;
+	io.max_connections = io.max_client_connections = io.max_queued_tokens = UNSET_LONG;
 
 	n = gm_cmd_parse(&cmd, argc, argv, 0, 1, &status);
 	if (n < 0)
@@ -987,11 +1060,19 @@ int main(int argc, const char **argv)
 		status = gm_cmd_usage_error(&cmd, "--check, --tokenize, --render-chat and --serve cannot be combined");
 		goto out;
 	}
+	if (io.tools && !io.render_chat) {
+		status = gm_cmd_usage_error(&cmd, "--tools goes with --render-chat");
+		goto out;
+	}
 	if (!io.serve && (io.parallel != UNSET_LONG || io.queue != UNSET_LONG || io.api_key ||
 			  io.max_body != UNSET_LONG || !isnan(io.shutdown_timeout) || io.kv_tokens != UNSET_LONG ||
-			  io.prefill_chunk != UNSET_LONG || io.prefix_cache >= 0)) {
+			  io.prefill_chunk != UNSET_LONG || io.prefix_cache >= 0 || !isnan(io.header_timeout) ||
+			  !isnan(io.body_timeout) || io.max_connections != UNSET_LONG ||
+			  io.max_client_connections != UNSET_LONG || io.max_queued_tokens != UNSET_LONG)) {
 		status = gm_cmd_usage_error(&cmd, "--parallel, --queue, --kv-tokens, --prefill-chunk, --prefix-cache, "
-					    "--api-key, --max-body and --shutdown-timeout go with --serve");
+					    "--api-key, --max-body, --shutdown-timeout, --header-timeout, "
+					    "--body-timeout, --max-connections, --max-client-connections and "
+					    "--max-queued-tokens go with --serve");
 		goto out;
 	}
 	if (io.serve) {

@@ -164,7 +164,7 @@ test_expect_success '-h prints the usage on stdout and exits 129' '
 	   or: git infer -m <model> --chat [-p <prompt>] [--system <text>] [<options>]
 	   or: git infer -m <model> --check [--adapter <spec>...] [--json] [-v | -q]
 	   or: git infer -m <model> --tokenize < <text>
-	   or: git infer -m <model> --render-chat <messages.json>
+	   or: git infer -m <model> --render-chat <messages.json> [--tools <tools.json>]
 	   or: git infer -m <model> --serve [<addr>:]<port> [--parallel <n>] [--queue <n>] [--kv-tokens <n>] [--adapter [<name>=]<dir>...]
 
 	    -m, --model <model>       the model: a directory, or NAME[@REV] of a registered model
@@ -172,6 +172,7 @@ test_expect_success '-h prints the usage on stdout and exits 129' '
 	    --chat                    apply the chat template of the model
 	    --system <text>           with --chat: a system message first
 	    --think                   with --chat: enable_thinking (--no-think: off)
+	    --tools <file>            with --render-chat: the tools the template lists (an OpenAI tools JSON array)
 	    -n, --max-tokens <n>      at most n new tokens (0: the prompt only; -1: no limit)
 	    --stop <text>             stop before this text (repeatable)
 	    --adapter <spec>          apply a LoRA or sparse adapter: dir or name[:scale], with --serve [name=]dir (repeatable)

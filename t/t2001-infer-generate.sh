@@ -364,6 +364,14 @@ test_expect_success 'a prompt longer than the context: 1' '
 	test_cmp expect err
 '
 
+test_expect_success 'a context whose KV cache cannot fit in memory is refused up front, with the numbers' '
+	test_expect_code 1 env GM_MEM_AVAILABLE=1000000 git infer -m "$POCKET" --ctx 2048 -p hello >out 2>err &&
+	test_must_be_empty out &&
+	test_grep "error: a KV cache of 2048 tokens needs .* (.* bytes per token in f32) and 977 KiB of memory is available: use a shorter context" err &&
+	GM_MEM_AVAILABLE=1000000 git infer -m "$POCKET" --ctx 16 --prompt-ids 1,2 -n 2 --print-ids >out &&
+	test -s out
+'
+
 test_expect_success 'a missing model: 1' '
 	test_expect_code 1 git infer -m nosuch -p hello >out 2>err &&
 	test_must_be_empty out &&

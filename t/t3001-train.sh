@@ -115,6 +115,13 @@ test_expect_success 'the same seed gives the same adapter; --init-adapter contin
 	test_grep "come from the adapter given to --init-adapter" err
 '
 
+test_expect_success 'training that cannot fit in memory is refused before it starts, with the numbers' '
+	test_expect_code 1 env GM_MEM_AVAILABLE=1000000 git train -m "$POCKET" --adapter big --data train.jsonl \
+		--output big --steps 1 --threads 1 2>err &&
+	test_grep "error: training sequences of up to [0-9]* tokens needs .* MiB of memory .* and 977 KiB is available" err &&
+	test_path_is_missing big
+'
+
 test_expect_success 'every data form: messages, prompt/completion, token ids; --no-shuffle, accumulation' '
 	cat >mixed.jsonl <<-\EOF &&
 	{"messages": [{"role": "user", "content": "Who gave gold?"}, {"role": "assistant", "content": "The king of Tyre."}]}

@@ -17,6 +17,7 @@
 #include "base/buf.h"
 #include "base/fs.h"
 #include "base/json.h"
+#include "base/sysmem.h"
 
 #define SINGLE_NAME "model.safetensors"
 #define INDEX_NAME "model.safetensors.index.json"
@@ -221,22 +222,6 @@ static int thp_usable(void)
 	return strstr(buf, "[always]") || strstr(buf, "[madvise]");
 }
 
-/* MemAvailable of /proc/meminfo in bytes; 0 when unknown. */
-static uint64_t mem_available(void)
-{
-	char line[256];
-	unsigned long long kb = 0;
-	FILE *fp = fopen("/proc/meminfo", "r");
-
-	if (!fp)
-		return 0;
-	while (fgets(line, sizeof(line), fp))
-		if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1)
-			break;
-	fclose(fp);
-	return (uint64_t)kb * 1024;
-}
-
 /* Sum of the files' sizes (before opening them). */
 static uint64_t files_size(const gm_weights *w)
 {
@@ -269,7 +254,7 @@ static enum gm_st_load choose_load(const gm_weights *w, enum gm_weights_mode mod
 	 */
 	if (!thp_usable())
 		return GM_ST_LOAD_MAP;
-	avail = mem_available();
+	avail = gm_mem_available();
 	return avail && files_size(w) <= avail / 2 ? GM_ST_LOAD_RESIDENT : GM_ST_LOAD_MAP;
 }
 

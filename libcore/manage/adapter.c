@@ -360,6 +360,52 @@ static int check_against_model(const char *model_dir, const char *dir, gm_error 
 	return ret;
 }
 
+/* 1 when the two files have the same bytes. */
+static int same_file(const char *a, const char *b)
+{
+	gm_buf x = GM_BUF_INIT, y = GM_BUF_INIT;
+	int same;
+
+	same = !gm_read_file(a, &x, NULL) && !gm_read_file(b, &y, NULL) && x.len == y.len &&
+	       !memcmp(x.buf ? x.buf : "", y.buf ? y.buf : "", x.len);
+	gm_buf_release(&x);
+	gm_buf_release(&y);
+	return same;
+}
+
+/*
+ * 1 when the adapter at e is what an add of src that was interrupted
+ * before its commit left: its files are src's, and the model is a
+ * repository whose HEAD does not have them.  Adding src again then
+ * completes that add instead of refusing the name.
+ */
+static int interrupted_add(const char *model_dir, const gm_adapter_entry *e, const char *src)
+{
+	const char *names[2];
+	gm_repo *r = NULL;
+	gm_buf rel = GM_BUF_INIT, content = GM_BUF_INIT;
+	int i, same = 1, committed = 1;
+
+	adapter_files(src, &names[0], &names[1]);
+	for (i = 0; i < 2 && same; i++) {
+		char *a = gm_path_join(src, names[i]), *b = gm_path_join(e->path, names[i]);
+		char *real = realpath(a, NULL);
+
+		same = real && same_file(real, b);
+		free(real);
+		free(a);
+		free(b);
+	}
+	if (same && gm_repo_is_toplevel(model_dir) && !gm_repo_open(model_dir, &r, NULL)) {
+		gm_buf_addf(&rel, "%s/%s/%s", GM_ADAPTER_DIR, e->dirname, names[0]);
+		committed = !gm_repo_read_file(r, "HEAD", rel.buf, &content, NULL, NULL);
+		gm_repo_close(r);
+	}
+	gm_buf_release(&rel);
+	gm_buf_release(&content);
+	return same && !committed;
+}
+
 int gm_adapter_add(const char *model_dir, const char *src, const char *name, const gm_adapter_origin *origin,
 		   gm_adapter_entry *out, gm_error *err)
 {
@@ -381,6 +427,15 @@ int gm_adapter_add(const char *model_dir, const char *src, const char *name, con
 	if ((ret = gm_adapter_list(model_dir, &v, &n, err)))
 		return ret;
 	for (i = 0; i < n; i++) {
+		if (!strcmp(v[i].name, name) && interrupted_add(model_dir, &v[i], src)) {
+			gm_info("completing the interrupted add of %s/%s", GM_ADAPTER_DIR, v[i].dirname);
+			if (out) {
+				*out = v[i];
+				memset(&v[i], 0, sizeof(v[i]));
+			}
+			gm_adapter_entries_free(v, n);
+			return 0;
+		}
 		if (!strcmp(v[i].name, name)) {
 			ret = gm_error_set(err, GM_EINVAL, "an adapter named '%s' exists already (%s); "
 					   "remove or rename it first", name, v[i].dirname);
@@ -431,6 +486,45 @@ out:
 	return ret;
 }
 
+/*
+ * 1 when spec names no adapter of the work tree but one of HEAD: a removal
+ * killed before its commit.  e gets that adapter (its path in the work
+ * tree, now gone); what the removal left (adapters/.rm-*) is deleted.
+ */
+static int interrupted_remove(const char *model_dir, const char *spec, gm_adapter_entry *e)
+{
+	char head[GM_REPO_OID_HEXLEN + 1], *view = NULL, *root;
+	gm_adapter_entry c;
+	gm_repo *r = NULL;
+	DIR *d;
+	struct dirent *de;
+	int found = 0;
+
+	if (!gm_repo_is_toplevel(model_dir) || gm_repo_open(model_dir, &r, NULL))
+		return 0;
+	if (!gm_repo_resolve(r, NULL, head, NULL) && !gm_repo_view(r, head, &view, NULL) &&
+	    !gm_adapter_find(view, spec, &c, NULL)) {
+		root = gm_path_join(model_dir, GM_ADAPTER_DIR);
+		entry_fill(e, root, c.index, c.name, c.dirname);
+		gm_adapter_entry_release(&c);
+		found = 1;
+		if ((d = opendir(root))) {
+			while ((de = readdir(d)))
+				if (!strncmp(de->d_name, ".rm-", 4)) {
+					char *p = gm_path_join(root, de->d_name);
+
+					gm_remove_tree(p, NULL);
+					free(p);
+				}
+			closedir(d);
+		}
+		free(root);
+	}
+	free(view);
+	gm_repo_close(r);
+	return found;
+}
+
 int gm_adapter_remove(const char *model_dir, const char *spec, gm_adapter_entry *removed, gm_error *err)
 {
 	gm_adapter_entry e;
@@ -439,8 +533,17 @@ int gm_adapter_remove(const char *model_dir, const char *spec, gm_adapter_entry 
 
 	if (removed)
 		memset(removed, 0, sizeof(*removed));
-	if ((ret = gm_adapter_find(model_dir, spec, &e, err)))
-		return ret;
+	if ((ret = gm_adapter_find(model_dir, spec, &e, err))) {
+		if (!interrupted_remove(model_dir, spec, &e))
+			return ret;
+		gm_error_clear(err);
+		gm_info("completing the interrupted removal of %s/%s", GM_ADAPTER_DIR, e.dirname);
+		if (removed)
+			*removed = e;
+		else
+			gm_adapter_entry_release(&e);
+		return 0;
+	}
 	/* Rename it away first: a crash then leaves a hidden directory, never half an adapter. */
 	root = gm_path_join(model_dir, GM_ADAPTER_DIR);
 	tmp = gm_path_join(root, ".rm-XXXXXX");

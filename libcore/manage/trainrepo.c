@@ -2,6 +2,8 @@
  * trainrepo.c - a training run recorded in the model's git repository
  * (see trainrepo.h).
  */
+#include <json-c/json.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +11,8 @@
 #include "manage/adapter.h"
 #include "base/buf.h"
 #include "base/fs.h"
+#include "base/json.h"
+#include "base/log.h"
 #include "storage/repo.h"
 #include "storage/repo-internal.h"
 #include "manage/trainrepo.h"
@@ -155,6 +159,32 @@ out:
 	return ret;
 }
 
+/*
+ * A run killed between a checkpoint's commit (moving the branch) and its
+ * tag left the commit untagged: tag it now, as the run would have.
+ */
+static int tag_checkpoint_again(gm_trainrepo *t, const char *state, const char *hex, gm_error *err)
+{
+	json_object *st = NULL, *v;
+	char tagged[GM_REPO_OID_HEXLEN + 1];
+	gm_buf tag = GM_BUF_INIT;
+	int ret = 0;
+
+	if (gm_json_parse_file(state, &st, NULL) || !json_object_object_get_ex(st, "step", &v) ||
+	    !json_object_is_type(v, json_type_int)) {
+		json_object_put(st);
+		return 0; /* the resume reads the state and says what is wrong with it */
+	}
+	gm_buf_addf(&tag, "refs/tags/%s-step-%lld", t->name, (long long)json_object_get_int64(v));
+	if (gm_repo_resolve(t->repo, tag.buf, tagged, NULL)) {
+		gm_info("tagging the checkpoint %.12s as %s, which the interrupted run did not", hex, tag.buf + 10);
+		ret = gm_repo_tag(t->repo, tag.buf + 10, hex, err);
+	}
+	gm_buf_release(&tag);
+	json_object_put(st);
+	return ret;
+}
+
 int gm_trainrepo_resume_dir(gm_trainrepo *t, char **dir, gm_error *err)
 {
 	char hex[GM_REPO_OID_HEXLEN + 1], *view = NULL, *state;
@@ -170,6 +200,8 @@ int gm_trainrepo_resume_dir(gm_trainrepo *t, char **dir, gm_error *err)
 				   "finished", t->branch, hex);
 		free(*dir);
 		*dir = NULL;
+	} else {
+		ret = tag_checkpoint_again(t, state, hex, err);
 	}
 	free(state);
 	free(view);

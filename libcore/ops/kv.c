@@ -14,6 +14,7 @@
 #include <sys/mman.h>
 
 #include "base/buf.h"
+#include "base/sysmem.h"
 
 enum gm_kv_type gm_kv_type_resolve(const gm_model *m, enum gm_kv_type t)
 {
@@ -67,7 +68,9 @@ int gm_kv_new(const gm_model *m, enum gm_kv_type t, int64_t max_tokens, gm_kv **
 	const gm_model_config *c = &m->config;
 	gm_kv *kv;
 	int64_t i;
+	uint64_t avail;
 	void *mem;
+	int ret;
 
 	*out = NULL;
 	if ((int)t < GM_KV_AUTO || (int)t > GM_KV_F16)
@@ -87,6 +90,25 @@ int gm_kv_new(const gm_model *m, enum gm_kv_type t, int64_t max_tokens, gm_kv **
 	kv->block_bytes = (size_t)kv->n_layers * kv->layer_bytes;
 	kv->n_blocks = (max_tokens + GM_KV_BLOCK - 1) / GM_KV_BLOCK;
 	kv->mem_len = (size_t)kv->n_blocks * kv->block_bytes;
+	/*
+	 * The pool is mapped now and touched as tokens come: a pool the machine
+	 * cannot hold would be killed half way, so it is refused here.
+	 */
+	avail = gm_mem_available();
+	if (avail && kv->mem_len > avail) {
+		gm_buf need = GM_BUF_INIT, have = GM_BUF_INIT;
+
+		gm_buf_add_human_bytes(&need, kv->mem_len);
+		gm_buf_add_human_bytes(&have, avail);
+		ret = gm_error_set(err, GM_ENOMEM, "a KV cache of %lld tokens needs %s (%zu bytes per token in %s) and "
+				   "%s of memory is available: use a shorter context (--ctx, --kv-tokens) or a "
+				   "smaller KV type (--kv-type bf16)", (long long)max_tokens, need.buf,
+				   gm_kv_bytes_per_token(m, kv->type), gm_kv_type_name(kv->type), have.buf);
+		gm_buf_release(&need);
+		gm_buf_release(&have);
+		free(kv);
+		return ret;
+	}
 	mem = mmap(NULL, kv->mem_len ? kv->mem_len : 1, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
 		   -1, 0);
 	if (mem == MAP_FAILED) {

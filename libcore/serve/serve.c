@@ -1,5 +1,6 @@
 /* serve.c - the OpenAI-compatible HTTP server (see serve.h). */
 #include "serve/serve.h"
+#include "serve/conns.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -57,6 +58,10 @@ void gm_serve_config_init(gm_serve_config *c)
 	c->queue_size = 16;
 	c->max_body = 4u << 20;
 	c->shutdown_timeout_s = 10;
+	c->header_timeout_s = 30;
+	c->body_timeout_s = 60;
+	c->max_connections = 256;
+	c->max_client_connections = 32;
 }
 
 int gm_serve_parse_listen(const char *spec, char **addr, int *port, gm_error *err)
@@ -230,6 +235,7 @@ struct gm_serve {
 	int port;
 	int listen_fd;
 	struct MHD_Daemon *daemon;
+	gm_conn_guard *guard;      /* read deadlines of every connection */
 
 	/* after gm_serve_load */
 	char *id;
@@ -265,6 +271,8 @@ struct gm_serve {
 	struct job *head, *tail;   /* waiting */
 	struct job *running;       /* taken by the scheduler, not yet done */
 	int n_queued, n_running;
+	int64_t queued_tokens;     /* prompt tokens of the waiting jobs */
+	int64_t max_queued_tokens;
 	int n_answering;           /* admitted requests whose answer is not yet sent */
 	uint64_t rng;
 	uint64_t next_id;
@@ -1838,6 +1846,7 @@ static void admit(gm_serve *s)
 		if (!s->head)
 			s->tail = NULL;
 		s->n_queued--;
+		s->queued_tokens -= (int64_t)j->n_prompt;
 		s->n_running++;
 		j->state = JOB_RUNNING;
 		j->run_next = s->running;
@@ -2148,6 +2157,14 @@ static enum MHD_Result handle_metrics(gm_serve *s, struct MHD_Connection *c)
 		      &s->m.tpot);
 	add_metric_header(&b, "gitmodel_queue_depth", "gauge", "requests waiting for a sequence slot");
 	gm_buf_addf(&b, "gitmodel_queue_depth %d\n", s->n_queued);
+	add_metric_header(&b, "gitmodel_queued_prompt_tokens", "gauge", "prompt tokens of the requests waiting");
+	gm_buf_addf(&b, "gitmodel_queued_prompt_tokens %lld\n", (long long)s->queued_tokens);
+	add_metric_header(&b, "gitmodel_connections_timed_out_total", "counter",
+			  "connections closed for sending their request too slowly, by what was late");
+	gm_buf_addf(&b, "gitmodel_connections_timed_out_total{phase=\"headers\"} %llu\n",
+		    (unsigned long long)gm_conn_guard_timed_out(s->guard, GM_CONN_HEADERS));
+	gm_buf_addf(&b, "gitmodel_connections_timed_out_total{phase=\"body\"} %llu\n",
+		    (unsigned long long)gm_conn_guard_timed_out(s->guard, GM_CONN_BODY));
 	add_metric_header(&b, "gitmodel_requests_running", "gauge", "requests being generated");
 	gm_buf_addf(&b, "gitmodel_requests_running %d\n", s->n_running);
 	add_metric_header(&b, "gitmodel_parallel_sequences", "gauge", "sequence slots (--parallel)");
@@ -2308,6 +2325,18 @@ static enum MHD_Result handle_generate(gm_serve *s, struct MHD_Connection *c, st
 		     s->c.queue_size);
 		return reply_error(s, c, r->ep, &e);
 	}
+	/* A request is let in when none waits: the limit must not refuse what the pool can hold. */
+	if (s->queued_tokens + (int64_t)j->n_prompt > s->max_queued_tokens && s->n_queued) {
+		int64_t q = s->queued_tokens;
+		size_t n = j->n_prompt;
+
+		pthread_mutex_unlock(&s->lock);
+		job_free(j);
+		fail(&e, 429, NULL, "queue_full", "the server is busy: %lld prompt tokens are waiting, and %zu more "
+		     "would pass the limit of %lld (--max-queued-tokens); retry later", (long long)q, n,
+		     (long long)s->max_queued_tokens);
+		return reply_error(s, c, r->ep, &e);
+	}
 	j->refs = 2; /* this connection and the scheduler */
 	j->state = JOB_QUEUED;
 	r->admitted = 1;
@@ -2318,6 +2347,7 @@ static enum MHD_Result handle_generate(gm_serve *s, struct MHD_Connection *c, st
 		s->head = j;
 	s->tail = j;
 	s->n_queued++;
+	s->queued_tokens += (int64_t)j->n_prompt;
 	pthread_cond_signal(&s->work_cond);
 	pthread_mutex_unlock(&s->lock);
 
@@ -2358,6 +2388,31 @@ static enum MHD_Result handle_generate(gm_serve *s, struct MHD_Connection *c, st
 	}
 	job_unref(j);
 	return ret;
+}
+
+/* Each connection is registered with the guard (conns.h) from its start to its close. */
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+			  enum MHD_ConnectionNotificationCode code)
+{
+	gm_serve *s = cls;
+	const union MHD_ConnectionInfo *ci;
+
+	if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+		ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+		*socket_context = ci ? gm_conn_open(s->guard, ci->connect_fd) : NULL;
+	} else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+		gm_conn_close(s->guard, *socket_context);
+		*socket_context = NULL;
+	}
+}
+
+/* Moves the connection of c into a phase of its request (see conns.h). */
+static void conn_phase(gm_serve *s, struct MHD_Connection *c, enum gm_conn_phase phase)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+	if (ci && ci->socket_context)
+		gm_conn_phase(s->guard, ci->socket_context, phase);
 }
 
 /* Queues a response made elsewhere (webui.c); NULL: out of memory. */
@@ -2407,6 +2462,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		*con_cls = r;
 		r->ep = endpoint_of(url);
 		r->is_post = !strcmp(method, MHD_HTTP_METHOD_POST);
+		/* A body is due only with a POST; anything else is answered now. */
+		conn_phase(s, c, r->is_post ? GM_CONN_BODY : GM_CONN_ANSWER);
 		/* Answers that do not need the body are given at once (the body is then not read). */
 		if (r->ep == EP_OTHER) {
 			r->answered = 1;
@@ -2487,6 +2544,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		*upload_data_size = 0;
 		return MHD_YES;
 	}
+	conn_phase(s, c, GM_CONN_ANSWER);
 	r->answered = 1;
 	if (r->too_large) {
 		fail(&e, 413, NULL, "request_too_large", "the request body is over the server's limit of %zu bytes "
@@ -2501,6 +2559,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
 	gm_serve *s = cls;
 	struct req *r = *con_cls;
 
+	(void)t;
+	conn_phase(s, c, GM_CONN_HEADERS); /* kept alive: the next request's headers are due */
 	if (!r)
 		return;
 	if (r->admitted) {
@@ -2613,13 +2673,20 @@ int gm_serve_start(const gm_serve_config *c, gm_serve **out, gm_error *err)
 	s->c.api_key = NULL;
 	ret = open_listener(s, err);
 	s->c.addr = NULL; /* borrowed: used only by open_listener */
+	if (!ret)
+		ret = gm_conn_guard_new(c->header_timeout_s, c->body_timeout_s, &s->guard, err);
+	if (!ret && (c->max_connections < 1 || c->max_client_connections < 1))
+		ret = gm_error_set(err, GM_EINVAL, "the connection limits must be at least 1 (got %d and %d per "
+				   "client)", c->max_connections, c->max_client_connections);
 	if (!ret) {
 		s->daemon = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
 					     MHD_USE_POLL | MHD_USE_ITC | MHD_USE_ERROR_LOG,
 					     0, NULL, NULL, on_request, s,
 					     MHD_OPTION_LISTEN_SOCKET, s->listen_fd,
 					     MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-					     MHD_OPTION_CONNECTION_LIMIT, (unsigned int)256,
+					     MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
+					     MHD_OPTION_CONNECTION_LIMIT, (unsigned int)c->max_connections,
+					     MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)c->max_client_connections,
 					     MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)120,
 					     MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
 					     MHD_OPTION_END);
@@ -2786,6 +2853,8 @@ int gm_serve_load(gm_serve *s, gm_error *err)
 	if ((ret = gm_kv_new(s->model, gm_forward_kv_type(s->f), kv_tokens, &s->kv, err)))
 		return ret;
 	s->kv_blocks = gm_kv_n_blocks(s->kv);
+	s->max_queued_tokens = s->c.max_queued_tokens > 0 ? s->c.max_queued_tokens
+		: 2 * s->kv_blocks * GM_KV_BLOCK;
 	s->prefill_chunk = s->c.prefill_chunk > 0 ? s->c.prefill_chunk : GM_SERVE_PREFILL_CHUNK;
 	s->runs = gm_xcalloc((size_t)s->c.n_parallel, sizeof(*s->runs));
 	s->brun = gm_xcalloc((size_t)s->c.n_parallel, sizeof(*s->brun));
@@ -2878,6 +2947,7 @@ void gm_serve_free(gm_serve *s)
 		return;
 	if (s->daemon)
 		gm_serve_stop(s);
+	gm_conn_guard_free(s->guard); /* after the daemon: no connection is left to watch */
 	if (s->listen_fd >= 0)
 		close(s->listen_fd);
 	/* the scheduler has ended: every run is gone; the cache is freed with the pool */

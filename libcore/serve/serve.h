@@ -89,9 +89,21 @@ typedef struct gm_serve_config {
 	 * prefix) or "NAME=DIR"; those in MODEL/adapters/ are loaded too. */
 	const char *const *adapters;
 	size_t n_adapters;
+	/* Against clients that hold connections (conns.h): the request's headers
+	 * must arrive within header_timeout_s (from the connection's start or
+	 * the previous answer), its body within body_timeout_s after them; at
+	 * most max_connections connections, max_client_connections per client
+	 * address (more are closed at once). */
+	double header_timeout_s;
+	double body_timeout_s;
+	int max_connections;
+	int max_client_connections;
+	/* Prompt tokens that may wait in the queue in all (429 beyond); 0: twice the KV pool. */
+	int64_t max_queued_tokens;
 } gm_serve_config;
 
-/* 1 parallel sequence, queue of 16, 4 MiB bodies, 10 s to shut down, 127.0.0.1. */
+/* 1 parallel sequence, queue of 16, 4 MiB bodies, 10 s to shut down, 127.0.0.1,
+ * 30 s for headers, 60 s for a body, 256 connections, 32 per client. */
 void gm_serve_config_init(gm_serve_config *c);
 
 /*

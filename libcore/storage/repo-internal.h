@@ -24,6 +24,8 @@ int gm_repo_list_files(const char *root, gm_repo_paths *out, gm_error *err);
 int gm_repo_copy_file(const char *src, const char *dst, gm_error *err);
 int gm_repo_remove_tree(const char *path);
 char *gm_repo_absolute(const char *path);
+/* Before writing through libgit2: clears the locks a killed writer left (see repo.c). */
+void gm_repo_write_begin(gm_repo *r);
 
 /* Where a new model goes (see repo.h): its name, final path, the partial
  * directory it is built in, and the per-name lock. */

@@ -10,6 +10,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -521,17 +522,46 @@ static int drop_other_branches(git_repository *git, gm_error *err)
 	return ret;
 }
 
-/* A partial directory left by an interrupted clone of the same URL is
- * reused (its git objects and partial LFS downloads are kept). */
+static int unlink_lock(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	size_t n = strlen(path);
+
+	(void)st;
+	(void)ftw;
+	if (flag == FTW_F && n > 5 && !strcmp(path + n - 5, ".lock"))
+		unlink(path);
+	return 0;
+}
+
+/*
+ * Lock files a killed clone left in the partial repository's git
+ * directory (config.lock, HEAD.lock, refs/.../X.lock): the clone's own
+ * lock (gm_repo_dest_lock) is held, so no other process owns them.
+ */
+static void remove_stale_locks(const char *partial)
+{
+	char *gitdir = gm_path_join(partial, ".git");
+
+	nftw(gitdir, unlink_lock, 16, FTW_PHYS);
+	free(gitdir);
+}
+
+/*
+ * A partial directory left by an interrupted clone of the same URL is
+ * reused (its git objects and partial LFS downloads are kept) once its git
+ * clone had finished: HEAD resolves.  One killed inside git_clone may have
+ * its remote configured and no branch yet; it is cloned again.
+ */
 static int reusable_partial(const char *partial, const char *url)
 {
 	git_repository *git;
 	git_remote *rem;
+	git_oid head;
 	int ok = 0;
 
 	if (!gm_is_dir(partial) || git_repository_open_ext(&git, partial, GIT_REPOSITORY_OPEN_NO_SEARCH, NULL))
 		return 0;
-	if (git_remote_lookup(&rem, git, "origin") == 0) {
+	if (git_reference_name_to_id(&head, git, "HEAD") == 0 && git_remote_lookup(&rem, git, "origin") == 0) {
 		ok = git_remote_url(rem) && !strcmp(git_remote_url(rem), url);
 		git_remote_free(rem);
 	}
@@ -633,6 +663,7 @@ int gm_repo_clone(const char *source, const char *name, const gm_repo_transfer_o
 	if (reusable_partial(d.partial, url)) {
 		git_remote *origin = NULL;
 		gm_info("resuming the interrupted clone in %s", d.partial);
+		remove_stale_locks(d.partial);
 		if (git_repository_open(&git, d.partial) < 0) {
 			ret = gm_libgit_error(err, GM_EIO, "cannot open %s", d.partial);
 			goto out;
@@ -698,7 +729,7 @@ int gm_repo_clone(const char *source, const char *name, const gm_repo_transfer_o
 	ret = gm_repo_dest_finish(&d, reg, is_hub ? source : url, hex, out, err);
 out:
 	if (ret && keep_partial && d.lock_fd >= 0 && gm_is_dir(d.partial))
-		gm_info("the partial clone stays in %s: running the same command again resumes it", d.partial);
+		gm_warn("the partial clone stays in %s: running the same command again resumes it", d.partial);
 	git_repository_free(git);
 	gm_repo_close(r);
 	gm_registry_close(reg);

@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +33,7 @@ struct gm_repo {
 	char *workdir;
 	char *gitdir;
 	gm_lfs_store lfs;
+	char *writer_mark;         /* GITDIR/git-model/writer while this process writes; NULL before */
 };
 
 /* ------------------------------------------------------------ helpers */
@@ -227,6 +229,10 @@ void gm_repo_close(gm_repo *r)
 {
 	if (!r)
 		return;
+	if (r->writer_mark) {
+		unlink(r->writer_mark);
+		free(r->writer_mark);
+	}
 	if (r->git)
 		git_repository_free(r->git);
 	gm_lfs_store_release(&r->lfs);
@@ -392,6 +398,105 @@ static int stage_path(gm_repo *r, git_index *idx, const char *rel, gm_error *err
 	return ret;
 }
 
+/* ------------------------------------------------------------ stale locks */
+
+/*
+ * git's lock files (index.lock, HEAD.lock, refs/.../X.lock) tell a process
+ * killed while writing from a live one only by asking the user.  Before
+ * its first write on a repository, this process records itself in
+ * GITDIR/git-model/writer ("PID START", START its start time in clock
+ * ticks from /proc/PID/stat, so a reused PID is not taken for it), and
+ * removes the record when it closes the repository.  The next writer that
+ * finds a record of a process that is gone removes the lock files, which
+ * only that process can have left: a concurrent stock git leaves no
+ * record, and its locks are never touched.
+ */
+static unsigned long long proc_start(long pid)
+{
+	char path[64], buf[1024], *p;
+	unsigned long long start = 0;
+	size_t n;
+	int field;
+	FILE *fp;
+
+	snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+	if (!(fp = fopen(path, "r")))
+		return 0;
+	n = fread(buf, 1, sizeof(buf) - 1, fp);
+	fclose(fp);
+	buf[n] = '\0';
+	/* after the command name in parentheses: field 3 on; the start time is field 22 */
+	if (!(p = strrchr(buf, ')')))
+		return 0;
+	for (field = 2; *p && field < 22; p++)
+		if (*p == ' ')
+			field++;
+	if (field == 22)
+		start = strtoull(p, NULL, 10);
+	return start;
+}
+
+static int unlink_git_lock(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	size_t n = strlen(path);
+
+	(void)st;
+	(void)ftw;
+	if (flag == FTW_F && n > 5 && !strcmp(path + n - 5, ".lock"))
+		unlink(path);
+	return 0;
+}
+
+static void remove_stale_locks(gm_repo *r, const char *mark)
+{
+	static const char *const top[] = { "index.lock", "HEAD.lock", "config.lock", "packed-refs.lock",
+					   "ORIG_HEAD.lock", "FETCH_HEAD.lock" };
+	long pid = 0;
+	unsigned long long start = 0;
+	size_t i;
+	char *refs;
+	FILE *fp = fopen(mark, "r");
+
+	if (!fp)
+		return;
+	if (fscanf(fp, "%ld %llu", &pid, &start) != 2)
+		pid = 0;
+	fclose(fp);
+	if (pid <= 0 || (proc_start(pid) == start && start))
+		return; /* unreadable, or its writer is still running */
+	gm_info("%s: removing the lock files left by git-model process %ld, which was killed while writing",
+		r->gitdir, pid);
+	for (i = 0; i < sizeof(top) / sizeof(top[0]); i++) {
+		char *p = gm_path_join(r->gitdir, top[i]);
+
+		unlink(p);
+		free(p);
+	}
+	refs = gm_path_join(r->gitdir, "refs");
+	nftw(refs, unlink_git_lock, 16, FTW_PHYS);
+	free(refs);
+	unlink(mark);
+}
+
+/* Called before each write through libgit2 (see above); the first one marks the repository. */
+void gm_repo_write_begin(gm_repo *r)
+{
+	char *dir, line[64];
+	long pid = (long)getpid();
+
+	if (r->writer_mark)
+		return;
+	dir = gm_path_join(r->gitdir, "git-model");
+	r->writer_mark = gm_path_join(dir, "writer");
+	remove_stale_locks(r, r->writer_mark);
+	snprintf(line, sizeof(line), "%ld %llu\n", pid, proc_start(pid));
+	if (gm_mkdir_p(dir, 0777, NULL) || gm_write_file_atomic(r->writer_mark, line, strlen(line), 0644, NULL)) {
+		free(r->writer_mark); /* best effort: without a mark, only the user can clear a lock */
+		r->writer_mark = NULL;
+	}
+	free(dir);
+}
+
 int gm_repo_commit_files(gm_repo *r, const char *const *paths, size_t n, const char *message,
 			 char out[GM_REPO_OID_HEXLEN + 1], gm_error *err)
 {
@@ -405,6 +510,7 @@ int gm_repo_commit_files(gm_repo *r, const char *const *paths, size_t n, const c
 	size_t i;
 	int ret = 0, has_parent;
 
+	gm_repo_write_begin(r);
 	if (git_repository_index(&idx, r->git) < 0)
 		return gm_libgit_error(err, GM_EIO, "cannot read the index of %s", r->workdir);
 	if (n == 0) {
@@ -1057,6 +1163,7 @@ int gm_repo_commit_branch(gm_repo *r, int mode, const char *base, const char *br
 	size_t i;
 	int ret, valid = 0;
 
+	gm_repo_write_begin(r);
 	gm_buf_addf(&ref, "refs/heads/%s", branch);
 	if (git_reference_name_is_valid(&valid, ref.buf) < 0 || !valid) {
 		ret = gm_error_set(err, GM_EINVAL, "'%s' is not a valid branch name", branch);
@@ -1131,6 +1238,42 @@ out:
 	return ret;
 }
 
+struct head_walk {
+	gm_repo_paths *paths;
+	const char *dir;
+};
+
+static int add_head_path(const char *root, const git_tree_entry *e, void *payload)
+{
+	struct head_walk *w = payload;
+	gm_buf p = GM_BUF_INIT;
+
+	if (git_tree_entry_type(e) != GIT_OBJECT_BLOB)
+		return 0;
+	gm_buf_addf(&p, "%s/%s%s", w->dir, root, git_tree_entry_name(e));
+	gm_repo_paths_add(w->paths, p.buf);
+	gm_buf_release(&p);
+	return 0;
+}
+
+/* The files HEAD has under dir (a removal whose index was written, but not its commit, still has them). */
+static void add_head_paths(gm_repo *r, const char *dir, gm_repo_paths *paths)
+{
+	git_object *head = NULL;
+	git_tree_entry *te = NULL;
+	git_tree *sub = NULL;
+	struct head_walk w = { paths, dir };
+
+	if (git_revparse_single(&head, r->git, "HEAD^{tree}") == 0 &&
+	    git_tree_entry_bypath(&te, (git_tree *)head, dir) == 0 &&
+	    git_tree_entry_type(te) == GIT_OBJECT_TREE &&
+	    git_tree_lookup(&sub, r->git, git_tree_entry_id(te)) == 0)
+		git_tree_walk(sub, GIT_TREEWALK_PRE, add_head_path, &w);
+	git_tree_free(sub);
+	git_tree_entry_free(te);
+	git_object_free(head);
+}
+
 int gm_repo_commit_dirs(gm_repo *r, const char *const *dirs, size_t n, const char *message,
 			char out[GM_REPO_OID_HEXLEN + 1], gm_error *err)
 {
@@ -1142,11 +1285,12 @@ int gm_repo_commit_dirs(gm_repo *r, const char *const *dirs, size_t n, const cha
 	if (git_repository_index(&idx, r->git) < 0)
 		return gm_libgit_error(err, GM_EIO, "cannot read the index of %s", r->workdir);
 	for (i = 0; i < n && !ret; i++) {
+		add_head_paths(r, dirs[i], &paths);
 		gm_buf want = GM_BUF_INIT;
 		gm_repo_paths now = { NULL, 0, 0 };
 		char *full = gm_path_join(r->workdir, dirs[i]);
 
-		/* what the index holds there: removed unless still on disk */
+		/* what HEAD and the index hold there: removed unless still on disk */
 		gm_buf_addf(&want, "%s/", dirs[i]);
 		for (k = 0; k < git_index_entrycount(idx); k++) {
 			const git_index_entry *e = git_index_get_byindex(idx, k);
@@ -1180,6 +1324,7 @@ int gm_repo_tag(gm_repo *r, const char *name, const char *commit, gm_error *err)
 	git_oid id, tag;
 	int ret = 0;
 
+	gm_repo_write_begin(r);
 	if (git_oid_fromstr(&id, commit) < 0 || git_object_lookup(&obj, r->git, &id, GIT_OBJECT_COMMIT) < 0)
 		return gm_libgit_error(err, GM_ENOENT, "no commit %s to tag", commit);
 	if (git_tag_create_lightweight(&tag, r->git, name, obj, 1) < 0)

@@ -144,6 +144,26 @@ done:
 	return 0;
 }
 
+int gm_chat_template_parse(const char *src, size_t len, const char *what, const char *bos_token,
+			   const char *eos_token, gm_chat_template **out, gm_error *err)
+{
+	gm_chat_template *t = gm_xcalloc(1, sizeof(*t));
+	int ret;
+
+	*out = NULL;
+	if ((ret = gm_jinja_parse(src, len, what, &t->tmpl, err))) {
+		free(t);
+		return ret;
+	}
+	t->bos_token = bos_token ? gm_xstrdup(bos_token) : NULL;
+	t->eos_token = eos_token ? gm_xstrdup(eos_token) : NULL;
+	t->source = gm_xmalloc(len + 1);
+	memcpy(t->source, src, len);
+	t->source[len] = '\0';
+	*out = t;
+	return 0;
+}
+
 void gm_chat_template_free(gm_chat_template *t)
 {
 	if (!t)

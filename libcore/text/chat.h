@@ -15,6 +15,13 @@ typedef struct gm_chat_template gm_chat_template;
 
 /* Reads DIR/tokenizer_config.json (or a path to it): chat_template, bos_token, eos_token. */
 int gm_chat_template_load(const char *path, gm_chat_template **out, gm_error *err);
+/*
+ * A template from its source text src[0..len) (a chat_template.jinja file,
+ * a test fixture); bos_token and eos_token may be NULL (then undefined in
+ * the template).  what names it in errors.
+ */
+int gm_chat_template_parse(const char *src, size_t len, const char *what, const char *bos_token,
+			   const char *eos_token, gm_chat_template **out, gm_error *err);
 void gm_chat_template_free(gm_chat_template *t);
 
 enum gm_chat_thinking { GM_CHAT_THINKING_UNSET = -1, GM_CHAT_THINKING_OFF = 0, GM_CHAT_THINKING_ON = 1 };

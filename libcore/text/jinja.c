@@ -96,7 +96,16 @@ struct expr {
 	size_t nkw;
 };
 
-enum node_kind { N_DATA, N_OUTPUT, N_IF, N_FOR, N_SET, N_SET_BLOCK, N_BREAK, N_CONTINUE, N_WITH, N_BODY };
+enum node_kind {
+	N_DATA, N_OUTPUT, N_IF, N_FOR, N_SET, N_SET_BLOCK, N_BREAK, N_CONTINUE, N_WITH, N_BODY,
+	N_MACRO,     /* attr: the name; targets, values: parameters and their defaults (NULL: none) */
+	N_CALLBLOCK, /* expr: the E_CALL; targets, values: caller()'s parameters; body: caller()'s body */
+	N_FILTER     /* filter: the filter chain over the FILTER_ARG placeholder; body: its input */
+};
+
+/* The name a filter block's (and a filtered block set's) text is bound to: no identifier looks like it. */
+#define FILTER_ARG " body"
+
 
 struct node;
 
@@ -111,7 +120,7 @@ struct node {
 	char *text;           /* N_DATA */
 	size_t len;
 	struct expr *expr;    /* OUTPUT, IF condition, FOR iterable, SET value */
-	struct expr *filter;  /* FOR ... if filter */
+	struct expr *filter;  /* FOR ... if filter; SET_BLOCK, FILTER: the filter chain */
 	char **targets;       /* FOR, SET, WITH names */
 	struct expr **values; /* WITH values */
 	size_t ntargets;
@@ -892,18 +901,6 @@ static int parse_unary(struct parser *p, int with_filter, struct expr **out);
 static int parse_primary(struct parser *p, struct expr **out);
 static int parse_postfix(struct parser *p, struct expr **node);
 
-static const char *const known_filters[] = {
-	"abs", "attr", "capitalize", "count", "d", "default", "e", "escape", "first", "float", "int", "items",
-	"join", "last", "length", "list", "lower", "map", "reject", "rejectattr", "replace", "reverse", "safe",
-	"select", "selectattr", "string", "tojson", "trim", "upper", "title", NULL
-};
-
-static const char *const known_tests[] = {
-	"boolean", "callable", "defined", "divisibleby", "eq", "equalto", "even", "false", "float", "ge", "gt", "in",
-	"integer", "iterable", "le", "lower", "lt", "mapping", "ne", "none", "number", "odd", "sequence",
-	"string", "true", "undefined", "upper", "==", "!=", "<", "<=", ">", ">=", NULL
-};
-
 static int in_list(const char *const *list, const char *s)
 {
 	for (; *list; list++)
@@ -979,9 +976,6 @@ static int parse_filter_expr_1(struct parser *p, struct expr **node)
 			t = cur(p);
 			if (t->type != T_NAME)
 				return unexpected(p, "a filter name");
-			if (!in_list(known_filters, t->s))
-				return syntax_error(p->err, p->what, t->line, GM_EUNSUPPORTED,
-						    "unsupported Jinja filter '%s'", t->s);
 			f = new_expr(E_FILTER, t->line);
 			f->name = gm_xstrdup(t->s);
 			f->a = *node;
@@ -1008,9 +1002,6 @@ static int parse_filter_expr_1(struct parser *p, struct expr **node)
 			} else {
 				return unexpected(p, "a test name");
 			}
-			if (!in_list(known_tests, te->name))
-				return syntax_error(p->err, p->what, t->line, GM_EUNSUPPORTED,
-						    "unsupported Jinja test '%s'", te->name);
 			p->pos++;
 			t = cur(p);
 			if (is_op(t, OP_LPAREN)) {
@@ -1638,6 +1629,125 @@ static int parse_for(struct parser *p, struct node *n)
 	return expect_block_end(p);
 }
 
+/* "NAME[(args)] (| NAME[(args)])*" applied to the FILTER_ARG placeholder, as filter blocks write it. */
+static int parse_filter_chain(struct parser *p, struct expr **out)
+{
+	struct expr *e = new_expr(E_NAME, cur(p)->line);
+	int ret = 0;
+
+	e->name = gm_xstrdup(FILTER_ARG);
+	for (;;) {
+		struct token *t = cur(p);
+		struct expr *f;
+
+		if (t->type != T_NAME) {
+			ret = unexpected(p, "a filter name");
+			break;
+		}
+		f = new_expr(E_FILTER, t->line);
+		f->name = gm_xstrdup(t->s);
+		f->a = e;
+		e = f;
+		p->pos++;
+		if (is_op(cur(p), OP_LPAREN) && (ret = parse_call_args(p, f)))
+			break;
+		if (!is_op(cur(p), OP_PIPE))
+			break;
+		p->pos++;
+	}
+	if (ret) {
+		free_expr(e);
+		return ret;
+	}
+	*out = e;
+	return 0;
+}
+
+/* "(name, name=default, ...)" of a macro or call block, into n->targets and n->values. */
+static int parse_params(struct parser *p, struct node *n)
+{
+	int ret;
+
+	if ((ret = expect_op(p, OP_LPAREN)))
+		return ret;
+	while (!is_op(cur(p), OP_RPAREN)) {
+		if (n->ntargets && (ret = expect_op(p, OP_COMMA)))
+			return ret;
+		if (is_op(cur(p), OP_RPAREN))
+			break;
+		if (cur(p)->type != T_NAME)
+			return unexpected(p, "a parameter name");
+		n->targets = gm_xrealloc(n->targets, (n->ntargets + 1) * sizeof(*n->targets));
+		n->values = gm_xrealloc(n->values, (n->ntargets + 1) * sizeof(*n->values));
+		n->targets[n->ntargets] = gm_xstrdup(cur(p)->s);
+		n->values[n->ntargets++] = NULL;
+		p->pos++;
+		if (is_op(cur(p), OP_ASSIGN)) {
+			p->pos++;
+			if ((ret = parse_expr(p, &n->values[n->ntargets - 1])))
+				return ret;
+		} else if (n->ntargets > 1 && n->values[n->ntargets - 2]) {
+			return syntax_error(p->err, p->what, cur(p)->line, GM_EFORMAT,
+					    "non-default argument follows default argument");
+		}
+	}
+	p->pos++;
+	return 0;
+}
+
+/* After "{% macro": name(params) %} body {% endmacro %}. */
+static int parse_macro(struct parser *p, struct node *n)
+{
+	static const char *const ends[] = { "endmacro", NULL };
+	int ret, loops;
+
+	if (cur(p)->type != T_NAME)
+		return unexpected(p, "a macro name");
+	n->attr = gm_xstrdup(cur(p)->s);
+	p->pos++;
+	if ((ret = parse_params(p, n)) || (ret = expect_block_end(p)))
+		return ret;
+	loops = p->loop_depth; /* a macro body is not inside the loop around it */
+	p->loop_depth = 0;
+	ret = parse_nodes(p, ends, "macro", n->line, &n->body);
+	p->loop_depth = loops;
+	if (ret)
+		return ret;
+	p->pos++;
+	return expect_block_end(p);
+}
+
+/* After "{% call": [(params)] macro(args) %} body {% endcall %}. */
+static int parse_callblock(struct parser *p, struct node *n)
+{
+	static const char *const ends[] = { "endcall", NULL };
+	int ret;
+
+	if (is_op(cur(p), OP_LPAREN) && (ret = parse_params(p, n)))
+		return ret;
+	if ((ret = parse_expr(p, &n->expr)))
+		return ret;
+	if (n->expr->kind != E_CALL)
+		return syntax_error(p->err, p->what, n->line, GM_EFORMAT, "{%% call %%} expects a macro call");
+	if ((ret = expect_block_end(p)) || (ret = parse_nodes(p, ends, "call", n->line, &n->body)))
+		return ret;
+	p->pos++;
+	return expect_block_end(p);
+}
+
+/* After "{% filter": chain %} body {% endfilter %}. */
+static int parse_filterblock(struct parser *p, struct node *n)
+{
+	static const char *const ends[] = { "endfilter", NULL };
+	int ret;
+
+	if ((ret = parse_filter_chain(p, &n->filter)) || (ret = expect_block_end(p)) ||
+	    (ret = parse_nodes(p, ends, "filter", n->line, &n->body)))
+		return ret;
+	p->pos++;
+	return expect_block_end(p);
+}
+
 static int parse_set(struct parser *p, struct node *n)
 {
 	int ret;
@@ -1667,9 +1777,18 @@ static int parse_set(struct parser *p, struct node *n)
 		p->pos++;
 		return expect_block_end(p);
 	}
-	if (is_op(cur(p), OP_PIPE))
-		return syntax_error(p->err, p->what, cur(p)->line, GM_EUNSUPPORTED,
-				    "unsupported Jinja construct: filtered block set");
+	if (is_op(cur(p), OP_PIPE) && n->ntargets == 1 && !n->attr) {
+		static const char *const ends[] = { "endset", NULL };
+
+		p->pos++;
+		if ((ret = parse_filter_chain(p, &n->filter)) || (ret = expect_block_end(p)))
+			return ret;
+		n->kind = N_SET_BLOCK;
+		if ((ret = parse_nodes(p, ends, "set", n->line, &n->body)))
+			return ret;
+		p->pos++;
+		return expect_block_end(p);
+	}
 	return unexpected(p, "'='");
 }
 
@@ -1763,8 +1882,19 @@ static int parse_tag(struct parser *p, struct token *t, struct node **np)
 		n = new_node(t->s[0] == 'b' ? N_BREAK : N_CONTINUE, t->line);
 		p->pos++;
 		ret = expect_block_end(p);
-	} else if (!strcmp(t->s, "macro") || !strcmp(t->s, "call") || !strcmp(t->s, "filter") ||
-		   !strcmp(t->s, "include") || !strcmp(t->s, "import") || !strcmp(t->s, "from") ||
+	} else if (!strcmp(t->s, "macro")) {
+		n = new_node(N_MACRO, t->line);
+		p->pos++;
+		ret = parse_macro(p, n);
+	} else if (!strcmp(t->s, "call")) {
+		n = new_node(N_CALLBLOCK, t->line);
+		p->pos++;
+		ret = parse_callblock(p, n);
+	} else if (!strcmp(t->s, "filter")) {
+		n = new_node(N_FILTER, t->line);
+		p->pos++;
+		ret = parse_filterblock(p, n);
+	} else if (!strcmp(t->s, "include") || !strcmp(t->s, "import") || !strcmp(t->s, "from") ||
 		   !strcmp(t->s, "extends") || !strcmp(t->s, "block") || !strcmp(t->s, "autoescape") ||
 		   !strcmp(t->s, "do") || !strcmp(t->s, "trans")) {
 		return syntax_error(p->err, p->what, t->line, GM_EUNSUPPORTED, "unsupported Jinja tag '%s'", t->s);
@@ -1915,27 +2045,35 @@ void gm_jinja_free(gm_jinja_template *t)
 /* ------------------------------------------------------------------ */
 /* Values */
 
-enum val_kind { V_UNDEF, V_JSON, V_NS, V_FUNC };
+enum val_kind { V_UNDEF, V_JSON, V_NS, V_FUNC, V_MACRO, V_CALLER };
 
 /*
  * A value: JSON (NULL is None), Undefined (with the name it was looked up
- * by), a namespace, or one of the global functions (named by name).
+ * by), a namespace, one of the global functions (named by name), a macro,
+ * or the caller() of a {% call %} block.
  */
 struct val {
 	enum val_kind kind;
 	json_object *j;   /* one owned reference */
-	const char *name; /* V_UNDEF: what was undefined; V_FUNC: the function (borrowed) */
+	const char *name; /* V_UNDEF: what was undefined; V_FUNC, V_MACRO: the function (borrowed) */
+	const struct node *node; /* V_MACRO: the {% macro %}; V_CALLER: the {% call %} block */
+	size_t scope;     /* V_CALLER: the innermost scope at the {% call %}, which caller()'s body sees */
+	/*
+	 * A string marked safe (markupsafe's Markup, made by |safe and
+	 * |escape): as in Python, Markup + str escapes the str and stays Markup.
+	 */
+	int safe;
 };
 
 static const char *const global_functions[] = {
 	"dict", "namespace", "raise_exception", "range", "strftime_now", NULL
 };
 
-#define VAL_UNDEF ((struct val){ V_UNDEF, NULL, NULL })
+#define VAL_UNDEF ((struct val){ .kind = V_UNDEF })
 
 static struct val val_own(json_object *j)
 {
-	struct val v = { V_JSON, j, NULL };
+	struct val v = { .kind = V_JSON, .j = j };
 
 	return v;
 }
@@ -1947,7 +2085,7 @@ static struct val val_borrow(json_object *j)
 
 static struct val val_undef(const char *name)
 {
-	struct val v = { V_UNDEF, NULL, name };
+	struct val v = { .kind = V_UNDEF, .name = name };
 
 	return v;
 }
@@ -2005,6 +2143,7 @@ static int jtype(const struct val *v, json_type t)
 }
 
 #define is_undef(v) ((v)->kind == V_UNDEF)
+#define is_fn(v) ((v)->kind >= V_FUNC)
 #define is_none(v) ((v)->kind == V_JSON && !(v)->j)
 #define is_str(v) jtype((v), json_type_string)
 #define is_list(v) jtype((v), json_type_array)
@@ -2041,7 +2180,7 @@ static const char *type_name(const struct val *v)
 		return "undefined";
 	if (v->kind == V_NS)
 		return "namespace";
-	if (v->kind == V_FUNC)
+	if (is_fn(v))
 		return "function";
 	if (!v->j)
 		return "NoneType";
@@ -2060,7 +2199,7 @@ static int truthy(const struct val *v)
 {
 	if (v->kind == V_UNDEF)
 		return 0;
-	if (v->kind == V_NS || v->kind == V_FUNC)
+	if (v->kind == V_NS || is_fn(v))
 		return 1;
 	if (!v->j)
 		return 0;
@@ -2073,6 +2212,83 @@ static int truthy(const struct val *v)
 	case json_type_object: return json_object_object_length(v->j) != 0;
 	default: return 0;
 	}
+}
+
+/*
+ * Dict keys.  json-c keys are strings, but templates also write {0: 0,
+ * 512: 128} and index it with numbers; such a key is stored as KEY_TAG
+ * followed by its Python repr ("\x01" "512", "\x01" "None"), which no
+ * template string starts with, and turned back into its value wherever
+ * keys are seen (iteration, items(), dictsort, repr, tojson).  As in
+ * Python, True is the key 1 and 2.0 the key 2.
+ */
+#define KEY_TAG '\x01'
+
+static int key_of(const struct val *k, gm_buf *b)
+{
+	if (k->kind != V_JSON)
+		return -1;
+	if (!k->j) {
+		gm_buf_addch(b, KEY_TAG);
+		gm_buf_adds(b, "None");
+		return 0;
+	}
+	switch (json_object_get_type(k->j)) {
+	case json_type_string:
+		gm_buf_add(b, str_of(k), len_of(k));
+		return 0;
+	case json_type_boolean:
+	case json_type_int:
+		gm_buf_addf(b, "%c%lld", KEY_TAG, (long long)int_of(k));
+		return 0;
+	case json_type_double: {
+		double d = json_object_get_double(k->j);
+
+		if (d == floor(d) && fabs(d) < 9e18)
+			gm_buf_addf(b, "%c%lld", KEY_TAG, (long long)d);
+		else
+			gm_buf_addf(b, "%c%.17g", KEY_TAG, d);
+		return 0;
+	}
+	default:
+		return -1; /* lists and dicts are unhashable */
+	}
+}
+
+/* The value a stored key stands for (a new value). */
+static json_object *key_json(const char *key)
+{
+	char *end;
+	long long i;
+
+	if (key[0] != KEY_TAG)
+		return json_object_new_string(key);
+	if (!strcmp(key + 1, "None"))
+		return NULL;
+	i = strtoll(key + 1, &end, 10);
+	if (!*end)
+		return json_object_new_int64(i);
+	return json_object_new_double(strtod(key + 1, NULL));
+}
+
+/*
+ * Tuples are JSON arrays marked with this userdata, so that they print as
+ * Python prints them: (1, 2), ('a',).  Tuple literals, items(), dictsort,
+ * groupby and varargs make them; everything else treats them as lists.
+ */
+static char tuple_marker;
+
+static json_object *new_tuple(void)
+{
+	json_object *t = json_object_new_array();
+
+	json_object_set_userdata(t, &tuple_marker, NULL);
+	return t;
+}
+
+static int is_tuple(json_object *j)
+{
+	return json_object_get_userdata(j) == &tuple_marker;
 }
 
 /* Python's repr() of a float. */
@@ -2156,14 +2372,15 @@ static void add_str_json(gm_buf *b, json_object *j, int repr)
 		break;
 	case json_type_array: {
 		size_t i, n = json_object_array_length(j);
+		int tuple = is_tuple(j);
 
-		gm_buf_addch(b, '[');
+		gm_buf_addch(b, tuple ? '(' : '[');
 		for (i = 0; i < n; i++) {
 			if (i)
 				gm_buf_adds(b, ", ");
 			add_repr_json(b, json_object_array_get_idx(j, i));
 		}
-		gm_buf_addch(b, ']');
+		gm_buf_adds(b, !tuple ? "]" : n == 1 ? ",)" : ")");
 		break;
 	}
 	case json_type_object: {
@@ -2171,7 +2388,10 @@ static void add_str_json(gm_buf *b, json_object *j, int repr)
 		json_object_object_foreach(j, key, child) {
 			gm_buf_adds(b, first ? "{" : ", ");
 			first = 0;
-			add_repr_str(b, key, strlen(key));
+			if (key[0] == KEY_TAG)
+				gm_buf_adds(b, key + 1);
+			else
+				add_repr_str(b, key, strlen(key));
 			gm_buf_adds(b, ": ");
 			add_repr_json(b, child);
 		}
@@ -2192,7 +2412,7 @@ static void add_str(gm_buf *b, const struct val *v)
 {
 	if (v->kind == V_UNDEF)
 		return;
-	if (v->kind == V_FUNC) {
+	if (is_fn(v)) {
 		gm_buf_addf(b, "<function %s>", v->name);
 		return;
 	}
@@ -2203,6 +2423,30 @@ static void add_str(gm_buf *b, const struct val *v)
 		return;
 	}
 	add_str_json(b, v->j, 0);
+}
+
+/* markupsafe's escape(): v's text with & < > " ' escaped, unless v is already safe. */
+static void add_escaped(gm_buf *b, const struct val *v)
+{
+	gm_buf s = GM_BUF_INIT;
+	size_t i;
+
+	if (v->safe) {
+		add_str(b, v);
+		return;
+	}
+	add_str(&s, v);
+	for (i = 0; i < s.len; i++) {
+		switch (s.buf[i]) {
+		case '&': gm_buf_adds(b, "&amp;"); break;
+		case '<': gm_buf_adds(b, "&lt;"); break;
+		case '>': gm_buf_adds(b, "&gt;"); break;
+		case '"': gm_buf_adds(b, "&#34;"); break;
+		case '\'': gm_buf_adds(b, "&#39;"); break;
+		default: gm_buf_addch(b, s.buf[i]);
+		}
+	}
+	gm_buf_release(&s);
 }
 
 /* json.dumps()'s options, as transformers' tojson passes them. */
@@ -2257,6 +2501,11 @@ static void add_json_string(gm_buf *b, const char *s, size_t n, const struct jso
 }
 
 /* json.dumps(j, ...) as transformers' tojson filter writes it. */
+static int cmp_cstr(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
 static void add_json(gm_buf *b, json_object *j, const struct json_opts *o, int level)
 {
 	if (!j) {
@@ -2317,17 +2566,8 @@ static void add_json(gm_buf *b, json_object *j, const struct json_opts *o, int l
 				keys[i++] = key;
 			}
 		}
-		if (o->sort_keys) {
-			size_t x, y;
-
-			for (x = 1; x < n; x++)
-				for (y = x; y > 0 && strcmp(keys[y - 1], keys[y]) > 0; y--) {
-					const char *tmp = keys[y];
-
-					keys[y] = keys[y - 1];
-					keys[y - 1] = tmp;
-				}
-		}
+		if (o->sort_keys)
+			qsort(keys, n, sizeof(*keys), cmp_cstr);
 		gm_buf_addch(b, '{');
 		for (m = 0; m < n; m++) {
 			json_object *child = NULL;
@@ -2335,7 +2575,14 @@ static void add_json(gm_buf *b, json_object *j, const struct json_opts *o, int l
 			if (m)
 				gm_buf_add(b, o->item_sep, o->item_sep_len);
 			add_newline_indent(b, o, level + 1);
-			add_json_string(b, keys[m], strlen(keys[m]), o);
+			if (keys[m][0] == KEY_TAG) {
+				/* json.dumps writes 1 as "1", True as "true", None as "null" */
+				const char *k = !strcmp(keys[m] + 1, "None") ? "null" : keys[m] + 1;
+
+				add_json_string(b, k, strlen(k), o);
+			} else {
+				add_json_string(b, keys[m], strlen(keys[m]), o);
+			}
 			gm_buf_add(b, o->key_sep, o->key_sep_len);
 			json_object_object_get_ex(j, keys[m], &child);
 			add_json(b, child, o, level + 1);
@@ -2358,14 +2605,14 @@ static int val_equal(const struct val *a, const struct val *b)
 		return a->kind == b->kind;
 	if (a->kind == V_NS || b->kind == V_NS)
 		return a->kind == b->kind && a->j == b->j;
-	if (a->kind == V_FUNC || b->kind == V_FUNC)
-		return a->kind == b->kind && !strcmp(a->name, b->name);
+	if (is_fn(a) || is_fn(b))
+		return a->kind == b->kind && !strcmp(a->name, b->name) && a->node == b->node;
 	return json_equal(a->j, b->j);
 }
 
 static int json_equal(json_object *a, json_object *b)
 {
-	struct val va = { V_JSON, a, NULL }, vb = { V_JSON, b, NULL };
+	struct val va = { .kind = V_JSON, .j = a }, vb = { .kind = V_JSON, .j = b };
 
 	if (!a || !b)
 		return a == b;
@@ -2429,9 +2676,16 @@ struct var {
 	struct val v;
 };
 
+/*
+ * A scope (a for iteration, a with block, a macro call...).  Names are
+ * looked up in it, then in its parent: the scope below it, except for a
+ * macro's, whose parent is the template's top level (scope 0), and for
+ * caller()'s, whose parent is where the {% call %} block stands.
+ */
 struct scope {
 	struct var *v;
 	size_t n, alloc;
+	size_t parent;
 };
 
 enum { CTL_NONE, CTL_BREAK, CTL_CONTINUE };
@@ -2444,6 +2698,10 @@ struct render {
 	gm_error *err;
 	int ctl;
 	int depth;
+	gm_jinja_limits lim;
+	size_t calls;        /* macro calls in progress */
+	uint64_t iterations; /* for-loop iterations and filter items so far */
+	double deadline;     /* monotonic seconds */
 };
 
 static int rerr(struct render *r, int line, int code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
@@ -2459,6 +2717,88 @@ static int rerr(struct render *r, int line, int code, const char *fmt, ...)
 	return gm_error_set(r->err, code, "%s: line %d: %s", r->t->what, line, msg);
 }
 
+/* A resource limit was reached (GM_EINVAL: the template asked for too much); the message names the limit. */
+static int limit_error(struct render *r, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static int limit_error(struct render *r, int line, const char *fmt, ...)
+{
+	char msg[GM_ERROR_MSG_MAX];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	return gm_error_set(r->err, GM_EINVAL, "%s: line %d: %s", r->t->what, line, msg);
+}
+
+static double mono_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* "16 MiB" for a byte count. */
+static const char *human_bytes(size_t n, char *buf, size_t size)
+{
+	if (n >= (1u << 20) && n % (1u << 20) == 0)
+		snprintf(buf, size, "%zu MiB", n >> 20);
+	else if (n >= 1024 && n % 1024 == 0)
+		snprintf(buf, size, "%zu KiB", n >> 10);
+	else
+		snprintf(buf, size, "%zu-byte", n);
+	return buf;
+}
+
+static int check_string(struct render *r, int line, size_t len)
+{
+	char b[32];
+
+	if (len <= r->lim.max_string)
+		return 0;
+	return limit_error(r, line, "string longer than the %s limit", human_bytes(r->lim.max_string, b, sizeof(b)));
+}
+
+static int check_list(struct render *r, int line, size_t n)
+{
+	if (n <= r->lim.max_list)
+		return 0;
+	return limit_error(r, line, "list longer than the %zu-item limit", r->lim.max_list);
+}
+
+static int check_output(struct render *r, int line, size_t len)
+{
+	char b[32];
+
+	if (len <= r->lim.max_output)
+		return 0;
+	return limit_error(r, line, "output longer than the %s limit", human_bytes(r->lim.max_output, b, sizeof(b)));
+}
+
+/*
+ * n more steps of work: loop iterations, items a filter or range() goes
+ * through or makes.  Bounds the time and, with max_list, the memory a
+ * render can use; the clock is read every 256 steps.
+ */
+static int charge(struct render *r, int line, uint64_t n)
+{
+	uint64_t before = r->iterations;
+
+	r->iterations += n;
+	if (r->iterations > r->lim.max_iterations || r->iterations < before)
+		return limit_error(r, line, "more than the %llu-step limit of loop iterations and items",
+				   (unsigned long long)r->lim.max_iterations);
+	if ((before >> 8) != (r->iterations >> 8) && mono_now() > r->deadline)
+		return limit_error(r, line, "render took longer than the %g s time limit", r->lim.max_seconds);
+	return 0;
+}
+
+static int tick(struct render *r, int line)
+{
+	return charge(r, line, 1);
+}
+
 static int undefined_error(struct render *r, int line, const struct val *v)
 {
 	if (v->name)
@@ -2472,7 +2812,9 @@ static void push_scope(struct render *r)
 		r->alloc = r->alloc ? 2 * r->alloc : 8;
 		r->scopes = gm_xrealloc(r->scopes, r->alloc * sizeof(*r->scopes));
 	}
-	memset(&r->scopes[r->nscopes++], 0, sizeof(struct scope));
+	memset(&r->scopes[r->nscopes], 0, sizeof(struct scope));
+	r->scopes[r->nscopes].parent = r->nscopes ? r->nscopes - 1 : 0;
+	r->nscopes++;
 }
 
 static void pop_scope(struct render *r)
@@ -2510,16 +2852,18 @@ static void scope_set(struct render *r, const char *name, struct val *v)
 
 static struct val *scope_find(struct render *r, const char *name)
 {
-	size_t k, i;
+	size_t k = r->nscopes - 1, i;
 
-	for (k = r->nscopes; k-- > 0;) {
+	for (;;) {
 		struct scope *s = &r->scopes[k];
 
 		for (i = 0; i < s->n; i++)
 			if (!strcmp(s->v[i].name, name))
 				return &s->v[i].v;
+		if (!k)
+			return NULL;
+		k = s->parent;
 	}
-	return NULL;
 }
 
 static struct val lookup(struct render *r, const char *name)
@@ -2534,7 +2878,7 @@ static struct val lookup(struct render *r, const char *name)
 		return val_borrow(j);
 	for (k = 0; global_functions[k]; k++) {
 		if (!strcmp(global_functions[k], name)) {
-			struct val f = { V_FUNC, NULL, global_functions[k] };
+			struct val f = { .kind = V_FUNC, .name = global_functions[k] };
 
 			return f;
 		}
@@ -2633,19 +2977,27 @@ static int iterate(struct render *r, int line, const struct val *v, json_object 
 	} else if (is_list(v)) {
 		*out = json_object_get(v->j);
 	} else if (is_dict(v) || v->kind == V_NS) {
-		*out = json_object_new_array();
+		int ret;
+
 		if (v->kind == V_NS)
 			return rerr(r, line, GM_EINVAL, "a namespace is not iterable");
+		if ((ret = charge(r, line, (uint64_t)json_object_object_length(v->j))))
+			return ret;
+		*out = json_object_new_array();
 		{
 			json_object_object_foreach(v->j, key, child) {
 				(void)child;
-				json_object_array_add(*out, json_object_new_string(key));
+				json_object_array_add(*out, key_json(key));
 			}
 		}
 	} else if (is_str(v)) {
 		const char *s = str_of(v);
-		size_t len = len_of(v), i = 0;
+		size_t len = len_of(v), i = 0, n = utf8_count(s, len);
+		int ret;
 
+		/* one string per character: held to the list limit */
+		if ((ret = check_list(r, line, n)) || (ret = charge(r, line, n)))
+			return ret;
 		*out = json_object_new_array();
 		while (i < len) {
 			size_t st = i;
@@ -2716,14 +3068,19 @@ static struct val do_strip(const char *s, size_t len, const struct val *chars, i
 	return out;
 }
 
-static struct val do_replace(const char *s, size_t len, const char *old, size_t olen, const char *new_,
-			     size_t nlen, int64_t count)
+/* str.replace(); -1 (and nothing in *out) when the result would pass max bytes. */
+static int do_replace(const char *s, size_t len, const char *old, size_t olen, const char *new_, size_t nlen,
+		      int64_t count, size_t max, struct val *out)
 {
 	gm_buf b = GM_BUF_INIT;
 	size_t i = 0;
 
 	if (!olen) {
 		while (count != 0) {
+			if (b.len + nlen > max) {
+				gm_buf_release(&b);
+				return -1;
+			}
 			gm_buf_add(&b, new_, nlen);
 			if (count > 0)
 				count--;
@@ -2737,13 +3094,18 @@ static struct val do_replace(const char *s, size_t len, const char *old, size_t 
 			}
 		}
 		gm_buf_add(&b, s + i, len - i);
-		return val_buf(&b);
+		*out = val_buf(&b);
+		return 0;
 	}
 	while (count != 0) {
 		const char *hit = find_bytes(s + i, len - i, old, olen);
 
 		if (!hit)
 			break;
+		if (b.len + (size_t)(hit - (s + i)) + nlen > max) {
+			gm_buf_release(&b);
+			return -1;
+		}
 		gm_buf_add(&b, s + i, (size_t)(hit - (s + i)));
 		gm_buf_add(&b, new_, nlen);
 		i = (size_t)(hit - s) + olen;
@@ -2751,7 +3113,8 @@ static struct val do_replace(const char *s, size_t len, const char *old, size_t 
 			count--;
 	}
 	gm_buf_add(&b, s + i, len - i);
-	return val_buf(&b);
+	*out = val_buf(&b);
+	return 0;
 }
 
 static int is_cased(unsigned c)
@@ -2876,7 +3239,7 @@ static int starts_ends(struct render *r, int line, const char *s, size_t len, co
 	if (is_list(what))
 		n = json_object_array_length(what->j);
 	for (k = 0; k < n; k++) {
-		struct val item = is_list(what) ? (struct val){ V_JSON, json_object_array_get_idx(what->j, k), NULL }
+		struct val item = is_list(what) ? (struct val){ .kind = V_JSON, .j = json_object_array_get_idx(what->j, k) }
 						: *what;
 		const char *p;
 		size_t plen;
@@ -2891,6 +3254,9 @@ static int starts_ends(struct render *r, int line, const char *s, size_t len, co
 	return 0;
 }
 
+static size_t line_break(const char *s, size_t len, size_t i);
+static int bool_arg(struct args *a, size_t i, const char *name, int def);
+
 static int string_method(struct render *r, int line, const struct val *self, const char *name, struct args *a,
 			 struct val *out)
 {
@@ -2899,6 +3265,81 @@ static int string_method(struct render *r, int line, const struct val *self, con
 	struct val *x = arg(a, 0, NULL), *y = arg(a, 1, NULL);
 	int ret;
 
+	if (!strcmp(name, "format")) {
+		/*
+		 * str.format(): {} {0} {name} with an optional !s / !r conversion
+		 * and {{ }}; a format spec (after ':') is refused.
+		 */
+		gm_buf b = GM_BUF_INIT;
+		size_t i = 0, auto_idx = 0;
+
+		while (i < len) {
+			const char *close;
+			struct val *av = NULL;
+			char field[128];
+			size_t flen;
+			int conv = 's';
+
+			if (s[i] == '}' && i + 1 < len && s[i + 1] == '}') {
+				gm_buf_addch(&b, '}');
+				i += 2;
+				continue;
+			}
+			if (s[i] != '{') {
+				gm_buf_addch(&b, s[i++]);
+				continue;
+			}
+			if (i + 1 < len && s[i + 1] == '{') {
+				gm_buf_addch(&b, '{');
+				i += 2;
+				continue;
+			}
+			close = memchr(s + i, '}', len - i);
+			if (!close) {
+				gm_buf_release(&b);
+				return rerr(r, line, GM_EINVAL, "format(): Single '{' encountered in format string");
+			}
+			flen = (size_t)(close - (s + i + 1));
+			if (flen >= sizeof(field) || memchr(s + i + 1, ':', flen) || memchr(s + i + 1, '.', flen) ||
+			    memchr(s + i + 1, '[', flen)) {
+				gm_buf_release(&b);
+				return rerr(r, line, GM_EUNSUPPORTED,
+					    "unsupported str.format() field '{%.*s}' (format specs, attributes and items)",
+					    (int)(flen < 60 ? flen : 60), s + i + 1);
+			}
+			memcpy(field, s + i + 1, flen);
+			field[flen] = '\0';
+			if (flen >= 2 && field[flen - 2] == '!') {
+				conv = field[flen - 1];
+				field[flen - 2] = '\0';
+			}
+			if (!field[0]) {
+				av = auto_idx < a->npos ? &a->pos[auto_idx] : NULL;
+				auto_idx++;
+			} else if (isdigit((unsigned char)field[0])) {
+				size_t k = (size_t)strtoul(field, NULL, 10);
+
+				av = k < a->npos ? &a->pos[k] : NULL;
+			} else {
+				av = arg(a, (size_t)-1, field);
+			}
+			if (!av) {
+				gm_buf_release(&b);
+				return rerr(r, line, GM_EINVAL, "format(): no argument for '{%s}'", field);
+			}
+			if (conv == 'r' && av->kind == V_JSON)
+				add_str_json(&b, av->j, 1);
+			else
+				add_str(&b, av);
+			if ((ret = check_string(r, line, b.len))) {
+				gm_buf_release(&b);
+				return ret;
+			}
+			i = (size_t)(close - s) + 1;
+		}
+		*out = val_buf(&b);
+		return 0;
+	}
 	if (!strcmp(name, "startswith") || !strcmp(name, "endswith")) {
 		int res;
 
@@ -2930,6 +3371,75 @@ static int string_method(struct render *r, int line, const struct val *self, con
 			return ret;
 		return do_split(r, line, s, len, sep, max ? int_of(max) : -1, out);
 	}
+	if (!strcmp(name, "rsplit")) {
+		/* str.rsplit(sep=None, maxsplit=-1): split() counted from the right */
+		struct val *sep = arg(a, 0, "sep"), *max = arg(a, 1, "maxsplit"), all;
+		json_object *arr;
+		int64_t m, n, k;
+		size_t end;
+
+		if ((ret = check_nargs(r, line, name, a, 2)))
+			return ret;
+		if (sep && !is_none(sep) && (ret = want_str(r, line, "rsplit()", sep)))
+			return ret;
+		if (max && (ret = want_int(r, line, "rsplit()", max)))
+			return ret;
+		m = max ? int_of(max) : -1;
+		if ((ret = do_split(r, line, s, len, sep, -1, &all)))
+			return ret;
+		n = (int64_t)json_object_array_length(all.j);
+		if (m < 0 || m >= n - 1) {
+			*out = all;
+			return 0;
+		}
+		/* the last m pieces stay; what is left of them is one piece */
+		end = len;
+		for (k = 0; k < m; k++) {
+			json_object *piece = json_object_array_get_idx(all.j, (size_t)(n - 1 - k));
+			size_t plen = (size_t)json_object_get_string_len(piece);
+
+			if (sep && !is_none(sep)) {
+				end -= plen + len_of(sep);
+			} else {
+				while (end > 0 && py_isspace((unsigned char)s[end - 1]))
+					end--;
+				end -= plen;
+			}
+		}
+		if (!sep || is_none(sep))
+			while (end > 0 && py_isspace((unsigned char)s[end - 1]))
+				end--;
+		arr = json_object_new_array();
+		json_object_array_add(arr, json_object_new_string_len(s, (int)end));
+		for (k = n - m; k < n; k++)
+			json_object_array_add(arr, json_object_get(json_object_array_get_idx(all.j, (size_t)k)));
+		val_clear(&all);
+		*out = val_own(arr);
+		return 0;
+	}
+	if (!strcmp(name, "splitlines")) {
+		int keep = bool_arg(a, 0, "keepends", 0);
+		json_object *arr = json_object_new_array();
+		size_t i = 0, st = 0, brk = 0;
+
+		if ((ret = check_nargs(r, line, name, a, 1))) {
+			json_object_put(arr);
+			return ret;
+		}
+		while (i < len) {
+			if (!(brk = line_break(s, len, i))) {
+				i++;
+				continue;
+			}
+			json_object_array_add(arr, json_object_new_string_len(s + st, (int)(i - st + (keep ? brk : 0))));
+			i += brk;
+			st = i;
+		}
+		if (st < len)
+			json_object_array_add(arr, json_object_new_string_len(s + st, (int)(len - st)));
+		*out = val_own(arr);
+		return 0;
+	}
 	if (!strcmp(name, "replace")) {
 		struct val *c = arg(a, 2, "count");
 
@@ -2940,7 +3450,9 @@ static int string_method(struct render *r, int line, const struct val *self, con
 		if ((ret = want_str(r, line, "replace()", x)) || (ret = want_str(r, line, "replace()", y)) ||
 		    (c && (ret = want_int(r, line, "replace()", c))))
 			return ret;
-		*out = do_replace(s, len, str_of(x), len_of(x), str_of(y), len_of(y), c ? int_of(c) : -1);
+		if (do_replace(s, len, str_of(x), len_of(x), str_of(y), len_of(y), c ? int_of(c) : -1, r->lim.max_string,
+			       out))
+			return check_string(r, line, SIZE_MAX);
 		return 0;
 	}
 	if (!strcmp(name, "upper") || !strcmp(name, "lower") || !strcmp(name, "capitalize") ||
@@ -2985,7 +3497,7 @@ static int string_method(struct render *r, int line, const struct val *self, con
 			return ret;
 		n = json_object_array_length(items);
 		for (i = 0; i < n; i++) {
-			struct val item = { V_JSON, json_object_array_get_idx(items, i), NULL };
+			struct val item = { .kind = V_JSON, .j = json_object_array_get_idx(items, i) };
 
 			if (!is_str(&item)) {
 				json_object_put(items);
@@ -3034,13 +3546,13 @@ static int dict_method(struct render *r, int line, const struct val *self, const
 		{
 			json_object_object_foreach(self->j, key, child) {
 				if (name[0] == 'i') {
-					json_object *pair = json_object_new_array();
+					json_object *pair = new_tuple();
 
-					json_object_array_add(pair, json_object_new_string(key));
+					json_object_array_add(pair, key_json(key));
 					json_object_array_add(pair, json_object_get(child));
 					json_object_array_add(arr, pair);
 				} else if (name[0] == 'k') {
-					json_object_array_add(arr, json_object_new_string(key));
+					json_object_array_add(arr, key_json(key));
 				} else {
 					json_object_array_add(arr, json_object_get(child));
 				}
@@ -3057,10 +3569,15 @@ static int dict_method(struct render *r, int line, const struct val *self, const
 			return ret;
 		if (!k)
 			return rerr(r, line, GM_EINVAL, "get() needs a key");
-		if (is_str(k) && json_object_object_get_ex(self->j, str_of(k), &j))
-			*out = val_borrow(j);
-		else
-			*out = d ? val_copy(d) : val_own(NULL);
+		{
+			gm_buf kb = GM_BUF_INIT;
+
+			if (!key_of(k, &kb) && json_object_object_get_ex(self->j, kb.buf, &j))
+				*out = val_borrow(j);
+			else
+				*out = d ? val_copy(d) : val_own(NULL);
+			gm_buf_release(&kb);
+		}
 		return 0;
 	}
 	if (!strcmp(name, "cycle")) {
@@ -3091,6 +3608,12 @@ static int get_attr(struct render *r, int line, const struct val *obj, const cha
 	}
 	if ((is_dict(obj) || obj->kind == V_NS) && json_object_object_get_ex(obj->j, name, &j)) {
 		*out = val_borrow(j);
+		return 0;
+	}
+	/* groupby's items are namedtuples (grouper, list) */
+	if (is_list(obj) && is_tuple(obj->j) && json_object_array_length(obj->j) == 2 &&
+	    (!strcmp(name, "grouper") || !strcmp(name, "list"))) {
+		*out = val_borrow(json_object_array_get_idx(obj->j, name[0] == 'l'));
 		return 0;
 	}
 	*out = val_undef(name);
@@ -3209,6 +3732,17 @@ static int get_item(struct render *r, int line, const struct val *obj, const str
 	}
 	if (is_str(key))
 		return get_attr(r, line, obj, str_of(key), out);
+	if (is_dict(obj)) {
+		gm_buf kb = GM_BUF_INIT;
+		json_object *j;
+
+		if (!key_of(key, &kb) && json_object_object_get_ex(obj->j, kb.buf, &j))
+			*out = val_borrow(j);
+		else
+			*out = val_undef(NULL);
+		gm_buf_release(&kb);
+		return 0;
+	}
 	*out = val_undef(NULL);
 	return 0;
 }
@@ -3217,6 +3751,8 @@ static int get_item(struct render *r, int line, const struct val *obj, const str
 
 static int binary_op(struct render *r, int line, int op, const struct val *a, const struct val *b, struct val *out)
 {
+	int ret;
+
 	if (is_undef(a))
 		return undefined_error(r, line, a);
 	if (is_undef(b))
@@ -3286,15 +3822,33 @@ static int binary_op(struct render *r, int line, int op, const struct val *a, co
 	if (op == OP_ADD && is_str(a) && is_str(b)) {
 		gm_buf buf = GM_BUF_INIT;
 
+		if ((ret = check_string(r, line, len_of(a) + len_of(b))))
+			return ret;
+		gm_buf_grow(&buf, len_of(a) + len_of(b));
+		if (a->safe || b->safe) {
+			add_escaped(&buf, a);
+			add_escaped(&buf, b);
+			if ((ret = check_string(r, line, buf.len))) {
+				gm_buf_release(&buf);
+				return ret;
+			}
+			*out = val_buf(&buf);
+			out->safe = 1;
+			return 0;
+		}
 		gm_buf_add(&buf, str_of(a), len_of(a));
 		gm_buf_add(&buf, str_of(b), len_of(b));
 		*out = val_buf(&buf);
 		return 0;
 	}
 	if (op == OP_ADD && is_list(a) && is_list(b)) {
-		json_object *arr = json_object_new_array();
+		json_object *arr;
 		size_t i;
 
+		if ((ret = check_list(r, line, json_object_array_length(a->j) + json_object_array_length(b->j))) ||
+		    (ret = charge(r, line, json_object_array_length(a->j) + json_object_array_length(b->j))))
+			return ret;
+		arr = json_object_new_array();
 		for (i = 0; i < json_object_array_length(a->j); i++)
 			json_object_array_add(arr, json_object_get(json_object_array_get_idx(a->j, i)));
 		for (i = 0; i < json_object_array_length(b->j); i++)
@@ -3305,8 +3859,16 @@ static int binary_op(struct render *r, int line, int op, const struct val *a, co
 	if (op == OP_MUL && ((is_str(a) || is_list(a)) && is_intlike(b))) {
 		int64_t n = int_of(b), i;
 
-		if (n > 0 && (uint64_t)n * (is_str(a) ? len_of(a) : json_object_array_length(a->j)) > (1u << 26))
-			return rerr(r, line, GM_EINVAL, "repetition count %lld is too large", (long long)n);
+		if (n > 0 && is_str(a) && (ret = check_string(r, line, (uint64_t)n * len_of(a) / n == len_of(a)
+										? (size_t)n * len_of(a) : SIZE_MAX)))
+			return ret;
+		if (n > 0 && is_list(a) && (ret = check_list(r, line, (uint64_t)n * json_object_array_length(a->j) /
+									  n == json_object_array_length(a->j)
+									  ? (size_t)n * json_object_array_length(a->j)
+									  : SIZE_MAX)))
+			return ret;
+		if (n > 0 && is_list(a) && (ret = charge(r, line, (uint64_t)n * json_object_array_length(a->j))))
+			return ret;
 		if (is_str(a)) {
 			gm_buf buf = GM_BUF_INIT;
 
@@ -3355,12 +3917,17 @@ static int compare(struct render *r, int line, int op, const struct val *a, cons
 
 			*res = 0;
 			for (i = 0; i < n && !*res; i++) {
-				struct val item = { V_JSON, json_object_array_get_idx(b->j, i), NULL };
+				struct val item = { .kind = V_JSON, .j = json_object_array_get_idx(b->j, i) };
 
 				*res = val_equal(a, &item);
 			}
 		} else if (is_dict(b) || b->kind == V_NS) {
-			*res = is_str(a) && json_object_object_get_ex(b->j, str_of(a), NULL);
+		{
+			gm_buf kb = GM_BUF_INIT;
+
+			*res = !key_of(a, &kb) && json_object_object_get_ex(b->j, kb.buf, NULL);
+			gm_buf_release(&kb);
+		}
 		} else if (is_undef(b)) {
 			*res = 0;
 		} else {
@@ -3414,7 +3981,7 @@ static int apply_test(struct render *r, int line, const char *name, const struct
 	} else if (!strcmp(name, "none")) {
 		*res = is_none(v);
 	} else if (!strcmp(name, "callable")) {
-		*res = v->kind == V_FUNC;
+		*res = is_fn(v);
 	} else if (!strcmp(name, "boolean")) {
 		*res = is_bool(v);
 	} else if (!strcmp(name, "true") || !strcmp(name, "false")) {
@@ -3478,6 +4045,609 @@ static int apply_test(struct render *r, int line, const char *name, const struct
 	return 0;
 }
 
+/* ---- sorting filters (sort, dictsort, unique, min, max, groupby's order) ---- */
+
+/*
+ * Python's ordering of two values: numbers (bools as 0/1), strings (by code
+ * point, lowered first unless case_sensitive, as jinja2's ignore_case),
+ * lists element by element; anything else is a TypeError, as in Python.
+ */
+static int order(struct render *r, int line, const struct val *a, const struct val *b, int case_sensitive, int *c)
+{
+	if (is_num(a) && is_num(b)) {
+		if (is_intlike(a) && is_intlike(b))
+			*c = int_of(a) < int_of(b) ? -1 : int_of(a) > int_of(b);
+		else
+			*c = num_of(a) < num_of(b) ? -1 : num_of(a) > num_of(b);
+		return 0;
+	}
+	if (is_str(a) && is_str(b)) {
+		struct val la = case_sensitive ? val_copy(a) : do_case(str_of(a), len_of(a), 'l');
+		struct val lb = case_sensitive ? val_copy(b) : do_case(str_of(b), len_of(b), 'l');
+		size_t na = len_of(&la), nb = len_of(&lb);
+
+		*c = memcmp(str_of(&la), str_of(&lb), na < nb ? na : nb);
+		*c = *c < 0 ? -1 : *c > 0;
+		if (!*c)
+			*c = na < nb ? -1 : na > nb;
+		val_clear(&la);
+		val_clear(&lb);
+		return 0;
+	}
+	if (is_list(a) && is_list(b)) {
+		size_t na = json_object_array_length(a->j), nb = json_object_array_length(b->j), i;
+		int ret;
+
+		for (i = 0; i < na && i < nb; i++) {
+			struct val x = { .kind = V_JSON, .j = json_object_array_get_idx(a->j, i) };
+			struct val y = { .kind = V_JSON, .j = json_object_array_get_idx(b->j, i) };
+
+			if (val_equal(&x, &y))
+				continue;
+			return order(r, line, &x, &y, case_sensitive, c);
+		}
+		(void)ret;
+		*c = na < nb ? -1 : na > nb;
+		return 0;
+	}
+	if (is_none(a) && is_none(b)) {
+		*c = 0;
+		return 0;
+	}
+	return rerr(r, line, GM_EINVAL, "'<' not supported between instances of '%s' and '%s'", type_name(a),
+		    type_name(b));
+}
+
+struct sort_item {
+	json_object *item; /* what is sorted (one reference) */
+	struct val key;    /* what it is sorted by */
+};
+
+struct sort_ctx {
+	struct render *r;
+	int line, case_sensitive, reverse, ret;
+};
+
+/* A stable merge sort (Python's sorted() is stable) that stops at the first comparison error. */
+static void merge_sort(struct sort_ctx *sc, struct sort_item *v, struct sort_item *tmp, size_t n)
+{
+	size_t mid = n / 2, i = 0, j = mid, k = 0;
+
+	if (n < 2 || sc->ret)
+		return;
+	merge_sort(sc, v, tmp, mid);
+	merge_sort(sc, v + mid, tmp, n - mid);
+	while (i < mid && j < n && !sc->ret) {
+		int c = 0;
+
+		sc->ret = order(sc->r, sc->line, &v[j].key, &v[i].key, sc->case_sensitive, &c);
+		if (sc->reverse)
+			c = -c;
+		tmp[k++] = c < 0 ? v[j++] : v[i++];
+	}
+	if (sc->ret)
+		return;
+	while (i < mid)
+		tmp[k++] = v[i++];
+	while (j < n)
+		tmp[k++] = v[j++];
+	memcpy(v, tmp, n * sizeof(*v));
+}
+
+/* jinja2's make_attrgetter: "a.b" walks attributes, "0" indexes; "a,b" (sort only) makes a list key. */
+static int attr_key(struct render *r, int line, const struct val *item, const struct val *attr, int multi,
+		    const struct val *def, struct val *out)
+{
+	const char *s, *p, *comma;
+	int ret = 0;
+
+	if (!attr || is_none(attr)) {
+		*out = val_copy(item);
+		return 0;
+	}
+	if (is_intlike(attr)) {
+		if ((ret = get_item(r, line, item, attr, out)))
+			return ret;
+		if (def && is_undef(out)) {
+			val_clear(out);
+			*out = val_copy(def);
+		}
+		return 0;
+	}
+	if ((ret = want_str(r, line, "attribute=", attr)))
+		return ret;
+	s = str_of(attr);
+	if (multi && strchr(s, ',')) {
+		json_object *arr = json_object_new_array();
+
+		for (p = s; !ret; p = comma + 1) {
+			struct val part, got;
+
+			comma = strchr(p, ',');
+			if (!comma)
+				comma = p + strlen(p);
+			part = val_str(p, (size_t)(comma - p));
+			ret = attr_key(r, line, item, &part, 0, def, &got);
+			val_clear(&part);
+			if (!ret)
+				json_object_array_add(arr, val_to_json(&got));
+			if (!*comma)
+				break;
+		}
+		if (ret) {
+			json_object_put(arr);
+			return ret;
+		}
+		*out = val_own(arr);
+		return 0;
+	}
+	*out = val_copy(item);
+	for (p = s; ; p = comma + 1) {
+		char part[256];
+		size_t len;
+		struct val next;
+
+		comma = strchr(p, '.');
+		len = comma ? (size_t)(comma - p) : strlen(p);
+		if (len >= sizeof(part))
+			len = sizeof(part) - 1;
+		memcpy(part, p, len);
+		part[len] = '\0';
+		if (len && strspn(part, "0123456789") == len) {
+			struct val idx = val_int(strtoll(part, NULL, 10));
+
+			ret = get_item(r, line, out, &idx, &next);
+			val_clear(&idx);
+		} else {
+			ret = get_attr(r, line, out, part, &next);
+		}
+		val_clear(out);
+		if (ret)
+			return ret;
+		*out = next;
+		if (def && is_undef(out)) {
+			val_clear(out);
+			*out = val_copy(def);
+		}
+		if (!comma)
+			break;
+	}
+	return 0;
+}
+
+/*
+ * The items of v with their sort keys (attribute, or the [key, value]
+ * pair's part for dictsort) in *items; *n of them.
+ */
+static int sort_items(struct render *r, int line, const struct val *v, const struct val *attr, int multi,
+		      struct sort_item **items, size_t *n)
+{
+	json_object *seq;
+	size_t i;
+	int ret;
+
+	if ((ret = iterate(r, line, v, &seq)))
+		return ret;
+	*n = json_object_array_length(seq);
+	*items = gm_xcalloc(*n + 1, sizeof(**items));
+	for (i = 0; i < *n && !ret; i++) {
+		struct val item = val_borrow(json_object_array_get_idx(seq, i));
+
+		(*items)[i].item = json_object_get(item.j);
+		if (!(ret = tick(r, line)))
+			ret = attr_key(r, line, &item, attr, multi, NULL, &(*items)[i].key);
+		val_clear(&item);
+	}
+	json_object_put(seq);
+	if (ret) {
+		for (i = 0; i < *n; i++) {
+			json_object_put((*items)[i].item);
+			val_clear(&(*items)[i].key);
+		}
+		free(*items);
+		*items = NULL;
+	}
+	return ret;
+}
+
+static void free_sort_items(struct sort_item *items, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		json_object_put(items[i].item);
+		val_clear(&items[i].key);
+	}
+	free(items);
+}
+
+static int do_sort(struct render *r, int line, struct sort_item *items, size_t n, int case_sensitive, int reverse)
+{
+	struct sort_item *tmp = gm_xcalloc(n + 1, sizeof(*tmp));
+	struct sort_ctx sc = { r, line, case_sensitive, reverse, 0 };
+
+	merge_sort(&sc, items, tmp, n);
+	free(tmp);
+	return sc.ret;
+}
+
+static int bool_arg(struct args *a, size_t i, const char *name, int def)
+{
+	struct val *x = arg(a, i, name);
+
+	return x ? truthy(x) : def;
+}
+
+/* The filters that order or pick by order: sort, dictsort, unique, min, max. */
+static int filter_sorting(struct render *r, int line, const char *name, const struct val *v, struct args *a,
+			  struct val *out)
+{
+	struct sort_item *items = NULL;
+	size_t n = 0, i;
+	int ret;
+
+	if (!strcmp(name, "sort")) {
+		/* sort(reverse=False, case_sensitive=False, attribute=None) */
+		json_object *arr;
+
+		if ((ret = check_nargs(r, line, name, a, 3)) ||
+		    (ret = sort_items(r, line, v, arg(a, 2, "attribute"), 1, &items, &n)))
+			return ret;
+		ret = do_sort(r, line, items, n, bool_arg(a, 1, "case_sensitive", 0), bool_arg(a, 0, "reverse", 0));
+		if (!ret) {
+			arr = json_object_new_array();
+			for (i = 0; i < n; i++)
+				json_object_array_add(arr, json_object_get(items[i].item));
+			*out = val_own(arr);
+		}
+		free_sort_items(items, n);
+		return ret;
+	}
+	if (!strcmp(name, "dictsort")) {
+		/* dictsort(case_sensitive=False, by='key', reverse=False): [key, value] pairs */
+		struct val *by = arg(a, 1, "by"), pairs, idx;
+		json_object *arr;
+		int pos = 0;
+
+		if ((ret = check_nargs(r, line, name, a, 3)))
+			return ret;
+		if (!is_dict(v))
+			return rerr(r, line, GM_EINVAL, "dictsort expects a mapping, not %s", type_name(v));
+		if (by) {
+			if ((ret = want_str(r, line, "dictsort(by=)", by)))
+				return ret;
+			if (!strcmp(str_of(by), "value"))
+				pos = 1;
+			else if (strcmp(str_of(by), "key"))
+				return rerr(r, line, GM_EINVAL, "You can only sort by either \"key\" or \"value\"");
+		}
+		{
+			json_object *pl = json_object_new_array();
+
+			json_object_object_foreach(v->j, key, child) {
+				json_object *pair = new_tuple();
+
+				json_object_array_add(pair, key_json(key));
+				json_object_array_add(pair, json_object_get(child));
+				json_object_array_add(pl, pair);
+			}
+			pairs = val_own(pl);
+		}
+		idx = val_int(pos);
+		ret = sort_items(r, line, &pairs, &idx, 0, &items, &n);
+		val_clear(&pairs);
+		if (ret)
+			return ret;
+		ret = do_sort(r, line, items, n, bool_arg(a, 0, "case_sensitive", 0), bool_arg(a, 2, "reverse", 0));
+		if (!ret) {
+			arr = json_object_new_array();
+			for (i = 0; i < n; i++)
+				json_object_array_add(arr, json_object_get(items[i].item));
+			*out = val_own(arr);
+		}
+		free_sort_items(items, n);
+		return ret;
+	}
+	if (!strcmp(name, "groupby")) {
+		/*
+		 * groupby(attribute, default=None, case_sensitive=False): (grouper,
+		 * list) tuples in key order; the grouper is the first item's key.
+		 */
+		int cs = bool_arg(a, 2, "case_sensitive", 0);
+		struct val *def = arg(a, 1, "default");
+		json_object *res, *grp = NULL;
+		size_t start = 0;
+
+		if ((ret = check_nargs(r, line, name, a, 3)))
+			return ret;
+		if (!arg(a, 0, "attribute"))
+			return rerr(r, line, GM_EINVAL, "groupby() needs an attribute");
+		if ((ret = sort_items(r, line, v, arg(a, 0, "attribute"), 0, &items, &n)))
+			return ret;
+		for (i = 0; i < n; i++) {
+			if (def && !is_none(def) && is_undef(&items[i].key)) {
+				val_clear(&items[i].key);
+				items[i].key = val_copy(def);
+			}
+		}
+		if ((ret = do_sort(r, line, items, n, cs, 0))) {
+			free_sort_items(items, n);
+			return ret;
+		}
+		res = json_object_new_array();
+		for (i = 0; i <= n; i++) {
+			int c = 1;
+
+			if (i < n && i > start && !(ret = order(r, line, &items[start].key, &items[i].key, cs, &c)) && !c)
+				continue;
+			if (ret)
+				break;
+			if (i > start) {
+				json_object *t = new_tuple();
+				struct val k = val_copy(&items[start].key);
+				size_t m;
+
+				grp = json_object_new_array();
+				for (m = start; m < i; m++)
+					json_object_array_add(grp, json_object_get(items[m].item));
+				json_object_array_add(t, val_to_json(&k));
+				json_object_array_add(t, grp);
+				json_object_array_add(res, t);
+			}
+			start = i;
+		}
+		free_sort_items(items, n);
+		if (ret) {
+			json_object_put(res);
+			return ret;
+		}
+		*out = val_own(res);
+		return 0;
+	}
+	if (!strcmp(name, "unique")) {
+		/* unique(case_sensitive=False, attribute=None): first of each, in order */
+		int cs = bool_arg(a, 0, "case_sensitive", 0);
+		json_object *arr;
+		size_t k;
+
+		if ((ret = check_nargs(r, line, name, a, 2)) ||
+		    (ret = sort_items(r, line, v, arg(a, 1, "attribute"), 0, &items, &n)))
+			return ret;
+		arr = json_object_new_array();
+		for (i = 0; i < n; i++) {
+			int dup = 0;
+
+			if (!cs && is_str(&items[i].key)) {
+				struct val low = do_case(str_of(&items[i].key), len_of(&items[i].key), 'l');
+
+				val_clear(&items[i].key);
+				items[i].key = low;
+			}
+			for (k = 0; k < i && !dup; k++)
+				dup = val_equal(&items[k].key, &items[i].key);
+			if (!dup)
+				json_object_array_add(arr, json_object_get(items[i].item));
+			if ((ret = tick(r, line)))
+				break;
+		}
+		free_sort_items(items, n);
+		if (ret) {
+			json_object_put(arr);
+			return ret;
+		}
+		*out = val_own(arr);
+		return 0;
+	}
+	/* min / max(case_sensitive=False, attribute=None); undefined when empty */
+	if ((ret = check_nargs(r, line, name, a, 2)) ||
+	    (ret = sort_items(r, line, v, arg(a, 1, "attribute"), 0, &items, &n)))
+		return ret;
+	{
+		size_t best = 0;
+
+		for (i = 1; i < n && !ret; i++) {
+			int c = 0;
+
+			ret = order(r, line, &items[i].key, &items[best].key, bool_arg(a, 0, "case_sensitive", 0), &c);
+			if (name[1] == 'a' ? c > 0 : c < 0)
+				best = i;
+		}
+		if (!ret)
+			*out = n ? val_borrow(items[best].item) : val_undef(NULL);
+	}
+	free_sort_items(items, n);
+	return ret;
+}
+
+/* Python's str.splitlines() boundaries: the length of the line break at s[i], or 0. */
+static size_t line_break(const char *s, size_t len, size_t i)
+{
+	size_t j = i;
+	unsigned c;
+
+	if (s[i] == '\r')
+		return i + 1 < len && s[i + 1] == '\n' ? 2 : 1;
+	if (s[i] == '\n' || s[i] == '\v' || s[i] == '\f' || (s[i] >= 0x1c && s[i] <= 0x1e))
+		return 1;
+	if ((unsigned char)s[i] < 0x80)
+		return 0;
+	c = utf8_next(s, len, &j);
+	return c == 0x85 || c == 0x2028 || c == 0x2029 ? j - i : 0;
+}
+
+/* The other filters the corpus and jinja2 have: indent, sum, wordcount, batch, center, round. */
+static int filter_more(struct render *r, int line, const char *name, const struct val *v, struct args *a,
+		       struct val *out)
+{
+	int ret;
+
+	if (!strcmp(name, "indent")) {
+		/* indent(width=4, first=False, blank=False), jinja2 3.1's do_indent */
+		struct val *w = arg(a, 0, "width");
+		int first = bool_arg(a, 1, "first", 0), blank = bool_arg(a, 2, "blank", 0);
+		gm_buf src = GM_BUF_INIT, ind = GM_BUF_INIT, b = GM_BUF_INIT;
+		size_t i = 0, nlines = 0;
+
+		if ((ret = check_nargs(r, line, name, a, 3)))
+			return ret;
+		if (w && is_str(w)) {
+			gm_buf_add(&ind, str_of(w), len_of(w));
+		} else {
+			int64_t k, width = 4;
+
+			if (w && (ret = want_int(r, line, "indent(width=)", w)))
+				return ret;
+			if (w)
+				width = int_of(w);
+			if (width > 4096)
+				return rerr(r, line, GM_EINVAL, "indent(): width %lld is too large", (long long)width);
+			for (k = 0; k < width; k++)
+				gm_buf_addch(&ind, ' ');
+		}
+		add_str(&src, v);
+		gm_buf_addch(&src, '\n'); /* as jinja2: s += "\n", then splitlines() */
+		if (first)
+			gm_buf_add(&b, ind.buf, ind.len);
+		while (i < src.len) {
+			size_t st = i, brk;
+
+			while (i < src.len && !(brk = line_break(src.buf, src.len, i)))
+				i++;
+			if (i >= src.len)
+				brk = 0;
+			if (nlines) {
+				gm_buf_addch(&b, '\n');
+				if (blank || i > st)
+					gm_buf_add(&b, ind.buf, ind.len);
+			}
+			gm_buf_add(&b, src.buf + st, i - st);
+			nlines++;
+			i += brk;
+			if ((ret = check_string(r, line, b.len)))
+				break;
+		}
+		gm_buf_release(&src);
+		gm_buf_release(&ind);
+		if (ret) {
+			gm_buf_release(&b);
+			return ret;
+		}
+		*out = val_buf(&b);
+		return 0;
+	}
+	if (!strcmp(name, "sum")) {
+		/* sum(attribute=None, start=0) */
+		struct val *start = arg(a, 1, "start"), acc;
+		struct sort_item *items;
+		size_t n, i;
+
+		if ((ret = check_nargs(r, line, name, a, 2)) ||
+		    (ret = sort_items(r, line, v, arg(a, 0, "attribute"), 0, &items, &n)))
+			return ret;
+		acc = start ? val_copy(start) : val_int(0);
+		for (i = 0; i < n && !ret; i++) {
+			struct val next;
+
+			if (!(ret = binary_op(r, line, OP_ADD, &acc, &items[i].key, &next))) {
+				val_clear(&acc);
+				acc = next;
+			}
+		}
+		free_sort_items(items, n);
+		if (ret) {
+			val_clear(&acc);
+			return ret;
+		}
+		*out = acc;
+		return 0;
+	}
+	if (!strcmp(name, "wordcount")) {
+		/* len(re.findall(r"\w+", s)) */
+		gm_buf b = GM_BUF_INIT;
+		size_t i = 0;
+		int64_t words = 0, in_word = 0;
+
+		add_str(&b, v);
+		while (i < b.len) {
+			unsigned c = utf8_next(b.buf, b.len, &i);
+			utf8proc_category_t cat = utf8proc_category((utf8proc_int32_t)c);
+			int w = c == '_' || (cat >= UTF8PROC_CATEGORY_LU && cat <= UTF8PROC_CATEGORY_LO) ||
+				(cat >= UTF8PROC_CATEGORY_ND && cat <= UTF8PROC_CATEGORY_NO) ||
+				(cat >= UTF8PROC_CATEGORY_MN && cat <= UTF8PROC_CATEGORY_MC);
+
+			if (w && !in_word)
+				words++;
+			in_word = w;
+		}
+		gm_buf_release(&b);
+		*out = val_int(words);
+		return 0;
+	}
+	if (!strcmp(name, "batch")) {
+		/* batch(linecount, fill_with=None): lists of linecount items */
+		struct val *cnt = arg(a, 0, "linecount"), *fill = arg(a, 1, "fill_with");
+		json_object *seq, *res, *cur = NULL;
+		size_t i, n, k;
+
+		if (!cnt || (ret = want_int(r, line, "batch()", cnt)))
+			return cnt ? ret : rerr(r, line, GM_EINVAL, "batch() needs a count");
+		if (int_of(cnt) <= 0)
+			return rerr(r, line, GM_EINVAL, "batch() count must be positive");
+		if ((ret = iterate(r, line, v, &seq)))
+			return ret;
+		n = json_object_array_length(seq);
+		k = (size_t)int_of(cnt);
+		res = json_object_new_array();
+		for (i = 0; i < n; i++) {
+			if (!cur)
+				cur = json_object_new_array();
+			json_object_array_add(cur, json_object_get(json_object_array_get_idx(seq, i)));
+			if (json_object_array_length(cur) == k) {
+				json_object_array_add(res, cur);
+				cur = NULL;
+			}
+		}
+		if (cur) {
+			while (fill && json_object_array_length(cur) < k) {
+				struct val f = val_copy(fill);
+
+				json_object_array_add(cur, val_to_json(&f));
+			}
+			json_object_array_add(res, cur);
+		}
+		json_object_put(seq);
+		*out = val_own(res);
+		return 0;
+	}
+	if (!strcmp(name, "center")) {
+		struct val *w = arg(a, 0, "width");
+		gm_buf s = GM_BUF_INIT, b = GM_BUF_INIT;
+		int64_t width = 80, len, left, k;
+
+		if (w && (ret = want_int(r, line, "center()", w)))
+			return ret;
+		if (w)
+			width = int_of(w);
+		add_str(&s, v);
+		len = (int64_t)utf8_count(s.buf, s.len);
+		if (width > len && (ret = check_string(r, line, s.len + (size_t)(width - len)))) {
+			gm_buf_release(&s);
+			return ret;
+		}
+		/* str.center: the extra space goes right, except an odd pad on an odd width goes left */
+		left = width > len ? (width - len) / 2 + ((width - len) & width & 1) : 0;
+		for (k = 0; k < left; k++)
+			gm_buf_addch(&b, ' ');
+		gm_buf_add(&b, s.buf, s.len);
+		for (k = left + len; k < width; k++)
+			gm_buf_addch(&b, ' ');
+		gm_buf_release(&s);
+		*out = val_buf(&b);
+		return 0;
+	}
+	return rerr(r, line, GM_EUNSUPPORTED, "unsupported Jinja filter '%s'", name);
+}
+
 /* ---- filters ---- */
 
 static int apply_filter(struct render *r, int line, const char *name, const struct val *v, struct args *a,
@@ -3491,10 +4661,15 @@ static int filter_seq(struct render *r, int line, const char *name, const struct
 	size_t i, n;
 	int ret = 0;
 
+	if (!truthy(v)) { /* jinja2's select/map start with "if value:" */
+		*out = val_own(json_object_new_array());
+		return 0;
+	}
 	if ((ret = iterate(r, line, v, &items)))
 		return ret;
 	res = json_object_new_array();
 	n = json_object_array_length(items);
+	ret = charge(r, line, n);
 	for (i = 0; i < n && !ret; i++) {
 		struct val item = val_borrow(json_object_array_get_idx(items, i)), got = VAL_UNDEF;
 		struct args rest;
@@ -3505,28 +4680,14 @@ static int filter_seq(struct render *r, int line, const char *name, const struct
 			struct val *attrkw = arg(a, (size_t)-1, "attribute");
 
 			if (attrkw) {
-				ret = want_str(r, line, "map(attribute=)", attrkw);
-				if (!ret)
-					ret = get_attr(r, line, &item, str_of(attrkw), &got);
-				if (!ret && is_undef(&got)) {
-					struct val *def = arg(a, (size_t)-1, "default");
-
-					if (def) {
-						val_clear(&got);
-						got = val_copy(def);
-					}
-				}
+				ret = attr_key(r, line, &item, attrkw, 0, arg(a, (size_t)-1, "default"), &got);
 			} else if (a->npos && is_str(&a->pos[0])) {
 				rest.pos = a->pos + 1;
 				rest.npos = a->npos - 1;
 				rest.kwnames = a->kwnames;
 				rest.kw = a->kw;
 				rest.nkw = a->nkw;
-				if (!in_list(known_filters, str_of(&a->pos[0])))
-					ret = rerr(r, line, GM_EUNSUPPORTED, "unsupported Jinja filter '%s'",
-						   str_of(&a->pos[0]));
-				else
-					ret = apply_filter(r, line, str_of(&a->pos[0]), &item, &rest, &got);
+				ret = apply_filter(r, line, str_of(&a->pos[0]), &item, &rest, &got);
 			} else {
 				ret = rerr(r, line, GM_EINVAL, "map() needs a filter name or attribute=");
 			}
@@ -3539,11 +4700,7 @@ static int filter_seq(struct render *r, int line, const char *name, const struct
 				if ((ret = want_str(r, line, name, &a->pos[0])) == 0) {
 					rest.pos = a->pos + 1;
 					rest.npos = a->npos - 1;
-					if (!in_list(known_tests, str_of(&a->pos[0])))
-						ret = rerr(r, line, GM_EUNSUPPORTED, "unsupported Jinja test '%s'",
-							   str_of(&a->pos[0]));
-					else
-						ret = apply_test(r, line, str_of(&a->pos[0]), &item, &rest, &keep);
+					ret = apply_test(r, line, str_of(&a->pos[0]), &item, &rest, &keep);
 				}
 			} else {
 				keep = truthy(&item);
@@ -3556,16 +4713,12 @@ static int filter_seq(struct render *r, int line, const char *name, const struct
 			if (!attr || !is_str(attr)) {
 				ret = rerr(r, line, GM_EINVAL, "%s() needs an attribute name", name);
 			} else {
-				ret = get_attr(r, line, &item, str_of(attr), &got);
+				ret = attr_key(r, line, &item, attr, 0, NULL, &got);
 				if (!ret && a->npos >= 2) {
 					if ((ret = want_str(r, line, name, &a->pos[1])) == 0) {
 						rest.pos = a->pos + 2;
 						rest.npos = a->npos - 2;
-						if (!in_list(known_tests, str_of(&a->pos[1])))
-							ret = rerr(r, line, GM_EUNSUPPORTED, "unsupported Jinja test '%s'",
-								   str_of(&a->pos[1]));
-						else
-							ret = apply_test(r, line, str_of(&a->pos[1]), &got, &rest, &keep);
+						ret = apply_test(r, line, str_of(&a->pos[1]), &got, &rest, &keep);
 					}
 				} else if (!ret) {
 					keep = truthy(&got);
@@ -3613,7 +4766,11 @@ static int apply_filter(struct render *r, int line, const char *name, const stru
 		return get_attr(r, line, v, str_of(x), out);
 	}
 	if (!strcmp(name, "safe")) {
-		*out = val_copy(v);
+		gm_buf b = GM_BUF_INIT;
+
+		add_str(&b, v);
+		*out = val_buf(&b);
+		out->safe = 1;
 		return 0;
 	}
 	if (!strcmp(name, "string")) {
@@ -3647,7 +4804,7 @@ static int apply_filter(struct render *r, int line, const char *name, const stru
 			return ret;
 		if (is_undef(v))
 			return undefined_error(r, line, v);
-		if (v->kind == V_NS || v->kind == V_FUNC)
+		if (v->kind == V_NS || is_fn(v))
 			return rerr(r, line, GM_EINVAL, "a %s is not JSON serializable", type_name(v));
 		if (indent && !is_none(indent) && (ret = want_int(r, line, "tojson(indent=)", indent)))
 			return ret;
@@ -3676,22 +4833,11 @@ static int apply_filter(struct render *r, int line, const char *name, const stru
 		return 0;
 	}
 	if (!strcmp(name, "e") || !strcmp(name, "escape")) {
-		gm_buf s = GM_BUF_INIT, b = GM_BUF_INIT;
-		size_t i;
+		gm_buf b = GM_BUF_INIT;
 
-		add_str(&s, v);
-		for (i = 0; i < s.len; i++) {
-			switch (s.buf[i]) {
-			case '&': gm_buf_adds(&b, "&amp;"); break;
-			case '<': gm_buf_adds(&b, "&lt;"); break;
-			case '>': gm_buf_adds(&b, "&gt;"); break;
-			case '"': gm_buf_adds(&b, "&#34;"); break;
-			case '\'': gm_buf_adds(&b, "&#39;"); break;
-			default: gm_buf_addch(&b, s.buf[i]);
-			}
-		}
-		gm_buf_release(&s);
+		add_escaped(&b, v);
 		*out = val_buf(&b);
+		out->safe = 1;
 		return 0;
 	}
 	if (!strcmp(name, "list")) {
@@ -3768,10 +4914,16 @@ static int apply_filter(struct render *r, int line, const char *name, const stru
 
 			if (i && sep)
 				gm_buf_add(&b, str_of(sep), len_of(sep));
+			if ((ret = check_string(r, line, b.len))) {
+				val_clear(&item);
+				json_object_put(items);
+				gm_buf_release(&b);
+				return ret;
+			}
 			if (attr && is_str(attr)) {
 				struct val got;
 
-				if ((ret = get_attr(r, line, &item, str_of(attr), &got))) {
+				if ((ret = attr_key(r, line, &item, attr, 0, NULL, &got))) {
 					val_clear(&item);
 					json_object_put(items);
 					gm_buf_release(&b);
@@ -3846,8 +4998,9 @@ static int apply_filter(struct render *r, int line, const char *name, const stru
 				ret = rerr(r, line, GM_EINVAL, "replace needs two arguments");
 			else if (!(ret = want_str(r, line, "replace", x)) && !(ret = want_str(r, line, "replace", y)) &&
 				 !(c && !is_none(c) && (ret = want_int(r, line, "replace", c))))
-				*out = do_replace(str_of(&s), len_of(&s), str_of(x), len_of(x), str_of(y), len_of(y),
-						  c && !is_none(c) ? int_of(c) : -1);
+				if (do_replace(str_of(&s), len_of(&s), str_of(x), len_of(x), str_of(y), len_of(y),
+					       c && !is_none(c) ? int_of(c) : -1, r->lim.max_string, out))
+					ret = check_string(r, line, SIZE_MAX);
 		} else {
 			*out = do_case(str_of(&s), len_of(&s), name[0] == 'c' ? 'c' : name[0] == 't' ? 'T' : name[0] == 'u' ? 'u' : 'l');
 			ret = 0;
@@ -3855,7 +5008,10 @@ static int apply_filter(struct render *r, int line, const char *name, const stru
 		val_clear(&s);
 		return ret;
 	}
-	return rerr(r, line, GM_EUNSUPPORTED, "unsupported Jinja filter '%s'", name);
+	if (!strcmp(name, "sort") || !strcmp(name, "dictsort") || !strcmp(name, "unique") || !strcmp(name, "min") ||
+	    !strcmp(name, "max") || !strcmp(name, "groupby"))
+		return filter_sorting(r, line, name, v, a, out);
+	return filter_more(r, line, name, v, a, out);
 }
 
 /* ---- calls ---- */
@@ -3914,8 +5070,10 @@ static int call_global(struct render *r, int line, const char *name, struct args
 			step = int_of(&a->pos[2]);
 		if (!step)
 			return rerr(r, line, GM_EINVAL, "range() step cannot be zero");
-		if ((stop - start) / step > 1000000)
-			return rerr(r, line, GM_EINVAL, "range() is too long");
+		if ((stop - start) / step > (int64_t)r->lim.max_list)
+			return check_list(r, line, (size_t)((stop - start) / step));
+		if ((stop - start) / step > 0 && (ret = charge(r, line, (uint64_t)((stop - start) / step))))
+			return ret;
 		arr = json_object_new_array();
 		for (k = start; step > 0 ? k < stop : k > stop; k += step)
 			json_object_array_add(arr, json_object_new_int64(k));
@@ -3932,13 +5090,111 @@ static int call_global(struct render *r, int line, const char *name, struct args
 			return rerr(r, line, GM_EINVAL, "strftime_now() needs a format");
 		if ((ret = want_str(r, line, "strftime_now()", &a->pos[0])))
 			return ret;
-		localtime_r(&now, &tm);
+		if (r->lim.now) {
+			now = (time_t)r->lim.now;
+			gmtime_r(&now, &tm);
+		} else if (getenv("GM_JINJA_NOW") && *getenv("GM_JINJA_NOW")) {
+			now = (time_t)strtoll(getenv("GM_JINJA_NOW"), NULL, 10);
+			gmtime_r(&now, &tm);
+		} else {
+			localtime_r(&now, &tm);
+		}
 		if (!strftime(buf, sizeof(buf), str_of(&a->pos[0]), &tm))
 			buf[0] = '\0';
 		*out = val_str(buf, strlen(buf));
 		return 0;
 	}
 	return rerr(r, line, GM_EINVAL, "'%s' is undefined (called as a function)", name);
+}
+
+static int render_nodes(struct render *r, const struct nodelist *l, gm_buf *out);
+
+/*
+ * Calls a macro (or a call block's caller()) f with arguments a, giving
+ * the text it renders.  As jinja2: parameters take the positional
+ * arguments, then the keyword arguments of their name, then their default
+ * (evaluated at the call, seeing the parameters before it), else they are
+ * undefined; the other positional arguments are in varargs, the other
+ * keyword arguments in kwargs; caller (when not NULL) is bound as caller.
+ */
+static int call_macro(struct render *r, int line, const struct val *f, struct args *a, struct val *caller,
+		      struct val *out)
+{
+	const struct node *m = f->node;
+	size_t i, k;
+	json_object *varargs, *kwargs;
+	gm_buf b = GM_BUF_INIT;
+	unsigned char *used;
+	int ret = 0, ctl;
+	struct val v;
+
+	if (r->calls >= r->lim.max_call_depth)
+		return limit_error(r, line, "macro calls nested deeper than the %zu-call limit",
+				   r->lim.max_call_depth);
+	if ((ret = tick(r, line)))
+		return ret;
+	push_scope(r);
+	/* A macro sees the top level; caller() sees where its {% call %} stands. */
+	r->scopes[r->nscopes - 1].parent = f->kind == V_CALLER ? f->scope : 0;
+	used = gm_xcalloc(a->nkw + 1, 1);
+	for (i = 0; i < m->ntargets && !ret; i++) {
+		if (i < a->npos) {
+			v = val_copy(&a->pos[i]);
+		} else {
+			v = val_undef(m->targets[i]);
+			for (k = 0; k < a->nkw; k++) {
+				if (!strcmp(a->kwnames[k], m->targets[i])) {
+					v = val_copy(&a->kw[k]);
+					used[k] = 1;
+					break;
+				}
+			}
+			if (k == a->nkw && m->values[i])
+				ret = eval(r, m->values[i], &v);
+		}
+		if (!ret)
+			scope_set(r, m->targets[i], &v);
+	}
+	varargs = new_tuple();
+	for (i = m->ntargets; i < a->npos; i++) {
+		v = val_copy(&a->pos[i]);
+		json_object_array_add(varargs, val_to_json(&v));
+	}
+	v = val_own(varargs);
+	scope_set(r, "varargs", &v);
+	kwargs = json_object_new_object();
+	for (k = 0; k < a->nkw; k++) {
+		if (used[k])
+			continue;
+		if (!strcmp(a->kwnames[k], "caller") && f->kind == V_MACRO && !caller) {
+			v = val_copy(&a->kw[k]);
+			scope_set(r, "caller", &v);
+			continue;
+		}
+		v = val_copy(&a->kw[k]);
+		json_object_object_add(kwargs, a->kwnames[k], val_to_json(&v));
+	}
+	free(used);
+	v = val_own(kwargs);
+	scope_set(r, "kwargs", &v);
+	if (caller) {
+		v = val_copy(caller);
+		scope_set(r, "caller", &v);
+	}
+	ctl = r->ctl;
+	r->ctl = CTL_NONE;
+	r->calls++;
+	if (!ret)
+		ret = render_nodes(r, &m->body, &b);
+	r->calls--;
+	r->ctl = ctl;
+	pop_scope(r);
+	if (ret) {
+		gm_buf_release(&b);
+		return ret;
+	}
+	*out = val_buf(&b);
+	return 0;
 }
 
 static int eval_call(struct render *r, const struct expr *e, struct val *out)
@@ -3980,6 +5236,13 @@ static int eval_call(struct render *r, const struct expr *e, struct val *out)
 
 		if ((ret = eval(r, callee, &f)))
 			return ret;
+		if (f.kind == V_MACRO || f.kind == V_CALLER) {
+			if ((ret = eval_args(r, e, &a)))
+				return ret;
+			ret = call_macro(r, e->line, &f, &a, NULL, out);
+			args_free(&a);
+			return ret;
+		}
 		if (f.kind != V_FUNC) {
 			if (is_undef(&f) && f.name)
 				ret = rerr(r, e->line, GM_EINVAL, "'%s' is undefined (called as a function)", f.name);
@@ -4021,7 +5284,29 @@ static json_object *const_copy(json_object *j)
 	}
 }
 
+static int eval_1(struct render *r, const struct expr *e, struct val *out);
+
+/* Evaluates e into out (a new value); every string, list and dict an expression makes is held to the limits. */
 static int eval(struct render *r, const struct expr *e, struct val *out)
+{
+	int ret = eval_1(r, e, out);
+
+	/* values looked up or passed through are not new: the context's own strings (messages) are not limited */
+	if (ret || out->kind != V_JSON || !out->j || e->kind == E_NAME || e->kind == E_ATTR || e->kind == E_ITEM ||
+	    e->kind == E_CONST || e->kind == E_COND || e->kind == E_AND || e->kind == E_OR)
+		return ret;
+	if (json_object_is_type(out->j, json_type_string))
+		ret = check_string(r, e->line, (size_t)json_object_get_string_len(out->j));
+	else if (json_object_is_type(out->j, json_type_array))
+		ret = check_list(r, e->line, json_object_array_length(out->j));
+	else if (json_object_is_type(out->j, json_type_object))
+		ret = check_list(r, e->line, (size_t)json_object_object_length(out->j));
+	if (ret)
+		val_clear(out);
+	return ret;
+}
+
+static int eval_1(struct render *r, const struct expr *e, struct val *out)
 {
 	struct val a = VAL_UNDEF, b = VAL_UNDEF;
 	size_t i;
@@ -4037,7 +5322,7 @@ static int eval(struct render *r, const struct expr *e, struct val *out)
 		return 0;
 	case E_LIST:
 	case E_TUPLE: {
-		json_object *arr = json_object_new_array();
+		json_object *arr = e->kind == E_TUPLE ? new_tuple() : json_object_new_array();
 
 		for (i = 0; i < e->nargs; i++) {
 			if ((ret = eval(r, e->args[i], &a))) {
@@ -4055,13 +5340,18 @@ static int eval(struct render *r, const struct expr *e, struct val *out)
 		for (i = 0; i < e->nargs; i++) {
 			if ((ret = eval(r, e->args[i], &a)))
 				break;
-			if (!is_str(&a)) {
-				ret = rerr(r, e->line, GM_EUNSUPPORTED, "dict keys must be strings, not %s", type_name(&a));
+			gm_buf kb = GM_BUF_INIT;
+
+			if (key_of(&a, &kb)) {
+				ret = rerr(r, e->line, GM_EINVAL, "unhashable type: '%s' (as a dict key)", type_name(&a));
 				break;
 			}
-			if ((ret = eval(r, e->args2[i], &b)))
+			if ((ret = eval(r, e->args2[i], &b))) {
+				gm_buf_release(&kb);
 				break;
-			json_object_object_add(obj, str_of(&a), val_to_json(&b));
+			}
+			json_object_object_add(obj, kb.buf, val_to_json(&b));
+			gm_buf_release(&kb);
 			val_clear(&a);
 		}
 		val_clear(&a);
@@ -4185,7 +5475,17 @@ static int eval(struct render *r, const struct expr *e, struct val *out)
 
 		if ((ret = eval(r, e->a, &a)) || (ret = eval(r, e->b, &b)))
 			break;
+		/* refuse before copying when the sizes are known: a doubling template never allocates past the limit */
+		if (is_str(&a) && is_str(&b)) {
+			if ((ret = check_string(r, e->line, len_of(&a) + len_of(&b))))
+				break;
+			gm_buf_grow(&buf, len_of(&a) + len_of(&b));
+		}
 		add_str(&buf, &a);
+		if ((ret = check_string(r, e->line, buf.len))) {
+			gm_buf_release(&buf);
+			break;
+		}
 		add_str(&buf, &b);
 		*out = val_buf(&buf);
 		break;
@@ -4242,6 +5542,10 @@ static int render_for(struct render *r, const struct node *n, gm_buf *out)
 		for (i = 0; i < json_object_array_length(items) && !ret; i++) {
 			struct val item = val_borrow(json_object_array_get_idx(items, i)), cond;
 
+			if ((ret = tick(r, n->line))) {
+				val_clear(&item);
+				break;
+			}
 			push_scope(r);
 			ret = bind_targets(r, n->line, n->targets, n->ntargets, &item);
 			if (!ret && !(ret = eval(r, n->filter, &cond))) {
@@ -4276,6 +5580,11 @@ static int render_for(struct render *r, const struct node *n, gm_buf *out)
 			json_object_object_add(loop, "previtem", json_object_get(json_object_array_get_idx(items, i - 1)));
 		if (i + 1 < count)
 			json_object_object_add(loop, "nextitem", json_object_get(json_object_array_get_idx(items, i + 1)));
+		if ((ret = tick(r, n->line))) {
+			json_object_put(loop);
+			val_clear(&item);
+			break;
+		}
 		push_scope(r);
 		lv = val_own(loop);
 		scope_set(r, "loop", &lv);
@@ -4295,19 +5604,37 @@ static int render_for(struct render *r, const struct node *n, gm_buf *out)
 	return ret;
 }
 
+/* The text of n's body, through n's filter chain when it has one (filter blocks, filtered block sets). */
+static int render_filtered(struct render *r, const struct node *n, struct val *out)
+{
+	gm_buf b = GM_BUF_INIT;
+	struct val v;
+	int ret;
+
+	if ((ret = render_nodes(r, &n->body, &b))) {
+		gm_buf_release(&b);
+		return ret;
+	}
+	v = val_buf(&b);
+	if (!n->filter) {
+		*out = v;
+		return 0;
+	}
+	push_scope(r);
+	scope_set(r, FILTER_ARG, &v);
+	ret = eval(r, n->filter, out);
+	pop_scope(r);
+	return ret;
+}
+
 static int render_set(struct render *r, const struct node *n)
 {
 	struct val v;
 	int ret;
 
 	if (n->kind == N_SET_BLOCK) {
-		gm_buf b = GM_BUF_INIT;
-
-		if ((ret = render_nodes(r, &n->body, &b))) {
-			gm_buf_release(&b);
+		if ((ret = render_filtered(r, n, &v)))
 			return ret;
-		}
-		v = val_buf(&b);
 		scope_set(r, n->targets[0], &v);
 		return 0;
 	}
@@ -4332,7 +5659,7 @@ static int render_nodes(struct render *r, const struct nodelist *l, gm_buf *out)
 	size_t i;
 	int ret = 0;
 
-	if (++r->depth > MAX_DEPTH + 8) {
+	if (++r->depth > 4 * MAX_DEPTH) {
 		r->depth--;
 		return rerr(r, l->n ? l->v[0]->line : 0, GM_EINVAL, "template nesting is too deep");
 	}
@@ -4342,12 +5669,49 @@ static int render_nodes(struct render *r, const struct nodelist *l, gm_buf *out)
 
 		switch (n->kind) {
 		case N_DATA:
-			gm_buf_add(out, n->text, n->len);
+			if (!(ret = check_output(r, n->line, out->len + n->len)))
+				gm_buf_add(out, n->text, n->len);
 			break;
 		case N_OUTPUT:
 			if (!(ret = eval(r, n->expr, &v))) {
 				add_str(out, &v);
 				val_clear(&v);
+				ret = check_output(r, n->line, out->len);
+			}
+			break;
+		case N_MACRO: {
+			struct val m = { .kind = V_MACRO, .name = n->attr, .node = n };
+
+			scope_set(r, n->attr, &m);
+			break;
+		}
+		case N_CALLBLOCK: {
+			struct val f, caller = { .kind = V_CALLER, .name = "caller", .node = n, .scope = r->nscopes - 1 };
+			struct args a;
+
+			if ((ret = eval(r, n->expr->a, &f)))
+				break;
+			if (f.kind != V_MACRO) {
+				ret = rerr(r, n->line, GM_EINVAL, "{%% call %%} needs a macro, not %s", type_name(&f));
+				val_clear(&f);
+				break;
+			}
+			if (!(ret = eval_args(r, n->expr, &a))) {
+				ret = call_macro(r, n->line, &f, &a, &caller, &v);
+				args_free(&a);
+			}
+			if (!ret) {
+				add_str(out, &v);
+				val_clear(&v);
+				ret = check_output(r, n->line, out->len);
+			}
+			break;
+		}
+		case N_FILTER:
+			if (!(ret = render_filtered(r, n, &v))) {
+				add_str(out, &v);
+				val_clear(&v);
+				ret = check_output(r, n->line, out->len);
 			}
 			break;
 		case N_IF:
@@ -4392,7 +5756,24 @@ static int render_nodes(struct render *r, const struct nodelist *l, gm_buf *out)
 	return ret;
 }
 
+void gm_jinja_limits_init(gm_jinja_limits *lim)
+{
+	memset(lim, 0, sizeof(*lim));
+	lim->max_output = (size_t)16 << 20;
+	lim->max_string = (size_t)8 << 20;
+	lim->max_list = 100000;
+	lim->max_iterations = 10000000;
+	lim->max_call_depth = 100;
+	lim->max_seconds = 10;
+}
+
 int gm_jinja_render(const gm_jinja_template *t, json_object *context, gm_buf *out, gm_error *err)
+{
+	return gm_jinja_render_ex(t, context, NULL, out, err);
+}
+
+int gm_jinja_render_ex(const gm_jinja_template *t, json_object *context, const gm_jinja_limits *lim, gm_buf *out,
+		       gm_error *err)
 {
 	struct render r;
 	gm_buf b = GM_BUF_INIT;
@@ -4404,6 +5785,11 @@ int gm_jinja_render(const gm_jinja_template *t, json_object *context, gm_buf *ou
 	r.t = t;
 	r.ctx = context;
 	r.err = err;
+	if (lim)
+		r.lim = *lim;
+	else
+		gm_jinja_limits_init(&r.lim);
+	r.deadline = mono_now() + r.lim.max_seconds;
 	push_scope(&r);
 	ret = render_nodes(&r, &t->root, &b);
 	while (r.nscopes)

@@ -28,6 +28,7 @@
 #include <json-c/json.h>
 
 #include "base/buf.h"
+#include "base/sysmem.h"
 #include "base/fs.h"
 #include "base/json.h"
 #include "cpu/kernels.h"
@@ -419,6 +420,41 @@ void gm_train_free(gm_train *t)
 	free(t);
 }
 
+/*
+ * Bytes gm_train_new allocates for sequences of up to T tokens: the
+ * transposed frozen weights (in their dtype), the saved activations and
+ * their gradients (f32, attention probabilities [heads, T, T] included),
+ * the head's chunk and AdamW's three copies of every LoRA parameter.
+ */
+static uint64_t train_bytes(const gm_model *m, const gm_lora *lora, int64_t T)
+{
+	const gm_model_config *c = &m->config;
+	uint64_t H = (uint64_t)c->hidden_size, QD = (uint64_t)(c->num_attention_heads * c->head_dim);
+	uint64_t KD = (uint64_t)(c->num_key_value_heads * c->head_dim), I = (uint64_t)c->intermediate_size;
+	uint64_t L = (uint64_t)c->num_hidden_layers, V = (uint64_t)c->vocab_size, t = (uint64_t)T;
+	uint64_t floats, weights = 0, rmax = 1;
+	int64_t i, p;
+
+	for (i = 0; i < c->num_hidden_layers; i++) {
+		const gm_layer_weights *lw = &m->layers[i];
+		const gm_tensor *w[NP] = { lw->q_proj, lw->k_proj, lw->v_proj, lw->o_proj,
+					   lw->gate_proj, lw->up_proj, lw->down_proj };
+
+		for (p = 0; p < NP; p++) {
+			const gm_lora_module *md = &lora->mods[i * NP + p];
+
+			weights += (w[p]->dtype == GM_DTYPE_F32 ? 4 : 2) * (uint64_t)w[p]->numel;
+			weights += 4 * 6 * (uint64_t)(md->rank * (md->in + md->out));
+			rmax = md->rank > (int64_t)rmax ? (uint64_t)md->rank : rmax;
+		}
+	}
+	weights += (m->lm_head->dtype == GM_DTYPE_F32 ? 4 : 2) * (uint64_t)m->lm_head->numel;
+	floats = (L + 1) * t * H + 6 * t * H + 5 * t * QD + 5 * t * KD + 5 * t * I +
+		(uint64_t)c->num_attention_heads * t * t + NP * t * rmax +
+		4 * GM_TRAIN_HEAD_CHUNK * H + GM_TRAIN_HEAD_CHUNK * V + t * (uint64_t)c->head_dim;
+	return weights + 4 * floats + 16 * t;
+}
+
 int gm_train_new(const gm_model *m, gm_lora *lora, const gm_train_opts *o, gm_train **out, gm_error *err)
 {
 	const gm_model_config *c = &m->config;
@@ -441,6 +477,22 @@ int gm_train_new(const gm_model *m, gm_lora *lora, const gm_train_opts *o, gm_tr
 	if (o->max_len < 2 || o->max_len > 1 << 20)
 		return gm_error_set(err, GM_EINVAL, "maximum sequence length %lld out of range (2 to 1048576)",
 				    (long long)o->max_len);
+	if (lora->n_layers == c->num_hidden_layers) {
+		uint64_t need = train_bytes(m, lora, o->max_len), avail = gm_mem_available();
+
+		if (avail && need > avail) {
+			gm_buf a = GM_BUF_INIT, b = GM_BUF_INIT;
+
+			gm_buf_add_human_bytes(&a, need);
+			gm_buf_add_human_bytes(&b, avail);
+			ret = gm_error_set(err, GM_ENOMEM, "training sequences of up to %lld tokens needs %s of memory "
+					   "(the attention of one sequence grows with the square of its length) and %s "
+					   "is available: use a shorter --max-len (longer examples are cut)", (long long)o->max_len, a.buf, b.buf);
+			gm_buf_release(&a);
+			gm_buf_release(&b);
+			return ret;
+		}
+	}
 	t = gm_xcalloc(1, sizeof(*t));
 	t->m = m;
 	t->lora = lora;
