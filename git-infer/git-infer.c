@@ -21,6 +21,8 @@
 #include "manage/adapter.h"
 #include "base/buf.h"
 #include "text/chat.h"
+#include "text/toolcall.h"
+#include "serve/toolreq.h"
 #include "base/cmd.h"
 #include "engine/forward.h"
 #include "base/fs.h"
@@ -35,6 +37,8 @@
 #include "base/rng.h"
 #include "engine/sampler.h"
 #include "serve/serve.h"
+#include "text/grammar.h"
+#include "text/jsonschema.h"
 #include "text/tokenizer.h"
 
 static const char *const usage[] = {
@@ -53,8 +57,9 @@ static const char *const usage[] = {
 struct infer_opts {
 	const char *model_id; /* --serve: the registered name clients use; NULL: the directory's */
 	const char *model, *prompt, *system, *seed, *prompt_ids, *logits_out, *render_chat, *kv_type;
-	const char *tools;    /* --tools FILE: an OpenAI tools array for the chat template (load_tools) */
+	const char *grammar, *json_schema; /* constrained decoding: a GBNF file, a JSON Schema file */
 	int chat, think, print_ids, tokenize, generation_prompt, verbosity;
+	const char *tools, *tool_choice; /* --tools FILE, --tool-choice */
 	long max_tokens, top_k, threads, ctx;
 	double temperature, top_p, min_p, repeat_penalty;
 	gm_strlist stop;
@@ -369,67 +374,89 @@ static int run_tokenize(const struct infer_opts *io)
 	return ret ? gm_cmd_error(&err) : 0;
 }
 
+#define TOOLS_SHAPE "[{\"type\": \"function\", \"function\": {\"name\": ..., \"parameters\": {...}}}]"
+
 /*
- * --tools FILE: a JSON array of OpenAI tool objects ({"type": "function",
- * "function": {"name", "description", "parameters"}}), given to the chat
- * template as its "tools" variable exactly as read (as transformers passes
- * a list of dicts).  *out is NULL when path is NULL.
+ * --tools FILE (an OpenAI tools array) and --tool-choice, read as the
+ * server reads a request's; the format from the template t.
  */
-static int load_tools(const char *path, json_object **out, gm_error *err)
+static int load_tools(const struct infer_opts *io, const gm_chat_template *t, gm_toolreq *tr, gm_error *err)
 {
-	size_t i;
+	json_object *req, *tools = NULL;
+	const char *param;
+	int ret;
 
-	*out = NULL;
-	if (!path)
+	memset(tr, 0, sizeof(*tr));
+	if (!io->tools && !io->tool_choice)
 		return 0;
-	if (gm_json_parse_file(path, out, err))
-		return -1;
-	if (!json_object_is_type(*out, json_type_array))
-		goto bad;
-	for (i = 0; i < json_object_array_length(*out); i++) {
-		json_object *tool = json_object_array_get_idx(*out, i), *fn, *name;
-
-		if (!json_object_is_type(tool, json_type_object) || !json_object_object_get_ex(tool, "function", &fn) ||
-		    !json_object_object_get_ex(fn, "name", &name) || !json_object_is_type(name, json_type_string))
-			goto bad;
+	if (io->tools && (ret = gm_json_parse_file(io->tools, &tools, err)))
+		return ret;
+	if (tools && !json_object_is_type(tools, json_type_array)) {
+		json_object_put(tools);
+		return gm_error_set(err, GM_EFORMAT, "%s: expected a JSON array of tools: " TOOLS_SHAPE, io->tools);
 	}
-	return 0;
-bad:
-	json_object_put(*out);
-	*out = NULL;
-	return gm_error_set(err, GM_EFORMAT,
-			    "%s: expected a JSON array of tools: [{\"type\": \"function\", \"function\": "
-			    "{\"name\": ..., \"parameters\": {...}}}]", path);
+	req = json_object_new_object();
+	if (tools)
+		json_object_object_add(req, "tools", tools);
+	if (io->tool_choice) {
+		const char *c = io->tool_choice;
+
+		if (!strcmp(c, "auto") || !strcmp(c, "none") || !strcmp(c, "required")) {
+			json_object_object_add(req, "tool_choice", json_object_new_string(c));
+		} else {
+			json_object *o = json_object_new_object(), *f = json_object_new_object();
+
+			json_object_object_add(f, "name", json_object_new_string(c));
+			json_object_object_add(o, "type", json_object_new_string("function"));
+			json_object_object_add(o, "function", f);
+			json_object_object_add(req, "tool_choice", o);
+		}
+	}
+	ret = gm_toolreq_parse(req, gm_toolcall_detect(gm_chat_template_source(t)), tr, &param, err);
+	if (ret && !strcmp(param, "tools")) {
+		char detail[GM_ERROR_MSG_MAX];
+
+		snprintf(detail, sizeof(detail), "%s", err->msg);
+		gm_error_set(err, GM_EFORMAT, "%s: expected a JSON array of tools: " TOOLS_SHAPE " (%s)", io->tools,
+			     detail);
+	} else if (ret) {
+		gm_error_prefix(err, "--tool-choice");
+	}
+	json_object_put(req);
+	return ret;
 }
 
 static int run_render_chat(const struct infer_opts *io)
 {
 	gm_error err = GM_ERROR_INIT;
 	gm_chat_template *t = NULL;
-	json_object *messages = NULL, *tools = NULL;
-	gm_chat_render_opts o;
+	json_object *messages = NULL;
 	gm_buf out = GM_BUF_INIT;
+	gm_toolreq tr;
 	int ret;
 
+	memset(&tr, 0, sizeof(tr));
 	ret = gm_chat_template_load(io->model, &t, &err);
+	if (!ret)
+		ret = load_tools(io, t, &tr, &err);
 	if (!ret)
 		ret = gm_json_parse_file(io->render_chat, &messages, &err);
 	if (!ret && !json_object_is_type(messages, json_type_array))
 		ret = gm_error_set(&err, GM_EFORMAT, "%s: expected a JSON list of messages", io->render_chat);
-	if (!ret)
-		ret = load_tools(io->tools, &tools, &err);
 	if (!ret) {
-		gm_chat_render_opts_init(&o);
-		o.messages = messages;
-		o.tools = tools;
-		o.add_generation_prompt = io->generation_prompt;
-		o.enable_thinking = (enum gm_chat_thinking)io->think;
-		ret = gm_chat_render_ex(t, &o, &out, &err);
+		gm_chat_render_opts ro;
+
+		gm_chat_render_opts_init(&ro);
+		ro.messages = messages;
+		ro.tools = tr.tools;
+		ro.add_generation_prompt = io->generation_prompt;
+		ro.enable_thinking = (enum gm_chat_thinking)io->think;
+		ret = gm_chat_render_ex(t, &ro, &out, &err);
 	}
+	gm_toolreq_release(&tr);
 	if (!ret && write_out(out.buf, out.len))
 		ret = gm_error_errno(&err, "cannot write to standard output");
 	json_object_put(messages);
-	json_object_put(tools);
 	gm_buf_release(&out);
 	gm_chat_template_free(t);
 	return ret ? gm_cmd_error(&err) : 0;
@@ -445,8 +472,13 @@ struct session {
 	gm_forward *f;
 	gm_sampler *sampler;
 	gm_generator *gen;
+	gm_grammar *grammar;
+	gm_grammar_vocab *vocab;
 	gm_generate_opts opts;
 	int n_ctx;
+	gm_toolreq tools;          /* --tools, --tool-choice */
+	gm_toolcall_parser *tc;    /* the reply read for calls; NULL: no tools */
+	uint64_t seed;             /* the sampling seed, which also makes the calls' ids */
 	/* output state */
 	gm_buf *reply;      /* NULL, or where the text also goes */
 	int n_ids_printed;
@@ -454,13 +486,9 @@ struct session {
 	int write_failed;
 };
 
-static int on_text(void *ctx, const char *text, size_t len)
+static int show_text(struct session *s, const char *text, size_t len)
 {
-	struct session *s = ctx;
-
-	if (s->reply)
-		gm_buf_add(s->reply, text, len);
-	if (s->io->print_ids)
+	if (s->io->print_ids || !len)
 		return 0;
 	if (write_out(text, len)) {
 		s->write_failed = 1;
@@ -468,6 +496,42 @@ static int on_text(void *ctx, const char *text, size_t len)
 	}
 	s->last = text[len - 1];
 	return 0;
+}
+
+/* With --tools the parser releases the content; the calls are printed at the end. */
+static int on_tool_event(void *ctx, const gm_toolcall_event *ev)
+{
+	return ev->index < 0 ? show_text(ctx, ev->text, ev->len) : 0;
+}
+
+static int on_text(void *ctx, const char *text, size_t len)
+{
+	struct session *s = ctx;
+
+	if (s->reply)
+		gm_buf_add(s->reply, text, len);
+	if (s->tc)
+		return gm_toolcall_feed(s->tc, text, len, on_tool_event, s);
+	return show_text(s, text, len);
+}
+
+/* The calls, one JSON line each ({"id", "type", "function": {"name", "arguments"}}). */
+static void print_calls(struct session *s)
+{
+	json_object *calls;
+	size_t i, n;
+
+	gm_toolcall_finish(s->tc, on_tool_event, s);
+	calls = gm_toolreq_calls_json(s->tc);
+	n = calls ? json_object_array_length(calls) : 0;
+	if (n && s->last != '\n')
+		putchar('\n');
+	for (i = 0; i < n; i++) {
+		puts(json_object_to_json_string_ext(json_object_array_get_idx(calls, i),
+						    JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+		s->last = '\n';
+	}
+	json_object_put(calls);
 }
 
 static int on_token(void *ctx, int32_t id)
@@ -535,7 +599,18 @@ static int generate(struct session *s, const int32_t *ids, size_t n)
 	}
 	s->n_ids_printed = 0;
 	s->last = '\n';
+	if (gm_toolreq_active(&s->tools)) {
+		gm_toolcall_parser_new(s->tools.format, s->tools.tools, s->seed, &s->tc);
+		if (gm_toolcall_needs_special(s->tools.format))
+			o.skip_special = 0;
+	}
 	ret = gm_generate(s->gen, ids, n, &o, &st, &err);
+	if (s->tc) {
+		if (!ret)
+			print_calls(s);
+		gm_toolcall_parser_free(s->tc);
+		s->tc = NULL;
+	}
 	if (!ret && io->logits_out)
 		ret = write_logits(io->logits_out, logits, n, n_vocab, &err);
 	free(logits);
@@ -572,8 +647,15 @@ static int render(struct session *s, json_object *messages, gm_buf *out)
 {
 	gm_error err = GM_ERROR_INIT;
 
+	gm_chat_render_opts ro;
+
 	gm_buf_reset(out);
-	if (gm_chat_render(s->chat, messages, 1, (enum gm_chat_thinking)s->io->think, out, &err))
+	gm_chat_render_opts_init(&ro);
+	ro.messages = messages;
+	ro.tools = s->tools.tools;
+	ro.add_generation_prompt = 1;
+	ro.enable_thinking = (enum gm_chat_thinking)s->io->think;
+	if (gm_chat_render_ex(s->chat, &ro, out, &err))
 		return gm_cmd_error(&err);
 	return 0;
 }
@@ -691,6 +773,33 @@ static void describe_sampling(const gm_sampler_params *p)
 			(unsigned long long)p->seed);
 }
 
+/* --grammar FILE or --json-schema FILE: the grammar generation follows. */
+static int load_grammar(const struct infer_opts *io, gm_grammar **out, gm_error *err)
+{
+	gm_buf text = GM_BUF_INIT, gbnf = GM_BUF_INIT;
+	const char *path = io->grammar ? io->grammar : io->json_schema;
+	int ret;
+
+	if ((ret = gm_read_file(path, &text, err)))
+		return ret;
+	if (io->json_schema) {
+		json_object *schema = NULL;
+
+		if (!(ret = gm_json_parse(text.buf, text.len, path, &schema, err)))
+			ret = gm_json_schema_to_gbnf(schema, "", &gbnf, err);
+		json_object_put(schema);
+		if (!ret)
+			ret = gm_grammar_parse(gbnf.buf, gbnf.len, NULL, out, err);
+	} else {
+		ret = gm_grammar_parse(text.buf, text.len, NULL, out, err);
+	}
+	if (ret)
+		gm_error_prefix(err, "%s", path);
+	gm_buf_release(&text);
+	gm_buf_release(&gbnf);
+	return ret;
+}
+
 static int run_generate(const struct gm_cmd_info *cmd, const struct infer_opts *io, struct adapter_set *as)
 {
 	gm_error err = GM_ERROR_INIT;
@@ -721,6 +830,12 @@ static int run_generate(const struct gm_cmd_info *cmd, const struct infer_opts *
 	}
 	if ((io->system || io->think >= 0) && !io->chat && !interactive)
 		return gm_cmd_usage_error(cmd, "--system, --think and --no-think go with --chat");
+	if ((io->tools || io->tool_choice) && (!io->chat || !io->prompt))
+		return gm_cmd_usage_error(cmd, "--tools goes with --render-chat or --chat -p <prompt> (and "
+					  "--tool-choice with --tools)");
+	if (io->grammar && io->json_schema)
+		return gm_cmd_usage_error(cmd, "--grammar and --json-schema cannot be combined");
+
 	if (interactive) {
 		if (!isatty(0))
 			return gm_cmd_usage_error(cmd, "missing -p <prompt> (an interactive chat needs a terminal)");
@@ -729,9 +844,13 @@ static int run_generate(const struct gm_cmd_info *cmd, const struct infer_opts *
 						  "(-p or --prompt-ids)");
 	}
 	gm_sampler_params_init(&sp);
-
-	if ((ret = gm_model_open(io->model, &s.model, &err)))
+	if ((io->grammar || io->json_schema) && load_grammar(io, &s.grammar, &err))
 		return gm_cmd_error(&err);
+
+	if ((ret = gm_model_open(io->model, &s.model, &err))) {
+		gm_grammar_free(s.grammar);
+		return gm_cmd_error(&err);
+	}
 	gm_sampler_params_from_generation(&sp, &s.model->generation);
 	if (!isnan(io->temperature))
 		sp.temperature = io->temperature;
@@ -761,12 +880,29 @@ static int run_generate(const struct gm_cmd_info *cmd, const struct infer_opts *
 		goto out;
 	}
 	describe_sampling(&sp);
+	s.seed = sp.seed;
 
-	need_tok = !io->prompt_ids || !io->print_ids || io->stop.n || interactive;
+	need_tok = !io->prompt_ids || !io->print_ids || io->stop.n || interactive || s.grammar;
 	if (need_tok && (ret = gm_tokenizer_load(io->model, &s.tok, &err)))
+		goto fail;
+	/* the vocabulary trie is built once, for every turn */
+	if (s.grammar && (ret = gm_grammar_vocab_new(s.tok, (size_t)s.model->config.vocab_size, &s.vocab, &err)))
 		goto fail;
 	if ((io->chat || interactive) && (ret = gm_chat_template_load(io->model, &s.chat, &err)))
 		goto fail;
+	if (s.chat && (ret = load_tools(io, s.chat, &s.tools, &err)))
+		goto fail;
+	/* --tool-choice required or a name: the calls' grammar */
+	if (s.tools.choice == GM_TOOL_CHOICE_REQUIRED || s.tools.choice == GM_TOOL_CHOICE_NAMED) {
+		if (s.grammar) {
+			ret = gm_cmd_usage_error(cmd, "--tool-choice %s does not go with --grammar or --json-schema",
+						 io->tool_choice);
+			goto out;
+		}
+		if ((ret = gm_toolreq_constraint(&s.tools, &s.grammar, &err)) ||
+		    (ret = gm_grammar_vocab_new(s.tok, (size_t)s.model->config.vocab_size, &s.vocab, &err)))
+			goto fail;
+	}
 	if ((ret = load_adapters(s.model, io->model, as)))
 		goto out;
 	fo.n_ctx = (int)io->ctx;
@@ -808,6 +944,8 @@ static int run_generate(const struct gm_cmd_info *cmd, const struct infer_opts *
 	s.opts.stop = io->stop.items;
 	s.opts.n_stop = io->stop.n;
 	s.opts.sampler = s.sampler;
+	s.opts.grammar = s.grammar;
+	s.opts.grammar_vocab = s.vocab;
 	s.opts.cb_ctx = &s;
 	if (s.tok)
 		s.opts.on_text = on_text;
@@ -820,9 +958,12 @@ fail:
 	ret = gm_cmd_error(&err);
 out:
 	gm_generator_free(s.gen);
+	gm_grammar_vocab_free(s.vocab);
+	gm_grammar_free(s.grammar);
 	gm_sampler_free(s.sampler);
 	gm_forward_free(s.f);
 	gm_chat_template_free(s.chat);
+	gm_toolreq_release(&s.tools);
 	gm_tokenizer_free(s.tok);
 	gm_model_close(s.model);
 	return ret;
@@ -837,11 +978,15 @@ static const char *per_request_option(const struct infer_opts *io)
 		return io->prompt ? "-p" : "--prompt-ids";
 	if (io->chat || io->system || io->think >= 0)
 		return io->chat ? "--chat" : io->system ? "--system" : "--think";
+	if (io->tools || io->tool_choice)
+		return io->tools ? "--tools" : "--tool-choice";
 	if (io->max_tokens != UNSET_LONG || io->top_k != UNSET_LONG)
 		return io->max_tokens != UNSET_LONG ? "--max-tokens" : "--top-k";
 	if (!isnan(io->temperature) || !isnan(io->top_p) || !isnan(io->min_p) || !isnan(io->repeat_penalty))
 		return !isnan(io->temperature) ? "--temperature" : !isnan(io->top_p) ? "--top-p"
 			: !isnan(io->min_p) ? "--min-p" : "--repeat-penalty";
+	if (io->grammar || io->json_schema)
+		return io->grammar ? "--grammar" : "--json-schema";
 	if (io->seed || io->stop.n || io->print_ids || io->logits_out)
 		return io->seed ? "--seed" : io->stop.n ? "--stop" : io->print_ids ? "--print-ids" : "--logits-out";
 	return NULL;
@@ -970,10 +1115,15 @@ int main(int argc, const char **argv)
 		GM_OPT_STRING(0, "system", &io.system, "text", "with --chat: a system message first"),
 		GM_OPT_FLAG(0, "think", &io.think, "with --chat: enable_thinking (--no-think: off)"),
 		GM_OPT_STRING(0, "tools", &io.tools, "file",
-			      "with --render-chat: the tools the template lists (an OpenAI tools JSON array)"),
+			      "with --chat or --render-chat: an OpenAI tools array (JSON); calls print as JSON lines"),
+		GM_OPT_STRING(0, "tool-choice", &io.tool_choice, "choice",
+			      "with --tools: auto (default), none, required or a function name"),
 		GM_OPT_INT('n', "max-tokens", &io.max_tokens, "n",
 			   "at most n new tokens (0: the prompt only; -1: no limit)", -1, INT_MAX),
 		GM_OPT_STRING_LIST(0, "stop", &io.stop, "text", "stop before this text (repeatable)"),
+		GM_OPT_STRING(0, "grammar", &io.grammar, "file", "constrain the output to a GBNF grammar"),
+		GM_OPT_STRING(0, "json-schema", &io.json_schema, "file",
+			      "constrain the output to JSON valid under a JSON Schema"),
 		GM_OPT_STRING_LIST(0, "adapter", &io.adapter, "spec",
 				   "apply a LoRA or sparse adapter: dir or name[:scale], with --serve [name=]dir "
 				   "(repeatable)"),
@@ -1094,6 +1244,10 @@ int main(int argc, const char **argv)
 	if (modes && (io.prompt || io.prompt_ids || io.chat)) {
 		status = gm_cmd_usage_error(&cmd, "%s does not take a prompt",
 					    check ? "--check" : io.tokenize ? "--tokenize" : "--render-chat");
+		goto out;
+	}
+	if ((io.tools || io.tool_choice) && (check || io.tokenize)) {
+		status = gm_cmd_usage_error(&cmd, "--tools and --tool-choice go with --chat or --render-chat");
 		goto out;
 	}
 	if (io.adapter.n && (io.tokenize || io.render_chat)) {

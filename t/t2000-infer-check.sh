@@ -172,9 +172,12 @@ test_expect_success '-h prints the usage on stdout and exits 129' '
 	    --chat                    apply the chat template of the model
 	    --system <text>           with --chat: a system message first
 	    --think                   with --chat: enable_thinking (--no-think: off)
-	    --tools <file>            with --render-chat: the tools the template lists (an OpenAI tools JSON array)
+	    --tools <file>            with --chat or --render-chat: an OpenAI tools array (JSON); calls print as JSON lines
+	    --tool-choice <choice>    with --tools: auto (default), none, required or a function name
 	    -n, --max-tokens <n>      at most n new tokens (0: the prompt only; -1: no limit)
 	    --stop <text>             stop before this text (repeatable)
+	    --grammar <file>          constrain the output to a GBNF grammar
+	    --json-schema <file>      constrain the output to JSON valid under a JSON Schema
 	    --adapter <spec>          apply a LoRA or sparse adapter: dir or name[:scale], with --serve [name=]dir (repeatable)
 
 	sampling (defaults from generation_config.json)

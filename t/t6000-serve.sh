@@ -302,7 +302,9 @@ test_expect_success ADAPTERS 'curl: 400 for bad requests, naming the parameter' 
 	expect_error 400 invalid_type POST /v1/chat/completions -d "{$M,\"messages\":[{\"role\":\"user\",\"content\":5}]}" &&
 	expect_error 400 invalid_value POST /v1/chat/completions -d "{$M,\"messages\":[{\"role\":\"wizard\",\"content\":\"x\"}]}" &&
 	expect_error 400 unsupported_parameter POST /v1/chat/completions -d "{$M,\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\"}]}]}" &&
-	expect_error 400 unsupported_parameter POST /v1/chat/completions -d "{$M,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\"}]}" &&
+	expect_error 400 invalid_value POST /v1/chat/completions -d "{$M,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\"}]}" &&
+	grep "\"param\":\"tools\"" out.json &&
+	expect_error 400 unsupported_parameter POST /v1/completions -d "{$M,\"prompt\":\"x\",\"tools\":[{\"type\":\"function\"}]}" &&
 	expect_error 400 context_length_exceeded POST /v1/chat/completions -d "{$M,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_tokens\":2048}" &&
 	expect_error 400 invalid_value POST /v1/completions -d "{$M,\"prompt\":\"a\",\"logit_bias\":{\"99999\":1}}"
 '

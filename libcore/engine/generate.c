@@ -1,6 +1,7 @@
 /* generate.c - the generation loop, streamed UTF-8 and stop strings (see generate.h). */
 #include "engine/generate.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -191,6 +192,12 @@ struct gm_gen_seq {
 	gm_buf bytes, text, shown;
 	int n_generated;
 	enum gm_stop_reason stop;  /* GM_STOP_NONE while it goes on */
+	/* constrained decoding (o->grammar) */
+	gm_grammar_state *gst;
+	const gm_grammar_vocab *vocab;
+	gm_grammar_vocab *own_vocab;
+	float *saved;              /* [n_vocab]: the logits before the sampler changed them */
+	unsigned char *allowed;    /* [vocab size] */
 };
 
 static int is_eos(const gm_generate_opts *o, int32_t id)
@@ -211,7 +218,24 @@ int gm_gen_seq_new(const gm_tokenizer *tok, size_t n_vocab, const gm_generate_op
 	*out = NULL;
 	if ((o->on_text || o->n_stop) && !tok)
 		return gm_error_set(err, GM_EINVAL, "text output and stop strings need a tokenizer");
+	if (o->grammar && !tok && !o->grammar_vocab)
+		return gm_error_set(err, GM_EINVAL, "a grammar needs a tokenizer");
 	gs = gm_xcalloc(1, sizeof(*gs));
+	if (o->grammar) {
+		int ret;
+
+		gs->vocab = o->grammar_vocab;
+		if (!gs->vocab) {
+			if ((ret = gm_grammar_vocab_new(tok, n_vocab, &gs->own_vocab, err))) {
+				free(gs);
+				return ret;
+			}
+			gs->vocab = gs->own_vocab;
+		}
+		gm_grammar_state_new(o->grammar, &gs->gst);
+		gs->allowed = gm_xmalloc(gm_grammar_vocab_size(gs->vocab) + 1);
+		gs->saved = gm_xmalloc(n_vocab * sizeof(*gs->saved));
+	}
 	gs->tok = tok;
 	gs->o = o;
 	gs->n_vocab = n_vocab;
@@ -237,6 +261,10 @@ void gm_gen_seq_free(gm_gen_seq *gs)
 	gm_buf_release(&gs->bytes);
 	gm_buf_release(&gs->text);
 	gm_buf_release(&gs->shown);
+	gm_grammar_state_free(gs->gst);
+	gm_grammar_vocab_free(gs->own_vocab);
+	free(gs->saved);
+	free(gs->allowed);
 	free(gs);
 }
 
@@ -310,6 +338,84 @@ enum gm_stop_reason gm_gen_seq_end(gm_gen_seq *gs, enum gm_stop_reason why)
 	return gs->stop;
 }
 
+/* Whether the grammar allows token id next. */
+static int grammar_allows(gm_gen_seq *gs, int32_t id)
+{
+	if (is_eos(gs->o, id))
+		return gm_grammar_state_can_end(gs->gst);
+	return gm_grammar_state_allows(gs->gst, gs->vocab, id);
+}
+
+static int32_t choose(gm_gen_seq *gs, float *logits)
+{
+	const gm_generate_opts *o = gs->o;
+
+	return o->sampler ? gm_sampler_sample(o->sampler, logits) : gm_sample_argmax(logits, gs->n_vocab);
+}
+
+static int check_token(void *ctx, int32_t id)
+{
+	return grammar_allows(ctx, id);
+}
+
+/* Tokens checked one by one before the whole vocabulary is masked. */
+#define GRAMMAR_TRIES 16
+
+/*
+ * The next token under the grammar (see gm_generate_opts.grammar): the
+ * first the sampler chooses that the grammar allows, trying its most
+ * likely choices one by one; when none of GRAMMAR_TRIES is allowed, the one
+ * chosen from the masked logits.  Returns 0, or GM_STOP_EOS when no token is
+ * allowed and the grammar is complete (*id = -1), or GM_EINVAL when no
+ * token is allowed and it is not.
+ */
+static int choose_constrained(gm_gen_seq *gs, float *logits, int32_t *id, gm_error *err)
+{
+	const gm_generate_opts *o = gs->o;
+	size_t i, nv = gm_grammar_vocab_size(gs->vocab), n_allowed;
+	int k;
+
+	/* the logits as they came, for the masked choice: the tries change them */
+	memcpy(gs->saved, logits, gs->n_vocab * sizeof(*logits));
+	if (o->sampler) {
+		*id = gm_sampler_sample_checked(o->sampler, logits, check_token, gs, GRAMMAR_TRIES);
+	} else {
+		*id = -1;
+		for (k = 0; k < GRAMMAR_TRIES && *id < 0; k++) {
+			int32_t t = gm_sample_argmax(logits, gs->n_vocab);
+
+			if (t < 0 || logits[t] == -INFINITY)
+				break;
+			if (grammar_allows(gs, t))
+				*id = t;
+			else
+				logits[t] = -INFINITY;
+		}
+	}
+	if (*id >= 0)
+		return 0;
+	/* none of the likely ones: the full mask */
+	n_allowed = gm_grammar_state_mask(gs->gst, gs->vocab, gs->allowed);
+	memcpy(logits, gs->saved, gs->n_vocab * sizeof(*logits));
+	for (i = 0; i < gs->n_vocab; i++)
+		if (i >= nv || !gs->allowed[i])
+			logits[i] = -INFINITY;
+	if (gm_grammar_state_can_end(gs->gst))
+		for (k = 0; k < o->n_eos; k++)
+			if (o->eos_ids[k] >= 0 && (size_t)o->eos_ids[k] < gs->n_vocab) {
+				logits[o->eos_ids[k]] = gs->saved[o->eos_ids[k]];
+				n_allowed++;
+			}
+	if (!n_allowed) {
+		*id = -1;
+		if (gm_grammar_state_can_end(gs->gst))
+			return GM_STOP_EOS;
+		return gm_error_set(err, GM_EINVAL, "grammar: no token of the vocabulary can continue the text");
+	}
+	*id = choose(gs, logits);
+	return 0;
+}
+
 int gm_gen_seq_next(gm_gen_seq *gs, float *logits, int32_t *idp, gm_error *err)
 {
 	const gm_generate_opts *o = gs->o;
@@ -321,7 +427,17 @@ int gm_gen_seq_next(gm_gen_seq *gs, float *logits, int32_t *idp, gm_error *err)
 		return gs->stop;
 	if (o->on_logits && o->on_logits(o->cb_ctx, logits, gs->n_vocab))
 		return gm_gen_seq_end(gs, GM_STOP_CALLBACK);
-	id = o->sampler ? gm_sampler_sample(o->sampler, logits) : gm_sample_argmax(logits, gs->n_vocab);
+	if (gs->gst) {
+		ret = choose_constrained(gs, logits, &id, err);
+		if (ret < 0)
+			return ret;
+		if (ret)
+			return gm_gen_seq_end(gs, ret);
+		if (!is_eos(o, id))
+			gm_grammar_state_accept_token(gs->gst, gs->vocab, id);
+	} else {
+		id = choose(gs, logits);
+	}
 	*idp = id;
 	gs->n_generated++;
 	if (o->sampler)

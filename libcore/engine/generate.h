@@ -26,6 +26,7 @@
 #include "engine/forward.h"
 #include "formats/model.h"
 #include "engine/sampler.h"
+#include "text/grammar.h"
 #include "text/tokenizer.h"
 
 /* ---------------------------------------------------------------- UTF-8 */
@@ -117,6 +118,28 @@ typedef struct gm_generate_opts {
 	 * taken from the cache).
 	 */
 	float *prompt_logits;
+	/*
+	 * Constrained decoding: NULL, or a grammar (borrowed) the generated
+	 * text must follow.  Each step (after on_logits) the sampler's choices
+	 * are checked against the grammar, most likely first
+	 * (gm_sampler_sample_checked: a refused token is removed and the draw
+	 * made again from the rest); only when 16 are refused is the full mask
+	 * computed (gm_grammar_state_mask), the refused tokens' logits set to
+	 * -inf and the choice made from the logits as they came, through the
+	 * whole sampler chain.  So greedy gives exactly the argmax of the masked
+	 * logits, and temperature sampling draws from the distribution
+	 * restricted to allowed tokens; with top-k/top-p/min-p the cut is made
+	 * on all tokens first, and on the allowed ones when none of those
+	 * passes.  EOS tokens are allowed only where the grammar may end, other
+	 * special tokens never; when the grammar is complete and no EOS id is
+	 * known the sequence ends (GM_STOP_EOS, no token).  max_tokens may end
+	 * the text before the grammar is complete (GM_STOP_LENGTH): the text is
+	 * then a prefix of a match.  Needs a tokenizer.
+	 */
+	const gm_grammar *grammar;
+	/* The tokenizer's vocabulary for masks (borrowed; see gm_grammar_vocab_new): NULL builds one for
+	 * the sequence (tens of milliseconds with 151k tokens). */
+	const gm_grammar_vocab *grammar_vocab;
 } gm_generate_opts;
 
 /* No limit, EOS ids from gen (may be NULL: none), no stop strings, greedy. */

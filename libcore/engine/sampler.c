@@ -137,6 +137,56 @@ int32_t gm_sampler_sample(gm_sampler *s, float *logits)
 	return id >= 0 ? id : gm_sample_argmax(logits, s->n_vocab);
 }
 
+int32_t gm_sampler_sample_checked(gm_sampler *s, float *logits, gm_sampler_check_fn check, void *ctx,
+				  int max_tries)
+{
+	const gm_sampler_params *p = &s->p;
+	gm_candidates *c = &s->cand;
+	int t;
+
+	if (p->repetition_penalty != 1.0)
+		penalize(logits, s->n_vocab, s->seen_ids, s->n_seen, (float)p->repetition_penalty, NULL);
+	if (p->temperature == 0.0) {
+		/* the argmax, then the next one: logits in descending order (ties by id) */
+		for (t = 0; t < max_tries; t++) {
+			int32_t id = gm_sample_argmax(logits, s->n_vocab);
+
+			if (id < 0 || logits[id] == -INFINITY)
+				return -1;
+			if (check(ctx, id))
+				return id;
+			logits[id] = -INFINITY;
+		}
+		return -1;
+	}
+	gm_candidates_set(c, logits, s->n_vocab);
+	if (p->temperature != 1.0)
+		gm_candidates_temperature(c, (float)p->temperature);
+	if (p->top_k > 0)
+		gm_candidates_top_k(c, p->top_k);
+	if (p->top_p < 1.0)
+		gm_candidates_top_p(c, p->top_p);
+	if (p->min_p > 0.0)
+		gm_candidates_min_p(c, p->min_p);
+	for (t = 0; t < max_tries && c->n; t++) {
+		int32_t id = gm_candidates_pick(c, (double)gm_rng_uniform(&s->rng));
+		size_t i;
+
+		if (id < 0)
+			return -1;
+		if (check(ctx, id))
+			return id;
+		/* drop it, keeping the order of the others */
+		for (i = 0; i < c->n && c->items[i].id != id; i++)
+			;
+		if (i < c->n) {
+			memmove(c->items + i, c->items + i + 1, (c->n - i - 1) * sizeof(*c->items));
+			c->n--;
+		}
+	}
+	return -1;
+}
+
 /* ---------------------------------------------------------------- stages */
 
 /* Penalizes logits[ids[i]]; done (may be NULL when the ids are distinct)

@@ -70,6 +70,21 @@ void gm_sampler_accept(gm_sampler *s, const int32_t *ids, size_t n);
  * temperature).  Returns the id. */
 int32_t gm_sampler_sample(gm_sampler *s, float *logits);
 
+/* Whether token id may be chosen (constrained decoding); ctx is the caller's. */
+typedef int (*gm_sampler_check_fn)(void *ctx, int32_t id);
+/*
+ * gm_sampler_sample choosing only tokens check accepts, without a mask of
+ * the whole vocabulary: the chain runs on the logits as they are, then
+ * tokens are drawn from what it leaves, each refused one removed before
+ * the next draw (so the draw follows the chain's distribution restricted
+ * to accepted tokens; greedy: the most likely accepted token, lowest id on
+ * ties).  At most max_tries tokens are checked; -1 when none was accepted
+ * (the caller then masks the logits it saved and calls gm_sampler_sample).
+ * logits are modified as gm_sampler_sample modifies them, and more.
+ */
+int32_t gm_sampler_sample_checked(gm_sampler *s, float *logits, gm_sampler_check_fn check, void *ctx,
+				  int max_tries);
+
 /* ---------------------------------------------------------------- stages */
 
 /* Applies the repetition penalty to logits at the distinct ids[0..n). */

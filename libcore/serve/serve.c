@@ -38,9 +38,13 @@
 #include "base/rng.h"
 #include "engine/sampler.h"
 #include "formats/sparse.h"
+#include "text/grammar.h"
+#include "text/jsonschema.h"
 #include "serve/stats.h"
 #include "serve/webui.h"
 #include "text/tokenizer.h"
+#include "text/toolcall.h"
+#include "serve/toolreq.h"
 
 #define MAX_CHOICES 16       /* n */
 #define MAX_STOPS 16         /* stop strings */
@@ -179,6 +183,7 @@ struct choice {
 	gm_buf text;
 	const char *finish;
 	json_object *logprobs; /* chat: {"content": [...]}, completion: {"tokens": ...}; NULL when not asked */
+	json_object *tool_calls; /* message.tool_calls; NULL: none */
 };
 
 struct job {
@@ -198,9 +203,12 @@ struct job {
 	size_t n_bias;
 	char *stops[MAX_STOPS];
 	size_t n_stops;
+	gm_grammar *grammar;       /* constrained decoding (response_format, "grammar"); NULL: none */
 	int n;
 	int logprobs, top_logprobs; /* logprobs: asked for at all */
 	int stream, include_usage;
+	gm_toolreq tools;          /* tools, tool_choice (chat) */
+	uint64_t tool_seed;        /* the calls' ids */
 	struct selected sel[MAX_SELECTED];
 	int n_sel;
 	int fd;                    /* the client's socket, polled for a disconnect */
@@ -247,6 +255,7 @@ struct gm_serve {
 	int n_adapters;
 	/* the scheduler's own (see sched_main) */
 	gm_forward *f;             /* all compute threads */
+	gm_grammar_vocab *gvocab;  /* for grammar masks; built at the first request with a grammar */
 	gm_kv *kv;                 /* every sequence's keys and values */
 	pthread_t sched;
 	int sched_started;
@@ -320,12 +329,15 @@ static void job_free(struct job *j)
 	free(j->prompt);
 	free(j->bias_ids);
 	free(j->bias);
+	gm_grammar_free(j->grammar);
 	for (i = 0; i < j->n_stops; i++)
 		free(j->stops[i]);
 	for (i = 0; i < MAX_CHOICES; i++) {
 		gm_buf_release(&j->choices[i].text);
 		json_object_put(j->choices[i].logprobs);
+		json_object_put(j->choices[i].tool_calls);
 	}
+	gm_toolreq_release(&j->tools);
 	gm_buf_release(&j->out);
 	free(j);
 }
@@ -675,6 +687,65 @@ static int parse_logit_bias(gm_serve *s, json_object *req, struct job *j, struct
 	return 0;
 }
 
+/*
+ * Constrained decoding: "response_format" {"type": "text" | "json_object" |
+ * "json_schema", "json_schema": {"name", "schema", "strict"}} or a GBNF
+ * "grammar" string, parsed into j->grammar; a schema or grammar that is not
+ * supported is a 400 naming the keyword.
+ */
+static int parse_grammar(json_object *req, struct job *j, struct api_error *e)
+{
+	json_object *v = field(req, "response_format"), *g = field(req, "grammar");
+	gm_buf text = GM_BUF_INIT;
+	gm_error err = GM_ERROR_INIT;
+	const char *param = "response_format", *type = "text";
+	int ret = 0;
+
+	if (v) {
+		json_object *t = json_object_is_type(v, json_type_object) ? field(v, "type") : NULL;
+
+		if (!t || !json_object_is_type(t, json_type_string))
+			return fail(e, 400, "response_format", "invalid_type", "'response_format' must be "
+				    "{\"type\": \"text\" | \"json_object\" | \"json_schema\"}");
+		type = json_object_get_string(t);
+		if (!strcmp(type, "json_object")) {
+			gm_json_object_gbnf("", &text);
+		} else if (!strcmp(type, "json_schema")) {
+			json_object *js = field(v, "json_schema"), *schema;
+
+			if (!js || !json_object_is_type(js, json_type_object))
+				return fail(e, 400, "response_format", "invalid_type", "response_format json_schema needs "
+					    "\"json_schema\": {\"name\", \"schema\"}");
+			if ((schema = field(js, "schema")))
+				ret = gm_json_schema_to_gbnf(schema, "", &text, &err);
+			else
+				gm_json_object_gbnf("", &text);
+		} else if (strcmp(type, "text")) {
+			return fail(e, 400, "response_format", "unsupported_parameter", "response_format '%s' is not "
+				    "supported (\"text\", \"json_object\", \"json_schema\")", type);
+		}
+	}
+	if (g) {
+		if (!json_object_is_type(g, json_type_string))
+			return fail(e, 400, "grammar", "invalid_type", "'grammar' must be a string (GBNF)");
+		if (text.len) {
+			gm_buf_release(&text);
+			return fail(e, 400, "grammar", "invalid_value", "'grammar' and response_format %s cannot be "
+				    "combined", type);
+		}
+		param = "grammar";
+		gm_buf_add(&text, json_object_get_string(g), (size_t)json_object_get_string_len(g));
+		if (!text.len)
+			param = NULL;
+	}
+	if (!ret && text.len)
+		ret = gm_grammar_parse(text.buf, text.len, NULL, &j->grammar, &err);
+	gm_buf_release(&text);
+	if (ret)
+		return fail(e, 400, param, "invalid_value", "%s", err.msg);
+	return 0;
+}
+
 /* Fields of both endpoints that shape the generation. */
 static int parse_sampling(gm_serve *s, json_object *req, struct job *j, struct api_error *e)
 {
@@ -746,21 +817,14 @@ static int parse_sampling(gm_serve *s, json_object *req, struct job *j, struct a
 	}
 	if (parse_logit_bias(s, req, j, e))
 		return -1;
-	/* What this server does not do is refused, never ignored. */
-	if ((v = field(req, "tools")) && (!json_object_is_type(v, json_type_array) || json_object_array_length(v)))
-		return fail(e, 400, "tools", "unsupported_parameter", "tools (function calling) are not supported");
+	/* What this server does not do is refused, never ignored (tools: parse_messages). */
+	if (j->kind != JOB_CHAT && (v = field(req, "tools")) &&
+	    (!json_object_is_type(v, json_type_array) || json_object_array_length(v)))
+		return fail(e, 400, "tools", "unsupported_parameter", "tools are for /v1/chat/completions");
 	if ((v = field(req, "functions")))
-		return fail(e, 400, "functions", "unsupported_parameter", "functions are not supported");
-	if ((v = field(req, "response_format"))) {
-		json_object *t = json_object_is_type(v, json_type_object) ? field(v, "type") : NULL;
-
-		if (!t || !json_object_is_type(t, json_type_string))
-			return fail(e, 400, "response_format", "invalid_type", "'response_format' must be "
-				    "{\"type\": \"text\"}");
-		if (strcmp(json_object_get_string(t), "text"))
-			return fail(e, 400, "response_format", "unsupported_parameter", "response_format '%s' is "
-				    "not supported (only \"text\")", json_object_get_string(t));
-	}
+		return fail(e, 400, "functions", "unsupported_parameter", "functions are not supported: use tools");
+	if (parse_grammar(req, j, e))
+		return -1;
 	if (parse_model(s, req, j, e))
 		return -1;
 	return 0;
@@ -839,6 +903,31 @@ static int message_text(json_object *content, size_t idx, gm_buf *out, struct ap
 	return 0;
 }
 
+/* tools, tool_choice, parallel_tool_calls (toolreq.h); the model's format from its template. */
+static int parse_tools(gm_serve *s, json_object *req, struct job *j, struct api_error *e)
+{
+	gm_error err = GM_ERROR_INIT;
+	const char *param = NULL;
+
+	if (gm_toolreq_parse(req, gm_toolcall_detect(gm_chat_template_source(s->chat)), &j->tools, &param, &err))
+		return fail(e, 400, param, err.code == GM_EUNSUPPORTED ? "unsupported_parameter" : "invalid_value",
+			    "%s", err.msg);
+	/* tool_choice required or named: the calls' grammar */
+	if (j->tools.choice == GM_TOOL_CHOICE_REQUIRED || j->tools.choice == GM_TOOL_CHOICE_NAMED) {
+		if (j->grammar)
+			return fail(e, 400, "tool_choice", "invalid_value", "tool_choice \"required\" or a named "
+				    "function cannot be combined with response_format or grammar");
+		if (gm_toolreq_constraint(&j->tools, &j->grammar, &err))
+			return fail(e, 400, err.code == GM_EUNSUPPORTED ? "tool_choice" : "tools",
+				    err.code == GM_EUNSUPPORTED ? "unsupported_parameter" : "invalid_value", "%s",
+				    err.msg);
+	}
+	pthread_mutex_lock(&s->lock);
+	j->tool_seed = next_random(s);
+	pthread_mutex_unlock(&s->lock);
+	return 0;
+}
+
 static int parse_messages(gm_serve *s, json_object *req, struct job *j, struct api_error *e)
 {
 	json_object *v = field(req, "messages"), *msgs;
@@ -855,6 +944,8 @@ static int parse_messages(gm_serve *s, json_object *req, struct job *j, struct a
 		return fail(e, 400, "messages", "invalid_value", "'messages' is empty: give at least one message");
 	if (!s->chat)
 		return fail(e, 400, "messages", "unsupported_model", "%s", s->chat_error);
+	if (parse_tools(s, req, j, e))
+		return -1;
 	msgs = json_object_new_array();
 	for (i = 0; i < n && !ret; i++) {
 		json_object *m = json_object_array_get_idx(v, i), *role, *copy;
@@ -867,13 +958,17 @@ static int parse_messages(gm_serve *s, json_object *req, struct job *j, struct a
 			break;
 		}
 		r = json_object_get_string(role);
-		if (strcmp(r, "system") && strcmp(r, "developer") && strcmp(r, "user") && strcmp(r, "assistant")) {
+		if (strcmp(r, "system") && strcmp(r, "developer") && strcmp(r, "user") && strcmp(r, "assistant") &&
+		    strcmp(r, "tool")) {
 			ret = fail(e, 400, "messages", "invalid_value", "messages[%zu].role '%s' is not supported "
-				   "(system, developer, user, assistant)", i, r);
+				   "(system, developer, user, assistant, tool)", i, r);
 			break;
 		}
 		gm_buf_reset(&text);
-		if ((ret = message_text(field(m, "content"), i, &text, e)))
+		/* an assistant message with tool_calls may have no content */
+		if ((strcmp(r, "assistant") || (field(m, "content") &&
+						!json_object_is_type(field(m, "content"), json_type_null))) &&
+		    (ret = message_text(field(m, "content"), i, &text, e)))
 			break;
 		copy = json_object_new_object();
 		/* OpenAI's newer name for the system role; chat templates know "system" */
@@ -881,9 +976,22 @@ static int parse_messages(gm_serve *s, json_object *req, struct job *j, struct a
 		json_object_object_add(copy, "content", json_object_new_string_len(text.buf ? text.buf : "",
 										   (int)text.len));
 		json_object_array_add(msgs, copy);
+		if (gm_toolreq_message(m, i, copy, &err)) {
+			ret = fail(e, 400, "messages", "invalid_value", "%s", err.msg);
+			break;
+		}
 	}
-	if (!ret && gm_chat_render(s->chat, msgs, 1, GM_CHAT_THINKING_UNSET, &prompt, &err))
-		ret = fail(e, 400, "messages", "invalid_value", "%s", err.msg);
+	if (!ret) {
+		gm_chat_render_opts ro;
+
+		gm_chat_render_opts_init(&ro);
+		ro.messages = msgs;
+		/* shown to the template with tool_choice "none" too, as vLLM does (0.10 on) */
+		ro.tools = j->tools.tools;
+		ro.add_generation_prompt = 1;
+		if (gm_chat_render_ex(s->chat, &ro, &prompt, &err))
+			ret = fail(e, 400, "messages", "invalid_value", "%s", err.msg);
+	}
 	if (!ret && gm_tokenizer_encode(s->tok, prompt.buf, prompt.len, &j->prompt, &j->n_prompt, &err))
 		ret = fail(e, 400, "messages", "invalid_value", "%s", err.msg);
 	json_object_put(msgs);
@@ -1028,6 +1136,7 @@ struct gen_ctx {
 	gm_buf token_bytes, token_text;
 	double t_last;
 	int n_tokens;
+	gm_toolcall_parser *tc;   /* the text read for tool calls; NULL: no tools */
 };
 
 /* A token's text for logprobs: its bytes, invalid UTF-8 as U+FFFD. */
@@ -1262,6 +1371,38 @@ static void emit_chunk(struct gen_ctx *g, const char *text, size_t len, const ch
 	emit(j, o);
 }
 
+/* A streamed piece of a tool call: delta.tool_calls. */
+static void emit_tool_delta(struct gen_ctx *g, const gm_toolcall_event *ev)
+{
+	struct job *j = g->job;
+	json_object *o = chunk_base(j), *choices = json_object_new_array(), *c = json_object_new_object();
+	json_object *delta = json_object_new_object(), *calls = json_object_new_array();
+
+	json_object_object_add(c, "index", json_object_new_int(g->index));
+	json_object_array_add(calls, gm_toolreq_delta_json(ev));
+	json_object_object_add(delta, "tool_calls", calls);
+	json_object_object_add(c, "delta", delta);
+	json_object_object_add(c, "logprobs", NULL);
+	json_object_object_add(c, "finish_reason", NULL);
+	json_object_array_add(choices, c);
+	json_object_object_add(o, "choices", choices);
+	if (j->include_usage)
+		json_object_object_add(o, "usage", NULL);
+	emit(j, o);
+}
+
+/* What the tool-call parser releases: content, or pieces of calls. */
+static int on_tool_event(void *ctx, const gm_toolcall_event *ev)
+{
+	struct gen_ctx *g = ctx;
+
+	if (ev->index < 0)
+		emit_chunk(g, ev->text, ev->len, NULL, 0);
+	else
+		emit_tool_delta(g, ev);
+	return 0;
+}
+
 static int on_text(void *ctx, const char *text, size_t len)
 {
 	struct gen_ctx *g = ctx;
@@ -1269,7 +1410,9 @@ static int on_text(void *ctx, const char *text, size_t len)
 
 	if (atomic_load(&j->cancel))
 		return 1;
-	if (j->stream)
+	if (g->tc)
+		gm_toolcall_feed(g->tc, text, len, j->stream ? on_tool_event : NULL, g);
+	else if (j->stream)
 		emit_chunk(g, text, len, NULL, 0);
 	else
 		gm_buf_add(&j->choices[g->index].text, text, len);
@@ -1587,6 +1730,7 @@ static void gen_ctx_release(struct gen_ctx *g)
 	json_object_put(g->lp_offsets);
 	gm_buf_release(&g->token_bytes);
 	gm_buf_release(&g->token_text);
+	gm_toolcall_parser_free(g->tc);
 	memset(g, 0, sizeof(*g));
 }
 
@@ -1656,6 +1800,9 @@ static int run_start(gm_serve *s, struct run *r, gm_error *err)
 		g->lp_tops = json_object_new_array();
 		g->lp_offsets = json_object_new_array();
 	}
+	if (gm_toolreq_active(&j->tools))
+		gm_toolcall_parser_new(j->tools.format, j->tools.tools,
+				       j->tool_seed ^ (0x9e3779b97f4a7c15ULL * (uint64_t)(r->choice + 1)), &g->tc);
 	r->g_live = 1;
 	/* choice i draws from seed + i: reproducible, and not n copies of one text */
 	sp.seed = j->sp.seed + (uint64_t)r->choice;
@@ -1667,9 +1814,18 @@ static int run_start(gm_serve *s, struct run *r, gm_error *err)
 	r->o.on_token = on_token;
 	r->o.on_logits = on_logits;
 	r->o.cb_ctx = g;
+	/* the format's markers may be special tokens: the parser must see them */
+	if (g->tc && gm_toolcall_needs_special(j->tools.format))
+		r->o.skip_special = 0;
 	if ((ret = gm_sampler_new(&sp, s->n_vocab, &r->sampler, err)))
 		return ret;
 	r->o.sampler = r->sampler;
+	if (j->grammar) {
+		if (!s->gvocab && (ret = gm_grammar_vocab_new(s->tok, s->n_vocab, &s->gvocab, err)))
+			return ret;
+		r->o.grammar = j->grammar;
+		r->o.grammar_vocab = s->gvocab;
+	}
 	if ((ret = gm_gen_seq_new(s->tok, s->n_vocab, &r->o, j->prompt, j->n_prompt, &r->gs, err)))
 		return ret;
 	pthread_mutex_lock(&s->lock);
@@ -1716,6 +1872,21 @@ static void run_choice_done(gm_serve *s, struct run *r, enum gm_stop_reason stop
 		struct choice *c = &j->choices[r->choice];
 
 		c->finish = finish_reason(stop);
+		if (g->tc) {
+			size_t len;
+			const char *content;
+
+			gm_toolcall_finish(g->tc, j->stream ? on_tool_event : NULL, g);
+			content = gm_toolcall_content(g->tc, &len);
+			if (!j->stream) {
+				gm_buf_reset(&c->text);
+				gm_buf_add(&c->text, content, len);
+				c->tool_calls = gm_toolreq_calls_json(g->tc);
+			}
+			/* cut short, the answer's finish reason stays "length" */
+			if (gm_toolcall_n_calls(g->tc) && strcmp(c->finish, "length"))
+				c->finish = "tool_calls";
+		}
 		if (j->stream) {
 			emit_chunk(g, NULL, 0, c->finish, 0);
 		} else if (j->logprobs && j->kind == JOB_CHAT) {
@@ -2268,8 +2439,12 @@ static json_object *completion_json(struct job *j)
 			json_object *m = json_object_new_object();
 
 			json_object_object_add(m, "role", json_object_new_string("assistant"));
-			json_object_object_add(m, "content", json_object_new_string_len(text, (int)ch->text.len));
+			/* as OpenAI: no content beside calls is null */
+			json_object_object_add(m, "content", ch->tool_calls && !ch->text.len ? NULL :
+							     json_object_new_string_len(text, (int)ch->text.len));
 			json_object_object_add(m, "refusal", NULL);
+			if (ch->tool_calls)
+				json_object_object_add(m, "tool_calls", json_object_get(ch->tool_calls));
 			json_object_object_add(c, "message", m);
 		} else {
 			json_object_object_add(c, "text", json_object_new_string_len(text, (int)ch->text.len));
@@ -2975,6 +3150,7 @@ void gm_serve_free(gm_serve *s)
 	gm_chat_template_free(s->chat);
 	free(s->chat_error);
 	gm_tokenizer_free(s->tok);
+	gm_grammar_vocab_free(s->gvocab);
 	gm_model_close(s->model);
 	free(s->id);
 	free(s->api_key);

@@ -1,0 +1,407 @@
+/*
+ * toolreq.c - tools in a chat completion request (see toolreq.h).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "serve/toolreq.h"
+#include "text/jsonschema.h"
+
+static json_object *get(json_object *o, const char *key)
+{
+	json_object *v = NULL;
+
+	if (!o || !json_object_is_type(o, json_type_object) || !json_object_object_get_ex(o, key, &v))
+		return NULL;
+	return v;
+}
+
+/* OpenAI's rule for function names (a dot allowed too: gpt-oss's namespaces use them). */
+static int good_name(const char *s, size_t len)
+{
+	size_t i;
+
+	if (!len || len > 64)
+		return 0;
+	for (i = 0; i < len; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= '0' && s[i] <= '9') ||
+		      s[i] == '_' || s[i] == '-' || s[i] == '.'))
+			return 0;
+	return 1;
+}
+
+static json_object *tool_named(json_object *tools, const char *name)
+{
+	size_t i, n = tools ? json_object_array_length(tools) : 0;
+
+	for (i = 0; i < n; i++) {
+		json_object *f = get(json_object_array_get_idx(tools, i), "function");
+
+		if (!strcmp(json_object_get_string(get(f, "name")), name))
+			return f;
+	}
+	return NULL;
+}
+
+static int bad(const char **param, const char *p, gm_toolreq *t, gm_error *err)
+{
+	*param = p;
+	gm_toolreq_release(t);
+	return err->code;
+}
+
+int gm_toolreq_parse(json_object *req, enum gm_toolcall_format fmt, gm_toolreq *t, const char **param,
+		     gm_error *err)
+{
+	json_object *v;
+	size_t i, n;
+
+	memset(t, 0, sizeof(*t));
+	t->parallel = 1;
+	t->format = fmt;
+	*param = NULL;
+	if (get(req, "functions") || get(req, "function_call")) {
+		gm_error_set(err, GM_EINVAL, "'functions' and 'function_call' are deprecated and not supported: use "
+			     "'tools' and 'tool_choice'");
+		return bad(param, get(req, "functions") ? "functions" : "function_call", t, err);
+	}
+	v = get(req, "tools");
+	if (v && !json_object_is_type(v, json_type_null)) {
+		if (!json_object_is_type(v, json_type_array)) {
+			gm_error_set(err, GM_EINVAL, "'tools' must be a list of {\"type\": \"function\", \"function\": "
+				     "{...}}");
+			return bad(param, "tools", t, err);
+		}
+		n = json_object_array_length(v);
+		for (i = 0; i < n; i++) {
+			json_object *tool = json_object_array_get_idx(v, i), *f = get(tool, "function"), *ty = get(tool, "type");
+			json_object *name = get(f, "name"), *params = get(f, "parameters");
+			size_t k;
+
+			if (!ty || !json_object_is_type(ty, json_type_string) ||
+			    strcmp(json_object_get_string(ty), "function")) {
+				gm_error_set(err, GM_EINVAL, "tools[%zu].type must be \"function\"", i);
+				return bad(param, "tools", t, err);
+			}
+			if (!f || !json_object_is_type(f, json_type_object) || !name ||
+			    !json_object_is_type(name, json_type_string) ||
+			    !good_name(json_object_get_string(name), (size_t)json_object_get_string_len(name))) {
+				gm_error_set(err, GM_EINVAL, "tools[%zu].function.name must be 1 to 64 letters, digits, "
+					     "underscores, dashes or dots", i);
+				return bad(param, "tools", t, err);
+			}
+			if (params && !json_object_is_type(params, json_type_object) &&
+			    !json_object_is_type(params, json_type_null)) {
+				gm_error_set(err, GM_EINVAL, "tools[%zu].function.parameters must be a JSON Schema object", i);
+				return bad(param, "tools", t, err);
+			}
+			for (k = 0; k < i; k++)
+				if (!strcmp(json_object_get_string(get(get(json_object_array_get_idx(v, k), "function"),
+									"name")),
+					    json_object_get_string(name))) {
+					gm_error_set(err, GM_EINVAL, "tools: the function '%s' is given twice",
+						     json_object_get_string(name));
+					return bad(param, "tools", t, err);
+				}
+		}
+		if (n)
+			t->tools = json_object_get(v);
+	}
+	v = get(req, "tool_choice");
+	t->choice = GM_TOOL_CHOICE_AUTO;
+	if (v && json_object_is_type(v, json_type_string)) {
+		const char *c = json_object_get_string(v);
+
+		if (!strcmp(c, "auto"))
+			t->choice = GM_TOOL_CHOICE_AUTO;
+		else if (!strcmp(c, "none"))
+			t->choice = GM_TOOL_CHOICE_NONE;
+		else if (!strcmp(c, "required"))
+			t->choice = GM_TOOL_CHOICE_REQUIRED;
+		else {
+			gm_error_set(err, GM_EINVAL, "'tool_choice' must be \"none\", \"auto\", \"required\" or "
+				     "{\"type\": \"function\", \"function\": {\"name\": ...}}, not \"%s\"", c);
+			return bad(param, "tool_choice", t, err);
+		}
+	} else if (v && !json_object_is_type(v, json_type_null)) {
+		json_object *name = get(get(v, "function"), "name"), *ty = get(v, "type");
+
+		if (!ty || !json_object_is_type(ty, json_type_string) || strcmp(json_object_get_string(ty), "function") ||
+		    !name || !json_object_is_type(name, json_type_string)) {
+			gm_error_set(err, GM_EINVAL, "'tool_choice' must be \"none\", \"auto\", \"required\" or "
+				     "{\"type\": \"function\", \"function\": {\"name\": ...}}");
+			return bad(param, "tool_choice", t, err);
+		}
+		t->choice = GM_TOOL_CHOICE_NAMED;
+		t->name = gm_xstrdup(json_object_get_string(name));
+		if (!tool_named(t->tools, t->name)) {
+			gm_error_set(err, GM_EINVAL, "tool_choice names the function '%s', which is not in 'tools'",
+				     t->name);
+			return bad(param, "tool_choice", t, err);
+		}
+	}
+	if ((t->choice == GM_TOOL_CHOICE_REQUIRED || t->choice == GM_TOOL_CHOICE_NAMED) && !t->tools) {
+		gm_error_set(err, GM_EINVAL, "tool_choice \"required\" or a named function needs 'tools'");
+		return bad(param, "tool_choice", t, err);
+	}
+	if ((t->choice == GM_TOOL_CHOICE_REQUIRED || t->choice == GM_TOOL_CHOICE_NAMED) && fmt == GM_TOOLCALL_NONE) {
+		gm_error_set(err, GM_EUNSUPPORTED, "this model's chat template writes tool calls in no format this "
+			     "server knows: tool_choice \"required\" or a named function cannot be enforced");
+		return bad(param, "tool_choice", t, err);
+	}
+	v = get(req, "parallel_tool_calls");
+	if (v && !json_object_is_type(v, json_type_null)) {
+		if (!json_object_is_type(v, json_type_boolean)) {
+			gm_error_set(err, GM_EINVAL, "'parallel_tool_calls' must be true or false");
+			return bad(param, "parallel_tool_calls", t, err);
+		}
+		t->parallel = json_object_get_boolean(v);
+	}
+	return 0;
+}
+
+void gm_toolreq_release(gm_toolreq *t)
+{
+	json_object_put(t->tools);
+	free(t->name);
+	t->tools = NULL;
+	t->name = NULL;
+}
+
+int gm_toolreq_active(const gm_toolreq *t)
+{
+	return t->tools && t->choice != GM_TOOL_CHOICE_NONE && t->format != GM_TOOLCALL_NONE;
+}
+
+int gm_toolreq_message(json_object *m, size_t idx, json_object *copy, gm_error *err)
+{
+	json_object *calls = get(m, "tool_calls"), *v;
+	const char *role = json_object_get_string(get(m, "role"));
+	size_t i, n;
+
+	if (!strcmp(role, "tool")) {
+		if ((v = get(m, "tool_call_id")) && !json_object_is_type(v, json_type_null)) {
+			if (!json_object_is_type(v, json_type_string))
+				return gm_error_set(err, GM_EINVAL, "messages[%zu].tool_call_id must be a string", idx);
+			json_object_object_add(copy, "tool_call_id", json_object_get(v));
+		}
+		if ((v = get(m, "name")) && json_object_is_type(v, json_type_string))
+			json_object_object_add(copy, "name", json_object_get(v));
+		return 0;
+	}
+	if (!calls || json_object_is_type(calls, json_type_null))
+		return 0;
+	if (strcmp(role, "assistant"))
+		return gm_error_set(err, GM_EINVAL, "messages[%zu]: only assistant messages have tool_calls", idx);
+	if (!json_object_is_type(calls, json_type_array))
+		return gm_error_set(err, GM_EINVAL, "messages[%zu].tool_calls must be a list", idx);
+	n = json_object_array_length(calls);
+	{
+		json_object *out = json_object_new_array();
+
+		json_object_object_add(copy, "tool_calls", out);
+		for (i = 0; i < n; i++) {
+			json_object *c = json_object_array_get_idx(calls, i), *f = get(c, "function");
+			json_object *name = get(f, "name"), *args = get(f, "arguments"), *id = get(c, "id");
+			json_object *cc, *fc, *obj;
+
+			if (!f || !name || !json_object_is_type(name, json_type_string))
+				return gm_error_set(err, GM_EINVAL, "messages[%zu].tool_calls[%zu] must be {\"id\", \"type\": "
+						    "\"function\", \"function\": {\"name\", \"arguments\"}}", idx, i);
+			if (!args || json_object_is_type(args, json_type_null) ||
+			    (json_object_is_type(args, json_type_string) && !json_object_get_string_len(args))) {
+				obj = json_object_new_object();
+			} else if (json_object_is_type(args, json_type_string)) {
+				gm_error e2 = GM_ERROR_INIT;
+
+				obj = gm_toolcall_arguments_object(json_object_get_string(args),
+								   (size_t)json_object_get_string_len(args), &e2);
+				if (!obj)
+					return gm_error_set(err, GM_EINVAL, "messages[%zu].tool_calls[%zu].function.arguments "
+							    "must be a JSON object (as a string)", idx, i);
+			} else if (json_object_is_type(args, json_type_object)) {
+				obj = json_object_get(args);
+			} else {
+				return gm_error_set(err, GM_EINVAL, "messages[%zu].tool_calls[%zu].function.arguments must "
+						    "be a JSON object (as a string)", idx, i);
+			}
+			cc = json_object_new_object();
+			fc = json_object_new_object();
+			if (id && json_object_is_type(id, json_type_string))
+				json_object_object_add(cc, "id", json_object_get(id));
+			json_object_object_add(cc, "type", json_object_new_string("function"));
+			json_object_object_add(fc, "name", json_object_get(name));
+			json_object_object_add(fc, "arguments", obj);
+			json_object_object_add(cc, "function", fc);
+			json_object_array_add(out, cc);
+		}
+	}
+	return 0;
+}
+
+static json_object *call_json(int index, const char *id, const char *name, const char *args, size_t len)
+{
+	json_object *c = json_object_new_object(), *f = json_object_new_object();
+
+	if (index >= 0)
+		json_object_object_add(c, "index", json_object_new_int(index));
+	if (id) {
+		json_object_object_add(c, "id", json_object_new_string(id));
+		json_object_object_add(c, "type", json_object_new_string("function"));
+	}
+	if (name)
+		json_object_object_add(f, "name", json_object_new_string(name));
+	json_object_object_add(f, "arguments", json_object_new_string_len(args, (int)len));
+	json_object_object_add(c, "function", f);
+	return c;
+}
+
+json_object *gm_toolreq_calls_json(const gm_toolcall_parser *p)
+{
+	json_object *a;
+	size_t i, n = gm_toolcall_n_calls(p);
+
+	if (!n)
+		return NULL;
+	a = json_object_new_array();
+	for (i = 0; i < n; i++) {
+		const gm_toolcall *c = gm_toolcall_get(p, i);
+
+		json_object_array_add(a, call_json(-1, c->id, c->name, c->arguments, strlen(c->arguments)));
+	}
+	return a;
+}
+
+json_object *gm_toolreq_delta_json(const gm_toolcall_event *ev)
+{
+	return call_json(ev->index, ev->id, ev->name, ev->text, ev->len);
+}
+
+/* ---------------------------------------------------------------- grammar */
+
+/* A GBNF string literal of s (the text the model must write). */
+static void lit(gm_buf *b, const char *s)
+{
+	gm_buf_addch(b, '"');
+	for (; *s; s++) {
+		if (*s == '"' || *s == '\\')
+			gm_buf_addch(b, '\\'), gm_buf_addch(b, *s);
+		else if (*s == '\n')
+			gm_buf_adds(b, "\\n");
+		else
+			gm_buf_addch(b, *s);
+	}
+	gm_buf_addch(b, '"');
+}
+
+/*
+ * What the model writes around one call of function `name` with
+ * arguments (rule args), per format.  Only formats whose markers are
+ * plain text: the grammar engine never lets a special token through
+ * (generate.h), and Llama's <|python_tag|>, Mistral's [TOOL_CALLS],
+ * DeepSeek's, Kimi's and gpt-oss's markers are special tokens.  Qwen3
+ * Coder's bare-text parameter values have no JSON Schema grammar here.
+ */
+static int call_syntax(enum gm_toolcall_format f, const char *name, const char *args, gm_buf *b)
+{
+	char t[256];
+
+	switch (f) {
+	case GM_TOOLCALL_HERMES:
+		snprintf(t, sizeof(t), "<tool_call>\n{\"name\": \"%s\", \"arguments\": ", name);
+		lit(b, t);
+		gm_buf_addf(b, " %s ", args);
+		lit(b, "}\n</tool_call>");
+		return 0;
+	case GM_TOOLCALL_LLAMA3:
+		/* the bare JSON answer, several separated by "; " */
+		snprintf(t, sizeof(t), "{\"name\": \"%s\", \"parameters\": ", name);
+		lit(b, t);
+		gm_buf_addf(b, " %s ", args);
+		lit(b, "}");
+		return 0;
+	case GM_TOOLCALL_FUNCTIONARY_V31:
+		snprintf(t, sizeof(t), "<function=%s>", name);
+		lit(b, t);
+		gm_buf_addf(b, " %s ", args);
+		lit(b, "</function>");
+		return 0;
+	default:
+		return -1;
+	}
+}
+
+int gm_toolreq_grammar(const gm_toolreq *t, gm_toolreq_schema_fn schema_rules, gm_buf *out, gm_error *err)
+{
+	size_t i, n = t->tools ? json_object_array_length(t->tools) : 0, k = 0;
+	gm_buf calls = GM_BUF_INIT, rules = GM_BUF_INIT;
+	int ret = 0;
+
+	if (t->choice != GM_TOOL_CHOICE_REQUIRED && t->choice != GM_TOOL_CHOICE_NAMED)
+		return gm_error_set(err, GM_EINVAL, "a grammar is only for tool_choice \"required\" or a named function");
+	for (i = 0; i < n && !ret; i++) {
+		json_object *f = get(json_object_array_get_idx(t->tools, i), "function"), *params;
+		const char *name = json_object_get_string(get(f, "name"));
+		char prefix[32], args[40];
+
+		if (t->choice == GM_TOOL_CHOICE_NAMED && strcmp(name, t->name))
+			continue;
+		snprintf(prefix, sizeof(prefix), "tool%zu-", i);
+		snprintf(args, sizeof(args), "%sroot", prefix);
+		if (k++)
+			gm_buf_adds(&calls, " | ");
+		if (call_syntax(t->format, name, args, &calls)) {
+			ret = gm_error_set(err, GM_EUNSUPPORTED, "tool_choice \"required\" or a named function cannot be "
+					   "enforced for the %s tool-call format (its markers are special tokens, or its "
+					   "values bare text)", gm_toolcall_format_name(t->format));
+			break;
+		}
+		params = get(f, "parameters");
+		if (params && json_object_is_type(params, json_type_object)) {
+			ret = schema_rules(params, prefix, &rules, err);
+		} else {
+			/* no parameters: an empty object */
+			json_object *empty = json_tokener_parse("{\"type\": \"object\", \"properties\": {}, "
+								"\"additionalProperties\": false}");
+
+			ret = schema_rules(empty, prefix, &rules, err);
+			json_object_put(empty);
+		}
+	}
+	if (!ret && !k)
+		ret = gm_error_set(err, GM_EINVAL, "no tool to call");
+	if (!ret) {
+		const char *sep = t->format == GM_TOOLCALL_LLAMA3 ? "; " : "\n";
+
+		/* one call, or (parallel_tool_calls) one or more */
+		gm_buf_adds(out, "root ::= call");
+		if (t->parallel) {
+			gm_buf_adds(out, " (");
+			lit(out, sep);
+			gm_buf_adds(out, " call)*");
+		}
+		gm_buf_adds(out, "\ncall ::= ");
+		gm_buf_add(out, calls.buf, calls.len);
+		gm_buf_adds(out, "\n");
+		gm_buf_add(out, rules.buf, rules.len);
+	}
+	gm_buf_release(&calls);
+	gm_buf_release(&rules);
+	return ret;
+}
+
+int gm_toolreq_constraint(const gm_toolreq *t, gm_grammar **out, gm_error *err)
+{
+	gm_buf text = GM_BUF_INIT;
+	int ret;
+
+	*out = NULL;
+	if (t->choice != GM_TOOL_CHOICE_REQUIRED && t->choice != GM_TOOL_CHOICE_NAMED)
+		return 0;
+	ret = gm_toolreq_grammar(t, gm_json_schema_to_gbnf, &text, err);
+	if (!ret)
+		ret = gm_grammar_parse(text.buf, text.len, NULL, out, err);
+	gm_buf_release(&text);
+	return ret;
+}
