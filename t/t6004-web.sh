@@ -187,6 +187,20 @@ test_expect_success BROWSER 'stop: the Stop button cancels the generation on the
 	test "$(node_json j.requests.cancelled_total <out.json)" = $((before + 1))
 '
 
+test_expect_success BROWSER 'chat: tools (tool choice required) and response_format go to the server as given' '
+	tools="[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"parameters\":{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\",\"enum\":[\"Paris\",\"London\"]}},\"required\":[\"city\"],\"additionalProperties\":false}}}]" &&
+	format="{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"a\",\"schema\":{\"type\":\"object\",\"properties\":{\"answer\":{\"enum\":[\"yes\",\"no\"]}},\"required\":[\"answer\"],\"additionalProperties\":false}}}" &&
+	browse tools.mjs "$tools" "$format" &&
+	cat tools.json &&
+	# (parallel calls are allowed: the pocket model may go on to a second one until max_tokens)
+	test "$(node_json "[/^(tool_calls|length)$/.test(j.call.finish), j.call.tool_calls[0].name, /^call_/.test(j.call.tool_calls[0].id)].join()" <tools.json)" = "true,get_weather,true" &&
+	node_json "JSON.stringify(JSON.parse(j.call.tool_calls[0].arguments))" <tools.json | grep "^{\"city\":\"\(Paris\|London\)\"}$" &&
+	node_json "j.shown.join()" <tools.json | grep "^tool call: get_weather({" &&
+	node_json "JSON.stringify(Object.keys(JSON.parse(j.structured.content)))" <tools.json >keys &&
+	echo "[\"answer\"]" >expect.keys && test_cmp expect.keys keys &&
+	node_json "JSON.parse(j.structured.content).answer" <tools.json | grep "^\(yes\|no\)$"
+'
+
 test_expect_success BROWSER 'dashboard: its numbers move while a load script runs' '
 	browse dashboard.mjs &&
 	cat dashboard.json &&

@@ -169,6 +169,7 @@ function loadSettings() {
 	$('set-stop').value = settings.stop || '';
 	$('set-tools').value = settings.tools || '';
 	$('set-response_format').value = settings.response_format || '';
+	$('set-tool_choice').value = settings.tool_choice || '';
 }
 
 function saveSettings() {
@@ -176,7 +177,7 @@ function saveSettings() {
 	for (const k of NUMERIC)
 		if ($('set-' + k).value !== '')
 			settings[k] = $('set-' + k).value;
-	for (const k of ['system', 'stop', 'tools', 'response_format'])
+	for (const k of ['system', 'stop', 'tools', 'response_format', 'tool_choice'])
 		if ($('set-' + k).value.trim() !== '')
 			settings[k] = $('set-' + k).value;
 	localStorage.setItem(SETTINGS_STORE, JSON.stringify(settings));
@@ -207,6 +208,8 @@ function requestFields() {
 			throw new Error(`${k}: not JSON (${e.message})`);
 		}
 	}
+	if (f.tools && $('set-tool_choice').value)
+		f.tool_choice = $('set-tool_choice').value;
 	return f;
 }
 
@@ -447,9 +450,15 @@ async function generate() {
 	const system = $('set-system').value.trim();
 	if (system)
 		messages.push({ role: 'system', content: system });
-	for (const m of chat.messages)
-		if (!(m.meta && m.meta.error))
-			messages.push({ role: m.role, content: m.content });
+	for (const m of chat.messages) {
+		if (m.meta && m.meta.error)
+			continue;
+		const x = { role: m.role, content: m.content };
+		if (m.meta && m.meta.tool_calls && m.meta.tool_calls.length)
+			x.tool_calls = m.meta.tool_calls.map((c, i) => ({ id: c.id || `call_${i}`, type: 'function',
+				function: { name: c.name, arguments: c.arguments } }));
+		messages.push(x);
+	}
 	const body = { model, messages, stream: true, stream_options: { include_usage: true }, ...fields };
 	const msg = { role: 'assistant', content: '', meta: { streaming: true, model } };
 	chat.messages.push(msg);
@@ -482,7 +491,9 @@ async function generate() {
 				}
 				for (const tc of d.tool_calls || []) {
 					const k = tc.index ?? calls.length;
-					calls[k] = calls[k] || { name: '', arguments: '' };
+					calls[k] = calls[k] || { id: '', name: '', arguments: '' };
+					if (tc.id)
+						calls[k].id = tc.id;
 					if (tc.function && tc.function.name)
 						calls[k].name += tc.function.name;
 					if (tc.function && tc.function.arguments)
