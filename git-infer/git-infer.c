@@ -1210,10 +1210,6 @@ int main(int argc, const char **argv)
 		status = gm_cmd_usage_error(&cmd, "--check, --tokenize, --render-chat and --serve cannot be combined");
 		goto out;
 	}
-	if (io.tools && !io.render_chat) {
-		status = gm_cmd_usage_error(&cmd, "--tools goes with --render-chat");
-		goto out;
-	}
 	if (!io.serve && (io.parallel != UNSET_LONG || io.queue != UNSET_LONG || io.api_key ||
 			  io.max_body != UNSET_LONG || !isnan(io.shutdown_timeout) || io.kv_tokens != UNSET_LONG ||
 			  io.prefill_chunk != UNSET_LONG || io.prefix_cache >= 0 || !isnan(io.header_timeout) ||

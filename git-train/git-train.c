@@ -450,7 +450,14 @@ static int train(struct train_cmd *c)
 	if (!ret && c->resume && c->repo) {
 		char *dir = NULL;
 		/* the tip of train/NAME, read from the object store */
-		if (!(ret = gm_trainrepo_resume_dir(c->repo, &dir, &err)))
+		ret = gm_trainrepo_resume_dir(c->repo, &dir, &err);
+		if (ret == 1) {
+			/* nothing left to train: the end of the interrupted run was completed */
+			gm_model_close(m);
+			printf("%s: the finished run's adapter is now on the current branch\n", c->adapter);
+			return 0;
+		}
+		if (!ret)
 			ret = gm_train_find_checkpoint(dir, &ckpt, &state, &err);
 		free(dir);
 		if (!ret && !json_object_object_get_ex(state, "config", &cfg))

@@ -203,6 +203,12 @@ test_expect_success '-h prints the usage on stdout and exits 129' '
 	    --api-key <key>           clients must send this bearer token (default: $GM_API_KEY)
 	    --max-body <bytes>        largest request body; more gets 413 (default 4 MiB)
 	    --shutdown-timeout <s>    on SIGTERM: seconds requests may take to finish (default 10)
+	    --header-timeout <s>      a request'"'"'s headers must arrive within s seconds (default 30)
+	    --body-timeout <s>        and its body within s seconds after them (default 60)
+	    --max-connections <n>     open connections in all (default 256)
+	    --max-client-connections <n>
+	                              open connections per client address (default 32)
+	    --max-queued-tokens <n>   prompt tokens that may wait in all; more get 429 (default: twice the KV pool)
 
 	checking and debugging
 	    --check                   load and validate the model, print a summary

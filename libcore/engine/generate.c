@@ -380,17 +380,14 @@ static int choose_constrained(gm_gen_seq *gs, float *logits, int32_t *id, gm_err
 	if (o->sampler) {
 		*id = gm_sampler_sample_checked(o->sampler, logits, check_token, gs, GRAMMAR_TRIES);
 	} else {
-		*id = -1;
-		for (k = 0; k < GRAMMAR_TRIES && *id < 0; k++) {
-			int32_t t = gm_sample_argmax(logits, gs->n_vocab);
+		/* greedy: the most likely tokens in order */
+		int32_t top[GRAMMAR_TRIES];
+		size_t n_top = gm_sample_top_n(logits, gs->n_vocab, top, GRAMMAR_TRIES);
 
-			if (t < 0 || logits[t] == -INFINITY)
-				break;
-			if (grammar_allows(gs, t))
-				*id = t;
-			else
-				logits[t] = -INFINITY;
-		}
+		*id = -1;
+		for (i = 0; i < n_top && *id < 0; i++)
+			if (grammar_allows(gs, top[i]))
+				*id = top[i];
 	}
 	if (*id >= 0)
 		return 0;

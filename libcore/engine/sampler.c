@@ -148,15 +148,12 @@ int32_t gm_sampler_sample_checked(gm_sampler *s, float *logits, gm_sampler_check
 		penalize(logits, s->n_vocab, s->seen_ids, s->n_seen, (float)p->repetition_penalty, NULL);
 	if (p->temperature == 0.0) {
 		/* the argmax, then the next one: logits in descending order (ties by id) */
-		for (t = 0; t < max_tries; t++) {
-			int32_t id = gm_sample_argmax(logits, s->n_vocab);
+		int32_t top[64];
+		size_t n = gm_sample_top_n(logits, s->n_vocab, top, max_tries < 64 ? (size_t)max_tries : 64), i;
 
-			if (id < 0 || logits[id] == -INFINITY)
-				return -1;
-			if (check(ctx, id))
-				return id;
-			logits[id] = -INFINITY;
-		}
+		for (i = 0; i < n; i++)
+			if (check(ctx, top[i]))
+				return top[i];
 		return -1;
 	}
 	gm_candidates_set(c, logits, s->n_vocab);
@@ -219,6 +216,27 @@ void gm_sample_repetition_penalty(float *logits, size_t n_vocab, const int32_t *
 
 	penalize(logits, n_vocab, ids, n, penalty, done);
 	free(done);
+}
+
+size_t gm_sample_top_n(const float *logits, size_t n, int32_t *ids, size_t k)
+{
+	size_t i, m = 0;
+
+	for (i = 0; i < n && k; i++) {
+		float l = logits[i];
+		size_t j;
+
+		if (l == -INFINITY || l != l || (m == k && !(l > logits[ids[m - 1]])))
+			continue;
+		/* insert after the ones >= l: earlier ids first on ties */
+		j = m < k ? m++ : k - 1;
+		while (j > 0 && logits[ids[j - 1]] < l) {
+			ids[j] = ids[j - 1];
+			j--;
+		}
+		ids[j] = (int32_t)i;
+	}
+	return m;
 }
 
 int32_t gm_sample_argmax(const float *logits, size_t n)

@@ -92,6 +92,9 @@ void gm_sample_repetition_penalty(float *logits, size_t n_vocab, const int32_t *
 				  float penalty);
 /* The index of the largest logit (the first one on ties); -1 when n is 0. */
 int32_t gm_sample_argmax(const float *logits, size_t n);
+/* The k largest logits' indexes in ids[0..], largest first (ties by index), -inf ones left out, in one
+ * pass; returns how many (at most k). */
+size_t gm_sample_top_n(const float *logits, size_t n, int32_t *ids, size_t k);
 
 typedef struct gm_token_logit {
 	int32_t id;

@@ -185,6 +185,39 @@ static int tag_checkpoint_again(gm_trainrepo *t, const char *state, const char *
 	return ret;
 }
 
+/*
+ * The tip of the branch is the finished adapter.  When the current branch
+ * has not committed it, the run was killed between its last commit on the
+ * branch and committing the adapter here (gm_trainrepo_finish): that is
+ * done now, from the tip (dir), and 1 returned.  Otherwise the run is
+ * finished.
+ */
+static int finish_again(gm_trainrepo *t, const char *dir, const char *hex, gm_error *err)
+{
+	gm_adapter_origin origin = { "trained", t->branch, t->base };
+	gm_adapter_entry e;
+	gm_buf rel = GM_BUF_INIT, msg = GM_BUF_INIT;
+	char commit[GM_REPO_OID_HEXLEN + 1];
+	const char *dirs[1];
+	int ret;
+
+	/* gm_adapter_add also completes an add that was killed before its commit */
+	if (gm_adapter_add(t->model_dir, dir, t->name, &origin, &e, NULL))
+		return gm_error_set(err, GM_ENOENT, "the tip of %s (%.12s) is not a checkpoint: that run is "
+				    "finished", t->branch, hex);
+	gm_info("the run on %s finished, but was killed before its adapter was committed here: committing it",
+		t->branch);
+	gm_buf_addf(&rel, "%s/%s", GM_ADAPTER_DIR, e.dirname);
+	gm_buf_addf(&msg, "train: %s trained\n\nThe adapter of %s at %.12s, committed here when the run was "
+		    "resumed: it had been killed before.\n", t->name, t->branch, hex);
+	dirs[0] = rel.buf;
+	ret = gm_adapter_commit(t->model_dir, dirs, 1, msg.buf, commit, err);
+	gm_buf_release(&rel);
+	gm_buf_release(&msg);
+	gm_adapter_entry_release(&e);
+	return ret ? ret : 1;
+}
+
 int gm_trainrepo_resume_dir(gm_trainrepo *t, char **dir, gm_error *err)
 {
 	char hex[GM_REPO_OID_HEXLEN + 1], *view = NULL, *state;
@@ -196,8 +229,7 @@ int gm_trainrepo_resume_dir(gm_trainrepo *t, char **dir, gm_error *err)
 	*dir = gm_path_join(view, t->adapter_path);
 	state = gm_path_join(*dir, GM_TRAIN_STATE_FILE);
 	if (!gm_is_file(state)) {
-		ret = gm_error_set(err, GM_ENOENT, "the tip of %s (%.12s) is not a checkpoint: that run is "
-				   "finished", t->branch, hex);
+		ret = finish_again(t, *dir, hex, err);
 		free(*dir);
 		*dir = NULL;
 	} else {

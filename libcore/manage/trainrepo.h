@@ -47,7 +47,9 @@ const char *gm_trainrepo_base(const gm_trainrepo *t);
 /*
  * With resume: the checkpoint directory of the tip of train/NAME (read
  * from the object store, without a checkout).  GM_ENOENT when that commit
- * is not a checkpoint (the run finished).  *dir malloc'd.
+ * is not a checkpoint (the run finished); 1, *dir NULL, when the run had
+ * finished but was killed before its adapter was added to the current
+ * branch, which this call has now done.  *dir malloc'd.
  */
 int gm_trainrepo_resume_dir(gm_trainrepo *t, char **dir, gm_error *err);
 

@@ -36,6 +36,7 @@ typedef struct gm_repo_dest {
 	char *partial;
 	char *lock_path;
 	int lock_fd;
+	int stale_entry;  /* the name is registered at path, which is missing: a finish was killed */
 } gm_repo_dest;
 
 int gm_repo_dest_init(gm_repo_dest *d, const char *name_or_path, const char *default_name, gm_error *err);

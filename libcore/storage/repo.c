@@ -936,6 +936,13 @@ int gm_repo_dest_finish(gm_repo_dest *d, gm_registry *reg, const char *source, c
 
 	if (gm_is_dir(d->path) || gm_is_file(d->path))
 		return gm_error_set(err, GM_EINVAL, "%s already exists", d->path);
+	if (d->stale_entry) {
+		/* under the name's lock: no other command is between its claim and its rename */
+		gm_info("'%s' was registered by a command killed before its directory was in place; "
+			"registering it again", d->name);
+		if ((ret = gm_registry_remove_model(reg, d->name, err)))
+			return ret;
+	}
 	m.name = d->name;
 	m.path = d->path;
 	m.source = (char *)source;
@@ -976,6 +983,17 @@ int gm_repo_dest_check(gm_repo_dest *d, gm_registry *reg, gm_error *err)
 	int found, ret;
 
 	if (gm_registry_get_model(reg, d->name, &old, NULL) == 0) {
+		/*
+		 * The registry claims a name just before the directory is renamed
+		 * into place (gm_repo_dest_finish): a command killed in between
+		 * left the name on a path that does not exist.  Making the same
+		 * name at the same place then takes it over, at the finish.
+		 */
+		if (!strcmp(old.path, d->path) && !gm_is_dir(d->path) && !gm_is_file(d->path)) {
+			d->stale_entry = 1;
+			gm_registry_model_release(&old);
+			return 0;
+		}
 		ret = gm_error_set(err, GM_EINVAL, "a model named '%s' is already registered (at %s); choose "
 				   "another name or remove it with 'git model rm %s'", d->name, old.path, d->name);
 		gm_registry_model_release(&old);

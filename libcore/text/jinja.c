@@ -2057,7 +2057,8 @@ struct val {
 	json_object *j;   /* one owned reference */
 	const char *name; /* V_UNDEF: what was undefined; V_FUNC, V_MACRO: the function (borrowed) */
 	const struct node *node; /* V_MACRO: the {% macro %}; V_CALLER: the {% call %} block */
-	size_t scope;     /* V_CALLER: the innermost scope at the {% call %}, which caller()'s body sees */
+	size_t scope;     /* V_MACRO: the scope it was defined in; V_CALLER: the innermost scope at the
+			     {% call %}; what the body sees beyond its own variables */
 	/*
 	 * A string marked safe (markupsafe's Markup, made by |safe and
 	 * |escape): as in Python, Markup + str escapes the str and stays Markup.
@@ -3620,6 +3621,20 @@ static int get_attr(struct render *r, int line, const struct val *obj, const cha
 	return 0;
 }
 
+/*
+ * get_attr with a name that does not live in the template's tree (an item
+ * key, an attribute= path): an undefined result must not keep it, as it
+ * may be freed before the undefined value is reported.
+ */
+static int get_attr_dyn(struct render *r, int line, const struct val *obj, const char *name, struct val *out)
+{
+	int ret = get_attr(r, line, obj, name, out);
+
+	if (!ret && is_undef(out))
+		out->name = NULL;
+	return ret;
+}
+
 /* Python's slice.indices(): *start, *stop, *step normalized for length n. */
 static int slice_indices(struct render *r, int line, struct val *vs[3], int64_t n, int64_t *start, int64_t *stop,
 			 int64_t *step)
@@ -3731,7 +3746,7 @@ static int get_item(struct render *r, int line, const struct val *obj, const str
 		return 0;
 	}
 	if (is_str(key))
-		return get_attr(r, line, obj, str_of(key), out);
+		return get_attr_dyn(r, line, obj, str_of(key), out);
 	if (is_dict(obj)) {
 		gm_buf kb = GM_BUF_INIT;
 		json_object *j;
@@ -4199,7 +4214,7 @@ static int attr_key(struct render *r, int line, const struct val *item, const st
 			ret = get_item(r, line, out, &idx, &next);
 			val_clear(&idx);
 		} else {
-			ret = get_attr(r, line, out, part, &next);
+			ret = get_attr_dyn(r, line, out, part, &next);
 		}
 		val_clear(out);
 		if (ret)
@@ -4335,6 +4350,7 @@ static int filter_sorting(struct render *r, int line, const char *name, const st
 		}
 		idx = val_int(pos);
 		ret = sort_items(r, line, &pairs, &idx, 0, &items, &n);
+		val_clear(&idx);
 		val_clear(&pairs);
 		if (ret)
 			return ret;
@@ -4760,10 +4776,10 @@ static int apply_filter(struct render *r, int line, const char *name, const stru
 		if ((ret = want_str(r, line, "attr", x)))
 			return ret;
 		if (is_undef(v)) {
-			*out = val_undef(str_of(x));
+			*out = val_undef(NULL);
 			return 0;
 		}
-		return get_attr(r, line, v, str_of(x), out);
+		return get_attr_dyn(r, line, v, str_of(x), out);
 	}
 	if (!strcmp(name, "safe")) {
 		gm_buf b = GM_BUF_INIT;
@@ -5134,8 +5150,13 @@ static int call_macro(struct render *r, int line, const struct val *f, struct ar
 	if ((ret = tick(r, line)))
 		return ret;
 	push_scope(r);
-	/* A macro sees the top level; caller() sees where its {% call %} stands. */
-	r->scopes[r->nscopes - 1].parent = f->kind == V_CALLER ? f->scope : 0;
+	/*
+	 * A macro sees the scope it was defined in (the top level, usually),
+	 * not its caller's; caller() sees where its {% call %} stands.  Both
+	 * scopes are still live: a macro is only reachable from them or from
+	 * scopes pushed above them.
+	 */
+	r->scopes[r->nscopes - 1].parent = f->scope;
 	used = gm_xcalloc(a->nkw + 1, 1);
 	for (i = 0; i < m->ntargets && !ret; i++) {
 		if (i < a->npos) {
@@ -5680,7 +5701,7 @@ static int render_nodes(struct render *r, const struct nodelist *l, gm_buf *out)
 			}
 			break;
 		case N_MACRO: {
-			struct val m = { .kind = V_MACRO, .name = n->attr, .node = n };
+			struct val m = { .kind = V_MACRO, .name = n->attr, .node = n, .scope = r->nscopes - 1 };
 
 			scope_set(r, n->attr, &m);
 			break;

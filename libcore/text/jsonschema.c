@@ -1057,6 +1057,19 @@ static int gen_integer(conv *c, json_object *s, gm_buf *expr)
 /* ---------------------------------------------------------------- objects and arrays */
 
 /* Keys other than names[0..n) (no escapes; see P_KCHAR), as a rule; its name appended to expr. */
+/* The code point at s (UTF-8 from json-c: valid) and its length in *len. */
+static uint32_t utf8_at(const char *s, size_t *len)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t n = p[0] < 0x80 ? 1 : p[0] < 0xe0 ? 2 : p[0] < 0xf0 ? 3 : 4, i;
+	uint32_t c = n == 1 ? p[0] : p[0] & (0x7f >> n);
+
+	for (i = 1; i < n && p[i]; i++)
+		c = (c << 6) | (p[i] & 0x3f);
+	*len = i;
+	return c;
+}
+
 static void other_key(conv *c, const char *const *names, size_t n, gm_buf *expr)
 {
 	/* A trie walk: at a node reached by prefix w, the key may end there unless w is a
@@ -1094,10 +1107,14 @@ static void other_key(conv *c, const char *const *names, size_t n, gm_buf *expr)
 			for (i = 0; i < n; i++) {
 				if (strlen(names[i]) < f.len || memcmp(names[i], f.prefix, f.len))
 					continue;
-				if (strlen(names[i]) == f.len)
+				if (strlen(names[i]) == f.len) {
 					terminal = 1;
-				else
-					cps_add(&next, (unsigned char)names[i][f.len], (unsigned char)names[i][f.len]);
+				} else {
+					size_t cl;
+					uint32_t cp = utf8_at(names[i] + f.len, &cl);
+
+					cps_add(&next, cp, cp);
+				}
 			}
 			cps_norm(&next);
 			if (!terminal)
@@ -1119,12 +1136,19 @@ static void other_key(conv *c, const char *const *names, size_t n, gm_buf *expr)
 				uint32_t ch;
 
 				for (ch = next.lo[k]; ch <= next.hi[k]; ch++) {
-					char *p = gm_xmalloc(f.len + 2);
+					char *p = NULL;
 					gm_buf rn = GM_BUF_INIT;
+					size_t j, cl = 0;
 
-					memcpy(p, f.prefix, f.len);
-					p[f.len] = (char)ch;
-					p[f.len + 1] = 0;
+					/* the prefix extended by ch, as a name spells it */
+					for (j = 0; j < n && !p; j++) {
+						if (strlen(names[j]) > f.len && !memcmp(names[j], f.prefix, f.len) &&
+						    utf8_at(names[j] + f.len, &cl) == ch) {
+							p = gm_xmalloc(f.len + cl + 1);
+							memcpy(p, names[j], f.len + cl);
+							p[f.len + cl] = 0;
+						}
+					}
 					gen_name(c, &rn, "key");
 					gm_buf_adds(&b, " | ");
 					json_char_lit(&b, ch);
@@ -1133,7 +1157,7 @@ static void other_key(conv *c, const char *const *names, size_t n, gm_buf *expr)
 						alloc *= 2;
 						stack = gm_xrealloc(stack, alloc * sizeof(*stack));
 					}
-					stack[sp++] = (struct frame){ p, f.len + 1, gm_buf_detach(&rn, NULL) };
+					stack[sp++] = (struct frame){ p, f.len + cl, gm_buf_detach(&rn, NULL) };
 				}
 			}
 			emit_rule(c, f.rule, b.buf);
@@ -1435,6 +1459,48 @@ static void value_lit(gm_buf *expr, json_object *v)
 	lits(expr, j);
 }
 
+/* Whether value v is of JSON Schema type t. */
+static int has_type(json_object *v, const char *t)
+{
+	enum json_type jt = json_object_get_type(v);
+
+	if (!strcmp(t, "string"))
+		return jt == json_type_string;
+	if (!strcmp(t, "integer"))
+		return jt == json_type_int || (jt == json_type_double && json_object_get_double(v) ==
+					       floor(json_object_get_double(v)));
+	if (!strcmp(t, "number"))
+		return jt == json_type_int || jt == json_type_double;
+	if (!strcmp(t, "boolean"))
+		return jt == json_type_boolean;
+	if (!strcmp(t, "null"))
+		return jt == json_type_null;
+	if (!strcmp(t, "object"))
+		return jt == json_type_object;
+	if (!strcmp(t, "array"))
+		return jt == json_type_array;
+	return 0;
+}
+
+/* Whether an enum or const value v satisfies the schema's "type" (absent: any). */
+static int type_allows(json_object *s, json_object *v)
+{
+	json_object *t = kw(s, "type");
+	size_t i;
+
+	if (!t)
+		return 1;
+	if (json_object_is_type(t, json_type_string))
+		return has_type(v, json_object_get_string(t));
+	for (i = 0; json_object_is_type(t, json_type_array) && i < json_object_array_length(t); i++) {
+		json_object *e = json_object_array_get_idx(t, i);
+
+		if (json_object_is_type(e, json_type_string) && has_type(v, json_object_get_string(e)))
+			return 1;
+	}
+	return 0;
+}
+
 /* Refuses keywords beside key that would be ignored (a $ref, anyOf...). */
 static int only_with(conv *c, json_object *s, const char *key)
 {
@@ -1500,24 +1566,33 @@ static int gen(conv *c, json_object *s, gm_buf *expr)
 		gm_buf_adds(expr, " )");
 		goto out;
 	}
-	if ((v = kw(s, "const"))) {
+	if (json_object_object_get_ex(s, "const", &v)) {
+		if (!type_allows(s, v)) {
+			ret = refuse(c, "'const' is not of the schema's type: nothing matches%s%s", "", NULL);
+			goto out;
+		}
 		value_lit(expr, v);
 		goto out;
 	}
 	if ((v = kw(s, "enum"))) {
-		size_t i, n;
+		size_t i, n, k;
 
 		if (!json_object_is_type(v, json_type_array) || !(n = json_object_array_length(v))) {
 			ret = refuse(c, "'enum' must be a non-empty list%s%s", "", NULL);
 			goto out;
 		}
+		/* the values of the schema's type (an enum may list others: they never validate) */
 		gm_buf_adds(expr, "( ");
-		for (i = 0; i < n; i++) {
-			if (i)
+		for (i = 0, k = 0; i < n; i++) {
+			if (!type_allows(s, json_object_array_get_idx(v, i)))
+				continue;
+			if (k++)
 				gm_buf_adds(expr, " | ");
 			value_lit(expr, json_object_array_get_idx(v, i));
 		}
 		gm_buf_adds(expr, " )");
+		if (!k)
+			ret = refuse(c, "no 'enum' value is of the schema's type: nothing matches%s%s", "", NULL);
 		goto out;
 	}
 	if ((v = kw(s, "type"))) {

@@ -477,6 +477,9 @@ static void test_errors(void)
 	ret = render("{{ a.b.c }}", "{\"a\": {}}", &out, &err);
 	ok_error(ret, &err, GM_EINVAL, "'b' is undefined (reading its attribute 'c')",
 		 "an attribute of undefined is an error");
+	ret = render("{{ d['k' ~ 'ey'] + 1 }}", "{\"d\": {}}", &out, &err);
+	ok_error(ret, &err, GM_EINVAL, "a value is undefined",
+		 "a missing item under a computed key is reported without its (freed) key");
 	ret = render("{{ u + 1 }}", "{}", &out, &err);
 	ok_error(ret, &err, GM_EINVAL, "'u' is undefined", "arithmetic on undefined is an error");
 	ret = render("{{ 'a' + 1 }}", "{}", &out, &err);

@@ -1,4 +1,5 @@
 /* test-grammar.c - GBNF parsing and matching, JSON Schema to GBNF, token masks. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -210,11 +211,19 @@ static void test_schema(void)
 		    "{\"type\":\"string\"}}",
 		    (const char *[]){ "{}", "{\"id\":1}", "{\"id\":1,\"x\":\"y\"}", "{\"x\":\"y\",\"i\":\"z\",\"idd\":\"w\"}", NULL },
 		    (const char *[]){ "{\"x\":1}", "{\"id\":1,\"id\":\"y\"}", "{\"id\":\"y\"}", NULL });
+	schema_case("additional properties, non-ASCII names", "{\"properties\":{\"\xc3\xa9t\xc3\xa9\":{\"const\":1}},"
+		    "\"additionalProperties\":{\"const\":2}}",
+		    (const char *[]){ "{\"\xc3\xa9t\xc3\xa9\":1}", "{\"\xc3\xa9t\":2}", "{\"\xc3\xa9t\xc3\xa9s\":2}",
+				      "{\"\xc3\xa9t\xc3\xa8\":2}", NULL },
+		    (const char *[]){ "{\"\xc3\xa9t\xc3\xa9\":2}", NULL });
 	schema_case("enum and const", "{\"type\":\"object\",\"properties\":{\"c\":{\"enum\":[\"red\",\"green\",3,null]},"
 		    "\"k\":{\"const\":\"v\\\"q\"}},\"required\":[\"c\",\"k\"]}",
 		    (const char *[]){ "{\"c\":\"red\",\"k\":\"v\\\"q\"}", "{\"c\":3,\"k\":\"v\\\"q\"}",
 				      "{\"c\":null,\"k\":\"v\\\"q\"}", NULL },
 		    (const char *[]){ "{\"c\":\"blue\",\"k\":\"v\\\"q\"}", "{\"c\":\"red\",\"k\":\"v\"}", NULL });
+	schema_case("enum filtered by type", "{\"type\":\"string\",\"enum\":[\"a\",1,null,\"b\"]}",
+		    (const char *[]){ "\"a\"", "\"b\"", NULL }, (const char *[]){ "1", "null", NULL });
+	schema_case("const null", "{\"const\":null}", (const char *[]){ "null", NULL }, (const char *[]){ "1", NULL });
 	schema_case("type union", "{\"type\":[\"string\",\"null\"],\"maxLength\":2}",
 		    (const char *[]){ "\"ab\"", "null", NULL }, (const char *[]){ "\"abc\"", "1", NULL });
 	schema_case("arrays", "{\"type\":\"array\",\"items\":{\"type\":\"integer\"},\"minItems\":2,\"maxItems\":3}",
@@ -284,6 +293,7 @@ static void test_schema(void)
 	refused("{\"pattern\":\"\\\\bx\"}", "'\\b' is not supported");
 	refused("{\"type\":\"string\",\"pattern\":\"a\",\"maxLength\":3}", "pattern' together with minLength");
 	refused("{\"type\":\"widget\"}", "type 'widget'");
+	refused("{\"type\":\"integer\",\"enum\":[\"a\"]}", "no 'enum' value is of the schema's type");
 	refused("{\"items\":false,\"minItems\":1}", "minItems asks for more");
 	refused("{\"$ref\":\"#/$defs/a\",\"type\":\"object\",\"$defs\":{\"a\":{}}}", "'type' beside '$ref'");
 
@@ -472,8 +482,21 @@ static void test_masks(void)
 	gm_tokenizer_free(tok);
 }
 
+static void test_top_n(void)
+{
+	float l[8] = { 1, 3, -INFINITY, 3, 2, NAN, 0.5f, 2 };
+	int32_t ids[8];
+	size_t n = gm_sample_top_n(l, 8, ids, 4);
+
+	ok(n == 4 && ids[0] == 1 && ids[1] == 3 && ids[2] == 4 && ids[3] == 7, "top-n: descending, ties by id");
+	n = gm_sample_top_n(l, 8, ids, 8);
+	ok(n == 6 && ids[4] == 0 && ids[5] == 6, "top-n: -inf and NaN left out");
+	ok(ids[0] == gm_sample_argmax(l, 8), "top-n starts with the argmax");
+}
+
 int main(void)
 {
+	test_top_n();
 	test_parser();
 	test_state();
 	test_schema();
