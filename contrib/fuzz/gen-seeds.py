@@ -68,6 +68,8 @@ def config_seeds():
                                "original_max_position_embeddings": 8192, "rope_type": "llama3"},
                  bos_token_id=1, eos_token_id=[2, 3])
     put("config", "valid-llama3-rope.json", js(llama))
+    # json-c reads 1e999 as inf (a finding of fuzz-config's invariants, now refused)
+    put("config", "bad-inf-rope-factor.json", js(llama).replace('"factor":8.0', '"factor":1e999'))
     qwen2 = dict(base, architectures=["Qwen2ForCausalLM"], model_type="qwen2", attention_bias=True)
     qwen2.pop("head_dim", None)
     put("config", "valid-qwen2-no-head-dim.json", js(qwen2))
