@@ -178,6 +178,11 @@ def sparse_seeds(build):
                 c = json.loads(cfg)
                 put("sparse", "bad-format", js(dict(c, format="coo")).encode() + SPLIT + st)
                 put("sparse", "bad-no-weights", cfg)
+                # out = INT64_MAX overflowed out + 1 (a finding of fuzz-sparse under UBSan, now refused)
+                m = sorted(c["modules"])[0]
+                big = json.loads(cfg)
+                big["modules"][m]["shape"] = [9223372036854775807, big["modules"][m]["shape"][1]]
+                put("sparse", "bad-shape-overflow", js(big).encode() + SPLIT + st)
 
 
 # ------------------------------------------------------------ training data
