@@ -122,6 +122,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		CHECK_REFUSAL(ret, err);
 		gm_generation_config_defaults(&gen, NULL);
 	} else {
+		fuzz_accepted("config.json");
 		check_model_config(&cfg);
 		round_trip(&cfg);
 		gm_generation_config_defaults(&gen, &cfg);
@@ -130,8 +131,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	ret = gm_generation_config_parse(obj, "generation_config.json", &gen, &err);
 	if (ret)
 		CHECK_REFUSAL(ret, err);
-	else
+	else {
+		fuzz_accepted("generation_config.json");
 		check_generation_config(&gen);
+	}
 	json_object_put(obj);
 	return 0;
 }

@@ -26,6 +26,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		CHECK(p.n_ext == 0 && p.ext == NULL);
 		return 0;
 	}
+	fuzz_accepted("pointer");
 	CHECK(size < GM_LFS_POINTER_MAX);
 	CHECK(gm_lfs_oid_valid(p.oid));
 	for (i = 0; i < p.n_ext; i++) {

@@ -131,6 +131,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		CHECK(ad == NULL);
 		return 0;
 	}
+	fuzz_accepted("adapter");
 	check_adapter(ad);
 	gm_peft_close(ad);
 	return 0;

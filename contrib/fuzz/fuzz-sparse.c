@@ -96,6 +96,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		CHECK(ad == NULL);
 		return 0;
 	}
+	fuzz_accepted("sparse adapter");
 	check_adapter(ad);
 	gm_sparse_close(ad);
 	return 0;

@@ -37,6 +37,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		CHECK(t == NULL);
 		return 0;
 	}
+	fuzz_accepted("tokenizer.json");
 	n_tokens = gm_tokenizer_n_tokens(t);
 	CHECK(n_tokens > 0);
 	for (i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {

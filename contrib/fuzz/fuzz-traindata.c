@@ -138,6 +138,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	CHECK(st.count[GM_TD_TEXT] + st.count[GM_TD_MESSAGES] + st.count[GM_TD_PROMPT_COMPLETION] +
 	      st.count[GM_TD_TOKENS] == examples);
 	if (errors) {
+		if (fuzz_verbose())
+			fprintf(stderr, "refused: %s\n", err.msg);
 		CHECK(ret == GM_EFORMAT);
 		/* the first bad line: its number is in the message */
 		CHECK(err.msg[0] && !strncmp(err.msg, path, strlen(path)) && err.msg[strlen(path)] == ':');
@@ -146,6 +148,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		CHECK_REFUSAL(ret, err);
 	} else {
 		CHECK(ret == 0);
+		fuzz_accepted("training data");
 	}
 
 	/* A short line limit: the long lines become errors, nothing else changes for the others. */
