@@ -240,10 +240,12 @@ static int parse_rope_scaling(json_object *rs, const char *what, const char *key
 	    (ret = get_size(rs, "original_max_position_embeddings", sub,
 			    &cfg->rope_original_max_position_embeddings, err)))
 		return ret;
+	/* json-c reads 1e999 as inf: the factors divide the rotary frequencies */
 	if (!(cfg->rope_factor > 0) || !(cfg->rope_low_freq_factor > 0) ||
-	    !(cfg->rope_high_freq_factor > cfg->rope_low_freq_factor))
+	    !(cfg->rope_high_freq_factor > cfg->rope_low_freq_factor) || !isfinite(cfg->rope_factor) ||
+	    !isfinite(cfg->rope_high_freq_factor))
 		return gm_error_set(err, GM_EFORMAT,
-				    "%s: llama3 scaling needs factor > 0 and high_freq_factor > "
+				    "%s: llama3 scaling needs finite factors, factor > 0 and high_freq_factor > "
 				    "low_freq_factor > 0", sub);
 	return 0;
 }

@@ -219,7 +219,8 @@ static int parse_config(gm_sparse_adapter *ad, json_object *root, gm_error *err)
 			return gm_error_set(err, GM_EFORMAT, "%s: module %s: no \"shape\": [out, in]", what, key);
 		m->out = json_object_get_int64(json_object_array_get_idx(shape, 0));
 		m->in = json_object_get_int64(json_object_array_get_idx(shape, 1));
-		if (m->out <= 0 || m->in <= 0 || m->in > INT32_MAX)
+		/* out + 1 row offsets and out * in must not overflow (a fuzz-sparse finding) */
+		if (m->out <= 0 || m->in <= 0 || m->in > INT32_MAX || m->out > INT32_MAX)
 			return gm_error_set(err, GM_EFORMAT, "%s: module %s: bad shape [%lld, %lld]", what, key,
 					    (long long)m->out, (long long)m->in);
 		if ((ret = gm_json_opt_int64(val, "nnz", what, &nnz, err)) ||

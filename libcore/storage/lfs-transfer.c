@@ -154,6 +154,14 @@ static void common_opts(CURL *c, char *errbuf)
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
 	curl_easy_setopt(c, CURLOPT_MAXREDIRS, 10L);
+	/* hrefs and redirects come from the server: http(s) only (see http_url) */
+#if LIBCURL_VERSION_NUM >= 0x075500
+	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+#else
+	curl_easy_setopt(c, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+	curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 30L);
 	/* A stalled transfer (under 1 byte/s for a minute) is a connection error. */
 	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
@@ -315,6 +323,16 @@ static struct curl_slist *action_headers(json_object *action, int *has_auth)
 	return h;
 }
 
+/*
+ * Whether an href may be followed: a server's answer must not send our
+ * uploads (a PUT) or downloads to file://, or to any other protocol
+ * libcurl speaks.  common_opts restricts redirects the same way.
+ */
+static int http_url(const char *s)
+{
+	return s && (!strncasecmp(s, "http://", 7) || !strncasecmp(s, "https://", 8));
+}
+
 /* Takes what the batch answered for one object. */
 static void take_answer(struct engine *e, struct xfer *x, json_object *o, double t0)
 {
@@ -355,6 +373,12 @@ static void take_answer(struct engine *e, struct xfer *x, json_object *o, double
 		xfer_set_failed(e, x);
 		return;
 	}
+	if (!http_url(json_object_get_string(v))) {
+		gm_error_set(&x->err, GM_EFORMAT, "the batch answer's %s action for %s has an href that is not "
+			     "http(s): '%.80s'", name, x->obj->oid, json_object_get_string(v));
+		xfer_set_failed(e, x);
+		return;
+	}
 	free(x->href);
 	curl_slist_free_all(x->headers);
 	x->href = gm_xstrdup(json_object_get_string(v));
@@ -374,6 +398,13 @@ static void take_answer(struct engine *e, struct xfer *x, json_object *o, double
 	    json_object_object_get_ex(act, "href", &v)) {
 		int dummy;
 
+		if (!json_object_is_type(v, json_type_string) || !http_url(json_object_get_string(v))) {
+			gm_error_set(&x->err, GM_EFORMAT, "the batch answer's verify action for %s has an href "
+				     "that is not an http(s) URL", x->obj->oid);
+			xfer_set_failed(e, x);
+			return;
+		}
+
 		x->verify = 1;
 		free(x->verify_href);
 		curl_slist_free_all(x->verify_headers);
@@ -381,6 +412,51 @@ static void take_answer(struct engine *e, struct xfer *x, json_object *o, double
 		x->verify_headers = action_headers(act, &dummy);
 	}
 	x->state = X_READY;
+}
+
+/*
+ * Applies the body of a batch answer (HTTP 200) from url to the k objects
+ * of group: each gets its action (X_READY), is done (an upload the server
+ * has), or fails or waits for a retry with a message in its err.
+ */
+static void take_batch(struct engine *e, struct xfer **group, size_t k, const gm_buf *body, const char *url,
+		       double t0)
+{
+	json_object *resp = NULL, *objs;
+	gm_error perr = GM_ERROR_INIT;
+	size_t i;
+
+	if (gm_json_parse(body->buf, body->len, url, &resp, &perr) ||
+	    !json_object_object_get_ex(resp, "objects", &objs) || !json_object_is_type(objs, json_type_array)) {
+		for (i = 0; i < k; i++) {
+			gm_error_set(&group[i]->err, GM_EFORMAT, "%s: the batch answer is not valid: %s", url,
+				     perr.msg[0] ? perr.msg : "no 'objects' list");
+			xfer_set_failed(e, group[i]);
+		}
+		if (resp)
+			json_object_put(resp);
+		return;
+	}
+	for (i = 0; i < k; i++) {
+		size_t j, m = json_object_array_length(objs);
+		json_object *found = NULL;
+
+		for (j = 0; j < m && !found; j++) {
+			json_object *o = json_object_array_get_idx(objs, j), *v;
+			/* "oid" may be any JSON value, null included */
+			if (json_object_object_get_ex(o, "oid", &v) && json_object_is_type(v, json_type_string) &&
+			    !strcmp(json_object_get_string(v), group[i]->obj->oid))
+				found = o;
+		}
+		if (!found || !json_object_is_type(found, json_type_object)) {
+			gm_error_set(&group[i]->err, GM_EFORMAT, "the batch answer does not mention %s",
+				     group[i]->obj->oid);
+			xfer_set_failed(e, group[i]);
+			continue;
+		}
+		take_answer(e, group[i], found, t0);
+	}
+	json_object_put(resp);
 }
 
 /* One batch request for up to BATCH_MAX objects in state X_NEED_BATCH whose
@@ -391,7 +467,6 @@ static void run_batch(struct engine *e)
 	struct xfer *group[BATCH_MAX];
 	struct curl_slist *h = NULL;
 	gm_buf url = GM_BUF_INIT, body = GM_BUF_INIT;
-	gm_error perr = GM_ERROR_INIT;
 	char errbuf[CURL_ERROR_SIZE];
 	size_t i, k = 0;
 	double t0 = now();
@@ -482,33 +557,7 @@ static void run_batch(struct engine *e)
 		}
 		goto out;
 	}
-	if (gm_json_parse(body.buf, body.len, url.buf, &resp, &perr) ||
-	    !json_object_object_get_ex(resp, "objects", &objs) || !json_object_is_type(objs, json_type_array)) {
-		for (i = 0; i < k; i++) {
-			gm_error_set(&group[i]->err, GM_EFORMAT, "%s: the batch answer is not valid: %s", url.buf,
-				     perr.msg[0] ? perr.msg : "no 'objects' list");
-			xfer_set_failed(e, group[i]);
-		}
-		goto out;
-	}
-	for (i = 0; i < k; i++) {
-		size_t j, m = json_object_array_length(objs);
-		json_object *found = NULL;
-
-		for (j = 0; j < m && !found; j++) {
-			json_object *o = json_object_array_get_idx(objs, j), *v;
-			if (json_object_object_get_ex(o, "oid", &v) &&
-			    !strcmp(json_object_get_string(v), group[i]->obj->oid))
-				found = o;
-		}
-		if (!found) {
-			gm_error_set(&group[i]->err, GM_EFORMAT, "the batch answer does not mention %s",
-				     group[i]->obj->oid);
-			xfer_set_failed(e, group[i]);
-			continue;
-		}
-		take_answer(e, group[i], found, t0);
-	}
+	take_batch(e, group, k, &body, url.buf, t0);
 out:
 	if (resp)
 		json_object_put(resp);
@@ -1182,6 +1231,52 @@ int gm_lfs_upload(const gm_lfs_store *s, const gm_lfs_remote *remote, const gm_l
 		  const gm_lfs_transfer_opts *opts, gm_lfs_transfer_stats *stats, gm_error *err)
 {
 	return engine_run(s, remote, list, opts, stats, 1, err);
+}
+
+int gm_lfs_batch_answer(const char *body, size_t len, const gm_lfs_object_list *list, int upload,
+			size_t *n_ready, gm_error *err)
+{
+	gm_lfs_transfer_stats stats;
+	struct engine e;
+	struct xfer **group;
+	gm_buf b = GM_BUF_INIT;
+	size_t i, ready = 0;
+	int ret;
+
+	memset(&e, 0, sizeof(e));
+	memset(&stats, 0, sizeof(stats));
+	e.upload = upload;
+	e.max_retries = 0; /* a retryable answer fails at once: there is no second request here */
+	e.retry_delay_ms = 500;
+	e.stats = &stats;
+	e.n = list->n;
+	e.x = gm_xcalloc(list->n ? list->n : 1, sizeof(*e.x));
+	group = gm_xcalloc(list->n ? list->n : 1, sizeof(*group));
+	for (i = 0; i < list->n; i++) {
+		e.x[i].obj = &list->items[i];
+		e.x[i].fd = -1;
+		e.x[i].state = X_NEED_BATCH;
+		gm_buf_init(&e.x[i].errbody);
+		e.total_bytes += list->items[i].size;
+		group[i] = &e.x[i];
+	}
+	gm_buf_add(&b, body, len);
+	take_batch(&e, group, list->n, &b, "batch answer", now());
+	ret = collect_errors(&e, e.n, err);
+	for (i = 0; i < e.n; i++) {
+		ready += e.x[i].state == X_READY;
+		free(e.x[i].href);
+		curl_slist_free_all(e.x[i].headers);
+		free(e.x[i].verify_href);
+		curl_slist_free_all(e.x[i].verify_headers);
+		gm_buf_release(&e.x[i].errbody);
+	}
+	if (n_ready)
+		*n_ready = ready;
+	free(group);
+	free(e.x);
+	gm_buf_release(&b);
+	return ret;
 }
 
 /* ------------------------------------------------------------ endpoints */

@@ -91,4 +91,17 @@ int gm_lfs_upload(const gm_lfs_store *s, const gm_lfs_remote *remote,
 		  const gm_lfs_object_list *list, const gm_lfs_transfer_opts *opts,
 		  gm_lfs_transfer_stats *stats, gm_error *err);
 
+/*
+ * Applies the body of a Batch API answer (an HTTP 200 response) to a
+ * request for the objects of list, as gm_lfs_download (upload 0) or
+ * gm_lfs_upload (upload 1) does before it transfers anything, without the
+ * network: for tests and the fuzzer (contrib/fuzz/fuzz-lfs-batch.c).
+ * *n_ready (may be NULL) counts the objects given an action to run; in an
+ * upload, an object without one is one the server has.  Returns 0 when no
+ * object failed, else the first failure's code with the failures described
+ * as gm_lfs_download describes them (an answer that would be retried
+ * counts as a failure).
+ */
+int gm_lfs_batch_answer(const char *body, size_t len, const gm_lfs_object_list *list, int upload,
+			size_t *n_ready, gm_error *err);
 #endif

@@ -211,6 +211,15 @@ static void test_rope_scaling(void)
 	ok_error(parse_config(&cfg, &err, qwen3_json, "rope_scaling={\"rope_type\": \"llama3\", \"factor\": 8.0}",
 			      NULL), &err, GM_ENOENT, "config.json: 'rope_scaling': missing 'low_freq_factor'",
 		 "llama3 scaling needs all its factors");
+	/* Found by contrib/fuzz/fuzz-config's invariants: json-c reads 1e999 as inf. */
+	ok_error(parse_config(&cfg, &err, qwen3_json, "architectures=[\"LlamaForCausalLM\"]",
+			      "rope_scaling={\"rope_type\": \"llama3\", \"factor\": 1e999, \"low_freq_factor\": 1.0,"
+			      " \"high_freq_factor\": 4.0, \"original_max_position_embeddings\": 8192}", NULL),
+		 &err, GM_EFORMAT, "llama3 scaling needs finite factors", "an infinite rope factor is refused");
+	ok_error(parse_config(&cfg, &err, qwen3_json, "architectures=[\"LlamaForCausalLM\"]",
+			      "rope_scaling={\"rope_type\": \"llama3\", \"factor\": 8, \"low_freq_factor\": 1.0,"
+			      " \"high_freq_factor\": 1e400, \"original_max_position_embeddings\": 8192}", NULL),
+		 &err, GM_EFORMAT, "llama3 scaling needs finite factors", "an infinite high_freq_factor is refused");
 	ok_error(parse_config(&cfg, &err, qwen3_json, "rope_scaling={\"factor\": 8.0}", NULL), &err, GM_EFORMAT,
 		 "'rope_scaling' has no 'rope_type'", "rope_scaling without a type");
 	ok_error(parse_config(&cfg, &err, qwen3_json, "rope_scaling=3", NULL), &err, GM_EFORMAT,

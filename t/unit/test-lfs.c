@@ -425,6 +425,47 @@ static void test_hub_http(const char *dir)
 	free(portfile);
 }
 
+/*
+ * Batch API answers, parsed without the network (gm_lfs_batch_answer).
+ * The refusals are regressions of contrib/fuzz/fuzz-lfs-batch.c: an entry
+ * whose "oid" is null made the parser strcmp a NULL; a "verify" href that
+ * is not a string was strdup'ed as NULL; and an href on file:// (or any
+ * scheme but http(s)) was handed to libcurl, so that a server could make
+ * an upload write a local file.
+ */
+static void test_batch_answers(void)
+{
+	static const char ok_dl[] = "{\"objects\":[{\"oid\":\"" OID_A "\",\"size\":12345,\"actions\":"
+		"{\"download\":{\"href\":\"https://cdn.example/a\",\"header\":{\"X\":\"1\"},\"expires_in\":60}}}]}";
+	static const char null_oid[] = "{\"objects\":[{\"oid\":null},{\"oid\":\"" OID_A "\",\"actions\":"
+		"{\"download\":{\"href\":\"https://cdn.example/a\"}}}]}";
+	static const char file_href[] = "{\"objects\":[{\"oid\":\"" OID_A "\",\"actions\":"
+		"{\"upload\":{\"href\":\"file:///tmp/gm-not-written\"}}}]}";
+	static const char null_verify[] = "{\"objects\":[{\"oid\":\"" OID_A "\",\"actions\":"
+		"{\"upload\":{\"href\":\"https://up.example/a\"},\"verify\":{\"href\":null}}}]}";
+	static const char present[] = "{\"objects\":[{\"oid\":\"" OID_A "\",\"size\":12345}]}";
+	gm_lfs_object_list list = { NULL, 0, 0 };
+	gm_error err = GM_ERROR_INIT;
+	size_t ready = 99;
+
+	gm_lfs_object_list_add(&list, OID_A, 12345, "a.bin");
+	ok(gm_lfs_batch_answer(ok_dl, strlen(ok_dl), &list, 0, &ready, &err) == 0 && ready == 1,
+	   "batch answer: a download action is taken");
+	ok(gm_lfs_batch_answer(present, strlen(present), &list, 1, &ready, &err) == 0 && ready == 0,
+	   "batch answer: an upload without action is an object the server has");
+	ok_error(gm_lfs_batch_answer(present, strlen(present), &list, 0, &ready, &err), &err, GM_EFORMAT,
+		 "no download action", "batch answer: a download without action is refused");
+	ok(gm_lfs_batch_answer(null_oid, strlen(null_oid), &list, 0, &ready, &err) == 0 && ready == 1,
+	   "batch answer: an entry with a null oid is skipped, the next one is taken");
+	ok_error(gm_lfs_batch_answer(file_href, strlen(file_href), &list, 1, &ready, &err), &err, GM_EFORMAT,
+		 "not http(s): 'file:///tmp/gm-not-written'", "batch answer: a file:// href is refused");
+	ok_error(gm_lfs_batch_answer(null_verify, strlen(null_verify), &list, 1, &ready, &err), &err, GM_EFORMAT,
+		 "verify action", "batch answer: a verify href that is not a string is refused");
+	ok_error(gm_lfs_batch_answer("{}", 2, &list, 0, &ready, &err), &err, GM_EFORMAT, "no 'objects' list",
+		 "batch answer: no objects list");
+	gm_lfs_object_list_release(&list);
+}
+
 int main(void)
 {
 	char tmpl[] = "/tmp/gm-test-lfs-XXXXXX", *dir = mkdtemp(tmpl);
@@ -436,6 +477,7 @@ int main(void)
 	test_store(dir);
 	test_selection();
 	test_urls();
+	test_batch_answers();
 	test_hub(dir);
 	test_libgit2_filter(dir);
 	test_hub_http(dir);

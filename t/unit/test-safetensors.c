@@ -872,7 +872,7 @@ out:
 static void test_corpus(void)
 {
 	gm_error err = GM_ERROR_INIT;
-	char *dir = fixture("contrib/fuzz/corpus");
+	char *dir = fixture("contrib/fuzz/corpus/safetensors");
 	DIR *d = opendir(dir);
 	struct dirent *e;
 	int n = 0, wrong = 0;

@@ -264,6 +264,13 @@ static void test_refusals(const char *tmp, const gm_model *m)
 	       "offsets past the values are refused");
 	REFUSE(good_r, 4, good_c, 5, 4, "5 column indices but 4 values", "cols and values of different sizes");
 #undef REFUSE
+	/* contrib/fuzz/fuzz-sparse: out = INT64_MAX in the config overflowed out + 1 (UBSan) */
+	ret = write_sparse(dir, mod, INT64_MAX, 5, GM_DTYPE_I64, good_r, 4, good_c, 5, v, 5, &err);
+	ret = ret ? ret : gm_sparse_open(dir, &ad, &err);
+	ok_error(ret, &err, GM_EFORMAT, "bad shape [9223372036854775807, 5]", "a shape past 2^31 rows is refused");
+	if (!ret)
+		gm_sparse_close(ad);
+	ad = NULL;
 
 	ok_error(gm_sparse_check_csr("m", 3, 5, good_r, good_c, (const float[]){ 1, 2, NAN, 4, 5 }, 5, &err), &err,
 		 GM_EFORMAT, "m: value 2 is not finite", "a non-finite value is refused");
