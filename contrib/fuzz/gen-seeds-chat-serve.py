@@ -78,6 +78,9 @@ def chat_template_seeds():
     put(d, "raise", "{{ raise_exception('Conversation roles must alternate') }}")
     put(d, "bad-syntax", "{% for %}{{ }}")
     put(d, "bad-unsupported", "{% include 'x.html' %}")
+    # Findings (contrib/fuzz/README.md): a failed operand freed as an uninitialized pointer.
+    put(d, "bad-unary-operand", "{{ f(-<1) }}")
+    put(d, "bad-not-operand", "{{ 1 if not -) }}")
 
 
 CHAT = "c"  # the first byte: odd for /v1/chat/completions
@@ -173,6 +176,9 @@ def serve_request_seeds():
         "bad-json-utf8": COMP + '{"model":"pocket-qwen3","prompt":"\xff"}',
         "bad-json-empty": CHAT,
         "bad-json-nonstrict": COMP + "{'model': 'pocket-qwen3', prompt: 1,}",
+        # Finding: an empty character set first in a grammar (UBSan in grammar.c).
+        "grammar-empty-set": COMP + '{"model":"pocket-qwen3","prompt":"x","grammar":"root ::= [] | \\"a\\""}',
+        "grammar-empty-negated-set": COMP + '{"model":"pocket-qwen3","prompt":"x","grammar":"root ::= [^]"}',
         "unicode-escapes": COMP + '{"model":"pocket-qwen3","prompt":"\\u00e9\\ud83d\\ude00\\u0000 end",'
                                   '"stop":["\\u0000"]}',
     }
