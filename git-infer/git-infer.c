@@ -1088,6 +1088,7 @@ static int run_serve(const struct gm_cmd_info *cmd, const struct infer_opts *io)
 		fprintf(stderr, "%s'%s:%s'", i ? ", " : " with adapters ", gm_serve_id(srv),
 			gm_serve_adapter_name(srv, i));
 	fprintf(stderr, "%s\n", c.api_key ? " (API key required)" : "");
+	fprintf(stderr, "git infer: chat and dashboard for a browser at http://%s/\n", gm_serve_address(srv));
 	sigwait(&sigs, &sig);
 	fprintf(stderr, "git infer: %s: shutting down (in-flight requests have %g s)\n",
 		sig == SIGINT ? "SIGINT" : "SIGTERM", c.shutdown_timeout_s);

@@ -43,6 +43,32 @@ stop_server () {
 	rm -f "$1.pid"
 }
 
+# pocket_lora DIR SEED: a random PEFT LoRA for contrib/models/pocket-qwen3 (r 4,
+# q_proj and v_proj of its 6 layers), with python3 alone.
+pocket_lora () {
+	python3 - "$1" "$2" <<-\PY
+	import json, os, random, struct, sys
+	d, seed = sys.argv[1], int(sys.argv[2])
+	rnd = random.Random(seed)
+	os.makedirs(d)
+	json.dump({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"],
+	           "task_type": "CAUSAL_LM", "base_model_name_or_path": "pocket-qwen3"},
+	          open(d + "/adapter_config.json", "w"))
+	h, off, data = {}, 0, b""
+	for l in range(6):
+	    for proj, out in (("q_proj", 256), ("v_proj", 128)):
+	        pre = "base_model.model.model.layers.%d.self_attn.%s." % (l, proj)
+	        for name, shape in ((pre + "lora_A.weight", [4, 256]), (pre + "lora_B.weight", [out, 4])):
+	            n = shape[0] * shape[1]
+	            h[name] = {"dtype": "F32", "shape": shape, "data_offsets": [off, off + 4 * n]}
+	            data += struct.pack("<%df" % n, *[rnd.gauss(0, 0.3) for _ in range(n)])
+	            off += 4 * n
+	hb = json.dumps(h).encode()
+	hb += b" " * (-len(hb) % 8)
+	open(d + "/adapter_model.safetensors", "wb").write(struct.pack("<Q", len(hb)) + hb + data)
+	PY
+}
+
 # Servers a failed test left running are stopped before the script ends.
 stop_leftovers () {
 	for gm_p in "$TRASH_DIRECTORY"/*.pid

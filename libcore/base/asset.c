@@ -4,22 +4,9 @@
 #include <archive.h>
 #include <string.h>
 
-/*
- * .incbin places each file in .rodata between a start and an end symbol.
- * GM_ASSET_DIR is the absolute source path of libcore/data (set by make),
- * so out-of-tree builds find the files.
- */
-#define GM_INCBIN(sym, file)                                          \
-	__asm__(".section .rodata\n"                                  \
-		".balign 16\n"                                        \
-		".hidden " #sym "_start\n"                            \
-		".hidden " #sym "_end\n"                              \
-		#sym "_start:\n"                                      \
-		".incbin \"" GM_ASSET_DIR "/" file "\"\n"             \
-		#sym "_end:\n"                                        \
-		".byte 0\n"                                           \
-		".previous\n");                                       \
-	extern const char sym##_start[], sym##_end[]
+/* GM_ASSET_DIR is the absolute source path of libcore/data (set by make),
+ * so out-of-tree builds find the files. */
+#define GM_INCBIN(sym, file) GM_INCBIN_PATH(sym, GM_ASSET_DIR "/" file)
 
 GM_INCBIN(gm_qwen3_tokenizer_xz, "qwen3-tokenizer.json.xz");
 GM_INCBIN(gm_qwen3_tokenizer_config, "qwen3-tokenizer_config.json");

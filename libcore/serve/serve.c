@@ -40,6 +40,8 @@
 #include "formats/sparse.h"
 #include "text/grammar.h"
 #include "text/jsonschema.h"
+#include "serve/stats.h"
+#include "serve/webui.h"
 #include "text/tokenizer.h"
 #include "text/toolcall.h"
 #include "serve/toolreq.h"
@@ -141,9 +143,9 @@ static void histogram_observe(struct histogram *h, double v)
 	h->count++;
 }
 
-enum endpoint { EP_CHAT, EP_COMPLETIONS, EP_MODELS, EP_HEALTH, EP_METRICS, EP_OTHER, N_ENDPOINTS };
+enum endpoint { EP_CHAT, EP_COMPLETIONS, EP_MODELS, EP_HEALTH, EP_METRICS, EP_STATS, EP_WEB, EP_OTHER, N_ENDPOINTS };
 static const char *const endpoint_names[N_ENDPOINTS] = {
-	"/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics", "other"
+	"/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics", "/v1/stats", "/", "other"
 };
 static const int counted_codes[] = { 200, 400, 401, 404, 405, 413, 429, 500, 503 };
 #define N_CODES (sizeof(counted_codes) / sizeof(counted_codes[0]))
@@ -285,6 +287,7 @@ struct gm_serve {
 	uint64_t next_id;
 	struct metrics m;
 	char *api_key;
+	gm_stats *stats;           /* /v1/stats and the page's dashboard (stats.h); after gm_serve_load */
 };
 
 static double now_s(void)
@@ -1321,10 +1324,13 @@ static int on_token(void *ctx, int32_t id)
 	double t = now_s();
 
 	pthread_mutex_lock(&s->lock);
-	if (!j->completion_tokens)
+	if (!j->completion_tokens) {
 		histogram_observe(&s->m.ttft, t - j->t_arrival);
-	else if (g->n_tokens)
+		gm_stats_observe(s->stats, GM_STATS_TTFT, t - j->t_arrival);
+	} else if (g->n_tokens) {
 		histogram_observe(&s->m.tpot, t - g->t_last);
+		gm_stats_observe(s->stats, GM_STATS_TPOT, t - g->t_last);
+	}
 	s->m.completion_tokens++;
 	pthread_mutex_unlock(&s->lock);
 	g->t_last = t;
@@ -2010,6 +2016,13 @@ static void job_finish(gm_serve *s, struct job *j)
 	}
 	if (j->stream)
 		emit(j, NULL); /* data: [DONE] */
+	{
+		int ads[MAX_SELECTED], i;
+
+		for (i = 0; i < j->n_sel; i++)
+			ads[i] = j->sel[i].idx;
+		gm_stats_request_done(s->stats, ads, j->n_sel, (uint64_t)j->completion_tokens);
+	}
 
 	pthread_mutex_lock(&s->lock);
 	if (atomic_load(&j->cancel))
@@ -2266,6 +2279,10 @@ static enum endpoint endpoint_of(const char *url)
 		return EP_HEALTH;
 	if (!strcmp(url, "/metrics"))
 		return EP_METRICS;
+	if (!strcmp(url, "/v1/stats") || !strcmp(url, "/v1/stats/stream"))
+		return EP_STATS;
+	if (gm_webui_is_page(url))
+		return EP_WEB;
 	return EP_OTHER;
 }
 
@@ -2652,6 +2669,36 @@ static void conn_phase(gm_serve *s, struct MHD_Connection *c, enum gm_conn_phase
 		gm_conn_phase(s->guard, ci->socket_context, phase);
 }
 
+/* Queues a response made elsewhere (webui.c); NULL: out of memory. */
+static enum MHD_Result reply_response(gm_serve *s, struct MHD_Connection *c, enum endpoint ep,
+				      struct MHD_Response *resp)
+{
+	enum MHD_Result ret;
+
+	if (!resp)
+		return MHD_NO;
+	ret = MHD_queue_response(c, 200, resp);
+	MHD_destroy_response(resp);
+	count_request(s, ep, 200);
+	return ret;
+}
+
+/* GET /v1/stats, /v1/stats/stream: a stream is no generation request and holds no slot. */
+static enum MHD_Result handle_stats(gm_serve *s, struct MHD_Connection *c, const char *url)
+{
+	struct api_error e;
+	struct MHD_Response *resp;
+
+	if (!strcmp(url, "/v1/stats"))
+		return reply_response(s, c, EP_STATS, gm_webui_stats_json(s->stats));
+	if (!(resp = gm_webui_stats_stream(s->stats))) {
+		fail(&e, 429, NULL, "too_many_streams", "%d stats streams are open already; close one (a dashboard "
+		     "tab) or read GET /v1/stats", GM_STATS_MAX_STREAMS);
+		return reply_error(s, c, EP_STATS, &e);
+	}
+	return reply_response(s, c, EP_STATS, resp);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
 				  const char *version, const char *upload_data, size_t *upload_data_size,
 				  void **con_cls)
@@ -2701,6 +2748,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 			r->answered = 1;
 			return handle_metrics(s, c);
 		}
+		if (r->ep == EP_WEB) {
+			/* the page holds no data and asks for the key itself: a browser's
+			 * navigation cannot send one (what it fetches is authorized) */
+			r->answered = 1;
+			return reply_response(s, c, r->ep, gm_webui_page(url));
+		}
 		if (!authorized(s, c)) {
 			r->answered = 1;
 			fail(&e, 401, NULL, "invalid_api_key", "Incorrect or missing API key: send the header "
@@ -2716,6 +2769,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		if (r->ep == EP_MODELS) {
 			r->answered = 1;
 			return handle_models(s, c, url);
+		}
+		if (r->ep == EP_STATS) {
+			r->answered = 1;
+			return handle_stats(s, c, url);
 		}
 		cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 		if (cl && strtoull(cl, NULL, 10) > s->c.max_body) {
@@ -2998,6 +3055,23 @@ static int load_adapters(gm_serve *s, gm_error *err)
 	return ret;
 }
 
+/* The server's numbers for a stats sample (stats.h), on the stats thread once a second. */
+static void stats_fill(void *ctx, gm_stats_sample *x)
+{
+	gm_serve *s = ctx;
+
+	pthread_mutex_lock(&s->lock);
+	x->running = s->n_running;
+	x->queued = s->n_queued;
+	x->cancelled = s->m.cancelled;
+	x->prompt_tokens = s->m.prompt_tokens;
+	x->prompt_tokens_cached = s->m.prompt_tokens_cached;
+	x->completion_tokens = s->m.completion_tokens;
+	x->kv_blocks_used = s->m.kv_used;
+	x->prefix_cache_entries = s->m.cache_entries;
+	pthread_mutex_unlock(&s->lock);
+}
+
 int gm_serve_load(gm_serve *s, gm_error *err)
 {
 	gm_error cerr = GM_ERROR_INIT;
@@ -3041,6 +3115,19 @@ int gm_serve_load(gm_serve *s, gm_error *err)
 	s->batch = gm_xcalloc((size_t)s->c.n_parallel, sizeof(*s->batch));
 	s->cache = gm_xcalloc(MAX_CACHED, sizeof(*s->cache));
 	s->asets = gm_xcalloc(MAX_ASETS, sizeof(*s->asets));
+	{
+		gm_stats_info si = { .model = s->id, .n_parallel = s->c.n_parallel, .queue_size = s->c.queue_size,
+				     .n_ctx = s->n_ctx, .kv_blocks = s->kv_blocks, .kv_block_tokens = GM_KV_BLOCK,
+				     .kv_type = gm_kv_type_name(gm_kv_type_of(s->kv)) };
+		int i;
+
+		if ((ret = gm_stats_new(&si, &s->stats, err)))
+			return ret;
+		for (i = 0; i < s->n_adapters; i++)
+			gm_stats_add_adapter(s->stats, s->adapters[i].name, s->adapters[i].lora ? "lora" : "sparse");
+		if ((ret = gm_stats_start(s->stats, stats_fill, s, err)))
+			return ret;
+	}
 	gm_info("serving with %d parallel sequences, KV memory for %lld tokens (%lld blocks of %d, %zu bytes "
 		"a token, %s), prompts read %d tokens a step", s->c.n_parallel, (long long)s->kv_blocks * GM_KV_BLOCK,
 		(long long)s->kv_blocks, GM_KV_BLOCK, gm_kv_bytes_per_token(s->model, gm_kv_type_of(s->kv)),
@@ -3098,6 +3185,8 @@ int gm_serve_stop(gm_serve *s)
 	while (s->n_answering > 0 && now_s() < deadline)
 		timed_wait(&s->done_cond, &s->lock, POLL_MS);
 	pthread_mutex_unlock(&s->lock);
+	/* the stats streams end (they are no requests, and nothing waited for them) */
+	gm_stats_stop(s->stats);
 	MHD_stop_daemon(s->daemon);
 	s->daemon = NULL;
 	return cancelled;
@@ -3123,6 +3212,7 @@ void gm_serve_free(gm_serve *s)
 	free(s->runs);
 	free(s->brun);
 	free(s->batch);
+	gm_stats_free(s->stats); /* after the daemon: its streams read it */
 	gm_kv_free(s->kv);
 	gm_forward_free(s->f);
 	for (i = 0; i < s->n_adapters; i++) {

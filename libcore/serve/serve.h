@@ -12,7 +12,9 @@
  *   gm_serve_free(srv);
  *
  * Endpoints: GET /health, GET /metrics (Prometheus text), GET /v1/models,
- * GET /v1/models/ID, POST /v1/completions, POST /v1/chat/completions.
+ * GET /v1/models/ID, POST /v1/completions, POST /v1/chat/completions;
+ * GET /v1/stats and GET /v1/stats/stream (stats.h: the numbers, and as
+ * server-sent events) and GET / (webui.h: the chat and dashboard page).
  * Errors have OpenAI's shape {"error":{"message","type","param","code"}}.
  *
  * Continuous batching: one scheduler thread owns one forward pass (all
