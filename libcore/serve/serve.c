@@ -1119,6 +1119,85 @@ out:
 	return ret;
 }
 
+/* serve.h: a request body checked without HTTP, for tests and fuzzing. */
+int gm_serve_check_request(gm_serve *s, int chat, const char *body, size_t len, gm_serve_request_check *out)
+{
+	struct api_error e;
+	struct job *j;
+	size_t i;
+	int ready;
+
+	memset(out, 0, sizeof(*out));
+	pthread_mutex_lock(&s->lock);
+	ready = s->ready;
+	pthread_mutex_unlock(&s->lock);
+	out->n_ctx = s->n_ctx;
+	out->n_vocab = s->n_vocab;
+	if (!ready) {
+		out->status = 503;
+		out->code = "model_not_loaded";
+		snprintf(out->message, sizeof(out->message), "the model is not loaded");
+		return out->status;
+	}
+	j = gm_xcalloc(1, sizeof(*j));
+	j->srv = s;
+	j->refs = 1;
+	j->fd = -1;
+	gm_buf_init(&j->out);
+	if (parse_request(s, chat ? JOB_CHAT : JOB_COMPLETION, body ? body : "", len, j, &e)) {
+		out->status = e.status;
+		out->code = e.code;
+		snprintf(out->message, sizeof(out->message), "%s", e.msg);
+		job_free(j);
+		return out->status;
+	}
+	out->status = 200;
+	out->n_prompt = j->n_prompt;
+	out->prompt_min = INT32_MAX;
+	out->prompt_max = INT32_MIN;
+	for (i = 0; i < j->n_prompt; i++) {
+		out->prompt_min = j->prompt[i] < out->prompt_min ? j->prompt[i] : out->prompt_min;
+		out->prompt_max = j->prompt[i] > out->prompt_max ? j->prompt[i] : out->prompt_max;
+	}
+	out->max_tokens = j->max_tokens;
+	out->n = j->n;
+	out->n_stops = (int)j->n_stops;
+	out->n_bias = (int)j->n_bias;
+	out->n_adapters = j->n_sel;
+	out->top_logprobs = j->top_logprobs;
+	out->logprobs = j->logprobs;
+	out->stream = j->stream;
+	out->grammar = j->grammar != NULL;
+	out->temperature = j->sp.temperature;
+	out->top_p = j->sp.top_p;
+	out->min_p = j->sp.min_p;
+	out->repetition_penalty = j->sp.repetition_penalty;
+	out->top_k = j->sp.top_k;
+	out->presence = j->presence;
+	out->frequency = j->frequency;
+	out->min_bias = out->max_bias = 0;
+	out->bias_min_id = out->bias_max_id = 0;
+	for (i = 0; i < j->n_bias; i++) {
+		if (!i || j->bias[i] < out->min_bias)
+			out->min_bias = j->bias[i];
+		if (!i || j->bias[i] > out->max_bias)
+			out->max_bias = j->bias[i];
+		if (!i || j->bias_ids[i] < out->bias_min_id)
+			out->bias_min_id = j->bias_ids[i];
+		if (!i || j->bias_ids[i] > out->bias_max_id)
+			out->bias_max_id = j->bias_ids[i];
+	}
+	out->min_scale = out->max_scale = 1;
+	for (i = 0; i < (size_t)j->n_sel; i++) {
+		if (!i || j->sel[i].scale < out->min_scale)
+			out->min_scale = j->sel[i].scale;
+		if (!i || j->sel[i].scale > out->max_scale)
+			out->max_scale = j->sel[i].scale;
+	}
+	job_free(j);
+	return out->status;
+}
+
 /* ---------------------------------------------------------------- generation (scheduler side) */
 
 /* One choice being generated. */

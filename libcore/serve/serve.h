@@ -139,6 +139,33 @@ int gm_serve_n_adapters(const gm_serve *s);
 const char *gm_serve_adapter_name(const gm_serve *s, int i);
 
 /*
+ * For tests and fuzzing: what POST /v1/chat/completions (chat 1) or
+ * /v1/completions (chat 0) would make of the body[0..len), parsed and
+ * validated as a connection does (JSON, fields, model and adapters, chat
+ * template, tokenizer, context), without queueing or generating anything.
+ * Needs gm_serve_load.  Fills *out and returns out->status: 200 when the
+ * request would be admitted, else the 4xx it would be answered with.
+ */
+typedef struct gm_serve_request_check {
+	int status;
+	char message[GM_ERROR_MSG_MAX];  /* the error's message; "" when accepted */
+	const char *code;                /* the error's code ("invalid_json"...); static */
+	/* an accepted request, as the scheduler would get it */
+	size_t n_prompt;
+	int32_t prompt_min, prompt_max;  /* smallest and largest prompt token id */
+	int64_t max_tokens;              /* -1: up to the context */
+	int n, n_stops, n_bias, n_adapters, top_logprobs, logprobs, stream, grammar;
+	double temperature, top_p, min_p, repetition_penalty, presence, frequency;
+	int64_t top_k;
+	float min_bias, max_bias;        /* logit_bias values and token ids (0 when none) */
+	int32_t bias_min_id, bias_max_id;
+	float min_scale, max_scale;      /* adapter scales (1 when none) */
+	int n_ctx;                       /* the server's, for comparisons */
+	size_t n_vocab;
+} gm_serve_request_check;
+int gm_serve_check_request(gm_serve *s, int chat, const char *body, size_t len, gm_serve_request_check *out);
+
+/*
  * Graceful stop: new connections are refused and new requests get 503;
  * requests in flight may finish for shutdown_timeout_s, then are
  * cancelled (a stream ends with an error event, others get 503); then

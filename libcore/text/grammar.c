@@ -194,17 +194,22 @@ static int cmp_range(const void *a, const void *b)
 static int32_t finish_set(parser *p, size_t first, int negate)
 {
 	size_t n = p->n_ranges - first, i, k = 0;
-	range *r = p->ranges + first;
 	charset *cs;
 	uint32_t c;
 
-	qsort(r, n, sizeof(*r), cmp_range);
-	for (i = 0; i < n; i++) {
-		if (k && r[i].lo <= r[k - 1].hi + 1) {
-			if (r[i].hi > r[k - 1].hi)
-				r[k - 1].hi = r[i].hi;
-		} else {
-			r[k++] = r[i];
+	/* An empty set ("[]") can come before any range was stored, when
+	 * p->ranges is still NULL: no pointer arithmetic on it then. */
+	if (n) {
+		range *r = p->ranges + first;
+
+		qsort(r, n, sizeof(*r), cmp_range);
+		for (i = 0; i < n; i++) {
+			if (k && r[i].lo <= r[k - 1].hi + 1) {
+				if (r[i].hi > r[k - 1].hi)
+					r[k - 1].hi = r[i].hi;
+			} else {
+				r[k++] = r[i];
+			}
 		}
 	}
 	p->n_ranges = first + k;
@@ -212,7 +217,8 @@ static int32_t finish_set(parser *p, size_t first, int negate)
 		range *copy = gm_xmalloc((k ? k : 1) * sizeof(*copy));
 		uint32_t next = 0;
 
-		memcpy(copy, p->ranges + first, k * sizeof(*copy));
+		if (k)
+			memcpy(copy, p->ranges + first, k * sizeof(*copy));
 		p->n_ranges = first;
 		for (i = 0; i < k; i++) {
 			if (copy[i].lo > next)

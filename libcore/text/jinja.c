@@ -1268,6 +1268,9 @@ static int parse_unary(struct parser *p, int with_filter, struct expr **out)
 	struct token *t = cur(p);
 	int ret;
 
+	/* Callers free *out when this fails (parse_pow...): it must not be left
+	 * as their uninitialized variable (found by fuzz-chat-template). */
+	*out = NULL;
 	if (is_op(t, OP_SUB) || is_op(t, OP_ADD)) {
 		struct expr *e = new_expr(E_UNARY, t->line);
 
@@ -1371,7 +1374,7 @@ static int parse_math1(struct parser *p, struct expr **out)
 
 static int parse_compare(struct parser *p, struct expr **out)
 {
-	struct expr *first, *e = NULL;
+	struct expr *first = NULL, *e = NULL;
 	int ret = parse_math1(p, &first);
 
 	if (ret)
@@ -1379,7 +1382,7 @@ static int parse_compare(struct parser *p, struct expr **out)
 	for (;;) {
 		struct token *t = cur(p);
 		int op = 0;
-		struct expr *rhs;
+		struct expr *rhs = NULL;
 
 		if (t->type == T_OP && (t->op == OP_EQ || t->op == OP_NE || t->op == OP_LT || t->op == OP_LE ||
 					t->op == OP_GT || t->op == OP_GE)) {

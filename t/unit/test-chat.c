@@ -514,6 +514,13 @@ static void test_errors(void)
 	}
 	ret = render("{# never closed", "{}", &out, &err);
 	ok_error(ret, &err, GM_EFORMAT, "unclosed comment", "an unclosed comment is refused");
+	/* fuzz-chat-template: a comparison's first operand that failed to parse
+	 * was freed while still an uninitialized variable */
+	ret = render("{{ f(-<1) }}", "{}", &out, &err);
+	ok_error(ret, &err, GM_EFORMAT, "line 1: unexpected '<', expected an expression",
+		 "a bad operand after a unary minus is refused (freed nothing it did not own)");
+	ret = render("{{ 1 if not -) }}", "{}", &out, &err);
+	ok_error(ret, &err, GM_EFORMAT, "line 1: unexpected ')'", "the same after 'not'");
 	gm_buf_release(&out);
 }
 

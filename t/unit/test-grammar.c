@@ -124,6 +124,15 @@ static void test_parser(void)
 	gm_grammar_free(g);
 	g = NULL;
 	{
+		/* fuzz-serve-request: an empty set as the grammar's first set did
+		 * arithmetic on the ranges' NULL array (UBSan) */
+		static const char *const yes[] = { "a", NULL }, *const no[] = { "", "b", NULL };
+		static const char *const any[] = { "b", "\xc3\xa9", NULL }, *const none[] = { "", "bb", NULL };
+
+		check("an empty set first", "root ::= [] | \"a\"", yes, no);
+		check("an empty negated set first", "root ::= [^]", any, none);
+	}
+	{
 		gm_buf big = GM_BUF_INIT;
 		int i;
 

@@ -13,6 +13,7 @@
 
 #include "base/buf.h"
 #include "base/error.h"
+#include "base/fs.h"
 #include "serve/serve.h"
 #include "tap.h"
 
@@ -135,10 +136,64 @@ static void test_not_loaded(void)
 	ok_error(ret, &err, GM_EIO, "cannot listen on 203.0.113.1", "start: an address that is not ours");
 }
 
+/* A body checked without HTTP (gm_serve_check_request, what fuzz-serve-request drives). */
+static int check(gm_serve *s, int chat, const char *body, gm_serve_request_check *r)
+{
+	return gm_serve_check_request(s, chat, body, strlen(body), r);
+}
+
+static void test_check_request(void)
+{
+	gm_serve_config c;
+	gm_serve *s = NULL;
+	gm_error err = GM_ERROR_INIT;
+	gm_serve_request_check r;
+	char *dir = gm_path_join(tap_srcdir(), "contrib/models/pocket-qwen3");
+	int ret;
+
+	gm_serve_config_init(&c);
+	c.model_dir = dir;
+	c.model_id = "pocket-qwen3";
+	c.port = 0;
+	c.n_threads = 1;
+	ret = gm_serve_start(&c, &s, &err);
+	ok(!ret, "start with the pocket model (%s)", err.msg);
+	if (ret) {
+		free(dir);
+		return;
+	}
+	ok(check(s, 0, "{}", &r) == 503 && r.message[0], "check before load: 503 (%s)", r.message);
+	ret = gm_serve_load(s, &err);
+	ok(!ret, "load the pocket model (%s)", err.msg);
+	if (!ret) {
+		ret = check(s, 0, "{\"model\":\"pocket-qwen3\",\"prompt\":[1,2,3],\"max_tokens\":4,\"temperature\":0.5,"
+			    "\"n\":2,\"logit_bias\":{\"7\":-3,\"9\":4}}", &r);
+		ok(ret == 200 &&
+		   r.n_prompt == 3 && r.prompt_min == 1 && r.prompt_max == 3 && r.max_tokens == 4 && r.n == 2 &&
+		   r.temperature == 0.5 && r.n_bias == 2 && r.min_bias == -3 && r.max_bias == 4 &&
+		   r.bias_min_id == 7 && r.bias_max_id == 9 && !r.message[0],
+		   "check: a completion is accepted with its numbers (%d %s)", r.status, r.message);
+		ok(check(s, 1, "{\"model\":\"pocket-qwen3\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}",
+			 &r) == 200 && r.n_prompt > 1 && r.max_tokens == -1,
+		   "check: a chat request is rendered and tokenized (%zu tokens; %s)", r.n_prompt, r.message);
+		ok(check(s, 1, "{\"model\":\"nope\",\"messages\":[]}", &r) == 404 && !strcmp(r.code, "model_not_found"),
+		   "check: another model is a 404 (%s)", r.message);
+		ok(check(s, 0, "{\"model\":\"pocket-qwen3\",\"prompt\":\"x\",\"top_p\":0}", &r) == 400 &&
+		   !strcmp(r.code, "invalid_value") && strstr(r.message, "top_p"),
+		   "check: a number out of range is a 400 naming it (%s)", r.message);
+		ok(check(s, 0, "", &r) == 400 && !strcmp(r.code, "invalid_json"), "check: an empty body (%s)",
+		   r.message);
+	}
+	gm_serve_stop(s);
+	gm_serve_free(s);
+	free(dir);
+}
+
 int main(void)
 {
 	test_parse_listen();
 	test_model_id();
 	test_not_loaded();
+	test_check_request();
 	return tap_done();
 }
