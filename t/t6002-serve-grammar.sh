@@ -6,7 +6,8 @@ POCKET="$TEST_MODELS/pocket-qwen3"
 KEY=sk-test-grammar
 MODEL=pocket-qwen3
 # shared with t6000: the openai package installed once in the build tree
-NODE_DIR="$GM_BUILD_DIR/t/serve-node"
+# its own directory: t6000 may be installing into t/serve-node at the same time
+NODE_DIR="$GM_BUILD_DIR/t/grammar-node"
 # seeds per schema for the fidelity check; 50 x 4 schemas = 200 seeds by default
 # (GM_TEST_GRAMMAR_SEEDS=200 for 200 under each schema: about four times longer)
 SEEDS=${GM_TEST_GRAMMAR_SEEDS:-50}
