@@ -407,9 +407,11 @@ static int stage_path(gm_repo *r, git_index *idx, const char *rel, gm_error *err
  * GITDIR/git-model/writer ("PID START", START its start time in clock
  * ticks from /proc/PID/stat, so a reused PID is not taken for it), and
  * removes the record when it closes the repository.  The next writer that
- * finds a record of a process that is gone removes the lock files, which
- * only that process can have left: a concurrent stock git leaves no
- * record, and its locks are never touched.
+ * finds a record of a process that is gone removes the lock files, as
+ * that process left them.  A stock git leaves no record, so its locks are
+ * never cleared on its account; the one risk is a stock git writing at the
+ * very moment a git-model writer starts after a killed one (git holds a
+ * lock for milliseconds), which then fails with git's usual lock error.
  */
 static unsigned long long proc_start(long pid)
 {
