@@ -32,37 +32,12 @@ same_text () {
 }
 
 test_expect_success PYTHON3 'setup: a LoRA for the pocket model, requests and their git infer references' '
-	cat >lora.py <<-\PY &&
-	import json, os, random, struct, sys
-	# lora.py DIR SEED: a PEFT LoRA (r 4, q_proj and v_proj of the 6 layers) for pocket-qwen3
-	d, seed = sys.argv[1], int(sys.argv[2])
-	rnd = random.Random(seed)
-	os.makedirs(d)
-	json.dump({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"],
-	           "task_type": "CAUSAL_LM", "base_model_name_or_path": "pocket-qwen3"},
-	          open(d + "/adapter_config.json", "w"))
-	ts = []
-	for l in range(6):
-	    for proj, out in (("q_proj", 256), ("v_proj", 128)):
-	        pre = "base_model.model.model.layers.%d.self_attn.%s." % (l, proj)
-	        ts.append((pre + "lora_A.weight", [4, 256]))
-	        ts.append((pre + "lora_B.weight", [out, 4]))
-	h, off, data = {}, 0, b""
-	for name, shape in ts:
-	    n = shape[0] * shape[1]
-	    h[name] = {"dtype": "F32", "shape": shape, "data_offsets": [off, off + 4 * n]}
-	    data += struct.pack("<%df" % n, *[rnd.gauss(0, 0.3) for _ in range(n)])
-	    off += 4 * n
-	hb = json.dumps(h).encode()
-	hb += b" " * (-len(hb) % 8)
-	open(d + "/adapter_model.safetensors", "wb").write(struct.pack("<Q", len(hb)) + hb + data)
-	PY
 	mkdir -p model/$MODEL/adapters &&
 	for f in "$POCKET"/*
 	do
 		ln -s "$f" model/$MODEL/ || return 1
 	done &&
-	python3 lora.py model/$MODEL/adapters/01_kjv 1 &&
+	pocket_lora model/$MODEL/adapters/01_kjv 1 &&
 	cat >mkreq.py <<-\PY &&
 	import json, shlex, sys
 	# mkreq.py NAME SPEC...: NAME.json (the requests for batch.mjs) and NAME.sh (git infer writing

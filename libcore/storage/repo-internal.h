@@ -24,6 +24,8 @@ int gm_repo_list_files(const char *root, gm_repo_paths *out, gm_error *err);
 int gm_repo_copy_file(const char *src, const char *dst, gm_error *err);
 int gm_repo_remove_tree(const char *path);
 char *gm_repo_absolute(const char *path);
+/* Removes every NAME.lock file under dir (git's lock files, once known stale). */
+void gm_repo_unlink_locks(const char *dir);
 /* Before writing through libgit2: clears the locks a killed writer left (see repo.c). */
 void gm_repo_write_begin(gm_repo *r);
 

@@ -10,7 +10,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -522,17 +521,6 @@ static int drop_other_branches(git_repository *git, gm_error *err)
 	return ret;
 }
 
-static int unlink_lock(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	size_t n = strlen(path);
-
-	(void)st;
-	(void)ftw;
-	if (flag == FTW_F && n > 5 && !strcmp(path + n - 5, ".lock"))
-		unlink(path);
-	return 0;
-}
-
 /*
  * Lock files a killed clone left in the partial repository's git
  * directory (config.lock, HEAD.lock, refs/.../X.lock): the clone's own
@@ -542,7 +530,7 @@ static void remove_stale_locks(const char *partial)
 {
 	char *gitdir = gm_path_join(partial, ".git");
 
-	nftw(gitdir, unlink_lock, 16, FTW_PHYS);
+	gm_repo_unlink_locks(gitdir);
 	free(gitdir);
 }
 

@@ -449,6 +449,11 @@ static int unlink_git_lock(const char *path, const struct stat *st, int flag, st
 	return 0;
 }
 
+void gm_repo_unlink_locks(const char *dir)
+{
+	nftw(dir, unlink_git_lock, 16, FTW_PHYS);
+}
+
 static void remove_stale_locks(gm_repo *r, const char *mark)
 {
 	static const char *const top[] = { "index.lock", "HEAD.lock", "config.lock", "packed-refs.lock",
@@ -475,7 +480,7 @@ static void remove_stale_locks(gm_repo *r, const char *mark)
 		free(p);
 	}
 	refs = gm_path_join(r->gitdir, "refs");
-	nftw(refs, unlink_git_lock, 16, FTW_PHYS);
+	gm_repo_unlink_locks(refs);
 	free(refs);
 	unlink(mark);
 }
