@@ -22,6 +22,7 @@ static const struct {
 	const char *name;  /* safetensors */
 	const char *torch; /* torch.dtype spelling; NULL when torch has none */
 	unsigned bits;
+	unsigned blk_elems, blk_bytes; /* block types only (bits 0) */
 } dtypes[GM_DTYPE_COUNT] = {
 	[GM_DTYPE_BOOL] = { "BOOL", "bool", 8 },
 	[GM_DTYPE_U8] = { "U8", "uint8", 8 },
@@ -43,6 +44,19 @@ static const struct {
 	[GM_DTYPE_F4] = { "F4", NULL, 4 },
 	[GM_DTYPE_F6_E2M3] = { "F6_E2M3", NULL, 6 },
 	[GM_DTYPE_F6_E3M2] = { "F6_E3M2", NULL, 6 },
+	/* ggml's block_* structs (ggml-common.h): f16 scales, packed quants */
+	[GM_DTYPE_Q4_0] = { "Q4_0", NULL, 0, 32, 18 },
+	[GM_DTYPE_Q4_1] = { "Q4_1", NULL, 0, 32, 20 },
+	[GM_DTYPE_Q5_0] = { "Q5_0", NULL, 0, 32, 22 },
+	[GM_DTYPE_Q5_1] = { "Q5_1", NULL, 0, 32, 24 },
+	[GM_DTYPE_Q8_0] = { "Q8_0", NULL, 0, 32, 34 },
+	[GM_DTYPE_Q8_1] = { "Q8_1", NULL, 0, 32, 36 },
+	[GM_DTYPE_Q2_K] = { "Q2_K", NULL, 0, 256, 84 },
+	[GM_DTYPE_Q3_K] = { "Q3_K", NULL, 0, 256, 110 },
+	[GM_DTYPE_Q4_K] = { "Q4_K", NULL, 0, 256, 144 },
+	[GM_DTYPE_Q5_K] = { "Q5_K", NULL, 0, 256, 176 },
+	[GM_DTYPE_Q6_K] = { "Q6_K", NULL, 0, 256, 210 },
+	[GM_DTYPE_Q8_K] = { "Q8_K", NULL, 0, 256, 292 },
 };
 
 /* What users may type for --dtype and what config.json's torch_dtype holds. */
@@ -80,12 +94,23 @@ unsigned gm_dtype_bits(enum gm_dtype t)
 	return valid(t) ? dtypes[t].bits : 0;
 }
 
+int gm_dtype_is_block(enum gm_dtype t)
+{
+	return valid(t) && dtypes[t].blk_elems;
+}
+
+void gm_dtype_block(enum gm_dtype t, unsigned *elems, unsigned *bytes)
+{
+	*elems = gm_dtype_is_block(t) ? dtypes[t].blk_elems : 0;
+	*bytes = gm_dtype_is_block(t) ? dtypes[t].blk_bytes : 0;
+}
+
 int gm_dtype_from_name(const char *name, enum gm_dtype *out, gm_error *err)
 {
 	int i;
 
 	for (i = 0; i < GM_DTYPE_COUNT; i++) {
-		if (!strcmp(name, dtypes[i].name)) {
+		if (dtypes[i].bits && !strcmp(name, dtypes[i].name)) {
 			*out = (enum gm_dtype)i;
 			return 0;
 		}
@@ -114,6 +139,15 @@ int gm_dtype_nbytes(enum gm_dtype t, uint64_t n, uint64_t *out, gm_error *err)
 	unsigned bits = gm_dtype_bits(t);
 	uint64_t total;
 
+	if (gm_dtype_is_block(t)) {
+		if (n % dtypes[t].blk_elems)
+			return gm_error_set(err, GM_EFORMAT, "%llu elements of %s are not a whole number of %u-element blocks",
+					    (unsigned long long)n, dtypes[t].name, dtypes[t].blk_elems);
+		if (__builtin_mul_overflow(n / dtypes[t].blk_elems, (uint64_t)dtypes[t].blk_bytes, out))
+			return gm_error_set(err, GM_EFORMAT, "%llu elements of %s overflow a 64-bit byte count",
+					    (unsigned long long)n, dtypes[t].name);
+		return 0;
+	}
 	if (!bits)
 		return gm_error_set(err, GM_EINVAL, "invalid dtype %d", (int)t);
 	if (__builtin_mul_overflow(n, (uint64_t)bits, &total))

@@ -1170,6 +1170,9 @@ static int check_new_tensor(const gm_st_writer *w, const char *name, enum gm_dty
 		return gm_error_set(err, GM_EINVAL, "tensor name '%s' is not valid UTF-8", name);
 	if ((unsigned)dtype >= GM_DTYPE_COUNT)
 		return gm_error_set(err, GM_EINVAL, "tensor '%s': invalid dtype %d", name, (int)dtype);
+	if (gm_dtype_is_block(dtype))
+		return gm_error_set(err, GM_EINVAL, "tensor '%s': %s is a GGUF block type, not a safetensors dtype",
+				    name, gm_dtype_name(dtype));
 	if (ndim < 0 || ndim > GM_ST_MAX_DIMS || (ndim && !shape))
 		return gm_error_set(err, GM_EINVAL, "tensor '%s': %d dimensions (0 to %d are supported)", name,
 				    ndim, GM_ST_MAX_DIMS);
