@@ -24,7 +24,9 @@
  * projection and the embedding), or Q4_K_M / Q5_K_M, llama.cpp's mixes
  * (Q4_K / Q5_K, with Q6_K for the embedding and for attn_v and ffn_down of
  * the layers llama.cpp gives more bits: the first and last eighth and every
- * third between).  Norms stay as they are.
+ * third between), as llama-quantize chooses them.  The embedding (the tied
+ * output) is Q6_K except for Q8_0, as in llama.cpp's files.  Norms stay
+ * as they are.  Quantizing takes a while (the K-quants' scale search).
  */
 #include <pthread.h>
 #include <stdint.h>
@@ -152,7 +154,8 @@ static void quantize_model(gm_model *m, const char *mix)
 		lw->up_proj = quantized(lw->up_proj, base);
 		lw->down_proj = quantized(lw->down_proj, kmix && bits ? more : base);
 	}
-	emb = quantized(m->embed_tokens, kmix ? more : base);
+	/* llama.cpp gives the (tied) output Q6_K in its mixes and in the 4- and 5-bit types, Q8_0 stays Q8_0 */
+	emb = quantized(m->embed_tokens, kmix || base != GM_DTYPE_Q8_0 ? GM_DTYPE_Q6_K : base);
 	if (m->lm_head != m->embed_tokens)
 		m->lm_head = quantized(m->lm_head, kmix ? more : base);
 	else

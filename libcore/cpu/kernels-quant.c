@@ -291,10 +291,11 @@ static float dot_portable(enum gm_dtype wt, const uint8_t *w, const void *xq, in
 /*
  * A tile: one weight row w (nb blocks) against T <= QT tokens' activations
  * (xq[t]), out[t] = the dot product.  Each token's arithmetic is the same
- * whatever T, so gm_qmatvec (T = 1) and gm_qmatmul (tiles of QT) agree
- * bit for bit.
+ * whatever T, so gm_qmatvec (T = 1) and gm_qmatmul (tiles of up to QT)
+ * agree bit for bit.  The AVX2 tiles take up to 4 tokens (16 vector
+ * registers), the same code compiled for AVX-512 (32 registers) up to 8.
  */
-#define QT 4
+#define QT 8
 typedef void (*qtile_fn)(enum gm_dtype wt, const uint8_t *w, const void *const *xq, int T, int64_t nb, float *out);
 
 static void tile_portable(enum gm_dtype wt, const uint8_t *w, const void *const *xq, int T, int64_t nb, float *out)
@@ -349,46 +350,85 @@ static INL TGT_Q2 __m256i q4_0_unpack(const uint8_t *qs)
  * the end.  u8 x s8 products: maddubs (pairs into i16, |q| <= 127 fits)
  * then madd with ones (AVX2), or vpdpbusd (VNNI).  Signed Q8_0 weights
  * take the sign trick (|w| times a with w's sign); Q4_0's offset of 8:
- * sum (q - 8) a = sum q a - 8 sum a, -sum a in each of the 8 lanes.
+ * sum (q - 8) a = sum q a - 8 sum a, -sum a in each of the 8 lanes (Q5_0's
+ * 16: -2 sum a); the mins of Q4_1 / Q5_1: m (da sum a) per block, in f32.
  */
+/* Q5_0 / Q5_1: bit j of qh (at p) as 16 in byte j. */
+static INL TGT_Q2 __m256i q5_high(const uint8_t *p)
+{
+	uint32_t qh;
+	__m256i v;
+
+	memcpy(&qh, p, 4);
+	v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)qh),
+				_mm256_setr_epi64x(0, 0x0101010101010101ll, 0x0202020202020202ll, 0x0303030303030303ll));
+	v = _mm256_or_si256(v, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfell));
+	return _mm256_and_si256(_mm256_cmpeq_epi8(v, _mm256_set1_epi64x(-1)), _mm256_set1_epi8(0x10));
+}
+
+/* A 32-element block's quants as u8 (Q8_0: |w|, *sg = w for the sign trick). */
+static INL TGT_Q2 __m256i q32_unpack(enum gm_dtype wt, const uint8_t *w, __m256i *sg)
+{
+	switch (wt) {
+	case GM_DTYPE_Q8_0:
+		*sg = _mm256_loadu_si256((const __m256i *)(w + 2));
+		return _mm256_abs_epi8(*sg);
+	case GM_DTYPE_Q4_1:
+		return q4_0_unpack(w + 4);
+	case GM_DTYPE_Q5_0:
+		return _mm256_or_si256(q4_0_unpack(w + 6), q5_high(w + 2));
+	case GM_DTYPE_Q5_1:
+		return _mm256_or_si256(q4_0_unpack(w + 8), q5_high(w + 4));
+	default:
+		return q4_0_unpack(w + 2);
+	}
+}
+
+/* Bytes of a block; the offset of the quants (8, 16: subtracted as off / 8 sum a per lane); 1 with a min. */
+#define Q32_BYTES(wt) ((wt) == GM_DTYPE_Q8_0 ? 34 : (wt) == GM_DTYPE_Q4_0 ? 18 : (wt) == GM_DTYPE_Q4_1 ? 20 : \
+		       (wt) == GM_DTYPE_Q5_0 ? 22 : 24)
+#define Q32_OFF8(wt) ((wt) == GM_DTYPE_Q4_0 ? 1 : (wt) == GM_DTYPE_Q5_0 ? 2 : 0)
+#define Q32_MIN(wt) ((wt) == GM_DTYPE_Q4_1 || (wt) == GM_DTYPE_Q5_1)
+
 static INL TGT_Q2 void q32_avx2(enum gm_dtype wt, const uint8_t *w, const void *const *xq, const int T, int64_t nb,
 				float *out)
 {
 	const __m256i ones = _mm256_set1_epi16(1);
 	const struct qa32 *a[QT];
 	__m256 acc[QT];
-	const int q8 = wt == GM_DTYPE_Q8_0;
-	const size_t by = q8 ? 34 : 18;
+	float accm[QT];
+	const int q8 = wt == GM_DTYPE_Q8_0, off8 = Q32_OFF8(wt), mn = Q32_MIN(wt);
+	const size_t by = Q32_BYTES(wt);
 	int64_t b;
 	int t;
 
+#pragma GCC unroll 8
 	for (t = 0; t < T; t++) {
 		a[t] = xq[t];
 		acc[t] = _mm256_setzero_ps();
+		accm[t] = 0;
 	}
 	for (b = 0; b < nb; b++, w += by) {
-		float d = f16x(w);
-		__m256i u, sg = _mm256_setzero_si256();
+		float d = f16x(w), m = mn ? f16x(w + 2) : 0;
+		__m256i sg = _mm256_setzero_si256(), u = q32_unpack(wt, w, &sg);
 
-		if (q8) {
-			sg = _mm256_loadu_si256((const __m256i *)(w + 2));
-			u = _mm256_abs_epi8(sg);
-		} else {
-			u = q4_0_unpack(w + 2);
-		}
+#pragma GCC unroll 8
 		for (t = 0; t < T; t++) {
 			__m256i y = _mm256_loadu_si256((const __m256i *)a[t][b].q), p;
 
 			if (q8)
 				y = _mm256_sign_epi8(y, sg);
 			p = _mm256_madd_epi16(_mm256_maddubs_epi16(u, y), ones);
-			if (!q8)
-				p = _mm256_sub_epi32(p, _mm256_set1_epi32(a[t][b].s));
+			if (off8)
+				p = _mm256_sub_epi32(p, _mm256_set1_epi32(off8 * a[t][b].s));
 			acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * a[t][b].d), _mm256_cvtepi32_ps(p), acc[t]);
+			if (mn)
+				accm[t] += m * (a[t][b].d * (float)a[t][b].s);
 		}
 	}
+#pragma GCC unroll 8
 	for (t = 0; t < T; t++)
-		out[t] = hsum8(acc[t]);
+		out[t] = hsum8(acc[t]) + accm[t];
 }
 
 static INL TGT_QV void q32_vnni(enum gm_dtype wt, const uint8_t *w, const void *const *xq, const int T, int64_t nb,
@@ -396,37 +436,38 @@ static INL TGT_QV void q32_vnni(enum gm_dtype wt, const uint8_t *w, const void *
 {
 	const struct qa32 *a[QT];
 	__m256 acc[QT];
-	const int q8 = wt == GM_DTYPE_Q8_0;
-	const size_t by = q8 ? 34 : 18;
+	float accm[QT];
+	const int q8 = wt == GM_DTYPE_Q8_0, off8 = Q32_OFF8(wt), mn = Q32_MIN(wt);
+	const size_t by = Q32_BYTES(wt);
 	int64_t b;
 	int t;
 
+#pragma GCC unroll 8
 	for (t = 0; t < T; t++) {
 		a[t] = xq[t];
 		acc[t] = _mm256_setzero_ps();
+		accm[t] = 0;
 	}
 	for (b = 0; b < nb; b++, w += by) {
-		float d = f16x(w);
-		__m256i u, sg = _mm256_setzero_si256();
+		float d = f16x(w), m = mn ? f16x(w + 2) : 0;
+		__m256i sg = _mm256_setzero_si256(), u = q32_unpack(wt, w, &sg);
 
-		if (q8) {
-			sg = _mm256_loadu_si256((const __m256i *)(w + 2));
-			u = _mm256_abs_epi8(sg);
-		} else {
-			u = q4_0_unpack(w + 2);
-		}
+#pragma GCC unroll 8
 		for (t = 0; t < T; t++) {
 			__m256i y = _mm256_loadu_si256((const __m256i *)a[t][b].q), p;
 
 			if (q8)
 				p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, _mm256_sign_epi8(y, sg));
 			else
-				p = _mm256_dpbusd_epi32(_mm256_set1_epi32(-a[t][b].s), u, y);
+				p = _mm256_dpbusd_epi32(_mm256_set1_epi32(-off8 * a[t][b].s), u, y);
 			acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * a[t][b].d), _mm256_cvtepi32_ps(p), acc[t]);
+			if (mn)
+				accm[t] += m * (a[t][b].d * (float)a[t][b].s);
 		}
 	}
+#pragma GCC unroll 8
 	for (t = 0; t < T; t++)
-		out[t] = hsum8(acc[t]);
+		out[t] = hsum8(acc[t]) + accm[t];
 }
 
 /*
@@ -449,6 +490,7 @@ static INL TGT_Q2 void qk45_avx2(enum gm_dtype wt, const uint8_t *w, const void 
 	int64_t b;
 	int t, j;
 
+#pragma GCC unroll 8
 	for (t = 0; t < T; t++) {
 		a[t] = xq[t];
 		acc[t] = _mm256_setzero_ps();
@@ -477,6 +519,7 @@ static INL TGT_Q2 void qk45_avx2(enum gm_dtype wt, const uint8_t *w, const void 
 			scv = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(v));
 			mins = _mm_cvtepu8_epi16(_mm_srli_si128(v, 8));
 		}
+#pragma GCC unroll 8
 		for (t = 0; t < T; t++) {
 			const __m128i *bs = (const __m128i *)a[t][b].bsums;
 			__m128i pairs = _mm_hadd_epi16(_mm_loadu_si128(bs), _mm_loadu_si128(bs + 1));
@@ -487,6 +530,7 @@ static INL TGT_Q2 void qk45_avx2(enum gm_dtype wt, const uint8_t *w, const void 
 		}
 		if (five)
 			hb = _mm256_loadu_si256((const __m256i *)(w + 16));
+#pragma GCC unroll 8
 		for (j = 0; j < 4; j++) {
 			__m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * j));
 			__m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
@@ -498,6 +542,7 @@ static INL TGT_Q2 void qk45_avx2(enum gm_dtype wt, const uint8_t *w, const void 
 				lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * j), one), 4));
 				hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * j + 1), one), 4));
 			}
+#pragma GCC unroll 8
 			for (t = 0; t < T; t++) {
 				const int8_t *y = a[t][b].q + 64 * j;
 				__m256i pl = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)y));
@@ -507,9 +552,11 @@ static INL TGT_Q2 void qk45_avx2(enum gm_dtype wt, const uint8_t *w, const void 
 										     _mm256_madd_epi16(ph, shi)));
 			}
 		}
+#pragma GCC unroll 8
 		for (t = 0; t < T; t++)
 			acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * a[t][b].d), _mm256_cvtepi32_ps(isum[t]), acc[t]);
 	}
+#pragma GCC unroll 8
 	for (t = 0; t < T; t++)
 		out[t] = hsum8(acc[t]) - hsum4(accm[t]);
 }
@@ -524,6 +571,7 @@ static INL TGT_Q2 void q6k_avx2(enum gm_dtype wt, const uint8_t *w, const void *
 	int t, j, h;
 
 	(void)wt;
+#pragma GCC unroll 8
 	for (t = 0; t < T; t++) {
 		a[t] = xq[t];
 		acc[t] = _mm256_setzero_ps();
@@ -534,11 +582,14 @@ static INL TGT_Q2 void q6k_avx2(enum gm_dtype wt, const uint8_t *w, const void *
 		float d = f16x(w + 208);
 
 		/* the offset: -32 sum_j sc_j bsum_j, spread over the lanes of isum */
+#pragma GCC unroll 8
 		for (t = 0; t < T; t++)
 			isum[t] = _mm256_slli_epi32(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a[t][b].bsums), sc16),
 						    5);
+#pragma GCC unroll 8
 		for (t = 0; t < T; t++)
 			isum[t] = _mm256_sub_epi32(_mm256_setzero_si256(), isum[t]);
+#pragma GCC unroll 2
 		for (h = 0; h < 2; h++) {
 			const uint8_t *ql = w + 64 * h, *qh = w + 128 + 32 * h;
 			__m256i l0 = _mm256_loadu_si256((const __m256i *)ql), l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
@@ -549,12 +600,14 @@ static INL TGT_Q2 void q6k_avx2(enum gm_dtype wt, const uint8_t *w, const void *
 			q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(hv, m30));
 			q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
 					       _mm256_and_si256(_mm256_srli_epi16(hv, 2), m30));
+#pragma GCC unroll 8
 			for (j = 0; j < 4; j++) {
 				/* elements 32j..32j+31 of the half: scales 8h + 2j (low 16), 8h + 2j + 1 (high 16) */
 				int k = 8 * h + 2 * j;
 				__m256i scv = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, _mm_set_epi64x(
 					(long long)(0x0101010101010101ull * (uint64_t)(k + 1)), (long long)(0x0101010101010101ull * (uint64_t)k))));
 
+#pragma GCC unroll 8
 				for (t = 0; t < T; t++) {
 					__m256i p = _mm256_maddubs_epi16(q[j], _mm256_loadu_si256((const __m256i *)(a[t][b].q + 128 * h + 32 * j)));
 
@@ -562,14 +615,16 @@ static INL TGT_Q2 void q6k_avx2(enum gm_dtype wt, const uint8_t *w, const void *
 				}
 			}
 		}
+#pragma GCC unroll 8
 		for (t = 0; t < T; t++)
 			acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * a[t][b].d), _mm256_cvtepi32_ps(isum[t]), acc[t]);
 	}
+#pragma GCC unroll 8
 	for (t = 0; t < T; t++)
 		out[t] = hsum8(acc[t]);
 }
 
-/* One function per kernel, its token count a constant in each branch. */
+/* One function per kernel, its token count a constant in each branch (at most 4, or 8 with AVX-512). */
 #define TILE_FN(name, body, tgt)                                                                              \
 	static tgt void name(enum gm_dtype wt, const uint8_t *w, const void *const *xq, int T, int64_t nb,   \
 			     float *out)                                                                       \
@@ -581,10 +636,28 @@ static INL TGT_Q2 void q6k_avx2(enum gm_dtype wt, const uint8_t *w, const void *
 		default: body(wt, w, xq, 4, nb, out); break;                                                  \
 		}                                                                                              \
 	}
+#define TILE8_FN(name, body, tgt)                                                                             \
+	static tgt void name(enum gm_dtype wt, const uint8_t *w, const void *const *xq, int T, int64_t nb,   \
+			     float *out)                                                                       \
+	{                                                                                                      \
+		switch (T) {                                                                                   \
+		case 1: body(wt, w, xq, 1, nb, out); break;                                                   \
+		case 2: body(wt, w, xq, 2, nb, out); break;                                                   \
+		case 3: body(wt, w, xq, 3, nb, out); break;                                                   \
+		case 4: body(wt, w, xq, 4, nb, out); break;                                                   \
+		case 5: body(wt, w, xq, 5, nb, out); break;                                                   \
+		case 6: body(wt, w, xq, 6, nb, out); break;                                                   \
+		case 7: body(wt, w, xq, 7, nb, out); break;                                                   \
+		default: body(wt, w, xq, 8, nb, out); break;                                                  \
+		}                                                                                              \
+	}
+#define TGT_Q5 __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")))
 TILE_FN(tile_q32_avx2, q32_avx2, TGT_Q2)
-TILE_FN(tile_q32_vnni, q32_vnni, TGT_QV)
+TILE8_FN(tile_q32_vnni, q32_vnni, TGT_Q5)
 TILE_FN(tile_qk45_avx2, qk45_avx2, TGT_Q2)
 TILE_FN(tile_q6k_avx2, q6k_avx2, TGT_Q2)
+TILE8_FN(tile_qk45_512, qk45_avx2, TGT_Q5)
+TILE8_FN(tile_q6k_512, q6k_avx2, TGT_Q5)
 #endif
 
 /* ---------------------------------------------------------------- dispatch */
@@ -605,28 +678,34 @@ static int vnni_supported(void)
 }
 
 /* The kernel of wt in the variant in use (gm_kernels_isa): VNNI where the AVX-512 variant runs on a CPU with it. */
-static qtile_fn pick(enum gm_dtype wt)
+static qtile_fn pick(enum gm_dtype wt, int *maxt)
 {
 #ifdef GM_X86
 	enum gm_isa isa = gm_kernels_isa();
-	int vnni = isa == GM_ISA_AVX512 && vnni_supported();
+	/* the AVX-512 tiles need VNNI too (vpdpbusd in the 32-element ones): one check for all */
+	int v512 = isa == GM_ISA_AVX512 && vnni_supported();
 
+	*maxt = v512 ? 8 : 4;
 	if (isa == GM_ISA_PORTABLE)
 		return tile_portable;
 	switch (wt) {
 	case GM_DTYPE_Q8_0:
 	case GM_DTYPE_Q4_0:
-		return vnni ? tile_q32_vnni : tile_q32_avx2;
+	case GM_DTYPE_Q4_1:
+	case GM_DTYPE_Q5_0:
+	case GM_DTYPE_Q5_1:
+		return v512 ? tile_q32_vnni : tile_q32_avx2;
 	case GM_DTYPE_Q4_K:
 	case GM_DTYPE_Q5_K:
-		return tile_qk45_avx2;
+		return v512 ? tile_qk45_512 : tile_qk45_avx2;
 	case GM_DTYPE_Q6_K:
-		return tile_q6k_avx2;
+		return v512 ? tile_q6k_512 : tile_q6k_avx2;
 	default:
 		break;
 	}
 #endif
 	(void)wt;
+	*maxt = QT;
 	return tile_portable;
 }
 
@@ -634,7 +713,8 @@ void gm_qmatvec(float *y, const void *w, enum gm_dtype wt, const void *xq, int64
 {
 	size_t rb = gm_quant_row_bytes(wt, in);
 	unsigned el, by;
-	qtile_fn f = pick(wt);
+	int maxt;
+	qtile_fn f = pick(wt, &maxt);
 	int64_t r;
 
 	gm_dtype_block(wt, &el, &by);
@@ -655,7 +735,8 @@ void gm_qmatmul(float *y, int64_t ldy, const void *xq, int64_t n, const void *w,
 {
 	size_t rb = gm_quant_row_bytes(wt, in), al = gm_qact_len(wt, in);
 	unsigned el, by;
-	qtile_fn f = pick(wt);
+	int maxt;
+	qtile_fn f = pick(wt, &maxt);
 	int64_t ra, ta, r, t;
 
 	gm_dtype_block(wt, &el, &by);
@@ -666,10 +747,10 @@ void gm_qmatmul(float *y, int64_t ldy, const void *xq, int64_t n, const void *w,
 			int64_t te = ta + QM_TOKS < n ? ta + QM_TOKS : n;
 
 			for (r = ra; r < re; r++) {
-				for (t = ta; t < te; t += QT) {
+				for (t = ta; t < te; t += maxt) {
 					const void *xs[QT];
 					float o[QT];
-					int k, T = (int)(te - t < QT ? te - t : QT);
+					int k, T = (int)(te - t < maxt ? te - t : maxt);
 
 					for (k = 0; k < T; k++)
 						xs[k] = (const char *)xq + (size_t)(t + k) * al;
