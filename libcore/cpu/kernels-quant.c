@@ -624,6 +624,169 @@ static INL TGT_Q2 void q6k_avx2(enum gm_dtype wt, const uint8_t *w, const void *
 		out[t] = hsum8(acc[t]);
 }
 
+/*
+ * The K-quants in 512-bit vectors (AVX-512 BW): one vector holds 64 quants,
+ * two sub-blocks of 32 (Q4_K, Q5_K: the low and high nibbles of 32 bytes,
+ * elements 64j .. 64j + 63) or four of 16 (Q6_K), against 64 contiguous
+ * activations; the scales spread over the i16 lanes by vpermw.  The same
+ * integer sums as the 256-bit code, half the instructions.
+ */
+#define TGT_Q5 __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")))
+
+static INL TGT_Q5 void qk45_512(enum gm_dtype wt, const uint8_t *w, const void *const *xq, const int T, int64_t nb,
+				float *out)
+{
+	const struct qak *a[QT];
+	const __m256i m4 = _mm256_set1_epi8(0xF), one = _mm256_set1_epi8(1);
+	const int five = wt == GM_DTYPE_Q5_K;
+	const size_t by = five ? 176 : 144;
+	__m512 acc[QT];
+	__m128 accm[QT];
+	__m512i idx[4];
+	int64_t b;
+	int t, j;
+
+#pragma GCC unroll 4
+	for (j = 0; j < 4; j++)
+		idx[j] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi16((short)(2 * j))),
+					    _mm256_set1_epi16((short)(2 * j + 1)), 1);
+#pragma GCC unroll 8
+	for (t = 0; t < T; t++) {
+		a[t] = xq[t];
+		acc[t] = _mm512_setzero_ps();
+		accm[t] = _mm_setzero_ps();
+	}
+	for (b = 0; b < nb; b++, w += by) {
+		const uint8_t *qs = w + (five ? 48 : 16);
+		uint32_t u[4];
+		__m512i isum[QT], scz;
+		__m256i hb = _mm256_setzero_si256();
+		__m128i mins;
+		float d = f16x(w), dmin = f16x(w + 2);
+
+		memcpy(u, w + 4, 12);
+		u[3] = ((u[2] >> 4) & 0x0f0f0f0f) | (((u[1] >> 6) & 0x03030303) << 4);
+		{
+			uint32_t m03 = u[1] & 0x3f3f3f3f;
+
+			u[1] = (u[2] & 0x0f0f0f0f) | (((u[0] >> 6) & 0x03030303) << 4);
+			u[2] = m03;
+		}
+		u[0] &= 0x3f3f3f3f;
+		{
+			__m128i v = _mm_loadu_si128((const __m128i *)u);
+
+			scz = _mm512_castsi128_si512(_mm_cvtepu8_epi16(v));
+			mins = _mm_cvtepu8_epi16(_mm_srli_si128(v, 8));
+		}
+#pragma GCC unroll 8
+		for (t = 0; t < T; t++) {
+			const __m128i *bs = (const __m128i *)a[t][b].bsums;
+			__m128i pairs = _mm_hadd_epi16(_mm_loadu_si128(bs), _mm_loadu_si128(bs + 1));
+
+			accm[t] = _mm_fmadd_ps(_mm_set1_ps(dmin * a[t][b].d), _mm_cvtepi32_ps(_mm_madd_epi16(mins, pairs)),
+					       accm[t]);
+			isum[t] = _mm512_setzero_si512();
+		}
+		if (five)
+			hb = _mm256_loadu_si256((const __m256i *)(w + 16));
+#pragma GCC unroll 4
+		for (j = 0; j < 4; j++) {
+			__m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * j));
+			__m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+			__m512i wz, sc = _mm512_permutexvar_epi16(idx[j], scz);
+
+			if (five) {
+				lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * j), one), 4));
+				hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * j + 1), one), 4));
+			}
+			wz = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+#pragma GCC unroll 8
+			for (t = 0; t < T; t++) {
+				__m512i p = _mm512_maddubs_epi16(wz, _mm512_loadu_si512((const void *)(a[t][b].q + 64 * j)));
+
+				isum[t] = _mm512_add_epi32(isum[t], _mm512_madd_epi16(p, sc));
+			}
+		}
+#pragma GCC unroll 8
+		for (t = 0; t < T; t++)
+			acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(d * a[t][b].d), _mm512_cvtepi32_ps(isum[t]), acc[t]);
+	}
+#pragma GCC unroll 8
+	for (t = 0; t < T; t++)
+		out[t] = _mm512_reduce_add_ps(acc[t]) - hsum4(accm[t]);
+}
+
+static INL TGT_Q5 void q6k_512(enum gm_dtype wt, const uint8_t *w, const void *const *xq, const int T, int64_t nb,
+			       float *out)
+{
+	const struct qak *a[QT];
+	const __m256i m4 = _mm256_set1_epi8(0xF), m3 = _mm256_set1_epi8(3), m30 = _mm256_set1_epi8(0x30);
+	__m512 acc[QT];
+	__m512i idx[4];
+	int64_t b;
+	int t, k, h;
+
+	(void)wt;
+	/* vector k (of 4 per super-block): its 32 i16 lanes hold elements 64k .. 64k + 63 in pairs: scale 4k + lane / 8 */
+#pragma GCC unroll 4
+	for (k = 0; k < 4; k++) {
+		int16_t ix[32];
+		int l;
+
+		for (l = 0; l < 32; l++)
+			ix[l] = (int16_t)(4 * k + l / 8);
+		idx[k] = _mm512_loadu_si512((const void *)ix);
+	}
+#pragma GCC unroll 8
+	for (t = 0; t < T; t++) {
+		a[t] = xq[t];
+		acc[t] = _mm512_setzero_ps();
+	}
+	for (b = 0; b < nb; b++, w += 210) {
+		__m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + 192)));
+		__m512i isum[QT], scz = _mm512_castsi256_si512(sc16);
+		float d = f16x(w + 208);
+
+#pragma GCC unroll 8
+		for (t = 0; t < T; t++)
+			isum[t] = _mm512_zextsi256_si512(_mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(
+				_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a[t][b].bsums), sc16), 5)));
+#pragma GCC unroll 2
+		for (h = 0; h < 2; h++) {
+			const uint8_t *ql = w + 64 * h, *qh = w + 128 + 32 * h;
+			__m256i l0 = _mm256_loadu_si256((const __m256i *)ql), l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
+			__m256i hv = _mm256_loadu_si256((const __m256i *)qh), q[4];
+			__m512i z[2];
+
+			q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hv, m3), 4));
+			q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(hv, 2), m30));
+			q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(hv, m30));
+			q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+					       _mm256_and_si256(_mm256_srli_epi16(hv, 2), m30));
+			z[0] = _mm512_inserti64x4(_mm512_castsi256_si512(q[0]), q[1], 1);
+			z[1] = _mm512_inserti64x4(_mm512_castsi256_si512(q[2]), q[3], 1);
+#pragma GCC unroll 2
+			for (k = 0; k < 2; k++) {
+				__m512i sc = _mm512_permutexvar_epi16(idx[2 * h + k], scz);
+
+#pragma GCC unroll 8
+				for (t = 0; t < T; t++) {
+					__m512i p = _mm512_maddubs_epi16(z[k], _mm512_loadu_si512((const void *)(a[t][b].q + 128 * h + 64 * k)));
+
+					isum[t] = _mm512_add_epi32(isum[t], _mm512_madd_epi16(p, sc));
+				}
+			}
+		}
+#pragma GCC unroll 8
+		for (t = 0; t < T; t++)
+			acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(d * a[t][b].d), _mm512_cvtepi32_ps(isum[t]), acc[t]);
+	}
+#pragma GCC unroll 8
+	for (t = 0; t < T; t++)
+		out[t] = _mm512_reduce_add_ps(acc[t]);
+}
+
 /* One function per kernel, its token count a constant in each branch (at most 4, or 8 with AVX-512). */
 #define TILE_FN(name, body, tgt)                                                                              \
 	static tgt void name(enum gm_dtype wt, const uint8_t *w, const void *const *xq, int T, int64_t nb,   \
@@ -651,13 +814,12 @@ static INL TGT_Q2 void q6k_avx2(enum gm_dtype wt, const uint8_t *w, const void *
 		default: body(wt, w, xq, 8, nb, out); break;                                                  \
 		}                                                                                              \
 	}
-#define TGT_Q5 __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")))
 TILE_FN(tile_q32_avx2, q32_avx2, TGT_Q2)
 TILE8_FN(tile_q32_vnni, q32_vnni, TGT_Q5)
 TILE_FN(tile_qk45_avx2, qk45_avx2, TGT_Q2)
 TILE_FN(tile_q6k_avx2, q6k_avx2, TGT_Q2)
-TILE8_FN(tile_qk45_512, qk45_avx2, TGT_Q5)
-TILE8_FN(tile_q6k_512, q6k_avx2, TGT_Q5)
+TILE8_FN(tile_qk45_512, qk45_512, TGT_Q5)
+TILE8_FN(tile_q6k_512, q6k_512, TGT_Q5)
 #endif
 
 /* ---------------------------------------------------------------- dispatch */
