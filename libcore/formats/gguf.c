@@ -11,16 +11,19 @@
  */
 #include "formats/gguf.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "base/buf.h"
+#include "base/fs.h"
 
 #define GGUF_MAGIC 0x46554747u /* "GGUF" read as a little-endian u32 */
 #define MAX_NESTING 8
@@ -923,4 +926,145 @@ const gm_tensor *gm_gguf_find_tensor(const gm_gguf *g, const char *name)
 	key.name = name;
 	hit = bsearch(&kp, g->by_name, g->ntensors, sizeof(*g->by_name), cmp_tensor_name);
 	return hit ? *hit : NULL;
+}
+
+/* ------------------------------------------------------- finding GGUF files */
+
+static int has_gguf_suffix(const char *name)
+{
+	size_t n = strlen(name);
+
+	return n > 5 && !strcasecmp(name + n - 5, ".gguf");
+}
+
+int gm_gguf_is_file(const char *path)
+{
+	struct stat st;
+
+	return has_gguf_suffix(path) && !stat(path, &st) && S_ISREG(st.st_mode);
+}
+
+/* Whether the file starts with the GGUF magic (an LFS pointer does not). */
+static int has_magic(const char *path)
+{
+	unsigned char m[4];
+	int fd = open(path, O_RDONLY | O_CLOEXEC), ok;
+
+	if (fd < 0)
+		return 0;
+	ok = read(fd, m, 4) == 4 && le(m, 4) == GGUF_MAGIC;
+	close(fd);
+	return ok;
+}
+
+static int is_boundary(char c)
+{
+	return !(c >= 'a' && c <= 'z') && !(c >= 'A' && c <= 'Z') && !(c >= '0' && c <= '9') && c != '_';
+}
+
+/* name holds quant (any case) as a whole word: "x-Q4_K_M.gguf" has Q4_K_M, not Q4_K. */
+static int names_quant(const char *name, const char *quant)
+{
+	size_t n = strlen(name), q = strlen(quant), i;
+
+	for (i = 0; q && i + q <= n; i++)
+		if (!strncasecmp(name + i, quant, q) && (i == 0 || is_boundary(name[i - 1])) &&
+		    (i + q == n || is_boundary(name[i + q])))
+			return 1;
+	return 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void list_names(gm_buf *b, char **names, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		gm_buf_adds(b, i ? ", " : "");
+		gm_buf_adds(b, names[i]);
+	}
+}
+
+int gm_gguf_pick(const char *dir, const char *quant, char **out, gm_error *err)
+{
+	char **names = NULL, **hits = NULL;
+	size_t n = 0, nhits = 0, npointers = 0, i;
+	struct dirent *de;
+	gm_buf msg = GM_BUF_INIT;
+	DIR *d;
+	int ret = 0;
+
+	*out = NULL;
+	if (!(d = opendir(dir)))
+		return gm_error_errno(err, "cannot read the directory '%s'", dir);
+	while ((de = readdir(d))) {
+		char *path;
+
+		if (de->d_name[0] == '.' || !has_gguf_suffix(de->d_name) || !strncmp(de->d_name, "mmproj", 6))
+			continue;
+		path = gm_path_join(dir, de->d_name);
+		if (!gm_gguf_is_file(path)) {
+			free(path);
+			continue;
+		}
+		if (!has_magic(path)) {
+			npointers++; /* an LFS pointer: a variant not downloaded */
+			free(path);
+			continue;
+		}
+		free(path);
+		names = gm_xrealloc(names, (n + 1) * sizeof(*names));
+		names[n++] = gm_xstrdup(de->d_name);
+	}
+	closedir(d);
+	qsort(names, n, sizeof(*names), cmp_str);
+	if (!n) {
+		if (quant)
+			ret = gm_error_set(err, GM_ENOENT, "%s: no GGUF file to choose --quant %s from%s", dir, quant,
+					   npointers ? " (the .gguf files here are LFS pointers: not downloaded)" : "");
+		goto done;
+	}
+	hits = gm_xcalloc(n, sizeof(*hits));
+	for (i = 0; i < n; i++)
+		if (!quant || !strcmp(names[i], quant) || names_quant(names[i], quant))
+			hits[nhits++] = names[i];
+	if (quant && nhits > 1)
+		for (i = 0; i < nhits; i++)
+			if (!strcmp(hits[i], quant)) {
+				hits[0] = hits[i];
+				nhits = 1;
+			}
+	if (nhits == 1) {
+		const char *p = strstr(hits[0], "-of-");
+		if (p && p - hits[0] >= 6 && p[-6] == '-') {
+			ret = gm_error_set(err, GM_EUNSUPPORTED, "%s: '%s' is one part of a split GGUF model, "
+					   "which is not supported (merge the parts with llama-gguf-split --merge)",
+					   dir, hits[0]);
+			goto done;
+		}
+		*out = gm_path_join(dir, hits[0]);
+		ret = 1;
+		goto done;
+	}
+	list_names(&msg, nhits ? hits : names, nhits ? nhits : n);
+	if (!nhits)
+		ret = gm_error_set(err, GM_ENOENT, "%s: no GGUF file matches --quant %s (there are: %s)", dir, quant,
+				   msg.buf);
+	else if (quant)
+		ret = gm_error_set(err, GM_EINVAL, "%s: several GGUF files match --quant %s: %s; give a file name",
+				   dir, quant, msg.buf);
+	else
+		ret = gm_error_set(err, GM_EINVAL, "%s: several GGUF files: %s; choose one with --quant TYPE "
+				   "(or a file name)", dir, msg.buf);
+done:
+	for (i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+	free(hits);
+	gm_buf_release(&msg);
+	return ret;
 }

@@ -34,6 +34,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/buf.h"
 #include "base/error.h"
 #include "formats/safetensors.h"
 
@@ -115,5 +116,37 @@ const gm_tensor *gm_gguf_tensor(const gm_gguf *g, size_t i);
 const gm_tensor *gm_gguf_find_tensor(const gm_gguf *g, const char *name);
 /* Offset of the data section in the file (tensor offsets are relative to it). */
 uint64_t gm_gguf_data_offset(const gm_gguf *g);
+
+/* ---- the tokenizer and chat template (gguf-vocab.c) */
+
+/*
+ * Appends to out a tokenizer.json document (for gm_tokenizer_load_memory)
+ * equivalent to the file's byte-level BPE vocabulary: tokens, token types
+ * (control -> special added token, user-defined -> added token, unused ->
+ * left out), merges, and the pre-tokenizer tokenizer.ggml.pre names, as
+ * the original tokenizer.json spells it (qwen2, qwen35, llama-bpe/llama3,
+ * gpt-2/default, smollm/starcoder and aliases).  GM_EUNSUPPORTED for other
+ * models (SentencePiece 'llama') and pre-tokenizers, naming them.
+ */
+int gm_gguf_tokenizer_json(const gm_gguf *g, gm_buf *out, gm_error *err);
+/* tokenizer.chat_template and the bos/eos tokens' texts (NULL when none),
+ * malloc'ed; GM_ENOENT when the file has no template. */
+int gm_gguf_chat_template(const gm_gguf *g, char **tmpl, char **bos, char **eos, gm_error *err);
+
+/* ---- finding GGUF files */
+
+/* 1 when path is a regular file whose name ends in ".gguf" (any case). */
+int gm_gguf_is_file(const char *path);
+/*
+ * Chooses the GGUF file of a model directory (a Hub "-GGUF" repository
+ * holds one per quantization).  Candidates: the *.gguf files of dir (not
+ * mmproj-*, not LFS pointers of variants left undownloaded).  quant NULL:
+ * the only candidate; else the candidate named quant, or the only one whose
+ * name holds quant as a word, any case ("Q4_K_M" picks "x-Q4_K_M.gguf",
+ * "q4_k" does not).  Returns 1 with *out the path (malloc'ed), 0 when dir
+ * has no candidate and quant is NULL, or an error listing the candidates
+ * when the choice is missing or ambiguous.
+ */
+int gm_gguf_pick(const char *dir, const char *quant, char **out, gm_error *err);
 
 #endif
