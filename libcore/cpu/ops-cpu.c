@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "base/buf.h"
+#include "formats/quant.h"
 #include "cpu/kernels-kv.h"
 #include "cpu/kernels.h"
 #include "ops/kv-internal.h"
@@ -54,6 +55,11 @@ struct gm_ops {
 	size_t nw_len;
 	int64_t *groups;        /* attention over the pool: row groups */
 	size_t groups_len;
+	/* block-quantized weights */
+	void *qx[2];            /* the call's activations quantized: [0] 32-blocks, [1] Q8_K */
+	size_t qx_len[2];
+	float *dq;              /* gm_op_linear_backward: a tile of W dequantized */
+	size_t dq_len;
 };
 
 static void grow(float **p, size_t *len, size_t need)
@@ -140,6 +146,9 @@ void gm_ops_free(gm_ops *o)
 	free(o->uses);
 	free(o->nw);
 	free(o->groups);
+	free(o->qx[0]);
+	free(o->qx[1]);
+	free(o->dq);
 	free(o);
 }
 
@@ -167,6 +176,7 @@ struct lin_mat {
 	int64_t nb;
 	int matmul;              /* else matvec per token */
 	int add;                 /* y += the product */
+	const void *xq;          /* block types: the activations quantized (gm_qact_quantize) */
 	int64_t off;             /* rows of the matrices before this one in the loop */
 };
 
@@ -220,7 +230,9 @@ static void lin_rows(void *ctx, int64_t b, int64_t e, int thread)
 
 		if (r0 >= r1)
 			continue;
-		if (mt->add)
+		if (mt->xq)
+			gm_qmatmul(mt->y, mt->ldy, mt->xq, mt->nb, mt->w, mt->wt, mt->in, r0, r1);
+		else if (mt->add)
 			lin_add_rows(j, mt, r0, r1, thread);
 		else if (mt->matmul)
 			gm_matmul(mt->y, mt->ldy, mt->xt, mt->nb, mt->w, mt->wt, mt->ldw, mt->in, r0, r1,
@@ -250,6 +262,7 @@ static void lin_push(struct lin_job *j, const void *w, enum gm_dtype wt, int64_t
 	mt->nb = nb;
 	mt->matmul = matmul;
 	mt->add = add;
+	mt->xq = NULL;
 	mt->off = j->rows;
 	j->rows += rows;
 }
@@ -304,6 +317,40 @@ static int64_t lin_grain(const gm_ops *o, int64_t rows, int64_t in, int matmul)
 	return grain;
 }
 
+/* The activations of block-type weights: rows of X quantized for weights of wt's kind (gm_qact_quantize). */
+struct qx_job {
+	void *xq;
+	const float *x;
+	int64_t ldx, in;
+	enum gm_dtype wt;
+	size_t len;
+};
+
+static void qx_run(void *ctx, int64_t b, int64_t e, int th)
+{
+	struct qx_job *j = ctx;
+	int64_t t;
+
+	(void)th;
+	for (t = b; t < e; t++)
+		gm_qact_quantize((char *)j->xq + (size_t)t * j->len, j->wt, j->x + t * j->ldx, j->in);
+}
+
+static void quantize_x(gm_ops *o, const float *x, int64_t ldx, int64_t n, int64_t in, enum gm_dtype wt)
+{
+	int k = gm_qact_kind(wt);
+	struct qx_job j = { NULL, x, ldx, in, wt, gm_qact_len(wt, in) };
+	size_t need = j.len * (size_t)n;
+
+	if (need > o->qx_len[k]) {
+		free(o->qx[k]);
+		o->qx[k] = gm_xmalloc(need);
+		o->qx_len[k] = need;
+	}
+	j.xq = o->qx[k];
+	gm_threadpool_for(o->pool, n, 4, qx_run, &j);
+}
+
 void gm_op_linear(gm_ops *o, const float *x, int64_t ldx, int64_t n, const gm_op_linear_out *outs, int n_outs,
 		  int matvec_max)
 {
@@ -311,7 +358,7 @@ void gm_op_linear(gm_ops *o, const float *x, int64_t ldx, int64_t n, const gm_op
 	int64_t in = outs[0].w->shape[1], dn, rmax, last_r0 = -1, last_r1 = -1;
 	const float *last_xt = NULL;
 	size_t need = 0, at = 0;
-	int i, d, n_lora = 0, n_mats = n_outs, matmul = n > matvec_max;
+	int i, d, n_lora = 0, n_mats = n_outs, matmul = n > matvec_max, qx_ready[2] = { 0, 0 }, any_q = 0, need_pack = 0;
 
 	/* scratch: each LoRA delta's u and s u packed, and its rows' packed input unless they are all */
 	for (i = 0; i < n_outs; i++) {
@@ -337,7 +384,14 @@ void gm_op_linear(gm_ops *o, const float *x, int64_t ldx, int64_t n, const gm_op
 	for (i = 0; i < n_outs; i++)
 		lin_push(&j, outs[i].w->data, outs[i].w->dtype, outs[i].w->shape[0], outs[i].w->shape[1], outs[i].y,
 			 outs[i].ldy, x, ldx, in, o->xt, n, matmul, 0);
-	if (matmul) {
+	/* X packed for the float weights and the LoRA A over all rows (block-type weights read X quantized) */
+	for (i = 0; i < n_outs; i++) {
+		need_pack |= !gm_dtype_is_block(outs[i].w->dtype);
+		for (d = 0; d < outs[i].n_deltas; d++)
+			need_pack |= outs[i].deltas[d].lora && outs[i].deltas[d].lora->rank &&
+				     outs[i].deltas[d].r1 - outs[i].deltas[d].r0 == n;
+	}
+	if (matmul && need_pack) {
 		grow(&o->xt, &o->xt_len, gm_matmul_xt_len(n, in));
 		for (i = 0; i < n_outs; i++)
 			j.m[i].xt = o->xt;
@@ -381,7 +435,20 @@ void gm_op_linear(gm_ops *o, const float *x, int64_t ldx, int64_t n, const gm_op
 			n_lora++;
 		}
 	}
-	gm_threadpool_for(o->pool, j.rows, lin_grain(o, j.rows, in, matmul), lin_rows, &j);
+	/* block-type weights: the activations quantized once per kind, shared by the weights of that kind */
+	for (i = 0; i < n_outs; i++) {
+		enum gm_dtype wt = outs[i].w->dtype;
+
+		if (!gm_dtype_is_block(wt))
+			continue;
+		if (!qx_ready[gm_qact_kind(wt)]) {
+			quantize_x(o, x, ldx, n, in, wt);
+			qx_ready[gm_qact_kind(wt)] = 1;
+		}
+		j.m[i].xq = o->qx[gm_qact_kind(wt)];
+		any_q = 1;
+	}
+	gm_threadpool_for(o->pool, j.rows, lin_grain(o, j.rows, in, matmul && !any_q), lin_rows, &j);
 
 	for (i = 0; i < n_outs; i++) {
 		for (d = 0; d < outs[i].n_deltas; d++) {
@@ -497,14 +564,67 @@ static void add_to(float *y, const float *x, int64_t n)
 		y[i] += x[i];
 }
 
+/* Rows a0 + [b, e) of a block-type W, dequantized into a tile (row a0 first). */
+struct dq_job {
+	float *tile;
+	const gm_tensor *w;
+	int64_t a0;
+};
+
+static void dq_run(void *ctx, int64_t b, int64_t e, int th)
+{
+	struct dq_job *j = ctx;
+	int64_t in = j->w->shape[1], r;
+	size_t rb = gm_quant_row_bytes(j->w->dtype, in);
+
+	(void)th;
+	for (r = b; r < e; r++)
+		gm_quant_dequantize(j->w->dtype, (const char *)j->w->data + (size_t)(j->a0 + r) * rb, j->tile + r * in, in);
+}
+
+#define GM_DQ_ROWS 128 /* rows of a block-type W dequantized at a time by the backward */
+
+/*
+ * dX (=, or +=) dY W for a block-type W [out, in] (blocks run along in, so
+ * W is not transposed): GM_DQ_ROWS rows of W at a time are dequantized
+ * (never the whole matrix) and dX += dY[:, rows] W[rows, :] added, as C +=
+ * A^T B with A = (dY^T)[rows] and B the tile; each dX element sums the
+ * tiles in order, whatever the threads.
+ */
+static void linear_backward_q(gm_ops *o, const gm_tensor *w, const float *dy, int64_t n, float *dx, int add,
+			      float *dyt)
+{
+	int64_t out = w->shape[0], in = w->shape[1], a, t, r;
+	struct dq_job dj = { NULL, w, 0 };
+
+	grow(&o->dq, &o->dq_len, (size_t)(GM_DQ_ROWS * in));
+	dj.tile = o->dq;
+	for (r = 0; r < out; r++)
+		for (t = 0; t < n; t++)
+			dyt[r * n + t] = dy[t * out + r];
+	if (!add)
+		memset(dx, 0, (size_t)(n * in) * sizeof(float));
+	for (a = 0; a < out; a += GM_DQ_ROWS) {
+		int64_t rows = gm_imin64(GM_DQ_ROWS, out - a);
+
+		dj.a0 = a;
+		gm_threadpool_for(o->pool, rows, 8, dq_run, &dj);
+		matmul_tn(o, dx, in, dyt + a * n, n, o->dq, in, rows, n, in);
+	}
+}
+
 void gm_op_linear_backward(gm_ops *o, const gm_tensor *wt, const float *dy, int64_t n, float *dx, int add,
 			   const gm_op_lora *lora, const float *x, const float *u, float *ga, float *gb)
 {
-	int64_t in = wt->shape[0], out = wt->shape[1], r = lora ? lora->rank : 0, s;
+	int blk = gm_dtype_is_block(wt->dtype);
+	int64_t in = blk ? wt->shape[1] : wt->shape[0], out = blk ? wt->shape[0] : wt->shape[1];
+	int64_t r = lora ? lora->rank : 0, s;
 	size_t l_tmp = gm_fround((size_t)(n * in)), l_lt = gm_fround((size_t)(n * gm_imax64(r, 1)));
 	size_t l_xt2 = gm_fround(gm_matmul_xt_len(n, gm_imax64(r, 1))), l_bt = gm_fround((size_t)(gm_imax64(in, out) * gm_imax64(r, 1)));
 	float *tmp, *lt, *gu, *xt2, *bt;
 
+	if (blk)
+		l_tmp = gm_imax64((int64_t)l_tmp, (int64_t)gm_fround((size_t)(n * out)));
 	grow(&o->bwd, &o->bwd_len, l_tmp + 2 * l_lt + l_xt2 + l_bt);
 	tmp = o->bwd;
 	lt = tmp + l_tmp;
@@ -514,8 +634,11 @@ void gm_op_linear_backward(gm_ops *o, const gm_tensor *wt, const float *dy, int6
 	grow(&o->xt, &o->xt_len, gm_matmul_xt_len(n, out));
 	gm_matmul_pack_all(o->pool, o->xt, dy, out, n, out);
 	/* dX = dY W, with W^T [in, out] as the weight */
-	mm(o, add ? tmp : dx, in, o->xt, n, wt->data, wt->dtype, in, out);
-	if (add)
+	if (blk)
+		linear_backward_q(o, wt, dy, n, dx, add, tmp);
+	else
+		mm(o, add ? tmp : dx, in, o->xt, n, wt->data, wt->dtype, in, out);
+	if (add && !blk)
 		add_to(dx, tmp, n * in);
 	if (!r)
 		return;
@@ -554,6 +677,11 @@ static void tr_run(void *ctx, int64_t b, int64_t e, int th)
 
 void gm_op_transpose(gm_ops *o, void *dst, const gm_tensor *w)
 {
+	if (gm_dtype_is_block(w->dtype)) {
+		memcpy(dst, w->data, w->nbytes); /* blocks run along rows: see ops.h */
+		return;
+	}
+
 	struct tr_job j = { dst, w->data, w->dtype == GM_DTYPE_F32 ? 4 : 2, w->shape[0], w->shape[1] };
 
 	gm_threadpool_for(o->pool, j.cols, 32, tr_run, &j);
@@ -737,6 +865,13 @@ static void row_run(void *ctx, int64_t b, int64_t e, int th)
 			}
 			break;
 		case ROW_EMBED:
+			if (gm_dtype_is_block(j->w->dtype)) {
+				size_t rb = gm_quant_row_bytes(j->w->dtype, D);
+
+				gm_quant_dequantize(j->w->dtype, (const char *)j->w->data + (size_t)j->ids[t] * rb,
+						    j->out + t * D, D);
+				break;
+			}
 			gm_load_f32(j->out + t * D, (const char *)j->w->data + (size_t)j->ids[t] * (size_t)D *
 					    (j->w->dtype == GM_DTYPE_F32 ? 4 : 2), j->w->dtype, D);
 			break;
