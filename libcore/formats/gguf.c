@@ -991,7 +991,7 @@ static void list_names(gm_buf *b, char **names, size_t n)
 
 int gm_gguf_pick(const char *dir, const char *quant, char **out, gm_error *err)
 {
-	char **names = NULL, **hits = NULL;
+	char **names = NULL, **hits = NULL, *pointer_hit = NULL;
 	size_t n = 0, nhits = 0, npointers = 0, i;
 	struct dirent *de;
 	gm_buf msg = GM_BUF_INIT;
@@ -1012,7 +1012,10 @@ int gm_gguf_pick(const char *dir, const char *quant, char **out, gm_error *err)
 			continue;
 		}
 		if (!has_magic(path)) {
-			npointers++; /* an LFS pointer: a variant not downloaded */
+			/* an LFS pointer: a variant not downloaded */
+			if (quant && !pointer_hit && (!strcmp(de->d_name, quant) || names_quant(de->d_name, quant)))
+				pointer_hit = gm_xstrdup(de->d_name);
+			npointers++;
 			free(path);
 			continue;
 		}
@@ -1022,6 +1025,17 @@ int gm_gguf_pick(const char *dir, const char *quant, char **out, gm_error *err)
 	}
 	closedir(d);
 	qsort(names, n, sizeof(*names), cmp_str);
+	if (pointer_hit) {
+		/* asked for a variant that is only a pointer; a real file of that name would do */
+		for (i = 0; i < n; i++)
+			if (!strcmp(names[i], quant) || names_quant(names[i], quant))
+				break;
+		if (i == n) {
+			ret = gm_error_set(err, GM_ENOENT, "%s: %s is not downloaded (an LFS pointer); fetch it "
+					   "first (git model fetch)", dir, pointer_hit);
+			goto done;
+		}
+	}
 	if (!n) {
 		if (quant)
 			ret = gm_error_set(err, GM_ENOENT, "%s: no GGUF file to choose --quant %s from%s", dir, quant,
@@ -1065,6 +1079,7 @@ done:
 		free(names[i]);
 	free(names);
 	free(hits);
+	free(pointer_hit);
 	gm_buf_release(&msg);
 	return ret;
 }
