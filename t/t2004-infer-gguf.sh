@@ -106,6 +106,28 @@ test_expect_success 'a directory of GGUF files: --quant chooses, otherwise the c
 	test_grep "is a file already" err
 '
 
+test_expect_success 'git model info on a directory of GGUF files lists the variants' '
+	mkdir -p variants &&
+	cp "$GG/pocket-Q8_0.gguf" "$GG/pocket-Q4_K_M.gguf" variants/ &&
+	printf "version https://git-lfs.github.com/spec/v1\noid sha256:%064d\nsize 4880896\n" 0 >variants/pocket-Q6_K.gguf &&
+	git model info variants >out &&
+	test_grep "^path: *variants/pocket-Q4_K_M.gguf\$" out &&
+	test_grep "^dtype: *q4_k+q6_k+f32\$" out &&
+	sed -n "/^variants:/,/^adapters:/p" out >actual &&
+	cat >expect <<-\EOF &&
+	variants:
+	    pocket-Q4_K_M.gguf  Q4_K_M        3782656 bytes
+	    pocket-Q6_K.gguf    -             4880896 bytes  (not fetched)
+	    pocket-Q8_0.gguf    Q8_0          6277632 bytes
+	adapters: none
+	EOF
+	test_cmp expect actual &&
+	git model info --json variants >out.json &&
+	test_grep "\"type\": \"Q8_0\"" out.json &&
+	git model info "$GG/pocket-Q8_0.gguf" >out &&
+	test_grep "^dtype: *q8_0+f32\$" out
+'
+
 test_expect_success 'hostile or unsupported GGUF files are refused with the reason' '
 	head -c 100000 "$GG/pocket-Q8_0.gguf" >cut.gguf &&
 	test_expect_code 1 git infer -m cut.gguf --check 2>err &&

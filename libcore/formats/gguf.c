@@ -100,12 +100,36 @@ static const struct {
 	[34] = { "tq1_0", -1 },             [35] = { "tq2_0", -1 },
 	[36] = { "iq4_nl_4_4", -1 },        [37] = { "iq4_nl_4_8", -1 },
 	[38] = { "iq4_nl_8_8", -1 },        [39] = { "mxfp4", -1 },
+	[40] = { "nvfp4", -1 },             [41] = { "q1_0", -1 },
+	[42] = { "q2_0", -1 },
 };
 #define N_GGML_TYPES (sizeof(ggml_types) / sizeof(ggml_types[0]))
 
 const char *gm_gguf_ggml_type_name(uint32_t type)
 {
 	return type < N_GGML_TYPES ? ggml_types[type].name : NULL;
+}
+
+/* llama.cpp's file types (general.file_type), by id. */
+static const char *const file_types[] = {
+	[0] = "F32",      [1] = "F16",      [2] = "Q4_0",     [3] = "Q4_1",     [7] = "Q8_0",
+	[8] = "Q5_0",     [9] = "Q5_1",     [10] = "Q2_K",    [11] = "Q3_K_S",  [12] = "Q3_K_M",
+	[13] = "Q3_K_L",  [14] = "Q4_K_S",  [15] = "Q4_K_M",  [16] = "Q5_K_S",  [17] = "Q5_K_M",
+	[18] = "Q6_K",    [19] = "IQ2_XXS", [20] = "IQ2_XS",  [21] = "Q2_K_S",  [22] = "IQ3_XS",
+	[23] = "IQ3_XXS", [24] = "IQ1_S",   [25] = "IQ4_NL",  [26] = "IQ3_S",   [27] = "IQ3_M",
+	[28] = "IQ2_S",   [29] = "IQ2_M",   [30] = "IQ4_XS",  [31] = "IQ1_M",   [32] = "BF16",
+	[36] = "TQ1_0",   [37] = "TQ2_0",   [38] = "MXFP4_MOE", [39] = "NVFP4", [40] = "Q1_0",
+	[41] = "Q2_0",
+};
+
+const char *gm_gguf_file_type_name(const gm_gguf *g)
+{
+	int64_t ft;
+
+	if (gm_gguf_find_kv(g, "general.file_type") < 0 || gm_gguf_get_int(g, "general.file_type", &ft, NULL) ||
+	    ft < 0 || (uint64_t)ft >= sizeof(file_types) / sizeof(file_types[0]) || !file_types[ft])
+		return NULL;
+	return file_types[ft];
 }
 
 int gm_gguf_ggml_type(enum gm_dtype t)

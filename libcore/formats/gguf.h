@@ -77,6 +77,8 @@ int gm_gguf_is_resident(const gm_gguf *g);
 const char *gm_gguf_vtype_name(int type);
 /* ggml's name of a tensor type id ("q4_K", "iq2_xxs"...); NULL when unknown. */
 const char *gm_gguf_ggml_type_name(uint32_t type);
+/* llama.cpp's name of the file's general.file_type ("Q4_K_M", "BF16"...); NULL when absent or unknown. */
+const char *gm_gguf_file_type_name(const gm_gguf *g);
 /* The ggml type id of a dtype that GGUF can hold; -1 when none. */
 int gm_gguf_ggml_type(enum gm_dtype t);
 
