@@ -27,6 +27,8 @@
 #include "engine/forward.h"
 #include "base/fs.h"
 #include "engine/generate.h"
+#include "engine/modelfiles.h"
+#include "formats/gguf.h"
 #include "base/json.h"
 #include "base/log.h"
 #include "formats/model.h"
@@ -58,6 +60,7 @@ struct infer_opts {
 	const char *model_id; /* --serve: the registered name clients use; NULL: the directory's */
 	const char *model, *prompt, *system, *seed, *prompt_ids, *logits_out, *render_chat, *kv_type;
 	const char *grammar, *json_schema; /* constrained decoding: a GBNF file, a JSON Schema file */
+	const char *quant;  /* --quant: which GGUF file of the model directory */
 	int chat, think, print_ids, tokenize, generation_prompt, verbosity;
 	const char *tools, *tool_choice; /* --tools FILE, --tool-choice */
 	long max_tokens, top_k, threads, ctx;
@@ -354,7 +357,7 @@ static int run_tokenize(const struct infer_opts *io)
 	size_t n = 0, i;
 	int ret;
 
-	ret = gm_tokenizer_load(io->model, &tok, &err);
+	ret = gm_model_tokenizer_load(io->model, &tok, &err);
 	if (!ret)
 		ret = read_stdin(&text, &err);
 	if (!ret)
@@ -436,7 +439,7 @@ static int run_render_chat(const struct infer_opts *io)
 	int ret;
 
 	memset(&tr, 0, sizeof(tr));
-	ret = gm_chat_template_load(io->model, &t, &err);
+	ret = gm_model_chat_template_load(io->model, &t, &err);
 	if (!ret)
 		ret = load_tools(io, t, &tr, &err);
 	if (!ret)
@@ -883,12 +886,12 @@ static int run_generate(const struct gm_cmd_info *cmd, const struct infer_opts *
 	s.seed = sp.seed;
 
 	need_tok = !io->prompt_ids || !io->print_ids || io->stop.n || interactive || s.grammar;
-	if (need_tok && (ret = gm_tokenizer_load(io->model, &s.tok, &err)))
+	if (need_tok && (ret = gm_model_tokenizer_load(io->model, &s.tok, &err)))
 		goto fail;
 	/* the vocabulary trie is built once, for every turn */
 	if (s.grammar && (ret = gm_grammar_vocab_new(s.tok, (size_t)s.model->config.vocab_size, &s.vocab, &err)))
 		goto fail;
-	if ((io->chat || interactive) && (ret = gm_chat_template_load(io->model, &s.chat, &err)))
+	if ((io->chat || interactive) && (ret = gm_model_chat_template_load(io->model, &s.chat, &err)))
 		goto fail;
 	if (s.chat && (ret = load_tools(io, s.chat, &s.tools, &err)))
 		goto fail;
@@ -1100,6 +1103,49 @@ static int run_serve(const struct gm_cmd_info *cmd, const struct infer_opts *io)
 	return 0;
 }
 
+/*
+ * -m: a .gguf file as it is; otherwise a directory or registered name, and
+ * then, when the directory holds GGUF files (a Hub "-GGUF" repository) and
+ * no safetensors weights, or --quant asks for one, the GGUF file chosen.
+ */
+static int resolve_model(const char *spec, const char *quant, char **out, gm_error *err)
+{
+	char *dir = NULL, *gguf = NULL, *st, *idx;
+	int ret, has_st;
+
+	*out = NULL;
+	if (gm_gguf_is_file(spec)) {
+		if (quant)
+			return gm_error_set(err, GM_EINVAL, "--quant chooses among the GGUF files of a model "
+					    "directory; '%s' is a file already", spec);
+		*out = gm_xstrdup(spec);
+		return 0;
+	}
+	if ((ret = gm_repo_resolve_model(spec, &dir, err)))
+		return ret;
+	st = gm_path_join(dir, "model.safetensors");
+	idx = gm_path_join(dir, "model.safetensors.index.json");
+	has_st = gm_is_file(st) || gm_is_file(idx);
+	free(st);
+	free(idx);
+	if (has_st && !quant) {
+		*out = dir;
+		return 0;
+	}
+	ret = gm_gguf_pick(dir, quant, &gguf, err);
+	if (ret < 0) {
+		free(dir);
+		return ret;
+	}
+	if (ret == 1) {
+		free(dir);
+		*out = gguf;
+	} else {
+		*out = dir;
+	}
+	return 0;
+}
+
 int main(int argc, const char **argv)
 {
 	struct infer_opts io;
@@ -1110,6 +1156,8 @@ int main(int argc, const char **argv)
 	const struct gm_option options[] = {
 		GM_OPT_STRING('m', "model", &io.model, "model",
 			      "the model: a directory, or NAME[@REV] of a registered model"),
+		GM_OPT_STRING(0, "quant", &io.quant, "type",
+			      "the GGUF file to run when the model has several: Q4_K_M, Q8_0... or a file name"),
 		GM_OPT_STRING('p', "prompt", &io.prompt, "text", "the prompt (- reads standard input)"),
 		GM_OPT_FLAG(0, "chat", &io.chat, "apply the chat template of the model"),
 		GM_OPT_STRING(0, "system", &io.system, "text", "with --chat: a system message first"),
@@ -1223,7 +1271,7 @@ int main(int argc, const char **argv)
 	}
 	if (io.serve) {
 		/* a registered model is served under its name (NAME or NAME@REV) */
-		if (gm_repo_resolve_model(io.model, &model_dir, &err)) {
+		if (resolve_model(io.model, io.quant, &model_dir, &err)) {
 			status = gm_cmd_error(&err);
 			goto out;
 		}
@@ -1257,7 +1305,7 @@ int main(int argc, const char **argv)
 	}
 	/* -m NAME[@REV]: the registry's work tree, or a view of that revision
 	 * whose weights are mmapped from the LFS object store */
-	if (gm_repo_resolve_model(io.model, &model_dir, &err)) {
+	if (resolve_model(io.model, io.quant, &model_dir, &err)) {
 		status = gm_cmd_error(&err);
 		goto out;
 	}

@@ -20,6 +20,7 @@
 #include "base/cmd.h"
 #include "base/fs.h"
 #include "base/json.h"
+#include "engine/modelfiles.h"
 #include "formats/model.h"
 #include "formats/peft.h"
 #include "text/tokenizer.h"
@@ -487,7 +488,7 @@ static int train(struct train_cmd *c)
 	if (!ret)
 		ret = prepare_hp(c, &err);
 	if (!ret)
-		ret = gm_tokenizer_load(c->model, &tok, &err);
+		ret = gm_model_tokenizer_load(c->model, &tok, &err);
 	if (!ret)
 		ret = gm_trainset_load(c->data, m, tok, c->hp.max_len, &data, &err);
 	if (!ret && c->eval_data)

@@ -30,6 +30,7 @@
 #include "engine/forward.h"
 #include "base/fs.h"
 #include "engine/generate.h"
+#include "engine/modelfiles.h"
 #include "base/json.h"
 #include "ops/kv.h"
 #include "base/log.h"
@@ -3081,10 +3082,10 @@ int gm_serve_load(gm_serve *s, gm_error *err)
 	int threads, ret;
 
 	if ((ret = gm_model_open(s->c.model_dir, &s->model, err)) ||
-	    (ret = gm_tokenizer_load(s->c.model_dir, &s->tok, err)))
+	    (ret = gm_model_tokenizer_load(s->c.model_dir, &s->tok, err)))
 		return ret;
 	s->n_vocab = (size_t)s->model->config.vocab_size;
-	if (gm_chat_template_load(s->c.model_dir, &s->chat, &cerr)) {
+	if (gm_model_chat_template_load(s->c.model_dir, &s->chat, &cerr)) {
 		/* completions still work; chat says why it cannot */
 		s->chat = NULL;
 		s->chat_error = gm_xstrdup(cerr.msg);
