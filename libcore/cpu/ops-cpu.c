@@ -60,6 +60,8 @@ struct gm_ops {
 	size_t qx_len[2];
 	float *dq;              /* gm_op_linear_backward: a tile of W dequantized */
 	size_t dq_len;
+	float **dqp;            /* per thread: a panel of a block-type W dequantized (training's products) */
+	size_t dqp_len;
 };
 
 static void grow(float **p, size_t *len, size_t need)
@@ -112,6 +114,7 @@ int gm_ops_cpu_new(int n_threads, gm_ops **out, gm_error *err)
 	o->axt = gm_xcalloc((size_t)n_threads, sizeof(float *));
 	o->amat = gm_xcalloc((size_t)n_threads, sizeof(float *));
 	o->aw = gm_xcalloc((size_t)n_threads, sizeof(float *));
+	o->dqp = gm_xcalloc((size_t)n_threads, sizeof(float *));
 	for (i = 0; i < n_threads; i++)
 		o->tile[i] = gm_falloc((size_t)GM_MATMUL_TB * GM_LORA_TILE);
 	*out = o;
@@ -132,7 +135,9 @@ void gm_ops_free(gm_ops *o)
 		free(o->axt[i]);
 		free(o->amat[i]);
 		free(o->aw[i]);
+		free(o->dqp[i]);
 	}
+	free(o->dqp);
 	free(o->panel);
 	free(o->tile);
 	free(o->scores);
@@ -177,6 +182,7 @@ struct lin_mat {
 	int matmul;              /* else matvec per token */
 	int add;                 /* y += the product */
 	const void *xq;          /* block types: the activations quantized (gm_qact_quantize) */
+	int dqpanel;             /* block types: through panels of W dequantized to f32 (gm_matmul on xt) */
 	int64_t off;             /* rows of the matrices before this one in the loop */
 };
 
@@ -219,6 +225,28 @@ static void lin_add_rows(const struct lin_job *j, const struct lin_mat *mt, int6
 	}
 }
 
+/*
+ * Rows [r0, r1) of a block-type W through f32: a panel of rows dequantized
+ * (gm_quant_dequantize, exactly the model's values) and multiplied as an
+ * F32 weight, so each Y element is what the same call gives on W
+ * dequantized to F32.
+ */
+static void lin_dq_rows(const struct lin_job *j, const struct lin_mat *mt, int64_t r0, int64_t r1, int thread)
+{
+	size_t rb = gm_quant_row_bytes(mt->wt, mt->in);
+	int64_t P = (int64_t)(j->o->dqp_len / (size_t)mt->in), a, r;
+	float *buf = j->o->dqp[thread];
+
+	for (a = r0; a < r1; a += P) {
+		int64_t n = gm_imin64(P, r1 - a);
+
+		for (r = 0; r < n; r++)
+			gm_quant_dequantize(mt->wt, (const char *)mt->w + (size_t)(a + r) * rb, buf + r * mt->in, mt->in);
+		gm_matmul(mt->y + a, mt->ldy, mt->xt, mt->nb, buf, GM_DTYPE_F32, mt->in, mt->in, 0, n,
+			  j->o->panel[thread]);
+	}
+}
+
 static void lin_rows(void *ctx, int64_t b, int64_t e, int thread)
 {
 	struct lin_job *j = ctx;
@@ -230,7 +258,9 @@ static void lin_rows(void *ctx, int64_t b, int64_t e, int thread)
 
 		if (r0 >= r1)
 			continue;
-		if (mt->xq)
+		if (mt->dqpanel)
+			lin_dq_rows(j, mt, r0, r1, thread);
+		else if (mt->xq)
 			gm_qmatmul(mt->y, mt->ldy, mt->xq, mt->nb, mt->w, mt->wt, mt->in, r0, r1);
 		else if (mt->add)
 			lin_add_rows(j, mt, r0, r1, thread);
@@ -263,6 +293,7 @@ static void lin_push(struct lin_job *j, const void *w, enum gm_dtype wt, int64_t
 	mt->matmul = matmul;
 	mt->add = add;
 	mt->xq = NULL;
+	mt->dqpanel = 0;
 	mt->off = j->rows;
 	j->rows += rows;
 }
@@ -359,6 +390,8 @@ void gm_op_linear(gm_ops *o, const float *x, int64_t ldx, int64_t n, const gm_op
 	const float *last_xt = NULL;
 	size_t need = 0, at = 0;
 	int i, d, n_lora = 0, n_mats = n_outs, matmul = n > matvec_max, qx_ready[2] = { 0, 0 }, any_q = 0, need_pack = 0;
+	/* block-type W: training (matvec_max 0) multiplies through W dequantized, inference with integer dots */
+	int dqpanel = matvec_max == 0 && n > 0;
 
 	/* scratch: each LoRA delta's u and s u packed, and its rows' packed input unless they are all */
 	for (i = 0; i < n_outs; i++) {
@@ -386,7 +419,9 @@ void gm_op_linear(gm_ops *o, const float *x, int64_t ldx, int64_t n, const gm_op
 			 outs[i].ldy, x, ldx, in, o->xt, n, matmul, 0);
 	/* X packed for the float weights and the LoRA A over all rows (block-type weights read X quantized) */
 	for (i = 0; i < n_outs; i++) {
-		need_pack |= !gm_dtype_is_block(outs[i].w->dtype);
+		need_pack |= !gm_dtype_is_block(outs[i].w->dtype) || dqpanel;
+		if (dqpanel && gm_dtype_is_block(outs[i].w->dtype))
+			grow_each(o, o->dqp, &o->dqp_len, gm_matmul_panel_len(in));
 		for (d = 0; d < outs[i].n_deltas; d++)
 			need_pack |= outs[i].deltas[d].lora && outs[i].deltas[d].lora->rank &&
 				     outs[i].deltas[d].r1 - outs[i].deltas[d].r0 == n;
@@ -441,6 +476,10 @@ void gm_op_linear(gm_ops *o, const float *x, int64_t ldx, int64_t n, const gm_op
 
 		if (!gm_dtype_is_block(wt))
 			continue;
+		if (dqpanel) {
+			j.m[i].dqpanel = 1;
+			continue;
+		}
 		if (!qx_ready[gm_qact_kind(wt)]) {
 			quantize_x(o, x, ldx, n, in, wt);
 			qx_ready[gm_qact_kind(wt)] = 1;
@@ -448,7 +487,7 @@ void gm_op_linear(gm_ops *o, const float *x, int64_t ldx, int64_t n, const gm_op
 		j.m[i].xq = o->qx[gm_qact_kind(wt)];
 		any_q = 1;
 	}
-	gm_threadpool_for(o->pool, j.rows, lin_grain(o, j.rows, in, matmul && !any_q), lin_rows, &j);
+	gm_threadpool_for(o->pool, j.rows, lin_grain(o, j.rows, in, matmul && (!any_q || dqpanel)), lin_rows, &j);
 
 	for (i = 0; i < n_outs; i++) {
 		for (d = 0; d < outs[i].n_deltas; d++) {

@@ -84,9 +84,13 @@ typedef struct gm_op_linear_out {
  * (partial sums): the two differ in the last bits, so a row's result is
  * bit-identical to the same row in another call when both calls take the
  * same branch.  matvec_max: 2 for inference, 0 (always the matrix form)
- * for training.  A block-quantized W is multiplied with X quantized per
- * block (kernels.h, gm_qmatmul): each row's result is the same bits
- * whatever n and the branch; the deltas are added in f32 as on a float W.
+ * for training.  A block-quantized W (formats/quant.h): in inference
+ * (matvec_max > 0) X is quantized per block and multiplied with integer
+ * dot products (kernels.h, gm_qmatmul), each row's result the same bits
+ * whatever n and the branch; in training (matvec_max 0) W is dequantized a
+ * panel at a time and multiplied in f32, giving exactly what W dequantized
+ * to F32 gives (QLoRA: the loss is the dequantized model's).  The deltas
+ * are added in f32 as on a float W.
  */
 void gm_op_linear(gm_ops *o, const float *x, int64_t ldx, int64_t n, const gm_op_linear_out *outs, int n_outs,
 		  int matvec_max);

@@ -12,7 +12,11 @@
  *     product of the dequantized weights and activations, and gm_qmatvec /
  *     gm_qmatmul giving the same bits;
  *   - gm_op_linear, the embedding lookup and gm_op_linear_backward over a
- *     block-type W against the same ops over W dequantized to f32.
+ *     block-type W against the same ops over W dequantized to f32;
+ *   - QLoRA: LoRA training of the pocket model quantized to Q8_0 and Q4_K
+ *     (base frozen and quantized) against training on the dequantized
+ *     weights in f32: the same losses; the trained adapter on the quantized
+ *     model in inference.
  */
 #include <math.h>
 #include <stdio.h>
@@ -23,8 +27,12 @@
 #include "base/rng.h"
 #include "cpu/kernels.h"
 #include "formats/quant.h"
+#include "engine/forward.h"
+#include "formats/model.h"
+#include "formats/peft.h"
 #include "ops/ops.h"
 #include "tap.h"
+#include "train/train.h"
 
 static const enum gm_dtype types[] = {
 	GM_DTYPE_Q4_0, GM_DTYPE_Q4_1, GM_DTYPE_Q5_0, GM_DTYPE_Q5_1, GM_DTYPE_Q8_0,
@@ -471,6 +479,15 @@ static void test_ops(void)
 			   "%s: a decode row is bit-identical to the same row of a prompt", gm_dtype_name(wt));
 			free(y1);
 		}
+		{
+			/* training's form (matvec_max 0): through W dequantized, the bits of the f32 W */
+			gm_op_linear_out o0 = { &tq, ya, out, &dl, 1 }, f0 = { &tf, yb, out, &dl, 1 };
+
+			gm_op_linear(o, x, in, n, &o0, 1, 0);
+			gm_op_linear(o, x, in, n, &f0, 1, 0);
+			ok(!memcmp(ya, yb, (size_t)(n * out) * sizeof(float)),
+			   "%s: gm_op_linear in training's form is bit-identical to f32 on W dequantized", gm_dtype_name(wt));
+		}
 		/* embedding rows: dequantized exactly */
 		gm_op_embed(o, ea, &tq, ids, 3);
 		for (c = 0; c < 3; c++)
@@ -497,6 +514,141 @@ static void test_ops(void)
 	free(dy); free(dxa); free(dxb); free(ea); free(eb); free(wdt);
 }
 
+/* ---------------------------------------------------------------- QLoRA */
+
+/* *q: w quantized to t; *f: w quantized then dequantized, F32 (both leaked with the test). */
+static void qpair(const gm_tensor *w, enum gm_dtype t, const gm_tensor **q, const gm_tensor **f)
+{
+	int64_t rows = w->shape[0], in = w->shape[1], r;
+	size_t rb = gm_quant_row_bytes(t, in);
+	uint8_t *qd = gm_xmalloc(rb * (size_t)rows);
+	float *fd = gm_falloc((size_t)(rows * in)), *row = gm_falloc((size_t)in);
+	gm_tensor *tq = gm_xmalloc(sizeof(*tq)), *tf = gm_xmalloc(sizeof(*tf));
+
+	for (r = 0; r < rows; r++) {
+		gm_dtype_to_f32(w->dtype, (const char *)w->data + (size_t)(r * in) * (w->dtype == GM_DTYPE_F32 ? 4 : 2), row,
+				(size_t)in, NULL);
+		gm_quant_quantize(t, row, qd + (size_t)r * rb, in);
+		gm_quant_dequantize(t, qd + (size_t)r * rb, fd + r * in, in);
+	}
+	*tq = tensor(t, qd, rows, in);
+	*tf = tensor(GM_DTYPE_F32, fd, rows, in);
+	tq->name = tf->name = w->name;
+	*q = tq;
+	*f = tf;
+	free(row);
+}
+
+/* Every projection and the (tied) embedding of mq quantized to t, of mf the same values in f32. */
+static void quantize_pair(gm_model *mq, gm_model *mf, enum gm_dtype t)
+{
+	int64_t l;
+
+	for (l = 0; l < mq->config.num_hidden_layers; l++) {
+		gm_layer_weights *a = &mq->layers[l], *b = &mf->layers[l];
+
+		qpair(a->q_proj, t, &a->q_proj, &b->q_proj);
+		qpair(a->k_proj, t, &a->k_proj, &b->k_proj);
+		qpair(a->v_proj, t, &a->v_proj, &b->v_proj);
+		qpair(a->o_proj, t, &a->o_proj, &b->o_proj);
+		qpair(a->gate_proj, t, &a->gate_proj, &b->gate_proj);
+		qpair(a->up_proj, t, &a->up_proj, &b->up_proj);
+		qpair(a->down_proj, t, &a->down_proj, &b->down_proj);
+	}
+	qpair(mq->embed_tokens, t, &mq->embed_tokens, &mf->embed_tokens);
+	mq->lm_head = mq->embed_tokens; /* the pocket model ties them */
+	mf->lm_head = mf->embed_tokens;
+}
+
+static void test_qlora(enum gm_dtype t)
+{
+	gm_error err = GM_ERROR_INIT;
+	gm_model *m[2] = { NULL, NULL };
+	gm_lora *l[2] = { NULL, NULL };
+	gm_train *tr[2] = { NULL, NULL };
+	gm_forward *fw = NULL;
+	gm_peft_adapter *ad = NULL;
+	gm_train_opts o;
+	char dir[4096], tmp[] = "/tmp/test-quant-XXXXXX";
+	int32_t ids[2][24];
+	gm_train_seq sq[2];
+	double worst = 0;
+	int i, k, ret = 0;
+
+	snprintf(dir, sizeof(dir), "%s/contrib/models/pocket-qwen3", tap_srcdir());
+	for (i = 0; i < 24; i++) {
+		ids[0][i] = (i * 977 + 13) % 4096;
+		ids[1][i] = (i * 331 + 101) % 4096;
+	}
+	sq[0] = (gm_train_seq){ ids[0], NULL, 24 };
+	sq[1] = (gm_train_seq){ ids[1], NULL, 17 };
+	memset(&o, 0, sizeof(o));
+	o.lr = 1e-2;
+	o.n_steps = 4;
+	o.max_len = 32;
+	o.n_threads = 2;
+	for (i = 0; i < 2 && !ret; i++)
+		ret = gm_model_open(dir, &m[i], &err);
+	if (ret) {
+		ok(0, "QLoRA %s: %s", gm_dtype_name(t), err.msg);
+		goto out;
+	}
+	quantize_pair(m[0], m[1], t);
+	for (i = 0; i < 2 && !ret; i++) {
+		ret = gm_lora_init(m[i], 8, 16, 0, GM_LORA_ALL_TARGETS, 42, &l[i], &err);
+		if (!ret)
+			ret = gm_train_new(m[i], l[i], &o, &tr[i], &err);
+	}
+	for (k = 0; k < 4 && !ret; k++) {
+		gm_train_info info[2];
+
+		for (i = 0; i < 2 && !ret; i++)
+			ret = gm_train_step(tr[i], sq, 2, &info[i], &err);
+		if (!ret) {
+			worst = fmax(worst, fabs(info[0].loss - info[1].loss));
+			tap_diag("%s step %d: loss %.6f (quantized base) %.6f (f32, dequantized)", gm_dtype_name(t), k,
+				 info[0].loss, info[1].loss);
+		}
+	}
+	if (ret) {
+		ok(0, "QLoRA %s: %s", gm_dtype_name(t), err.msg);
+		goto out;
+	}
+	ok(worst < 1e-4, "QLoRA %s: 4 steps' losses within %.2g (< 1e-4) of training on the dequantized f32 weights",
+	   gm_dtype_name(t), worst);
+	/* the adapter trained on the quantized base, in inference on the quantized model (integer kernels) */
+	if (!mkdtemp(tmp) || gm_lora_save(l[0], tmp, &err) || gm_peft_open(tmp, &ad, &err) ||
+	    gm_forward_new(m[0], 64, 2, &fw, &err) ||
+	    gm_forward_set_adapters(fw, (const gm_peft_adapter *const *)&ad, (const float[]){ 1.0f }, 1, &err)) {
+		ok(0, "QLoRA %s: the adapter in inference: %s", gm_dtype_name(t), err.msg);
+	} else {
+		float *lg = gm_falloc((size_t)m[0]->config.vocab_size);
+		double ev = 0;
+
+		ret = gm_forward_eval(fw, ids[0], 23, lg, 0, &err);
+		if (!ret)
+			ret = gm_train_eval(tr[0], sq, 1, &ev, &err);
+		ok(!ret && isfinite(lg[0]), "QLoRA %s: the trained adapter applies to the quantized model (eval loss %.4f)",
+		   gm_dtype_name(t), ev);
+		free(lg);
+	}
+	{
+		char cmd[4200];
+
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp);
+		if (system(cmd))
+			tap_diag("could not remove %s", tmp);
+	}
+out:
+	gm_forward_free(fw);
+	gm_peft_close(ad);
+	for (i = 0; i < 2; i++) {
+		gm_train_free(tr[i]);
+		gm_lora_free(l[i]);
+		gm_model_close(m[i]);
+	}
+}
+
 int main(void)
 {
 	test_hand_made();
@@ -504,5 +656,7 @@ int main(void)
 	test_llama_blocks();
 	test_kernels();
 	test_ops();
+	test_qlora(GM_DTYPE_Q8_0);
+	test_qlora(GM_DTYPE_Q4_K);
 	return tap_done();
 }
