@@ -29,6 +29,7 @@
 #include "engine/generate.h"
 #include "engine/modelfiles.h"
 #include "formats/gguf.h"
+#include "perplexity.h"
 #include "base/json.h"
 #include "base/log.h"
 #include "formats/model.h"
@@ -61,6 +62,8 @@ struct infer_opts {
 	const char *model, *prompt, *system, *seed, *prompt_ids, *logits_out, *render_chat, *kv_type;
 	const char *grammar, *json_schema; /* constrained decoding: a GBNF file, a JSON Schema file */
 	const char *quant;  /* --quant: which GGUF file of the model directory */
+	const char *perplexity; /* --perplexity FILE */
+	long batch;         /* --batch: tokens per evaluation for --perplexity */
 	int chat, think, print_ids, tokenize, generation_prompt, verbosity;
 	const char *tools, *tool_choice; /* --tools FILE, --tool-choice */
 	long max_tokens, top_k, threads, ctx;
@@ -1218,6 +1221,10 @@ int main(int argc, const char **argv)
 			   "prompt tokens that may wait in all; more get 429 (default: twice the KV pool)", 1, 1L << 40),
 		GM_OPT_GROUP("checking and debugging"),
 		GM_OPT_FLAG(0, "check", &check, "load and validate the model, print a summary"),
+		GM_OPT_STRING(0, "perplexity", &io.perplexity, "file",
+			      "perplexity of a text file, llama.cpp's way (chunks of --ctx tokens, default 512)"),
+		GM_OPT_INT(0, "batch", &io.batch, "n", "with --perplexity: tokens evaluated at once (default: --ctx)",
+			   1, 1 << 24),
 		GM_OPT_FLAG(0, "json", &json, "print the summary as one JSON object"),
 		GM_OPT_STRING(0, "prompt-ids", &io.prompt_ids, "ids", "the prompt as token ids: 1,2,3"),
 		GM_OPT_FLAG(0, "print-ids", &io.print_ids, "print the generated token ids instead of text"),
@@ -1253,9 +1260,14 @@ int main(int argc, const char **argv)
 		status = gm_cmd_usage_error(&cmd, "missing -m <model>: a model directory or a registered name");
 		goto out;
 	}
-	modes = !!check + !!io.tokenize + !!io.render_chat + !!io.serve;
+	modes = !!check + !!io.tokenize + !!io.render_chat + !!io.serve + !!io.perplexity;
 	if (modes > 1) {
-		status = gm_cmd_usage_error(&cmd, "--check, --tokenize, --render-chat and --serve cannot be combined");
+		status = gm_cmd_usage_error(&cmd, "--check, --tokenize, --render-chat, --perplexity and --serve cannot "
+					    "be combined");
+		goto out;
+	}
+	if (io.batch && !io.perplexity) {
+		status = gm_cmd_usage_error(&cmd, "--batch goes with --perplexity");
 		goto out;
 	}
 	if (!io.serve && (io.parallel != UNSET_LONG || io.queue != UNSET_LONG || io.api_key ||
@@ -1287,7 +1299,8 @@ int main(int argc, const char **argv)
 	}
 	if (modes && (io.prompt || io.prompt_ids || io.chat)) {
 		status = gm_cmd_usage_error(&cmd, "%s does not take a prompt",
-					    check ? "--check" : io.tokenize ? "--tokenize" : "--render-chat");
+					    check ? "--check" : io.tokenize ? "--tokenize" :
+					    io.perplexity ? "--perplexity" : "--render-chat");
 		goto out;
 	}
 	if ((io.tools || io.tool_choice) && (check || io.tokenize)) {
@@ -1311,7 +1324,14 @@ int main(int argc, const char **argv)
 	}
 	io.model = model_dir;
 	gm_cmd_set_verbosity(io.verbosity);
-	if (check)
+	if (io.perplexity) {
+		if (as.n) {
+			status = gm_cmd_usage_error(&cmd, "--adapter does not go with --perplexity");
+			goto out;
+		}
+		status = gm_infer_perplexity(io.model, io.perplexity, io.ctx ? (int)io.ctx : 512, (int)io.batch,
+					     (int)io.threads, &err) ? gm_cmd_error(&err) : 0;
+	} else if (check)
 		status = check_model(io.model, &as, json, io.verbosity);
 	else if (io.tokenize)
 		status = run_tokenize(&io);

@@ -82,6 +82,28 @@ for t in bf16 Q8_0 Q4_0 Q4_K_M Q6_K; do
 	'
 done
 
+# llama-perplexity's numbers on the same files and text (make-fixtures.sh):
+# ours within 1%, and the safetensors model's equal to its BF16 GGUF's.
+test_expect_success PYTHON3 '--perplexity: within 1% of llama-perplexity on every file' '
+	git infer -m "$POCKET" --perplexity "$GG/perplexity.txt" --ctx 128 >st.out 2>st.err &&
+	test_grep "^perplexity: .* tokens, 18 chunks of 128, batch 128\$" st.err &&
+	git infer -m pocket-bf16.gguf --perplexity "$GG/perplexity.txt" --ctx 128 --batch 50 >bf16.out &&
+	test_cmp st.out bf16.out &&
+	while read t want; do
+		f="$GG/pocket-$t.gguf" &&
+		if [ $t = bf16 ]; then f=pocket-bf16.gguf; fi &&
+		git infer -m "$f" --perplexity "$GG/perplexity.txt" --ctx 128 >out 2>/dev/null &&
+		got=$(sed -n "s/^Final estimate: PPL = \([0-9.]*\) +\/- [0-9.]*\$/\1/p" out) &&
+		echo "$t: $got (llama-perplexity $want)" &&
+		python3 -c "import sys; g, w = float(sys.argv[1]), float(sys.argv[2]); sys.exit(abs(g - w) > 0.01 * w)" \
+			"$got" "$want" || return 1
+	done <"$GG/llama-perplexity.txt" &&
+	test_expect_code 1 git infer -m pocket-bf16.gguf --perplexity "$GG/perplexity.txt" --ctx 4096 2>err &&
+	test_grep "tokens; --perplexity with --ctx 4096 needs at least 8192" err &&
+	test_expect_code 129 git infer -m pocket-bf16.gguf --batch 8 -p x 2>err &&
+	test_grep "batch goes with --perplexity" err
+'
+
 test_expect_success 'a directory of GGUF files: --quant chooses, otherwise the choice is asked for' '
 	mkdir -p many &&
 	cp "$GG/pocket-Q8_0.gguf" "$GG/pocket-Q4_K_M.gguf" "$GG/pocket-Q4_0.gguf" many/ &&

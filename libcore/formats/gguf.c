@@ -35,7 +35,7 @@ struct kv {
 	char *key;
 	uint32_t type;
 	const unsigned char *val; /* scalar bytes; a string's bytes; an array's first element */
-	uint64_t vlen;            /* scalar or string length in bytes */
+	uint64_t vlen;            /* scalar, string or array elements' length in bytes */
 	char *str;                /* string scalars, NUL-terminated copy (NULL when it holds a NUL) */
 	uint32_t elem;            /* arrays: element type */
 	uint64_t count;           /* arrays: element count */
@@ -328,7 +328,10 @@ static int parse_kv(gm_gguf *g, struct cur *c, struct kv *kv)
 		kv->val = c->p + c->pos;
 		if (elem == GM_GGUF_STRING && kv->count <= (c->len - c->pos) / 8)
 			kv->str_off = gm_xmalloc((size_t)(kv->count ? kv->count : 1) * sizeof(uint64_t));
-		return skip_elems(c, (uint32_t)elem, kv->count, 1, kv->key, kv->val, kv->str_off);
+		if ((ret = skip_elems(c, (uint32_t)elem, kv->count, 1, kv->key, kv->val, kv->str_off)))
+			return ret;
+		kv->vlen = (uint64_t)(c->p + c->pos - kv->val); /* the elements' bytes */
+		return 0;
 	}
 	if ((ret = need(c, scalar_size((uint32_t)type), ctx)))
 		return ret;
@@ -1106,4 +1109,15 @@ done:
 	free(pointer_hit);
 	gm_buf_release(&msg);
 	return ret;
+}
+
+int gm_gguf_kv_raw(const gm_gguf *g, size_t i, const void **value, size_t *len, uint32_t *elem, uint64_t *count)
+{
+	if (i >= g->nkv)
+		return GM_EINVAL;
+	*value = g->kvs[i].val;
+	*len = (size_t)g->kvs[i].vlen;
+	*elem = g->kvs[i].elem;
+	*count = g->kvs[i].count;
+	return 0;
 }

@@ -119,6 +119,42 @@ const gm_tensor *gm_gguf_find_tensor(const gm_gguf *g, const char *name);
 /* Offset of the data section in the file (tensor offsets are relative to it). */
 uint64_t gm_gguf_data_offset(const gm_gguf *g);
 
+/* The stored bytes of key i's value (a string's bytes without its length; an
+ * array's elements, *elem and *count set), for copying it (gm_gguf_writer_copy_kv). */
+int gm_gguf_kv_raw(const gm_gguf *g, size_t i, const void **value, size_t *len, uint32_t *elem, uint64_t *count);
+
+/* ---- the writer (gguf-write.c)
+ *
+ * Writes a GGUF v3 file: the keys in the order they were set (a key set
+ * twice keeps its first place and its last value), then the tensors in the
+ * order added, each at the next multiple of the alignment (general.alignment
+ * is written when it is not the default 32), the file under a temporary name
+ * and renamed when complete.  Reading a file and copying every key and
+ * tensor back in order writes the same bytes.  Shapes are row-major, as in
+ * gm_tensor (written reversed, as ne).
+ */
+typedef struct gm_gguf_writer gm_gguf_writer;
+
+gm_gguf_writer *gm_gguf_writer_new(uint32_t alignment); /* 0: the default, 32 */
+void gm_gguf_writer_free(gm_gguf_writer *w);
+int gm_gguf_writer_set_string(gm_gguf_writer *w, const char *key, const char *value, gm_error *err);
+/* An integer or bool key of the given type (GM_ERROR when v does not fit it). */
+int gm_gguf_writer_set_int(gm_gguf_writer *w, const char *key, enum gm_gguf_vtype type, int64_t v, gm_error *err);
+/* A float32 or float64 key. */
+int gm_gguf_writer_set_float(gm_gguf_writer *w, const char *key, enum gm_gguf_vtype type, double v,
+			     gm_error *err);
+/* An array of n strings (lens[i] bytes each). */
+int gm_gguf_writer_set_strings(gm_gguf_writer *w, const char *key, const char *const *strs, const size_t *lens,
+			       uint64_t n, gm_error *err);
+/* An array of n int32 values. */
+int gm_gguf_writer_set_int32s(gm_gguf_writer *w, const char *key, const int32_t *v, uint64_t n, gm_error *err);
+/* Key i of g, its value as stored. */
+int gm_gguf_writer_copy_kv(gm_gguf_writer *w, const gm_gguf *g, size_t i, gm_error *err);
+/* data (borrowed until write) holds the tensor's bytes: gm_dtype_nbytes of its elements. */
+int gm_gguf_writer_add_tensor(gm_gguf_writer *w, const char *name, enum gm_dtype dtype, int ndim,
+			      const int64_t *shape, const void *data, gm_error *err);
+int gm_gguf_writer_write(gm_gguf_writer *w, const char *path, gm_error *err);
+
 /* ---- the tokenizer and chat template (gguf-vocab.c) */
 
 /*

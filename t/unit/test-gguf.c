@@ -6,7 +6,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <unistd.h>
+
 #include "base/buf.h"
+#include "base/fs.h"
 #include "formats/gguf.h"
 #include "tap.h"
 
@@ -108,6 +111,7 @@ static void good_file(gm_buf *b, uint32_t align)
 	pad(b, align); /* "b" at data offset align */
 	for (i = 0; i < 34; i++)
 		u8(b, (unsigned)i);
+	pad(b, align); /* as writers pad every tensor */
 }
 
 static int open_buf(const gm_buf *b, gm_gguf **g, gm_error *err)
@@ -293,8 +297,16 @@ static void test_hostile(void)
 		gm_buf full = GM_BUF_INIT;
 		int all = 1;
 
+		size_t end;
+
 		good_file(&full, 32);
-		for (cut = 0; cut < full.len; cut++) {
+		/* up to the end of the last tensor's bytes (the padding after it is optional) */
+		if (gm_gguf_open_memory(full.buf, full.len, "t.gguf", &g, &err))
+			return;
+		end = (size_t)((const char *)gm_gguf_find_tensor(g, "b")->data + 34 - full.buf);
+		gm_gguf_close(g);
+		g = NULL;
+		for (cut = 0; cut < end; cut++) {
 			gm_error_clear(&err);
 			if (gm_gguf_open_memory(full.buf, cut, "t.gguf", &g, &err) != GM_EFORMAT) {
 				all = 0;
@@ -309,9 +321,85 @@ static void test_hostile(void)
 #undef HOSTILE
 }
 
+/* Reading a file and writing its keys and tensors back gives the same bytes. */
+static void test_write(uint32_t align)
+{
+	char path[] = "/tmp/test-gguf-XXXXXX";
+	gm_buf b = GM_BUF_INIT, back = GM_BUF_INIT;
+	gm_error err = GM_ERROR_INIT;
+	gm_gguf *g = NULL, *g2 = NULL;
+	gm_gguf_writer *w;
+	size_t i;
+	int fd, ret = 0;
+
+	good_file(&b, align);
+	fd = mkstemp(path);
+	close(fd);
+	ok(open_buf(&b, &g, &err) == 0, "round trip (alignment %u): read", align);
+	w = gm_gguf_writer_new(align);
+	for (i = 0; !ret && i < gm_gguf_kv_count(g); i++)
+		ret = gm_gguf_writer_copy_kv(w, g, i, &err);
+	for (i = 0; !ret && i < gm_gguf_tensor_count(g); i++) {
+		const gm_tensor *t = gm_gguf_tensor(g, i);
+		ret = gm_gguf_writer_add_tensor(w, t->name, t->dtype, t->ndim, t->shape, t->data, &err);
+	}
+	ok(!ret && !gm_gguf_writer_write(w, path, &err), "round trip: written (%s)", err.msg);
+	ok(!gm_read_file(path, &back, &err) && back.len == b.len && !memcmp(back.buf, b.buf, b.len),
+	   "round trip: the same bytes (%zu, %zu)", back.len, b.len);
+	ok(!gm_gguf_open(path, &g2, &err) && gm_gguf_tensor_count(g2) == 2, "round trip: the file reads");
+	gm_gguf_close(g2);
+	gm_gguf_writer_free(w);
+	gm_gguf_close(g);
+	unlink(path);
+
+	/* typed setters, and what they refuse */
+	w = gm_gguf_writer_new(0);
+	{
+		const char *strs[2] = { "a", "bc" };
+		size_t lens[2] = { 1, 2 };
+		int32_t v[3] = { 1, -2, 3 };
+		const int64_t shape[2] = { 2, 32 };
+		static const unsigned char q[68];
+		const char *s;
+		size_t len;
+		int64_t x;
+		double d;
+
+		ok(!gm_gguf_writer_set_string(w, "general.architecture", "qwen3", &err) &&
+		   !gm_gguf_writer_set_int(w, "u32", GM_GGUF_UINT32, 4000000000LL, &err) &&
+		   !gm_gguf_writer_set_int(w, "b", GM_GGUF_BOOL, 1, &err) &&
+		   !gm_gguf_writer_set_float(w, "f", GM_GGUF_FLOAT32, 0.5, &err) &&
+		   !gm_gguf_writer_set_strings(w, "ss", strs, lens, 2, &err) &&
+		   !gm_gguf_writer_set_int32s(w, "ii", v, 3, &err) &&
+		   !gm_gguf_writer_set_int(w, "u32", GM_GGUF_UINT32, 7, &err) &&
+		   !gm_gguf_writer_add_tensor(w, "q", GM_DTYPE_Q8_0, 2, shape, q, &err), "setters");
+		ok_error(gm_gguf_writer_set_int(w, "x", GM_GGUF_UINT8, 256, &err), &err, GM_EINVAL, "does not fit",
+			 "an integer that does not fit its type");
+		ok_error(gm_gguf_writer_add_tensor(w, "q", GM_DTYPE_Q8_0, 2, shape, q, &err), &err, GM_EINVAL,
+			 "added twice", "a tensor added twice");
+		ok_error(gm_gguf_writer_add_tensor(w, "r", GM_DTYPE_C64, 2, shape, q, &err), &err, GM_EINVAL,
+			 "no type for", "a dtype GGUF cannot hold");
+		ok(!gm_gguf_writer_write(w, path, &err) && !gm_gguf_open(path, &g, &err), "written and read");
+		ok(g && !gm_gguf_get_int(g, "u32", &x, &err) && x == 7 && gm_gguf_kv_count(g) == 6 &&
+		   !strcmp(gm_gguf_kv_key(g, 1), "u32"), "a key set twice keeps its place, the last value");
+		ok(g && !gm_gguf_array_string(g, "ss", 1, &s, &len, &err) && len == 2 && !memcmp(s, "bc", 2) &&
+		   !gm_gguf_array_int(g, "ii", 1, &x, &err) && x == -2 && !gm_gguf_get_float(g, "f", &d, &err) &&
+		   d == 0.5, "arrays and floats read back");
+		ok(g && gm_gguf_find_tensor(g, "q") && gm_gguf_find_tensor(g, "q")->shape[1] == 32 &&
+		   gm_gguf_find_tensor(g, "q")->nbytes == 68, "the tensor reads back");
+		gm_gguf_close(g);
+		unlink(path);
+	}
+	gm_gguf_writer_free(w);
+	gm_buf_release(&b);
+	gm_buf_release(&back);
+}
+
 int main(void)
 {
 	test_good();
 	test_hostile();
+	test_write(32);
+	test_write(64);
 	return tap_done();
 }
