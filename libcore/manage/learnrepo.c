@@ -18,6 +18,7 @@
 #include "manage/trainrepo.h"
 #include "storage/lfs.h"
 #include "storage/lfs-repo.h"
+#include "storage/repo.h"
 #include "train/trainrun.h"
 
 struct gm_learnrepo {
@@ -70,6 +71,8 @@ int gm_learnrepo_open(const char *model_dir, const char *name, gm_learnrepo **ou
 
 	*out = NULL;
 	*state_dir = NULL;
+	if (!gm_repo_is_toplevel(model_dir))
+		return gm_error_set(err, GM_ENOENT, "%s is not the top of a git repository's work tree", model_dir);
 	/* resumed when the branch exists: a first open without resume says so */
 	ret = gm_trainrepo_open(model_dir, name, 0, &probe, &e1);
 	if (ret == GM_ENOENT) {

@@ -49,7 +49,7 @@ typedef struct gm_learnrepo gm_learnrepo;
  * resume from (a read-only view: open it before the next commit) and the
  * log is restored from it; else *state_dir is NULL and the run is new
  * (the name must be free in the work tree).  GM_ENOENT when model_dir is
- * not in a git repository.
+ * not the top of a git repository's work tree.
  */
 int gm_learnrepo_open(const char *model_dir, const char *name, gm_learnrepo **out, char **state_dir,
 		      gm_error *err);

@@ -300,8 +300,7 @@ int gm_learn_start(gm_serve *s, const char *model_dir, const char *name, const g
 	}
 	ret = gm_learnrepo_open(model_dir, name, &l->repo, &state, err);
 	if (ret == GM_ENOENT) {
-		gm_warn("--learn %s: %s is not a model repository: learning without commits (nothing is kept)", name,
-			model_dir);
+		gm_warn("--learn %s: %s; learning without commits (nothing is kept)", name, err ? err->msg : model_dir);
 		ret = 0;
 	}
 	if (ret)
