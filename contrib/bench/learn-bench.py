@@ -2,7 +2,7 @@
 # learn-bench.py - what learning while serving costs (git infer --serve --learn).
 #
 #   contrib/bench/learn-bench.py MODEL_DIR [--sparse DENSITY] [--examples N] [--threads N]
-#                                [--learn-threads N] [--requests N] [--tokens N]
+#                                [--learn-threads N] [--requests N] [--tokens N] [--busy N]
 #
 # Starts `git-infer -m MODEL_DIR --serve 127.0.0.1:0 --learn bench` (no commits: the numbers are
 # the trainer's and the server's) and measures, one after the other:
@@ -25,6 +25,7 @@ ap.add_argument("--threads", type=int, default=1)
 ap.add_argument("--learn-threads", type=int, default=1)
 ap.add_argument("--requests", type=int, default=4)
 ap.add_argument("--tokens", type=int, default=16)
+ap.add_argument("--busy", type=int, default=64, help="examples posted to keep the trainer busy in each busy round")
 a = ap.parse_args()
 
 log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
@@ -107,8 +108,10 @@ try:
     for r in range(a.requests):
         wait_idle()
         idle.append(complete())
-        call("/v1/adapters/bench/examples", {"examples": [example(5000 + 100 * r + i) for i in range(64)]})
-        time.sleep(0.2)
+        steps_before = state()["steps"]
+        call("/v1/adapters/bench/examples", {"examples": [example(5000 + 100 * r + i) for i in range(a.busy)]})
+        while not state()["steps"] > steps_before:   # the trainer is at work
+            time.sleep(0.01)
         busy.append(complete())
     out = {
         "model": os.path.basename(a.model.rstrip("/")), "mode": "sparse %g" % a.sparse if a.sparse else "lora",
