@@ -296,39 +296,272 @@ static void lit(gm_buf *b, const char *s)
 }
 
 /*
- * What the model writes around one call of function `name` with
- * arguments (rule args), per format.  Only formats whose markers are
- * plain text: the grammar engine never lets a special token through
- * (generate.h), and Llama's <|python_tag|>, Mistral's [TOOL_CALLS],
- * DeepSeek's, Kimi's and gpt-oss's markers are special tokens.  Qwen3
- * Coder's bare-text parameter values have no JSON Schema grammar here.
+ * A rule for text that never contains close (a tag beginning with '<'):
+ * any character but '<', or a '<' that does not go on to spell close.
+ * Each way out of a partial tag takes a character other than '<', so a
+ * '<' can never be swallowed where close would begin.
  */
-static int call_syntax(enum gm_toolcall_format f, const char *name, const char *args, gm_buf *b)
+static void text_without(gm_buf *b, const char *rule, const char *close)
 {
-	char t[256];
+	size_t k, n = strlen(close);
 
+	gm_buf_addf(b, "%s ::= ([^<] | \"<\" %s-1)*\n", rule, rule);
+	for (k = 1; k < n; k++) {
+		char c = close[k];
+
+		gm_buf_addf(b, "%s-%zu ::= [^%s%c<]", rule, k, c == ']' || c == '\\' || c == '^' || c == '-' ? "\\" : "", c);
+		if (k + 1 < n) {
+			gm_buf_adds(b, " | ");
+			lit(b, (char[]){ c, 0 });
+			gm_buf_addf(b, " %s-%zu", rule, k + 1);
+		}
+		gm_buf_adds(b, "\n");
+	}
+}
+
+/* A parameter name a bare-text format can write: no markup, no line breaks. */
+static int good_key(const char *k)
+{
+	if (!*k)
+		return 0;
+	for (; *k; k++)
+		if (*k == '<' || *k == '>' || *k == '"' || *k == '\n' || *k == '\r' || *k == '\\')
+			return 0;
+	return 1;
+}
+
+/* The XML-like formats: how a parameter is written around its value. */
+struct xml_syntax {
+	const char *open1, *open2;  /* open1 KEY open2 VALUE close */
+	const char *close;          /* after the value; its tag (from '<') never appears in a bare value */
+};
+
+/*
+ * The parameters of one function in an XML-like format, as rule
+ * "<prefix>params": the declared properties in order, the required ones
+ * always.  A value of type "string" is bare text (its enum, when given,
+ * as alternatives), anything else JSON following its schema (what the
+ * templates write with tojson, and the parser reads back as JSON).
+ */
+static int xml_params(json_object *params, const char *prefix, const struct xml_syntax *x, const char *text_rule,
+		      gm_toolreq_schema_fn schema_rules, gm_buf *out, gm_error *err)
+{
+	json_object *props = get(params, "properties"), *req = get(params, "required");
+	gm_buf seq = GM_BUF_INIT;
+	int k = 0, ret = 0;
+
+	if (props && json_object_is_type(props, json_type_object)) {
+		json_object_object_foreach(props, key, ps) {
+			json_object *ty = get(ps, "type"), *en = get(ps, "enum");
+			int required = 0;
+			size_t i, n = req && json_object_is_type(req, json_type_array) ? json_object_array_length(req) : 0;
+			char vrule[64];
+			gm_buf open = GM_BUF_INIT;
+
+			for (i = 0; i < n; i++)
+				if (!strcmp(json_object_get_string(json_object_array_get_idx(req, i)), key))
+					required = 1;
+			if (!good_key(key)) {
+				ret = gm_error_set(err, GM_EINVAL, "tools: the parameter name '%s' cannot be written in the "
+						   "tool-call format of this model", key);
+				break;
+			}
+			snprintf(vrule, sizeof(vrule), "%sp%d-", prefix, k++);
+			gm_buf_addf(&open, "%s%s%s", x->open1, key, x->open2);
+			gm_buf_adds(&seq, required ? " " : " (");
+			lit(&seq, open.buf);
+			gm_buf_release(&open);
+			if (ty && json_object_is_type(ty, json_type_string) && !strcmp(json_object_get_string(ty), "string")) {
+				if (en && json_object_is_type(en, json_type_array) && json_object_array_length(en)) {
+					gm_buf_adds(&seq, " (");
+					for (i = 0; i < json_object_array_length(en); i++) {
+						if (i)
+							gm_buf_adds(&seq, " | ");
+						lit(&seq, json_object_get_string(json_object_array_get_idx(en, i)));
+					}
+					gm_buf_adds(&seq, ")");
+				} else {
+					gm_buf_addf(&seq, " %s", text_rule);
+				}
+			} else {
+				gm_buf_addf(&seq, " %sroot", vrule);
+				if ((ret = schema_rules(ps, vrule, out, err)))
+					break;
+			}
+			gm_buf_adds(&seq, " ");
+			lit(&seq, x->close);
+			if (!required)
+				gm_buf_adds(&seq, ")?");
+		}
+	}
+	if (!ret)
+		gm_buf_addf(out, "%sparams ::= %s\n", prefix, seq.len ? seq.buf : "\"\"");
+	gm_buf_release(&seq);
+	return ret;
+}
+
+static const struct xml_syntax qwen3_coder_xml = { "<parameter=", ">\n", "\n</parameter>\n" };
+
+/*
+ * One call of function `name` as rule "<prefix>call", per format:
+ * args is the rule of its arguments as JSON.  Markers that are special
+ * tokens (Mistral's [TOOL_CALLS], DeepSeek's, Kimi's, gpt-oss's) are
+ * literals of their own, which the mask lets the model write as the
+ * special token (text/grammar.h).  GM_EUNSUPPORTED for NONE.
+ */
+static int call_rule(enum gm_toolcall_format f, const char *name, const char *prefix, json_object *params,
+		     gm_toolreq_schema_fn schema_rules, gm_buf *b, gm_error *err)
+{
+	char t[256], args[64];
+	int ret = 0;
+
+	snprintf(args, sizeof(args), "%sroot", prefix);
+	gm_buf_addf(b, "%scall ::= ", prefix);
 	switch (f) {
 	case GM_TOOLCALL_HERMES:
 		snprintf(t, sizeof(t), "<tool_call>\n{\"name\": \"%s\", \"arguments\": ", name);
 		lit(b, t);
 		gm_buf_addf(b, " %s ", args);
 		lit(b, "}\n</tool_call>");
-		return 0;
+		break;
 	case GM_TOOLCALL_LLAMA3:
 		/* the bare JSON answer, several separated by "; " */
 		snprintf(t, sizeof(t), "{\"name\": \"%s\", \"parameters\": ", name);
 		lit(b, t);
 		gm_buf_addf(b, " %s ", args);
 		lit(b, "}");
-		return 0;
+		break;
 	case GM_TOOLCALL_FUNCTIONARY_V31:
 		snprintf(t, sizeof(t), "<function=%s>", name);
 		lit(b, t);
 		gm_buf_addf(b, " %s ", args);
 		lit(b, "</function>");
-		return 0;
+		break;
+	case GM_TOOLCALL_MISTRAL:
+		/* an element of the [TOOL_CALLS] list, with the 9-character id Mistral's templates want */
+		snprintf(t, sizeof(t), "{\"name\": \"%s\", \"arguments\": ", name);
+		lit(b, t);
+		gm_buf_addf(b, " %s ", args);
+		lit(b, ", \"id\": \"");
+		gm_buf_adds(b, " [a-zA-Z0-9]{9} ");
+		lit(b, "\"}");
+		break;
+	case GM_TOOLCALL_MISTRAL_ARGS:
+		lit(b, "[TOOL_CALLS]");
+		gm_buf_adds(b, " ");
+		lit(b, name);
+		gm_buf_adds(b, " ");
+		lit(b, "[ARGS]");
+		gm_buf_addf(b, " %s", args);
+		break;
+	case GM_TOOLCALL_GPT_OSS:
+		/* after the prompt's "<|start|>assistant": a commentary message to the function */
+		lit(b, "<|channel|>");
+		gm_buf_adds(b, " ");
+		snprintf(t, sizeof(t), "commentary to=functions.%s ", name);
+		lit(b, t);
+		gm_buf_adds(b, " ");
+		lit(b, "<|constrain|>");
+		gm_buf_adds(b, " \"json\" ");
+		lit(b, "<|message|>");
+		gm_buf_addf(b, " %s", args);
+		break;
+	case GM_TOOLCALL_DEEPSEEK_R1:
+		lit(b, "<｜tool▁call▁begin｜>");
+		gm_buf_adds(b, " \"function\" ");
+		lit(b, "<｜tool▁sep｜>");
+		snprintf(t, sizeof(t), "%s\n```json\n", name);
+		gm_buf_adds(b, " ");
+		lit(b, t);
+		gm_buf_addf(b, " %s ", args);
+		lit(b, "\n```");
+		gm_buf_adds(b, " ");
+		lit(b, "<｜tool▁call▁end｜>");
+		break;
+	case GM_TOOLCALL_DEEPSEEK_V31:
+		lit(b, "<｜tool▁call▁begin｜>");
+		gm_buf_adds(b, " ");
+		lit(b, name);
+		gm_buf_adds(b, " ");
+		lit(b, "<｜tool▁sep｜>");
+		gm_buf_addf(b, " %s ", args);
+		lit(b, "<｜tool▁call▁end｜>");
+		break;
+	case GM_TOOLCALL_KIMI_K2:
+		/* the id is functions.NAME:INDEX; the index counts the conversation's calls, which the model knows */
+		lit(b, "<|tool_call_begin|>");
+		snprintf(t, sizeof(t), "functions.%s:", name);
+		gm_buf_adds(b, " ");
+		lit(b, t);
+		gm_buf_adds(b, " [0-9]{1,4} ");
+		lit(b, "<|tool_call_argument_begin|>");
+		gm_buf_addf(b, " %s ", args);
+		lit(b, "<|tool_call_end|>");
+		break;
+	case GM_TOOLCALL_QWEN3_CODER:
+		snprintf(t, sizeof(t), "<tool_call>\n<function=%s>\n", name);
+		lit(b, t);
+		gm_buf_addf(b, " %sparams ", prefix);
+		lit(b, "</function>\n</tool_call>");
+		gm_buf_adds(b, "\n");
+		return xml_params(params, prefix, &qwen3_coder_xml, "xml-text", schema_rules, b, err);
 	default:
-		return -1;
+		return gm_error_set(err, GM_EUNSUPPORTED, "tool_choice \"required\" or a named function cannot be "
+				    "enforced for the %s tool-call format", gm_toolcall_format_name(f));
+	}
+	gm_buf_adds(b, "\n");
+	if (!ret)
+		ret = schema_rules(params, prefix, b, err);
+	return ret;
+}
+
+/* What goes around the calls, as rules root (and calls, when the calls are a list). */
+static void calls_root(const gm_toolreq *t, gm_buf *out)
+{
+	int many = t->parallel;
+
+	switch (t->format) {
+	case GM_TOOLCALL_MISTRAL:
+		gm_buf_adds(out, "root ::= ");
+		lit(out, "[TOOL_CALLS]");
+		gm_buf_adds(out, " \"[\" call");
+		if (many)
+			gm_buf_adds(out, " (\", \" call)*");
+		gm_buf_adds(out, " \"]\"\n");
+		return;
+	case GM_TOOLCALL_MISTRAL_ARGS:
+		gm_buf_addf(out, "root ::= call%s\n", many ? "+" : "");
+		return;
+	case GM_TOOLCALL_GPT_OSS:
+		/* one message per call, and <|call|> ends the turn (it is an end-of-sequence token) */
+		gm_buf_adds(out, "root ::= call ");
+		lit(out, "<|call|>");
+		gm_buf_adds(out, "?\n");
+		return;
+	case GM_TOOLCALL_DEEPSEEK_R1:
+	case GM_TOOLCALL_DEEPSEEK_V31:
+		gm_buf_adds(out, "root ::= ");
+		lit(out, "<｜tool▁calls▁begin｜>");
+		gm_buf_addf(out, " call%s ", many ? (t->format == GM_TOOLCALL_DEEPSEEK_R1 ? " (\"\\n\" call)*" : "+") : "");
+		lit(out, "<｜tool▁calls▁end｜>");
+		gm_buf_adds(out, "\n");
+		return;
+	case GM_TOOLCALL_KIMI_K2:
+		gm_buf_adds(out, "root ::= ");
+		lit(out, "<|tool_calls_section_begin|>");
+		gm_buf_addf(out, " call%s ", many ? "+" : "");
+		lit(out, "<|tool_calls_section_end|>");
+		gm_buf_adds(out, "\n");
+		return;
+	default:
+		/* one call, or (parallel_tool_calls) one or more */
+		gm_buf_adds(out, "root ::= call");
+		if (many) {
+			gm_buf_adds(out, " (");
+			lit(out, t->format == GM_TOOLCALL_LLAMA3 ? "; " : "\n");
+			gm_buf_adds(out, " call)*");
+		}
+		gm_buf_adds(out, "\n");
 	}
 }
 
@@ -336,6 +569,7 @@ int gm_toolreq_grammar(const gm_toolreq *t, gm_toolreq_schema_fn schema_rules, g
 {
 	size_t i, n = t->tools ? json_object_array_length(t->tools) : 0, k = 0;
 	gm_buf calls = GM_BUF_INIT, rules = GM_BUF_INIT;
+	json_object *empty = NULL;
 	int ret = 0;
 
 	if (t->choice != GM_TOOL_CHOICE_REQUIRED && t->choice != GM_TOOL_CHOICE_NAMED)
@@ -343,48 +577,31 @@ int gm_toolreq_grammar(const gm_toolreq *t, gm_toolreq_schema_fn schema_rules, g
 	for (i = 0; i < n && !ret; i++) {
 		json_object *f = get(json_object_array_get_idx(t->tools, i), "function"), *params;
 		const char *name = json_object_get_string(get(f, "name"));
-		char prefix[32], args[40];
+		char prefix[32];
 
 		if (t->choice == GM_TOOL_CHOICE_NAMED && strcmp(name, t->name))
 			continue;
 		snprintf(prefix, sizeof(prefix), "tool%zu-", i);
-		snprintf(args, sizeof(args), "%sroot", prefix);
-		if (k++)
-			gm_buf_adds(&calls, " | ");
-		if (call_syntax(t->format, name, args, &calls)) {
-			ret = gm_error_set(err, GM_EUNSUPPORTED, "tool_choice \"required\" or a named function cannot be "
-					   "enforced for the %s tool-call format (its markers are special tokens, or its "
-					   "values bare text)", gm_toolcall_format_name(t->format));
-			break;
-		}
+		gm_buf_addf(&calls, "%s%scall", k++ ? " | " : "", prefix);
 		params = get(f, "parameters");
-		if (params && json_object_is_type(params, json_type_object)) {
-			ret = schema_rules(params, prefix, &rules, err);
-		} else {
+		if (!params || !json_object_is_type(params, json_type_object)) {
 			/* no parameters: an empty object */
-			json_object *empty = json_tokener_parse("{\"type\": \"object\", \"properties\": {}, "
-								"\"additionalProperties\": false}");
-
-			ret = schema_rules(empty, prefix, &rules, err);
-			json_object_put(empty);
+			if (!empty)
+				empty = json_tokener_parse("{\"type\": \"object\", \"properties\": {}, "
+							   "\"additionalProperties\": false}");
+			params = empty;
 		}
+		ret = call_rule(t->format, name, prefix, params, schema_rules, &rules, err);
 	}
+	json_object_put(empty);
 	if (!ret && !k)
 		ret = gm_error_set(err, GM_EINVAL, "no tool to call");
 	if (!ret) {
-		const char *sep = t->format == GM_TOOLCALL_LLAMA3 ? "; " : "\n";
-
-		/* one call, or (parallel_tool_calls) one or more */
-		gm_buf_adds(out, "root ::= call");
-		if (t->parallel) {
-			gm_buf_adds(out, " (");
-			lit(out, sep);
-			gm_buf_adds(out, " call)*");
-		}
-		gm_buf_adds(out, "\ncall ::= ");
-		gm_buf_add(out, calls.buf, calls.len);
-		gm_buf_adds(out, "\n");
+		calls_root(t, out);
+		gm_buf_addf(out, "call ::= %s\n", calls.buf);
 		gm_buf_add(out, rules.buf, rules.len);
+		if (t->format == GM_TOOLCALL_QWEN3_CODER)
+			text_without(out, "xml-text", "</parameter>");
 	}
 	gm_buf_release(&calls);
 	gm_buf_release(&rules);
