@@ -295,6 +295,14 @@ static void lit(gm_buf *b, const char *s)
 	gm_buf_addch(b, '"');
 }
 
+/* The length of the UTF-8 character at s. */
+static size_t u8len(const char *s)
+{
+	unsigned char c = (unsigned char)*s;
+
+	return c < 0xc0 ? 1 : c < 0xe0 ? 2 : c < 0xf0 ? 3 : 4;
+}
+
 /*
  * A rule for text that never contains close (a tag beginning with '<'):
  * any character but '<', or a '<' that does not go on to spell close.
@@ -303,20 +311,54 @@ static void lit(gm_buf *b, const char *s)
  */
 static void text_without(gm_buf *b, const char *rule, const char *close)
 {
-	size_t k, n = strlen(close);
+	size_t k = 1, i = 1, n = strlen(close);
 
 	gm_buf_addf(b, "%s ::= ([^<] | \"<\" %s-1)*\n", rule, rule);
-	for (k = 1; k < n; k++) {
-		char c = close[k];
+	while (i < n) {
+		size_t l = u8len(close + i);
+		char c[8] = "";
 
-		gm_buf_addf(b, "%s-%zu ::= [^%s%c<]", rule, k, c == ']' || c == '\\' || c == '^' || c == '-' ? "\\" : "", c);
-		if (k + 1 < n) {
+		memcpy(c, close + i, l);
+		gm_buf_addf(b, "%s-%zu ::= [^%s%s<]", rule, k,
+			    l == 1 && (c[0] == ']' || c[0] == '\\' || c[0] == '^' || c[0] == '-') ? "\\" : "", c);
+		if (i + l < n) {
 			gm_buf_adds(b, " | ");
-			lit(b, (char[]){ c, 0 });
+			lit(b, c);
 			gm_buf_addf(b, " %s-%zu", rule, k + 1);
 		}
 		gm_buf_adds(b, "\n");
+		i += l;
+		k++;
 	}
+}
+
+/*
+ * Text as GBNF literals, each markup tag ("<...>") a literal of its own:
+ * a tag that is a special token of the model's vocabulary can then come
+ * as that token (text/grammar.h).
+ */
+static void lit_tags(gm_buf *b, const char *s)
+{
+	while (*s) {
+		size_t n;
+		char *piece;
+
+		if (*s == '<' && strchr(s, '>'))
+			n = (size_t)(strchr(s, '>') - s) + 1;
+		else
+			for (n = 0; s[n] && s[n] != '<'; n++)
+				;
+		if (!n)
+			n = 1;
+		piece = gm_xmalloc(n + 1);
+		memcpy(piece, s, n);
+		piece[n] = '\0';
+		gm_buf_adds(b, " ");
+		lit(b, piece);
+		free(piece);
+		s += n;
+	}
+	gm_buf_adds(b, " ");
 }
 
 /* A parameter name a bare-text format can write: no markup, no line breaks. */
@@ -333,7 +375,9 @@ static int good_key(const char *k)
 /* The XML-like formats: how a parameter is written around its value. */
 struct xml_syntax {
 	const char *open1, *open2;  /* open1 KEY open2 VALUE close */
-	const char *close;          /* after the value; its tag (from '<') never appears in a bare value */
+	const char *open2_json;     /* open2 for a value that is not a string (NULL: open2) */
+	const char *close;          /* after the value */
+	const char *close_tag;      /* close's tag, which never appears in a bare value */
 };
 
 /*
@@ -353,7 +397,7 @@ static int xml_params(json_object *params, const char *prefix, const struct xml_
 	if (props && json_object_is_type(props, json_type_object)) {
 		json_object_object_foreach(props, key, ps) {
 			json_object *ty = get(ps, "type"), *en = get(ps, "enum");
-			int required = 0;
+			int required = 0, string;
 			size_t i, n = req && json_object_is_type(req, json_type_array) ? json_object_array_length(req) : 0;
 			char vrule[64];
 			gm_buf open = GM_BUF_INIT;
@@ -367,11 +411,13 @@ static int xml_params(json_object *params, const char *prefix, const struct xml_
 				break;
 			}
 			snprintf(vrule, sizeof(vrule), "%sp%d-", prefix, k++);
-			gm_buf_addf(&open, "%s%s%s", x->open1, key, x->open2);
+			string = ty && json_object_is_type(ty, json_type_string) &&
+				 !strcmp(json_object_get_string(ty), "string");
+			gm_buf_addf(&open, "%s%s%s", x->open1, key, string || !x->open2_json ? x->open2 : x->open2_json);
 			gm_buf_adds(&seq, required ? " " : " (");
-			lit(&seq, open.buf);
+			lit_tags(&seq, open.buf);
 			gm_buf_release(&open);
-			if (ty && json_object_is_type(ty, json_type_string) && !strcmp(json_object_get_string(ty), "string")) {
+			if (string) {
 				if (en && json_object_is_type(en, json_type_array) && json_object_array_length(en)) {
 					gm_buf_adds(&seq, " (");
 					for (i = 0; i < json_object_array_length(en); i++) {
@@ -388,8 +434,7 @@ static int xml_params(json_object *params, const char *prefix, const struct xml_
 				if ((ret = schema_rules(ps, vrule, out, err)))
 					break;
 			}
-			gm_buf_adds(&seq, " ");
-			lit(&seq, x->close);
+			lit_tags(&seq, x->close);
 			if (!required)
 				gm_buf_adds(&seq, ")?");
 		}
@@ -400,7 +445,25 @@ static int xml_params(json_object *params, const char *prefix, const struct xml_
 	return ret;
 }
 
-static const struct xml_syntax qwen3_coder_xml = { "<parameter=", ">\n", "\n</parameter>\n" };
+static const struct xml_syntax qwen3_coder_xml = { "<parameter=", ">\n", NULL, "\n</parameter>\n", "</parameter>" };
+static const struct xml_syntax glm_xml = { "<arg_key>", "</arg_key>\n<arg_value>", NULL, "</arg_value>\n", "</arg_value>" };
+static const struct xml_syntax minimax_xml = { "<parameter name=\"", "\">", NULL, "</parameter>\n", "</parameter>" };
+static const struct xml_syntax seed_xml = { "<parameter=", ">", NULL, "</parameter>\n", "</parameter>" };
+static const struct xml_syntax dsml_xml = { "<｜DSML｜parameter name=\"", "\" string=\"true\">", "\" string=\"false\">",
+					    "</｜DSML｜parameter>\n", "</｜DSML｜parameter>" };
+
+/* The XML syntax of a format's parameters, or NULL. */
+static const struct xml_syntax *xml_syntax_of(enum gm_toolcall_format f)
+{
+	switch (f) {
+	case GM_TOOLCALL_QWEN3_CODER: return &qwen3_coder_xml;
+	case GM_TOOLCALL_GLM: return &glm_xml;
+	case GM_TOOLCALL_MINIMAX_M2: return &minimax_xml;
+	case GM_TOOLCALL_SEED_OSS: return &seed_xml;
+	case GM_TOOLCALL_DEEPSEEK_V32: return &dsml_xml;
+	default: return NULL;
+	}
+}
 
 /*
  * One call of function `name` as rule "<prefix>call", per format:
@@ -499,12 +562,52 @@ static int call_rule(enum gm_toolcall_format f, const char *name, const char *pr
 		lit(b, "<|tool_call_end|>");
 		break;
 	case GM_TOOLCALL_QWEN3_CODER:
-		snprintf(t, sizeof(t), "<tool_call>\n<function=%s>\n", name);
-		lit(b, t);
-		gm_buf_addf(b, " %sparams ", prefix);
-		lit(b, "</function>\n</tool_call>");
+	case GM_TOOLCALL_GLM:
+	case GM_TOOLCALL_MINIMAX_M2:
+	case GM_TOOLCALL_SEED_OSS:
+	case GM_TOOLCALL_DEEPSEEK_V32: {
+		static const char *const around[][2] = {
+			[GM_TOOLCALL_QWEN3_CODER] = { "<tool_call>\n<function=%s>\n", "</function>\n</tool_call>" },
+			[GM_TOOLCALL_GLM] = { "<tool_call>%s\n", "</tool_call>" },
+			[GM_TOOLCALL_MINIMAX_M2] = { "<invoke name=\"%s\">\n", "</invoke>\n" },
+			[GM_TOOLCALL_SEED_OSS] = { "<seed:tool_call>\n<function=%s>\n", "</function>\n</seed:tool_call>" },
+			[GM_TOOLCALL_DEEPSEEK_V32] = { "<｜DSML｜invoke name=\"%s\">\n", "</｜DSML｜invoke>\n" },
+		};
+
+		snprintf(t, sizeof(t), around[f][0], name);
+		lit_tags(b, t);
+		gm_buf_addf(b, "%sparams", prefix);
+		lit_tags(b, around[f][1]);
 		gm_buf_adds(b, "\n");
-		return xml_params(params, prefix, &qwen3_coder_xml, "xml-text", schema_rules, b, err);
+		return xml_params(params, prefix, xml_syntax_of(f), "xml-text", schema_rules, b, err);
+	}
+	case GM_TOOLCALL_APRIEL:
+		snprintf(t, sizeof(t), "{\"name\": \"%s\", \"arguments\": ", name);
+		lit(b, t);
+		gm_buf_addf(b, " %s ", args);
+		lit(b, "}");
+		break;
+	case GM_TOOLCALL_COMMAND_R7B:
+		/* its tool_call_id is an index the parser does not keep */
+		lit(b, "{\"tool_call_id\": \"");
+		snprintf(t, sizeof(t), "\", \"tool_name\": \"%s\", \"parameters\": ", name);
+		gm_buf_adds(b, " [0-9]{1,3} ");
+		lit(b, t);
+		gm_buf_addf(b, " %s ", args);
+		lit(b, "}");
+		break;
+	case GM_TOOLCALL_COMMAND_R:
+		snprintf(t, sizeof(t), "{\"tool_name\": \"%s\", \"parameters\": ", name);
+		lit(b, t);
+		gm_buf_addf(b, " %s ", args);
+		lit(b, "}");
+		break;
+	case GM_TOOLCALL_FUNCTIONARY_V32:
+		/* after the prompt's ">>>": the recipient on its line, then the arguments */
+		snprintf(t, sizeof(t), "%s\n", name);
+		lit(b, t);
+		gm_buf_addf(b, " %s", args);
+		break;
 	default:
 		return gm_error_set(err, GM_EUNSUPPORTED, "tool_choice \"required\" or a named function cannot be "
 				    "enforced for the %s tool-call format", gm_toolcall_format_name(f));
@@ -546,6 +649,36 @@ static void calls_root(const gm_toolreq *t, gm_buf *out)
 		lit(out, "<｜tool▁calls▁end｜>");
 		gm_buf_adds(out, "\n");
 		return;
+	case GM_TOOLCALL_MINIMAX_M2:
+	case GM_TOOLCALL_DEEPSEEK_V32:
+		gm_buf_adds(out, "root ::=");
+		lit_tags(out, t->format == GM_TOOLCALL_MINIMAX_M2 ? "<minimax:tool_call>\n" : "<｜DSML｜function_calls>\n");
+		gm_buf_addf(out, "call%s", many ? "+" : "");
+		lit_tags(out, t->format == GM_TOOLCALL_MINIMAX_M2 ? "</minimax:tool_call>" : "</｜DSML｜function_calls>");
+		gm_buf_adds(out, "\n");
+		return;
+	case GM_TOOLCALL_APRIEL:
+	case GM_TOOLCALL_COMMAND_R7B:
+	case GM_TOOLCALL_COMMAND_R: {
+		static const char *const around[][3] = {
+			[GM_TOOLCALL_APRIEL] = { "<tool_calls>", "[", "]</tool_calls>" },
+			[GM_TOOLCALL_COMMAND_R7B] = { "<|START_ACTION|>", "[\n    ", "\n]<|END_ACTION|>" },
+			[GM_TOOLCALL_COMMAND_R] = { "Action:", "\n```json\n[\n    ", "\n]\n```" },
+		};
+
+		gm_buf_adds(out, "root ::=");
+		lit_tags(out, around[t->format][0]);
+		lit(out, around[t->format][1]);
+		gm_buf_adds(out, " call");
+		if (many) {
+			gm_buf_adds(out, " (");
+			lit(out, t->format == GM_TOOLCALL_APRIEL ? ", " : ",\n    ");
+			gm_buf_adds(out, " call)*");
+		}
+		lit_tags(out, around[t->format][2]);
+		gm_buf_adds(out, "\n");
+		return;
+	}
 	case GM_TOOLCALL_KIMI_K2:
 		gm_buf_adds(out, "root ::= ");
 		lit(out, "<|tool_calls_section_begin|>");
@@ -558,7 +691,7 @@ static void calls_root(const gm_toolreq *t, gm_buf *out)
 		gm_buf_adds(out, "root ::= call");
 		if (many) {
 			gm_buf_adds(out, " (");
-			lit(out, t->format == GM_TOOLCALL_LLAMA3 ? "; " : "\n");
+			lit(out, t->format == GM_TOOLCALL_LLAMA3 ? "; " : t->format == GM_TOOLCALL_FUNCTIONARY_V32 ? ">>>" : "\n");
 			gm_buf_adds(out, " call)*");
 		}
 		gm_buf_adds(out, "\n");
@@ -600,8 +733,8 @@ int gm_toolreq_grammar(const gm_toolreq *t, gm_toolreq_schema_fn schema_rules, g
 		calls_root(t, out);
 		gm_buf_addf(out, "call ::= %s\n", calls.buf);
 		gm_buf_add(out, rules.buf, rules.len);
-		if (t->format == GM_TOOLCALL_QWEN3_CODER)
-			text_without(out, "xml-text", "</parameter>");
+		if (xml_syntax_of(t->format))
+			text_without(out, "xml-text", xml_syntax_of(t->format)->close_tag);
 	}
 	gm_buf_release(&calls);
 	gm_buf_release(&rules);

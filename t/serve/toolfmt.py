@@ -32,6 +32,10 @@ SPECIAL = [
     "<|tool_calls_section_begin|>", "<|tool_calls_section_end|>", "<|tool_call_begin|>",
     "<|tool_call_argument_begin|>", "<|tool_call_end|>", "<|im_system|>", "<|im_user|>", "<|im_assistant|>",
     "<|im_middle|>",
+    "<arg_key>", "</arg_key>", "<arg_value>", "</arg_value>", "<minimax:tool_call>", "</minimax:tool_call>",
+    "<seed:tool_call>", "</seed:tool_call>", "<|START_ACTION|>", "<|END_ACTION|>", "<|START_OF_TURN_TOKEN|>",
+    "<|END_OF_TURN_TOKEN|>", "<|CHATBOT_TOKEN|>", "<|USER_TOKEN|>", "<|SYSTEM_TOKEN|>", "<|START_THINKING|>",
+    "<|END_THINKING|>", "<|START_RESPONSE|>", "<|END_RESPONSE|>",
 ]
 PLAIN = ["<tool_call>", "</tool_call>"]
 

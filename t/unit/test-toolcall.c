@@ -56,18 +56,28 @@ static void test_detect(void)
 		{ "deepseek-ai-DeepSeek-V3.1.jinja", "deepseek-v3.1" },
 		{ "moonshotai-Kimi-K2.jinja", "kimi-k2" },
 		{ "meetkai-functionary-medium-v3.1.jinja", "functionary-v3.1" },
+		{ "meetkai-functionary-medium-v3.2.jinja", "functionary-v3.2" },
+		{ "GLM-4.6.jinja", "glm" },
+		{ "GLM-4.7-Flash.jinja", "glm" },
+		{ "MiniMax-M2.jinja", "minimax-m2" },
+		{ "ByteDance-Seed-OSS.jinja", "seed-oss" },
+		{ "deepseek-ai-DeepSeek-V3.2.jinja", "deepseek-v3.2" },
+		{ "unsloth-Apriel-1.5.jinja", "apriel" },
+		{ "Apriel-1.6-15b-Thinker-fixed.jinja", "apriel" },
+		{ "CohereForAI-c4ai-command-r7b-12-2024-tool_use.jinja", "command-r7b" },
+		{ "Cohere2MoE.jinja", "command-r7b" },
+		{ "CohereForAI-c4ai-command-r-plus-tool_use.jinja", "command-r" },
 		/* no tool calls, or a format not implemented: text */
 		{ "google-gemma-2-2b-it.jinja", "none" },
 		{ "microsoft-Phi-3.5-mini-instruct.jinja", "none" },
-		{ "GLM-4.6.jinja", "none" },
-		{ "meetkai-functionary-medium-v3.2.jinja", "none" },
+		{ "MiniMax-M1.jinja", "none" },
 	};
 	size_t i;
 
 	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		char rel[256], *path, *src;
 
-		snprintf(rel, sizeof(rel), "t/fixtures/toolcall/%s", cases[i].file);
+		snprintf(rel, sizeof(rel), "t/fixtures/chat-templates/%s", cases[i].file);
 		path = fixture(rel);
 		src = slurp(path);
 		ok(src && !strcmp(gm_toolcall_format_name(gm_toolcall_detect(src)), cases[i].format),
@@ -178,6 +188,49 @@ static const struct want cases[] = {
 	/* functionary v3.1 */
 	{ "functionary-v3.1", "<function=get_weather>{\"city\": \"Bern\"}</function>", "", 1,
 	  { { "get_weather", "{\"city\": \"Bern\"}" } } },
+	/* GLM 4.5-4.7: values typed by the tools' schemas (a string stays a string) */
+	{ "glm", "Let me look.\n<tool_call>get_weather\n<arg_key>city</arg_key>\n<arg_value>New York</arg_value>\n"
+		 "<arg_key>days</arg_key>\n<arg_value>3</arg_value>\n<arg_key>note</arg_key>\n<arg_value>42</arg_value>\n"
+		 "</tool_call>",
+	  "Let me look.", 1, { { "get_weather", "{\"city\":\"New York\",\"days\":3,\"note\":\"42\"}" } } },
+	{ "glm", "<tool_call>a<arg_key>x</arg_key><arg_value>[1, {\"y\": true}]</arg_value></tool_call>"
+		 "<tool_call>b\n</tool_call>",
+	  "", 2, { { "a", "{\"x\":[1,{\"y\":true}]}" }, { "b", "{}" } } },
+	{ "glm", "<tool_call>{\"name\": \"f\"}</tool_call>", "<tool_call>{\"name\": \"f\"}</tool_call>", 0, { { 0 } } },
+	/* MiniMax M2 */
+	{ "minimax-m2", "<think>\nplan\n</think>\n\n<minimax:tool_call>\n<invoke name=\"get_weather\">\n"
+			"<parameter name=\"city\">Paris</parameter>\n<parameter name=\"days\">2</parameter>\n</invoke>\n"
+			"<invoke name=\"g\">\n</invoke>\n</minimax:tool_call>",
+	  "<think>\nplan\n</think>", 2, { { "get_weather", "{\"city\":\"Paris\",\"days\":2}" }, { "g", "{}" } } },
+	/* Seed-OSS: multi-line values */
+	{ "seed-oss", "<seed:tool_call>\n<function=get_weather>\n<parameter=city>Oslo</parameter>\n"
+		      "<parameter=note>line one\n    \"two\"\n</parameter>\n</function>\n</seed:tool_call>\n<seed:tool_call>\n"
+		      "<function=g>\n<parameter=k>[1, 2]</parameter>\n</function>\n</seed:tool_call>",
+	  "", 2, { { "get_weather", "{\"city\":\"Oslo\",\"note\":\"line one\\n    \\\"two\\\"\\n\"}" },
+		   { "g", "{\"k\":[1,2]}" } } },
+	/* DeepSeek V3.2 (DSML): string="true|false" */
+	{ "deepseek-v3.2", "Checking.\n\n<｜DSML｜function_calls>\n<｜DSML｜invoke name=\"get_weather\">\n"
+			   "<｜DSML｜parameter name=\"city\" string=\"true\">Tokyo</｜DSML｜parameter>\n"
+			   "<｜DSML｜parameter name=\"note\" string=\"false\">42</｜DSML｜parameter>\n</｜DSML｜invoke>\n"
+			   "</｜DSML｜function_calls>",
+	  "Checking.", 1, { { "get_weather", "{\"city\":\"Tokyo\",\"note\":42}" } } },
+	/* Apriel */
+	{ "apriel", "Sure.\n<tool_calls>[{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Lima\"}}, "
+		    "{\"name\": \"g\", \"arguments\": {}, \"id\": \"x1\"}]</tool_calls>",
+	  "Sure.", 2, { { "get_weather", "{\"city\": \"Lima\"}" }, { "g", "{}", "x1" } } },
+	/* Command R7B: the list in an action; its tool_call_id is an index, not kept */
+	{ "command-r7b", "<|START_THINKING|>I will call it.<|END_THINKING|><|START_ACTION|>[\n    {\"tool_call_id\": \"0\", "
+			 "\"tool_name\": \"get_weather\", \"parameters\": {\"city\": \"Rome\"}}\n]<|END_ACTION|>",
+	  "<|START_THINKING|>I will call it.<|END_THINKING|>", 1, { { "get_weather", "{\"city\": \"Rome\"}" } } },
+	/* Command R+: Action: ```json [...] ``` */
+	{ "command-r", "Action:\n```json\n[\n    {\n        \"tool_name\": \"get_weather\",\n        \"parameters\": "
+		       "{\n            \"city\": \"Bern\"\n        }\n    }\n]\n```",
+	  "", 1, { { "get_weather", "{\n            \"city\": \"Bern\"\n        }" } } },
+	/* functionary v3.2: after the prompt's ">>>" */
+	{ "functionary-v3.2", "all\nLet me check.>>>get_weather\n{\"city\": \"Kyiv\"}>>>g\n{}", "Let me check.", 2,
+	  { { "get_weather", "{\"city\": \"Kyiv\"}" }, { "g", "{}" } } },
+	{ "functionary-v3.2", "all\nHello, world!\nWhat's up?", "Hello, world!\nWhat's up?", 0, { { 0 } } },
+	{ "functionary-v3.2", "get_weather\nnot json", "get_weather\nnot json", 0, { { 0 } } },
 	/* unknown: always text */
 	{ "none", "<tool_call>\n{\"name\": \"f\", \"arguments\": {}}\n</tool_call>",
 	  "<tool_call>\n{\"name\": \"f\", \"arguments\": {}}\n</tool_call>", 0, { { 0 } } },
@@ -485,6 +538,25 @@ static int draw(const gm_grammar *g, uint64_t *x, gm_buf *out)
 				done = 1;
 				break;
 			}
+			/* a closing tag of a bare value, whole */
+			static const char *const tags[] = { "\n</parameter>", "</parameter>", "</arg_value>",
+							     "</｜DSML｜parameter>" };
+
+			/* (one that closes: not text of a JSON string, which would take it twice) */
+			for (j = 0; j < sizeof(tags) / sizeof(tags[0]) && !got; j++) {
+				gm_grammar_state *t2;
+				int closes;
+
+				gm_grammar_state_new(g, &t2);
+				closes = gm_grammar_state_accept(t2, out->buf, out->len) &&
+					 gm_grammar_state_accept(t2, tags[j], strlen(tags[j])) &&
+					 !gm_grammar_state_accept(t2, tags[j], strlen(tags[j]));
+				gm_grammar_state_free(t2);
+				if (closes && (got = gm_grammar_state_accept(st, tags[j], strlen(tags[j]))))
+					gm_buf_adds(out, tags[j]);
+			}
+			if (got)
+				continue;
 			for (j = 0; j < sizeof(closers) - 1 && !got; j++) {
 				b = (unsigned char)closers[(hint + j) % (sizeof(closers) - 1)];
 				if ((got = gm_grammar_state_accept(st, &b, 1)))
