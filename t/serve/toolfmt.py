@@ -5,7 +5,7 @@
       DIR: the pocket model with the chat template TEMPLATE and a tokenizer that
       has the special tokens of every tool-call format (ids 4091 - N .. 4090 of the
       pocket's byte-level BPE vocabulary, its last merges, made added tokens;
-      the weights are the pocket's, linked).  EXTRA_EOS_TOKEN: one of them that
+      the weights are the pocket's, linked; 8192 positions).  EXTRA_EOS_TOKEN: one of them that
       also ends generation (gpt-oss's <|call|>).
   toolfmt.py check FILE NAME|- PARALLEL [stream]
       FILE: a chat completion (or with "stream" its SSE body); the calls, put
@@ -69,8 +69,11 @@ def make_model(pocket, template, out, extra_eos=None):
     json.dump(tok, open(os.path.join(out, "tokenizer.json"), "w", encoding="utf-8"), ensure_ascii=False)
     json.dump(cfg, open(os.path.join(out, "tokenizer_config.json"), "w", encoding="utf-8"), ensure_ascii=False)
     json.dump(gen, open(os.path.join(out, "generation_config.json"), "w"))
-    for f in ("config.json", "model.safetensors"):
-        os.symlink(os.path.abspath(os.path.join(pocket, f)), os.path.join(out, f))
+    # the long tool preambles of some templates (Command R7B's) fill the pocket's 2048 positions
+    conf = json.load(open(os.path.join(pocket, "config.json")))
+    conf["max_position_embeddings"] = 8192
+    json.dump(conf, open(os.path.join(out, "config.json"), "w"))
+    os.symlink(os.path.abspath(os.path.join(pocket, "model.safetensors")), os.path.join(out, "model.safetensors"))
 
 
 def fail(msg):
