@@ -47,7 +47,9 @@ test_expect_success PYTHON3 'setup: a model per format' '
 	test_set_prereq MODELS
 '
 
-echo "$FORMATS" | while read fmt tpl eos
+# (a here-document on descriptor 3, not a pipe: the loop must run in this shell, which counts the
+# tests, and the tests must not read the list)
+while read fmt tpl eos <&3
 do
 	test_expect_success MODELS "$fmt ($tpl): required and named, streamed and not" '
 		start_server "fmt-$fmt" -m "m-$fmt" &&
@@ -90,6 +92,8 @@ do
 		done &&
 		stop_server "fmt-$fmt"
 	'
-done
+done 3<<FORMATS_END
+$FORMATS
+FORMATS_END
 
 test_done
