@@ -1,6 +1,7 @@
 /* serve.c - the OpenAI-compatible HTTP server (see serve.h). */
 #include "serve/serve.h"
 #include "serve/conns.h"
+#include "serve/adapterset.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -169,15 +170,11 @@ struct metrics {
 
 /* ---------------------------------------------------------------- state */
 
-struct adapter {
-	char *name, *dir;
-	gm_peft_adapter *lora;     /* one of these */
-	gm_sparse_adapter *sparse;
-};
-
 struct selected {
-	int idx;      /* into gm_serve.adapters */
+	int idx;      /* into gm_serve.adapters (adapterset.h) */
 	float scale;
+	uint64_t version;          /* the version pinned (adapterset.h) */
+	gm_adapter_version *pin;   /* a job's own reference on it; NULL in copies (asets, cache entries) */
 };
 
 enum job_kind { JOB_CHAT, JOB_COMPLETION };
@@ -242,6 +239,12 @@ struct run;
 struct centry;
 struct aset;
 
+struct route {
+	char *prefix;
+	gm_serve_route_fn fn;
+	void *ctx;
+};
+
 struct gm_serve {
 	gm_serve_config c;
 	char *addr_desc;
@@ -256,8 +259,9 @@ struct gm_serve {
 	gm_tokenizer *tok;
 	gm_chat_template *chat;    /* NULL: the model has none */
 	char *chat_error;          /* why, then */
-	struct adapter *adapters;
-	int n_adapters;
+	gm_adapter_set *adapters;  /* by name, in versions (adapterset.h) */
+	struct route routes[GM_SERVE_MAX_ROUTES]; /* more endpoints (gm_serve_route); under lock */
+	int n_routes;
 	/* the scheduler's own (see sched_main) */
 	gm_forward *f;             /* all compute threads */
 	gm_grammar_vocab *gvocab;  /* for grammar masks; built at the first request with a grammar */
@@ -345,6 +349,8 @@ static void job_free(struct job *j)
 	}
 	gm_toolreq_release(&j->tools);
 	gm_buf_release(&j->out);
+	for (i = 0; i < (size_t)j->n_sel; i++)
+		gm_adapter_version_release(j->sel[i].pin);
 	free(j);
 }
 
@@ -444,6 +450,25 @@ static enum MHD_Result reply_json(gm_serve *s, struct MHD_Connection *c, enum en
 
 	json_object_put(o);
 	return ret;
+}
+
+/*
+ * The versions a job pinned, for its response: "NAME=V" for each adapter
+ * ("kjv=1, learned=7"), so that a client can tell which weights answered.
+ */
+#define VERSION_HEADER "X-Adapter-Version"
+static void add_version_header(gm_serve *s, struct MHD_Response *r, const struct job *j)
+{
+	gm_buf b = GM_BUF_INIT;
+	int i;
+
+	if (!j->n_sel)
+		return;
+	for (i = 0; i < j->n_sel; i++)
+		gm_buf_addf(&b, "%s%s=%llu", i ? ", " : "", gm_adapter_set_name(s->adapters, j->sel[i].idx),
+			    (unsigned long long)j->sel[i].version);
+	MHD_add_response_header(r, VERSION_HEADER, b.buf);
+	gm_buf_release(&b);
 }
 
 static enum MHD_Result reply_error(gm_serve *s, struct MHD_Connection *c, enum endpoint ep,
@@ -578,12 +603,18 @@ static int get_bool(json_object *o, const char *key, int *out, struct api_error 
 
 static int find_adapter(const gm_serve *s, const char *name, size_t len)
 {
-	int i;
+	return gm_adapter_set_find(s->adapters, name, len);
+}
 
-	for (i = 0; i < s->n_adapters; i++)
-		if (strlen(s->adapters[i].name) == len && !memcmp(s->adapters[i].name, name, len))
-			return i;
-	return -1;
+/* Selects adapter idx for j, pinning its current version for the whole request (adapterset.h). */
+static void select_adapter(gm_serve *s, struct job *j, int idx, float scale)
+{
+	struct selected *x = &j->sel[j->n_sel++];
+
+	x->idx = idx;
+	x->scale = scale;
+	x->pin = gm_adapter_set_acquire(s->adapters, idx);
+	x->version = gm_adapter_version_number(x->pin);
 }
 
 /* "model": "ID" or "ID:ADAPTER"; "adapters": [{"name", "scale"}]. */
@@ -610,8 +641,7 @@ static int parse_model(gm_serve *s, json_object *req, struct job *j, struct api_
 		if (idx < 0)
 			return fail(e, 404, "model", "model_not_found", "The model '%s' does not exist: no adapter "
 				    "'%s' is loaded (GET /v1/models lists them)", name, colon + 1);
-		j->sel[j->n_sel].idx = idx;
-		j->sel[j->n_sel++].scale = 1.0f;
+		select_adapter(s, j, idx, 1.0f);
 	}
 	if (!(list = field(req, "adapters")))
 		return 0;
@@ -638,8 +668,7 @@ static int parse_model(gm_serve *s, json_object *req, struct job *j, struct api_
 		if (j->n_sel == MAX_SELECTED)
 			return fail(e, 400, "adapters", "invalid_value", "at most %d adapters per request",
 				    MAX_SELECTED);
-		j->sel[j->n_sel].idx = idx;
-		j->sel[j->n_sel++].scale = (float)scale;
+		select_adapter(s, j, idx, (float)scale);
 	}
 	return 0;
 }
@@ -1604,9 +1633,20 @@ static int same_sel(const struct selected *a, int na, const struct selected *b, 
 	if (na != nb)
 		return 0;
 	for (i = 0; i < na; i++)
-		if (a[i].idx != b[i].idx || a[i].scale != b[i].scale)
+		if (a[i].idx != b[i].idx || a[i].scale != b[i].scale || a[i].version != b[i].version)
 			return 0;
 	return 1;
+}
+
+/* A job's selection copied where it is only compared: without the job's references. */
+static void copy_sel(struct selected *dst, const struct selected *src, int n)
+{
+	int i;
+
+	for (i = 0; i < n; i++) {
+		dst[i] = src[i];
+		dst[i].pin = NULL;
+	}
 }
 
 /*
@@ -1645,15 +1685,16 @@ static int aset_get(gm_serve *s, const struct job *j, int *idx, gm_error *err)
 		a->id = 0;
 	}
 	for (i = 0; i < j->n_sel; i++) {
-		list[i].lora = s->adapters[j->sel[i].idx].lora;
-		list[i].sparse = s->adapters[j->sel[i].idx].sparse;
+		/* the weights of the version the job pinned: copied by the forward */
+		list[i].lora = gm_adapter_version_lora(j->sel[i].pin);
+		list[i].sparse = gm_adapter_version_sparse(j->sel[i].pin);
 		list[i].scale = j->sel[i].scale;
 	}
 	if ((ret = gm_forward_adapter_set_add(s->f, list, j->n_sel, &a->id, err))) {
 		a->id = 0;
 		return ret;
 	}
-	memcpy(a->sel, j->sel, sizeof(j->sel[0]) * (size_t)j->n_sel);
+	copy_sel(a->sel, j->sel, j->n_sel);
 	a->n_sel = j->n_sel;
 	a->users = 0;
 	*idx = pick;
@@ -1747,7 +1788,7 @@ static void cache_put(gm_serve *s, struct run *r)
 	e->toks = gm_xmalloc((size_t)n * sizeof(*e->toks));
 	memcpy(e->toks, r->toks, (size_t)n * sizeof(*e->toks));
 	e->n = n;
-	memcpy(e->sel, j->sel, sizeof(j->sel[0]) * (size_t)j->n_sel);
+	copy_sel(e->sel, j->sel, j->n_sel);
 	e->n_sel = j->n_sel;
 	e->last_used = ++s->tick;
 }
@@ -2272,6 +2313,8 @@ struct req {
 	int answered;
 	int admitted;              /* counted in n_answering */
 	void *ft;                  /* EP_FT: ftapi.c's state of the request */
+	struct route route;        /* fn set: an endpoint of gm_serve_route */
+	char *method, *url;        /* for route */
 };
 
 static enum endpoint endpoint_of(const char *url)
@@ -2338,9 +2381,9 @@ static enum MHD_Result handle_models(gm_serve *s, struct MHD_Connection *c, cons
 	int i;
 
 	json_object_array_add(list, model_entry(s->id, created, NULL));
-	for (i = 0; i < s->n_adapters; i++) {
+	for (i = 0; i < gm_adapter_set_count(s->adapters); i++) {
 		gm_buf_reset(&name);
-		gm_buf_addf(&name, "%s:%s", s->id, s->adapters[i].name);
+		gm_buf_addf(&name, "%s:%s", s->id, gm_adapter_set_name(s->adapters, i));
 		json_object_array_add(list, model_entry(name.buf, created, s->id));
 	}
 	gm_buf_release(&name);
@@ -2625,6 +2668,7 @@ static enum MHD_Result handle_generate(gm_serve *s, struct MHD_Connection *c, st
 		}
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+		add_version_header(s, resp, j);
 		ret = MHD_queue_response(c, 200, resp);
 		MHD_destroy_response(resp); /* the job's reference now belongs to the response */
 		count_request(s, r->ep, 200);
@@ -2647,9 +2691,112 @@ static enum MHD_Result handle_generate(gm_serve *s, struct MHD_Connection *c, st
 		fail(&e, j->http_status, NULL, j->err_code, "%s", j->err_msg);
 		ret = reply_error(s, c, r->ep, &e);
 	} else {
-		ret = reply_json(s, c, r->ep, 200, completion_json(j));
+		json_object *o = completion_json(j);
+		const char *text = to_json(o);
+		struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(text), (void *)text,
+									    MHD_RESPMEM_MUST_COPY);
+
+		ret = MHD_NO;
+		if (resp) {
+			MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+			add_version_header(s, resp, j);
+			ret = MHD_queue_response(c, 200, resp);
+			MHD_destroy_response(resp);
+			count_request(s, r->ep, 200);
+		}
+		json_object_put(o);
 	}
 	job_unref(j);
+	return ret;
+}
+
+/* ---------------------------------------------------------------- more endpoints (gm_serve_route) */
+
+int gm_serve_route(gm_serve *s, const char *prefix, gm_serve_route_fn fn, void *ctx, gm_error *err)
+{
+	int ret = 0;
+
+	pthread_mutex_lock(&s->lock);
+	if (s->n_routes == GM_SERVE_MAX_ROUTES) {
+		ret = gm_error_set(err, GM_EINVAL, "at most %d route prefixes", GM_SERVE_MAX_ROUTES);
+	} else {
+		s->routes[s->n_routes].prefix = gm_xstrdup(prefix);
+		s->routes[s->n_routes].fn = fn;
+		s->routes[s->n_routes++].ctx = ctx;
+	}
+	pthread_mutex_unlock(&s->lock);
+	return ret;
+}
+
+/* The route whose prefix url starts with (the longest), copied into *out (its prefix not owned). */
+static int find_route(gm_serve *s, const char *url, struct route *out)
+{
+	size_t best = 0;
+	int i;
+
+	pthread_mutex_lock(&s->lock);
+	for (i = 0; i < s->n_routes; i++) {
+		size_t n = strlen(s->routes[i].prefix);
+
+		if (n > best && !strncmp(url, s->routes[i].prefix, n)) {
+			best = n;
+			*out = s->routes[i];
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
+	return best > 0;
+}
+
+void gm_serve_reply_json(gm_serve_reply *out, int status, json_object *o)
+{
+	out->status = status;
+	out->body = gm_xstrdup(to_json(o));
+	out->len = strlen(out->body);
+	out->content_type = "application/json";
+	json_object_put(o);
+}
+
+void gm_serve_reply_error(gm_serve_reply *out, int status, const char *param, const char *code, const char *fmt,
+			  ...)
+{
+	char msg[GM_ERROR_MSG_MAX];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	gm_serve_reply_json(out, status, error_json(status, param, code, msg));
+}
+
+static enum MHD_Result handle_route(gm_serve *s, struct MHD_Connection *c, struct req *r)
+{
+	gm_serve_request rq;
+	gm_serve_reply out;
+	struct MHD_Response *resp;
+	enum MHD_Result ret;
+	size_t i;
+
+	memset(&out, 0, sizeof(out));
+	rq.method = r->method;
+	rq.url = r->url;
+	rq.content_type = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+	rq.body = r->body.buf ? r->body.buf : "";
+	rq.len = r->body.len;
+	r->route.fn(r->route.ctx, &rq, &out);
+	if (!out.body)
+		gm_serve_reply_error(&out, 500, NULL, "internal_error", "%s %s: no answer", r->method, r->url);
+	resp = MHD_create_response_from_buffer(out.len, out.body, MHD_RESPMEM_MUST_FREE);
+	if (!resp) {
+		free(out.body);
+		return MHD_NO;
+	}
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+				out.content_type ? out.content_type : "application/json");
+	for (i = 0; i < out.n_headers; i++)
+		MHD_add_response_header(resp, out.headers[i][0], out.headers[i][1]);
+	ret = MHD_queue_response(c, (unsigned int)out.status, resp);
+	MHD_destroy_response(resp);
+	count_request(s, EP_OTHER, out.status);
 	return ret;
 }
 
@@ -2747,17 +2894,21 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		*con_cls = r;
 		r->ep = endpoint_of(url);
 		r->is_post = !strcmp(method, MHD_HTTP_METHOD_POST);
+		if (r->ep == EP_OTHER && find_route(s, url, &r->route)) {
+			r->method = gm_xstrdup(method);
+			r->url = gm_xstrdup(url);
+		}
 		/* A body is due only with a POST; anything else is answered now. */
 		conn_phase(s, c, r->is_post ? GM_CONN_BODY : GM_CONN_ANSWER);
 		/* Answers that do not need the body are given at once (the body is then not read). */
-		if (r->ep == EP_OTHER) {
+		if (r->ep == EP_OTHER && !r->route.fn) {
 			r->answered = 1;
 			fail(&e, 404, NULL, "not_found", "no such endpoint: %s %s (the API is under /v1: "
 			     "/v1/models, /v1/completions, /v1/chat/completions)", method, url);
 			return reply_error(s, c, r->ep, &e);
 		}
-		/* (ftapi.c checks its own methods, DELETE among them) */
-		if (r->ep != EP_FT && ((r->ep == EP_CHAT || r->ep == EP_COMPLETIONS) != r->is_post ||
+		/* (routes and ftapi.c check their own methods, DELETE among them) */
+		if (!r->route.fn && r->ep != EP_FT && ((r->ep == EP_CHAT || r->ep == EP_COMPLETIONS) != r->is_post ||
 		    (!r->is_post && strcmp(method, MHD_HTTP_METHOD_GET) && strcmp(method, MHD_HTTP_METHOD_HEAD)))) {
 			r->answered = 1;
 			fail(&e, 405, NULL, "method_not_allowed", "%s %s: use %s", method, url,
@@ -2808,6 +2959,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		}
 		if (r->ep == EP_FT)
 			return handle_ft(s, c, r, url, method, upload_data, upload_data_size);
+		if (r->route.fn && !r->is_post) {
+			r->answered = 1;
+			return handle_route(s, c, r);
+		}
 		cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 		if (cl && strtoull(cl, NULL, 10) > s->c.max_body) {
 			r->answered = 1;
@@ -2841,6 +2996,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		     "(--max-body)", s->c.max_body);
 		return reply_error(s, c, r->ep, &e);
 	}
+	if (r->route.fn)
+		return handle_route(s, c, r);
 	return handle_generate(s, c, r);
 }
 
@@ -2861,6 +3018,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
 	}
 	gm_ftapi_request_done(r->ft);
 	gm_buf_release(&r->body);
+	free(r->method);
+	free(r->url);
 	free(r);
 	*con_cls = NULL;
 }
@@ -3009,14 +3168,47 @@ const char *gm_serve_id(const gm_serve *s)
 	return s->id;
 }
 
+struct gm_adapter_set *gm_serve_adapter_set(gm_serve *s)
+{
+	return s->adapters;
+}
+
+const gm_model *gm_serve_model(const gm_serve *s)
+{
+	return s->model;
+}
+
+const gm_tokenizer *gm_serve_tokenizer(const gm_serve *s)
+{
+	return s->tok;
+}
+
+int gm_serve_add_adapter(gm_serve *s, const char *name, const char *dir, int *index, gm_error *err)
+{
+	gm_adapter_version *v;
+	int ret, i;
+
+	/* under the lock: the stats rows must come in the set's order */
+	pthread_mutex_lock(&s->lock);
+	if (!(ret = gm_adapter_set_add_dir(s->adapters, name, dir, &i, err))) {
+		v = gm_adapter_set_acquire(s->adapters, i);
+		gm_stats_add_adapter(s->stats, name, gm_adapter_version_kind(v));
+		gm_adapter_version_release(v);
+		if (index)
+			*index = i;
+	}
+	pthread_mutex_unlock(&s->lock);
+	return ret;
+}
+
 int gm_serve_n_adapters(const gm_serve *s)
 {
-	return s->n_adapters;
+	return s->adapters ? gm_adapter_set_count(s->adapters) : 0;
 }
 
 const char *gm_serve_adapter_name(const gm_serve *s, int i)
 {
-	return s->adapters[i].name;
+	return gm_adapter_set_name(s->adapters, i);
 }
 
 /* "03_kjv" -> "kjv": the NN_ ordering prefix of MODEL/adapters/ is not part of the name. */
@@ -3038,27 +3230,11 @@ static char *adapter_name(const char *dir)
 
 static int add_adapter(gm_serve *s, char *name, char *dir, gm_error *err)
 {
-	struct adapter *a;
-	int ret;
+	int ret = gm_adapter_set_add_dir(s->adapters, name, dir, NULL, err);
 
-	if (!*name || strchr(name, ':') || find_adapter(s, name, strlen(name)) >= 0) {
-		ret = gm_error_set(err, GM_EINVAL, "adapter %s: %s", dir, !*name ? "an empty name"
-				   : strchr(name, ':') ? "a name may not contain ':'"
-				   : "another adapter has this name; give one with NAME=DIR");
-		free(name);
-		free(dir);
-		return ret;
-	}
-	s->adapters = gm_xrealloc(s->adapters, (size_t)(s->n_adapters + 1) * sizeof(*s->adapters));
-	a = &s->adapters[s->n_adapters++];
-	memset(a, 0, sizeof(*a));
-	a->name = name;
-	a->dir = dir;
-	if (gm_sparse_is_dir(dir))
-		ret = gm_sparse_open(dir, &a->sparse, err) || gm_forward_check_sparse(s->model, a->sparse, err);
-	else
-		ret = gm_peft_open(dir, &a->lora, err) || gm_forward_check_adapter(s->model, a->lora, err);
-	return ret ? (err && err->code ? err->code : GM_EINVAL) : 0;
+	free(name);
+	free(dir);
+	return ret;
 }
 
 static int load_adapters(gm_serve *s, gm_error *err)
@@ -3114,9 +3290,15 @@ static void stats_fill(void *ctx, gm_stats_sample *x)
 static void ft_publish(void *ctx, const char *name, const char *dir)
 {
 	gm_serve *s = ctx;
+	gm_error err = GM_ERROR_INIT;
 
-	(void)s;
-	gm_info("fine-tuned adapter %s in %s: servable after a restart", name, dir);
+	/* a job finished before a restart is served already (MODEL/adapters/ at load) */
+	if (gm_adapter_set_find(s->adapters, name, strlen(name)) >= 0)
+		return;
+	if (gm_serve_add_adapter(s, name, dir, NULL, &err))
+		gm_warn("fine-tuned adapter %s: %s", name, err.msg);
+	else
+		gm_info("serving the fine-tuned adapter %s as %s:%s", dir, s->id, name);
 }
 
 static int ft_open(gm_serve *s, int threads, gm_error *err)
@@ -3156,6 +3338,7 @@ int gm_serve_load(gm_serve *s, gm_error *err)
 		s->chat_error = gm_xstrdup(cerr.msg);
 		gm_warn("%s: no chat template: /v1/chat/completions will refuse requests", cerr.msg);
 	}
+	s->adapters = gm_adapter_set_new(s->model);
 	if ((ret = load_adapters(s, err)))
 		return ret;
 	/* One forward pass with all the compute threads serves every sequence. */
@@ -3189,8 +3372,12 @@ int gm_serve_load(gm_serve *s, gm_error *err)
 
 		if ((ret = gm_stats_new(&si, &s->stats, err)))
 			return ret;
-		for (i = 0; i < s->n_adapters; i++)
-			gm_stats_add_adapter(s->stats, s->adapters[i].name, s->adapters[i].lora ? "lora" : "sparse");
+		for (i = 0; i < gm_adapter_set_count(s->adapters); i++) {
+			gm_adapter_version *v = gm_adapter_set_acquire(s->adapters, i);
+
+			gm_stats_add_adapter(s->stats, gm_adapter_set_name(s->adapters, i), gm_adapter_version_kind(v));
+			gm_adapter_version_release(v);
+		}
 		if ((ret = gm_stats_start(s->stats, stats_fill, s, err)))
 			return ret;
 	}
@@ -3286,13 +3473,9 @@ void gm_serve_free(gm_serve *s)
 	gm_ftapi_free(s->ft);    /* after the daemon: its requests read it */
 	gm_kv_free(s->kv);
 	gm_forward_free(s->f);
-	for (i = 0; i < s->n_adapters; i++) {
-		free(s->adapters[i].name);
-		free(s->adapters[i].dir);
-		gm_peft_close(s->adapters[i].lora);
-		gm_sparse_close(s->adapters[i].sparse);
-	}
-	free(s->adapters);
+	gm_adapter_set_free(s->adapters);
+	for (i = 0; i < s->n_routes; i++)
+		free(s->routes[i].prefix);
 	for (k = 0; k < s->c.n_adapters; k++)
 		free((char *)s->c.adapters[k]);
 	free((void *)s->c.adapters);

@@ -179,6 +179,65 @@ typedef struct gm_serve_request_check {
 } gm_serve_request_check;
 int gm_serve_check_request(gm_serve *s, int chat, const char *body, size_t len, gm_serve_request_check *out);
 
+/* ---------------------------------------------------------------- for code beside the server */
+
+struct gm_adapter_set;
+struct gm_model;
+struct gm_tokenizer;
+
+/*
+ * The server's adapters (adapterset.h), after gm_serve_load: requests
+ * select them by name and pin a version each.  Adapters may be added and
+ * new versions published there at any time (a trainer, a fine-tuning
+ * job); an adapter added directly to the set serves at once, but has no
+ * row in /v1/stats: gm_serve_add_adapter does both.
+ */
+struct gm_adapter_set *gm_serve_adapter_set(gm_serve *s);
+/*
+ * Adds the adapter directory dir (PEFT LoRA, or sparse delta) under name
+ * at run time, as --adapter NAME=DIR does at start: servable as
+ * MODEL:NAME from the call's return.  *index (may be NULL): its index in
+ * the set.
+ */
+int gm_serve_add_adapter(gm_serve *s, const char *name, const char *dir, int *index, gm_error *err);
+/* The model and its tokenizer (after gm_serve_load; owned by the server). */
+const struct gm_model *gm_serve_model(const gm_serve *s);
+const struct gm_tokenizer *gm_serve_tokenizer(const gm_serve *s);
+
+/*
+ * More endpoints: a request whose path starts with prefix (the longest
+ * registered prefix wins; the built-in endpoints come first) is handed to
+ * fn on its connection's thread, after the API key and readiness checks,
+ * with its whole body (at most max_body bytes; 413 beyond), for any
+ * method.  fn fills *out (gm_serve_reply_json / _error help); the server
+ * frees out->body.  At most GM_SERVE_MAX_ROUTES prefixes; register them
+ * after gm_serve_load, ctx must outlive the server's stop.
+ */
+#define GM_SERVE_MAX_ROUTES 8
+typedef struct gm_serve_request {
+	const char *method;        /* "GET", "POST", "DELETE"... */
+	const char *url;           /* the path, without the query */
+	const char *content_type;  /* the request's Content-Type; NULL when none */
+	const char *body;          /* [len], NUL-terminated; "" without a body */
+	size_t len;
+} gm_serve_request;
+typedef struct gm_serve_reply {
+	int status;
+	char *body;                /* malloc'd, [len] */
+	size_t len;
+	const char *content_type;  /* static; NULL: application/json */
+	char headers[4][2][256];   /* extra (name, value) pairs */
+	size_t n_headers;
+} gm_serve_reply;
+typedef void (*gm_serve_route_fn)(void *ctx, const gm_serve_request *rq, gm_serve_reply *out);
+int gm_serve_route(gm_serve *s, const char *prefix, gm_serve_route_fn fn, void *ctx, gm_error *err);
+/* out's body as the JSON text of o (o is put); content type application/json. */
+struct json_object;
+void gm_serve_reply_json(gm_serve_reply *out, int status, struct json_object *o);
+/* An error in OpenAI's shape {"error": {"message", "type", "param", "code"}}. */
+void gm_serve_reply_error(gm_serve_reply *out, int status, const char *param, const char *code, const char *fmt,
+			  ...) __attribute__((format(printf, 5, 6)));
+
 /*
  * Graceful stop: new connections are refused and new requests get 503;
  * requests in flight may finish for shutdown_timeout_s, then are
