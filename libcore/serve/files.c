@@ -214,8 +214,8 @@ int gm_files_upload_finish(gm_files_upload *u, const char *filename, const char 
 		goto out;
 	}
 	if (ret == GM_EFORMAT) {
-		ret = gm_error_set(err, GM_EINVAL, "%s: no examples (one JSON object a line: {\"messages\": [...]}, "
-				   "{\"prompt\", \"completion\"}, {\"text\"} or {\"input_ids\"})", name);
+		ret = gm_error_set(err, GM_EINVAL, "%s: no examples (one JSON object a line, with messages, prompt and "
+				   "completion, text, or input_ids)", name);
 		goto out;
 	}
 	if (ret) {

@@ -231,7 +231,7 @@ static int take_number(json_object *hp, const char *key, double lo, double hi, i
 	if ((!json_object_is_type(v, json_type_int) && !json_object_is_type(v, json_type_double)) ||
 	    (integer && !json_object_is_type(v, json_type_int))) {
 		*param = key;
-		return gm_error_set(err, GM_EINVAL, "hyperparameters.%s must be %s or \"auto\"", key,
+		return gm_error_set(err, GM_EINVAL, "hyperparameters.%s must be %s or 'auto'", key,
 				    integer ? "an integer" : "a number");
 	}
 	*out = json_object_get_double(v);
@@ -328,7 +328,8 @@ static json_object *hp_value(double v, int integer)
 {
 	if (isnan(v))
 		return json_object_new_string("auto");
-	return integer ? json_object_new_int64((int64_t)v) : gm_json_new_double(v);
+	/* n_epochs 3 reads back as 3, as OpenAI shows it */
+	return integer || v == floor(v) ? json_object_new_int64((int64_t)v) : gm_json_new_double(v);
 }
 
 int gm_ftjobs_create(gm_ftjobs *j, json_object *req, json_object **out, const char **param, gm_error *err)
@@ -392,7 +393,7 @@ int gm_ftjobs_create(gm_ftjobs *j, json_object *req, json_object **out, const ch
 
 		if (str_of(method, "type") && strcmp(str_of(method, "type"), "supervised")) {
 			*param = "method";
-			return gm_error_set(err, GM_EINVAL, "method.type '%s' is not supported: only \"supervised\" "
+			return gm_error_set(err, GM_EINVAL, "method.type '%s' is not supported: only 'supervised' "
 					    "(LoRA) fine-tuning", str_of(method, "type"));
 		}
 		if (json_object_object_get_ex(method, "supervised", &sup) && sup)
