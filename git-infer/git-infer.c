@@ -1194,7 +1194,7 @@ int main(int argc, const char **argv)
 		GM_OPT_INT(0, "ft-checkpoint-every", &io.ft_checkpoint_every, "n",
 			   "a job checkpoints every n steps, where it resumes after a crash (default 25)", 1, 1L << 40),
 		GM_OPT_STRING(0, "ft-dir", &io.ft_dir, "dir",
-			      "keep files and jobs here (default: under the registry's data directory)"),
+			      "keep files and jobs here (default: in the registry data directory)"),
 		GM_OPT_GROUP("checking and debugging"),
 		GM_OPT_FLAG(0, "check", &check, "load and validate the model, print a summary"),
 		GM_OPT_FLAG(0, "json", &json, "print the summary as one JSON object"),

@@ -16,6 +16,8 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <sys/file.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "base/buf.h"
@@ -56,6 +58,7 @@ struct gm_ftjobs {
 	int runner_started;
 	int is_repo;             /* model_dir is a repository's top level: git train commits */
 	int busy;                /* the runner is in run_job */
+	int lock_fd;             /* flock of DIR/.lock: one server runs a model's jobs */
 };
 
 /* ---------------------------------------------------------------- the jobs' files */
@@ -520,13 +523,12 @@ static json_object *page(json_object *arr, const char *after, int limit)
 	int taken = 0, more = 0;
 
 	if (after && *after) {
+		/* from the item older than `after`; nothing when no item has that id */
 		for (i = n; i > 0; i--)
 			if (!strcmp(str_of(json_object_array_get_idx(arr, i - 1), "id") ?: "", after)) {
 				i--;
 				break;
 			}
-		if (i == 0 && (n == 0 || strcmp(str_of(json_object_array_get_idx(arr, 0), "id") ?: "", after)))
-			i = 0;
 	}
 	for (; i > 0; i--) {
 		if (taken == limit) {
@@ -1002,7 +1004,8 @@ static void run_job(gm_ftjobs *j, struct ftjob *job)
 		finish(j, job, ST_FAILED, "server_error", "cannot create a pipe");
 		goto out;
 	}
-	build_argv(j, job, train, valid, out_dir, resume, pfd[1], &a);
+	/* the child gets the pipe as descriptor 3, and nothing else of the server's */
+	build_argv(j, job, train, valid, out_dir, resume, 3, &a);
 	prog = train_program(j);
 	logp = job_path(j, job->id, ".log");
 	logfd = open(logp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0666);
@@ -1023,11 +1026,16 @@ static void run_job(gm_ftjobs *j, struct ftjob *job)
 			signal(SIGPIPE, SIG_DFL);
 			if (nice_by > 0)
 				setpriority(PRIO_PROCESS, 0, getpriority(PRIO_PROCESS, 0) + nice_by);
-			close(pfd[0]);
 			if (logfd >= 0) {
 				dup2(logfd, 1);
 				dup2(logfd, 2);
 			}
+			if (pfd[1] != 3 && dup2(pfd[1], 3) < 0)
+				_exit(127);
+			/* the listening socket, the clients' connections, the model's mappings' fds */
+			if (syscall(SYS_close_range, 4u, ~0u, 0u))
+				for (int fd = 4; fd < 4096; fd++)
+					close(fd);
 			if (strchr(prog, '/'))
 				execv(prog, a.v);
 			else
@@ -1155,6 +1163,24 @@ int gm_ftjobs_open(const gm_ftjobs_config *c, gm_ftjobs **out, gm_error *err)
 	if ((ret = gm_mkdir_p(c->dir, 0777, err)))
 		return ret;
 	j = gm_xcalloc(1, sizeof(*j));
+	j->lock_fd = -1;
+	{
+		/* two servers of one model would run each job twice */
+		char *lp = gm_path_join(c->dir, ".lock");
+
+		j->lock_fd = open(lp, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+		if (j->lock_fd < 0 || flock(j->lock_fd, LOCK_EX | LOCK_NB)) {
+			ret = j->lock_fd < 0 ? gm_error_errno(err, "cannot open %s", lp)
+				: gm_error_set(err, GM_EINVAL, "another server runs the fine-tuning jobs of this model "
+					       "(%s is locked): give this one --ft-dir, or --no-fine-tuning", c->dir);
+			if (j->lock_fd >= 0)
+				close(j->lock_fd);
+			free(lp);
+			free(j);
+			return ret;
+		}
+		free(lp);
+	}
 	j->c = *c;
 	j->c.dir = gm_xstrdup(c->dir);
 	j->c.model_dir = gm_xstrdup(c->model_dir);
@@ -1240,5 +1266,7 @@ void gm_ftjobs_free(gm_ftjobs *j)
 	free((char *)j->c.model_dir);
 	free((char *)j->c.model_id);
 	free((char *)j->c.train_cmd);
+	if (j->lock_fd >= 0)
+		close(j->lock_fd); /* the lock goes with it */
 	free(j);
 }

@@ -319,6 +319,16 @@ static enum MHD_Result finish_upload(gm_ftapi *a, struct MHD_Connection *c, stru
 	gm_files_upload *u = r->upload;
 
 	(void)a;
+	/* the post processor may hold the end of the last part until it is destroyed */
+	if (r->pp) {
+		if (MHD_destroy_post_processor(r->pp) != MHD_YES && !r->failed) {
+			r->failed = 1;
+			r->fail_status = 400;
+			r->fail_code = "invalid_request";
+			snprintf(r->fail_msg, sizeof(r->fail_msg), "malformed multipart/form-data body");
+		}
+		r->pp = NULL;
+	}
 	r->upload = NULL;
 	if (r->failed) {
 		gm_files_upload_abort(u);

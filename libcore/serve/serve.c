@@ -2850,7 +2850,7 @@ static enum MHD_Result handle_ft(gm_serve *s, struct MHD_Connection *c, struct r
 	if (!s->ft) {
 		r->answered = 1;
 		fail(&e, 404, NULL, "not_found", "the files and fine-tuning API is off on this server "
-		     "(started with --no-fine-tuning)");
+		     "(started with --no-fine-tuning, or its log says why)");
 		return reply_error(s, c, r->ep, &e);
 	}
 	if (r->ft && !*upload_data_size)
@@ -3388,8 +3388,13 @@ int gm_serve_load(gm_serve *s, gm_error *err)
 	if (pthread_create(&s->sched, NULL, sched_main, s))
 		return gm_error_set(err, GM_EIO, "cannot start the scheduler thread");
 	s->sched_started = 1;
-	if (!s->c.no_fine_tuning && (ret = ft_open(s, threads, err)))
-		return ret;
+	if (!s->c.no_fine_tuning) {
+		gm_error ferr = GM_ERROR_INIT;
+
+		/* serving goes on without it: the endpoints say it is off */
+		if (ft_open(s, threads, &ferr))
+			gm_warn("the fine-tuning API is off: %s", ferr.msg);
+	}
 	s->created = (int64_t)time(NULL);
 	pthread_mutex_lock(&s->lock);
 	s->ready = 1;
