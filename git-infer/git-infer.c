@@ -1233,7 +1233,7 @@ int main(int argc, const char **argv)
 		GM_OPT_INT(0, "learn-batch", &io.learn_batch, "n", "examples per step (default 4)", 1, 4096),
 		GM_OPT_INT(0, "learn-epochs", &io.learn_epochs, "n", "passes per example of weight 1 (default 4)", 1,
 			   10000),
-		GM_OPT_INT(0, "learn-threads", &io.learn_threads, "n", "the trainer's compute threads (default 1)", 1,
+		GM_OPT_INT(0, "learn-threads", &io.learn_threads, "n", "compute threads of the trainer (default 1)", 1,
 			   4096),
 		GM_OPT_DOUBLE(0, "learn-share", &io.learn_share, "f",
 			      "fraction of the time the trainer may compute, in (0, 1] (default 1)"),
