@@ -37,6 +37,7 @@
 #include "base/rng.h"
 #include "engine/sampler.h"
 #include "serve/serve.h"
+#include "serve/learn.h"
 #include "text/grammar.h"
 #include "text/jsonschema.h"
 #include "text/tokenizer.h"
@@ -48,7 +49,7 @@ static const char *const usage[] = {
 	"git infer -m <model> --tokenize < <text>",
 	"git infer -m <model> --render-chat <messages.json> [--tools <tools.json>]",
 	"git infer -m <model> --serve [<addr>:]<port> [--parallel <n>] [--queue <n>] [--kv-tokens <n>] "
-	"[--adapter [<name>=]<dir>...]",
+	"[--adapter [<name>=]<dir>...] [--learn <name> [--learn-sparse <density>]]",
 	NULL
 };
 
@@ -76,6 +77,10 @@ struct infer_opts {
 	int fine_tuning;
 	long max_file_size, ft_threads, ft_nice, ft_checkpoint_every;
 	const char *ft_dir;
+	/* --learn (learn.h); UNSET_LONG / NAN: not given */
+	const char *learn;
+	double learn_sparse, learn_lr, learn_share, learn_commit_seconds;
+	long learn_rank, learn_batch, learn_epochs, learn_threads, learn_commit_steps, learn_max_pending;
 };
 
 /* ---------------------------------------------------------------- --adapter */
@@ -996,13 +1001,52 @@ static const char *per_request_option(const struct infer_opts *io)
 	return NULL;
 }
 
+/* --learn NAME: adapter NAME trained from POST /v1/adapters/NAME/examples (learn.h); 0, or 1 after an error. */
+static int start_learning(const struct infer_opts *io, gm_serve *srv, gm_learn **out)
+{
+	gm_error err = GM_ERROR_INIT;
+	gm_learn_opts lo;
+
+	gm_learn_opts_init(&lo);
+	if (!isnan(io->learn_sparse))
+		lo.online.sparse = io->learn_sparse;
+	if (!isnan(io->learn_lr))
+		lo.online.lr = io->learn_lr;
+	if (!isnan(io->learn_share))
+		lo.online.share = io->learn_share;
+	if (!isnan(io->learn_commit_seconds))
+		lo.commit_seconds = io->learn_commit_seconds;
+	if (io->learn_rank != UNSET_LONG)
+		lo.online.rank = io->learn_rank, lo.online.alpha = 2.0 * (double)io->learn_rank;
+	if (io->learn_batch != UNSET_LONG)
+		lo.online.batch = (int)io->learn_batch;
+	if (io->learn_epochs != UNSET_LONG)
+		lo.online.epochs = (int)io->learn_epochs;
+	if (io->learn_threads != UNSET_LONG)
+		lo.online.n_threads = (int)io->learn_threads;
+	if (io->learn_commit_steps != UNSET_LONG)
+		lo.commit_steps = io->learn_commit_steps;
+	if (io->learn_max_pending != UNSET_LONG)
+		lo.online.max_pending = io->learn_max_pending;
+	if (gm_learn_start(srv, io->model, io->learn, &lo, out, &err)) {
+		fprintf(stderr, "error: --learn %s: %s\n", io->learn, err.msg);
+		return 1;
+	}
+	fprintf(stderr, "git infer: learning '%s': POST /v1/adapters/%s/examples (%s, lr %g, %d example%s a step, "
+		"%d pass%s each)\n", io->learn, io->learn, lo.online.sparse > 0 ? "sparse delta" : "LoRA", lo.online.lr,
+		lo.online.batch, lo.online.batch == 1 ? "" : "s", lo.online.epochs, lo.online.epochs == 1 ? "" : "es");
+	return 0;
+}
+
 static int run_serve(const struct gm_cmd_info *cmd, const struct infer_opts *io)
 {
 	gm_error err = GM_ERROR_INIT;
 	gm_serve_config c;
 	gm_serve *srv = NULL;
+	gm_learn *learn = NULL;
 	char *addr = NULL;
 	const char *opt = per_request_option(io), *key = io->api_key;
+	int status;
 	sigset_t sigs;
 	int sig = 0, i, ret;
 
@@ -1097,6 +1141,11 @@ static int run_serve(const struct gm_cmd_info *cmd, const struct infer_opts *io)
 		gm_serve_free(srv);
 		return gm_cmd_error(&err);
 	}
+	if (io->learn && start_learning(io, srv, &learn)) {
+		gm_serve_stop(srv);
+		gm_serve_free(srv);
+		return 1;
+	}
 	fprintf(stderr, "git infer: serving '%s' on http://%s/v1", gm_serve_id(srv), gm_serve_address(srv));
 	for (i = 0; i < gm_serve_n_adapters(srv); i++)
 		fprintf(stderr, "%s'%s:%s'", i ? ", " : " with adapters ", gm_serve_id(srv),
@@ -1109,9 +1158,15 @@ static int run_serve(const struct gm_cmd_info *cmd, const struct infer_opts *io)
 	ret = gm_serve_stop(srv);
 	if (ret)
 		fprintf(stderr, "git infer: %d request%s cancelled\n", ret, ret == 1 ? "" : "s");
+	status = 0;
+	if (learn && gm_learn_stop(learn, &err)) {
+		fprintf(stderr, "git infer: --learn %s: the last commit failed: %s\n", io->learn, err.msg);
+		status = 1;
+	}
+	gm_learn_free(learn);
 	gm_serve_free(srv);
 	fprintf(stderr, "git infer: stopped\n");
-	return 0;
+	return status;
 }
 
 int main(int argc, const char **argv)
@@ -1195,6 +1250,26 @@ int main(int argc, const char **argv)
 			   "a job checkpoints every n steps, where it resumes after a crash (default 25)", 1, 1L << 40),
 		GM_OPT_STRING(0, "ft-dir", &io.ft_dir, "dir",
 			      "keep files and jobs here (default: in the registry data directory)"),
+		GM_OPT_GROUP("learning while serving"),
+		GM_OPT_STRING(0, "learn", &io.learn, "name",
+			      "train adapter name from POST /v1/adapters/name/examples, publish each step, commit on train/name"),
+		GM_OPT_DOUBLE(0, "learn-sparse", &io.learn_sparse, "density",
+			      "serve a sparse delta keeping this fraction of entries (0.01: 99% sparse) instead of the LoRA"),
+		GM_OPT_DOUBLE(0, "learn-lr", &io.learn_lr, "x", "learning rate, constant (default 1e-3)"),
+		GM_OPT_INT(0, "learn-rank", &io.learn_rank, "r", "rank of a new adapter, alpha 2r (default 8)", 1, 1024),
+		GM_OPT_INT(0, "learn-batch", &io.learn_batch, "n", "examples per step (default 4)", 1, 4096),
+		GM_OPT_INT(0, "learn-epochs", &io.learn_epochs, "n", "passes per example of weight 1 (default 4)", 1,
+			   10000),
+		GM_OPT_INT(0, "learn-threads", &io.learn_threads, "n", "compute threads of the trainer (default 1)", 1,
+			   4096),
+		GM_OPT_DOUBLE(0, "learn-share", &io.learn_share, "f",
+			      "fraction of the time the trainer may compute, in (0, 1] (default 1)"),
+		GM_OPT_INT(0, "learn-commit-steps", &io.learn_commit_steps, "n",
+			   "commit every n steps (default 100; 0: by time only)", 0, 1L << 40),
+		GM_OPT_DOUBLE(0, "learn-commit-seconds", &io.learn_commit_seconds, "s",
+			      "or s seconds after the first step not committed (default 60; 0: by count only)"),
+		GM_OPT_INT(0, "learn-max-pending", &io.learn_max_pending, "n",
+			   "examples waiting to be trained at most; more get 429 (default 4096)", 1, 1L << 30),
 		GM_OPT_GROUP("checking and debugging"),
 		GM_OPT_FLAG(0, "check", &check, "load and validate the model, print a summary"),
 		GM_OPT_FLAG(0, "json", &json, "print the summary as one JSON object"),
@@ -1222,6 +1297,9 @@ int main(int argc, const char **argv)
 	io.max_connections = io.max_client_connections = io.max_queued_tokens = UNSET_LONG;
 	io.fine_tuning = -1;
 	io.max_file_size = io.ft_threads = io.ft_nice = io.ft_checkpoint_every = UNSET_LONG;
+	io.learn_sparse = io.learn_lr = io.learn_share = io.learn_commit_seconds = NAN;
+	io.learn_rank = io.learn_batch = io.learn_epochs = io.learn_threads = io.learn_commit_steps = UNSET_LONG;
+	io.learn_max_pending = UNSET_LONG;
 
 	n = gm_cmd_parse(&cmd, argc, argv, 0, 1, &status);
 	if (n < 0)
@@ -1250,6 +1328,20 @@ int main(int argc, const char **argv)
 					    "--api-key, --max-body, --shutdown-timeout, --header-timeout, "
 					    "--body-timeout, --max-connections, --max-client-connections and "
 					    "--max-queued-tokens, --fine-tuning, --max-file-size and --ft-* go with --serve");
+		goto out;
+	}
+	if (!io.serve && (io.learn || !isnan(io.learn_sparse) || !isnan(io.learn_lr) || !isnan(io.learn_share) ||
+			  !isnan(io.learn_commit_seconds) || io.learn_rank != UNSET_LONG || io.learn_batch != UNSET_LONG ||
+			  io.learn_epochs != UNSET_LONG || io.learn_threads != UNSET_LONG ||
+			  io.learn_commit_steps != UNSET_LONG || io.learn_max_pending != UNSET_LONG)) {
+		status = gm_cmd_usage_error(&cmd, "--learn and the --learn-* options go with --serve");
+		goto out;
+	}
+	if (io.serve && !io.learn && (!isnan(io.learn_sparse) || !isnan(io.learn_lr) || !isnan(io.learn_share) ||
+			  !isnan(io.learn_commit_seconds) || io.learn_rank != UNSET_LONG || io.learn_batch != UNSET_LONG ||
+			  io.learn_epochs != UNSET_LONG || io.learn_threads != UNSET_LONG ||
+			  io.learn_commit_steps != UNSET_LONG || io.learn_max_pending != UNSET_LONG)) {
+		status = gm_cmd_usage_error(&cmd, "the --learn-* options go with --learn NAME");
 		goto out;
 	}
 	if (io.serve) {

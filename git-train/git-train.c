@@ -21,6 +21,7 @@
 #include "base/cmd.h"
 #include "base/fs.h"
 #include "base/json.h"
+#include "cpu/threadpool.h"
 #include "formats/model.h"
 #include "formats/peft.h"
 #include "text/tokenizer.h"
@@ -35,6 +36,7 @@
 #include "storage/repo.h"
 #include "storage/resolve.h"
 #include "train/trainset.h"
+#include "follow.h"
 
 #define MAX_REPORTED_ERRORS 100
 
@@ -42,6 +44,7 @@ static const char *const usage[] = {
 	"git train -m <model> --adapter <name> --data <file> [--output <dir>] [<options>]",
 	"git train -m <model> --adapter <name> --data <file> --resume train/<name>",
 	"git train -m <model> --adapter <name> --data <file> --output <dir> --no-commit [--resume <checkpoint>]",
+	"git train -m <model> --adapter <name> --follow <file>|- [--checkpoint-every <n>] [--commit-seconds <s>]",
 	"git train --check-data <file> [--json]",
 	NULL
 };
@@ -847,9 +850,80 @@ static int run(struct train_cmd *c)
 	return status;
 }
 
+/* --follow: online learning from a growing file or standard input (follow.h). */
+static int run_follow(const struct gm_cmd_info *cmd, struct train_cmd *c, const char *path, double commit_seconds)
+{
+	gm_error err = GM_ERROR_INIT;
+	struct follow_opts fo;
+	char *dir = NULL;
+	int status;
+
+	if (!c->model || !c->adapter)
+		return gm_cmd_usage_error(cmd, "--follow needs -m <model> and --adapter <name>");
+	if (c->data || c->output || c->resume || c->eval_data || c->init_adapter || c->no_commit || c->trace ||
+	    c->hp.steps >= 0 || c->hp.grad_accum >= 0 || c->hp.schedule || c->hp.warmup >= 0 || c->hp.shuffle >= 0 ||
+	    c->hp.rslora >= 0)
+		return gm_cmd_usage_error(cmd, "--follow takes the LoRA and optimizer options, --epochs (passes per "
+					  "example), --threads and --checkpoint-every (steps per commit); not --data, "
+					  "--output, --resume (a run resumes by itself), --eval-data, --init-adapter, "
+					  "--no-commit, --trace, --steps, --grad-accum, --schedule, --warmup, --shuffle "
+					  "or --rslora");
+	if (gm_adapter_name_check(c->adapter, &err))
+		return gm_cmd_usage_error(cmd, "%s", err.msg);
+	if (!isnan(commit_seconds) && !(commit_seconds >= 0))
+		return gm_cmd_usage_error(cmd, "--commit-seconds must be >= 0");
+	memset(&fo, 0, sizeof(fo));
+	gm_online_opts_init(&fo.online);
+	if (c->hp.rank > 0) {
+		fo.online.rank = c->hp.rank;
+		fo.online.alpha = 2.0 * (double)c->hp.rank;
+	}
+	if (!isnan(c->hp.alpha))
+		fo.online.alpha = c->hp.alpha;
+	if (c->hp.targets && gm_lora_parse_targets(c->hp.targets, &fo.online.targets, &err))
+		return gm_cmd_usage_error(cmd, "%s", err.msg);
+	if (!isnan(c->hp.lr))
+		fo.online.lr = c->hp.lr;
+	if (!isnan(c->hp.weight_decay))
+		fo.online.weight_decay = c->hp.weight_decay;
+	if (!isnan(c->hp.grad_clip))
+		fo.online.grad_clip = c->hp.grad_clip;
+	if (c->hp.batch_size > 0)
+		fo.online.batch = (int)c->hp.batch_size;
+	if (!isnan(c->hp.epochs)) {
+		if (!(c->hp.epochs >= 1 && c->hp.epochs <= 10000) || c->hp.epochs != floor(c->hp.epochs))
+			return gm_cmd_usage_error(cmd, "with --follow, --epochs is a whole number of passes per example "
+						  "(1 to 10000)");
+		fo.online.epochs = (int)c->hp.epochs;
+	}
+	if (c->hp.max_len > 0)
+		fo.online.max_len = c->hp.max_len;
+	if (c->hp.seed != (unsigned long long)-1)
+		fo.online.seed = c->hp.seed;
+	fo.online.n_threads = c->threads > 0 ? (int)c->threads : (int)gm_cpu_count();
+	fo.commit_steps = c->checkpoint_every > 0 ? c->checkpoint_every : 100;
+	fo.commit_seconds = isnan(commit_seconds) ? 60 : commit_seconds;
+	fo.name = c->adapter;
+	fo.path = path;
+	fo.verbosity = c->verbosity;
+	if (gm_repo_resolve_model(c->model, &dir, &err))
+		return gm_cmd_error(&err);
+	fo.model = dir;
+	if (!gm_repo_is_toplevel(dir)) {
+		gm_error_set(&err, GM_EINVAL, "--follow commits on train/%s: give a model repository's work tree "
+			     "(a registered name, or the top of its repository), not '%s'", c->adapter, c->model);
+		free(dir);
+		return gm_cmd_error(&err);
+	}
+	status = follow_run(&fo);
+	free(dir);
+	return status;
+}
+
 int main(int argc, const char **argv)
 {
-	const char *check = NULL;
+	const char *check = NULL, *follow = NULL;
+	double commit_seconds = NAN;
 	int json = 0, status, n;
 	struct train_cmd c;
 	const struct gm_option options[] = {
@@ -891,6 +965,11 @@ int main(int argc, const char **argv)
 		GM_OPT_INT(0, "progress-fd", &c.progress_fd, "fd",
 			   "write progress as JSON lines to this open descriptor (steps, evals, checkpoints, the end)",
 			   0, 65535),
+		GM_OPT_GROUP("Online (--follow)"),
+		GM_OPT_STRING(0, "follow", &follow, "file",
+			      "train on each JSONL example as the file grows ('-': standard input, to its end), committing on train/<name>"),
+		GM_OPT_DOUBLE(0, "commit-seconds", &commit_seconds, "s",
+			      "with --follow: commit s seconds after the first step not committed (default 60; 0: by count only)"),
 		GM_OPT_GROUP("Data check"),
 		GM_OPT_STRING(0, "check-data", &check, "file",
 			      "validate a JSONL training data file ('-' for standard input)"),
@@ -920,6 +999,10 @@ int main(int argc, const char **argv)
 	}
 	if (json)
 		return gm_cmd_usage_error(&cmd, "--json goes with --check-data");
+	if (!isnan(commit_seconds) && !follow)
+		return gm_cmd_usage_error(&cmd, "--commit-seconds goes with --follow");
+	if (follow)
+		return run_follow(&cmd, &c, follow, commit_seconds);
 	if (!c.model || !c.adapter || !c.data)
 		return gm_cmd_usage_error(&cmd, "training needs -m <model>, --adapter <name> and --data <file>");
 	if (c.no_commit && !c.output)

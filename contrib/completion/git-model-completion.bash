@@ -127,7 +127,7 @@ __gm_complete ()
 		*)
 			case "$prev" in
 			--dtype|-m|--model|--check-data|--logits-out|--render-chat|--tools|--remote|--driver|--worktree|\
-			--data|--eval-data|--trace|--output|--resume|--init-adapter|--schedule|--targets|--kv-type) opt=$prev ;;
+			--data|--eval-data|--trace|--output|--resume|--init-adapter|--schedule|--targets|--kv-type|--follow) opt=$prev ;;
 			esac ;;
 		esac
 	fi
@@ -137,7 +137,7 @@ __gm_complete ()
 		--kv-type) __gm_reply "$val" auto f32 bf16 f16 ;;
 		-m|--model) __gm_reply_paths "$val" -d; __gm_add_models "$val" ;;
 		--output|--resume|--init-adapter) __gm_reply_paths "$val" -d ;;
-		--check-data|--logits-out|--render-chat|--tools|--data|--eval-data|--trace) __gm_reply_paths "$val" ;;
+		--check-data|--logits-out|--render-chat|--tools|--data|--eval-data|--trace|--follow) __gm_reply_paths "$val" ;;
 		--remote) __gm_reply "$val" $(git remote 2>/dev/null) ;;
 		--driver) __gm_reply "$val" auto overlay fuse reflink hardlink copy ;;
 		--worktree) __gm_reply_paths "$val" -d ;;

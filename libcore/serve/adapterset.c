@@ -127,6 +127,12 @@ static const char *bad_name(const char *name)
 int gm_adapter_set_add(gm_adapter_set *s, const char *name, const char *dir, gm_peft_adapter *lora,
 		       gm_sparse_adapter *sparse, int *index, gm_error *err)
 {
+	return gm_adapter_set_add_numbered(s, name, dir, lora, sparse, 1, index, err);
+}
+
+int gm_adapter_set_add_numbered(gm_adapter_set *s, const char *name, const char *dir, gm_peft_adapter *lora,
+				gm_sparse_adapter *sparse, uint64_t first, int *index, gm_error *err)
+{
 	gm_adapter_version *v;
 	const char *why = bad_name(name);
 	struct entry *e;
@@ -138,7 +144,7 @@ int gm_adapter_set_add(gm_adapter_set *s, const char *name, const char *dir, gm_
 	}
 	if ((ret = version_new(s, lora, sparse, &v, err)))
 		return gm_error_prefix(err, "adapter %s", name);
-	v->number = 1;
+	v->number = first ? first : 1;
 	pthread_mutex_lock(&s->lock);
 	if (find_locked(s, name, strlen(name)) >= 0) {
 		pthread_mutex_unlock(&s->lock);

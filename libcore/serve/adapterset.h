@@ -82,6 +82,13 @@ void gm_adapter_set_free(gm_adapter_set *s);
 int gm_adapter_set_add(gm_adapter_set *s, const char *name, const char *dir, struct gm_peft_adapter *lora,
 		       struct gm_sparse_adapter *sparse, int *index, gm_error *err);
 /*
+ * gm_adapter_set_add with the first version numbered first (>= 1): an
+ * adapter whose versions continue those of an earlier process (a learning
+ * run resumed from its commit).
+ */
+int gm_adapter_set_add_numbered(gm_adapter_set *s, const char *name, const char *dir, struct gm_peft_adapter *lora,
+				struct gm_sparse_adapter *sparse, uint64_t first, int *index, gm_error *err);
+/*
  * gm_adapter_set_add of the adapter directory dir: a sparse delta when it
  * holds sparse_config.json, else a PEFT LoRA.  Errors name dir.
  */

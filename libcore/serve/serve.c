@@ -3183,14 +3183,17 @@ const gm_tokenizer *gm_serve_tokenizer(const gm_serve *s)
 	return s->tok;
 }
 
-int gm_serve_add_adapter(gm_serve *s, const char *name, const char *dir, int *index, gm_error *err)
+static int serve_add(gm_serve *s, const char *name, const char *dir, gm_peft_adapter *lora, gm_sparse_adapter *sparse,
+		     uint64_t first, int *index, gm_error *err)
 {
 	gm_adapter_version *v;
 	int ret, i;
 
 	/* under the lock: the stats rows must come in the set's order */
 	pthread_mutex_lock(&s->lock);
-	if (!(ret = gm_adapter_set_add_dir(s->adapters, name, dir, &i, err))) {
+	ret = lora || sparse ? gm_adapter_set_add_numbered(s->adapters, name, dir, lora, sparse, first, &i, err)
+		: gm_adapter_set_add_dir(s->adapters, name, dir, &i, err);
+	if (!ret) {
 		v = gm_adapter_set_acquire(s->adapters, i);
 		gm_stats_add_adapter(s->stats, name, gm_adapter_version_kind(v));
 		gm_adapter_version_release(v);
@@ -3199,6 +3202,19 @@ int gm_serve_add_adapter(gm_serve *s, const char *name, const char *dir, int *in
 	}
 	pthread_mutex_unlock(&s->lock);
 	return ret;
+}
+
+int gm_serve_add_adapter(gm_serve *s, const char *name, const char *dir, int *index, gm_error *err)
+{
+	return serve_add(s, name, dir, NULL, NULL, 1, index, err);
+}
+
+int gm_serve_add_adapter_weights(gm_serve *s, const char *name, gm_peft_adapter *lora, gm_sparse_adapter *sparse,
+				 uint64_t first, int *index, gm_error *err)
+{
+	if (!lora && !sparse)
+		return gm_error_set(err, GM_EINVAL, "adapter %s: no weights", name);
+	return serve_add(s, name, NULL, lora, sparse, first, index, err);
 }
 
 int gm_serve_n_adapters(const gm_serve *s)

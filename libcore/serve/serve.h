@@ -200,6 +200,14 @@ struct gm_adapter_set *gm_serve_adapter_set(gm_serve *s);
  * the set.
  */
 int gm_serve_add_adapter(gm_serve *s, const char *name, const char *dir, int *index, gm_error *err);
+/*
+ * The same with weights already open (one of lora and sparse, owned by the
+ * server from the call on), the first version numbered first (0: 1).
+ */
+struct gm_peft_adapter;
+struct gm_sparse_adapter;
+int gm_serve_add_adapter_weights(gm_serve *s, const char *name, struct gm_peft_adapter *lora,
+				 struct gm_sparse_adapter *sparse, uint64_t first, int *index, gm_error *err);
 /* The model and its tokenizer (after gm_serve_load; owned by the server). */
 const struct gm_model *gm_serve_model(const gm_serve *s);
 const struct gm_tokenizer *gm_serve_tokenizer(const gm_serve *s);

@@ -26,6 +26,7 @@ struct gm_td_reader {
 	int32_t *ids;
 	uint8_t *mask;
 	size_t tok_alloc;
+	char *data;       /* gm_td_open_mem's copy */
 };
 
 static const char *const kind_names[GM_TD_KIND_COUNT] = {
@@ -78,12 +79,38 @@ int gm_td_open(const char *path, size_t max_line, gm_td_reader **out, gm_error *
 	return 0;
 }
 
+int gm_td_open_mem(const char *name, const char *data, size_t len, size_t max_line, gm_td_reader **out,
+		   gm_error *err)
+{
+	gm_td_reader *r;
+
+	*out = NULL;
+	r = gm_xcalloc(1, sizeof(*r));
+	/* a copy of its own: fmemopen reads the buffer in place, and cannot open an empty one */
+	r->data = gm_xmalloc(len + 1);
+	memcpy(r->data, data, len);
+	r->data[len] = '\n';
+	r->fp = fmemopen(r->data, len + 1, "rb");
+	if (!r->fp) {
+		free(r->data);
+		free(r);
+		return gm_error_errno(err, "%s: cannot read", name);
+	}
+	r->owns_fp = 1;
+	r->name = gm_xstrdup(name);
+	r->max_line = max_line ? max_line : GM_TD_DEFAULT_MAX_LINE;
+	gm_buf_init(&r->line);
+	*out = r;
+	return 0;
+}
+
 void gm_td_close(gm_td_reader *r)
 {
 	if (!r)
 		return;
 	if (r->owns_fp)
 		fclose(r->fp);
+	free(r->data);
 	json_object_put(r->obj);
 	gm_buf_release(&r->line);
 	free(r->msgs);

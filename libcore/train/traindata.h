@@ -76,6 +76,13 @@ typedef struct gm_td_reader gm_td_reader;
 
 /* Opens path ("-" for standard input); max_line 0 means the default. */
 int gm_td_open(const char *path, size_t max_line, gm_td_reader **out, gm_error *err);
+/*
+ * Reads the JSONL text data[0..len) (copied; len may be 0) as a file named
+ * name in errors ("NAME:LINE: reason"): an HTTP body, a piece of a file
+ * that grows.
+ */
+int gm_td_open_mem(const char *name, const char *data, size_t len, size_t max_line, gm_td_reader **out,
+		   gm_error *err);
 void gm_td_close(gm_td_reader *r);
 /* "FILE" as errors name it. */
 const char *gm_td_name(const gm_td_reader *r);

@@ -246,3 +246,65 @@ int gm_trainset_load(const char *path, const gm_model *model, const gm_tokenizer
 	*out = s;
 	return 0;
 }
+
+/* ------------------------------------------------------------ one example at a time */
+
+struct gm_trainset_encoder {
+	struct loader ld;
+};
+
+int gm_trainset_encoder_new(const gm_model *model, const gm_tokenizer *tok, int64_t max_len,
+			    gm_trainset_encoder **out, gm_error *err)
+{
+	gm_trainset_encoder *enc;
+
+	*out = NULL;
+	if (max_len < 2)
+		return gm_error_set(err, GM_EINVAL, "the longest sequence must be at least 2 tokens");
+	enc = gm_xcalloc(1, sizeof(*enc));
+	enc->ld.model = model;
+	enc->ld.tok = tok;
+	enc->ld.max_len = max_len;
+	*out = enc;
+	return 0;
+}
+
+void gm_trainset_encoder_free(gm_trainset_encoder *enc)
+{
+	if (!enc)
+		return;
+	gm_chat_template_free(enc->ld.chat);
+	free(enc);
+}
+
+int gm_trainset_encode(gm_trainset_encoder *enc, const gm_td_example *ex, gm_trainset_example *e, int *truncated,
+		       gm_error *err)
+{
+	struct seq q = { NULL, NULL, 0, 0 };
+	int64_t j, targets = 0;
+	int ret, cut = 0;
+
+	memset(e, 0, sizeof(*e));
+	ret = example_seq(&enc->ld, ex, &q, err);
+	if (!ret && q.n > enc->ld.max_len) {
+		q.n = enc->ld.max_len;
+		cut = 1;
+	}
+	for (j = 1; !ret && j < q.n; j++)
+		targets += q.mask[j] != 0;
+	if (!ret && !targets)
+		ret = gm_error_set(err, GM_EFORMAT, "nothing to predict%s (%lld token%s)",
+				   cut ? " within the longest sequence" : "", (long long)q.n, q.n == 1 ? "" : "s");
+	if (ret) {
+		free(q.ids);
+		free(q.mask);
+		return ret;
+	}
+	e->ids = q.ids;
+	e->mask = q.mask;
+	e->n = q.n;
+	e->line = ex->line;
+	if (truncated)
+		*truncated = cut;
+	return 0;
+}

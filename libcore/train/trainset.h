@@ -58,4 +58,20 @@ int gm_trainset_load(const char *path, const gm_model *model, const gm_tokenizer
 		     gm_trainset **out, gm_error *err);
 void gm_trainset_free(gm_trainset *s);
 
+/*
+ * One example at a time, with the rules above (online learning: examples
+ * that arrive while a model serves).  gm_trainset_encode turns ex into
+ * e->ids and e->mask (allocated; e->line = ex->line): cut to max_len
+ * (*truncated set to 1, may be NULL), GM_EFORMAT "nothing to predict" when
+ * no position is left in the loss, "outside the vocabulary" for token ids.
+ * The encoder loads the chat template at its first "messages" example.
+ */
+typedef struct gm_trainset_encoder gm_trainset_encoder;
+int gm_trainset_encoder_new(const gm_model *model, const gm_tokenizer *tok, int64_t max_len,
+			    gm_trainset_encoder **out, gm_error *err);
+void gm_trainset_encoder_free(gm_trainset_encoder *enc);
+struct gm_td_example;
+int gm_trainset_encode(gm_trainset_encoder *enc, const struct gm_td_example *ex, gm_trainset_example *e,
+		       int *truncated, gm_error *err);
+
 #endif
