@@ -79,6 +79,10 @@ struct infer_opts {
 	/* against clients that hold connections; UNSET_LONG / NAN: not given */
 	double header_timeout, body_timeout;
 	long max_connections, max_client_connections, max_queued_tokens;
+	/* the files and fine-tuning API; -1 / UNSET_LONG / NULL: not given */
+	int fine_tuning;
+	long max_file_size, ft_threads, ft_nice, ft_checkpoint_every;
+	const char *ft_dir;
 	/* --learn (learn.h); UNSET_LONG / NAN: not given */
 	const char *learn;
 	double learn_sparse, learn_lr, learn_share, learn_commit_seconds;
@@ -1113,6 +1117,16 @@ static int run_serve(const struct gm_cmd_info *cmd, const struct infer_opts *io)
 	if (io->max_queued_tokens != UNSET_LONG)
 		c.max_queued_tokens = io->max_queued_tokens;
 	c.n_threads = (int)io->threads;
+	c.no_fine_tuning = io->fine_tuning == 0;
+	if (io->max_file_size != UNSET_LONG)
+		c.max_file_size = (uint64_t)io->max_file_size;
+	if (io->ft_threads != UNSET_LONG)
+		c.ft_threads = (int)io->ft_threads;
+	if (io->ft_nice != UNSET_LONG)
+		c.ft_nice = (int)io->ft_nice;
+	if (io->ft_checkpoint_every != UNSET_LONG)
+		c.ft_checkpoint_every = io->ft_checkpoint_every;
+	c.ft_dir = io->ft_dir;
 	c.adapters = (const char *const *)io->adapter.items;
 	c.n_adapters = io->adapter.n;
 
@@ -1274,6 +1288,19 @@ int main(int argc, const char **argv)
 			   "open connections per client address (default 32)", 1, 65536),
 		GM_OPT_INT(0, "max-queued-tokens", &io.max_queued_tokens, "n",
 			   "prompt tokens that may wait in all; more get 429 (default: twice the KV pool)", 1, 1L << 40),
+		GM_OPT_GROUP("fine-tuning through the API (/v1/files, /v1/fine_tuning/jobs)"),
+		GM_OPT_FLAG(0, "fine-tuning", &io.fine_tuning,
+			    "offer the files and fine-tuning API (default; --no-fine-tuning: off)"),
+		GM_OPT_INT(0, "max-file-size", &io.max_file_size, "bytes",
+			   "largest file uploaded to /v1/files; more gets 413 (default 512 MiB)", 1, 1L << 40),
+		GM_OPT_INT(0, "ft-threads", &io.ft_threads, "n", "threads of a fine-tuning job (default: half of --threads)",
+			   1, 4096),
+		GM_OPT_INT(0, "ft-nice", &io.ft_nice, "n", "a job runs at this much lower priority, 0-19 (default 10)",
+			   0, 19),
+		GM_OPT_INT(0, "ft-checkpoint-every", &io.ft_checkpoint_every, "n",
+			   "a job checkpoints every n steps, where it resumes after a crash (default 25)", 1, 1L << 40),
+		GM_OPT_STRING(0, "ft-dir", &io.ft_dir, "dir",
+			      "keep files and jobs here (default: in the registry data directory)"),
 		GM_OPT_GROUP("learning while serving"),
 		GM_OPT_STRING(0, "learn", &io.learn, "name",
 			      "train adapter name from POST /v1/adapters/name/examples, publish each step, commit on train/name"),
@@ -1284,7 +1311,7 @@ int main(int argc, const char **argv)
 		GM_OPT_INT(0, "learn-batch", &io.learn_batch, "n", "examples per step (default 4)", 1, 4096),
 		GM_OPT_INT(0, "learn-epochs", &io.learn_epochs, "n", "passes per example of weight 1 (default 4)", 1,
 			   10000),
-		GM_OPT_INT(0, "learn-threads", &io.learn_threads, "n", "the trainer's compute threads (default 1)", 1,
+		GM_OPT_INT(0, "learn-threads", &io.learn_threads, "n", "compute threads of the trainer (default 1)", 1,
 			   4096),
 		GM_OPT_DOUBLE(0, "learn-share", &io.learn_share, "f",
 			      "fraction of the time the trainer may compute, in (0, 1] (default 1)"),
@@ -1323,6 +1350,8 @@ int main(int argc, const char **argv)
 	io.prefix_cache = -1;
 	io.shutdown_timeout = io.header_timeout = io.body_timeout = NAN;
 	io.max_connections = io.max_client_connections = io.max_queued_tokens = UNSET_LONG;
+	io.fine_tuning = -1;
+	io.max_file_size = io.ft_threads = io.ft_nice = io.ft_checkpoint_every = UNSET_LONG;
 	io.learn_sparse = io.learn_lr = io.learn_share = io.learn_commit_seconds = NAN;
 	io.learn_rank = io.learn_batch = io.learn_epochs = io.learn_threads = io.learn_commit_steps = UNSET_LONG;
 	io.learn_max_pending = UNSET_LONG;
@@ -1352,11 +1381,13 @@ int main(int argc, const char **argv)
 			  io.max_body != UNSET_LONG || !isnan(io.shutdown_timeout) || io.kv_tokens != UNSET_LONG ||
 			  io.prefill_chunk != UNSET_LONG || io.prefix_cache >= 0 || !isnan(io.header_timeout) ||
 			  !isnan(io.body_timeout) || io.max_connections != UNSET_LONG ||
-			  io.max_client_connections != UNSET_LONG || io.max_queued_tokens != UNSET_LONG)) {
+			  io.max_client_connections != UNSET_LONG || io.max_queued_tokens != UNSET_LONG ||
+			  io.fine_tuning >= 0 || io.max_file_size != UNSET_LONG || io.ft_threads != UNSET_LONG ||
+			  io.ft_nice != UNSET_LONG || io.ft_checkpoint_every != UNSET_LONG || io.ft_dir)) {
 		status = gm_cmd_usage_error(&cmd, "--parallel, --queue, --kv-tokens, --prefill-chunk, --prefix-cache, "
 					    "--api-key, --max-body, --shutdown-timeout, --header-timeout, "
 					    "--body-timeout, --max-connections, --max-client-connections and "
-					    "--max-queued-tokens go with --serve");
+					    "--max-queued-tokens, --fine-tuning, --max-file-size and --ft-* go with --serve");
 		goto out;
 	}
 	if (!io.serve && (io.learn || !isnan(io.learn_sparse) || !isnan(io.learn_lr) || !isnan(io.learn_share) ||

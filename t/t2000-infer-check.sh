@@ -165,7 +165,7 @@ test_expect_success '-h prints the usage on stdout and exits 129' '
 	   or: git infer -m <model> --check [--adapter <spec>...] [--json] [-v | -q]
 	   or: git infer -m <model> --tokenize < <text>
 	   or: git infer -m <model> --render-chat <messages.json> [--tools <tools.json>]
-	   or: git infer -m <model> --serve [<addr>:]<port> [--parallel <n>] [--queue <n>] [--kv-tokens <n>] [--adapter [<name>=]<dir>...]
+	   or: git infer -m <model> --serve [<addr>:]<port> [--parallel <n>] [--queue <n>] [--kv-tokens <n>] [--adapter [<name>=]<dir>...] [--learn <name> [--learn-sparse <density>]]
 
 	    -m, --model <model>       the model: a directory, or NAME[@REV] of a registered model
 	    -p, --prompt <text>       the prompt (- reads standard input)
@@ -209,6 +209,28 @@ test_expect_success '-h prints the usage on stdout and exits 129' '
 	    --max-client-connections <n>
 	                              open connections per client address (default 32)
 	    --max-queued-tokens <n>   prompt tokens that may wait in all; more get 429 (default: twice the KV pool)
+
+	fine-tuning through the API (/v1/files, /v1/fine_tuning/jobs)
+	    --fine-tuning             offer the files and fine-tuning API (default; --no-fine-tuning: off)
+	    --max-file-size <bytes>   largest file uploaded to /v1/files; more gets 413 (default 512 MiB)
+	    --ft-threads <n>          threads of a fine-tuning job (default: half of --threads)
+	    --ft-nice <n>             a job runs at this much lower priority, 0-19 (default 10)
+	    --ft-checkpoint-every <n> a job checkpoints every n steps, where it resumes after a crash (default 25)
+	    --ft-dir <dir>            keep files and jobs here (default: in the registry data directory)
+
+	learning while serving
+	    --learn <name>            train adapter name from POST /v1/adapters/name/examples, publish each step, commit on train/name
+	    --learn-sparse <density>  serve a sparse delta keeping this fraction of entries (0.01: 99% sparse) instead of the LoRA
+	    --learn-lr <x>            learning rate, constant (default 1e-3)
+	    --learn-rank <r>          rank of a new adapter, alpha 2r (default 8)
+	    --learn-batch <n>         examples per step (default 4)
+	    --learn-epochs <n>        passes per example of weight 1 (default 4)
+	    --learn-threads <n>       compute threads of the trainer (default 1)
+	    --learn-share <f>         fraction of the time the trainer may compute, in (0, 1] (default 1)
+	    --learn-commit-steps <n>  commit every n steps (default 100; 0: by time only)
+	    --learn-commit-seconds <s>
+	                              or s seconds after the first step not committed (default 60; 0: by count only)
+	    --learn-max-pending <n>   examples waiting to be trained at most; more get 429 (default 4096)
 
 	checking and debugging
 	    --check                   load and validate the model, print a summary

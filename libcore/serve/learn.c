@@ -2,6 +2,7 @@
 #include "serve/learn.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,9 @@ struct gm_learn {
 	char *tmp;                 /* exports are written here, then opened */
 	uint64_t commits;
 	uint64_t committed_examples; /* in the last commit (or the one resumed) */
+	/* queueing and logging a batch are one step, and a commit (its state and its copy of the log) another:
+	 * so a committed log holds every example its weights were trained on */
+	pthread_mutex_t post_lock;
 	int started;
 };
 
@@ -76,10 +80,13 @@ static int commit(gm_learn *l, gm_error *err)
 	gm_online_get_status(l->o, &st);
 	json_object_object_add(extra, "version", json_object_new_int64((int64_t)gm_adapter_set_version(l->set,
 												  l->index)));
+	pthread_mutex_lock(&l->post_lock);
 	if (!(stage = gm_learnrepo_stage(l->repo, err)))
 		ret = err ? err->code : GM_EIO;
-	else if (!(ret = gm_online_save(l->o, stage, extra, err)) &&
-		 !(ret = gm_learnrepo_commit(l->repo, st.steps, id, &n, err))) {
+	else if (!(ret = gm_online_save(l->o, stage, extra, err)))
+		ret = gm_learnrepo_commit(l->repo, st.steps, id, &n, err);
+	pthread_mutex_unlock(&l->post_lock);
+	if (!ret) {
 		gm_online_mark_committed(l->o);
 		l->commits++;
 		l->committed_examples = n;
@@ -161,12 +168,14 @@ static void post_examples(gm_learn *l, const gm_serve_request *rq, gm_serve_repl
 	n = gm_online_batch_count(b);
 	cut = gm_online_batch_truncated(b);
 	jsonl = gm_online_batch_jsonl(b, &len);
-	/* logged first (a copy), then queued: a batch refused as too many is cut back out of nothing */
+	/* queued, then logged (a copy of the lines: the batch goes to the trainer) */
 	{
 		char *copy = gm_xmalloc(len + 1);
 
 		memcpy(copy, jsonl, len);
+		pthread_mutex_lock(&l->post_lock);
 		if ((ret = gm_online_add(l->o, b, &err))) {
+			pthread_mutex_unlock(&l->post_lock);
 			free(copy);
 			if (ret == 1)
 				gm_serve_reply_error(out, 429, NULL, "too_many_examples", "the trainer is %lld examples "
@@ -177,6 +186,7 @@ static void post_examples(gm_learn *l, const gm_serve_request *rq, gm_serve_repl
 			return;
 		}
 		ret = l->repo ? gm_learnrepo_append(l->repo, copy, len, n, &err) : 0;
+		pthread_mutex_unlock(&l->post_lock);
 		free(copy);
 		if (ret) {
 			gm_serve_reply_error(out, 500, NULL, "log_failed", "the examples are queued, but not logged: %s",
@@ -293,6 +303,7 @@ int gm_learn_start(gm_serve *s, const char *model_dir, const char *name, const g
 	l->set = gm_serve_adapter_set(s);
 	l->name = gm_xstrdup(name);
 	l->index = -1;
+	pthread_mutex_init(&l->post_lock, NULL);
 	if (gm_adapter_set_find(l->set, name, strlen(name)) >= 0) {
 		ret = gm_error_set(err, GM_EINVAL, "--learn %s: the model has an adapter of that name already; learn "
 				   "under a new name (its state is then kept on train/%s)", name, name);
@@ -366,5 +377,6 @@ void gm_learn_free(gm_learn *l)
 		gm_remove_tree(l->tmp, NULL);
 	free(l->tmp);
 	free(l->name);
+	pthread_mutex_destroy(&l->post_lock);
 	free(l);
 }
