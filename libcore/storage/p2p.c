@@ -80,6 +80,7 @@ int gm_p2p_config_load(const char *repo_path, gm_p2p_config *c, gm_error *err)
 
 	memset(c, 0, sizeof(*c));
 	c->lsd = 1;
+	c->webseed = 1;
 	c->timeout = 30;
 	if ((ret = gm_repo_global_init(err)))
 		return ret;
@@ -98,6 +99,8 @@ int gm_p2p_config_load(const char *repo_path, gm_p2p_config *c, gm_error *err)
 		c->lsd = v;
 	if (git_config_get_bool(&v, snap, "model.p2p.dht") == 0)
 		c->dht = v;
+	if (git_config_get_bool(&v, snap, "model.p2p.webseed") == 0)
+		c->webseed = v;
 	if (git_config_get_string_buf(&b, snap, "model.p2p.listen") == 0 && b.size)
 		c->listen = gm_xstrdup(b.ptr);
 	git_buf_dispose(&b);
@@ -570,7 +573,8 @@ int gm_p2p_fetch(gm_repo *r, const char *hex, const gm_lfs_object_list *list, co
 	/* the Hub as it is reached from here now, rather than as it was when
 	 * the note was written (the torrent's own seeds are kept when there is
 	 * no Hub origin) */
-	seed = hub_web_seed(gm_repo_git(r));
+	seed = c->webseed ? hub_web_seed(gm_repo_git(r)) : NULL;
+	ao.no_web_seeds = !c->webseed;
 	if (seed) {
 		ao.web_seeds = (const char *const *)&seed;
 		ao.n_web_seeds = 1;

@@ -27,6 +27,7 @@
  *   model.p2p.tracker       announce URL (repeatable)
  *   model.p2p.lsd           bool, default true: BEP 14 local service discovery
  *   model.p2p.dht           bool, default false: the public DHT
+ *   model.p2p.webseed       bool, default true: downloads use the Hub's URLs as web seeds
  *   model.p2p.listen        interface address, default 0.0.0.0
  *   model.p2p.port          listen port, default 0 (any; seeders should fix one)
  *   model.p2p.timeout       seconds without progress before a download gives
@@ -58,6 +59,7 @@ typedef struct gm_p2p_config {
 	char **trackers;                /* model.p2p.tracker (owned, NULL-terminated) */
 	size_t n_trackers;
 	int lsd, dht;
+	int webseed;                    /* use web seeds when downloading */
 	char *listen;                   /* owned; NULL = all interfaces */
 	int port;
 	int timeout;                    /* seconds */
