@@ -5,12 +5,14 @@
 # (model.p2p.webseed = false), everything on 127.0.0.1.
 #
 #   contrib/bench/p2p-bench.sh                       # build dir ./build
-#   BUILD_DIR=/tmp/b HIDDEN=512 RUNS=3 LIMIT=10m contrib/bench/p2p-bench.sh
+#   BUILD_DIR=/tmp/b HIDDEN=512 RUNS=3 LIMIT=10m HUB_DELAY_MS=6.25 contrib/bench/p2p-bench.sh
 #
 # HIDDEN sets the synthetic model's size (tiny shape, 2 layers; 512 gives
 # model.safetensors of 160 MB); LIMIT (optional) caps every seeder's upload
 # (--upload-limit), as a machine's uplink would on a real network: on one
 # host with no limit, every source is as fast as the disk and the CPU.
+# HUB_DELAY_MS (optional) slows the Hub stand-in down by that many ms per
+# 64 KiB sent (6.25 is about 10 MiB/s), as a Hub serves one client.
 # Runs of the configurations alternate (plain, 1, 2, 3, plain, 1, ...);
 # the table gives the median, min and max in MB/s (10^6 bytes).
 # Needs opentracker and python3.  Nothing here is part of make check.
@@ -20,6 +22,7 @@ BUILD_DIR=${BUILD_DIR:-$SRC_DIR/build}
 HIDDEN=${HIDDEN:-512}
 RUNS=${RUNS:-3}
 LIMIT=${LIMIT:-}
+HUB_DELAY_MS=${HUB_DELAY_MS:-}
 command -v opentracker >/dev/null || { echo "p2p-bench: opentracker is missing (apt-get install opentracker)" >&2; exit 1; }
 W=$(mktemp -d /tmp/p2p-bench.XXXXXX)
 PATH="$BUILD_DIR/git-model:$PATH"
@@ -61,7 +64,9 @@ sed -n 's/.*btmh:1220\([0-9a-f]\{40\}\).*/\1/p' magnet >tracker/whitelist
 chmod 755 tracker
 timeout 3600 opentracker -i 127.0.0.1 -p "$port" -P "$port" -d "$W/tracker" -w whitelist >tracker.out 2>&1 &
 pids="$pids $!"
-python3 "$SRC_DIR/t/lib/hub-server.py" --root "$W/hub" --port-file hub.port --log hub.log >hub.out 2>&1 &
+[ -n "$HUB_DELAY_MS" ] && echo "{\"delay_ms\": $HUB_DELAY_MS}" >faults.json
+python3 "$SRC_DIR/t/lib/hub-server.py" --root "$W/hub" --port-file hub.port --log hub.log \
+	--faults "$W/faults.json" >hub.out 2>&1 &
 pids="$pids $!"
 while ! [ -f hub.port ]; do sleep 0.1; done
 export HF_ENDPOINT="http://127.0.0.1:$(cat hub.port)"
@@ -114,7 +119,8 @@ while [ $r -le "$RUNS" ]; do
 	done
 	r=$((r + 1))
 done
-echo "model.safetensors: $size bytes; runs: $RUNS; seeder upload limit: ${LIMIT:-none}; $(uptime | sed 's/.*load/load/')"
+echo "model.safetensors: $size bytes; runs: $RUNS; seeder upload limit: ${LIMIT:-none};" \
+	"Hub delay: ${HUB_DELAY_MS:-0} ms per 64 KiB; $(uptime | sed 's/.*load/load/')"
 printf "%-10s %8s %8s %8s   (MB/s)\n" source median min max
 for k in plain p2p-1 p2p-2 p2p-3; do
 	sed -n "s/^$k //p" results | sort -n | awk -v k="$k" '
