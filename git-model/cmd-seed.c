@@ -62,6 +62,22 @@ static char *seeds_dir(gm_error *err)
 	return dir;
 }
 
+/* 0 when process pid is not git-model (its seeder died and the pid went to
+ * another program); 1 when it is, or when /proc cannot tell. */
+static int is_seeder(long pid)
+{
+	char path[64], comm[64] = "";
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%ld/comm", pid);
+	if (!(f = fopen(path, "r")))
+		return 1;
+	if (!fgets(comm, sizeof(comm), f))
+		comm[0] = '\0';
+	fclose(f);
+	return !strncmp(comm, "git-model", 9) || !strncmp(comm, "lt-git-model", 12);
+}
+
 /* Calls fn for each DATA/seeds/PID.status of a live seeder (removing the
  * files of dead ones); returns how many there were. */
 static int each_seeder(const char *dir, void (*fn)(const char *path, long pid))
@@ -78,7 +94,7 @@ static int each_seeder(const char *dir, void (*fn)(const char *path, long pid))
 		if (pid <= 0 || strcmp(end, ".status"))
 			continue;
 		path = gm_path_join(dir, de->d_name);
-		if (kill((pid_t)pid, 0) && errno == ESRCH) {
+		if ((kill((pid_t)pid, 0) && errno == ESRCH) || !is_seeder(pid)) {
 			unlink(path);
 		} else {
 			fn(path, pid);

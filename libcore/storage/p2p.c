@@ -248,7 +248,7 @@ static char *hub_web_seed(git_repository *git)
 		goto out;
 	rest = url + n + 1;
 	slash = strchr(rest, '/');
-	if (!slash || slash == rest || !slash[1]) 
+	if (!slash || slash == rest || !slash[1])
 		goto out;
 	{
 		gm_buf b = GM_BUF_INIT;
