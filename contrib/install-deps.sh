@@ -6,10 +6,13 @@ set -e
 
 packages="build-essential autoconf automake libtool pkg-config
 	libgit2-dev libsqlite3-dev libarchive-dev libcurl4-openssl-dev libssl-dev libjson-c-dev
-	libpcre2-dev libutf8proc-dev libmicrohttpd-dev
+	libpcre2-dev libutf8proc-dev libmicrohttpd-dev libtorrent-rasterbar-dev opentracker
 	git git-lfs python3 python3-jsonschema man-db bash-completion xz-utils curl fuse-overlayfs xfsprogs
 	chromium"
 [ "$1" = "--fuzz" ] && packages="$packages clang libclang-rt-14-dev"
+# libtorrent-rasterbar (C++, built with build-essential's g++) gives peer-to-peer
+# transfers (git model seed, --p2p; optional: configure --without-torrent);
+# opentracker is the tracker t5000-p2p.sh runs.
 # Chromium (headless) runs the server's web page in t6004-web.sh.
 # Node.js and npm drive the server tests (the openai npm package).  A Node.js
 # installed otherwise (NodeSource's nodejs bundles npm and conflicts with

@@ -14,6 +14,7 @@ int cmd_fsck(int argc, const char **argv);
 int cmd_gc(int argc, const char **argv);
 int cmd_import(int argc, const char **argv);
 int cmd_bundle(int argc, const char **argv);
+int cmd_seed(int argc, const char **argv);
 
 struct gm_strlist;
 /* A NULL-terminated copy of a pattern list (free the array, not the

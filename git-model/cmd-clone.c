@@ -11,7 +11,7 @@
 #include "storage/repo-sync.h"
 
 static const char *const clone_usage[] = {
-	"git model clone [-q] [--include <pattern>...] [--exclude <pattern>...] <source> [<name>]",
+	"git model clone [-q] [--p2p] [--include <pattern>...] [--exclude <pattern>...] <source> [<name>]",
 	NULL
 };
 
@@ -30,18 +30,19 @@ const char **gm_cmd_patterns(const gm_strlist *l)
 
 int cmd_clone(int argc, const char **argv)
 {
-	int verbosity = 0, status, n;
+	int verbosity = 0, status, n, p2p = 0;
 	gm_strlist include = { NULL, 0, 0 }, exclude = { NULL, 0, 0 };
 	const struct gm_option options[] = {
 		GM_OPT_STRING_LIST('I', "include", &include, "pattern",
 				   "fetch only the LFS files matching pattern (repeatable)"),
 		GM_OPT_STRING_LIST('X', "exclude", &exclude, "pattern",
 				   "do not fetch the LFS files matching pattern (repeatable)"),
+		GM_OPT_FLAG(0, "p2p", &p2p, "get the LFS objects from the BitTorrent swarm and web seeds first"),
 		GM_OPT_VERBOSITY(&verbosity),
 		GM_OPT_END()
 	};
 	const struct gm_cmd_info cmd = { "git model clone", "git-model", clone_usage, options };
-	gm_repo_transfer_opts o = { NULL, NULL, 0 };
+	gm_repo_transfer_opts o = { NULL, NULL, 0, 0 };
 	gm_registry_model m = { 0 };
 	gm_error err = GM_ERROR_INIT;
 
@@ -61,6 +62,7 @@ int cmd_clone(int argc, const char **argv)
 	o.include = gm_cmd_patterns(&include);
 	o.exclude = gm_cmd_patterns(&exclude);
 	o.quiet = verbosity < 0;
+	o.p2p = p2p;
 	if (gm_repo_clone(argv[0], n > 1 ? argv[1] : NULL, &o, &m, &err)) {
 		status = gm_cmd_error(&err);
 	} else {

@@ -20,6 +20,7 @@
 #include "base/json.h"
 #include "formats/gguf.h"
 #include "formats/model.h"
+#include "storage/p2p.h"
 #include "storage/registry.h"
 #include "storage/repo.h"
 #include "storage/resolve.h"
@@ -216,6 +217,7 @@ static json_object *variants_json(const struct info_variants *iv)
 struct info_repo {
 	gm_registry_model entry; /* name NULL when not registered */
 	char revision[GM_REPO_OID_HEXLEN + 1]; /* the commit described ("" outside a repository) */
+	char *magnet;            /* the revision's torrent (p2p.h), NULL when it has none */
 	char **adapters;         /* adapters/NN_NAME directories holding adapter_config.json */
 	size_t n_adapters;
 	gm_worktree_info *worktrees; /* with their disk use */
@@ -253,6 +255,8 @@ static void repo_collect(struct info_repo *ir, const char *spec, const char *dir
 	if (found && gm_repo_open(ir->entry.path, &r, NULL) == 0) {
 		if (gm_repo_resolve(r, rev, ir->revision, NULL))
 			ir->revision[0] = '\0';
+		else if (gm_p2p_magnet(r, ir->revision, &ir->magnet, NULL))
+			ir->magnet = NULL;
 		gm_repo_close(r);
 	} else if (!found) {
 		/* only a repository's own top directory: a model directory
@@ -293,6 +297,7 @@ static void repo_release(struct info_repo *ir)
 	for (i = 0; i < ir->n_adapters; i++)
 		free(ir->adapters[i]);
 	free(ir->adapters);
+	free(ir->magnet);
 	gm_worktree_infos_free(ir->worktrees, ir->n_worktrees);
 	gm_registry_model_release(&ir->entry);
 }
@@ -305,6 +310,8 @@ static void print_repo_text_head(const struct info_repo *ir)
 		gm_cmd_print_field("revision:", "%s", ir->revision);
 	if (ir->entry.name && ir->entry.source[0])
 		gm_cmd_print_field("source:", "%s", ir->entry.source);
+	if (ir->magnet)
+		gm_cmd_print_field("magnet:", "%s", ir->magnet);
 }
 
 static void print_repo_text_tail(const struct info_repo *ir)
@@ -336,6 +343,8 @@ static void repo_json(json_object *o, const struct info_repo *ir)
 	json_object_object_add(o, "name", ir->entry.name ? json_object_new_string(ir->entry.name) : NULL);
 	json_object_object_add(o, "revision", ir->revision[0] ? json_object_new_string(ir->revision) : NULL);
 	json_object_object_add(o, "source", ir->entry.name ? json_object_new_string(ir->entry.source) : NULL);
+	if (ir->magnet)
+		json_object_object_add(o, "magnet", json_object_new_string(ir->magnet));
 	for (i = 0; i < ir->n_adapters; i++) {
 		json_object *x = json_object_new_object();
 		gm_buf p = GM_BUF_INIT;

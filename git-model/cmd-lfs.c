@@ -16,6 +16,8 @@
 #include "storage/lfs-filter.h"
 #include "storage/lfs-repo.h"
 #include "storage/lfs-transfer.h"
+#include "storage/p2p.h"
+#include "storage/repo.h"
 #include "base/log.h"
 
 static void report(void *ctx, const char *path, const gm_error *e)
@@ -186,12 +188,12 @@ int cmd_lfs_fetch(int argc, const char **argv)
 {
 	static const char *const usage[] = {
 		"git model lfs-fetch [--remote <name>] [--include <pattern>] [--exclude <pattern>] [--checkout] "
-		"[-j <n>] [--retries <n>] [--[no-]progress] [-q] [<rev>]",
+		"[-j <n>] [--retries <n>] [--[no-]progress] [--p2p] [-q] [<rev>]",
 		NULL
 	};
 	const char *remote = NULL;
 	gm_strlist include = { NULL, 0, 0 }, exclude = { NULL, 0, 0 };
-	int checkout = 0, verbosity = 0, progress = -1, status, n, ret;
+	int checkout = 0, verbosity = 0, progress = -1, status, n, ret, p2p = 0;
 	long jobs = 0, retries = -1;
 	const struct gm_option options[] = {
 		GM_OPT_STRING(0, "remote", &remote, "name", "the git remote to fetch from (default origin)"),
@@ -201,6 +203,7 @@ int cmd_lfs_fetch(int argc, const char **argv)
 		GM_OPT_INT('j', "jobs", &jobs, "n", "parallel transfers (default 4)", 1, 64),
 		GM_OPT_INT(0, "retries", &retries, "n", "attempts after a failure, per object (default 5)", 0, 100),
 		GM_OPT_FLAG(0, "progress", &progress, "show progress even when stderr is not a terminal"),
+		GM_OPT_FLAG(0, "p2p", &p2p, "get the objects from the BitTorrent swarm and web seeds first"),
 		GM_OPT_VERBOSITY(&verbosity),
 		GM_OPT_END()
 	};
@@ -226,6 +229,17 @@ int cmd_lfs_fetch(int argc, const char **argv)
 	opts.transfer.max_retries = retries < 0 ? 0 : retries == 0 ? -1 : (int)retries;
 	opts.transfer.progress = progress == 1 ? GM_LFS_PROGRESS_ALWAYS : progress == 0 || verbosity < 0 ?
 				 GM_LFS_PROGRESS_NEVER : GM_LFS_PROGRESS_AUTO;
+	/* the swarm first (when asked, or model.p2p): the plain transfer
+	 * below then finds those objects present */
+	{
+		gm_repo *r = NULL;
+		char hex[GM_REPO_OID_HEXLEN + 1];
+		if (gm_repo_open(".", &r, NULL) == 0 && gm_repo_resolve(r, opts.rev, hex, NULL) == 0)
+			gm_p2p_prefetch(r, hex, include.items, exclude.items, p2p,
+					opts.transfer.progress == GM_LFS_PROGRESS_ALWAYS ||
+					(opts.transfer.progress == GM_LFS_PROGRESS_AUTO && isatty(2)));
+		gm_repo_close(r);
+	}
 	ret = gm_lfs_fetch(".", &opts, &st, &err);
 	gm_strlist_clear(&include);
 	gm_strlist_clear(&exclude);

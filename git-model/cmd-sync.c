@@ -10,11 +10,11 @@
 #include "storage/repo-sync.h"
 
 static const char *const fetch_usage[] = {
-	"git model fetch [-q] [--include <pattern>...] [--exclude <pattern>...] <name> [<rev>]",
+	"git model fetch [-q] [--p2p] [--include <pattern>...] [--exclude <pattern>...] <name> [<rev>]",
 	NULL
 };
 static const char *const pull_usage[] = {
-	"git model pull [-q] [--include <pattern>...] [--exclude <pattern>...] <name>",
+	"git model pull [-q] [--p2p] [--include <pattern>...] [--exclude <pattern>...] <name>",
 	NULL
 };
 static const char *const push_usage[] = {
@@ -25,19 +25,20 @@ static const char *const push_usage[] = {
 /* fetch and pull share their options. */
 static int fetch_or_pull(int pull, int argc, const char **argv)
 {
-	int verbosity = 0, status, n, updated = 0;
+	int verbosity = 0, status, n, updated = 0, p2p = 0;
 	gm_strlist include = { NULL, 0, 0 }, exclude = { NULL, 0, 0 };
 	const struct gm_option options[] = {
 		GM_OPT_STRING_LIST('I', "include", &include, "pattern",
 				   "fetch only the LFS files matching pattern (repeatable)"),
 		GM_OPT_STRING_LIST('X', "exclude", &exclude, "pattern",
 				   "do not fetch the LFS files matching pattern (repeatable)"),
+		GM_OPT_FLAG(0, "p2p", &p2p, "get the LFS objects from the BitTorrent swarm and web seeds first"),
 		GM_OPT_VERBOSITY(&verbosity),
 		GM_OPT_END()
 	};
 	const struct gm_cmd_info cmd = { pull ? "git model pull" : "git model fetch", "git-model",
 					 pull ? pull_usage : fetch_usage, options };
-	gm_repo_transfer_opts o = { NULL, NULL, 0 };
+	gm_repo_transfer_opts o = { NULL, NULL, 0, 0 };
 	gm_error err = GM_ERROR_INIT;
 
 	n = gm_cmd_parse(&cmd, argc, argv, 0, 0, &status);
@@ -55,6 +56,7 @@ static int fetch_or_pull(int pull, int argc, const char **argv)
 	o.include = gm_cmd_patterns(&include);
 	o.exclude = gm_cmd_patterns(&exclude);
 	o.quiet = verbosity < 0;
+	o.p2p = p2p;
 	status = 0;
 	if (pull ? gm_repo_pull(argv[0], &o, &updated, &err) : gm_repo_fetch(argv[0], n > 1 ? argv[1] : NULL, &o, &err))
 		status = gm_cmd_error(&err);
@@ -88,7 +90,7 @@ int cmd_push(int argc, const char **argv)
 		GM_OPT_END()
 	};
 	const struct gm_cmd_info cmd = { "git model push", "git-model", push_usage, options };
-	gm_repo_transfer_opts o = { NULL, NULL, 0 };
+	gm_repo_transfer_opts o = { NULL, NULL, 0, 0 };
 	gm_error err = GM_ERROR_INIT;
 
 	n = gm_cmd_parse(&cmd, argc, argv, 0, 0, &status);

@@ -36,6 +36,7 @@ static const struct gm_subcommand subcommands[] = {
 	{ "pull", cmd_pull, "fast-forward a model to its remote branch, with its LFS objects" },
 	{ "push", cmd_push, "upload a model's new LFS objects, then push its branch" },
 	{ "rm", cmd_rm, "unregister a model and delete its directory" },
+	{ "seed", cmd_seed, "share revisions over BitTorrent from the LFS store (--status, --stop)" },
 	{ "smudge", cmd_smudge, "LFS smudge filter: print the content a pointer names" },
 	{ "synth", cmd_synth, "write a model directory with random weights of a given shape" },
 	{ "track", cmd_track, "store files matching patterns with LFS (.gitattributes)" },

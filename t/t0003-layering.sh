@@ -3,7 +3,7 @@ test_description='libcore layering: no include cycle between modules, folders in
 . "${GM_SRC_DIR:-$(cd "$(dirname "$0")/.." && pwd)}/t/test-lib.sh"
 
 # A module is a public header and the .c files implementing it: X.h,
-# X-internal.h (its private helpers), X.c, and X-anything.c when there is no
+# X-internal.h (its private helpers), X.c (or X.cc: C++), and X-anything.c when there is no
 # X-anything.h (kernels-avx512.c belongs to kernels, ops-cpu.c to ops).
 # Module A depends on module B when a file of A includes a header of B.
 # The checks read the sources only; they need no build.
@@ -43,7 +43,7 @@ BEGIN {
 	}
 }
 function base(p,   b) { b = p; sub(/.*\//, "", b); return b }
-function stem(p,   s) { s = base(p); sub(/\.[ch]$/, "", s); return s }
+function stem(p,   s) { s = base(p); sub(/\.(c|h|cc)$/, "", s); return s }
 function dir(p,   d) { if (p !~ /\//) return ""; d = p; sub(/\/[^\/]*$/, "", d); return d }
 function folder(p,   f) { if (p !~ /\//) return ""; f = p; sub(/\/.*/, "", f); return f }
 function module(p,   s, t) {
@@ -226,7 +226,7 @@ check_layering () {
 }
 
 test_expect_success 'list libcore sources and their includes' '
-	(cd "$LIBCORE" && find . -type f \( -name "*.c" -o -name "*.h" \) | sed "s|^\./||" | LC_ALL=C sort) >files &&
+	(cd "$LIBCORE" && find . -type f \( -name "*.c" -o -name "*.cc" -o -name "*.h" \) | sed "s|^\./||" | LC_ALL=C sort) >files &&
 	test_line_count -gt 20 files &&
 	while read f
 	do

@@ -159,6 +159,13 @@ __gm_complete ()
 	# Positional arguments.
 	if [ "$exe" = git-model ]; then
 		case "$sub" in
+		seed) # any number of NAME[@REV]
+			case "${words[cword - 1]}" in
+			--upload-limit|--port) ;;
+			*) COMPREPLY=()
+			   __gm_add_models "$cur"
+			   return ;;
+			esac ;;
 		fetch|pull|push|rm|fsck|gc|bundle|info|checkout|"worktree add"|"worktree list"|"worktree prune"|"worktree repair")
 			local n=0
 			for ((i = first; i < cword; i++)); do

@@ -27,6 +27,7 @@
 #include "storage/lfs-repo.h"
 #include "storage/lfs-transfer.h"
 #include "base/log.h"
+#include "storage/p2p.h"
 #include "storage/repo-internal.h"
 #include "storage/repo-sync.h"
 #include "storage/repo.h"
@@ -256,6 +257,7 @@ static int lfs_fetch(gm_repo *r, const char *hex, const gm_repo_transfer_opts *o
 	gm_lfs_transfer_stats st;
 	int ret;
 
+	gm_p2p_prefetch(r, hex, opts->include, opts->exclude, opts->p2p, !opts->quiet && isatty(2));
 	fo.rev = hex;
 	fo.include = opts->include;
 	fo.exclude = opts->exclude;
@@ -468,6 +470,42 @@ out:
 
 static int fetch_remote(git_remote *remote, const struct remote_info *ri, gm_error *err);
 
+/* origin fetches the torrent notes too (p2p.h), also for stock git */
+static int notes_refspec_ensure(git_repository *git, git_remote **remote)
+{
+	git_strarray specs;
+	size_t i;
+	int have = 0;
+
+	if (git_remote_get_fetch_refspecs(&specs, *remote) < 0)
+		return -1;
+	for (i = 0; i < specs.count; i++)
+		if (!strcmp(specs.strings[i], GM_P2P_NOTES_REFSPEC))
+			have = 1;
+	git_strarray_dispose(&specs);
+	if (have)
+		return 0;
+	if (git_remote_add_fetch(git, git_remote_name(*remote), GM_P2P_NOTES_REFSPEC) < 0)
+		return -1;
+	/* the loaded remote does not see the new configuration */
+	{
+		git_remote *again = NULL;
+		if (git_remote_lookup(&again, git, git_remote_name(*remote)) < 0)
+			return -1;
+		git_remote_free(*remote);
+		*remote = again;
+	}
+	return 0;
+}
+
+static int clone_remote_cb(git_remote **out, git_repository *repo, const char *name, const char *url,
+			   void *payload)
+{
+	if (git_remote_create(out, repo, name, url) < 0)
+		return -1;
+	return notes_refspec_ensure(repo, out);
+}
+
 static char *default_name(const char *source)
 {
 	char *s = gm_xstrdup(source), *slash, *name;
@@ -647,7 +685,7 @@ out:
 int gm_repo_clone(const char *source, const char *name, const gm_repo_transfer_opts *opts,
 		  gm_registry_model *out, gm_error *err)
 {
-	static const gm_repo_transfer_opts defaults = { NULL, NULL, 0 };
+	static const gm_repo_transfer_opts defaults = { NULL, NULL, 0, 0 };
 	gm_hub_ref hub = GM_HUB_REF_INIT;
 	struct remote_info ri;
 	gm_repo_dest d;
@@ -707,7 +745,7 @@ int gm_repo_clone(const char *source, const char *name, const gm_repo_transfer_o
 			goto out;
 		}
 		/* the source may have moved on since: resume from where it is now */
-		if (git_remote_lookup(&origin, git, "origin") == 0)
+		if (git_remote_lookup(&origin, git, "origin") == 0 && notes_refspec_ensure(git, &origin) == 0)
 			ret = fetch_remote(origin, &ri, err);
 		git_remote_free(origin);
 		if (ret)
@@ -719,6 +757,7 @@ int gm_repo_clone(const char *source, const char *name, const gm_repo_transfer_o
 		}
 		git_clone_options_init(&co, GIT_CLONE_OPTIONS_VERSION);
 		co.checkout_opts.checkout_strategy = GIT_CHECKOUT_NONE;
+		co.remote_cb = clone_remote_cb;
 		set_headers(&co.fetch_opts.custom_headers, &ri, slot);
 		if (git_clone(&git, url, d.partial, &co) < 0) {
 			ret = gm_libgit_error(err, GM_EIO, "cannot clone %s", is_hub ? source : url);
@@ -756,7 +795,7 @@ int gm_repo_clone(const char *source, const char *name, const gm_repo_transfer_o
 	}
 	git_repository_free(git);
 	git = NULL;
-	if ((ret = gm_repo_open(d.partial, &r, err)) ||
+	if ((ret = gm_repo_open(d.partial, &r, err)) || (ret = gm_p2p_notes_merge(r, err)) ||
 	    (ret = gm_lfs_install(GM_LFS_INSTALL_LOCAL, d.partial, 0, NULL, err)) ||
 	    (ret = lfs_fetch(r, hex, opts, 0, err)))
 		goto out;
@@ -790,6 +829,8 @@ static int model_remote(gm_repo *r, const gm_registry_model *m, const char *remo
 		return gm_error_set(err, GM_ENOENT, "model '%s' has no remote '%s'%s", m->name, remote_name,
 				    !strcmp(remote_name, "origin") ? " (it was not cloned; add one with "
 				    "'git remote add origin URL' in its directory)" : "");
+	if (!strcmp(remote_name, "origin") && notes_refspec_ensure(gm_repo_git(r), remote) < 0)
+		return gm_libgit_error(err, GM_EIO, "cannot configure the remote %s", remote_name);
 	return remote_info_init(ri, git_remote_url(*remote), err);
 }
 
@@ -817,7 +858,7 @@ static int head_hex(gm_repo *r, char hex[GM_REPO_OID_HEXLEN + 1])
 
 int gm_repo_fetch(const char *name, const char *rev, const gm_repo_transfer_opts *opts, gm_error *err)
 {
-	static const gm_repo_transfer_opts defaults = { NULL, NULL, 0 };
+	static const gm_repo_transfer_opts defaults = { NULL, NULL, 0, 0 };
 	gm_registry *reg = NULL;
 	gm_registry_model m = { 0 };
 	gm_repo *r = NULL;
@@ -833,7 +874,7 @@ int gm_repo_fetch(const char *name, const char *rev, const gm_repo_transfer_opts
 		goto out;
 	gm_repo_write_begin(r); /* fetch writes refs (and a killed one left their locks) */
 	if ((ret = model_remote(r, &m, "origin", &ri, &remote, err)) ||
-	    (ret = fetch_remote(remote, &ri, err)) ||
+	    (ret = fetch_remote(remote, &ri, err)) || (ret = gm_p2p_notes_merge(r, err)) ||
 	    (ret = gm_repo_resolve(r, rev, hex, err)))
 		goto out;
 	/* pointer files of the checked-out commit get their content (edited
@@ -866,7 +907,7 @@ static int pull_mark_matches(const char *path, const char *old, const char *new)
 
 int gm_repo_pull(const char *name, const gm_repo_transfer_opts *opts, int *updated, gm_error *err)
 {
-	static const gm_repo_transfer_opts defaults = { NULL, NULL, 0 };
+	static const gm_repo_transfer_opts defaults = { NULL, NULL, 0, 0 };
 	gm_registry *reg = NULL;
 	gm_registry_model m = { 0 };
 	gm_repo *r = NULL;
@@ -890,7 +931,8 @@ int gm_repo_pull(const char *name, const gm_repo_transfer_opts *opts, int *updat
 				   "pull needs a branch", name);
 		goto out;
 	}
-	if ((ret = model_remote(r, &m, "origin", &ri, &remote, err)) || (ret = fetch_remote(remote, &ri, err)))
+	if ((ret = model_remote(r, &m, "origin", &ri, &remote, err)) || (ret = fetch_remote(remote, &ri, err)) ||
+	    (ret = gm_p2p_notes_merge(r, err)))
 		goto out;
 	if (git_branch_upstream(&upstream, head) < 0) {
 		gm_buf b = GM_BUF_INIT;
@@ -981,9 +1023,40 @@ static char *mark_local_remote(const char *url)
 	return mark;
 }
 
+/* The torrent notes (p2p.h) follow the branch, when there are any: merged
+ * with origin's first so the push is a fast-forward.  A refusal is only a
+ * warning: the branch is what was asked for. */
+static void push_notes(gm_repo *r, git_remote *remote, const char *remote_name, const struct remote_info *ri)
+{
+	git_push_options po;
+	struct push_status ps = { GM_BUF_INIT };
+	gm_error e = GM_ERROR_INIT;
+	git_oid id;
+	char *slot[1], *specs[1] = { GM_P2P_NOTES_REF ":" GM_P2P_NOTES_REF };
+	git_strarray refspecs = { specs, 1 };
+
+	if (git_reference_name_to_id(&id, gm_repo_git(r), GM_P2P_NOTES_REF) < 0)
+		return;
+	if (!strcmp(remote_name, "origin") && (fetch_remote(remote, ri, &e) || gm_p2p_notes_merge(r, &e))) {
+		gm_warn("the torrent notes were not pushed: %s", e.msg);
+		return;
+	}
+	git_push_options_init(&po, GIT_PUSH_OPTIONS_VERSION);
+	set_headers(&po.custom_headers, ri, slot);
+	po.callbacks.push_update_reference = push_update_ref;
+	po.callbacks.payload = &ps;
+	if (git_remote_push(remote, &refspecs, &po) < 0) {
+		gm_libgit_error(&e, GM_EIO, "cannot push %s", GM_P2P_NOTES_REF);
+		gm_warn("%s", e.msg);
+	} else if (ps.rejected.len) {
+		gm_warn("%s refused %s: the torrent notes were not pushed", ri->url, ps.rejected.buf);
+	}
+	gm_buf_release(&ps.rejected);
+}
+
 int gm_repo_push(const char *name, const char *remote_name, const gm_repo_transfer_opts *opts, gm_error *err)
 {
-	static const gm_repo_transfer_opts defaults = { NULL, NULL, 0 };
+	static const gm_repo_transfer_opts defaults = { NULL, NULL, 0, 0 };
 	gm_registry *reg = NULL;
 	gm_registry_model m = { 0 };
 	gm_repo *r = NULL;
@@ -1036,9 +1109,12 @@ int gm_repo_push(const char *name, const char *remote_name, const gm_repo_transf
 		ret = gm_libgit_error(err, GM_EIO, "cannot push %s to %s", git_reference_shorthand(head), ri.url);
 		goto out;
 	}
-	if (ps.rejected.len)
+	if (ps.rejected.len) {
 		ret = gm_error_set(err, GM_EINVAL, "%s refused %s (fetch and pull first if it moved)", ri.url,
 				   ps.rejected.buf);
+		goto out;
+	}
+	push_notes(r, remote, remote_name, &ri);
 out:
 	gm_repo_unmark_writer(remote_mark);
 	gm_buf_release(&ps.rejected);

@@ -19,6 +19,8 @@ typedef struct gm_repo_transfer_opts {
 	const char *const *include; /* NULL-terminated LFS path patterns (lfs.h); NULL: all */
 	const char *const *exclude;
 	int quiet;                  /* no progress */
+	int p2p;                    /* LFS objects from the BitTorrent swarm first (p2p.h); model.p2p
+				       in git config asks for it too */
 } gm_repo_transfer_opts;
 
 /*

@@ -7,7 +7,7 @@ Serves, on 127.0.0.1:
     the real `git http-backend` as a CGI (clone, fetch and push), under both
     /ORG/NAME.git/... and /ORG/NAME/... (the Hub's git URLs have no .git);
   * the Git LFS Batch API at /ORG/NAME.git/info/lfs/objects/batch and the
-    "basic" transfer adapter: GET (with Range) and PUT at /_lfs/ORG/NAME/OID,
+    "basic" transfer adapter: GET (with Range: bytes=N- or N-M) and PUT at /_lfs/ORG/NAME/OID,
     POST /_lfs/ORG/NAME/verify; objects live where git-lfs keeps them in a
     bare repository, ROOT/ORG/NAME.git/lfs/objects/OID[0:2]/OID[2:4]/OID;
   * the part of the Hub API that clone uses: /api/models/ORG/NAME/revision/REV,
@@ -337,13 +337,16 @@ class Handler(BaseHTTPRequestHandler):
         if self.st.take("status_429", int(faults.get("status_429", 0))):
             return self.send(429, "slow down\n", headers={"Retry-After": "0"})
         size = os.path.getsize(path)
-        start, status, extra = 0, 200, ""
+        start, end, status, extra = 0, size, 200, ""
         rng = self.headers.get("Range")
         if rng:
-            m = re.match(r"^bytes=(\d+)-$", rng)
-            if not m or int(m.group(1)) > size:
+            # "bytes=N-" (resumed downloads) or "bytes=N-M" (BitTorrent web seeds)
+            m = re.match(r"^bytes=(\d+)-(\d*)$", rng)
+            if not m or int(m.group(1)) > size or (m.group(2) and int(m.group(2)) < int(m.group(1))):
                 return self.send(416, "bad range\n", headers={"Content-Range": "bytes */%d" % size})
             start, status = int(m.group(1)), 206
+            if m.group(2):
+                end = min(size, int(m.group(2)) + 1)
             extra = " range=%s" % rng
         cut = None
         cuts = faults.get("cut", {})
@@ -353,9 +356,9 @@ class Handler(BaseHTTPRequestHandler):
         delay = float(faults.get("delay_ms", 0)) / 1000.0
         self.send_response(status)
         self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(size - start))
+        self.send_header("Content-Length", str(end - start))
         if status == 206:
-            self.send_header("Content-Range", "bytes %d-%d/%d" % (start, size - 1, size))
+            self.send_header("Content-Range", "bytes %d-%d/%d" % (start, end - 1, size))
         self.send_header("Accept-Ranges", "bytes")
         self.end_headers()
         if self.command == "HEAD":
@@ -364,8 +367,8 @@ class Handler(BaseHTTPRequestHandler):
         with open(path, "rb") as f:
             f.seek(start)
             pos = start
-            while True:
-                chunk = f.read(65536)
+            while pos < end:
+                chunk = f.read(min(65536, end - pos))
                 if not chunk:
                     break
                 if corrupt and pos <= size // 2 < pos + len(chunk):
