@@ -1200,7 +1200,9 @@ static int resolve_model(const char *spec, const char *quant, char **out, gm_err
 	has_st = gm_is_file(st) || gm_is_file(idx);
 	free(st);
 	free(idx);
-	if (has_st && !quant) {
+	/* safetensors and no --quant: that model; not a directory: the model
+	 * loader says what is wrong with it */
+	if ((has_st && !quant) || !gm_is_dir(dir)) {
 		*out = dir;
 		return 0;
 	}

@@ -74,7 +74,7 @@ static int check_tensor(const gm_model *m, const gm_tensor *t, int ndim, const i
 		return gm_error_set(err, GM_EUNSUPPORTED,
 				    "%s: tensor '%s' has dtype %s; expected a float type (F32, F16 or BF16)%s",
 				    m->dir, t->name, gm_dtype_name(t->dtype),
-				    ndim == 2 ? " or a block-quantized type" : "");
+				    ndim == 2 && gm_weights_gguf(m->weights) ? " or a block-quantized type" : "");
 	return 0;
 }
 
