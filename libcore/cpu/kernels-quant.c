@@ -4,9 +4,10 @@
  *
  * The activations of a token are quantized once per call, as the formats
  * intend (gm_qact_quantize):
- *   - for the 32-element types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0): blocks of
- *     32 int8 q = round(x / d), d = max |x| / 127 in f32, with the sum of
- *     the 32 q (struct qa32; the mins of Q4_1 / Q5_1 need it);
+ *   - for the 32-element types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0): ggml's Q8_0
+ *     activations, blocks of 32 int8 q = round(x 127 / max |x|) (ties to
+ *     even) with d = max |x| / 127 rounded to f16, and the sum of the 32 q
+ *     (struct qa32; the mins of Q4_1 / Q5_1 need it);
  *   - for the K-quants: ggml's Q8_K (d = max |x| / 127 per 256, int8
  *     quants, int16 sums of 16), formats/quant.c's quantizer.
  * A weight block's dot product with its activation block is an exact
@@ -92,7 +93,8 @@ void gm_qact_quantize(void *xq, enum gm_dtype wt, const float *x, int64_t in)
 
 		for (j = 0; j < 32; j++)
 			amax = fabsf(v[j]) > amax ? fabsf(v[j]) : amax;
-		a->d = amax / 127;
+		/* the scale rounded to f16, as ggml's Q8_0 activations carry it: the same products as llama.cpp */
+		a->d = gm_f16_to_f32(gm_f32_to_f16(amax / 127));
 		id = amax ? 127 / amax : 0;
 		for (j = 0; j < 32; j++) {
 			int q = gm_quant_nearest_int(v[j] * id);
