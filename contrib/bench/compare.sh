@@ -6,15 +6,11 @@
 #   contrib/bench/compare.sh [-n RUNS] [--train] [--skip-check] [--quant TYPE] LLAMA_CPP_BUILD_DIR [LLAMA_CPP_SOURCE_DIR]
 #
 # --quant TYPE (Q8_0, Q4_0, Q4_K_M, Q5_K_M, Q6_K...): the quantized rows
-# instead (decode 2 and 1 threads, prompt 512): llama.cpp runs the GGUF
-# llama-quantize makes of the bf16 one ($MODEL-TYPE.gguf, made once), ours
-# the same bf16 weights quantized in memory by bench-forward -q TYPE (our
-# quantizers write the blocks llama-quantize writes, byte for byte, and
-# choose the same types per tensor), so both run the same model.  llama-bench
-# runs with --poll 0 there (its threads sleep instead of spinning when
-# waiting, as ours do; on a loaded machine spinning costs it most of its
-# time).  Quantizing is not timed but takes a while per run (the K-quants'
-# scale search).
+# instead (decode 2 and 1 threads, prompt 512), both tools on the same GGUF
+# file, the one llama-quantize makes of the bf16 GGUF ($MODEL-TYPE.gguf, made
+# once).  llama-bench runs with --poll 0 there (its threads sleep instead of
+# spinning when waiting, as ours do; on a loaded machine spinning costs it
+# most of its time).
 #
 # LLAMA_CPP_BUILD_DIR is a CMake build of llama.cpp made by the user (see
 # contrib/bench/README.md, "Side by side with llama.cpp"); it must hold
@@ -95,8 +91,8 @@ if [ ! -f "$gguf" ]; then
 	"$py" "$here/qwen3-gguf.py" "$model" "$gguf"
 fi
 
-qflag=
 poll=
+ours_model=$model
 if [ -n "$quant" ]; then
 	qgguf=$model-$quant.gguf
 	if [ ! -f "$qgguf" ]; then
@@ -105,7 +101,7 @@ if [ -n "$quant" ]; then
 			{ echo "compare.sh: llama-quantize $quant failed" >&2; exit 1; }
 	fi
 	gguf=$qgguf
-	qflag="-q $quant"
+	ours_model=$qgguf
 	poll="--poll 0"
 fi
 
@@ -186,8 +182,7 @@ record() {
 
 # bench-forward: prints "| prompt N | tok/s | ..." and "| decode N (after 16) | tok/s | ..."
 ours_forward() { # THREADS PROMPT DECODE ROW_WANTED(prompt|decode)
-	# shellcheck disable=SC2086
-	"$bench_forward" -t "$1" -r 1 -p "$2" -d "$3" $qflag "$model" >"$tmp/bf.out"
+	"$bench_forward" -t "$1" -r 1 -p "$2" -d "$3" "$ours_model" >"$tmp/bf.out"
 	awk -F'|' -v w="$4" '$2 ~ "^ *" w " " { gsub(/ /, "", $3); print $3 }' "$tmp/bf.out"
 }
 

@@ -4,9 +4,10 @@
  *
  * The activations of a token are quantized once per call, as the formats
  * intend (gm_qact_quantize):
- *   - for the 32-element types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0): blocks of
- *     32 int8 q = round(x / d), d = max |x| / 127 in f32, with the sum of
- *     the 32 q (struct qa32; the mins of Q4_1 / Q5_1 need it);
+ *   - for the 32-element types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0): ggml's Q8_0
+ *     activations, blocks of 32 int8 q = round(x 127 / max |x|) (ties to
+ *     even) with d = max |x| / 127 rounded to f16, and the sum of the 32 q
+ *     (struct qa32; the mins of Q4_1 / Q5_1 need it);
  *   - for the K-quants: ggml's Q8_K (d = max |x| / 127 per 256, int8
  *     quants, int16 sums of 16), formats/quant.c's quantizer.
  * A weight block's dot product with its activation block is an exact
@@ -92,7 +93,8 @@ void gm_qact_quantize(void *xq, enum gm_dtype wt, const float *x, int64_t in)
 
 		for (j = 0; j < 32; j++)
 			amax = fabsf(v[j]) > amax ? fabsf(v[j]) : amax;
-		a->d = amax / 127;
+		/* the scale rounded to f16, as ggml's Q8_0 activations carry it: the same products as llama.cpp */
+		a->d = gm_f16_to_f32(gm_f32_to_f16(amax / 127));
 		id = amax ? 127 / amax : 0;
 		for (j = 0; j < 32; j++) {
 			int q = gm_quant_nearest_int(v[j] * id);
@@ -821,6 +823,121 @@ TILE_FN(tile_q6k_avx2, q6k_avx2, TGT_Q2)
 TILE8_FN(tile_qk45_512, qk45_512, TGT_Q5)
 TILE8_FN(tile_q6k_512, q6k_512, TGT_Q5)
 #endif
+
+/*
+ * Dequantization in 8-lane vectors, the same f32 operations as the
+ * definition (formats/quant.c): compiled without FMA, so no multiply-add is
+ * fused and every value is bit-identical to gm_quant_dequantize's.
+ */
+#ifdef GM_X86
+#define TGT_DQ __attribute__((target("avx2,f16c")))
+
+static INL TGT_DQ __m256 dq_i8(const int8_t *q)
+{
+	return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)q)));
+}
+
+static INL TGT_DQ __m256 dq_u8(const uint8_t *q)
+{
+	return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)q)));
+}
+
+static TGT_DQ int dequant_avx2(enum gm_dtype wt, const uint8_t *w, float *y, int64_t nb)
+{
+	uint8_t tmp[256];
+	int64_t b;
+	int j, l;
+
+	switch (wt) {
+	case GM_DTYPE_Q8_0:
+		for (b = 0; b < nb; b++, w += 34, y += 32) {
+			__m256 d = _mm256_set1_ps(f16(w));
+
+			for (j = 0; j < 32; j += 8)
+				_mm256_storeu_ps(y + j, _mm256_mul_ps(dq_i8((const int8_t *)(w + 2 + j)), d));
+		}
+		return 1;
+	case GM_DTYPE_Q4_0:
+		for (b = 0; b < nb; b++, w += 18, y += 32) {
+			__m256 d = _mm256_set1_ps(f16(w));
+
+			for (j = 0; j < 16; j++) {
+				tmp[j] = (uint8_t)(int8_t)((w[2 + j] & 0xF) - 8);
+				tmp[j + 16] = (uint8_t)(int8_t)((w[2 + j] >> 4) - 8);
+			}
+			for (j = 0; j < 32; j += 8)
+				_mm256_storeu_ps(y + j, _mm256_mul_ps(dq_i8((const int8_t *)tmp + j), d));
+		}
+		return 1;
+	case GM_DTYPE_Q4_K:
+		for (b = 0; b < nb; b++, w += 144) {
+			float d = f16(w), mn = f16(w + 2);
+			const uint8_t *q = w + 16;
+
+			for (j = 0; j < 8; j += 2, q += 32) {
+				int s1, m1, s2, m2;
+				__m256 d1, dm1, d2, dm2;
+
+				scale_min_k4(j, w + 4, &s1, &m1);
+				scale_min_k4(j + 1, w + 4, &s2, &m2);
+				d1 = _mm256_set1_ps(d * (float)s1);
+				dm1 = _mm256_set1_ps(mn * (float)m1);
+				d2 = _mm256_set1_ps(d * (float)s2);
+				dm2 = _mm256_set1_ps(mn * (float)m2);
+				for (l = 0; l < 32; l++) {
+					tmp[l] = q[l] & 0xF;
+					tmp[32 + l] = q[l] >> 4;
+				}
+				for (l = 0; l < 32; l += 8) {
+					_mm256_storeu_ps(y + l, _mm256_sub_ps(_mm256_mul_ps(d1, dq_u8(tmp + l)), dm1));
+					_mm256_storeu_ps(y + 32 + l, _mm256_sub_ps(_mm256_mul_ps(d2, dq_u8(tmp + 32 + l)), dm2));
+				}
+				y += 64;
+			}
+		}
+		return 1;
+	case GM_DTYPE_Q6_K:
+		for (b = 0; b < nb; b++, w += 210) {
+			float d = f16(w + 208);
+			const uint8_t *ql = w, *qh = w + 128;
+			const int8_t *sc = (const int8_t *)(w + 192);
+			int n;
+
+			for (n = 0; n < 256; n += 128, ql += 64, qh += 32, sc += 8, y += 128) {
+				int8_t v[128];
+
+				for (l = 0; l < 32; l++) {
+					v[l] = (int8_t)(((ql[l] & 0xF) | ((qh[l] & 3) << 4)) - 32);
+					v[l + 32] = (int8_t)(((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32);
+					v[l + 64] = (int8_t)(((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
+					v[l + 96] = (int8_t)(((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
+				}
+				for (l = 0; l < 128; l += 8) {
+					/* element e of the half: scale sc[e / 16] */
+					__m256 ds = _mm256_set1_ps(d * (float)sc[l / 16]);
+
+					_mm256_storeu_ps(y + l, _mm256_mul_ps(ds, dq_i8(v + l)));
+				}
+			}
+		}
+		return 1;
+	default:
+		return 0;
+	}
+}
+#endif
+
+void gm_qdequantize(enum gm_dtype wt, const void *w, float *y, int64_t n)
+{
+#ifdef GM_X86
+	unsigned el, by;
+
+	gm_dtype_block(wt, &el, &by);
+	if (gm_kernels_isa() != GM_ISA_PORTABLE && dequant_avx2(wt, w, y, n / el))
+		return;
+#endif
+	gm_quant_dequantize(wt, w, y, n);
+}
 
 /* ---------------------------------------------------------------- dispatch */
 

@@ -182,6 +182,8 @@ int gm_qweight_supported(enum gm_dtype wt);
 int gm_qact_kind(enum gm_dtype wt);
 size_t gm_qact_len(enum gm_dtype wt, int64_t in);
 void gm_qact_quantize(void *xq, enum gm_dtype wt, const float *x, int64_t in);
+/* gm_quant_dequantize of n values of W (bit for bit the same floats), in vectors where the variant has them. */
+void gm_qdequantize(enum gm_dtype wt, const void *w, float *y, int64_t n);
 /* x = the values xq stands for (tests: the exact reference of the integer products). */
 void gm_qact_dequantize(float *x, enum gm_dtype wt, const void *xq, int64_t in);
 void gm_qmatvec(float *y, const void *w, enum gm_dtype wt, const void *xq, int64_t in, int64_t r0, int64_t r1);

@@ -241,7 +241,7 @@ static void lin_dq_rows(const struct lin_job *j, const struct lin_mat *mt, int64
 		int64_t n = gm_imin64(P, r1 - a);
 
 		for (r = 0; r < n; r++)
-			gm_quant_dequantize(mt->wt, (const char *)mt->w + (size_t)(a + r) * rb, buf + r * mt->in, mt->in);
+			gm_qdequantize(mt->wt, (const char *)mt->w + (size_t)(a + r) * rb, buf + r * mt->in, mt->in);
 		gm_matmul(mt->y + a, mt->ldy, mt->xt, mt->nb, buf, GM_DTYPE_F32, mt->in, mt->in, 0, n,
 			  j->o->panel[thread]);
 	}
@@ -618,7 +618,7 @@ static void dq_run(void *ctx, int64_t b, int64_t e, int th)
 
 	(void)th;
 	for (r = b; r < e; r++)
-		gm_quant_dequantize(j->w->dtype, (const char *)j->w->data + (size_t)(j->a0 + r) * rb, j->tile + r * in, in);
+		gm_qdequantize(j->w->dtype, (const char *)j->w->data + (size_t)(j->a0 + r) * rb, j->tile + r * in, in);
 }
 
 #define GM_DQ_ROWS 128 /* rows of a block-type W dequantized at a time by the backward */
@@ -907,7 +907,7 @@ static void row_run(void *ctx, int64_t b, int64_t e, int th)
 			if (gm_dtype_is_block(j->w->dtype)) {
 				size_t rb = gm_quant_row_bytes(j->w->dtype, D);
 
-				gm_quant_dequantize(j->w->dtype, (const char *)j->w->data + (size_t)j->ids[t] * rb,
+				gm_qdequantize(j->w->dtype, (const char *)j->w->data + (size_t)j->ids[t] * rb,
 						    j->out + t * D, D);
 				break;
 			}

@@ -354,6 +354,9 @@ static void test_kernels(void)
 
 			if (gm_kernels_set_isa(isas[v]))
 				continue;
+			gm_qdequantize(wt, w, xd, in);
+			ok(!memcmp(xd, wd, (size_t)in * sizeof(float)), "%s %s: gm_qdequantize is gm_quant_dequantize bit for bit",
+			   gm_dtype_name(wt), gm_isa_name(isas[v]));
 			gm_qmatmul(y1, rows, xq, n, w, wt, in, 0, rows);
 			for (t = 0; t < n; t++) {
 				gm_qmatvec(y2 + t * rows, w, wt, xq + (size_t)t * al, in, 3, rows);
