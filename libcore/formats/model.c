@@ -72,9 +72,8 @@ static int check_tensor(const gm_model *m, const gm_tensor *t, int ndim, const i
 	/* matrices may be block-quantized (GGUF); vectors are always float */
 	if (!is_float(t->dtype) && !(ndim == 2 && gm_dtype_is_block(t->dtype)))
 		return gm_error_set(err, GM_EUNSUPPORTED,
-				    "%s: tensor '%s' has dtype %s; expected a float type (F32, F16 or BF16)%s",
-				    m->dir, t->name, gm_dtype_name(t->dtype),
-				    ndim == 2 ? " or a block-quantized type" : "");
+				    "%s: tensor '%s' has dtype %s; expected a float type (F32, F16 or BF16)",
+				    m->dir, t->name, gm_dtype_name(t->dtype));
 	return 0;
 }
 
