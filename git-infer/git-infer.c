@@ -1326,7 +1326,7 @@ int main(int argc, const char **argv)
 		GM_OPT_GROUP("checking and debugging"),
 		GM_OPT_FLAG(0, "check", &check, "load and validate the model, print a summary"),
 		GM_OPT_STRING(0, "perplexity", &io.perplexity, "file",
-			      "perplexity of a text file, llama.cpp's way (chunks of --ctx tokens, default 512)"),
+			      "perplexity of a text file as llama-perplexity computes it (chunks of --ctx tokens, default 512)"),
 		GM_OPT_INT(0, "batch", &io.batch, "n", "with --perplexity: tokens evaluated at once (default: --ctx)",
 			   1, 1 << 24),
 		GM_OPT_FLAG(0, "json", &json, "print the summary as one JSON object"),

@@ -4,6 +4,7 @@
 
 int cmd_synth(int argc, const char **argv);
 int cmd_info(int argc, const char **argv);
+int cmd_quantize(int argc, const char **argv);
 int cmd_clone(int argc, const char **argv);
 int cmd_fetch(int argc, const char **argv);
 int cmd_pull(int argc, const char **argv);

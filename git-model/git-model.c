@@ -35,6 +35,7 @@ static const struct gm_subcommand subcommands[] = {
 	{ "list", cmd_list, "list the registered models" },
 	{ "pull", cmd_pull, "fast-forward a model to its remote branch, with its LFS objects" },
 	{ "push", cmd_push, "upload a model's new LFS objects, then push its branch" },
+	{ "quantize", cmd_quantize, "write a model as quantized GGUF files and commit them" },
 	{ "rm", cmd_rm, "unregister a model and delete its directory" },
 	{ "seed", cmd_seed, "share revisions over BitTorrent from the LFS store (--status, --stop)" },
 	{ "smudge", cmd_smudge, "LFS smudge filter: print the content a pointer names" },

@@ -4,7 +4,7 @@ test_description='conventions shared by the four commands: -h, --help, --version
 
 COMMANDS="model infer train adapter"
 # Commands with subcommands, and the subcommands they are built with.
-MODEL_SUBCOMMANDS="bundle checkout clean clone fetch filter-process fsck gc import info install lfs-fetch lfs-push list pull push rm seed smudge synth track worktree"
+MODEL_SUBCOMMANDS="bundle checkout clean clone fetch filter-process fsck gc import info install lfs-fetch lfs-push list pull push quantize rm seed smudge synth track worktree"
 ADAPTER_SUBCOMMANDS="list show add rm rename export merge sparsify"
 
 version=$(sed -n 's/^#define PACKAGE_VERSION "\(.*\)"$/\1/p' "$GM_BUILD_DIR/config.h")

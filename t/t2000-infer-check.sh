@@ -168,6 +168,7 @@ test_expect_success '-h prints the usage on stdout and exits 129' '
 	   or: git infer -m <model> --serve [<addr>:]<port> [--parallel <n>] [--queue <n>] [--kv-tokens <n>] [--adapter [<name>=]<dir>...] [--learn <name> [--learn-sparse <density>]]
 
 	    -m, --model <model>       the model: a directory, or NAME[@REV] of a registered model
+	    --quant <type>            the GGUF file to run when the model has several: Q4_K_M, Q8_0... or a file name
 	    -p, --prompt <text>       the prompt (- reads standard input)
 	    --chat                    apply the chat template of the model
 	    --system <text>           with --chat: a system message first
@@ -234,6 +235,8 @@ test_expect_success '-h prints the usage on stdout and exits 129' '
 
 	checking and debugging
 	    --check                   load and validate the model, print a summary
+	    --perplexity <file>       perplexity of a text file as llama-perplexity computes it (chunks of --ctx tokens, default 512)
+	    --batch <n>               with --perplexity: tokens evaluated at once (default: --ctx)
 	    --json                    print the summary as one JSON object
 	    --prompt-ids <ids>        the prompt as token ids: 1,2,3
 	    --print-ids               print the generated token ids instead of text

@@ -127,7 +127,8 @@ __gm_complete ()
 		*)
 			case "$prev" in
 			--dtype|-m|--model|--check-data|--logits-out|--render-chat|--tools|--remote|--driver|--worktree|\
-			--data|--eval-data|--trace|--output|--resume|--init-adapter|--schedule|--targets|--kv-type|--follow) opt=$prev ;;
+			--data|--eval-data|--trace|--output|--resume|--init-adapter|--schedule|--targets|--kv-type|\
+			--type|--quant|--perplexity|--follow) opt=$prev ;;
 			esac ;;
 		esac
 	fi
@@ -135,6 +136,8 @@ __gm_complete ()
 		case "$opt" in
 		--dtype) __gm_reply "$val" bf16 f16 f32 ;;
 		--kv-type) __gm_reply "$val" auto f32 bf16 f16 ;;
+		--type|--quant) __gm_reply "$val" Q8_0 Q6_K Q5_K_M Q5_K_S Q4_K_M Q4_K_S Q5_1 Q5_0 Q4_1 Q4_0 BF16 F16 F32 ;;
+		--perplexity) __gm_reply_paths "$val" ;;
 		-m|--model) __gm_reply_paths "$val" -d; __gm_add_models "$val" ;;
 		--output|--resume|--init-adapter) __gm_reply_paths "$val" -d ;;
 		--check-data|--logits-out|--render-chat|--tools|--data|--eval-data|--trace|--follow) __gm_reply_paths "$val" ;;
@@ -166,7 +169,7 @@ __gm_complete ()
 			   __gm_add_models "$cur"
 			   return ;;
 			esac ;;
-		fetch|pull|push|rm|fsck|gc|bundle|info|checkout|"worktree add"|"worktree list"|"worktree prune"|"worktree repair")
+		fetch|pull|push|rm|fsck|gc|bundle|info|quantize|checkout|"worktree add"|"worktree list"|"worktree prune"|"worktree repair")
 			local n=0
 			for ((i = first; i < cword; i++)); do
 				case "${words[i]}" in
@@ -177,7 +180,7 @@ __gm_complete ()
 			if [ $n = 0 ]; then
 				COMPREPLY=()
 				case "$sub" in
-				info|fsck|gc|"worktree repair") __gm_reply_paths "$cur" -d ;;
+				info|quantize|fsck|gc|"worktree repair") __gm_reply_paths "$cur" -d ;;
 				esac
 				__gm_add_models "$cur"
 				return
