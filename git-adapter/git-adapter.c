@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "manage/adapter.h"
+#include "train/trainplot.h"
 #include "base/buf.h"
 #include "builtin.h"
 #include "base/cmd.h"
@@ -578,6 +579,48 @@ static int cmd_sparsify(int argc, const char **argv)
 	return ret;
 }
 
+/*
+ * The loss curve of a trained adapter (trainplot.h) as a sparkline:
+ * "loss: 4.34 ▇▆▄▃▂▁ 1.95 (6 steps), eval 4.12 -> 1.87".  Nothing for an
+ * adapter without a trace.
+ */
+static void print_training(const char *dir)
+{
+	char *path = gm_path_join(dir, GM_TRAINLOG_FILE);
+	gm_trainlog log = GM_TRAINLOG_INIT;
+	gm_error err = GM_ERROR_INIT;
+	gm_buf b = GM_BUF_INIT;
+	double *v;
+	size_t i;
+
+	if (gm_is_file(path) && gm_trainlog_load(path, &log, &err))
+		fprintf(stderr, "warning: %s\n", err.msg);
+	if (log.n_loss) {
+		v = gm_xcalloc(log.n_loss, sizeof(*v));
+		for (i = 0; i < log.n_loss; i++)
+			v[i] = log.loss[i].value;
+		gm_buf_addf(&b, "%.4g ", v[0]);
+		gm_sparkline(v, log.n_loss, 60, &b);
+		gm_buf_addf(&b, " %.4g (%lld steps)", v[log.n_loss - 1], (long long)log.loss[log.n_loss - 1].step);
+		free(v);
+		gm_cmd_print_field("loss:", "%s", b.buf);
+	}
+	if (log.n_eval) {
+		gm_buf_reset(&b);
+		v = gm_xcalloc(log.n_eval, sizeof(*v));
+		for (i = 0; i < log.n_eval; i++)
+			v[i] = log.eval[i].value;
+		gm_buf_addf(&b, "%.4g ", v[0]);
+		gm_sparkline(v, log.n_eval, 60, &b);
+		gm_buf_addf(&b, " %.4g (%zu evaluations)", v[log.n_eval - 1], log.n_eval);
+		free(v);
+		gm_cmd_print_field("eval loss:", "%s", b.buf);
+	}
+	gm_buf_release(&b);
+	gm_trainlog_release(&log);
+	free(path);
+}
+
 static int cmd_show(int argc, const char **argv)
 {
 	const char *model = NULL;
@@ -618,10 +661,12 @@ static int cmd_show(int argc, const char **argv)
 		free(dir);
 		return gm_cmd_error(&err);
 	} else {
-		if (json)
+		if (json) {
 			print_json(ad);
-		else
+		} else {
 			print_text(ad);
+			print_training(dir);
+		}
 		gm_peft_close(ad);
 	}
 	free(dir);

@@ -27,6 +27,9 @@
 #include "engine/forward.h"
 #include "base/fs.h"
 #include "engine/generate.h"
+#include "engine/modelfiles.h"
+#include "formats/gguf.h"
+#include "perplexity.h"
 #include "base/json.h"
 #include "base/log.h"
 #include "formats/model.h"
@@ -59,6 +62,9 @@ struct infer_opts {
 	const char *model_id; /* --serve: the registered name clients use; NULL: the directory's */
 	const char *model, *prompt, *system, *seed, *prompt_ids, *logits_out, *render_chat, *kv_type;
 	const char *grammar, *json_schema; /* constrained decoding: a GBNF file, a JSON Schema file */
+	const char *quant;  /* --quant: which GGUF file of the model directory */
+	const char *perplexity; /* --perplexity FILE */
+	long batch;         /* --batch: tokens per evaluation for --perplexity */
 	int chat, think, print_ids, tokenize, generation_prompt, verbosity;
 	const char *tools, *tool_choice; /* --tools FILE, --tool-choice */
 	long max_tokens, top_k, threads, ctx;
@@ -73,6 +79,10 @@ struct infer_opts {
 	/* against clients that hold connections; UNSET_LONG / NAN: not given */
 	double header_timeout, body_timeout;
 	long max_connections, max_client_connections, max_queued_tokens;
+	/* the files and fine-tuning API; -1 / UNSET_LONG / NULL: not given */
+	int fine_tuning;
+	long max_file_size, ft_threads, ft_nice, ft_checkpoint_every;
+	const char *ft_dir;
 	/* --learn (learn.h); UNSET_LONG / NAN: not given */
 	const char *learn;
 	double learn_sparse, learn_lr, learn_share, learn_commit_seconds;
@@ -359,7 +369,7 @@ static int run_tokenize(const struct infer_opts *io)
 	size_t n = 0, i;
 	int ret;
 
-	ret = gm_tokenizer_load(io->model, &tok, &err);
+	ret = gm_model_tokenizer_load(io->model, &tok, &err);
 	if (!ret)
 		ret = read_stdin(&text, &err);
 	if (!ret)
@@ -441,7 +451,7 @@ static int run_render_chat(const struct infer_opts *io)
 	int ret;
 
 	memset(&tr, 0, sizeof(tr));
-	ret = gm_chat_template_load(io->model, &t, &err);
+	ret = gm_model_chat_template_load(io->model, &t, &err);
 	if (!ret)
 		ret = load_tools(io, t, &tr, &err);
 	if (!ret)
@@ -888,12 +898,12 @@ static int run_generate(const struct gm_cmd_info *cmd, const struct infer_opts *
 	s.seed = sp.seed;
 
 	need_tok = !io->prompt_ids || !io->print_ids || io->stop.n || interactive || s.grammar;
-	if (need_tok && (ret = gm_tokenizer_load(io->model, &s.tok, &err)))
+	if (need_tok && (ret = gm_model_tokenizer_load(io->model, &s.tok, &err)))
 		goto fail;
 	/* the vocabulary trie is built once, for every turn */
 	if (s.grammar && (ret = gm_grammar_vocab_new(s.tok, (size_t)s.model->config.vocab_size, &s.vocab, &err)))
 		goto fail;
-	if ((io->chat || interactive) && (ret = gm_chat_template_load(io->model, &s.chat, &err)))
+	if ((io->chat || interactive) && (ret = gm_model_chat_template_load(io->model, &s.chat, &err)))
 		goto fail;
 	if (s.chat && (ret = load_tools(io, s.chat, &s.tools, &err)))
 		goto fail;
@@ -1107,6 +1117,16 @@ static int run_serve(const struct gm_cmd_info *cmd, const struct infer_opts *io)
 	if (io->max_queued_tokens != UNSET_LONG)
 		c.max_queued_tokens = io->max_queued_tokens;
 	c.n_threads = (int)io->threads;
+	c.no_fine_tuning = io->fine_tuning == 0;
+	if (io->max_file_size != UNSET_LONG)
+		c.max_file_size = (uint64_t)io->max_file_size;
+	if (io->ft_threads != UNSET_LONG)
+		c.ft_threads = (int)io->ft_threads;
+	if (io->ft_nice != UNSET_LONG)
+		c.ft_nice = (int)io->ft_nice;
+	if (io->ft_checkpoint_every != UNSET_LONG)
+		c.ft_checkpoint_every = io->ft_checkpoint_every;
+	c.ft_dir = io->ft_dir;
 	c.adapters = (const char *const *)io->adapter.items;
 	c.n_adapters = io->adapter.n;
 
@@ -1155,6 +1175,49 @@ static int run_serve(const struct gm_cmd_info *cmd, const struct infer_opts *io)
 	return status;
 }
 
+/*
+ * -m: a .gguf file as it is; otherwise a directory or registered name, and
+ * then, when the directory holds GGUF files (a Hub "-GGUF" repository) and
+ * no safetensors weights, or --quant asks for one, the GGUF file chosen.
+ */
+static int resolve_model(const char *spec, const char *quant, char **out, gm_error *err)
+{
+	char *dir = NULL, *gguf = NULL, *st, *idx;
+	int ret, has_st;
+
+	*out = NULL;
+	if (gm_gguf_is_file(spec)) {
+		if (quant)
+			return gm_error_set(err, GM_EINVAL, "--quant chooses among the GGUF files of a model "
+					    "directory; '%s' is a file already", spec);
+		*out = gm_xstrdup(spec);
+		return 0;
+	}
+	if ((ret = gm_repo_resolve_model(spec, &dir, err)))
+		return ret;
+	st = gm_path_join(dir, "model.safetensors");
+	idx = gm_path_join(dir, "model.safetensors.index.json");
+	has_st = gm_is_file(st) || gm_is_file(idx);
+	free(st);
+	free(idx);
+	if (has_st && !quant) {
+		*out = dir;
+		return 0;
+	}
+	ret = gm_gguf_pick(dir, quant, &gguf, err);
+	if (ret < 0) {
+		free(dir);
+		return ret;
+	}
+	if (ret == 1) {
+		free(dir);
+		*out = gguf;
+	} else {
+		*out = dir;
+	}
+	return 0;
+}
+
 int main(int argc, const char **argv)
 {
 	struct infer_opts io;
@@ -1165,6 +1228,8 @@ int main(int argc, const char **argv)
 	const struct gm_option options[] = {
 		GM_OPT_STRING('m', "model", &io.model, "model",
 			      "the model: a directory, or NAME[@REV] of a registered model"),
+		GM_OPT_STRING(0, "quant", &io.quant, "type",
+			      "the GGUF file to run when the model has several: Q4_K_M, Q8_0... or a file name"),
 		GM_OPT_STRING('p', "prompt", &io.prompt, "text", "the prompt (- reads standard input)"),
 		GM_OPT_FLAG(0, "chat", &io.chat, "apply the chat template of the model"),
 		GM_OPT_STRING(0, "system", &io.system, "text", "with --chat: a system message first"),
@@ -1223,6 +1288,19 @@ int main(int argc, const char **argv)
 			   "open connections per client address (default 32)", 1, 65536),
 		GM_OPT_INT(0, "max-queued-tokens", &io.max_queued_tokens, "n",
 			   "prompt tokens that may wait in all; more get 429 (default: twice the KV pool)", 1, 1L << 40),
+		GM_OPT_GROUP("fine-tuning through the API (/v1/files, /v1/fine_tuning/jobs)"),
+		GM_OPT_FLAG(0, "fine-tuning", &io.fine_tuning,
+			    "offer the files and fine-tuning API (default; --no-fine-tuning: off)"),
+		GM_OPT_INT(0, "max-file-size", &io.max_file_size, "bytes",
+			   "largest file uploaded to /v1/files; more gets 413 (default 512 MiB)", 1, 1L << 40),
+		GM_OPT_INT(0, "ft-threads", &io.ft_threads, "n", "threads of a fine-tuning job (default: half of --threads)",
+			   1, 4096),
+		GM_OPT_INT(0, "ft-nice", &io.ft_nice, "n", "a job runs at this much lower priority, 0-19 (default 10)",
+			   0, 19),
+		GM_OPT_INT(0, "ft-checkpoint-every", &io.ft_checkpoint_every, "n",
+			   "a job checkpoints every n steps, where it resumes after a crash (default 25)", 1, 1L << 40),
+		GM_OPT_STRING(0, "ft-dir", &io.ft_dir, "dir",
+			      "keep files and jobs here (default: in the registry data directory)"),
 		GM_OPT_GROUP("learning while serving"),
 		GM_OPT_STRING(0, "learn", &io.learn, "name",
 			      "train adapter name from POST /v1/adapters/name/examples, publish each step, commit on train/name"),
@@ -1245,6 +1323,10 @@ int main(int argc, const char **argv)
 			   "examples waiting to be trained at most; more get 429 (default 4096)", 1, 1L << 30),
 		GM_OPT_GROUP("checking and debugging"),
 		GM_OPT_FLAG(0, "check", &check, "load and validate the model, print a summary"),
+		GM_OPT_STRING(0, "perplexity", &io.perplexity, "file",
+			      "perplexity of a text file, llama.cpp's way (chunks of --ctx tokens, default 512)"),
+		GM_OPT_INT(0, "batch", &io.batch, "n", "with --perplexity: tokens evaluated at once (default: --ctx)",
+			   1, 1 << 24),
 		GM_OPT_FLAG(0, "json", &json, "print the summary as one JSON object"),
 		GM_OPT_STRING(0, "prompt-ids", &io.prompt_ids, "ids", "the prompt as token ids: 1,2,3"),
 		GM_OPT_FLAG(0, "print-ids", &io.print_ids, "print the generated token ids instead of text"),
@@ -1268,6 +1350,8 @@ int main(int argc, const char **argv)
 	io.prefix_cache = -1;
 	io.shutdown_timeout = io.header_timeout = io.body_timeout = NAN;
 	io.max_connections = io.max_client_connections = io.max_queued_tokens = UNSET_LONG;
+	io.fine_tuning = -1;
+	io.max_file_size = io.ft_threads = io.ft_nice = io.ft_checkpoint_every = UNSET_LONG;
 	io.learn_sparse = io.learn_lr = io.learn_share = io.learn_commit_seconds = NAN;
 	io.learn_rank = io.learn_batch = io.learn_epochs = io.learn_threads = io.learn_commit_steps = UNSET_LONG;
 	io.learn_max_pending = UNSET_LONG;
@@ -1283,20 +1367,27 @@ int main(int argc, const char **argv)
 		status = gm_cmd_usage_error(&cmd, "missing -m <model>: a model directory or a registered name");
 		goto out;
 	}
-	modes = !!check + !!io.tokenize + !!io.render_chat + !!io.serve;
+	modes = !!check + !!io.tokenize + !!io.render_chat + !!io.serve + !!io.perplexity;
 	if (modes > 1) {
-		status = gm_cmd_usage_error(&cmd, "--check, --tokenize, --render-chat and --serve cannot be combined");
+		status = gm_cmd_usage_error(&cmd, "--check, --tokenize, --render-chat, --perplexity and --serve cannot "
+					    "be combined");
+		goto out;
+	}
+	if (io.batch && !io.perplexity) {
+		status = gm_cmd_usage_error(&cmd, "--batch goes with --perplexity");
 		goto out;
 	}
 	if (!io.serve && (io.parallel != UNSET_LONG || io.queue != UNSET_LONG || io.api_key ||
 			  io.max_body != UNSET_LONG || !isnan(io.shutdown_timeout) || io.kv_tokens != UNSET_LONG ||
 			  io.prefill_chunk != UNSET_LONG || io.prefix_cache >= 0 || !isnan(io.header_timeout) ||
 			  !isnan(io.body_timeout) || io.max_connections != UNSET_LONG ||
-			  io.max_client_connections != UNSET_LONG || io.max_queued_tokens != UNSET_LONG)) {
+			  io.max_client_connections != UNSET_LONG || io.max_queued_tokens != UNSET_LONG ||
+			  io.fine_tuning >= 0 || io.max_file_size != UNSET_LONG || io.ft_threads != UNSET_LONG ||
+			  io.ft_nice != UNSET_LONG || io.ft_checkpoint_every != UNSET_LONG || io.ft_dir)) {
 		status = gm_cmd_usage_error(&cmd, "--parallel, --queue, --kv-tokens, --prefill-chunk, --prefix-cache, "
 					    "--api-key, --max-body, --shutdown-timeout, --header-timeout, "
 					    "--body-timeout, --max-connections, --max-client-connections and "
-					    "--max-queued-tokens go with --serve");
+					    "--max-queued-tokens, --fine-tuning, --max-file-size and --ft-* go with --serve");
 		goto out;
 	}
 	if (!io.serve && (io.learn || !isnan(io.learn_sparse) || !isnan(io.learn_lr) || !isnan(io.learn_share) ||
@@ -1315,7 +1406,7 @@ int main(int argc, const char **argv)
 	}
 	if (io.serve) {
 		/* a registered model is served under its name (NAME or NAME@REV) */
-		if (gm_repo_resolve_model(io.model, &model_dir, &err)) {
+		if (resolve_model(io.model, io.quant, &model_dir, &err)) {
 			status = gm_cmd_error(&err);
 			goto out;
 		}
@@ -1331,7 +1422,8 @@ int main(int argc, const char **argv)
 	}
 	if (modes && (io.prompt || io.prompt_ids || io.chat)) {
 		status = gm_cmd_usage_error(&cmd, "%s does not take a prompt",
-					    check ? "--check" : io.tokenize ? "--tokenize" : "--render-chat");
+					    check ? "--check" : io.tokenize ? "--tokenize" :
+					    io.perplexity ? "--perplexity" : "--render-chat");
 		goto out;
 	}
 	if ((io.tools || io.tool_choice) && (check || io.tokenize)) {
@@ -1349,13 +1441,20 @@ int main(int argc, const char **argv)
 	}
 	/* -m NAME[@REV]: the registry's work tree, or a view of that revision
 	 * whose weights are mmapped from the LFS object store */
-	if (gm_repo_resolve_model(io.model, &model_dir, &err)) {
+	if (resolve_model(io.model, io.quant, &model_dir, &err)) {
 		status = gm_cmd_error(&err);
 		goto out;
 	}
 	io.model = model_dir;
 	gm_cmd_set_verbosity(io.verbosity);
-	if (check)
+	if (io.perplexity) {
+		if (as.n) {
+			status = gm_cmd_usage_error(&cmd, "--adapter does not go with --perplexity");
+			goto out;
+		}
+		status = gm_infer_perplexity(io.model, io.perplexity, io.ctx ? (int)io.ctx : 512, (int)io.batch,
+					     (int)io.threads, &err) ? gm_cmd_error(&err) : 0;
+	} else if (check)
 		status = check_model(io.model, &as, json, io.verbosity);
 	else if (io.tokenize)
 		status = run_tokenize(&io);

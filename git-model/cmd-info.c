@@ -18,6 +18,7 @@
 #include "base/cmd.h"
 #include "base/fs.h"
 #include "base/json.h"
+#include "formats/gguf.h"
 #include "formats/model.h"
 #include "storage/registry.h"
 #include "storage/repo.h"
@@ -70,6 +71,18 @@ static void files_collect(struct info_files *f, const gm_model *m)
 {
 	size_t i;
 
+	if (gm_gguf_is_file(m->dir)) {
+		/* one file holds it all */
+		char *d = gm_xstrdup(m->dir), *slash = strrchr(d, '/');
+		if (slash) {
+			*slash = 0;
+			files_add(f, d, slash + 1);
+		} else {
+			files_add(f, ".", d);
+		}
+		free(d);
+		return;
+	}
 	for (i = 0; config_files[i]; i++)
 		files_add(f, m->dir, config_files[i]);
 	for (i = 0; i < gm_weights_file_count(m->weights); i++) {
@@ -88,6 +101,114 @@ static void files_release(struct info_files *f)
 		free(f->items[i].name);
 	free(f->items);
 	memset(f, 0, sizeof(*f));
+}
+
+/* The GGUF files of a directory (a Hub -GGUF repository: one per quantization). */
+struct info_variant {
+	char *name;
+	const char *type;  /* general.file_type's name; NULL when unknown or not fetched */
+	unsigned long long size;
+	int fetched;       /* 0: an LFS pointer (size: the object's) */
+};
+
+struct info_variants {
+	struct info_variant *v;
+	size_t n;
+};
+
+static int cmp_variant(const void *a, const void *b)
+{
+	return strcmp(((const struct info_variant *)a)->name, ((const struct info_variant *)b)->name);
+}
+
+/* The object size an LFS pointer file gives ("size N"), or 0. */
+static unsigned long long pointer_size(const char *path)
+{
+	gm_buf b = GM_BUF_INIT;
+	unsigned long long size = 0;
+	const char *p;
+
+	if (!gm_read_file(path, &b, NULL) && b.len < 1024 && (p = strstr(b.buf, "\nsize ")))
+		size = strtoull(p + 6, NULL, 10);
+	gm_buf_release(&b);
+	return size;
+}
+
+static void variants_collect(struct info_variants *iv, const char *dir)
+{
+	struct dirent *de;
+	DIR *d;
+
+	memset(iv, 0, sizeof(*iv));
+	if (!gm_is_dir(dir) || !(d = opendir(dir)))
+		return;
+	while ((de = readdir(d))) {
+		char *path = gm_path_join(dir, de->d_name);
+		struct info_variant *v;
+		gm_gguf *g = NULL;
+		struct stat st;
+
+		if (de->d_name[0] == '.' || !strncmp(de->d_name, "mmproj", 6) || !gm_gguf_is_file(path) ||
+		    stat(path, &st)) {
+			free(path);
+			continue;
+		}
+		iv->v = gm_xrealloc(iv->v, (iv->n + 1) * sizeof(*iv->v));
+		v = &iv->v[iv->n++];
+		memset(v, 0, sizeof(*v));
+		v->name = gm_xstrdup(de->d_name);
+		if (!gm_gguf_open(path, &g, NULL)) {
+			v->fetched = 1;
+			v->size = (unsigned long long)st.st_size;
+			v->type = gm_gguf_file_type_name(g); /* a static string */
+			gm_gguf_close(g);
+		} else {
+			v->size = pointer_size(path);
+		}
+		free(path);
+	}
+	closedir(d);
+	qsort(iv->v, iv->n, sizeof(*iv->v), cmp_variant);
+}
+
+static void variants_release(struct info_variants *iv)
+{
+	size_t i;
+
+	for (i = 0; i < iv->n; i++)
+		free(iv->v[i].name);
+	free(iv->v);
+}
+
+static void print_variants_text(const struct info_variants *iv)
+{
+	size_t i, width = 0;
+
+	if (!iv->n)
+		return;
+	puts("variants:");
+	for (i = 0; i < iv->n; i++)
+		if (strlen(iv->v[i].name) > width)
+			width = strlen(iv->v[i].name);
+	for (i = 0; i < iv->n; i++)
+		printf("    %-*s  %-8s %12llu bytes%s\n", (int)width, iv->v[i].name,
+		       iv->v[i].type ? iv->v[i].type : "-", iv->v[i].size, iv->v[i].fetched ? "" : "  (not fetched)");
+}
+
+static json_object *variants_json(const struct info_variants *iv)
+{
+	json_object *a = json_object_new_array();
+	size_t i;
+
+	for (i = 0; i < iv->n; i++) {
+		json_object *o = json_object_new_object();
+		json_object_object_add(o, "name", json_object_new_string(iv->v[i].name));
+		json_object_object_add(o, "type", iv->v[i].type ? json_object_new_string(iv->v[i].type) : NULL);
+		json_object_object_add(o, "size", json_object_new_int64((int64_t)iv->v[i].size));
+		json_object_object_add(o, "fetched", json_object_new_boolean(iv->v[i].fetched));
+		json_object_array_add(a, o);
+	}
+	return a;
 }
 
 /* What the registry and the repository add to a model directory's
@@ -268,7 +389,8 @@ static void add_generation(gm_buf *b, const gm_generation_config *g)
 		gm_buf_addf(b, ", max_new_tokens %lld", (long long)g->max_new_tokens);
 }
 
-static void print_text(const gm_model *m, const struct info_files *f, const struct info_repo *ir)
+static void print_text(const gm_model *m, const struct info_files *f, const struct info_repo *ir,
+		       const struct info_variants *iv)
 {
 	const gm_model_config *c = &m->config;
 	gm_buf b = GM_BUF_INIT;
@@ -311,6 +433,7 @@ static void print_text(const gm_model *m, const struct info_files *f, const stru
 	gm_buf_add_human_bytes(&b, f->total);
 	gm_cmd_print_field("size:", "%s (%llu bytes)", b.buf, f->total);
 	gm_buf_release(&b);
+	print_variants_text(iv);
 	print_repo_text_tail(ir);
 }
 
@@ -369,7 +492,8 @@ static json_object *files_json(const struct info_files *f)
 	return a;
 }
 
-static void print_json(const gm_model *m, const struct info_files *f, const struct info_repo *ir)
+static void print_json(const gm_model *m, const struct info_files *f, const struct info_repo *ir,
+		       const struct info_variants *iv)
 {
 	const gm_model_config *c = &m->config;
 	json_object *o = json_object_new_object();
@@ -398,6 +522,8 @@ static void print_json(const gm_model *m, const struct info_files *f, const stru
 	json_object_object_add(o, "generation", generation_json(&m->generation));
 	json_object_object_add(o, "files", files_json(f));
 	json_object_object_add(o, "size", json_object_new_int64((int64_t)f->total));
+	if (iv->n) /* only for GGUF directories: the other keys stay as they were */
+		json_object_object_add(o, "variants", variants_json(iv));
 	repo_json(o, ir);
 	puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
 					    JSON_C_TO_STRING_NOSLASHESCAPE));
@@ -415,8 +541,10 @@ int cmd_info(int argc, const char **argv)
 	gm_error err = GM_ERROR_INIT;
 	struct info_files files = { NULL, 0, 0, 0 };
 	struct info_repo ir;
+	struct info_variants variants;
 	gm_model *m;
-	char *dir;
+	char *dir, *gguf = NULL;
+	const char *described;
 
 	n = gm_cmd_parse(&cmd, argc, argv, 0, 0, &status);
 	if (n < 0)
@@ -425,19 +553,38 @@ int cmd_info(int argc, const char **argv)
 		return gm_cmd_usage_error(&cmd, "missing <name> or <dir>: the model to describe");
 	if (n > 1)
 		return gm_cmd_usage_error(&cmd, "too many arguments: one model expected");
-	if (gm_repo_resolve_model(argv[0], &dir, &err))
+	if (gm_gguf_is_file(argv[0]))
+		dir = gm_xstrdup(argv[0]);
+	else if (gm_repo_resolve_model(argv[0], &dir, &err))
 		return gm_cmd_error(&err);
+	/* a directory of GGUF files and no safetensors weights: the first one fetched is described */
+	variants_collect(&variants, dir);
+	described = dir;
+	{
+		char *st = gm_path_join(dir, "model.safetensors"), *idx = gm_path_join(dir, "model.safetensors.index.json");
+		size_t i;
+		if (!gm_is_file(st) && !gm_is_file(idx))
+			for (i = 0; i < variants.n && described == dir; i++)
+				if (variants.v[i].fetched)
+					described = gguf = gm_path_join(dir, variants.v[i].name);
+		free(st);
+		free(idx);
+	}
 	/* mapped, not copied: info reads the headers and a few bytes, not every weight */
-	if (gm_model_open_mode(dir, GM_WEIGHTS_MMAP, &m, &err)) {
+	if (gm_model_open_mode(described, GM_WEIGHTS_MMAP, &m, &err)) {
+		variants_release(&variants);
+		free(gguf);
 		free(dir);
 		return gm_cmd_error(&err);
 	}
 	repo_collect(&ir, argv[0], dir);
 	files_collect(&files, m);
 	if (json)
-		print_json(m, &files, &ir);
+		print_json(m, &files, &ir, &variants);
 	else
-		print_text(m, &files, &ir);
+		print_text(m, &files, &ir, &variants);
+	variants_release(&variants);
+	free(gguf);
 	files_release(&files);
 	repo_release(&ir);
 	gm_model_close(m);

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,7 @@
 #include "base/fs.h"
 #include "base/json.h"
 #include "cpu/threadpool.h"
+#include "engine/modelfiles.h"
 #include "formats/model.h"
 #include "formats/peft.h"
 #include "text/tokenizer.h"
@@ -29,6 +31,8 @@
 #include "train/trainrun.h"
 #include "manage/trainrepo.h"
 #include "manage/adapter.h"
+#include "manage/modelcard.h"
+#include "train/trainplot.h"
 #include "storage/lfs.h"
 #include "storage/repo.h"
 #include "storage/resolve.h"
@@ -179,6 +183,9 @@ struct train_cmd {
 	int no_commit;            /* --no-commit: --output only */
 	char data_sha256[65];     /* of --data ("" for standard input) */
 	json_object *hp_json;     /* the hyper-parameters, for commit messages (borrowed) */
+	/* the loss curve (trainplot.h): kept in checkpoints, plotted with the adapter */
+	gm_trainlog log;
+	long progress_fd;         /* --progress-fd: JSON lines for a supervisor (git infer's jobs); -1: none */
 };
 
 static volatile sig_atomic_t stop_requested;
@@ -296,6 +303,44 @@ static char *resolve_adapter(const char *model, const char *spec)
 
 /* ---------------------------------------------------------------- progress */
 
+/* One line on --progress-fd.  A supervisor that went away is no reason to stop training. */
+static void progress(struct train_cmd *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void progress(struct train_cmd *c, const char *fmt, ...)
+{
+	gm_buf b = GM_BUF_INIT;
+	va_list ap;
+	size_t off = 0;
+
+	if (c->progress_fd < 0)
+		return;
+	va_start(ap, fmt);
+	gm_buf_vaddf(&b, fmt, ap);
+	va_end(ap);
+	gm_buf_addch(&b, '\n');
+	while (off < b.len) {
+		ssize_t n = write((int)c->progress_fd, b.buf + off, b.len - off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			c->progress_fd = -1;
+			break;
+		}
+		off += (size_t)n;
+	}
+	gm_buf_release(&b);
+}
+
+/* A JSON number, or null for NAN (no evaluation). */
+static const char *jnum(char *buf, size_t n, double v)
+{
+	if (isfinite(v))
+		snprintf(buf, n, "%.9g", v);
+	else
+		snprintf(buf, n, "null");
+	return buf;
+}
+
 static void fmt_duration(char *buf, size_t n, double s)
 {
 	long t = s > 0 && s < 1e8 ? (long)(s + 0.5) : 0;
@@ -314,6 +359,10 @@ static void on_step(void *ctx, const gm_train_progress *p)
 	int64_t done = p->info.step + 1;
 
 	c->last_loss = p->info.loss;
+	gm_trainlog_add_loss(&c->log, done, p->info.loss);
+	progress(c, "{\"type\": \"step\", \"step\": %lld, \"n_steps\": %lld, \"loss\": %.9g, \"grad_norm\": %.9g, "
+		 "\"lr\": %.9g, \"tokens\": %lld, \"tokens_per_s\": %.2f}", (long long)done, (long long)p->n_steps,
+		 p->info.loss, p->info.grad_norm, p->info.lr, (long long)p->info.tokens, p->tokens_per_s);
 	c->ema = 0.9 * c->ema + 0.1 * p->info.loss;
 	c->ema_n++;
 	smooth = c->ema / (1.0 - pow(0.9, (double)c->ema_n));
@@ -344,6 +393,8 @@ static void on_eval(void *ctx, int64_t step, double loss)
 {
 	struct train_cmd *c = ctx;
 
+	gm_trainlog_add_eval(&c->log, step, loss);
+	progress(c, "{\"type\": \"eval\", \"step\": %lld, \"eval_loss\": %.9g}", (long long)step, loss);
 	if (c->verbosity < 0)
 		return;
 	if (c->tty && c->verbosity == 0)
@@ -370,8 +421,15 @@ static void run_message(gm_buf *b, const struct train_cmd *c, const char *what, 
 static int on_checkpoint(void *ctx, int64_t step, const char *dir, double eval_loss, gm_error *err)
 {
 	struct train_cmd *c = ctx;
-	char commit[41] = "";
+	char commit[41] = "", num[2][40];
+	char *trace = gm_path_join(dir, GM_TRAINLOG_FILE);
+	int r0;
 
+	/* the curve so far goes with the checkpoint: a resumed run continues it */
+	r0 = gm_trainlog_save(&c->log, trace, err);
+	free(trace);
+	if (r0)
+		return r0;
 	if (c->repo) {
 		gm_buf msg = GM_BUF_INIT, what = GM_BUF_INIT;
 		int ret;
@@ -384,6 +442,9 @@ static int on_checkpoint(void *ctx, int64_t step, const char *dir, double eval_l
 		if (ret)
 			return ret;
 	}
+	progress(c, "{\"type\": \"checkpoint\", \"step\": %lld, \"loss\": %s, \"eval_loss\": %s, \"commit\": \"%s\"}",
+		 (long long)step, jnum(num[0], sizeof(num[0]), c->last_loss), jnum(num[1], sizeof(num[1]), eval_loss),
+		 commit);
 	if (c->verbosity < 0)
 		return 0;
 	if (c->tty && c->verbosity == 0)
@@ -397,6 +458,47 @@ static int on_checkpoint(void *ctx, int64_t step, const char *dir, double eval_l
 }
 
 /* ---------------------------------------------------------------- the run */
+
+/*
+ * What shows how the adapter in dir was made, written next to it: the
+ * loss trace, its plot, and the model card (trainplot.h, modelcard.h).
+ */
+static int write_card(struct train_cmd *c, const char *dir, const gm_trainset *data, const gm_trainset *eval,
+		      const char *eval_sha256, const gm_train_run_result *res, gm_error *err)
+{
+	char *trace = gm_path_join(dir, GM_TRAINLOG_FILE), *svg = gm_path_join(dir, GM_TRAINPLOT_FILE);
+	char *base = gm_modelcard_base_model(c->model);
+	gm_buf title = GM_BUF_INIT;
+	gm_modelcard card;
+	int ret;
+
+	gm_buf_addf(&title, "%s: loss per step (%s)", c->adapter, base);
+	memset(&card, 0, sizeof(card));
+	card.adapter = c->adapter;
+	card.base_model = base;
+	card.base_revision = c->repo ? gm_trainrepo_base(c->repo) : NULL;
+	card.train.file = data->name;
+	card.train.sha256 = c->data_sha256;
+	card.train.examples = (int64_t)data->n;
+	if (eval) {
+		card.eval.file = eval->name;
+		card.eval.sha256 = eval_sha256;
+		card.eval.examples = (int64_t)eval->n;
+	}
+	card.hyperparameters = c->hp_json;
+	card.steps = res->steps;
+	card.train_loss = res->loss;
+	card.eval_loss = res->eval_loss;
+	card.has_plot = 1;
+	if (!(ret = gm_trainlog_save(&c->log, trace, err)) &&
+	    !(ret = gm_trainlog_save_svg(&c->log, title.buf, svg, err)))
+		ret = gm_modelcard_write(dir, &card, err);
+	gm_buf_release(&title);
+	free(base);
+	free(trace);
+	free(svg);
+	return ret;
+}
 
 static int prepare_hp(struct train_cmd *c, gm_error *err)
 {
@@ -446,7 +548,7 @@ static int train(struct train_cmd *c)
 	gm_train_run_opts ro;
 	gm_train_run_result res;
 	json_object *state = NULL, *cfg = NULL, *hp = NULL;
-	char *ckpt = NULL, *init_dir = NULL;
+	char *ckpt = NULL, *init_dir = NULL, eval_sha256[65] = "";
 	int ret, status = 0;
 
 	ret = gm_model_open(c->model, &m, &err);
@@ -490,7 +592,7 @@ static int train(struct train_cmd *c)
 	if (!ret)
 		ret = prepare_hp(c, &err);
 	if (!ret)
-		ret = gm_tokenizer_load(c->model, &tok, &err);
+		ret = gm_model_tokenizer_load(c->model, &tok, &err);
 	if (!ret)
 		ret = gm_trainset_load(c->data, m, tok, c->hp.max_len, &data, &err);
 	if (!ret && c->eval_data)
@@ -560,6 +662,16 @@ static int train(struct train_cmd *c)
 	ret = gm_train_new(m, l, &to, &t, &err);
 	if (!ret && ckpt)
 		ret = gm_train_load_state(t, ckpt, &err);
+	if (!ret && ckpt) {
+		/* the curve of the steps already taken (a checkpoint made before
+		 * traces were kept has none: the plot then starts here) */
+		char *trace = gm_path_join(ckpt, GM_TRAINLOG_FILE);
+
+		if (gm_is_file(trace))
+			ret = gm_trainlog_load(trace, &c->log, &err);
+		gm_trainlog_truncate(&c->log, gm_train_steps_done(t));
+		free(trace);
+	}
 	if (ret)
 		goto out;
 	if (c->trace) {
@@ -576,9 +688,14 @@ static int train(struct train_cmd *c)
 
 	hp = hp_json(c);
 	c->hp_json = hp;
-	if (c->repo && strcmp(c->data, "-")) {
+	if (strcmp(c->data, "-")) {
 		unsigned long long size;
 		if ((ret = gm_lfs_hash_file(c->data, c->data_sha256, &size, &err)))
+			goto out;
+	}
+	if (c->eval_data && strcmp(c->eval_data, "-")) {
+		unsigned long long size;
+		if ((ret = gm_lfs_hash_file(c->eval_data, eval_sha256, &size, &err)))
 			goto out;
 	}
 	memset(&ro, 0, sizeof(ro));
@@ -629,15 +746,23 @@ static int train(struct train_cmd *c)
 
 		gm_remove_tree(final, NULL);
 		run_message(&msg, c, "trained", res.steps, res.loss, res.eval_loss);
-		if (!(ret = gm_lora_save(l, final, &err)))
+		if (!(ret = gm_lora_save(l, final, &err)) &&
+		    !(ret = write_card(c, final, data, eval, eval_sha256, &res, &err)))
 			ret = gm_trainrepo_finish(c->repo, final, msg.buf, commit, &err);
-		if (!ret && c->output)
-			ret = gm_lora_save(l, c->output, &err);
+		if (!ret && c->output && !(ret = gm_lora_save(l, c->output, &err)))
+			ret = write_card(c, c->output, data, eval, eval_sha256, &res, &err);
 		gm_remove_tree(final, NULL);
 		free(final);
 		gm_buf_release(&msg);
 		if (ret)
 			goto out;
+		{
+			char num[40];
+
+			progress(c, "{\"type\": \"done\", \"steps\": %lld, \"loss\": %.9g, \"eval_loss\": %s, "
+				 "\"commit\": \"%s\", \"adapter\": \"%s\"}", (long long)res.steps, res.loss,
+				 jnum(num, sizeof(num), res.eval_loss), commit, gm_trainrepo_adapter_path(c->repo));
+		}
 		if (c->verbosity >= 0) {
 			printf("%s: %lld steps, loss %.4f", c->adapter, (long long)res.steps, res.loss);
 			if (!isnan(res.eval_loss))
@@ -648,8 +773,16 @@ static int train(struct train_cmd *c)
 		goto out;
 	}
 	ret = gm_lora_save(l, c->output, &err);
+	if (!ret)
+		ret = write_card(c, c->output, data, eval, eval_sha256, &res, &err);
 	if (ret)
 		goto out;
+	{
+		char num[40];
+
+		progress(c, "{\"type\": \"done\", \"steps\": %lld, \"loss\": %.9g, \"eval_loss\": %s, \"commit\": \"\", "
+			 "\"adapter\": \"\"}", (long long)res.steps, res.loss, jnum(num, sizeof(num), res.eval_loss));
+	}
 	if (c->verbosity >= 0) {
 		printf("%s: %lld steps, loss %.4f", c->adapter, (long long)res.steps, res.loss);
 		if (!isnan(res.eval_loss))
@@ -659,6 +792,7 @@ static int train(struct train_cmd *c)
 out:
 	if (c->trace_open)
 		gm_atomic_abort(&c->trace_file);
+	gm_trainlog_release(&c->log);
 	if (ret)
 		status = gm_cmd_error(&err);
 	json_object_put(hp);
@@ -829,6 +963,9 @@ int main(int argc, const char **argv)
 		GM_OPT_INT(0, "checkpoint-every", &c.checkpoint_every, "n",
 			   "write a checkpoint every n steps (default 0: only when interrupted)", 0, 1L << 40),
 		GM_OPT_STRING(0, "trace", &c.trace, "file", "one JSON line per step: step, loss, grad_norm, lr, tokens, tokens_per_s"),
+		GM_OPT_INT(0, "progress-fd", &c.progress_fd, "fd",
+			   "write progress as JSON lines to this open descriptor (steps, evals, checkpoints, the end)",
+			   0, 65535),
 		GM_OPT_GROUP("Online (--follow)"),
 		GM_OPT_STRING(0, "follow", &follow, "file",
 			      "train on each JSONL example as the file grows ('-': standard input, to its end), committing on train/<name>"),
@@ -849,6 +986,7 @@ int main(int argc, const char **argv)
 	c.hp.alpha = c.hp.lr = c.hp.weight_decay = c.hp.grad_clip = c.hp.epochs = NAN;
 	c.hp.rslora = c.hp.shuffle = -1;
 	c.hp.seed = (unsigned long long)-1;
+	c.progress_fd = -1;
 	n = gm_cmd_parse(&cmd, argc, argv, 0, 1, &status);
 	if (n < 0)
 		return status;
@@ -888,5 +1026,7 @@ int main(int argc, const char **argv)
 	if (c.resume && c.init_adapter)
 		return gm_cmd_usage_error(&cmd, "--resume and --init-adapter are exclusive");
 	c.tty = isatty(2);
+	if (c.progress_fd >= 0)
+		signal(SIGPIPE, SIG_IGN); /* a reader that went away: writes fail, training goes on */
 	return run(&c);
 }

@@ -18,7 +18,9 @@
 #   2. for K points spread evenly over them (all of them when K is "all"),
 #      on a fresh copy: runs CMD killed with SIGKILL, with every process it
 #      started, just before that point; checks the copy is consistent
-#      (crash_consistent); then, unless the state is already the clean run's
+#      (crash_consistent, and check_NAME when the scenario defines one: for
+#      what the registry does not reach, say a remote or a plain repository);
+#      then, unless the state is already the clean run's
 #      (killed after the work was done), runs CMD again (or rerun_NAME CMD...
 #      when the scenario defines how an interrupted command is resumed),
 #      which must succeed, and compares state_NAME with the clean run's.
@@ -100,6 +102,13 @@ crash_sweep () {
 			echo "$gm_name: inconsistent after a crash at point $gm_p of $gm_n (exit $(cat st.rc))"
 			return 1
 		}
+		if type "check_$gm_name" >/dev/null 2>&1
+		then
+			(cd st && HOME="$PWD/home" "check_$gm_name") || {
+				echo "$gm_name: check_$gm_name fails after a crash at point $gm_p of $gm_n (exit $(cat st.rc))"
+				return 1
+			}
+		fi
 		# killed after its work was done (printing, say): nothing to redo
 		if (cd st && HOME="$PWD/home" "state_$gm_name") >"run.$gm_name.state" 2>/dev/null &&
 		   cmp -s "ref.$gm_name.state" "run.$gm_name.state"

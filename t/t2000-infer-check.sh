@@ -210,6 +210,14 @@ test_expect_success '-h prints the usage on stdout and exits 129' '
 	                              open connections per client address (default 32)
 	    --max-queued-tokens <n>   prompt tokens that may wait in all; more get 429 (default: twice the KV pool)
 
+	fine-tuning through the API (/v1/files, /v1/fine_tuning/jobs)
+	    --fine-tuning             offer the files and fine-tuning API (default; --no-fine-tuning: off)
+	    --max-file-size <bytes>   largest file uploaded to /v1/files; more gets 413 (default 512 MiB)
+	    --ft-threads <n>          threads of a fine-tuning job (default: half of --threads)
+	    --ft-nice <n>             a job runs at this much lower priority, 0-19 (default 10)
+	    --ft-checkpoint-every <n> a job checkpoints every n steps, where it resumes after a crash (default 25)
+	    --ft-dir <dir>            keep files and jobs here (default: in the registry data directory)
+
 	learning while serving
 	    --learn <name>            train adapter name from POST /v1/adapters/name/examples, publish each step, commit on train/name
 	    --learn-sparse <density>  serve a sparse delta keeping this fraction of entries (0.01: 99% sparse) instead of the LoRA

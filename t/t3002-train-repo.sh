@@ -49,13 +49,17 @@ test_expect_success 'a run commits checkpoints on train/NAME, tags them, and com
 	adapters/00_kings/adapter_model.safetensors
 	adapters/00_kings/optimizer.safetensors
 	adapters/00_kings/trainer_state.json
+	adapters/00_kings/training_loss.jsonl
 	EOF
 	test_cmp expect tree &&
 	git -C "$REPO" ls-tree -r --name-only train/kings adapters >tree &&
 	cat >expect <<-\EOF &&
+	adapters/00_kings/README.md
 	adapters/00_kings/adapter_config.json
 	adapters/00_kings/adapter_model.safetensors
 	adapters/00_kings/git-model.json
+	adapters/00_kings/training_loss.jsonl
+	adapters/00_kings/training_loss.svg
 	EOF
 	test_cmp expect tree &&
 	git -C "$REPO" rev-parse train/kings~4 >fork &&

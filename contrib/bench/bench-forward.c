@@ -17,7 +17,18 @@
  * adapters applied (gm_forward_set_adapters, stacked at scale 1), the runs
  * without and with adapters alternating so that both see the same machine,
  * and the slowdown of the medians is printed.
+ *
+ * -q MIX quantizes the model's weights in memory first (formats/quant.c's
+ * reference quantizers, both threads), so a float model directory is timed
+ * as a quantized one: MIX is a block type (Q8_0, Q4_0, Q4_K, Q6_K...: every
+ * projection and the embedding), or Q4_K_M / Q5_K_M, llama.cpp's mixes
+ * (Q4_K / Q5_K, with Q6_K for the embedding and for attn_v and ffn_down of
+ * the layers llama.cpp gives more bits: the first and last eighth and every
+ * third between), as llama-quantize chooses them.  The embedding (the tied
+ * output) is Q6_K except for Q8_0, as in llama.cpp's files.  Norms stay
+ * as they are.  Quantizing takes a while (the K-quants' scale search).
  */
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,11 +42,12 @@
 #include "cpu/kernels.h"
 #include "formats/model.h"
 #include "formats/peft.h"
+#include "formats/quant.h"
 #include "engine/sampler.h"
 #include "formats/weights.h"
 
 #define MAX_ADAPTERS 8
-#define USAGE "usage: bench-forward [-t THREADS] [-r RUNS] [-p PROMPT] [-d DECODE] [-c CTX] [-a ADAPTER_DIR]... " \
+#define USAGE "usage: bench-forward [-t THREADS] [-r RUNS] [-p PROMPT] [-d DECODE] [-c CTX] [-q MIX] [-a ADAPTER_DIR]... " \
 	"MODEL_DIR\n"
 
 static double now(void)
@@ -67,6 +79,90 @@ static double print_row(const char *name, double *tps, int runs)
 }
 
 /* Attaches the adapters (with_adapters) or detaches them. */
+/* ---- -q: quantize in memory */
+
+struct qjob {
+	const gm_tensor *src;
+	gm_tensor *dst;
+	int64_t r0, r1;
+};
+
+static void *qrows(void *arg)
+{
+	struct qjob *j = arg;
+	int64_t in = j->src->shape[1], r;
+	size_t esz = j->src->dtype == GM_DTYPE_F32 ? 4 : 2, rb = gm_quant_row_bytes(j->dst->dtype, in);
+	float *row = malloc((size_t)in * sizeof(float));
+
+	for (r = j->r0; r < j->r1; r++) {
+		gm_dtype_to_f32(j->src->dtype, (const char *)j->src->data + (size_t)r * (size_t)in * esz, row, (size_t)in,
+				NULL);
+		gm_quant_quantize(j->dst->dtype, row, (char *)j->dst->data + (size_t)r * rb, in);
+	}
+	free(row);
+	return NULL;
+}
+
+/* A quantized copy of w (never freed: the process ends with the bench). */
+static const gm_tensor *quantized(const gm_tensor *w, enum gm_dtype t)
+{
+	gm_tensor *q = malloc(sizeof(*q));
+	struct qjob j[2];
+	pthread_t th;
+	size_t rb = gm_quant_row_bytes(t, w->shape[1]);
+
+	*q = *w;
+	q->dtype = t;
+	q->nbytes = rb * (size_t)w->shape[0];
+	q->data = malloc(q->nbytes);
+	j[0] = (struct qjob){ w, q, 0, w->shape[0] / 2 };
+	j[1] = (struct qjob){ w, q, w->shape[0] / 2, w->shape[0] };
+	pthread_create(&th, NULL, qrows, &j[1]);
+	qrows(&j[0]);
+	pthread_join(th, NULL);
+	return q;
+}
+
+static void quantize_model(gm_model *m, const char *mix)
+{
+	enum gm_dtype base, more = GM_DTYPE_Q6_K;
+	int64_t L = m->config.num_hidden_layers, i;
+	int kmix = !strcmp(mix, "Q4_K_M") || !strcmp(mix, "Q5_K_M");
+	const gm_tensor *emb;
+
+	if (kmix)
+		base = mix[1] == '4' ? GM_DTYPE_Q4_K : GM_DTYPE_Q5_K;
+	else {
+		for (base = GM_DTYPE_Q4_0; base < GM_DTYPE_COUNT; base++)
+			if (!strcmp(gm_dtype_name(base), mix))
+				break;
+		if (base == GM_DTYPE_COUNT || !gm_quant_supported(base) || base == GM_DTYPE_Q8_K) {
+			fprintf(stderr, "bench-forward: -q %s: not a quantized type or mix\n", mix);
+			exit(129);
+		}
+		more = base;
+	}
+	for (i = 0; i < L; i++) {
+		gm_layer_weights *lw = &m->layers[i];
+		int bits = i < L / 8 || i >= 7 * L / 8 || (i - L / 8) % 3 == 2;
+
+		lw->q_proj = quantized(lw->q_proj, base);
+		lw->k_proj = quantized(lw->k_proj, base);
+		lw->v_proj = quantized(lw->v_proj, kmix && bits ? more : base);
+		lw->o_proj = quantized(lw->o_proj, base);
+		lw->gate_proj = quantized(lw->gate_proj, base);
+		lw->up_proj = quantized(lw->up_proj, base);
+		lw->down_proj = quantized(lw->down_proj, kmix && bits ? more : base);
+	}
+	/* llama.cpp gives the (tied) output Q6_K in its mixes and in the 4- and 5-bit types, Q8_0 stays Q8_0 */
+	emb = quantized(m->embed_tokens, kmix || base != GM_DTYPE_Q8_0 ? GM_DTYPE_Q6_K : base);
+	if (m->lm_head != m->embed_tokens)
+		m->lm_head = quantized(m->lm_head, kmix ? more : base);
+	else
+		m->lm_head = emb;
+	m->embed_tokens = emb;
+}
+
 static void use_adapters(gm_forward *f, gm_peft_adapter **ads, int n, int with_adapters)
 {
 	gm_error err = GM_ERROR_INIT;
@@ -93,13 +189,16 @@ int main(int argc, char **argv)
 	char name[64];
 	double t_load;
 
-	while ((opt = getopt(argc, argv, "t:r:p:d:c:a:")) != -1) {
+	const char *mix = NULL;
+
+	while ((opt = getopt(argc, argv, "t:r:p:d:c:a:q:")) != -1) {
 		switch (opt) {
 		case 't': threads = atoi(optarg); break;
 		case 'r': runs = atoi(optarg); break;
 		case 'p': n_prompt = atoi(optarg); break;
 		case 'd': n_decode = atoi(optarg); break;
 		case 'c': n_ctx = atoi(optarg); break;
+		case 'q': mix = optarg; break;
 		case 'a':
 			if (n_ad == MAX_ADAPTERS) {
 				fprintf(stderr, "bench-forward: at most %d adapters\n", MAX_ADAPTERS);
@@ -122,6 +221,12 @@ int main(int argc, char **argv)
 	if (gm_model_open(argv[optind], &m, &err))
 		die(argv[optind], &err);
 	t_load = now() - t_load;
+	if (mix) {
+		double tq = now();
+
+		quantize_model(m, mix);
+		printf("quantized to %s in memory in %.1f s\n", mix, now() - tq);
+	}
 	if (gm_forward_new(m, n_ctx, threads, &f, &err))
 		die("gm_forward_new", &err);
 	for (i = 0; i < n_ad; i++)

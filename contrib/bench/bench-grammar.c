@@ -1,7 +1,13 @@
 /*
  * bench-grammar.c - the cost of constrained decoding per generated token.
  *
- *   bench-grammar [-t THREADS] [-r RUNS] [-d DECODE] [-s SCHEMA.json] [-T TEMP] [-k TOP_K] [-P TOP_P] MODEL_DIR
+ *   bench-grammar [-t THREADS] [-r RUNS] [-d DECODE] [-s SCHEMA.json | -g GRAMMAR.gbnf] [-x] [-T TEMP] [-k TOP_K]
+ *                 [-P TOP_P] MODEL_DIR
+ *
+ * -g: a GBNF grammar instead of a schema (a tool_choice grammar, say);
+ * -x: keep special tokens in the text, as tool calls do, so that a special
+ * token may come where a literal of the grammar spells it (the extra check
+ * this costs per mask is then timed too).
  *
  * Each run decodes DECODE tokens (default 128) after a short prompt twice,
  * unconstrained and under the JSON Schema (a built-in one with nested
@@ -25,6 +31,7 @@
 #include <unistd.h>
 
 #include "base/error.h"
+#include "base/fs.h"
 #include "base/json.h"
 #include "engine/forward.h"
 #include "engine/generate.h"
@@ -34,8 +41,10 @@
 #include "text/jsonschema.h"
 #include "text/tokenizer.h"
 
-#define USAGE "usage: bench-grammar [-t THREADS] [-r RUNS] [-d DECODE] [-s SCHEMA.json] [-T TEMP] [-k TOP_K] " \
-	"[-P TOP_P] MODEL_DIR\n"
+#define USAGE "usage: bench-grammar [-t THREADS] [-r RUNS] [-d DECODE] [-s SCHEMA.json | -g GRAMMAR.gbnf] [-x] " \
+	"[-T TEMP] [-k TOP_K] [-P TOP_P] MODEL_DIR\n"
+
+static int keep_special;
 
 static const char default_schema[] =
 	"{\"type\":\"object\",\"properties\":{"
@@ -97,6 +106,7 @@ static void run(gm_model *m, gm_forward *f, gm_tokenizer *tok, const gm_sampler_
 	o.sampler = s;
 	o.grammar = g;
 	o.grammar_vocab = v;
+	o.skip_special = !keep_special;
 	*n_ended = 0;
 	for (i = 0; i < decode; i++) {
 		int32_t id;
@@ -135,7 +145,7 @@ int main(int argc, char **argv)
 {
 	gm_error err = GM_ERROR_INIT;
 	int threads = 0, runs = 5, decode = 128, c, r;
-	const char *schema_path = NULL;
+	const char *schema_path = NULL, *gbnf_path = NULL;
 	gm_sampler_params sp;
 	gm_model *m;
 	gm_forward *f;
@@ -153,12 +163,14 @@ int main(int argc, char **argv)
 	sp.temperature = 0.7;
 	sp.top_k = 20;
 	sp.top_p = 0.8;
-	while ((c = getopt(argc, argv, "t:r:d:s:T:k:P:")) != -1) {
+	while ((c = getopt(argc, argv, "t:r:d:s:g:xT:k:P:")) != -1) {
 		switch (c) {
 		case 't': threads = atoi(optarg); break;
 		case 'r': runs = atoi(optarg); break;
 		case 'd': decode = atoi(optarg); break;
 		case 's': schema_path = optarg; break;
+		case 'g': gbnf_path = optarg; break;
+		case 'x': keep_special = 1; break;
 		case 'T': sp.temperature = atof(optarg); break;
 		case 'k': sp.top_k = atol(optarg); break;
 		case 'P': sp.top_p = atof(optarg); break;
@@ -175,10 +187,18 @@ int main(int argc, char **argv)
 		die("tokenizer", &err);
 	if (gm_forward_new(m, 1024, threads, &f, &err))
 		die("forward", &err);
-	if (schema_path ? gm_json_parse_file(schema_path, &schema, &err)
-			: gm_json_parse(default_schema, strlen(default_schema), "schema", &schema, &err))
-		die("schema", &err);
-	if (gm_json_schema_to_gbnf(schema, "", &gbnf, &err) || gm_grammar_parse(gbnf.buf, gbnf.len, NULL, &g, &err))
+	if (gbnf_path) {
+		schema = NULL;
+		if (gm_read_file(gbnf_path, &gbnf, &err))
+			die("grammar", &err);
+	} else {
+		if (schema_path ? gm_json_parse_file(schema_path, &schema, &err)
+				: gm_json_parse(default_schema, strlen(default_schema), "schema", &schema, &err))
+			die("schema", &err);
+		if (gm_json_schema_to_gbnf(schema, "", &gbnf, &err))
+			die("grammar", &err);
+	}
+	if (gm_grammar_parse(gbnf.buf, gbnf.len, NULL, &g, &err))
 		die("grammar", &err);
 	t0 = now();
 	if (gm_grammar_vocab_new(tok, (size_t)m->config.vocab_size, &v, &err))

@@ -3,7 +3,18 @@
 # decode (2 threads, 1 thread), prompt 512, and the 8-stream server load,
 # the two tools run alternately in one sitting, medians, ranges and ratios.
 #
-#   contrib/bench/compare.sh [-n RUNS] [--train] [--skip-check] LLAMA_CPP_BUILD_DIR [LLAMA_CPP_SOURCE_DIR]
+#   contrib/bench/compare.sh [-n RUNS] [--train] [--skip-check] [--quant TYPE] LLAMA_CPP_BUILD_DIR [LLAMA_CPP_SOURCE_DIR]
+#
+# --quant TYPE (Q8_0, Q4_0, Q4_K_M, Q5_K_M, Q6_K...): the quantized rows
+# instead (decode 2 and 1 threads, prompt 512): llama.cpp runs the GGUF
+# llama-quantize makes of the bf16 one ($MODEL-TYPE.gguf, made once), ours
+# the same bf16 weights quantized in memory by bench-forward -q TYPE (our
+# quantizers write the blocks llama-quantize writes, byte for byte, and
+# choose the same types per tensor), so both run the same model.  llama-bench
+# runs with --poll 0 there (its threads sleep instead of spinning when
+# waiting, as ours do; on a loaded machine spinning costs it most of its
+# time).  Quantizing is not timed but takes a while per run (the K-quants'
+# scale search).
 #
 # LLAMA_CPP_BUILD_DIR is a CMake build of llama.cpp made by the user (see
 # contrib/bench/README.md, "Side by side with llama.cpp"); it must hold
@@ -17,18 +28,20 @@
 set -eu
 
 usage() {
-	echo "usage: contrib/bench/compare.sh [-n RUNS] [--train] [--skip-check] LLAMA_CPP_BUILD_DIR [LLAMA_CPP_SOURCE_DIR]" >&2
+	echo "usage: contrib/bench/compare.sh [-n RUNS] [--train] [--skip-check] [--quant TYPE] LLAMA_CPP_BUILD_DIR [LLAMA_CPP_SOURCE_DIR]" >&2
 	exit 129
 }
 
 runs=${RUNS:-5}
 train=0
 check=1
+quant=
 while [ $# -gt 0 ]; do
 	case "$1" in
 	-n) [ $# -ge 2 ] || usage; runs=$2; shift 2 ;;
 	--train) train=1; shift ;;
 	--skip-check) check=0; shift ;;
+	--quant) [ $# -ge 2 ] || usage; quant=$2; check=0; shift 2 ;;
 	-h|--help) usage ;;
 	-*) usage ;;
 	*) break ;;
@@ -56,6 +69,7 @@ find_bin() {
 }
 llama_bench=$(find_bin llama-bench)
 llama_server=$(find_bin llama-server)
+[ -z "$quant" ] || llama_quantize=$(find_bin llama-quantize)
 if [ -z "$llsrc" ] && [ -f "$llb/CMakeCache.txt" ]; then
 	llsrc=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$llb/CMakeCache.txt")
 fi
@@ -79,6 +93,20 @@ fi
 if [ ! -f "$gguf" ]; then
 	echo "writing $gguf (the same weights as GGUF, 1.2 GB) ..."
 	"$py" "$here/qwen3-gguf.py" "$model" "$gguf"
+fi
+
+qflag=
+poll=
+if [ -n "$quant" ]; then
+	qgguf=$model-$quant.gguf
+	if [ ! -f "$qgguf" ]; then
+		echo "writing $qgguf (llama-quantize $quant) ..."
+		"$llama_quantize" "$gguf" "$qgguf" "$quant" >/dev/null 2>&1 ||
+			{ echo "compare.sh: llama-quantize $quant failed" >&2; exit 1; }
+	fi
+	gguf=$qgguf
+	qflag="-q $quant"
+	poll="--poll 0"
 fi
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/gm-compare.XXXXXX")
@@ -158,13 +186,15 @@ record() {
 
 # bench-forward: prints "| prompt N | tok/s | ..." and "| decode N (after 16) | tok/s | ..."
 ours_forward() { # THREADS PROMPT DECODE ROW_WANTED(prompt|decode)
-	"$bench_forward" -t "$1" -r 1 -p "$2" -d "$3" "$model" >"$tmp/bf.out"
+	# shellcheck disable=SC2086
+	"$bench_forward" -t "$1" -r 1 -p "$2" -d "$3" $qflag "$model" >"$tmp/bf.out"
 	awk -F'|' -v w="$4" '$2 ~ "^ *" w " " { gsub(/ /, "", $3); print $3 }' "$tmp/bf.out"
 }
 
 # llama-bench: one test, its tok/s
 theirs_bench() { # THREADS PROMPT GEN DEPTH
-	"$llama_bench" -m "$gguf" -t "$1" -p "$2" -n "$3" -d "$4" -r 1 -o json >"$tmp/lb.json" 2>"$tmp/lb.err" ||
+	# shellcheck disable=SC2086
+	"$llama_bench" -m "$gguf" -t "$1" -p "$2" -n "$3" -d "$4" -r 1 $poll -o json >"$tmp/lb.json" 2>"$tmp/lb.err" ||
 		{ cat "$tmp/lb.err" >&2; exit 1; }
 	"$py" -c 'import json, sys; print("%.2f" % json.load(open(sys.argv[1]))[0]["avg_ts"])' "$tmp/lb.json"
 }
@@ -248,17 +278,19 @@ for r in $(seq 1 "$runs"); do
 			v=$(theirs_bench 2 512 0 0); record prompt.llama "$v"
 		fi
 	done
-	for who in $order; do
-		server_load "$who" "$r"
-	done
+	if [ -z "$quant" ]; then
+		for who in $order; do
+			server_load "$who" "$r"
+		done
+	fi
 	echo "run $r/$runs done, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 done
 echo
 
 # ---------------------------------------------------------------- the table
-"$py" - "$tmp" "$runs" <<'EOF'
-import statistics, sys
-d, runs = sys.argv[1], int(sys.argv[2])
+"$py" - "$tmp" "$runs" "$quant" <<'EOF'
+import os, statistics, sys
+d, runs, quant = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 rows = [("decode", "decode 128 tokens after 16, 2 threads (tok/s)", "decode2"),
         ("decode", "decode 128 tokens after 16, 1 thread (tok/s)", "decode1"),
         ("prompt", "prompt 512 tokens, 2 threads (tok/s)", "prompt"),
@@ -275,6 +307,8 @@ def num(x):
 def cell(v):
     return "%s (%s-%s)" % (num(statistics.median(v)), num(min(v)), num(max(v)))
 
+if quant:
+    rows = [(w, "%s, %s" % (label, quant), key) for w, label, key in rows if w != "server"]
 print("| workload | git-model | llama.cpp | ratio |")
 print("| --- | --- | --- | --- |")
 for _, label, key in rows:
@@ -283,6 +317,8 @@ for _, label, key in rows:
 print()
 print("medians of %d runs (min-max); ratio = git-model median / llama.cpp median" % runs)
 for who, name in (("ours", "git-model"), ("llama", "llama.cpp")):
+    if not os.path.exists("%s/tokens.%s" % (d, who)):
+        continue
     with open("%s/tokens.%s" % (d, who)) as f:
         print("completion tokens per run (single, 8 streams), %s: %s" % (name, "; ".join(f.read().split("\n")[:-1])))
 EOF

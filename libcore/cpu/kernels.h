@@ -161,4 +161,31 @@ void gm_transpose(void *dst, const void *src, size_t elsize, int64_t rows, int64
 void gm_matmul_tn(float *c, int64_t ldc, const float *a, int64_t lda, const float *b, int64_t ldb, int64_t K,
 		  int64_t m0, int64_t m1, int64_t n0, int64_t n1);
 
+/*
+ * Block-quantized weights (kernels-quant.c; formats in formats/quant.h):
+ * W: [rows, in] of a block type wt, rows contiguous (gm_quant_row_bytes
+ * each), in a multiple of the block.  The activations of a token are
+ * quantized once (gm_qact_quantize, gm_qact_len(wt, in) bytes per token):
+ * blocks of 32 int8 with an f32 scale for the 32-element types (Q4_0, Q4_1,
+ * Q5_0, Q5_1, Q8_0), ggml's Q8_K for the K-quants (gm_qact_kind 1), so
+ * activations quantized once serve every weight of the same kind.  Each
+ * weight block's dot product with them is an integer sum, scaled in f32;
+ * the variants (AVX-512 with VNNI, AVX2, portable) sum the blocks in
+ * different orders (a few ulp apart), each one deterministic.
+ *
+ *   gm_qmatvec: y[r] = W[r, :] . x          r in [r0, r1), xq one token
+ *   gm_qmatmul: y[t * ldy + r] = W[r, :] . X[t, :]   t < n, r in [r0, r1),
+ *               xq n tokens one after the other; each (r, t) the same bits
+ *               as gm_qmatvec gives.
+ */
+int gm_qweight_supported(enum gm_dtype wt);
+int gm_qact_kind(enum gm_dtype wt);
+size_t gm_qact_len(enum gm_dtype wt, int64_t in);
+void gm_qact_quantize(void *xq, enum gm_dtype wt, const float *x, int64_t in);
+/* x = the values xq stands for (tests: the exact reference of the integer products). */
+void gm_qact_dequantize(float *x, enum gm_dtype wt, const void *xq, int64_t in);
+void gm_qmatvec(float *y, const void *w, enum gm_dtype wt, const void *xq, int64_t in, int64_t r0, int64_t r1);
+void gm_qmatmul(float *y, int64_t ldy, const void *xq, int64_t n, const void *w, enum gm_dtype wt, int64_t in,
+		int64_t r0, int64_t r1);
+
 #endif

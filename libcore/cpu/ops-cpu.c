@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "base/buf.h"
+#include "formats/quant.h"
 #include "cpu/kernels-kv.h"
 #include "cpu/kernels.h"
 #include "ops/kv-internal.h"
@@ -54,6 +55,13 @@ struct gm_ops {
 	size_t nw_len;
 	int64_t *groups;        /* attention over the pool: row groups */
 	size_t groups_len;
+	/* block-quantized weights */
+	void *qx[2];            /* the call's activations quantized: [0] 32-blocks, [1] Q8_K */
+	size_t qx_len[2];
+	float *dq;              /* gm_op_linear_backward: a tile of W dequantized */
+	size_t dq_len;
+	float **dqp;            /* per thread: a panel of a block-type W dequantized (training's products) */
+	size_t dqp_len;
 };
 
 static void grow(float **p, size_t *len, size_t need)
@@ -106,6 +114,7 @@ int gm_ops_cpu_new(int n_threads, gm_ops **out, gm_error *err)
 	o->axt = gm_xcalloc((size_t)n_threads, sizeof(float *));
 	o->amat = gm_xcalloc((size_t)n_threads, sizeof(float *));
 	o->aw = gm_xcalloc((size_t)n_threads, sizeof(float *));
+	o->dqp = gm_xcalloc((size_t)n_threads, sizeof(float *));
 	for (i = 0; i < n_threads; i++)
 		o->tile[i] = gm_falloc((size_t)GM_MATMUL_TB * GM_LORA_TILE);
 	*out = o;
@@ -126,7 +135,9 @@ void gm_ops_free(gm_ops *o)
 		free(o->axt[i]);
 		free(o->amat[i]);
 		free(o->aw[i]);
+		free(o->dqp[i]);
 	}
+	free(o->dqp);
 	free(o->panel);
 	free(o->tile);
 	free(o->scores);
@@ -140,6 +151,9 @@ void gm_ops_free(gm_ops *o)
 	free(o->uses);
 	free(o->nw);
 	free(o->groups);
+	free(o->qx[0]);
+	free(o->qx[1]);
+	free(o->dq);
 	free(o);
 }
 
@@ -167,6 +181,8 @@ struct lin_mat {
 	int64_t nb;
 	int matmul;              /* else matvec per token */
 	int add;                 /* y += the product */
+	const void *xq;          /* block types: the activations quantized (gm_qact_quantize) */
+	int dqpanel;             /* block types: through panels of W dequantized to f32 (gm_matmul on xt) */
 	int64_t off;             /* rows of the matrices before this one in the loop */
 };
 
@@ -209,6 +225,28 @@ static void lin_add_rows(const struct lin_job *j, const struct lin_mat *mt, int6
 	}
 }
 
+/*
+ * Rows [r0, r1) of a block-type W through f32: a panel of rows dequantized
+ * (gm_quant_dequantize, exactly the model's values) and multiplied as an
+ * F32 weight, so each Y element is what the same call gives on W
+ * dequantized to F32.
+ */
+static void lin_dq_rows(const struct lin_job *j, const struct lin_mat *mt, int64_t r0, int64_t r1, int thread)
+{
+	size_t rb = gm_quant_row_bytes(mt->wt, mt->in);
+	int64_t P = (int64_t)(j->o->dqp_len / (size_t)mt->in), a, r;
+	float *buf = j->o->dqp[thread];
+
+	for (a = r0; a < r1; a += P) {
+		int64_t n = gm_imin64(P, r1 - a);
+
+		for (r = 0; r < n; r++)
+			gm_quant_dequantize(mt->wt, (const char *)mt->w + (size_t)(a + r) * rb, buf + r * mt->in, mt->in);
+		gm_matmul(mt->y + a, mt->ldy, mt->xt, mt->nb, buf, GM_DTYPE_F32, mt->in, mt->in, 0, n,
+			  j->o->panel[thread]);
+	}
+}
+
 static void lin_rows(void *ctx, int64_t b, int64_t e, int thread)
 {
 	struct lin_job *j = ctx;
@@ -220,7 +258,11 @@ static void lin_rows(void *ctx, int64_t b, int64_t e, int thread)
 
 		if (r0 >= r1)
 			continue;
-		if (mt->add)
+		if (mt->dqpanel)
+			lin_dq_rows(j, mt, r0, r1, thread);
+		else if (mt->xq)
+			gm_qmatmul(mt->y, mt->ldy, mt->xq, mt->nb, mt->w, mt->wt, mt->in, r0, r1);
+		else if (mt->add)
 			lin_add_rows(j, mt, r0, r1, thread);
 		else if (mt->matmul)
 			gm_matmul(mt->y, mt->ldy, mt->xt, mt->nb, mt->w, mt->wt, mt->ldw, mt->in, r0, r1,
@@ -250,6 +292,8 @@ static void lin_push(struct lin_job *j, const void *w, enum gm_dtype wt, int64_t
 	mt->nb = nb;
 	mt->matmul = matmul;
 	mt->add = add;
+	mt->xq = NULL;
+	mt->dqpanel = 0;
 	mt->off = j->rows;
 	j->rows += rows;
 }
@@ -304,6 +348,40 @@ static int64_t lin_grain(const gm_ops *o, int64_t rows, int64_t in, int matmul)
 	return grain;
 }
 
+/* The activations of block-type weights: rows of X quantized for weights of wt's kind (gm_qact_quantize). */
+struct qx_job {
+	void *xq;
+	const float *x;
+	int64_t ldx, in;
+	enum gm_dtype wt;
+	size_t len;
+};
+
+static void qx_run(void *ctx, int64_t b, int64_t e, int th)
+{
+	struct qx_job *j = ctx;
+	int64_t t;
+
+	(void)th;
+	for (t = b; t < e; t++)
+		gm_qact_quantize((char *)j->xq + (size_t)t * j->len, j->wt, j->x + t * j->ldx, j->in);
+}
+
+static void quantize_x(gm_ops *o, const float *x, int64_t ldx, int64_t n, int64_t in, enum gm_dtype wt)
+{
+	int k = gm_qact_kind(wt);
+	struct qx_job j = { NULL, x, ldx, in, wt, gm_qact_len(wt, in) };
+	size_t need = j.len * (size_t)n;
+
+	if (need > o->qx_len[k]) {
+		free(o->qx[k]);
+		o->qx[k] = gm_xmalloc(need);
+		o->qx_len[k] = need;
+	}
+	j.xq = o->qx[k];
+	gm_threadpool_for(o->pool, n, 4, qx_run, &j);
+}
+
 void gm_op_linear(gm_ops *o, const float *x, int64_t ldx, int64_t n, const gm_op_linear_out *outs, int n_outs,
 		  int matvec_max)
 {
@@ -311,7 +389,9 @@ void gm_op_linear(gm_ops *o, const float *x, int64_t ldx, int64_t n, const gm_op
 	int64_t in = outs[0].w->shape[1], dn, rmax, last_r0 = -1, last_r1 = -1;
 	const float *last_xt = NULL;
 	size_t need = 0, at = 0;
-	int i, d, n_lora = 0, n_mats = n_outs, matmul = n > matvec_max;
+	int i, d, n_lora = 0, n_mats = n_outs, matmul = n > matvec_max, qx_ready[2] = { 0, 0 }, any_q = 0, need_pack = 0;
+	/* block-type W: training (matvec_max 0) multiplies through W dequantized, inference with integer dots */
+	int dqpanel = matvec_max == 0 && n > 0;
 
 	/* scratch: each LoRA delta's u and s u packed, and its rows' packed input unless they are all */
 	for (i = 0; i < n_outs; i++) {
@@ -337,7 +417,16 @@ void gm_op_linear(gm_ops *o, const float *x, int64_t ldx, int64_t n, const gm_op
 	for (i = 0; i < n_outs; i++)
 		lin_push(&j, outs[i].w->data, outs[i].w->dtype, outs[i].w->shape[0], outs[i].w->shape[1], outs[i].y,
 			 outs[i].ldy, x, ldx, in, o->xt, n, matmul, 0);
-	if (matmul) {
+	/* X packed for the float weights and the LoRA A over all rows (block-type weights read X quantized) */
+	for (i = 0; i < n_outs; i++) {
+		need_pack |= !gm_dtype_is_block(outs[i].w->dtype) || dqpanel;
+		if (dqpanel && gm_dtype_is_block(outs[i].w->dtype))
+			grow_each(o, o->dqp, &o->dqp_len, gm_matmul_panel_len(in));
+		for (d = 0; d < outs[i].n_deltas; d++)
+			need_pack |= outs[i].deltas[d].lora && outs[i].deltas[d].lora->rank &&
+				     outs[i].deltas[d].r1 - outs[i].deltas[d].r0 == n;
+	}
+	if (matmul && need_pack) {
 		grow(&o->xt, &o->xt_len, gm_matmul_xt_len(n, in));
 		for (i = 0; i < n_outs; i++)
 			j.m[i].xt = o->xt;
@@ -381,7 +470,24 @@ void gm_op_linear(gm_ops *o, const float *x, int64_t ldx, int64_t n, const gm_op
 			n_lora++;
 		}
 	}
-	gm_threadpool_for(o->pool, j.rows, lin_grain(o, j.rows, in, matmul), lin_rows, &j);
+	/* block-type weights: the activations quantized once per kind, shared by the weights of that kind */
+	for (i = 0; i < n_outs; i++) {
+		enum gm_dtype wt = outs[i].w->dtype;
+
+		if (!gm_dtype_is_block(wt))
+			continue;
+		if (dqpanel) {
+			j.m[i].dqpanel = 1;
+			continue;
+		}
+		if (!qx_ready[gm_qact_kind(wt)]) {
+			quantize_x(o, x, ldx, n, in, wt);
+			qx_ready[gm_qact_kind(wt)] = 1;
+		}
+		j.m[i].xq = o->qx[gm_qact_kind(wt)];
+		any_q = 1;
+	}
+	gm_threadpool_for(o->pool, j.rows, lin_grain(o, j.rows, in, matmul && (!any_q || dqpanel)), lin_rows, &j);
 
 	for (i = 0; i < n_outs; i++) {
 		for (d = 0; d < outs[i].n_deltas; d++) {
@@ -497,14 +603,67 @@ static void add_to(float *y, const float *x, int64_t n)
 		y[i] += x[i];
 }
 
+/* Rows a0 + [b, e) of a block-type W, dequantized into a tile (row a0 first). */
+struct dq_job {
+	float *tile;
+	const gm_tensor *w;
+	int64_t a0;
+};
+
+static void dq_run(void *ctx, int64_t b, int64_t e, int th)
+{
+	struct dq_job *j = ctx;
+	int64_t in = j->w->shape[1], r;
+	size_t rb = gm_quant_row_bytes(j->w->dtype, in);
+
+	(void)th;
+	for (r = b; r < e; r++)
+		gm_quant_dequantize(j->w->dtype, (const char *)j->w->data + (size_t)(j->a0 + r) * rb, j->tile + r * in, in);
+}
+
+#define GM_DQ_ROWS 128 /* rows of a block-type W dequantized at a time by the backward */
+
+/*
+ * dX (=, or +=) dY W for a block-type W [out, in] (blocks run along in, so
+ * W is not transposed): GM_DQ_ROWS rows of W at a time are dequantized
+ * (never the whole matrix) and dX += dY[:, rows] W[rows, :] added, as C +=
+ * A^T B with A = (dY^T)[rows] and B the tile; each dX element sums the
+ * tiles in order, whatever the threads.
+ */
+static void linear_backward_q(gm_ops *o, const gm_tensor *w, const float *dy, int64_t n, float *dx, int add,
+			      float *dyt)
+{
+	int64_t out = w->shape[0], in = w->shape[1], a, t, r;
+	struct dq_job dj = { NULL, w, 0 };
+
+	grow(&o->dq, &o->dq_len, (size_t)(GM_DQ_ROWS * in));
+	dj.tile = o->dq;
+	for (r = 0; r < out; r++)
+		for (t = 0; t < n; t++)
+			dyt[r * n + t] = dy[t * out + r];
+	if (!add)
+		memset(dx, 0, (size_t)(n * in) * sizeof(float));
+	for (a = 0; a < out; a += GM_DQ_ROWS) {
+		int64_t rows = gm_imin64(GM_DQ_ROWS, out - a);
+
+		dj.a0 = a;
+		gm_threadpool_for(o->pool, rows, 8, dq_run, &dj);
+		matmul_tn(o, dx, in, dyt + a * n, n, o->dq, in, rows, n, in);
+	}
+}
+
 void gm_op_linear_backward(gm_ops *o, const gm_tensor *wt, const float *dy, int64_t n, float *dx, int add,
 			   const gm_op_lora *lora, const float *x, const float *u, float *ga, float *gb)
 {
-	int64_t in = wt->shape[0], out = wt->shape[1], r = lora ? lora->rank : 0, s;
+	int blk = gm_dtype_is_block(wt->dtype);
+	int64_t in = blk ? wt->shape[1] : wt->shape[0], out = blk ? wt->shape[0] : wt->shape[1];
+	int64_t r = lora ? lora->rank : 0, s;
 	size_t l_tmp = gm_fround((size_t)(n * in)), l_lt = gm_fround((size_t)(n * gm_imax64(r, 1)));
 	size_t l_xt2 = gm_fround(gm_matmul_xt_len(n, gm_imax64(r, 1))), l_bt = gm_fround((size_t)(gm_imax64(in, out) * gm_imax64(r, 1)));
 	float *tmp, *lt, *gu, *xt2, *bt;
 
+	if (blk)
+		l_tmp = gm_imax64((int64_t)l_tmp, (int64_t)gm_fround((size_t)(n * out)));
 	grow(&o->bwd, &o->bwd_len, l_tmp + 2 * l_lt + l_xt2 + l_bt);
 	tmp = o->bwd;
 	lt = tmp + l_tmp;
@@ -514,8 +673,11 @@ void gm_op_linear_backward(gm_ops *o, const gm_tensor *wt, const float *dy, int6
 	grow(&o->xt, &o->xt_len, gm_matmul_xt_len(n, out));
 	gm_matmul_pack_all(o->pool, o->xt, dy, out, n, out);
 	/* dX = dY W, with W^T [in, out] as the weight */
-	mm(o, add ? tmp : dx, in, o->xt, n, wt->data, wt->dtype, in, out);
-	if (add)
+	if (blk)
+		linear_backward_q(o, wt, dy, n, dx, add, tmp);
+	else
+		mm(o, add ? tmp : dx, in, o->xt, n, wt->data, wt->dtype, in, out);
+	if (add && !blk)
 		add_to(dx, tmp, n * in);
 	if (!r)
 		return;
@@ -554,6 +716,11 @@ static void tr_run(void *ctx, int64_t b, int64_t e, int th)
 
 void gm_op_transpose(gm_ops *o, void *dst, const gm_tensor *w)
 {
+	if (gm_dtype_is_block(w->dtype)) {
+		memcpy(dst, w->data, w->nbytes); /* blocks run along rows: see ops.h */
+		return;
+	}
+
 	struct tr_job j = { dst, w->data, w->dtype == GM_DTYPE_F32 ? 4 : 2, w->shape[0], w->shape[1] };
 
 	gm_threadpool_for(o->pool, j.cols, 32, tr_run, &j);
@@ -737,6 +904,13 @@ static void row_run(void *ctx, int64_t b, int64_t e, int th)
 			}
 			break;
 		case ROW_EMBED:
+			if (gm_dtype_is_block(j->w->dtype)) {
+				size_t rb = gm_quant_row_bytes(j->w->dtype, D);
+
+				gm_quant_dequantize(j->w->dtype, (const char *)j->w->data + (size_t)j->ids[t] * rb,
+						    j->out + t * D, D);
+				break;
+			}
 			gm_load_f32(j->out + t * D, (const char *)j->w->data + (size_t)j->ids[t] * (size_t)D *
 					    (j->w->dtype == GM_DTYPE_F32 ? 4 : 2), j->w->dtype, D);
 			break;

@@ -233,6 +233,8 @@ int gm_gen_seq_new(const gm_tokenizer *tok, size_t n_vocab, const gm_generate_op
 			gs->vocab = gs->own_vocab;
 		}
 		gm_grammar_state_new(o->grammar, &gs->gst);
+		/* a special token the grammar spells must show in the text, or the text would not match */
+		gm_grammar_state_set_special(gs->gst, !o->skip_special);
 		gs->allowed = gm_xmalloc(gm_grammar_vocab_size(gs->vocab) + 1);
 		gs->saved = gm_xmalloc(n_vocab * sizeof(*gs->saved));
 	}
@@ -397,12 +399,22 @@ static int choose_constrained(gm_gen_seq *gs, float *logits, int32_t *id, gm_err
 	for (i = 0; i < gs->n_vocab; i++)
 		if (i >= nv || !gs->allowed[i])
 			logits[i] = -INFINITY;
-	if (gm_grammar_state_can_end(gs->gst))
-		for (k = 0; k < o->n_eos; k++)
-			if (o->eos_ids[k] >= 0 && (size_t)o->eos_ids[k] < gs->n_vocab) {
-				logits[o->eos_ids[k]] = gs->saved[o->eos_ids[k]];
-				n_allowed++;
+	/* EOS only where the grammar may end (not where a literal merely spells it) */
+	for (k = 0; k < o->n_eos; k++)
+		if (o->eos_ids[k] >= 0 && (size_t)o->eos_ids[k] < gs->n_vocab) {
+			int32_t e = o->eos_ids[k];
+
+			if ((size_t)e < nv && gs->allowed[e]) {
+				gs->allowed[e] = 0;
+				n_allowed--;
 			}
+			if (gm_grammar_state_can_end(gs->gst)) {
+				logits[e] = gs->saved[e];
+				n_allowed++;
+			} else {
+				logits[e] = -INFINITY;
+			}
+		}
 	if (!n_allowed) {
 		*id = -1;
 		if (gm_grammar_state_can_end(gs->gst))

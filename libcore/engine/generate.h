@@ -131,7 +131,8 @@ typedef struct gm_generate_opts {
 	 * restricted to allowed tokens; with top-k/top-p/min-p the cut is made
 	 * on all tokens first, and on the allowed ones when none of those
 	 * passes.  EOS tokens are allowed only where the grammar may end, other
-	 * special tokens never; when the grammar is complete and no EOS id is
+	 * special tokens only where a quoted literal of the grammar is exactly
+	 * their content, and only with skip_special off (text/grammar.h); when the grammar is complete and no EOS id is
 	 * known the sequence ends (GM_STOP_EOS, no token).  max_tokens may end
 	 * the text before the grammar is complete (GM_STOP_LENGTH): the text is
 	 * then a prefix of a match.  Needs a tokenizer.

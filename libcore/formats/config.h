@@ -13,6 +13,7 @@
 #include <json-c/json.h>
 
 #include "formats/dtype.h"
+#include "formats/gguf.h"
 #include "base/error.h"
 
 enum gm_arch {
@@ -81,6 +82,17 @@ int gm_generation_config_parse(json_object *obj, const char *what, gm_generation
 /* Reads DIR/generation_config.json; a missing file keeps the defaults. */
 int gm_generation_config_load(const char *dir, const gm_model_config *cfg, gm_generation_config *gen,
 			      gm_error *err);
+
+/*
+ * The same from a GGUF file's metadata (llama.cpp's keys: {arch}.block_count,
+ * {arch}.embedding_length, ...; tied embeddings when output.weight is absent;
+ * Llama 3 rope scaling recovered from rope_freqs.weight; the end-of-generation
+ * ids llama.cpp stops at).  Generation defaults from general.sampling.*
+ * when present (then do_sample), else the transformers defaults.
+ */
+int gm_model_config_from_gguf(const gm_gguf *g, gm_model_config *cfg, gm_error *err);
+int gm_generation_config_from_gguf(const gm_gguf *g, const gm_model_config *cfg, gm_generation_config *gen,
+				   gm_error *err);
 
 const char *gm_arch_name(enum gm_arch arch);
 /* Parameter count implied by the config (embeddings counted once when tied). */

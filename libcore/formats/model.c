@@ -69,10 +69,12 @@ static int check_tensor(const gm_model *m, const gm_tensor *t, int ndim, const i
 				    "%s: tensor '%s' has shape %s, expected %s for this config.json", m->dir,
 				    t->name, got, want);
 	}
-	if (!is_float(t->dtype))
+	/* matrices may be block-quantized (GGUF); vectors are always float */
+	if (!is_float(t->dtype) && !(ndim == 2 && gm_dtype_is_block(t->dtype)))
 		return gm_error_set(err, GM_EUNSUPPORTED,
-				    "%s: tensor '%s' has dtype %s; expected a float type (F32, F16 or BF16)",
-				    m->dir, t->name, gm_dtype_name(t->dtype));
+				    "%s: tensor '%s' has dtype %s; expected a float type (F32, F16 or BF16)%s",
+				    m->dir, t->name, gm_dtype_name(t->dtype),
+				    ndim == 2 ? " or a block-quantized type" : "");
 	return 0;
 }
 
@@ -241,6 +243,34 @@ static int bind_all(gm_model *m, gm_error *err)
 	return ret;
 }
 
+static void log_opened(const gm_model *m)
+{
+	gm_info("%s: %s, %zu tensors in %zu file(s), %llu parameters", m->dir, m->config.architecture,
+		gm_weights_count(m->weights), gm_weights_file_count(m->weights),
+		(unsigned long long)m->n_params);
+	gm_debug("%s: %zu of %zu weight file(s) resident in huge-page memory, the rest mapped", m->dir,
+		 gm_weights_resident_count(m->weights), gm_weights_file_count(m->weights));
+}
+
+/* A GGUF file: weights first, then the config and generation defaults from its metadata. */
+static int open_gguf(const char *path, enum gm_weights_mode mode, gm_model **out, gm_error *err)
+{
+	gm_model *m = gm_xcalloc(1, sizeof(*m));
+	int ret;
+
+	m->dir = gm_xstrdup(path);
+	if ((ret = gm_weights_open_mode(path, mode, &m->weights, err)) ||
+	    (ret = gm_model_config_from_gguf(gm_weights_gguf(m->weights), &m->config, err)) ||
+	    (ret = gm_generation_config_from_gguf(gm_weights_gguf(m->weights), &m->config, &m->generation, err)) ||
+	    (ret = bind_all(m, err))) {
+		gm_model_close(m);
+		return ret;
+	}
+	log_opened(m);
+	*out = m;
+	return 0;
+}
+
 int gm_model_open(const char *dir, gm_model **out, gm_error *err)
 {
 	return gm_model_open_mode(dir, GM_WEIGHTS_AUTO, out, err);
@@ -252,6 +282,8 @@ int gm_model_open_mode(const char *dir, enum gm_weights_mode mode, gm_model **ou
 	int ret;
 
 	*out = NULL;
+	if (gm_gguf_is_file(dir))
+		return open_gguf(dir, mode, out, err);
 	if (!gm_is_dir(dir))
 		return gm_error_set(err, GM_ENOENT, gm_is_file(dir) ?
 				    "%s: not a model directory (a file; give the directory that holds config.json)" :
@@ -265,11 +297,7 @@ int gm_model_open_mode(const char *dir, enum gm_weights_mode mode, gm_model **ou
 		gm_model_close(m);
 		return ret;
 	}
-	gm_info("%s: %s, %zu tensors in %zu file(s), %llu parameters", dir, m->config.architecture,
-		gm_weights_count(m->weights), gm_weights_file_count(m->weights),
-		(unsigned long long)m->n_params);
-	gm_debug("%s: %zu of %zu weight file(s) resident in huge-page memory, the rest mapped", dir,
-		 gm_weights_resident_count(m->weights), gm_weights_file_count(m->weights));
+	log_opened(m);
 	*out = m;
 	return 0;
 }

@@ -4,7 +4,10 @@
  * gm_model_open reads config.json and the weights of a Hugging Face-layout
  * directory and checks that every tensor the architecture needs is present
  * with the right shape and a float dtype (F32, F16, BF16), and that no
- * unexpected tensor is left over.  The forward pass (a later module) uses
+ * unexpected tensor is left over.  dir may also be a GGUF file: the config
+ * then comes from its metadata (gm_model_config_from_gguf), the weights
+ * under transformers' names (gm_weights_open_mode), and matrices may be
+ * block-quantized (Q8_0, Q4_K...).  The forward pass (a later module) uses
  * the views kept here; nothing is copied.
  */
 #ifndef GM_MODEL_H

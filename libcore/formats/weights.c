@@ -28,6 +28,11 @@ struct entry {
 };
 
 struct gm_weights {
+	gm_gguf *gguf;         /* a GGUF file (then files[0] is NULL) */
+	gm_tensor *renamed;    /* its tensors under transformers' names */
+	size_t nrenamed;
+	void **owned;          /* data made here (un-permuted q/k rows) */
+	size_t nowned;
 	gm_st_file **files;
 	char **paths; /* full path of each file, as gm_st_path */
 	size_t nfiles;
@@ -43,6 +48,13 @@ void gm_weights_close(gm_weights *w)
 
 	if (!w)
 		return;
+	for (i = 0; i < w->nrenamed; i++)
+		free((char *)w->renamed[i].name);
+	free(w->renamed);
+	for (i = 0; i < w->nowned; i++)
+		free(w->owned[i]);
+	free(w->owned);
+	gm_gguf_close(w->gguf);
 	for (i = 0; i < w->nfiles; i++) {
 		gm_st_close(w->files[i]);
 		free(w->paths[i]);
@@ -258,6 +270,172 @@ static enum gm_st_load choose_load(const gm_weights *w, enum gm_weights_mode mod
 	return avail && files_size(w) <= avail / 2 ? GM_ST_LOAD_RESIDENT : GM_ST_LOAD_MAP;
 }
 
+/* ------------------------------------------------------------------ GGUF */
+
+/* llama.cpp's tensor names (per layer: blk.N.SUFFIX) and transformers'. */
+static const struct {
+	const char *gguf, *hf;
+} gguf_layer_names[] = {
+	{ "attn_norm.weight", "input_layernorm.weight" },
+	{ "attn_q.weight", "self_attn.q_proj.weight" },
+	{ "attn_k.weight", "self_attn.k_proj.weight" },
+	{ "attn_v.weight", "self_attn.v_proj.weight" },
+	{ "attn_q.bias", "self_attn.q_proj.bias" },
+	{ "attn_k.bias", "self_attn.k_proj.bias" },
+	{ "attn_v.bias", "self_attn.v_proj.bias" },
+	{ "attn_output.weight", "self_attn.o_proj.weight" },
+	{ "attn_q_norm.weight", "self_attn.q_norm.weight" },
+	{ "attn_k_norm.weight", "self_attn.k_norm.weight" },
+	{ "ffn_norm.weight", "post_attention_layernorm.weight" },
+	{ "ffn_gate.weight", "mlp.gate_proj.weight" },
+	{ "ffn_up.weight", "mlp.up_proj.weight" },
+	{ "ffn_down.weight", "mlp.down_proj.weight" },
+}, gguf_top_names[] = {
+	{ "token_embd.weight", "model.embed_tokens.weight" },
+	{ "output_norm.weight", "model.norm.weight" },
+	{ "output.weight", "lm_head.weight" },
+};
+
+/* The transformers name of a GGUF tensor (malloc'ed); an unknown name is
+ * kept as it is, so that the model binding names it as unexpected. */
+static char *hf_name(const char *name)
+{
+	char buf[256];
+	unsigned long layer;
+	size_t i;
+	int used = 0;
+
+	for (i = 0; i < sizeof(gguf_top_names) / sizeof(gguf_top_names[0]); i++)
+		if (!strcmp(name, gguf_top_names[i].gguf))
+			return gm_xstrdup(gguf_top_names[i].hf);
+	if (sscanf(name, "blk.%lu.%n", &layer, &used) == 1 && used > 0 && !strncmp(name, "blk.", 4)) {
+		for (i = 0; i < sizeof(gguf_layer_names) / sizeof(gguf_layer_names[0]); i++) {
+			if (strcmp(name + used, gguf_layer_names[i].gguf))
+				continue;
+			snprintf(buf, sizeof(buf), "model.layers.%lu.%s", layer, gguf_layer_names[i].hf);
+			return gm_xstrdup(buf);
+		}
+	}
+	return gm_xstrdup(name);
+}
+
+/*
+ * llama.cpp's converter reorders the rows of Llama's q and k projections
+ * (and their biases) within each head, from transformers' rotate-half
+ * layout to interleaved pairs: transformers row h*hd + i*hd/2 + j (i in
+ * {0, 1}, j < hd/2) is GGUF row h*hd + 2j + i.  Undo it with whole-row
+ * copies: a row of a block type is whole blocks, so this works for every
+ * tensor type.  t is [n_heads * hd, ...] with rows of row_bytes.
+ */
+static int unpermute(gm_weights *w, gm_tensor *t, int64_t n_heads, gm_error *err)
+{
+	int64_t rows = t->shape[0], hd, h, i, j;
+	uint64_t row_bytes;
+	unsigned char *dst;
+
+	if (n_heads <= 0 || rows % n_heads || (rows / n_heads) % 2)
+		return gm_error_set(err, GM_EFORMAT, "%s: tensor '%s' has %lld rows, not a whole number of "
+				    "heads of even size (%lld heads)", gm_gguf_path(w->gguf), t->name,
+				    (long long)rows, (long long)n_heads);
+	hd = rows / n_heads;
+	row_bytes = t->nbytes / (uint64_t)rows;
+	dst = gm_xmalloc(t->nbytes ? t->nbytes : 1);
+	for (h = 0; h < n_heads; h++)
+		for (i = 0; i < 2; i++)
+			for (j = 0; j < hd / 2; j++)
+				memcpy(dst + (uint64_t)(h * hd + i * hd / 2 + j) * row_bytes,
+				       (const unsigned char *)t->data + (uint64_t)(h * hd + 2 * j + i) * row_bytes,
+				       row_bytes);
+	w->owned = gm_xrealloc(w->owned, (w->nowned + 1) * sizeof(*w->owned));
+	w->owned[w->nowned++] = dst;
+	t->data = dst;
+	return 0;
+}
+
+static int gguf_head_counts(const gm_gguf *g, int64_t *heads, int64_t *kv_heads, gm_error *err)
+{
+	int ret;
+
+	if ((ret = gm_gguf_get_int(g, "llama.attention.head_count", heads, err)))
+		return ret;
+	*kv_heads = *heads;
+	if (gm_gguf_find_kv(g, "llama.attention.head_count_kv") >= 0)
+		return gm_gguf_get_int(g, "llama.attention.head_count_kv", kv_heads, err);
+	return 0;
+}
+
+static int ends_with(const char *s, const char *suffix)
+{
+	size_t ls = strlen(s), lx = strlen(suffix);
+
+	return ls >= lx && !strcmp(s + ls - lx, suffix);
+}
+
+static int rename_gguf(gm_weights *w, gm_error *err)
+{
+	size_t i, n = gm_gguf_tensor_count(w->gguf);
+	const char *arch = NULL;
+	int64_t heads = 0, kv_heads = 0;
+	int llama, ret;
+
+	llama = gm_gguf_find_kv(w->gguf, "general.architecture") >= 0 &&
+		!gm_gguf_get_string(w->gguf, "general.architecture", &arch, NULL, NULL) && !strcmp(arch, "llama");
+	if (llama && (ret = gguf_head_counts(w->gguf, &heads, &kv_heads, err)))
+		return ret;
+	w->renamed = gm_xcalloc(n ? n : 1, sizeof(*w->renamed));
+	w->entries = gm_xcalloc(n ? n : 1, sizeof(*w->entries));
+	for (i = 0; i < n; i++) {
+		const gm_tensor *src = gm_gguf_tensor(w->gguf, i);
+		gm_tensor *t;
+
+		/* consumed by the config (llama3 rope scaling), not a weight */
+		if (!strcmp(src->name, "rope_freqs.weight"))
+			continue;
+		t = &w->renamed[w->nrenamed++];
+		*t = *src;
+		t->name = hf_name(src->name);
+		if (llama && (ends_with(src->name, ".attn_q.weight") || ends_with(src->name, ".attn_q.bias")) &&
+		    (ret = unpermute(w, t, heads, err)))
+			return ret;
+		if (llama && (ends_with(src->name, ".attn_k.weight") || ends_with(src->name, ".attn_k.bias")) &&
+		    (ret = unpermute(w, t, kv_heads, err)))
+			return ret;
+		w->entries[w->n].t = t;
+		w->entries[w->n].file = 0;
+		w->n++;
+		w->total += t->nbytes;
+	}
+	qsort(w->entries, w->n, sizeof(*w->entries), cmp_entry);
+	for (i = 1; i < w->n; i++)
+		if (!strcmp(w->entries[i - 1].t->name, w->entries[i].t->name))
+			return gm_error_set(err, GM_EFORMAT, "%s: two tensors are named '%s' once renamed",
+					    gm_gguf_path(w->gguf), w->entries[i].t->name);
+	return 0;
+}
+
+static int open_gguf(const char *path, enum gm_weights_mode mode, gm_weights **out, gm_error *err)
+{
+	gm_weights *w = gm_xcalloc(1, sizeof(*w));
+	int ret;
+
+	w->mode = mode;
+	add_file(w, path);
+	ret = gm_gguf_open_mode(path, choose_load(w, mode), &w->gguf, err);
+	if (!ret)
+		ret = rename_gguf(w, err);
+	if (ret) {
+		gm_weights_close(w);
+		return ret;
+	}
+	*out = w;
+	return 0;
+}
+
+const gm_gguf *gm_weights_gguf(const gm_weights *w)
+{
+	return w->gguf;
+}
+
 int gm_weights_open(const char *dir, gm_weights **out, gm_error *err)
 {
 	return gm_weights_open_mode(dir, GM_WEIGHTS_AUTO, out, err);
@@ -267,6 +445,8 @@ size_t gm_weights_resident_count(const gm_weights *w)
 {
 	size_t i, n = 0;
 
+	if (w->gguf)
+		return gm_gguf_is_resident(w->gguf) ? 1 : 0;
 	for (i = 0; i < w->nfiles; i++)
 		n += gm_st_is_resident(w->files[i]) ? 1 : 0;
 	return n;
@@ -278,6 +458,8 @@ int gm_weights_open_mode(const char *dir, enum gm_weights_mode mode, gm_weights 
 	char *index, *single;
 	int ret;
 
+	if (gm_gguf_is_file(dir))
+		return open_gguf(dir, mode, out, err);
 	if (!gm_is_dir(dir))
 		return gm_error_set(err, GM_ENOENT, "%s: not a directory", dir);
 	w = gm_xcalloc(1, sizeof(*w));

@@ -7,6 +7,13 @@
  * is used.  Every tensor named in the index must exist in the shard it
  * names; shard file names must be plain names inside the directory (no '/',
  * no "..").  Tensor views stay valid until gm_weights_close.
+ *
+ * A path to a GGUF file (see gm_gguf_is_file) is opened as one file whose
+ * tensors are renamed to transformers' names (token_embd.weight ->
+ * model.embed_tokens.weight, blk.N.attn_q.weight ->
+ * model.layers.N.self_attn.q_proj.weight, ...), their shapes row-major;
+ * Llama's q/k rows are put back in transformers' order (llama.cpp's
+ * converter permutes them), rope_freqs.weight is left to the config.
  */
 #ifndef GM_WEIGHTS_H
 #define GM_WEIGHTS_H
@@ -15,6 +22,7 @@
 #include <stdint.h>
 
 #include "base/error.h"
+#include "formats/gguf.h"
 #include "formats/safetensors.h"
 
 typedef struct gm_weights gm_weights;
@@ -56,6 +64,8 @@ const gm_tensor *gm_weights_find(const gm_weights *w, const char *name);
 size_t gm_weights_file_count(const gm_weights *w);
 const char *gm_weights_file_path(const gm_weights *w, size_t i);
 const char *gm_weights_tensor_file(const gm_weights *w, size_t i);
+/* The GGUF file the weights come from, or NULL (safetensors). */
+const gm_gguf *gm_weights_gguf(const gm_weights *w);
 /* Sum of all tensors' data bytes. */
 uint64_t gm_weights_total_bytes(const gm_weights *w);
 

@@ -15,6 +15,8 @@
 #include <unistd.h>
 
 #include "manage/adapter.h"
+#include "manage/modelcard.h"
+#include "train/trainplot.h"
 #include "base/buf.h"
 #include "formats/dtype.h"
 #include "engine/forward.h"
@@ -260,12 +262,20 @@ static void adapter_files(const char *dir, const char **config, const char **wei
 
 static int copy_adapter_files(const char *src, const char *dst, gm_error *err)
 {
-	const char *names[2];
+	/* the config and weights, then what shows how it was trained (model
+	 * card, loss trace and plot: trainplot.h, modelcard.h) when there */
+	const char *names[5] = { NULL, NULL, GM_MODELCARD_FILE, GM_TRAINLOG_FILE, GM_TRAINPLOT_FILE };
 	int i, ret = 0;
 
 	adapter_files(src, &names[0], &names[1]);
-	for (i = 0; i < 2 && !ret; i++) {
+	for (i = 0; i < 5 && !ret; i++) {
 		char *s = gm_path_join(src, names[i]), *d = gm_path_join(dst, names[i]);
+
+		if (i >= 2 && !gm_is_file(s)) {
+			free(s);
+			free(d);
+			continue;
+		}
 		/* the content, also when the source is a link into the LFS store (a view) */
 		char *real = realpath(s, NULL);
 

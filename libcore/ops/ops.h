@@ -7,7 +7,8 @@
  * kernels.h and a thread pool) now, a CUDA one later.  The signatures name
  * activations by pointer and shape only: row-major f32 matrices [n, d]
  * with a row stride (ld, in elements) where rows need not be contiguous,
- * weights as the model's tensors (gm_tensor: [out, in], F32/BF16/F16),
+ * weights as the model's tensors (gm_tensor: [out, in], F32/BF16/F16 or a
+ * block-quantized type of formats/quant.h: linear products, embedding rows),
  * adapters as f32 matrices.  Nothing here names a thread or a kernel
  * variant; a backend owns its scratch memory, grown as calls need it.
  *
@@ -83,7 +84,13 @@ typedef struct gm_op_linear_out {
  * (partial sums): the two differ in the last bits, so a row's result is
  * bit-identical to the same row in another call when both calls take the
  * same branch.  matvec_max: 2 for inference, 0 (always the matrix form)
- * for training.
+ * for training.  A block-quantized W (formats/quant.h): in inference
+ * (matvec_max > 0) X is quantized per block and multiplied with integer
+ * dot products (kernels.h, gm_qmatmul), each row's result the same bits
+ * whatever n and the branch; in training (matvec_max 0) W is dequantized a
+ * panel at a time and multiplied in f32, giving exactly what W dequantized
+ * to F32 gives (QLoRA: the loss is the dequantized model's).  The deltas
+ * are added in f32 as on a float W.
  */
 void gm_op_linear(gm_ops *o, const float *x, int64_t ldx, int64_t n, const gm_op_linear_out *outs, int n_outs,
 		  int matvec_max);
@@ -96,12 +103,16 @@ void gm_op_linear(gm_ops *o, const float *x, int64_t ldx, int64_t n, const gm_op
  *   dB += s dY^T u,  dA += (s dY B)^T X               (u = X A^T from the forward)
  *
  * wt: W^T [in, out] (the same dtype as W; the backend reads it as the
- * weight of a forward product).  lora NULL or rank 0: dX only.
+ * weight of a forward product); for a block-quantized W (formats/quant.h),
+ * whose blocks run along its rows and cannot be transposed, W itself
+ * [out, in]: dY W is computed through W dequantized a tile of rows at a
+ * time (QLoRA: the base stays quantized).  lora NULL or rank 0: dX only.
  */
 void gm_op_linear_backward(gm_ops *o, const gm_tensor *wt, const float *dy, int64_t n, float *dx, int add,
 			   const gm_op_lora *lora, const float *x, const float *u, float *ga, float *gb);
 
-/* dst = W^T, [in, out], of W [out, in] (F32, BF16 or F16; the same type, bit for bit): the weight of dY W. */
+/* dst = W^T, [in, out], of W [out, in] (F32, BF16 or F16; the same type, bit for bit): the weight of dY W.
+ * A block-quantized W is copied as it is (W.nbytes bytes): gm_op_linear_backward reads such W untransposed. */
 void gm_op_transpose(gm_ops *o, void *dst, const gm_tensor *w);
 
 /* ---------------------------------------------------------------- row-wise ops */

@@ -31,6 +31,7 @@
 #include "engine/forward.h"
 #include "base/fs.h"
 #include "engine/generate.h"
+#include "engine/modelfiles.h"
 #include "base/json.h"
 #include "ops/kv.h"
 #include "base/log.h"
@@ -46,6 +47,7 @@
 #include "text/tokenizer.h"
 #include "text/toolcall.h"
 #include "serve/toolreq.h"
+#include "serve/ftapi.h"
 
 #define MAX_CHOICES 16       /* n */
 #define MAX_STOPS 16         /* stop strings */
@@ -67,6 +69,8 @@ void gm_serve_config_init(gm_serve_config *c)
 	c->body_timeout_s = 60;
 	c->max_connections = 256;
 	c->max_client_connections = 32;
+	c->ft_nice = 10;
+	c->ft_checkpoint_every = 25;
 }
 
 int gm_serve_parse_listen(const char *spec, char **addr, int *port, gm_error *err)
@@ -144,9 +148,11 @@ static void histogram_observe(struct histogram *h, double v)
 	h->count++;
 }
 
-enum endpoint { EP_CHAT, EP_COMPLETIONS, EP_MODELS, EP_HEALTH, EP_METRICS, EP_STATS, EP_WEB, EP_OTHER, N_ENDPOINTS };
+enum endpoint { EP_CHAT, EP_COMPLETIONS, EP_MODELS, EP_HEALTH, EP_METRICS, EP_STATS, EP_WEB, EP_FT, EP_OTHER,
+	       N_ENDPOINTS };
 static const char *const endpoint_names[N_ENDPOINTS] = {
-	"/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics", "/v1/stats", "/", "other"
+	"/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics", "/v1/stats", "/",
+	"/v1/fine_tuning", "other"
 };
 static const int counted_codes[] = { 200, 400, 401, 404, 405, 413, 429, 500, 503 };
 #define N_CODES (sizeof(counted_codes) / sizeof(counted_codes[0]))
@@ -292,6 +298,7 @@ struct gm_serve {
 	struct metrics m;
 	char *api_key;
 	gm_stats *stats;           /* /v1/stats and the page's dashboard (stats.h); after gm_serve_load */
+	gm_ftapi *ft;              /* /v1/files, /v1/fine_tuning (ftapi.h); NULL when off */
 };
 
 static double now_s(void)
@@ -2306,6 +2313,7 @@ struct req {
 	int too_large;
 	int answered;
 	int admitted;              /* counted in n_answering */
+	void *ft;                  /* EP_FT: ftapi.c's state of the request */
 	struct route route;        /* fn set: an endpoint of gm_serve_route */
 	char *method, *url;        /* for route */
 };
@@ -2326,6 +2334,8 @@ static enum endpoint endpoint_of(const char *url)
 		return EP_STATS;
 	if (gm_webui_is_page(url))
 		return EP_WEB;
+	if (gm_ftapi_is_url(url))
+		return EP_FT;
 	return EP_OTHER;
 }
 
@@ -2830,6 +2840,28 @@ static enum MHD_Result reply_response(gm_serve *s, struct MHD_Connection *c, enu
 	return ret;
 }
 
+/* /v1/files, /v1/fine_tuning/...: ftapi.c reads the body (an upload streams to disk) and answers. */
+static enum MHD_Result handle_ft(gm_serve *s, struct MHD_Connection *c, struct req *r, const char *url,
+				 const char *method, const char *upload_data, size_t *upload_data_size)
+{
+	struct api_error e;
+	enum MHD_Result ret;
+	int status = 0;
+
+	if (!s->ft) {
+		r->answered = 1;
+		fail(&e, 404, NULL, "not_found", "the files and fine-tuning API is off on this server "
+		     "(started with --no-fine-tuning, or its log says why)");
+		return reply_error(s, c, r->ep, &e);
+	}
+	if (r->ft && !*upload_data_size)
+		conn_phase(s, c, GM_CONN_ANSWER);
+	ret = gm_ftapi_request(s->ft, c, url, method, upload_data, upload_data_size, &r->ft, &status);
+	if (status)
+		count_request(s, EP_FT, status);
+	return ret;
+}
+
 /* GET /v1/stats, /v1/stats/stream: a stream is no generation request and holds no slot. */
 static enum MHD_Result handle_stats(gm_serve *s, struct MHD_Connection *c, const char *url)
 {
@@ -2876,7 +2908,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 			     "/v1/models, /v1/completions, /v1/chat/completions)", method, url);
 			return reply_error(s, c, r->ep, &e);
 		}
-		if (!r->route.fn && ((r->ep == EP_CHAT || r->ep == EP_COMPLETIONS) != r->is_post ||
+		/* (routes and ftapi.c check their own methods, DELETE among them) */
+		if (!r->route.fn && r->ep != EP_FT && ((r->ep == EP_CHAT || r->ep == EP_COMPLETIONS) != r->is_post ||
 		    (!r->is_post && strcmp(method, MHD_HTTP_METHOD_GET) && strcmp(method, MHD_HTTP_METHOD_HEAD)))) {
 			r->answered = 1;
 			fail(&e, 405, NULL, "method_not_allowed", "%s %s: use %s", method, url,
@@ -2925,6 +2958,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 			r->answered = 1;
 			return handle_stats(s, c, url);
 		}
+		if (r->ep == EP_FT)
+			return handle_ft(s, c, r, url, method, upload_data, upload_data_size);
 		if (r->route.fn && !r->is_post) {
 			r->answered = 1;
 			return handle_route(s, c, r);
@@ -2942,6 +2977,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		*upload_data_size = 0; /* discarded */
 		return MHD_YES;
 	}
+	if (r->ep == EP_FT)
+		return handle_ft(s, c, r, url, method, upload_data, upload_data_size);
 	if (*upload_data_size) {
 		/* A body sent in chunks has no Content-Length: the limit is checked as it arrives. */
 		if (!r->too_large && r->body.len + *upload_data_size > s->c.max_body) {
@@ -2980,6 +3017,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
 		pthread_cond_broadcast(&s->done_cond);
 		pthread_mutex_unlock(&s->lock);
 	}
+	gm_ftapi_request_done(r->ft);
 	gm_buf_release(&r->body);
 	free(r->method);
 	free(r->url);
@@ -3083,6 +3121,7 @@ int gm_serve_start(const gm_serve_config *c, gm_serve **out, gm_error *err)
 		s->c.adapters = v;
 	}
 	s->c.model_dir = gm_xstrdup(c->model_dir);
+	s->c.ft_dir = c->ft_dir ? gm_xstrdup(c->ft_dir) : NULL;
 	s->c.api_key = NULL;
 	ret = open_listener(s, err);
 	s->c.addr = NULL; /* borrowed: used only by open_listener */
@@ -3264,6 +3303,40 @@ static void stats_fill(void *ctx, gm_stats_sample *x)
 	pthread_mutex_unlock(&s->lock);
 }
 
+/* A fine-tuning job's adapter, servable as MODEL:NAME from now on. */
+static void ft_publish(void *ctx, const char *name, const char *dir)
+{
+	gm_serve *s = ctx;
+	gm_error err = GM_ERROR_INIT;
+
+	/* a job finished before a restart is served already (MODEL/adapters/ at load) */
+	if (gm_adapter_set_find(s->adapters, name, strlen(name)) >= 0)
+		return;
+	if (gm_serve_add_adapter(s, name, dir, NULL, &err))
+		gm_warn("fine-tuned adapter %s: %s", name, err.msg);
+	else
+		gm_info("serving the fine-tuned adapter %s as %s:%s", dir, s->id, name);
+}
+
+static int ft_open(gm_serve *s, int threads, gm_error *err)
+{
+	gm_ftapi_config fc;
+
+	memset(&fc, 0, sizeof(fc));
+	fc.dir = s->c.ft_dir;
+	fc.model_dir = s->c.model_dir;
+	fc.model_id = s->id;
+	fc.max_file_bytes = s->c.max_file_size;
+	fc.max_body = s->c.max_body;
+	/* fewer threads than the server's, at a lower priority: serving comes first */
+	fc.n_threads = s->c.ft_threads > 0 ? s->c.ft_threads : threads / 2 > 0 ? threads / 2 : 1;
+	fc.nice = s->c.ft_nice;
+	fc.checkpoint_every = s->c.ft_checkpoint_every;
+	fc.on_success = ft_publish;
+	fc.ctx = s;
+	return gm_ftapi_open(&fc, &s->ft, err);
+}
+
 int gm_serve_load(gm_serve *s, gm_error *err)
 {
 	gm_error cerr = GM_ERROR_INIT;
@@ -3273,10 +3346,10 @@ int gm_serve_load(gm_serve *s, gm_error *err)
 	int threads, ret;
 
 	if ((ret = gm_model_open(s->c.model_dir, &s->model, err)) ||
-	    (ret = gm_tokenizer_load(s->c.model_dir, &s->tok, err)))
+	    (ret = gm_model_tokenizer_load(s->c.model_dir, &s->tok, err)))
 		return ret;
 	s->n_vocab = (size_t)s->model->config.vocab_size;
-	if (gm_chat_template_load(s->c.model_dir, &s->chat, &cerr)) {
+	if (gm_model_chat_template_load(s->c.model_dir, &s->chat, &cerr)) {
 		/* completions still work; chat says why it cannot */
 		s->chat = NULL;
 		s->chat_error = gm_xstrdup(cerr.msg);
@@ -3332,6 +3405,13 @@ int gm_serve_load(gm_serve *s, gm_error *err)
 	if (pthread_create(&s->sched, NULL, sched_main, s))
 		return gm_error_set(err, GM_EIO, "cannot start the scheduler thread");
 	s->sched_started = 1;
+	if (!s->c.no_fine_tuning) {
+		gm_error ferr = GM_ERROR_INIT;
+
+		/* serving goes on without it: the endpoints say it is off */
+		if (ft_open(s, threads, &ferr))
+			gm_warn("the fine-tuning API is off: %s", ferr.msg);
+	}
 	s->created = (int64_t)time(NULL);
 	pthread_mutex_lock(&s->lock);
 	s->ready = 1;
@@ -3351,6 +3431,8 @@ int gm_serve_stop(gm_serve *s)
 	pthread_mutex_lock(&s->lock);
 	s->stopping = 1;
 	pthread_mutex_unlock(&s->lock);
+	/* a running fine-tuning job checkpoints and resumes at the next start */
+	gm_ftapi_stop(s->ft);
 	/* No new connections: the listening socket is closed. */
 	fd = MHD_quiesce_daemon(s->daemon);
 	if (fd != MHD_INVALID_SOCKET)
@@ -3410,6 +3492,7 @@ void gm_serve_free(gm_serve *s)
 	free(s->brun);
 	free(s->batch);
 	gm_stats_free(s->stats); /* after the daemon: its streams read it */
+	gm_ftapi_free(s->ft);    /* after the daemon: its requests read it */
 	gm_kv_free(s->kv);
 	gm_forward_free(s->f);
 	gm_adapter_set_free(s->adapters);
@@ -3419,6 +3502,7 @@ void gm_serve_free(gm_serve *s)
 		free((char *)s->c.adapters[k]);
 	free((void *)s->c.adapters);
 	free((char *)s->c.model_dir);
+	free((char *)s->c.ft_dir);
 	gm_chat_template_free(s->chat);
 	free(s->chat_error);
 	gm_tokenizer_free(s->tok);

@@ -16,6 +16,8 @@
  * GET /v1/stats and GET /v1/stats/stream (stats.h: the numbers, and as
  * server-sent events) and GET / (webui.h: the chat and dashboard page).
  * Errors have OpenAI's shape {"error":{"message","type","param","code"}}.
+ * The files and fine-tuning APIs (/v1/files, /v1/fine_tuning/jobs...) are
+ * ftapi.h's: jobs train adapters in the background, servable when done.
  *
  * Continuous batching: one scheduler thread owns one forward pass (all
  * the compute threads) and one pool of KV memory in blocks (kv.h) shared
@@ -100,10 +102,22 @@ typedef struct gm_serve_config {
 	int max_client_connections;
 	/* Prompt tokens that may wait in the queue in all (429 beyond); 0: twice the KV pool. */
 	int64_t max_queued_tokens;
+	/* The files and fine-tuning API (ftapi.h, finetune.h): jobs run git train
+	 * in the background with ft_threads threads (0: half the server's) at nice
+	 * +ft_nice, checkpointing every ft_checkpoint_every steps; state in ft_dir
+	 * (NULL: under the registry's data directory); files of max_file_size
+	 * bytes at most (0: 512 MiB). */
+	int no_fine_tuning;         /* 1: those endpoints answer 404 */
+	const char *ft_dir;
+	uint64_t max_file_size;
+	int ft_threads;
+	int ft_nice;
+	int64_t ft_checkpoint_every;
 } gm_serve_config;
 
 /* 1 parallel sequence, queue of 16, 4 MiB bodies, 10 s to shut down, 127.0.0.1,
- * 30 s for headers, 60 s for a body, 256 connections, 32 per client. */
+ * 30 s for headers, 60 s for a body, 256 connections, 32 per client;
+ * fine-tuning on, jobs at nice +10 checkpointing every 25 steps. */
 void gm_serve_config_init(gm_serve_config *c);
 
 /*

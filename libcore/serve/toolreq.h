@@ -70,8 +70,13 @@ json_object *gm_toolreq_delta_json(const gm_toolcall_event *ev);
  * arguments of each function following its parameters schema.
  * schema_rules turns a schema into rules named prefix... with the entry
  * rule prefix "root" (text/jsonschema.h's gm_json_schema_to_gbnf).
- * GM_EUNSUPPORTED for the formats without one here (all but hermes,
- * llama3 and functionary-v3.1).
+ * Every format the parser reads has one; markers that are special
+ * tokens are literals of their own, which the mask lets through as the
+ * token (text/grammar.h), so the text must keep special tokens
+ * (gm_toolcall_needs_special).  In the formats that write values as bare
+ * text (Qwen3 Coder...), a string parameter is free text (or one of its
+ * enum), other types JSON following their schema.  GM_EUNSUPPORTED for
+ * GM_TOOLCALL_NONE.
  */
 typedef int (*gm_toolreq_schema_fn)(json_object *schema, const char *rule_prefix, gm_buf *out, gm_error *err);
 int gm_toolreq_grammar(const gm_toolreq *t, gm_toolreq_schema_fn schema_rules, gm_buf *out, gm_error *err);

@@ -28,6 +28,11 @@ char *gm_repo_absolute(const char *path);
 void gm_repo_unlink_locks(const char *dir);
 /* Before writing through libgit2: clears the locks a killed writer left (see repo.c). */
 void gm_repo_write_begin(gm_repo *r);
+/* The same for any git directory we write into (a local remote): clears the
+ * locks a killed git-model writer left, marks it as ours; the caller passes
+ * the mark (NULL when it could not be written) to gm_repo_unmark_writer. */
+char *gm_repo_mark_writer(const char *gitdir);
+void gm_repo_unmark_writer(char *mark);
 
 /* Where a new model goes (see repo.h): its name, final path, the partial
  * directory it is built in, and the per-name lock. */

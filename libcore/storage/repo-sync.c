@@ -322,18 +322,62 @@ static int tree_of(git_repository *git, const char *hex, git_tree **tree)
 	return rc;
 }
 
+/* How checkout_commit treats work-tree files that differ from old_hex's. */
+enum checkout_mode {
+	CHECKOUT_SAFE,   /* refuse (they are the user's edits) */
+	CHECKOUT_FORCE,  /* overwrite them (a clone's fresh work tree) */
+	/* overwrite only the paths that differ between old_hex and hex: a
+	 * checkout of old -> hex was killed half way (its safe check passed,
+	 * so what differs there is what it wrote) */
+	CHECKOUT_RESUME
+};
+
+/* Whether path is one that differs between trees a and b (sorted diff list). */
+static int in_diff(const struct pathlist *d, const char *path)
+{
+	size_t i;
+
+	for (i = 0; i < d->n; i++)
+		if (!strcmp(d->v[i], path))
+			return 1;
+	return 0;
+}
+
+static int diff_paths(git_repository *git, git_tree *a, git_tree *b, struct pathlist *out)
+{
+	git_diff *diff = NULL;
+	size_t i;
+
+	if (git_diff_tree_to_tree(&diff, git, a, b, NULL) < 0)
+		return -1;
+	for (i = 0; i < git_diff_num_deltas(diff); i++) {
+		const git_diff_delta *d = git_diff_get_delta(diff, i);
+
+		if (out->n + 2 > out->alloc) {
+			out->alloc = out->alloc ? 2 * out->alloc : 64;
+			out->v = gm_xrealloc(out->v, out->alloc * sizeof(*out->v));
+		}
+		out->v[out->n++] = gm_xstrdup(d->new_file.path);
+		if (strcmp(d->old_file.path, d->new_file.path))
+			out->v[out->n++] = gm_xstrdup(d->old_file.path);
+	}
+	git_diff_free(diff);
+	return 0;
+}
+
 /*
  * Checks out commit hex (from the tree of old_hex, NULL for an empty work
  * tree).  LFS files whose objects are not in the store are written as
  * their pointer files (as git-lfs does for excluded files) instead of
  * failing the smudge; they can be fetched later.
  */
-static int checkout_commit(gm_repo *r, const char *old_hex, const char *hex, int force, gm_error *err)
+static int checkout_commit(gm_repo *r, const char *old_hex, const char *hex, enum checkout_mode mode,
+			   gm_error *err)
 {
 	git_repository *git = gm_repo_git(r);
 	git_checkout_options co;
 	git_tree *tree = NULL, *old = NULL;
-	struct pathlist all = { NULL, 0, 0 }, olds = { NULL, 0, 0 };
+	struct pathlist all = { NULL, 0, 0 }, olds = { NULL, 0, 0 }, changed = { NULL, 0, 0 };
 	gm_lfs_object_list ptrs = { NULL, 0, 0 }, absent = { NULL, 0, 0 };
 	const char **keep = NULL;
 	size_t i, j, nkeep = 0;
@@ -349,6 +393,10 @@ static int checkout_commit(gm_repo *r, const char *old_hex, const char *hex, int
 	git_tree_walk(tree, GIT_TREEWALK_PRE, collect_paths, &all);
 	if (old)
 		git_tree_walk(old, GIT_TREEWALK_PRE, collect_paths, &olds);
+	if (mode == CHECKOUT_RESUME && (!old || diff_paths(git, old, tree, &changed) < 0)) {
+		ret = gm_libgit_error(err, GM_EIO, "cannot compare %s with %s", old_hex ? old_hex : "nothing", hex);
+		goto out;
+	}
 	if ((ret = gm_lfs_scan_tree(gm_repo_workdir(r), hex, NULL, NULL, &ptrs, err)))
 		goto out;
 	for (i = 0; i < ptrs.n; i++)
@@ -359,13 +407,14 @@ static int checkout_commit(gm_repo *r, const char *old_hex, const char *hex, int
 		int skip = 0;
 		for (j = 0; j < absent.n && !skip; j++)
 			skip = absent.items[j].path && !strcmp(absent.items[j].path, all.v[i]);
-		if (!skip)
+		if (!skip && (mode != CHECKOUT_RESUME || in_diff(&changed, all.v[i])))
 			keep[nkeep++] = all.v[i];
 	}
 	for (i = 0; i < olds.n; i++)
-		keep[nkeep++] = olds.v[i];
+		if (mode != CHECKOUT_RESUME || in_diff(&changed, olds.v[i]))
+			keep[nkeep++] = olds.v[i];
 	git_checkout_options_init(&co, GIT_CHECKOUT_OPTIONS_VERSION);
-	co.checkout_strategy = (force ? GIT_CHECKOUT_FORCE : GIT_CHECKOUT_SAFE) |
+	co.checkout_strategy = (mode == CHECKOUT_SAFE ? GIT_CHECKOUT_SAFE : GIT_CHECKOUT_FORCE) |
 			       GIT_CHECKOUT_DISABLE_PATHSPEC_MATCH;
 	co.paths.strings = (char **)keep;
 	co.paths.count = nkeep;
@@ -409,6 +458,7 @@ out:
 	gm_lfs_object_list_release(&absent);
 	pathlist_release(&all);
 	pathlist_release(&olds);
+	pathlist_release(&changed);
 	git_tree_free(tree);
 	git_tree_free(old);
 	return ret;
@@ -578,7 +628,7 @@ static int clone_bundle(const char *source, const char *name, gm_registry_model 
 	if ((ret = gm_repo_bundle_unpack(abs, d.partial, &head, err)) ||
 	    (ret = gm_repo_open(d.partial, &r, err)) ||
 	    (ret = gm_lfs_install(GM_LFS_INSTALL_LOCAL, d.partial, 0, NULL, err)) ||
-	    (ret = checkout_commit(r, NULL, head, 1, err)))
+	    (ret = checkout_commit(r, NULL, head, CHECKOUT_FORCE, err)))
 		goto out;
 	gm_repo_close(r);
 	r = NULL;
@@ -710,7 +760,7 @@ int gm_repo_clone(const char *source, const char *name, const gm_repo_transfer_o
 	    (ret = gm_lfs_install(GM_LFS_INSTALL_LOCAL, d.partial, 0, NULL, err)) ||
 	    (ret = lfs_fetch(r, hex, opts, 0, err)))
 		goto out;
-	if ((ret = checkout_commit(r, NULL, hex, 1, err)))
+	if ((ret = checkout_commit(r, NULL, hex, CHECKOUT_FORCE, err)))
 		goto out;
 	gm_repo_close(r);
 	r = NULL;
@@ -779,8 +829,10 @@ int gm_repo_fetch(const char *name, const char *rev, const gm_repo_transfer_opts
 	if (!opts)
 		opts = &defaults;
 	memset(&ri, 0, sizeof(ri));
-	if ((ret = gm_registry_open(NULL, &reg, err)) || (ret = gm_repo_open_model(reg, name, &m, &r, err)) ||
-	    (ret = model_remote(r, &m, "origin", &ri, &remote, err)) ||
+	if ((ret = gm_registry_open(NULL, &reg, err)) || (ret = gm_repo_open_model(reg, name, &m, &r, err)))
+		goto out;
+	gm_repo_write_begin(r); /* fetch writes refs (and a killed one left their locks) */
+	if ((ret = model_remote(r, &m, "origin", &ri, &remote, err)) ||
 	    (ret = fetch_remote(remote, &ri, err)) ||
 	    (ret = gm_repo_resolve(r, rev, hex, err)))
 		goto out;
@@ -798,6 +850,20 @@ out:
 	return ret;
 }
 
+/* Whether the pull mark at path says a pull from old to new was killed. */
+static int pull_mark_matches(const char *path, const char *old, const char *new)
+{
+	char a[GM_REPO_OID_HEXLEN + 1], b[GM_REPO_OID_HEXLEN + 1];
+	FILE *fp = fopen(path, "r");
+	int ok;
+
+	if (!fp)
+		return 0;
+	ok = fscanf(fp, "%40s %40s", a, b) == 2 && !strcmp(a, old) && !strcmp(b, new);
+	fclose(fp);
+	return ok;
+}
+
 int gm_repo_pull(const char *name, const gm_repo_transfer_opts *opts, int *updated, gm_error *err)
 {
 	static const gm_repo_transfer_opts defaults = { NULL, NULL, 0 };
@@ -807,9 +873,9 @@ int gm_repo_pull(const char *name, const gm_repo_transfer_opts *opts, int *updat
 	git_remote *remote = NULL;
 	git_reference *head = NULL, *upstream = NULL, *moved = NULL;
 	struct remote_info ri;
-	char old[GM_REPO_OID_HEXLEN + 1], new[GM_REPO_OID_HEXLEN + 1];
+	char old[GM_REPO_OID_HEXLEN + 1], new[GM_REPO_OID_HEXLEN + 1], *mark = NULL;
 	git_repository *git;
-	int ret;
+	int ret, resume = 0;
 
 	*updated = 0;
 	if (!opts)
@@ -817,6 +883,7 @@ int gm_repo_pull(const char *name, const gm_repo_transfer_opts *opts, int *updat
 	memset(&ri, 0, sizeof(ri));
 	if ((ret = gm_registry_open(NULL, &reg, err)) || (ret = gm_repo_open_model(reg, name, &m, &r, err)))
 		goto out;
+	gm_repo_write_begin(r);
 	git = gm_repo_git(r);
 	if (git_repository_head(&head, git) < 0 || !git_reference_is_branch(head)) {
 		ret = gm_error_set(err, GM_EINVAL, "HEAD of model '%s' is not on a branch (a clone at a commit); "
@@ -845,7 +912,26 @@ int gm_repo_pull(const char *name, const gm_repo_transfer_opts *opts, int *updat
 				   git_reference_shorthand(head), m.path);
 		goto out;
 	}
-	if ((ret = lfs_fetch(r, new, opts, 0, err)) || (ret = checkout_commit(r, old, new, 0, err)))
+	if ((ret = lfs_fetch(r, new, opts, 0, err)))
+		goto out;
+	/* The work tree is updated before the branch moves: a pull killed in
+	 * between leaves a mark naming both commits, and the next pull from
+	 * the same commit finishes the files the killed one was changing. */
+	mark = gm_path_join(gm_repo_gitdir(r), "git-model/pull");
+	resume = pull_mark_matches(mark, old, new);
+	if (resume)
+		gm_info("finishing the update of the work tree that an interrupted pull started");
+	{
+		char line[2 * GM_REPO_OID_HEXLEN + 3];
+
+		snprintf(line, sizeof(line), "%s %s\n", old, new);
+		*strrchr(mark, '/') = 0;
+		ret = gm_mkdir_p(mark, 0777, err);
+		mark[strlen(mark)] = '/';
+		if (ret || (ret = gm_write_file_atomic(mark, line, strlen(line), 0644, err)))
+			goto out;
+	}
+	if ((ret = checkout_commit(r, old, new, resume ? CHECKOUT_RESUME : CHECKOUT_SAFE, err)))
 		goto out;
 	if (git_reference_set_target(&moved, head, git_reference_target(upstream), "git model pull: fast-forward")
 	    < 0) {
@@ -855,6 +941,10 @@ int gm_repo_pull(const char *name, const gm_repo_transfer_opts *opts, int *updat
 	*updated = 1;
 	ret = gm_registry_set_revision(reg, name, new, err);
 out:
+	/* a failed checkout wrote nothing (its safe check comes first) */
+	if (mark && (!ret || !resume))
+		unlink(mark);
+	free(mark);
 	git_reference_free(moved);
 	git_reference_free(upstream);
 	git_reference_free(head);
@@ -879,6 +969,18 @@ static int push_update_ref(const char *refname, const char *status, void *data)
 	return 0;
 }
 
+/* Marks the git directory of the local remote at url as written by us
+ * (gm_repo_mark_writer), clearing the locks a killed push left there. */
+static char *mark_local_remote(const char *url)
+{
+	const char *path = strncmp(url, "file://", 7) ? url : url + 7;
+	char *dotgit = gm_path_join(path, ".git"), *mark;
+
+	mark = gm_repo_mark_writer(gm_is_dir(dotgit) ? dotgit : path);
+	free(dotgit);
+	return mark;
+}
+
 int gm_repo_push(const char *name, const char *remote_name, const gm_repo_transfer_opts *opts, gm_error *err)
 {
 	static const gm_repo_transfer_opts defaults = { NULL, NULL, 0 };
@@ -891,7 +993,7 @@ int gm_repo_push(const char *name, const char *remote_name, const gm_repo_transf
 	git_push_options po;
 	struct push_status ps = { GM_BUF_INIT };
 	gm_buf spec = GM_BUF_INIT;
-	char *slot[1], *specs[1];
+	char *slot[1], *specs[1], *remote_mark = NULL;
 	git_strarray refspecs;
 	int ret;
 
@@ -903,6 +1005,7 @@ int gm_repo_push(const char *name, const char *remote_name, const gm_repo_transf
 	if ((ret = gm_registry_open(NULL, &reg, err)) || (ret = gm_repo_open_model(reg, name, &m, &r, err)) ||
 	    (ret = model_remote(r, &m, remote_name, &ri, &remote, err)))
 		goto out;
+	gm_repo_write_begin(r); /* the push updates the remote-tracking ref */
 	if (git_repository_head(&head, gm_repo_git(r)) < 0 || !git_reference_is_branch(head)) {
 		ret = gm_error_set(err, GM_EINVAL, "HEAD of model '%s' is not on a branch: nothing to push", name);
 		goto out;
@@ -926,6 +1029,9 @@ int gm_repo_push(const char *name, const char *remote_name, const gm_repo_transf
 	set_headers(&po.custom_headers, &ri, slot);
 	po.callbacks.push_update_reference = push_update_ref;
 	po.callbacks.payload = &ps;
+	/* libgit2 pushes into a local remote itself: its ref locks are ours */
+	if (ri.local)
+		remote_mark = mark_local_remote(ri.url);
 	if (git_remote_push(remote, &refspecs, &po) < 0) {
 		ret = gm_libgit_error(err, GM_EIO, "cannot push %s to %s", git_reference_shorthand(head), ri.url);
 		goto out;
@@ -934,6 +1040,7 @@ int gm_repo_push(const char *name, const char *remote_name, const gm_repo_transf
 		ret = gm_error_set(err, GM_EINVAL, "%s refused %s (fetch and pull first if it moved)", ri.url,
 				   ps.rejected.buf);
 out:
+	gm_repo_unmark_writer(remote_mark);
 	gm_buf_release(&ps.rejected);
 	gm_buf_release(&spec);
 	git_reference_free(head);

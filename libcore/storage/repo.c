@@ -229,10 +229,7 @@ void gm_repo_close(gm_repo *r)
 {
 	if (!r)
 		return;
-	if (r->writer_mark) {
-		unlink(r->writer_mark);
-		free(r->writer_mark);
-	}
+	gm_repo_unmark_writer(r->writer_mark);
 	if (r->git)
 		git_repository_free(r->git);
 	gm_lfs_store_release(&r->lfs);
@@ -454,7 +451,7 @@ void gm_repo_unlink_locks(const char *dir)
 	nftw(dir, unlink_git_lock, 16, FTW_PHYS);
 }
 
-static void remove_stale_locks(gm_repo *r, const char *mark)
+static void remove_stale_locks(const char *gitdir, const char *mark)
 {
 	static const char *const top[] = { "index.lock", "HEAD.lock", "config.lock", "packed-refs.lock",
 					   "ORIG_HEAD.lock", "FETCH_HEAD.lock" };
@@ -472,36 +469,48 @@ static void remove_stale_locks(gm_repo *r, const char *mark)
 	if (pid <= 0 || (proc_start(pid) == start && start))
 		return; /* unreadable, or its writer is still running */
 	gm_info("%s: removing the lock files left by git-model process %ld, which was killed while writing",
-		r->gitdir, pid);
+		gitdir, pid);
 	for (i = 0; i < sizeof(top) / sizeof(top[0]); i++) {
-		char *p = gm_path_join(r->gitdir, top[i]);
+		char *p = gm_path_join(gitdir, top[i]);
 
 		unlink(p);
 		free(p);
 	}
-	refs = gm_path_join(r->gitdir, "refs");
+	refs = gm_path_join(gitdir, "refs");
 	gm_repo_unlink_locks(refs);
 	free(refs);
 	unlink(mark);
 }
 
+char *gm_repo_mark_writer(const char *gitdir)
+{
+	char *dir, *mark, line[64];
+	long pid = (long)getpid();
+
+	dir = gm_path_join(gitdir, "git-model");
+	mark = gm_path_join(dir, "writer");
+	remove_stale_locks(gitdir, mark);
+	snprintf(line, sizeof(line), "%ld %llu\n", pid, proc_start(pid));
+	if (gm_mkdir_p(dir, 0777, NULL) || gm_write_file_atomic(mark, line, strlen(line), 0644, NULL)) {
+		free(mark); /* best effort: without a mark, only the user can clear a lock */
+		mark = NULL;
+	}
+	free(dir);
+	return mark;
+}
+
+void gm_repo_unmark_writer(char *mark)
+{
+	if (mark)
+		unlink(mark);
+	free(mark);
+}
+
 /* Called before each write through libgit2 (see above); the first one marks the repository. */
 void gm_repo_write_begin(gm_repo *r)
 {
-	char *dir, line[64];
-	long pid = (long)getpid();
-
-	if (r->writer_mark)
-		return;
-	dir = gm_path_join(r->gitdir, "git-model");
-	r->writer_mark = gm_path_join(dir, "writer");
-	remove_stale_locks(r, r->writer_mark);
-	snprintf(line, sizeof(line), "%ld %llu\n", pid, proc_start(pid));
-	if (gm_mkdir_p(dir, 0777, NULL) || gm_write_file_atomic(r->writer_mark, line, strlen(line), 0644, NULL)) {
-		free(r->writer_mark); /* best effort: without a mark, only the user can clear a lock */
-		r->writer_mark = NULL;
-	}
-	free(dir);
+	if (!r->writer_mark)
+		r->writer_mark = gm_repo_mark_writer(r->gitdir);
 }
 
 int gm_repo_commit_files(gm_repo *r, const char *const *paths, size_t n, const char *message,

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -23,7 +24,9 @@
 /* A work tree whose files are still LFS pointers (a clone with --include or
  * --exclude) cannot be loaded; say so instead of letting the safetensors
  * reader call a pointer corrupt.  Only the top level is looked at: that is
- * where a model's files are. */
+ * where a model's files are.  GGUF files are left to the caller: a Hub
+ * "-GGUF" repository holds one per quantization and a clone usually
+ * fetches one (git infer --quant says which are pointers). */
 static int check_fetched(const char *name, const char *dir, gm_error *err)
 {
 	DIR *d = opendir(dir);
@@ -36,7 +39,9 @@ static int check_fetched(const char *name, const char *dir, gm_error *err)
 		char *p = gm_path_join(dir, de->d_name);
 		struct stat st;
 		gm_buf b = GM_BUF_INIT;
-		if (de->d_name[0] != '.' && lstat(p, &st) == 0 && S_ISREG(st.st_mode) &&
+		size_t len = strlen(de->d_name);
+		if (de->d_name[0] != '.' && !(len > 5 && !strcasecmp(de->d_name + len - 5, ".gguf")) &&
+		    lstat(p, &st) == 0 && S_ISREG(st.st_mode) &&
 		    st.st_size < GM_LFS_POINTER_MAX && gm_read_file(p, &b, NULL) == 0 && gm_lfs_is_pointer(b.buf, b.len))
 			ret = gm_error_set(err, GM_ENOENT, "model '%s': %s is an LFS pointer whose object was not "
 					   "fetched; run 'git model fetch %s'", name, de->d_name, name);

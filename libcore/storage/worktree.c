@@ -59,6 +59,7 @@ struct model_ctx {
 struct wt_state {
 	char *name;   /* directory name under cow/wt */
 	char *path, *model, *ref, *commit, *driver, *lower, *fallback;
+	int adding;   /* written by an add that has not finished (killed, if read back) */
 };
 
 /* ------------------------------------------------------------ helpers */
@@ -211,6 +212,8 @@ static int state_write(const struct model_ctx *m, const struct wt_state *s, gm_e
 	gm_buf_addf(&b, "path=%s\nmodel=%s\nref=%s\ncommit=%s\ndriver=%s\nlower=%s\nfallback=%s\n", s->path,
 		    s->model, s->ref, s->commit, s->driver, s->lower ? s->lower : "",
 		    s->fallback ? s->fallback : "");
+	if (s->adding)
+		gm_buf_adds(&b, "adding=1\n");
 	gm_buf_adds(&dir, "/state");
 	ret = gm_write_file_atomic(dir.buf, b.buf, b.len, 0644, err);
 out:
@@ -246,6 +249,7 @@ static int state_read(const struct model_ctx *m, const char *name, struct wt_sta
 		else if (!strcmp(line, "driver")) field = &s->driver;
 		else if (!strcmp(line, "lower")) field = &s->lower;
 		else if (!strcmp(line, "fallback")) field = &s->fallback;
+		else if (!strcmp(line, "adding")) s->adding = !strcmp(eq + 1, "1");
 		if (field) {
 			free(*field);
 			*field = gm_xstrdup(eq + 1);
@@ -852,6 +856,85 @@ static void undo_add(struct model_ctx *m, struct wt_state *s, git_worktree *wt, 
 	lower_release(m, s->lower);
 }
 
+/*
+ * What an add killed before it wrote the worktree's state leaves at path:
+ * the directory holding only the .git file libgit2 wrote, naming the
+ * administrative directory GITDIR/worktrees/NAME.  Returns NAME (the
+ * caller frees it), or NULL when path holds anything else: the user's.
+ */
+static char *leftover_name(const struct model_ctx *m, const char *path)
+{
+	DIR *d = opendir(path);
+	struct dirent *e;
+	gm_buf content = GM_BUF_INIT, prefix = GM_BUF_INIT;
+	char *dotgit, *name = NULL;
+	int only_git = 1, seen = 0;
+
+	if (!d)
+		return NULL;
+	while (only_git && (e = readdir(d))) {
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+			continue;
+		only_git = !strcmp(e->d_name, ".git");
+		seen = 1;
+	}
+	closedir(d);
+	if (!only_git || !seen)
+		return NULL;
+	dotgit = gm_path_join(path, ".git");
+	gm_buf_addf(&prefix, "gitdir: %s/worktrees/", m->gitdir);
+	if (gm_is_file(dotgit) && gm_read_file(dotgit, &content, NULL) == 0 && content.len > prefix.len &&
+	    !strncmp(content.buf, prefix.buf, prefix.len)) {
+		char *rest = content.buf + prefix.len;
+
+		rest[strcspn(rest, "\n")] = 0;
+		strip_slash(rest); /* libgit2 writes "worktrees/NAME/" */
+		if (*rest && !strchr(rest, '/'))
+			name = gm_xstrdup(rest);
+	}
+	free(dotgit);
+	gm_buf_release(&content);
+	gm_buf_release(&prefix);
+	return name;
+}
+
+/* Removes git's administrative entry of worktree wtname (after the
+ * directory went), as git worktree prune would. */
+static void prune_admin(struct model_ctx *m, const char *wtname)
+{
+	git_worktree *wt = NULL;
+
+	if (git_worktree_lookup(&wt, m->repo, wtname) == 0) {
+		git_worktree_prune_options po = GIT_WORKTREE_PRUNE_OPTIONS_INIT;
+
+		po.flags = GIT_WORKTREE_PRUNE_VALID | GIT_WORKTREE_PRUNE_LOCKED;
+		git_worktree_unlock(wt);
+		git_worktree_prune(wt, &po);
+		git_worktree_free(wt);
+	}
+}
+
+/*
+ * An add of path killed half way is undone before it is made again: the
+ * directory it made (after it checked it was absent or empty, so nothing
+ * in it is the user's), git's entry, the state and the registry's row.
+ */
+static int undo_interrupted(struct model_ctx *m, struct wt_state *prev, gm_error *err)
+{
+	enum gm_cow_driver d;
+	git_worktree *wt = NULL;
+	int ret;
+
+	if ((ret = gm_cow_driver_parse(prev->driver, &d, err)))
+		return ret;
+	gm_info("%s: finishing an interrupted 'worktree add': starting it again", prev->path);
+	gm_registry_remove_worktree(m->reg, prev->path, NULL);
+	git_worktree_lookup(&wt, m->repo, prev->name);
+	undo_add(m, prev, wt, d);
+	git_worktree_free(wt);
+	return 0;
+}
+
 int gm_worktree_add(const char *name, const char *ref, const gm_worktree_opts *opts, gm_worktree_info *out,
 		    gm_error *err)
 {
@@ -902,6 +985,13 @@ int gm_worktree_add(const char *name, const char *ref, const gm_worktree_opts *o
 
 				if (strcmp(v[i].path, s.path))
 					continue;
+				if (v[i].adding) {
+					ret = undo_interrupted(&m, &v[i], err);
+					states_free(v, n);
+					if (ret)
+						goto out;
+					break;
+				}
 				if (ref && strcmp(v[i].ref, ref)) {
 					ret = gm_error_set(err, GM_EINVAL, "%s is already a worktree of %s on "
 							   "branch '%s'", s.path, name, v[i].ref);
@@ -911,7 +1001,21 @@ int gm_worktree_add(const char *name, const char *ref, const gm_worktree_opts *o
 				states_free(v, n);
 				goto out;
 			}
-			states_free(v, n);
+			if (i == n)
+				states_free(v, n);
+		}
+	}
+	if (access(s.path, F_OK) == 0 && gm_is_dir(s.path) && !dir_is_empty(s.path)) {
+		char *left = leftover_name(&m, s.path);
+
+		if (left) {
+			char *dotgit = gm_path_join(s.path, ".git");
+
+			gm_info("%s: removing what an interrupted 'worktree add' left", s.path);
+			unlink(dotgit);
+			free(dotgit);
+			prune_admin(&m, left);
+			free(left);
 		}
 	}
 	if (access(s.path, F_OK) == 0) {
@@ -985,6 +1089,7 @@ int gm_worktree_add(const char *name, const char *ref, const gm_worktree_opts *o
 		s.lower = gm_xstrdup(gm_cow_driver_mounts(d) ? set : "");
 		free(s.fallback);
 		s.fallback = gm_xstrdup(reasons.buf);
+		s.adding = 1;
 		if ((ret = state_write(&m, &s, err)))
 			goto undo;
 		/* Registered before mounting: the helper only mounts on
@@ -1062,6 +1167,11 @@ int gm_worktree_add(const char *name, const char *ref, const gm_worktree_opts *o
 			git_worktree_lock(wt, LOCK_REASON);
 		git_buf_dispose(&reason_buf);
 	}
+	/* Done: the state loses its mark (an add killed before this point
+	 * is undone and made again by the next add of this path). */
+	s.adding = 0;
+	if ((ret = state_write(&m, &s, err)))
+		goto undo;
 	/* A lower layer built for a mount that failed, now used by none. */
 	if (!*s.lower)
 		lower_release(&m, set);

@@ -49,6 +49,7 @@ typedef struct range {
 typedef struct charset {
 	uint64_t ascii[2];    /* code points 0..127 */
 	int32_t first, n;     /* sorted disjoint ranges in g->ranges */
+	int32_t lit;          /* 1 + the quoted literal this set is the first character of; 0: none */
 } charset;
 
 struct gm_grammar {
@@ -63,6 +64,10 @@ struct gm_grammar {
 	range *ranges;
 	size_t n_ranges;
 	int32_t root;
+	/* the quoted literals' texts (UTF-8), for special tokens: literal k is lit_bytes[lit_off[k]..lit_off[k+1]) */
+	char *lit_bytes;
+	uint32_t *lit_off;
+	size_t n_lits;
 };
 
 /* ---------------------------------------------------------------- parsing */
@@ -104,6 +109,8 @@ typedef struct parser {
 	size_t n_sets, alloc_sets;
 	range *ranges;
 	size_t n_ranges, alloc_ranges;
+	gm_buf lit_bytes;    /* the literals' texts */
+	pvec lit_off;        /* where each begins in lit_bytes */
 	gm_error *err;
 	int failed;
 	int depth;
@@ -241,6 +248,25 @@ static int32_t finish_set(parser *p, size_t first, int negate)
 		for (c = p->ranges[i].lo; c <= p->ranges[i].hi && c < 128; c++)
 			cs->ascii[c >> 6] |= (uint64_t)1 << (c & 63);
 	return ENC(E_CHARS, p->n_sets++);
+}
+
+static void utf8_put(gm_buf *b, uint32_t c)
+{
+	if (c < 0x80) {
+		gm_buf_addch(b, (char)c);
+	} else if (c < 0x800) {
+		gm_buf_addch(b, (char)(0xc0 | (c >> 6)));
+		gm_buf_addch(b, (char)(0x80 | (c & 0x3f)));
+	} else if (c < 0x10000) {
+		gm_buf_addch(b, (char)(0xe0 | (c >> 12)));
+		gm_buf_addch(b, (char)(0x80 | ((c >> 6) & 0x3f)));
+		gm_buf_addch(b, (char)(0x80 | (c & 0x3f)));
+	} else {
+		gm_buf_addch(b, (char)(0xf0 | (c >> 18)));
+		gm_buf_addch(b, (char)(0x80 | ((c >> 12) & 0x3f)));
+		gm_buf_addch(b, (char)(0x80 | ((c >> 6) & 0x3f)));
+		gm_buf_addch(b, (char)(0x80 | (c & 0x3f)));
+	}
 }
 
 static int32_t single_char(parser *p, uint32_t c)
@@ -487,11 +513,14 @@ static int parse_seq(parser *p, pvec *seq, int nested)
 			break;
 		item.n = 0;
 		if (*p->s == '"') {
+			size_t lit0 = p->lit_bytes.len;
+
 			p->s++;
 			while (p->s < p->end && *p->s != '"') {
 				if ((c = parse_char(p)) < 0)
 					goto fail;
 				pvec_push(&item, single_char(p, (uint32_t)c));
+				utf8_put(&p->lit_bytes, (uint32_t)c);
 			}
 			if (p->s >= p->end) {
 				perr(p, "unterminated string literal", NULL);
@@ -500,6 +529,9 @@ static int parse_seq(parser *p, pvec *seq, int nested)
 			p->s++;
 			if (!item.n) /* "" matches nothing: no element */
 				continue;
+			/* the literal's text, known from its first character's set (see special_at) */
+			p->sets[EVAL(item.v[0])].lit = (int32_t)p->lit_off.n + 1;
+			pvec_push(&p->lit_off, (int32_t)lit0);
 		} else if (*p->s == '[') {
 			size_t first = p->n_ranges;
 			int negate = 0;
@@ -744,6 +776,8 @@ static void parser_release(parser *p)
 	free(p->rules);
 	free(p->sets);
 	free(p->ranges);
+	gm_buf_release(&p->lit_bytes);
+	free(p->lit_off.v);
 }
 
 int gm_grammar_parse(const char *gbnf, size_t len, const char *root_rule, gm_grammar **out, gm_error *err)
@@ -756,6 +790,7 @@ int gm_grammar_parse(const char *gbnf, size_t len, const char *root_rule, gm_gra
 
 	*out = NULL;
 	memset(&p, 0, sizeof(p));
+	gm_buf_init(&p.lit_bytes);
 	p.s = gbnf;
 	p.end = gbnf + len;
 	p.line = 1;
@@ -832,6 +867,12 @@ int gm_grammar_parse(const char *gbnf, size_t len, const char *root_rule, gm_gra
 	g->ranges = p.ranges;
 	g->n_ranges = p.n_ranges;
 	g->root = root;
+	g->n_lits = p.lit_off.n;
+	g->lit_off = gm_xmalloc((g->n_lits + 1) * sizeof(*g->lit_off));
+	for (i = 0; i < g->n_lits; i++)
+		g->lit_off[i] = (uint32_t)p.lit_off.v[i];
+	g->lit_off[g->n_lits] = (uint32_t)p.lit_bytes.len;
+	g->lit_bytes = gm_buf_detach(&p.lit_bytes, NULL);
 	p.sets = NULL;
 	p.ranges = NULL;
 	parser_release(&p);
@@ -849,6 +890,8 @@ void gm_grammar_free(gm_grammar *g)
 	free(g->rule_nalt);
 	free(g->sets);
 	free(g->ranges);
+	free(g->lit_bytes);
+	free(g->lit_off);
 	free(g);
 }
 
@@ -913,6 +956,7 @@ struct gm_grammar_state {
 	size_t n_sets_used, alloc_sets;
 	size_t cur_off, cur_n;       /* the committed set */
 	u8part part;
+	int special;                 /* special tokens allowed where a literal spells them (default on) */
 	size_t limit_hit;
 	size_t expand;               /* closure() calls for the character being stepped */
 };
@@ -1129,6 +1173,7 @@ void gm_grammar_state_new(const gm_grammar *g, gm_grammar_state **out)
 	gm_grammar_state *st = gm_xcalloc(1, sizeof(*st));
 
 	st->g = g;
+	st->special = 1;
 	state_start(st);
 	*out = st;
 }
@@ -1290,6 +1335,11 @@ struct gm_grammar_vocab {
 	size_t n_sorted;
 	tnode *nodes;       /* nodes[0] is the root */
 	size_t n_nodes;
+	/* special tokens with a content, sorted by it: sp_id[k]'s is sp_bytes[sp_off[k]..sp_off[k+1]) */
+	int32_t *sp_id;
+	uint32_t *sp_off;
+	char *sp_bytes;
+	size_t n_sp;
 };
 
 /* A token while sorting the vocabulary. */
@@ -1309,6 +1359,63 @@ static int cmp_tok(const void *a, const void *b)
 	if (x->len != y->len)
 		return x->len < y->len ? -1 : 1;
 	return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/*
+ * The special tokens, apart from the trie: a mask allows one only where a
+ * quoted literal of the grammar is exactly its content (special_at), so
+ * that a grammar written as text ("[TOOL_CALLS]") lets the model write the
+ * marker the way it was trained to, as the one token, and never lets a
+ * special token into text the grammar merely allows (a JSON string).
+ */
+static int vocab_specials(gm_grammar_vocab *v, const gm_tokenizer *tok, size_t n_vocab, size_t n_tok, gm_error *err)
+{
+	gm_buf bytes = GM_BUF_INIT;
+	sort_tok *t;
+	size_t i, n = 0, lim = n_vocab < n_tok ? n_vocab : n_tok;
+	uint32_t *off;
+	int ret;
+
+	for (i = 0; i < lim; i++)
+		if (gm_tokenizer_is_special(tok, (int32_t)i))
+			n++;
+	t = gm_xmalloc((n ? n : 1) * sizeof(*t));
+	off = gm_xmalloc((n + 1) * sizeof(*off));
+	n = 0;
+	for (i = 0; i < lim; i++) {
+		if (!gm_tokenizer_is_special(tok, (int32_t)i))
+			continue;
+		off[n] = (uint32_t)bytes.len;
+		if ((ret = gm_tokenizer_token_bytes(tok, (int32_t)i, &bytes, err))) {
+			free(t);
+			free(off);
+			gm_buf_release(&bytes);
+			return ret;
+		}
+		if (bytes.len > off[n])
+			t[n] = (sort_tok){ NULL, (uint32_t)bytes.len - off[n], (int32_t)i }, n++;
+	}
+	for (i = 0; i < n; i++)
+		t[i].p = bytes.buf + off[i];
+	qsort(t, n, sizeof(*t), cmp_tok);
+	v->n_sp = n;
+	v->sp_id = gm_xmalloc((n ? n : 1) * sizeof(*v->sp_id));
+	v->sp_off = gm_xmalloc((n + 1) * sizeof(*v->sp_off));
+	{
+		gm_buf sorted = GM_BUF_INIT;
+
+		for (i = 0; i < n; i++) {
+			v->sp_id[i] = t[i].id;
+			v->sp_off[i] = (uint32_t)sorted.len;
+			gm_buf_add(&sorted, t[i].p, t[i].len);
+		}
+		v->sp_off[n] = (uint32_t)sorted.len;
+		v->sp_bytes = gm_buf_detach(&sorted, NULL);
+	}
+	free(t);
+	free(off);
+	gm_buf_release(&bytes);
+	return 0;
 }
 
 int gm_grammar_vocab_new(const gm_tokenizer *tok, size_t n_vocab, gm_grammar_vocab **out, gm_error *err)
@@ -1336,6 +1443,10 @@ int gm_grammar_vocab_new(const gm_tokenizer *tok, size_t n_vocab, gm_grammar_voc
 	}
 	v->off[n_vocab] = (uint32_t)all.len;
 	v->bytes = gm_buf_detach(&all, NULL);
+	if ((ret = vocab_specials(v, tok, n_vocab, n_tok, err))) {
+		gm_grammar_vocab_free(v);
+		return ret;
+	}
 	{
 		sort_tok *t = gm_xmalloc((n_vocab ? n_vocab : 1) * sizeof(*t));
 		size_t n = 0;
@@ -1407,6 +1518,9 @@ void gm_grammar_vocab_free(gm_grammar_vocab *v)
 	free(v->off);
 	free(v->sorted);
 	free(v->nodes);
+	free(v->sp_id);
+	free(v->sp_off);
+	free(v->sp_bytes);
 	free(v);
 }
 
@@ -1415,14 +1529,115 @@ size_t gm_grammar_vocab_size(const gm_grammar_vocab *v)
 	return v->n_vocab;
 }
 
+/* The first of the special tokens whose content is s[0..len) (in sp order), or n_sp. */
+static size_t special_find(const gm_grammar_vocab *v, const char *s, size_t len)
+{
+	size_t lo = 0, hi = v->n_sp;
+
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2, ml = v->sp_off[mid + 1] - v->sp_off[mid];
+		int c = memcmp(v->sp_bytes + v->sp_off[mid], s, ml < len ? ml : len);
+
+		if (c < 0 || (!c && ml < len))
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo < v->n_sp && v->sp_off[lo + 1] - v->sp_off[lo] == len && !memcmp(v->sp_bytes + v->sp_off[lo], s, len))
+		return lo;
+	return v->n_sp;
+}
+
+/*
+ * Calls fn for each special token (index in sp order) that may come next:
+ * one whose content is a quoted literal that begins at the top of a stack
+ * of the committed set.  Returns how many calls were made.
+ */
+static size_t special_at(const gm_grammar_state *st, const gm_grammar_vocab *v,
+			 int (*fn)(void *ctx, size_t k), void *ctx)
+{
+	const gm_grammar *g = st->g;
+	size_t i, count = 0;
+
+	if (!st->special || !v->n_sp || st->part.need || !g->n_lits)
+		return 0;
+	for (i = 0; i < st->cur_n; i++) {
+		int32_t s = st->sets[st->cur_off + i], lit;
+		size_t k;
+
+		if (s < 0 || !(lit = g->sets[g->elems[st->pos[s]].val].lit))
+			continue;
+		lit--;
+		for (k = special_find(v, g->lit_bytes + g->lit_off[lit], g->lit_off[lit + 1] - g->lit_off[lit]);
+		     k < v->n_sp && v->sp_off[k + 1] - v->sp_off[k] == g->lit_off[lit + 1] - g->lit_off[lit] &&
+		     !memcmp(v->sp_bytes + v->sp_off[k], g->lit_bytes + g->lit_off[lit], v->sp_off[k + 1] - v->sp_off[k]);
+		     k++) {
+			count++;
+			if (fn(ctx, k))
+				return count;
+		}
+	}
+	return count;
+}
+
+struct special_q {
+	const gm_grammar_vocab *v;
+	int32_t id;
+	int found;
+	unsigned char *allowed;
+	size_t added;
+};
+
+static int special_is(void *ctx, size_t k)
+{
+	struct special_q *q = ctx;
+
+	if (q->v->sp_id[k] == q->id)
+		q->found = 1;
+	return q->found;
+}
+
+static int special_mark(void *ctx, size_t k)
+{
+	struct special_q *q = ctx;
+
+	if (!q->allowed[q->v->sp_id[k]]) {
+		q->allowed[q->v->sp_id[k]] = 1;
+		q->added++;
+	}
+	return 0;
+}
+
+/* Whether special token id may come next (see special_at); its content in *k. */
+static int special_allows(const gm_grammar_state *st, const gm_grammar_vocab *v, int32_t id, size_t *k)
+{
+	struct special_q q = { v, id, 0, NULL, 0 };
+	size_t i;
+
+	for (i = 0; i < v->n_sp && v->sp_id[i] != id; i++)
+		;
+	if (i == v->n_sp)
+		return 0;
+	*k = i;
+	special_at(st, v, special_is, &q);
+	return q.found;
+}
+
+void gm_grammar_state_set_special(gm_grammar_state *st, int on)
+{
+	st->special = on != 0;
+}
+
 int gm_grammar_state_allows(gm_grammar_state *st, const gm_grammar_vocab *v, int32_t id)
 {
 	size_t nodes0 = st->n_nodes, used0 = st->n_sets_used, off = st->cur_off, n = st->cur_n, i, len;
 	const unsigned char *b;
 	u8part u = st->part;
 
-	if (id < 0 || (size_t)id >= v->n_vocab || v->off[id + 1] == v->off[id])
+	if (id < 0 || (size_t)id >= v->n_vocab)
 		return 0;
+	if (v->off[id + 1] == v->off[id])
+		return special_allows(st, v, id, &i);
 	b = (const unsigned char *)v->bytes + v->off[id];
 	len = v->off[id + 1] - v->off[id];
 	for (i = 0; i < len && n; i++) {
@@ -1438,8 +1653,16 @@ int gm_grammar_state_allows(gm_grammar_state *st, const gm_grammar_vocab *v, int
 
 int gm_grammar_state_accept_token(gm_grammar_state *st, const gm_grammar_vocab *v, int32_t id)
 {
-	if (id < 0 || (size_t)id >= v->n_vocab || v->off[id + 1] == v->off[id])
+	size_t k;
+
+	if (id < 0 || (size_t)id >= v->n_vocab)
 		return 0;
+	if (v->off[id + 1] == v->off[id]) {
+		/* a special token: its content, where a literal spells it */
+		if (!special_allows(st, v, id, &k))
+			return 0;
+		return gm_grammar_state_accept(st, v->sp_bytes + v->sp_off[k], v->sp_off[k + 1] - v->sp_off[k]);
+	}
 	return gm_grammar_state_accept(st, v->bytes + v->off[id], v->off[id + 1] - v->off[id]);
 }
 
@@ -1473,6 +1696,11 @@ static size_t walk(gm_grammar_state *st, const gm_grammar_vocab *v, int32_t node
 
 size_t gm_grammar_state_mask(gm_grammar_state *st, const gm_grammar_vocab *v, unsigned char *allowed)
 {
+	struct special_q q = { v, -1, 0, allowed, 0 };
+	size_t count;
+
 	memset(allowed, 0, v->n_vocab);
-	return walk(st, v, 0, st->cur_off, st->cur_n, st->part, allowed);
+	count = walk(st, v, 0, st->cur_off, st->cur_n, st->part, allowed);
+	special_at(st, v, special_mark, &q);
+	return count + q.added;
 }

@@ -28,6 +28,9 @@
  * character (a token may end in the middle of one).  Invalid UTF-8 is
  * rejected.
  *
+ * Quoted literals are remembered as wholes, for special tokens (see
+ * gm_grammar_vocab).
+ *
  * Limits, so that a grammar sent in a request cannot take the process
  * down: repetitions may expand to at most 4M elements; a set holds at most
  * 1024 stacks, a character expands at most 100000 rule references, at most
@@ -81,10 +84,17 @@ int gm_grammar_match(const gm_grammar *g, const void *s, size_t len);
 
 /*
  * A tokenizer's vocabulary seen as bytes, for masks: a byte trie of the
- * tokens' decoded bytes (gm_tokenizer_token_bytes).  Special added tokens,
- * ids without a token (padding rows up to n_vocab) and tokens of no bytes
- * are never allowed by a mask; end-of-sequence tokens are the caller's to
- * allow (when gm_grammar_state_can_end).  Building it for Qwen3's 151k
+ * tokens' decoded bytes (gm_tokenizer_token_bytes).  Ids without a token
+ * (padding rows up to n_vocab) and tokens of no bytes are never allowed by
+ * a mask.  A special added token (<|python_tag|>, [TOOL_CALLS]...) is
+ * allowed only where a quoted literal of the grammar is exactly its
+ * content and begins next, "[TOOL_CALLS]" "[" rather than "[TOOL_CALLS][":
+ * there it may come as that one token (what the model was trained to
+ * write) or as text; in text the grammar merely allows (a JSON string, a
+ * character class) it never comes.  Accepting it accepts its content.
+ * The caller must then keep special tokens in the text
+ * (gm_grammar_state_set_special otherwise).  End-of-sequence tokens are
+ * the caller's to allow (when gm_grammar_state_can_end).  Building it for Qwen3's 151k
  * tokens takes some tens of milliseconds: build one per tokenizer and
  * share it (immutable, thread-safe).
  */
@@ -94,6 +104,12 @@ int gm_grammar_vocab_new(const gm_tokenizer *tok, size_t n_vocab, gm_grammar_voc
 void gm_grammar_vocab_free(gm_grammar_vocab *v);
 size_t gm_grammar_vocab_size(const gm_grammar_vocab *v);
 
+/*
+ * Whether special tokens may be allowed at all (default 1): off when the
+ * text leaves them out (skip_special), which would then lack the content
+ * the grammar accepted.
+ */
+void gm_grammar_state_set_special(gm_grammar_state *st, int on);
 /* Whether token id may come next (its bytes are accepted); st is unchanged. */
 int gm_grammar_state_allows(gm_grammar_state *st, const gm_grammar_vocab *v, int32_t id);
 /* Accepts token id's bytes: 1 when allowed (st advanced), 0 when not. */

@@ -20,7 +20,8 @@
 
 static const char *const format_names[GM_TOOLCALL_N_FORMATS] = {
 	"none", "hermes", "qwen3-coder", "llama3", "mistral", "mistral-args", "gpt-oss", "deepseek-r1",
-	"deepseek-v3.1", "kimi-k2", "functionary-v3.1",
+	"deepseek-v3.1", "kimi-k2", "functionary-v3.1", "glm", "minimax-m2", "seed-oss", "deepseek-v3.2", "apriel",
+	"command-r7b", "command-r", "functionary-v3.2",
 };
 
 const char *gm_toolcall_format_name(enum gm_toolcall_format f)
@@ -42,7 +43,8 @@ int gm_toolcall_needs_special(enum gm_toolcall_format f)
 {
 	return f == GM_TOOLCALL_LLAMA3 || f == GM_TOOLCALL_MISTRAL || f == GM_TOOLCALL_MISTRAL_ARGS ||
 	       f == GM_TOOLCALL_GPT_OSS || f == GM_TOOLCALL_DEEPSEEK_R1 || f == GM_TOOLCALL_DEEPSEEK_V31 ||
-	       f == GM_TOOLCALL_KIMI_K2;
+	       f == GM_TOOLCALL_KIMI_K2 || f == GM_TOOLCALL_GLM || f == GM_TOOLCALL_MINIMAX_M2 ||
+	       f == GM_TOOLCALL_SEED_OSS || f == GM_TOOLCALL_DEEPSEEK_V32 || f == GM_TOOLCALL_COMMAND_R7B;
 }
 
 static int has(const char *src, const char *s)
@@ -65,6 +67,10 @@ enum gm_toolcall_format gm_toolcall_detect(const char *src)
 		return GM_TOOLCALL_GPT_OSS;
 	if (has(src, "<|tool_calls_section_begin|>") && has(src, "<|tool_call_argument_begin|>"))
 		return GM_TOOLCALL_KIMI_K2;
+	/* DeepSeek V3.2: its DSML markup (the tool▁call tokens are gone) */
+	if (has(src, "｜DSML｜") && has(src, "function_calls>") && has(src, "invoke name=\"") &&
+	    has(src, "parameter name=\""))
+		return GM_TOOLCALL_DEEPSEEK_V32;
 	if (has(src, "<｜tool▁calls▁begin｜>") && has(src, "<｜tool▁sep｜>")) {
 		/* R1 writes the call's type, a newline and the name, then a ```json block */
 		if (has(src, "```json"))
@@ -78,8 +84,26 @@ enum gm_toolcall_format gm_toolcall_detect(const char *src)
 			return GM_TOOLCALL_MISTRAL;
 		return GM_TOOLCALL_NONE;
 	}
+	if (has(src, "<seed:tool_call>") && has(src, "<function=") && has(src, "<parameter="))
+		return GM_TOOLCALL_SEED_OSS;
+	if (has(src, "<minimax:tool_call>") && has(src, "<invoke name=\"") && has(src, "<parameter name=\""))
+		return GM_TOOLCALL_MINIMAX_M2;
+	if (has(src, "<tool_call>") && has(src, "<arg_key>") && has(src, "<arg_value>"))
+		return GM_TOOLCALL_GLM;
 	if (has(src, "<tool_call>") && has(src, "<function=") && has(src, "<parameter="))
 		return GM_TOOLCALL_QWEN3_CODER;
+	/* Apriel: a JSON list of {"name", "arguments"} in <tool_calls> */
+	if (has(src, "<tool_calls>[") && has(src, "]</tool_calls>") && has(src, "{\"name\": \""))
+		return GM_TOOLCALL_APRIEL;
+	/* Command R7B and later: a JSON list of {"tool_call_id", "tool_name", "parameters"} in an action */
+	if (has(src, "<|START_ACTION|>") && has(src, "<|END_ACTION|>") && has(src, "\"tool_name\""))
+		return GM_TOOLCALL_COMMAND_R7B;
+	/* Command R+ (tool_use): "Action: ```json" and a list of {"tool_name", "parameters"} */
+	if (has(src, "Action:") && has(src, "```json") && has(src, "\"tool_name\"") && has(src, "<|CHATBOT_TOKEN|>"))
+		return GM_TOOLCALL_COMMAND_R;
+	/* functionary v3.2: ">>>" + the recipient, "all" for text */
+	if (has(src, "'>>>' + tool_call['function']['name']") && has(src, ">>>all"))
+		return GM_TOOLCALL_FUNCTIONARY_V32;
 	if (has(src, "<tool_call>") && !has(src, "<function=") && !has(src, "<arg_key>") &&
 	    !has(src, "<tool_calls>") && !has(src, "<minimax:tool_call>") && !has(src, "<invoke") &&
 	    (has(src, "{\"name\": \"") || has(src, "{\\\"name\\\": <function-name>") ||
@@ -409,7 +433,7 @@ static size_t json_call(const char *s, size_t n, size_t i, struct pcall *c, int 
 		i = skip_ws(s, n, i + 1);
 		if (i >= n)
 			return INCOMPLETE;
-		if (ke - k == 6 && !memcmp(s + k, "\"name\"", 6)) {
+		if ((ke - k == 6 && !memcmp(s + k, "\"name\"", 6)) || (ke - k == 11 && !memcmp(s + k, "\"tool_name\"", 11))) {
 			v = json_end(s, n, i, 0);
 			if (BAD(v))
 				return v;
@@ -446,7 +470,7 @@ static size_t json_call(const char *s, size_t n, size_t i, struct pcall *c, int 
 /* Text up to a delimiter (not containing any of bad): sets out, returns the delimiter's index. */
 static size_t until(const char *s, size_t n, size_t i, const char *delim, const char *bad, gm_buf *out)
 {
-	size_t d = find(s, n, i, delim), k, end = d == INCOMPLETE ? n : d;
+	size_t d = find(s, n, i, delim), k, end = d == INCOMPLETE ? n - prefix_tail(s, i, n, delim) : d;
 
 	for (k = i; k < end; k++)
 		if (strchr(bad, s[k]))
@@ -898,6 +922,221 @@ static size_t functionary_block(const gm_toolcall_parser *p, struct reading *r, 
 	return closing(s, n, i, "</function>", r->final);
 }
 
+/*
+ * The XML-like formats, one reader: a block (block_open ... block_close)
+ * of functions (fn_open NAME fn_name_end ... fn_close; GLM has no
+ * function tags: the name follows block_open on its line and the block is
+ * the call) of parameters (p_open KEY p_name_end [attributes '>']
+ * [p_value_open] VALUE p_close).  Values are bare text, read back by the
+ * parameter's type (xml_value), or by DeepSeek's string="true|false".
+ */
+struct xml_spec {
+	const char *block_open, *block_close;
+	const char *fn_open, *fn_name_end, *fn_close;
+	const char *p_open, *p_name_end, *p_value_open, *p_close;
+	int attrs;
+};
+
+static const struct xml_spec xml_specs[] = {
+	{ "<tool_call>", "</tool_call>", NULL, NULL, NULL, "<arg_key>", "</arg_key>", "<arg_value>", "</arg_value>", 0 },
+	{ "<minimax:tool_call>", "</minimax:tool_call>", "<invoke name=\"", "\">", "</invoke>", "<parameter name=\"",
+	  "\">", NULL, "</parameter>", 0 },
+	{ "<seed:tool_call>", "</seed:tool_call>", "<function=", ">", "</function>", "<parameter=", ">", NULL,
+	  "</parameter>", 0 },
+	{ "<｜DSML｜function_calls>", "</｜DSML｜function_calls>", "<｜DSML｜invoke name=\"", "\">", "</｜DSML｜invoke>",
+	  "<｜DSML｜parameter name=\"", "\"", NULL, "</｜DSML｜parameter>", 1 },
+};
+
+static const struct xml_spec *xml_spec_of(enum gm_toolcall_format f)
+{
+	switch (f) {
+	case GM_TOOLCALL_GLM: return &xml_specs[0];
+	case GM_TOOLCALL_MINIMAX_M2: return &xml_specs[1];
+	case GM_TOOLCALL_SEED_OSS: return &xml_specs[2];
+	case GM_TOOLCALL_DEEPSEEK_V32: return &xml_specs[3];
+	default: return NULL;
+	}
+}
+
+/* One function's parameters, up to (not past) its end tag `end`; sets c->args when complete. */
+static size_t xml_params(const gm_toolcall_parser *p, const struct xml_spec *x, struct pcall *c, const char *s,
+			 size_t n, size_t i, const char *end)
+{
+	json_object *args = json_object_new_object();
+	gm_buf key = GM_BUF_INIT;
+	size_t e;
+
+	for (;;) {
+		size_t v, ve;
+		int string = -1; /* from the attributes: 1 string="true", 0 string="false" */
+
+		e = expect(s, n, i, end, 1);
+		if (!BAD(e)) {
+			e = skip_ws(s, n, i);
+			break;
+		}
+		if (e == INCOMPLETE)
+			goto out;
+		e = expect(s, n, i, x->p_open, 1);
+		if (BAD(e))
+			goto out;
+		v = until(s, n, e, x->p_name_end, "<>\n\"", &key);
+		if (BAD(v)) {
+			e = v;
+			goto out;
+		}
+		v += strlen(x->p_name_end);
+		if (x->attrs) {
+			size_t gt = find(s, n, v, ">");
+
+			if (gt == INCOMPLETE) {
+				e = INCOMPLETE;
+				goto out;
+			}
+			if (find(s, gt, v, "string=\"true\"") != INCOMPLETE)
+				string = 1;
+			else if (find(s, gt, v, "string=\"false\"") != INCOMPLETE)
+				string = 0;
+			v = gt + 1;
+		}
+		if (x->p_value_open) {
+			v = expect(s, n, v, x->p_value_open, 1);
+			if (BAD(v)) {
+				e = v;
+				goto out;
+			}
+		}
+		ve = find(s, n, v, x->p_close);
+		if (ve == INCOMPLETE) {
+			e = INCOMPLETE;
+			goto out;
+		}
+		json_object_object_add(args, key.buf,
+				       xml_value(string == 1 ? "string" : string == 0 ? "json"
+						 : param_type(p->tools, c->name.buf, key.buf), s + v, ve - v));
+		i = ve + strlen(x->p_close);
+	}
+	{
+		const char *t = json_object_to_json_string_ext(args, JSON_C_TO_STRING_PLAIN |
+								    JSON_C_TO_STRING_NOSLASHESCAPE);
+
+		set_buf(&c->args, t, strlen(t));
+	}
+	c->done = 1;
+out:
+	json_object_put(args);
+	gm_buf_release(&key);
+	return e;
+}
+
+static size_t xml_block(const gm_toolcall_parser *p, struct reading *r, const char *s, size_t n, size_t i)
+{
+	const struct xml_spec *x = xml_spec_of(p->fmt);
+	int first = 1;
+
+	i += strlen(x->block_open);
+	for (;;) {
+		struct pcall *c;
+		size_t e;
+
+		if (!first) {
+			/* another function, or the end of the block (GLM returned after its one) */
+			e = expect(s, n, i, x->block_close, 1);
+			if (e == INCOMPLETE && r->final)
+				return n;
+			if (!BAD(e) || e == INCOMPLETE)
+				return e;
+		}
+		first = 0;
+		c = new_call(r);
+		if (x->fn_open) {
+			i = expect(s, n, i, x->fn_open, 1);
+			if (BAD(i))
+				return i;
+			e = until(s, n, i, x->fn_name_end, "<>\n\" ", &c->name);
+			if (BAD(e))
+				return e;
+			i = e + strlen(x->fn_name_end);
+		} else {
+			/* GLM: the name, then a line break (or at once the parameters or the end) */
+			size_t k = skip_ws(s, n, i);
+
+			for (e = k; e < n && s[e] != '\n' && s[e] != '<'; e++)
+				if (s[e] == '{' || s[e] == '"')
+					return INVALID;
+			if (e >= n)
+				return INCOMPLETE;
+			while (e > k && is_ws(s[e - 1]))
+				e--;
+			set_buf(&c->name, s + k, e - k);
+			i = e;
+		}
+		if (!c->name.len)
+			return INVALID;
+		c->named = 1;
+		i = xml_params(p, x, c, s, n, i, x->fn_open ? x->fn_close : x->block_close);
+		if (BAD(i))
+			return i;
+		if (x->fn_open) {
+			i = expect(s, n, i, x->fn_close, 1);
+			if (BAD(i))
+				return i;
+		} else {
+			return closing(s, n, i, x->block_close, r->final);
+		}
+	}
+}
+
+/*
+ * The JSON-list formats: a marker, a list of {"name"|"tool_name",
+ * "arguments"|"parameters"} objects, a closing marker.  Command R+'s list
+ * is in a ```json block after "Action:".
+ */
+static size_t json_list_block(const gm_toolcall_parser *p, struct reading *r, const char *s, size_t n, size_t i)
+{
+	const char *open = p->fmt == GM_TOOLCALL_APRIEL ? "<tool_calls>" :
+			   p->fmt == GM_TOOLCALL_COMMAND_R7B ? "<|START_ACTION|>" : "Action:";
+	const char *close = p->fmt == GM_TOOLCALL_APRIEL ? "</tool_calls>" :
+			    p->fmt == GM_TOOLCALL_COMMAND_R7B ? "<|END_ACTION|>" : "```";
+	int first = 1;
+
+	i += strlen(open);
+	if (p->fmt == GM_TOOLCALL_COMMAND_R) {
+		i = expect(s, n, i, "```json", 1);
+		if (BAD(i))
+			return i;
+	}
+	i = expect(s, n, i, "[", 1);
+	if (BAD(i))
+		return i;
+	for (;;) {
+		struct pcall *c;
+
+		i = skip_ws(s, n, i);
+		if (i >= n)
+			return INCOMPLETE;
+		if (s[i] == ']' && !first)
+			return closing(s, n, i + 1, close, r->final);
+		if (!first) {
+			if (s[i] != ',')
+				return INVALID;
+			i = skip_ws(s, n, i + 1);
+			if (i >= n)
+				return INCOMPLETE;
+		}
+		first = 0;
+		if (s[i] != '{')
+			return INVALID;
+		c = new_call(r);
+		i = json_call(s, n, i, c, 0);
+		/* an "id" may come after the name: the call is announced whole */
+		if (i == INCOMPLETE)
+			c->named = 0;
+		if (BAD(i))
+			return i;
+	}
+}
+
 /* ---------------------------------------------------------------- the reading of an output */
 
 /*
@@ -997,6 +1236,78 @@ static void read_llama(const gm_toolcall_parser *p, struct reading *r)
 		drop_calls(r, 0);
 	}
 	read_blocks(p, r, "<|python_tag|>", llama_block, 0);
+}
+
+/*
+ * functionary v3.2: the prompt ends with ">>>", so the output is
+ * "RECIPIENT\nBODY" messages separated by ">>>"; recipient "all" is text,
+ * any other a call of that function with BODY its JSON arguments.
+ */
+static void read_functionary32(const gm_toolcall_parser *p, struct reading *r)
+{
+	const char *s = p->text.buf ? p->text.buf : "";
+	size_t n = p->text.len, i = 0;
+	int after_call = 0;
+
+	while (i < n) {
+		size_t nl, k, be, bl, hold = 0;
+		gm_buf name = GM_BUF_INIT;
+
+		for (nl = i; nl < n && s[nl] != '\n'; nl++)
+			if (s[nl] == ' ' || s[nl] == '{' || s[nl] == '<' || s[nl] == '>' || s[nl] == '"')
+				break;
+		if (nl < n && s[nl] != '\n') {
+			/* not a recipient: the rest is text */
+			gm_buf_add(&r->content, s + i, n - i);
+			return;
+		}
+		if (nl >= n) {
+			if (r->final)
+				gm_buf_add(&r->content, s + i, n - i);
+			return;
+		}
+		set_buf(&name, s + i, nl - i);
+		be = find(s, n, nl + 1, ">>>");
+		bl = 3;
+		if (be == INCOMPLETE) {
+			be = n;
+			bl = 0;
+			if (!r->final)
+				hold = prefix_tail(s, nl + 1, n, ">>>");
+		}
+		if (!strcmp(name.buf, "all") || !name.len) {
+			add_content(r, s, nl + 1, be - hold, after_call, 0);
+			after_call = 0;
+		} else if (skip_ws(s, be - hold, nl + 1) >= be - hold && be >= n && !r->final) {
+			/* nothing of the body yet: a call once it begins with '{' */
+			gm_buf_release(&name);
+			return;
+		} else if (skip_ws(s, be - hold, nl + 1) >= be - hold || s[skip_ws(s, be - hold, nl + 1)] != '{') {
+			/* not JSON arguments: the message is text */
+			gm_buf_add(&r->content, s + i, (bl ? be + bl : be - hold) - i);
+			after_call = 0;
+		} else {
+			struct pcall *c = new_call(r);
+			size_t a = skip_ws(s, be - hold, nl + 1), e;
+
+			set_buf(&c->name, name.buf, name.len);
+			c->named = 1;
+			e = args_value(s, be - hold, a, c);
+			k = e == INCOMPLETE || BAD(e) ? e : skip_ws(s, be - hold, e);
+			if (k == INVALID || (!BAD(k) && k != be - hold) || (k == INCOMPLETE && be < n)) {
+				/* not JSON arguments: the message is text */
+				drop_calls(r, r->n - 1);
+				gm_buf_add(&r->content, s + i, be + bl - i);
+			} else if (k != INCOMPLETE) {
+				c->done = 1;
+				after_call = 1;
+			}
+		}
+		gm_buf_release(&name);
+		if (be >= n)
+			return;
+		i = be + bl;
+	}
 }
 
 /*
@@ -1104,6 +1415,13 @@ static void read_output(const gm_toolcall_parser *p, struct reading *r, int fina
 		[GM_TOOLCALL_DEEPSEEK_V31] = { "<｜tool▁calls▁begin｜>", deepseek_block },
 		[GM_TOOLCALL_KIMI_K2] = { "<|tool_calls_section_begin|>", kimi_block },
 		[GM_TOOLCALL_FUNCTIONARY_V31] = { "<function=", functionary_block },
+		[GM_TOOLCALL_GLM] = { "<tool_call>", xml_block },
+		[GM_TOOLCALL_MINIMAX_M2] = { "<minimax:tool_call>", xml_block },
+		[GM_TOOLCALL_SEED_OSS] = { "<seed:tool_call>", xml_block },
+		[GM_TOOLCALL_DEEPSEEK_V32] = { "<｜DSML｜function_calls>", xml_block },
+		[GM_TOOLCALL_APRIEL] = { "<tool_calls>", json_list_block },
+		[GM_TOOLCALL_COMMAND_R7B] = { "<|START_ACTION|>", json_list_block },
+		[GM_TOOLCALL_COMMAND_R] = { "Action:", json_list_block },
 	};
 
 	reading_reset(r, final);
@@ -1111,6 +1429,8 @@ static void read_output(const gm_toolcall_parser *p, struct reading *r, int fina
 		read_llama(p, r);
 	else if (p->fmt == GM_TOOLCALL_GPT_OSS)
 		read_harmony(p, r);
+	else if (p->fmt == GM_TOOLCALL_FUNCTIONARY_V32)
+		read_functionary32(p, r);
 	else if ((unsigned)p->fmt < GM_TOOLCALL_N_FORMATS && blocks[p->fmt].fn)
 		read_blocks(p, r, blocks[p->fmt].marker, blocks[p->fmt].fn, 0);
 	else if (p->text.len)

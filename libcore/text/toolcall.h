@@ -44,6 +44,14 @@ enum gm_toolcall_format {
 	GM_TOOLCALL_DEEPSEEK_V31,  /* <｜tool▁call▁begin｜>N<｜tool▁sep｜>{...}<｜tool▁call▁end｜> */
 	GM_TOOLCALL_KIMI_K2,       /* <|tool_call_begin|>functions.N:I<|tool_call_argument_begin|>{...}<|tool_call_end|> */
 	GM_TOOLCALL_FUNCTIONARY_V31, /* <function=N>{...}</function> */
+	GM_TOOLCALL_GLM,           /* <tool_call>N\n<arg_key>K</arg_key>\n<arg_value>V</arg_value>\n</tool_call> */
+	GM_TOOLCALL_MINIMAX_M2,    /* <minimax:tool_call>\n<invoke name="N"><parameter name="K">V</parameter></invoke>\n</minimax:tool_call> */
+	GM_TOOLCALL_SEED_OSS,      /* <seed:tool_call>\n<function=N>\n<parameter=K>V</parameter>\n</function>\n</seed:tool_call> */
+	GM_TOOLCALL_DEEPSEEK_V32,  /* <｜DSML｜function_calls> <｜DSML｜invoke name="N"> <｜DSML｜parameter name="K" string="true">V... */
+	GM_TOOLCALL_APRIEL,        /* <tool_calls>[{"name": N, "arguments": {...}}, ...]</tool_calls> */
+	GM_TOOLCALL_COMMAND_R7B,   /* <|START_ACTION|>[{"tool_call_id": "0", "tool_name": N, "parameters": {...}}]<|END_ACTION|> */
+	GM_TOOLCALL_COMMAND_R,     /* Action: ```json [{"tool_name": N, "parameters": {...}}] ``` */
+	GM_TOOLCALL_FUNCTIONARY_V32, /* after the prompt's ">>>": N\n{...}, further calls after ">>>"; "all\n" is text */
 	GM_TOOLCALL_N_FORMATS
 };
 
@@ -86,7 +94,7 @@ typedef struct gm_toolcall_parser gm_toolcall_parser;
 /*
  * tools: the request's OpenAI tools array (borrowed, may be NULL), used to
  * type the parameters of formats that write values as bare text (Qwen3
- * Coder's <parameter=K>); seed makes the call ids.
+ * Coder's <parameter=K>, GLM, MiniMax, Seed-OSS); seed makes the call ids.
  */
 void gm_toolcall_parser_new(enum gm_toolcall_format f, json_object *tools, uint64_t seed,
 			    gm_toolcall_parser **out);

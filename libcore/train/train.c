@@ -350,6 +350,15 @@ static int transpose_weight(gm_train *t, struct frozen *fz, gm_error *err)
 	const gm_tensor *w = fz->w;
 	size_t el = w->dtype == GM_DTYPE_F32 ? 4 : 2;
 
+	if (gm_dtype_is_block(w->dtype)) {
+		/* QLoRA: the base stays quantized and is read as W itself (ops.h) */
+		if (!gm_qweight_supported(w->dtype))
+			return gm_error_set(err, GM_EUNSUPPORTED, "%s: %s not supported for training", w->name,
+					    gm_dtype_name(w->dtype));
+		fz->wt = NULL;
+		fz->wt_view = *w;
+		return 0;
+	}
 	if (w->dtype != GM_DTYPE_F32 && w->dtype != GM_DTYPE_BF16 && w->dtype != GM_DTYPE_F16)
 		return gm_error_set(err, GM_EUNSUPPORTED, "%s: dtype not supported for training", w->name);
 	fz->wt = malloc(el * w->numel);
@@ -426,6 +435,14 @@ void gm_train_free(gm_train *t)
  * their gradients (f32, attention probabilities [heads, T, T] included),
  * the head's chunk and AdamW's three copies of every LoRA parameter.
  */
+/* Bytes of the transposed copy of a frozen weight: none for a block type (read in place). */
+static uint64_t wt_bytes(const gm_tensor *w)
+{
+	if (gm_dtype_is_block(w->dtype))
+		return 0;
+	return (w->dtype == GM_DTYPE_F32 ? 4 : 2) * (uint64_t)w->numel;
+}
+
 static uint64_t train_bytes(const gm_model *m, const gm_lora *lora, int64_t T)
 {
 	const gm_model_config *c = &m->config;
@@ -443,12 +460,12 @@ static uint64_t train_bytes(const gm_model *m, const gm_lora *lora, int64_t T)
 		for (p = 0; p < NP; p++) {
 			const gm_lora_module *md = &lora->mods[i * NP + p];
 
-			weights += (w[p]->dtype == GM_DTYPE_F32 ? 4 : 2) * (uint64_t)w[p]->numel;
+			weights += wt_bytes(w[p]);
 			weights += 4 * 6 * (uint64_t)(md->rank * (md->in + md->out));
 			rmax = md->rank > (int64_t)rmax ? (uint64_t)md->rank : rmax;
 		}
 	}
-	weights += (m->lm_head->dtype == GM_DTYPE_F32 ? 4 : 2) * (uint64_t)m->lm_head->numel;
+	weights += wt_bytes(m->lm_head);
 	floats = (L + 1) * t * H + 6 * t * H + 5 * t * QD + 5 * t * KD + 5 * t * I +
 		(uint64_t)c->num_attention_heads * t * t + NP * t * rmax +
 		4 * GM_TRAIN_HEAD_CHUNK * H + GM_TRAIN_HEAD_CHUNK * V + t * (uint64_t)c->head_dim;

@@ -10,6 +10,7 @@
 #include <json-c/json.h>
 
 #include "base/buf.h"
+#include "engine/modelfiles.h"
 #include "text/chat.h"
 #include "train/traindata.h"
 
@@ -69,7 +70,7 @@ static int messages_seq(struct loader *ld, const gm_td_example *ex, struct seq *
 	size_t i, n_assistant = 0, n_spans = 0;
 	int ret;
 
-	if (!ld->chat && (ret = gm_chat_template_load(ld->model->dir, &ld->chat, err))) {
+	if (!ld->chat && (ret = gm_model_chat_template_load(ld->model->dir, &ld->chat, err))) {
 		json_object_put(arr);
 		return gm_error_prefix(err, "\"messages\" need the model's chat template");
 	}

@@ -521,9 +521,70 @@ static void test_masks(void)
 		o.sampler = NULL;
 	}
 	(void)n;
+	gm_grammar_free(g);
+
+	/* special tokens (the pocket's <think> 4094, </think> 4095, <|im_end|> 4093): where a literal spells them */
+	{
+		unsigned char *allowed = malloc(4096);
+		gm_grammar_state *st;
+		size_t na;
+
+		g = parse("root ::= \"<think>\" [a-z]{1,3} \"</think>\"");
+		gm_grammar_state_new(g, &st);
+		na = gm_grammar_state_mask(st, v, allowed);
+		ok(allowed[4094] && !allowed[4095] && gm_grammar_state_allows(st, v, 4094) &&
+		   !gm_grammar_state_allows(st, v, 4095) && na > 1,
+		   "a literal that is a special token's content allows the token (and its text: %zu tokens)", na);
+		ok(gm_grammar_state_accept_token(st, v, 4094) && !gm_grammar_state_allows(st, v, 4094) &&
+		   gm_grammar_state_accept(st, "ab", 2), "accepting the special token accepts its content");
+		gm_grammar_state_mask(st, v, allowed);
+		ok(allowed[4095] && gm_grammar_state_accept_token(st, v, 4095) && gm_grammar_state_can_end(st),
+		   "the closing literal: the other special token");
+		gm_grammar_state_reset(st);
+		gm_grammar_state_set_special(st, 0);
+		gm_grammar_state_mask(st, v, allowed);
+		ok(!allowed[4094] && !gm_grammar_state_allows(st, v, 4094) && !gm_grammar_state_accept_token(st, v, 4094),
+		   "special tokens off (skip_special): never allowed");
+		gm_grammar_state_free(st);
+		gm_grammar_free(g);
+
+		g = parse("root ::= \"<think>x\" | \"\\\"\" [^\"]* \"\\\"\"");
+		gm_grammar_state_new(g, &st);
+		gm_grammar_state_mask(st, v, allowed);
+		ok(!allowed[4094] && !gm_grammar_state_allows(st, v, 4094),
+		   "a longer literal that begins with the content: not the special token");
+		gm_grammar_state_accept(st, "\"", 1);
+		gm_grammar_state_mask(st, v, allowed);
+		ok(!allowed[4094] && !allowed[4093] && gm_grammar_state_accept(st, "<think>", 7),
+		   "text the grammar merely allows (a string) never lets a special token in");
+		gm_grammar_state_free(st);
+		gm_grammar_free(g);
+		free(allowed);
+
+		/* generation: the model's favorite special token is taken where spelled, EOS only at the end */
+		g = parse("root ::= \"<think>\" \"a\" \"<|im_end|>\" \"b\"");
+		fk.favorite = 4094;
+		fk.second = 4093;
+		o.grammar = g;
+		o.sampler = NULL;
+		o.n_eos = 1;
+		o.skip_special = 0;
+		gm_buf_reset(&text);
+		ok(gm_gen_seq_new(tok, 4096, &o, &prompt, 1, &gs, &err) == 0, "a constrained sequence, specials kept");
+		r = 0;
+		for (steps = 0; steps < 20 && !r; steps++) {
+			fake_logits(&fk, logits, 4096);
+			r = gm_gen_seq_next(gs, logits, &id, &err);
+			if (steps == 0)
+				ok(id == 4094, "the special token the literal spells is chosen (%d)", id);
+		}
+		ok(r == GM_STOP_EOS && !strcmp(text.buf, "<think>a<|im_end|>b"),
+		   "EOS spelled by a literal is not the end: its text is written (got '%s', %d)", text.buf, r);
+		gm_gen_seq_free(gs);
+		gm_grammar_free(g);
+	}
 	free(logits);
 	gm_buf_release(&text);
-	gm_grammar_free(g);
 	gm_grammar_vocab_free(v);
 	gm_tokenizer_free(tok);
 }

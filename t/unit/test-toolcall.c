@@ -56,18 +56,28 @@ static void test_detect(void)
 		{ "deepseek-ai-DeepSeek-V3.1.jinja", "deepseek-v3.1" },
 		{ "moonshotai-Kimi-K2.jinja", "kimi-k2" },
 		{ "meetkai-functionary-medium-v3.1.jinja", "functionary-v3.1" },
+		{ "meetkai-functionary-medium-v3.2.jinja", "functionary-v3.2" },
+		{ "GLM-4.6.jinja", "glm" },
+		{ "GLM-4.7-Flash.jinja", "glm" },
+		{ "MiniMax-M2.jinja", "minimax-m2" },
+		{ "ByteDance-Seed-OSS.jinja", "seed-oss" },
+		{ "deepseek-ai-DeepSeek-V3.2.jinja", "deepseek-v3.2" },
+		{ "unsloth-Apriel-1.5.jinja", "apriel" },
+		{ "Apriel-1.6-15b-Thinker-fixed.jinja", "apriel" },
+		{ "CohereForAI-c4ai-command-r7b-12-2024-tool_use.jinja", "command-r7b" },
+		{ "Cohere2MoE.jinja", "command-r7b" },
+		{ "CohereForAI-c4ai-command-r-plus-tool_use.jinja", "command-r" },
 		/* no tool calls, or a format not implemented: text */
 		{ "google-gemma-2-2b-it.jinja", "none" },
 		{ "microsoft-Phi-3.5-mini-instruct.jinja", "none" },
-		{ "GLM-4.6.jinja", "none" },
-		{ "meetkai-functionary-medium-v3.2.jinja", "none" },
+		{ "MiniMax-M1.jinja", "none" },
 	};
 	size_t i;
 
 	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		char rel[256], *path, *src;
 
-		snprintf(rel, sizeof(rel), "t/fixtures/toolcall/%s", cases[i].file);
+		snprintf(rel, sizeof(rel), "t/fixtures/chat-templates/%s", cases[i].file);
 		path = fixture(rel);
 		src = slurp(path);
 		ok(src && !strcmp(gm_toolcall_format_name(gm_toolcall_detect(src)), cases[i].format),
@@ -178,6 +188,49 @@ static const struct want cases[] = {
 	/* functionary v3.1 */
 	{ "functionary-v3.1", "<function=get_weather>{\"city\": \"Bern\"}</function>", "", 1,
 	  { { "get_weather", "{\"city\": \"Bern\"}" } } },
+	/* GLM 4.5-4.7: values typed by the tools' schemas (a string stays a string) */
+	{ "glm", "Let me look.\n<tool_call>get_weather\n<arg_key>city</arg_key>\n<arg_value>New York</arg_value>\n"
+		 "<arg_key>days</arg_key>\n<arg_value>3</arg_value>\n<arg_key>note</arg_key>\n<arg_value>42</arg_value>\n"
+		 "</tool_call>",
+	  "Let me look.", 1, { { "get_weather", "{\"city\":\"New York\",\"days\":3,\"note\":\"42\"}" } } },
+	{ "glm", "<tool_call>a<arg_key>x</arg_key><arg_value>[1, {\"y\": true}]</arg_value></tool_call>"
+		 "<tool_call>b\n</tool_call>",
+	  "", 2, { { "a", "{\"x\":[1,{\"y\":true}]}" }, { "b", "{}" } } },
+	{ "glm", "<tool_call>{\"name\": \"f\"}</tool_call>", "<tool_call>{\"name\": \"f\"}</tool_call>", 0, { { 0 } } },
+	/* MiniMax M2 */
+	{ "minimax-m2", "<think>\nplan\n</think>\n\n<minimax:tool_call>\n<invoke name=\"get_weather\">\n"
+			"<parameter name=\"city\">Paris</parameter>\n<parameter name=\"days\">2</parameter>\n</invoke>\n"
+			"<invoke name=\"g\">\n</invoke>\n</minimax:tool_call>",
+	  "<think>\nplan\n</think>", 2, { { "get_weather", "{\"city\":\"Paris\",\"days\":2}" }, { "g", "{}" } } },
+	/* Seed-OSS: multi-line values */
+	{ "seed-oss", "<seed:tool_call>\n<function=get_weather>\n<parameter=city>Oslo</parameter>\n"
+		      "<parameter=note>line one\n    \"two\"\n</parameter>\n</function>\n</seed:tool_call>\n<seed:tool_call>\n"
+		      "<function=g>\n<parameter=k>[1, 2]</parameter>\n</function>\n</seed:tool_call>",
+	  "", 2, { { "get_weather", "{\"city\":\"Oslo\",\"note\":\"line one\\n    \\\"two\\\"\\n\"}" },
+		   { "g", "{\"k\":[1,2]}" } } },
+	/* DeepSeek V3.2 (DSML): string="true|false" */
+	{ "deepseek-v3.2", "Checking.\n\n<｜DSML｜function_calls>\n<｜DSML｜invoke name=\"get_weather\">\n"
+			   "<｜DSML｜parameter name=\"city\" string=\"true\">Tokyo</｜DSML｜parameter>\n"
+			   "<｜DSML｜parameter name=\"note\" string=\"false\">42</｜DSML｜parameter>\n</｜DSML｜invoke>\n"
+			   "</｜DSML｜function_calls>",
+	  "Checking.", 1, { { "get_weather", "{\"city\":\"Tokyo\",\"note\":42}" } } },
+	/* Apriel */
+	{ "apriel", "Sure.\n<tool_calls>[{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Lima\"}}, "
+		    "{\"name\": \"g\", \"arguments\": {}, \"id\": \"x1\"}]</tool_calls>",
+	  "Sure.", 2, { { "get_weather", "{\"city\": \"Lima\"}" }, { "g", "{}", "x1" } } },
+	/* Command R7B: the list in an action; its tool_call_id is an index, not kept */
+	{ "command-r7b", "<|START_THINKING|>I will call it.<|END_THINKING|><|START_ACTION|>[\n    {\"tool_call_id\": \"0\", "
+			 "\"tool_name\": \"get_weather\", \"parameters\": {\"city\": \"Rome\"}}\n]<|END_ACTION|>",
+	  "<|START_THINKING|>I will call it.<|END_THINKING|>", 1, { { "get_weather", "{\"city\": \"Rome\"}" } } },
+	/* Command R+: Action: ```json [...] ``` */
+	{ "command-r", "Action:\n```json\n[\n    {\n        \"tool_name\": \"get_weather\",\n        \"parameters\": "
+		       "{\n            \"city\": \"Bern\"\n        }\n    }\n]\n```",
+	  "", 1, { { "get_weather", "{\n            \"city\": \"Bern\"\n        }" } } },
+	/* functionary v3.2: after the prompt's ">>>" */
+	{ "functionary-v3.2", "all\nLet me check.>>>get_weather\n{\"city\": \"Kyiv\"}>>>g\n{}", "Let me check.", 2,
+	  { { "get_weather", "{\"city\": \"Kyiv\"}" }, { "g", "{}" } } },
+	{ "functionary-v3.2", "all\nHello, world!\nWhat's up?", "Hello, world!\nWhat's up?", 0, { { 0 } } },
+	{ "functionary-v3.2", "get_weather\nnot json", "get_weather\nnot json", 0, { { 0 } } },
 	/* unknown: always text */
 	{ "none", "<tool_call>\n{\"name\": \"f\", \"arguments\": {}}\n</tool_call>",
 	  "<tool_call>\n{\"name\": \"f\", \"arguments\": {}}\n</tool_call>", 0, { { 0 } } },
@@ -391,8 +444,8 @@ static void test_request(void)
 	ok(!gm_toolreq_parse(req, GM_TOOLCALL_HERMES, &t, &param, &err) && t.choice == GM_TOOL_CHOICE_REQUIRED &&
 	   t.parallel && gm_toolreq_active(&t), "tools with tool_choice required");
 	ok(!gm_toolreq_grammar(&t, stub_schema, &g, &err) &&
-	   !strcmp(g.buf, "root ::= call (\"\\n\" call)*\ncall ::= \"<tool_call>\\n{\\\"name\\\": \\\"f\\\", "
-			  "\\\"arguments\\\": \" tool0-root \"}\\n</tool_call>\"\ntool0-root ::= \"{}\"\n"),
+	   !strcmp(g.buf, "root ::= call (\"\\n\" call)*\ncall ::= tool0-call\ntool0-call ::= \"<tool_call>\\n{\\\"name\\\": "
+			  "\\\"f\\\", \\\"arguments\\\": \" tool0-root \"}\\n</tool_call>\"\ntool0-root ::= \"{}\"\n"),
 	   "required, hermes: the grammar of one or more calls");
 	gm_toolreq_release(&t);
 	json_object_put(req);
@@ -408,11 +461,11 @@ static void test_request(void)
 	gm_buf_reset(&g);
 	ok(!gm_toolreq_parse(req, GM_TOOLCALL_LLAMA3, &t, &param, &err) && t.choice == GM_TOOL_CHOICE_NAMED &&
 	   !t.parallel && !gm_toolreq_grammar(&t, stub_schema, &g, &err) &&
-	   !strcmp(g.buf, "root ::= call\ncall ::= \"{\\\"name\\\": \\\"g\\\", \\\"parameters\\\": \" tool1-root "
-			  "\"}\"\ntool1-root ::= \"{}\"\n"),
+	   !strcmp(g.buf, "root ::= call\ncall ::= tool1-call\ntool1-call ::= \"{\\\"name\\\": \\\"g\\\", "
+			  "\\\"parameters\\\": \" tool1-root \"}\"\ntool1-root ::= \"{}\"\n"),
 	   "a named function, llama3, not parallel: one call of it");
-	t.format = GM_TOOLCALL_MISTRAL;
-	ok(gm_toolreq_grammar(&t, stub_schema, &g, &err) == GM_EUNSUPPORTED, "no grammar for special-token markers");
+	t.format = GM_TOOLCALL_NONE;
+	ok(gm_toolreq_grammar(&t, stub_schema, &g, &err) == GM_EUNSUPPORTED, "no grammar for an unknown format");
 	gm_toolreq_release(&t);
 	json_object_put(req);
 	gm_buf_release(&g);
@@ -444,6 +497,169 @@ static void test_request(void)
 	json_object_put(m);
 }
 
+/*
+ * Every format's tool_choice grammar against its parser: texts drawn at
+ * random from the grammar (a byte at a time, among the bytes it accepts)
+ * parse into calls of the tools, with arguments that are JSON objects
+ * and no content; a named function is the only one called.
+ */
+static const char GRAMMAR_TOOLS[] =
+	"[{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"parameters\": {\"type\": \"object\", "
+	"\"properties\": {\"city\": {\"type\": \"string\"}, \"unit\": {\"type\": \"string\", \"enum\": [\"C\", \"F\"]}, "
+	"\"days\": {\"type\": \"integer\", \"minimum\": 1, \"maximum\": 9}, \"opts\": {\"type\": \"object\", "
+	"\"properties\": {\"x\": {\"type\": \"boolean\"}}, \"required\": [\"x\"], \"additionalProperties\": false}}, "
+	"\"required\": [\"city\", \"days\"], \"additionalProperties\": false}}}, "
+	"{\"type\": \"function\", \"function\": {\"name\": \"now\"}}]";
+
+static int draw(const gm_grammar *g, uint64_t *x, gm_buf *out)
+{
+	gm_grammar_state *st;
+	int done = 0, steps;
+	unsigned hint = 0;
+	/* the bytes tried first: a little of everything, so that free text stays short */
+	static const char pref[] = "ab \n\"{}:,<>/=0123456789";
+
+	gm_grammar_state_new(g, &st);
+	gm_buf_reset(out);
+	for (steps = 0; steps < 3000 && !done; steps++) {
+		unsigned char b;
+		int k, got = 0;
+
+		if (gm_grammar_state_can_end(st) && (gm_grammar_state_done(st) || rng_next(x) % 3 == 0)) {
+			done = 1;
+			break;
+		}
+		if (steps > 200) {
+			/* long enough: towards the end, the closing tags first, else the first byte that goes */
+			static const char closers[] = "\n</parameter>\n</function>\n</tool_call>}\"]";
+			unsigned j;
+
+			if (gm_grammar_state_can_end(st)) {
+				done = 1;
+				break;
+			}
+			/* a closing tag of a bare value, whole */
+			static const char *const tags[] = { "\n</parameter>", "</parameter>", "</arg_value>",
+							     "</｜DSML｜parameter>" };
+
+			/* (one that closes: not text of a JSON string, which would take it twice) */
+			for (j = 0; j < sizeof(tags) / sizeof(tags[0]) && !got; j++) {
+				gm_grammar_state *t2;
+				int closes;
+
+				gm_grammar_state_new(g, &t2);
+				closes = gm_grammar_state_accept(t2, out->buf, out->len) &&
+					 gm_grammar_state_accept(t2, tags[j], strlen(tags[j])) &&
+					 !gm_grammar_state_accept(t2, tags[j], strlen(tags[j]));
+				gm_grammar_state_free(t2);
+				if (closes && (got = gm_grammar_state_accept(st, tags[j], strlen(tags[j]))))
+					gm_buf_adds(out, tags[j]);
+			}
+			if (got)
+				continue;
+			for (j = 0; j < sizeof(closers) - 1 && !got; j++) {
+				b = (unsigned char)closers[(hint + j) % (sizeof(closers) - 1)];
+				if ((got = gm_grammar_state_accept(st, &b, 1)))
+					hint = (hint + j + 1) % (sizeof(closers) - 1);
+			}
+			for (j = 0; j < 256 && !got; j++) {
+				b = (unsigned char)j;
+				got = gm_grammar_state_accept(st, &b, 1);
+			}
+			if (!got)
+				break;
+			gm_buf_addch(out, b);
+			continue;
+		}
+		/* a random preferred byte, else any byte from a random start */
+		for (k = 0; k < 8 && !got; k++) {
+			b = (unsigned char)pref[rng_next(x) % (sizeof(pref) - 1)];
+			got = gm_grammar_state_accept(st, &b, 1);
+		}
+		if (!got) {
+			unsigned start = (unsigned)(rng_next(x) % 256), j;
+
+			for (j = 0; j < 256 && !got; j++) {
+				b = (unsigned char)((start + j) % 256);
+				got = gm_grammar_state_accept(st, &b, 1);
+			}
+		}
+		if (!got)
+			break;
+		gm_buf_addch(out, b);
+	}
+	gm_grammar_state_free(st);
+	return done;
+}
+
+static void test_grammar_formats(void)
+{
+	json_object *tools = json_tokener_parse(GRAMMAR_TOOLS);
+	int f;
+
+	for (f = 1; f < GM_TOOLCALL_N_FORMATS; f++) {
+		int named;
+
+		/* 0: required, one call; 1: named; 2: required, parallel (fewer draws end) */
+		for (named = 0; named < 3; named++) {
+			gm_toolreq t;
+			gm_error err = GM_ERROR_INIT;
+			gm_grammar *g = NULL;
+			gm_buf text = GM_BUF_INIT;
+			uint64_t x = 99 + (uint64_t)f;
+			int trial, drawn = 0, good = 1;
+
+			memset(&t, 0, sizeof(t));
+			t.tools = tools;
+			t.format = (enum gm_toolcall_format)f;
+			t.choice = named == 1 ? GM_TOOL_CHOICE_NAMED : GM_TOOL_CHOICE_REQUIRED;
+			t.name = named == 1 ? "get_weather" : NULL;
+			t.parallel = named == 2;
+			if (!ok(!gm_toolreq_constraint(&t, &g, &err) && g, "%s: a grammar for tool_choice %s",
+				gm_toolcall_format_name(t.format), named == 1 ? "named" : "required")) {
+				tap_diag("%s", err.msg);
+				continue;
+			}
+			for (trial = 0; trial < 40 && good; trial++) {
+				gm_toolcall_parser *p;
+				size_t i, clen;
+
+				if (!draw(g, &x, &text))
+					continue;
+				drawn++;
+				gm_toolcall_parser_new(t.format, tools, 1, &p);
+				gm_toolcall_parse(p, text.buf, text.len);
+				gm_toolcall_content(p, &clen);
+				good = clen == 0 && gm_toolcall_n_calls(p) >= 1 && (named == 2 || gm_toolcall_n_calls(p) == 1);
+				for (i = 0; good && i < gm_toolcall_n_calls(p); i++) {
+					const gm_toolcall *c = gm_toolcall_get(p, i);
+					json_object *a = gm_toolcall_arguments_object(c->arguments, strlen(c->arguments), NULL);
+
+					good = a && (!strcmp(c->name, "get_weather") || (named != 1 && !strcmp(c->name, "now")));
+					if (good && !strcmp(c->name, "get_weather")) {
+						json_object *v;
+
+						good = json_object_object_get_ex(a, "city", &v) &&
+						       json_object_is_type(v, json_type_string) &&
+						       json_object_object_get_ex(a, "days", &v) && json_object_is_type(v, json_type_int);
+					}
+					json_object_put(a);
+				}
+				if (!good)
+					tap_diag("%s: [%s] gives %zu calls, content %zu bytes", gm_toolcall_format_name(t.format),
+						 text.buf, gm_toolcall_n_calls(p), clen);
+				gm_toolcall_parser_free(p);
+			}
+			ok(good && drawn >= (named == 2 ? 1 : 10), "%s, %s: %d texts drawn from the grammar parse into calls of "
+			   "the tools", gm_toolcall_format_name(t.format),
+			   named == 1 ? "named" : named ? "required, parallel" : "required", drawn);
+			gm_grammar_free(g);
+			gm_buf_release(&text);
+		}
+	}
+	json_object_put(tools);
+}
+
 int main(void)
 {
 	json_object *tools = json_tokener_parse(TOOLS);
@@ -455,6 +671,7 @@ int main(void)
 	test_holdback();
 	test_arguments_object();
 	test_request();
+	test_grammar_formats();
 	json_object_put(tools);
 	return tap_done();
 }

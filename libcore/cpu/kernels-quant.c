@@ -1,0 +1,926 @@
+/*
+ * kernels-quant.c - products of block-quantized weights (formats/quant.h)
+ * with f32 activations, with integer dot products (see kernels.h).
+ *
+ * The activations of a token are quantized once per call, as the formats
+ * intend (gm_qact_quantize):
+ *   - for the 32-element types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0): blocks of
+ *     32 int8 q = round(x / d), d = max |x| / 127 in f32, with the sum of
+ *     the 32 q (struct qa32; the mins of Q4_1 / Q5_1 need it);
+ *   - for the K-quants: ggml's Q8_K (d = max |x| / 127 per 256, int8
+ *     quants, int16 sums of 16), formats/quant.c's quantizer.
+ * A weight block's dot product with its activation block is an exact
+ * integer sum (int32: no overflow for any of the formats' ranges), turned
+ * into f32 once per block:
+ *   Q4_0, Q5_0, Q8_0:  (dw da) sum (q - off) a
+ *   Q4_1, Q5_1:        (dw da) sum q a + mw (da sum a)
+ *   Q2_K, Q4_K, Q5_K:  da (dw sum_j sc_j sum q a  -  dmin sum_j m_j sum a)
+ *   Q3_K, Q6_K:        (dw da) sum_j sc_j sum (q - off) a
+ * and the blocks' values are summed in f32 in block order (portable), or
+ * in vector lanes by a fixed scheme (SIMD): within one variant the result
+ * of a (row, token) never depends on the threads or on the other tokens.
+ */
+#include "cpu/kernels.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "formats/quant.h"
+
+#if (defined(__x86_64__) || defined(__i386__)) && !defined(GM_NO_SIMD)
+#define GM_X86 1
+#include <immintrin.h>
+#endif
+
+struct qa32 {
+	float d;
+	int32_t s;       /* sum of q */
+	int8_t q[32];
+};
+
+struct qak {
+	float d;
+	int8_t q[256];
+	int16_t bsums[16];
+};
+
+static inline float f16(const uint8_t *p)
+{
+	uint16_t h;
+
+	memcpy(&h, p, 2);
+	return gm_f16_to_f32(h);
+}
+
+/* 1 for types whose activations are Q8_K. */
+static int is_k(enum gm_dtype wt)
+{
+	return wt == GM_DTYPE_Q2_K || wt == GM_DTYPE_Q3_K || wt == GM_DTYPE_Q4_K || wt == GM_DTYPE_Q5_K ||
+	       wt == GM_DTYPE_Q6_K;
+}
+
+int gm_qweight_supported(enum gm_dtype wt)
+{
+	return gm_quant_supported(wt) && wt != GM_DTYPE_Q8_K;
+}
+
+size_t gm_qact_len(enum gm_dtype wt, int64_t in)
+{
+	return is_k(wt) ? (size_t)(in / 256) * sizeof(struct qak) : (size_t)(in / 32) * sizeof(struct qa32);
+}
+
+int gm_qact_kind(enum gm_dtype wt)
+{
+	return is_k(wt);
+}
+
+void gm_qact_quantize(void *xq, enum gm_dtype wt, const float *x, int64_t in)
+{
+	int64_t b;
+	int j;
+
+	if (is_k(wt)) {
+		/* the same bytes as ggml's Q8_K; struct qak is that layout (292 bytes, no padding) */
+		gm_quant_quantize(GM_DTYPE_Q8_K, x, xq, in);
+		return;
+	}
+	for (b = 0; b < in / 32; b++) {
+		struct qa32 *a = (struct qa32 *)xq + b;
+		const float *v = x + b * 32;
+		float amax = 0, id;
+		int32_t s = 0;
+
+		for (j = 0; j < 32; j++)
+			amax = fabsf(v[j]) > amax ? fabsf(v[j]) : amax;
+		a->d = amax / 127;
+		id = amax ? 127 / amax : 0;
+		for (j = 0; j < 32; j++) {
+			int q = gm_quant_nearest_int(v[j] * id);
+
+			q = q > 127 ? 127 : q < -127 ? -127 : q;
+			a->q[j] = (int8_t)q;
+			s += q;
+		}
+		a->s = s;
+	}
+}
+
+void gm_qact_dequantize(float *x, enum gm_dtype wt, const void *xq, int64_t in)
+{
+	int64_t b;
+	int j;
+
+	if (is_k(wt)) {
+		gm_quant_dequantize(GM_DTYPE_Q8_K, xq, x, in);
+		return;
+	}
+	for (b = 0; b < in / 32; b++) {
+		const struct qa32 *a = (const struct qa32 *)xq + b;
+
+		for (j = 0; j < 32; j++)
+			x[b * 32 + j] = a->d * (float)a->q[j];
+	}
+}
+
+/* ---------------------------------------------------------------- portable */
+
+static void scale_min_k4(int j, const uint8_t *q, int *d, int *m)
+{
+	if (j < 4) {
+		*d = q[j] & 63;
+		*m = q[j + 4] & 63;
+	} else {
+		*d = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+		*m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+	}
+}
+
+/* One block's value, dot product of weight block w with activation block(s) at a. */
+static float block_portable(enum gm_dtype wt, const uint8_t *w, const void *av)
+{
+	int j, l, is, shift, n;
+	int32_t sum = 0, smin = 0;
+
+	switch (wt) {
+	case GM_DTYPE_Q4_0: {
+		const struct qa32 *a = av;
+
+		for (j = 0; j < 16; j++)
+			sum += ((w[2 + j] & 0xF) - 8) * a->q[j] + ((w[2 + j] >> 4) - 8) * a->q[j + 16];
+		return f16(w) * a->d * (float)sum;
+	}
+	case GM_DTYPE_Q4_1: {
+		const struct qa32 *a = av;
+
+		for (j = 0; j < 16; j++)
+			sum += (w[4 + j] & 0xF) * a->q[j] + (w[4 + j] >> 4) * a->q[j + 16];
+		return f16(w) * a->d * (float)sum + f16(w + 2) * (a->d * (float)a->s);
+	}
+	case GM_DTYPE_Q5_0:
+	case GM_DTYPE_Q5_1: {
+		const struct qa32 *a = av;
+		int one = wt == GM_DTYPE_Q5_1, off = one ? 0 : 16;
+		const uint8_t *qs = w + (one ? 8 : 6);
+		uint32_t qh;
+
+		memcpy(&qh, w + (one ? 4 : 2), 4);
+		for (j = 0; j < 16; j++) {
+			int x0 = (qs[j] & 0xF) | (int)(((qh >> j) << 4) & 0x10);
+			int x1 = (qs[j] >> 4) | (int)((qh >> (j + 12)) & 0x10);
+
+			sum += (x0 - off) * a->q[j] + (x1 - off) * a->q[j + 16];
+		}
+		if (one)
+			return f16(w) * a->d * (float)sum + f16(w + 2) * (a->d * (float)a->s);
+		return f16(w) * a->d * (float)sum;
+	}
+	case GM_DTYPE_Q8_0: {
+		const struct qa32 *a = av;
+
+		for (j = 0; j < 32; j++)
+			sum += (int8_t)w[2 + j] * a->q[j];
+		return f16(w) * a->d * (float)sum;
+	}
+	case GM_DTYPE_Q2_K: {
+		const struct qak *a = av;
+		const uint8_t *q = w + 16;
+		const int8_t *y = a->q;
+
+		is = 0;
+		for (n = 0; n < 256; n += 128, q += 32) {
+			for (shift = 0; shift < 8; shift += 2) {
+				for (l = 0; l < 32; l += 16, y += 16) {
+					int sc = w[is] & 0xF, m = w[is] >> 4, s = 0, i;
+
+					for (i = 0; i < 16; i++)
+						s += ((q[l + i] >> shift) & 3) * y[i];
+					sum += sc * s;
+					smin += m * a->bsums[is];
+					is++;
+				}
+			}
+		}
+		return a->d * f16(w + 80) * (float)sum - a->d * f16(w + 82) * (float)smin;
+	}
+	case GM_DTYPE_Q3_K: {
+		const struct qak *a = av;
+		const uint8_t *hm = w, *q = w + 32, *s8 = w + 96;
+		const int8_t *y = a->q;
+		int m = 1;
+
+		is = 0;
+		for (n = 0; n < 256; n += 128, q += 32) {
+			for (shift = 0; shift < 8; shift += 2, m <<= 1) {
+				for (l = 0; l < 32; l += 16, y += 16) {
+					int lo = is < 8 ? s8[is] & 0xF : s8[is - 8] >> 4;
+					int sc = (lo | ((s8[8 + is % 4] >> (2 * (is / 4))) & 3) << 4) - 32, s = 0, i;
+
+					for (i = 0; i < 16; i++)
+						s += (((q[l + i] >> shift) & 3) - ((hm[l + i] & m) ? 0 : 4)) * y[i];
+					sum += sc * s;
+					is++;
+				}
+			}
+		}
+		return f16(w + 108) * a->d * (float)sum;
+	}
+	case GM_DTYPE_Q4_K:
+	case GM_DTYPE_Q5_K: {
+		const struct qak *a = av;
+		int five = wt == GM_DTYPE_Q5_K;
+		const uint8_t *qh = w + 16, *q = w + (five ? 48 : 16);
+		const int8_t *y = a->q;
+
+		for (j = 0; j < 8; j += 2, q += 32) {
+			int s1, m1, s2, m2, x1 = 0, x2 = 0;
+
+			scale_min_k4(j, w + 4, &s1, &m1);
+			scale_min_k4(j + 1, w + 4, &s2, &m2);
+			for (l = 0; l < 32; l++) {
+				int v1 = (q[l] & 0xF) + (five && (qh[l] >> j) & 1 ? 16 : 0);
+				int v2 = (q[l] >> 4) + (five && (qh[l] >> (j + 1)) & 1 ? 16 : 0);
+
+				x1 += v1 * y[l];
+				x2 += v2 * y[32 + l];
+			}
+			y += 64;
+			sum += s1 * x1 + s2 * x2;
+			smin += m1 * (a->bsums[2 * j] + a->bsums[2 * j + 1]) + m2 * (a->bsums[2 * j + 2] + a->bsums[2 * j + 3]);
+		}
+		return a->d * f16(w) * (float)sum - a->d * f16(w + 2) * (float)smin;
+	}
+	case GM_DTYPE_Q6_K: {
+		const struct qak *a = av;
+		const uint8_t *ql = w, *qh = w + 128;
+		const int8_t *sc = (const int8_t *)(w + 192), *y = a->q;
+
+		for (n = 0; n < 256; n += 128, ql += 64, qh += 32, sc += 8, y += 128) {
+			int s[8] = { 0 };
+
+			for (l = 0; l < 32; l++) {
+				int i = l / 16;
+
+				s[i] += (((ql[l] & 0xF) | ((qh[l] & 3) << 4)) - 32) * y[l];
+				s[i + 2] += (((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32) * y[l + 32];
+				s[i + 4] += (((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32) * y[l + 64];
+				s[i + 6] += (((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32) * y[l + 96];
+			}
+			for (j = 0; j < 8; j++)
+				sum += sc[j] * s[j];
+		}
+		return f16(w + 208) * a->d * (float)sum;
+	}
+	default:
+		return 0;
+	}
+}
+
+static float dot_portable(enum gm_dtype wt, const uint8_t *w, const void *xq, int64_t nb)
+{
+	unsigned el, by;
+	size_t as = is_k(wt) ? sizeof(struct qak) : sizeof(struct qa32);
+	float acc = 0;
+	int64_t b;
+
+	gm_dtype_block(wt, &el, &by);
+	for (b = 0; b < nb; b++)
+		acc += block_portable(wt, w + (size_t)b * by, (const char *)xq + (size_t)b * as);
+	return acc;
+}
+
+/*
+ * A tile: one weight row w (nb blocks) against T <= QT tokens' activations
+ * (xq[t]), out[t] = the dot product.  Each token's arithmetic is the same
+ * whatever T, so gm_qmatvec (T = 1) and gm_qmatmul (tiles of up to QT)
+ * agree bit for bit.  The AVX2 tiles take up to 4 tokens (16 vector
+ * registers), the same code compiled for AVX-512 (32 registers) up to 8.
+ */
+#define QT 8
+typedef void (*qtile_fn)(enum gm_dtype wt, const uint8_t *w, const void *const *xq, int T, int64_t nb, float *out);
+
+static void tile_portable(enum gm_dtype wt, const uint8_t *w, const void *const *xq, int T, int64_t nb, float *out)
+{
+	int t;
+
+	for (t = 0; t < T; t++)
+		out[t] = dot_portable(wt, w, xq[t], nb);
+}
+
+/* ---------------------------------------------------------------- x86: AVX2 (and AVX-512 VNNI) */
+#ifdef GM_X86
+#define TGT_Q2 __attribute__((target("avx2,fma,f16c")))
+#define TGT_QV __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512vnni")))
+#define INL __attribute__((always_inline)) inline
+
+static INL TGT_Q2 float f16x(const uint8_t *p)
+{
+	uint16_t h;
+
+	memcpy(&h, p, 2);
+	return _cvtsh_ss(h);
+}
+
+static INL TGT_Q2 float hsum8(__m256 v)
+{
+	__m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+
+	s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+	s = _mm_add_ss(s, _mm_movehdup_ps(s));
+	return _mm_cvtss_f32(s);
+}
+
+static INL TGT_Q2 float hsum4(__m128 s)
+{
+	s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+	s = _mm_add_ss(s, _mm_movehdup_ps(s));
+	return _mm_cvtss_f32(s);
+}
+
+/* Q4_0: nibbles (elements 0..15 low, 16..31 high) as u8. */
+static INL TGT_Q2 __m256i q4_0_unpack(const uint8_t *qs)
+{
+	__m128i q = _mm_loadu_si128((const __m128i *)qs), m4 = _mm_set1_epi8(0xF);
+
+	return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), m4), _mm_and_si128(q, m4));
+}
+
+/*
+ * 32-element blocks: each block's integer sum in 8 i32 lanes, converted and
+ * scaled into an 8-lane f32 accumulator per token; one horizontal sum at
+ * the end.  u8 x s8 products: maddubs (pairs into i16, |q| <= 127 fits)
+ * then madd with ones (AVX2), or vpdpbusd (VNNI).  Signed Q8_0 weights
+ * take the sign trick (|w| times a with w's sign); Q4_0's offset of 8:
+ * sum (q - 8) a = sum q a - 8 sum a, -sum a in each of the 8 lanes (Q5_0's
+ * 16: -2 sum a); the mins of Q4_1 / Q5_1: m (da sum a) per block, in f32.
+ */
+/* Q5_0 / Q5_1: bit j of qh (at p) as 16 in byte j. */
+static INL TGT_Q2 __m256i q5_high(const uint8_t *p)
+{
+	uint32_t qh;
+	__m256i v;
+
+	memcpy(&qh, p, 4);
+	v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)qh),
+				_mm256_setr_epi64x(0, 0x0101010101010101ll, 0x0202020202020202ll, 0x0303030303030303ll));
+	v = _mm256_or_si256(v, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfell));
+	return _mm256_and_si256(_mm256_cmpeq_epi8(v, _mm256_set1_epi64x(-1)), _mm256_set1_epi8(0x10));
+}
+
+/* A 32-element block's quants as u8 (Q8_0: |w|, *sg = w for the sign trick). */
+static INL TGT_Q2 __m256i q32_unpack(enum gm_dtype wt, const uint8_t *w, __m256i *sg)
+{
+	switch (wt) {
+	case GM_DTYPE_Q8_0:
+		*sg = _mm256_loadu_si256((const __m256i *)(w + 2));
+		return _mm256_abs_epi8(*sg);
+	case GM_DTYPE_Q4_1:
+		return q4_0_unpack(w + 4);
+	case GM_DTYPE_Q5_0:
+		return _mm256_or_si256(q4_0_unpack(w + 6), q5_high(w + 2));
+	case GM_DTYPE_Q5_1:
+		return _mm256_or_si256(q4_0_unpack(w + 8), q5_high(w + 4));
+	default:
+		return q4_0_unpack(w + 2);
+	}
+}
+
+/* Bytes of a block; the offset of the quants (8, 16: subtracted as off / 8 sum a per lane); 1 with a min. */
+#define Q32_BYTES(wt) ((wt) == GM_DTYPE_Q8_0 ? 34 : (wt) == GM_DTYPE_Q4_0 ? 18 : (wt) == GM_DTYPE_Q4_1 ? 20 : \
+		       (wt) == GM_DTYPE_Q5_0 ? 22 : 24)
+#define Q32_OFF8(wt) ((wt) == GM_DTYPE_Q4_0 ? 1 : (wt) == GM_DTYPE_Q5_0 ? 2 : 0)
+#define Q32_MIN(wt) ((wt) == GM_DTYPE_Q4_1 || (wt) == GM_DTYPE_Q5_1)
+
+static INL TGT_Q2 void q32_avx2(enum gm_dtype wt, const uint8_t *w, const void *const *xq, const int T, int64_t nb,
+				float *out)
+{
+	const __m256i ones = _mm256_set1_epi16(1);
+	const struct qa32 *a[QT];
+	__m256 acc[QT];
+	float accm[QT];
+	const int q8 = wt == GM_DTYPE_Q8_0, off8 = Q32_OFF8(wt), mn = Q32_MIN(wt);
+	const size_t by = Q32_BYTES(wt);
+	int64_t b;
+	int t;
+
+#pragma GCC unroll 8
+	for (t = 0; t < T; t++) {
+		a[t] = xq[t];
+		acc[t] = _mm256_setzero_ps();
+		accm[t] = 0;
+	}
+	for (b = 0; b < nb; b++, w += by) {
+		float d = f16x(w), m = mn ? f16x(w + 2) : 0;
+		__m256i sg = _mm256_setzero_si256(), u = q32_unpack(wt, w, &sg);
+
+#pragma GCC unroll 8
+		for (t = 0; t < T; t++) {
+			__m256i y = _mm256_loadu_si256((const __m256i *)a[t][b].q), p;
+
+			if (q8)
+				y = _mm256_sign_epi8(y, sg);
+			p = _mm256_madd_epi16(_mm256_maddubs_epi16(u, y), ones);
+			if (off8)
+				p = _mm256_sub_epi32(p, _mm256_set1_epi32(off8 * a[t][b].s));
+			acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * a[t][b].d), _mm256_cvtepi32_ps(p), acc[t]);
+			if (mn)
+				accm[t] += m * (a[t][b].d * (float)a[t][b].s);
+		}
+	}
+#pragma GCC unroll 8
+	for (t = 0; t < T; t++)
+		out[t] = hsum8(acc[t]) + accm[t];
+}
+
+static INL TGT_QV void q32_vnni(enum gm_dtype wt, const uint8_t *w, const void *const *xq, const int T, int64_t nb,
+				float *out)
+{
+	const struct qa32 *a[QT];
+	__m256 acc[QT];
+	float accm[QT];
+	const int q8 = wt == GM_DTYPE_Q8_0, off8 = Q32_OFF8(wt), mn = Q32_MIN(wt);
+	const size_t by = Q32_BYTES(wt);
+	int64_t b;
+	int t;
+
+#pragma GCC unroll 8
+	for (t = 0; t < T; t++) {
+		a[t] = xq[t];
+		acc[t] = _mm256_setzero_ps();
+		accm[t] = 0;
+	}
+	for (b = 0; b < nb; b++, w += by) {
+		float d = f16x(w), m = mn ? f16x(w + 2) : 0;
+		__m256i sg = _mm256_setzero_si256(), u = q32_unpack(wt, w, &sg);
+
+#pragma GCC unroll 8
+		for (t = 0; t < T; t++) {
+			__m256i y = _mm256_loadu_si256((const __m256i *)a[t][b].q), p;
+
+			if (q8)
+				p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, _mm256_sign_epi8(y, sg));
+			else
+				p = _mm256_dpbusd_epi32(_mm256_set1_epi32(-off8 * a[t][b].s), u, y);
+			acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * a[t][b].d), _mm256_cvtepi32_ps(p), acc[t]);
+			if (mn)
+				accm[t] += m * (a[t][b].d * (float)a[t][b].s);
+		}
+	}
+#pragma GCC unroll 8
+	for (t = 0; t < T; t++)
+		out[t] = hsum8(acc[t]) + accm[t];
+}
+
+/*
+ * K-quants against Q8_K, per super-block: maddubs of the unsigned quants
+ * with the activations (pairs in i16: at most 2 * 63 * 127), madd with the
+ * sub-block scales (i16, broadcast by a byte shuffle) into 8 i32 lanes;
+ * the mins (Q4_K, Q5_K) or the offset of 32 (Q6_K) from the activations'
+ * sums of 16 (bsums), in integers too.  The quants are unpacked once per
+ * tile and used for every token.
+ */
+static INL TGT_Q2 void qk45_avx2(enum gm_dtype wt, const uint8_t *w, const void *const *xq, const int T, int64_t nb,
+				 float *out)
+{
+	const struct qak *a[QT];
+	const __m256i m4 = _mm256_set1_epi8(0xF), one = _mm256_set1_epi8(1);
+	const int five = wt == GM_DTYPE_Q5_K;
+	const size_t by = five ? 176 : 144;
+	__m256 acc[QT];
+	__m128 accm[QT];
+	int64_t b;
+	int t, j;
+
+#pragma GCC unroll 8
+	for (t = 0; t < T; t++) {
+		a[t] = xq[t];
+		acc[t] = _mm256_setzero_ps();
+		accm[t] = _mm_setzero_ps();
+	}
+	for (b = 0; b < nb; b++, w += by) {
+		const uint8_t *qs = w + (five ? 48 : 16);
+		uint32_t u[4];
+		__m256i isum[QT], scv, hb = _mm256_setzero_si256();
+		__m128i mins;
+		float d = f16x(w), dmin = f16x(w + 2);
+
+		/* the 8 6-bit scales to bytes 0..7 of u, the 8 mins to bytes 8..15 */
+		memcpy(u, w + 4, 12);
+		u[3] = ((u[2] >> 4) & 0x0f0f0f0f) | (((u[1] >> 6) & 0x03030303) << 4);
+		{
+			uint32_t m03 = u[1] & 0x3f3f3f3f;
+
+			u[1] = (u[2] & 0x0f0f0f0f) | (((u[0] >> 6) & 0x03030303) << 4);
+			u[2] = m03;
+		}
+		u[0] &= 0x3f3f3f3f;
+		{
+			__m128i v = _mm_loadu_si128((const __m128i *)u);
+
+			scv = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(v));
+			mins = _mm_cvtepu8_epi16(_mm_srli_si128(v, 8));
+		}
+#pragma GCC unroll 8
+		for (t = 0; t < T; t++) {
+			const __m128i *bs = (const __m128i *)a[t][b].bsums;
+			__m128i pairs = _mm_hadd_epi16(_mm_loadu_si128(bs), _mm_loadu_si128(bs + 1));
+
+			accm[t] = _mm_fmadd_ps(_mm_set1_ps(dmin * a[t][b].d), _mm_cvtepi32_ps(_mm_madd_epi16(mins, pairs)),
+					       accm[t]);
+			isum[t] = _mm256_setzero_si256();
+		}
+		if (five)
+			hb = _mm256_loadu_si256((const __m256i *)(w + 16));
+#pragma GCC unroll 8
+		for (j = 0; j < 4; j++) {
+			__m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * j));
+			__m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+			__m256i slo = _mm256_shuffle_epi8(scv, _mm256_set1_epi16((short)(((4 * j + 1) << 8) | (4 * j))));
+			__m256i shi = _mm256_shuffle_epi8(scv, _mm256_set1_epi16((short)(((4 * j + 3) << 8) | (4 * j + 2))));
+
+			if (five) {
+				/* bit 2j of qh[l]: element l of sub-block 2j has 16 more; bit 2j + 1: sub-block 2j + 1 */
+				lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * j), one), 4));
+				hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * j + 1), one), 4));
+			}
+#pragma GCC unroll 8
+			for (t = 0; t < T; t++) {
+				const int8_t *y = a[t][b].q + 64 * j;
+				__m256i pl = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)y));
+				__m256i ph = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(y + 32)));
+
+				isum[t] = _mm256_add_epi32(isum[t], _mm256_add_epi32(_mm256_madd_epi16(pl, slo),
+										     _mm256_madd_epi16(ph, shi)));
+			}
+		}
+#pragma GCC unroll 8
+		for (t = 0; t < T; t++)
+			acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * a[t][b].d), _mm256_cvtepi32_ps(isum[t]), acc[t]);
+	}
+#pragma GCC unroll 8
+	for (t = 0; t < T; t++)
+		out[t] = hsum8(acc[t]) - hsum4(accm[t]);
+}
+
+static INL TGT_Q2 void q6k_avx2(enum gm_dtype wt, const uint8_t *w, const void *const *xq, const int T, int64_t nb,
+				float *out)
+{
+	const struct qak *a[QT];
+	const __m256i m4 = _mm256_set1_epi8(0xF), m3 = _mm256_set1_epi8(3), m30 = _mm256_set1_epi8(0x30);
+	__m256 acc[QT];
+	int64_t b;
+	int t, j, h;
+
+	(void)wt;
+#pragma GCC unroll 8
+	for (t = 0; t < T; t++) {
+		a[t] = xq[t];
+		acc[t] = _mm256_setzero_ps();
+	}
+	for (b = 0; b < nb; b++, w += 210) {
+		__m128i sc8 = _mm_loadu_si128((const __m128i *)(w + 192));
+		__m256i isum[QT], sc16 = _mm256_cvtepi8_epi16(sc8);
+		float d = f16x(w + 208);
+
+		/* the offset: -32 sum_j sc_j bsum_j, spread over the lanes of isum */
+#pragma GCC unroll 8
+		for (t = 0; t < T; t++)
+			isum[t] = _mm256_slli_epi32(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a[t][b].bsums), sc16),
+						    5);
+#pragma GCC unroll 8
+		for (t = 0; t < T; t++)
+			isum[t] = _mm256_sub_epi32(_mm256_setzero_si256(), isum[t]);
+#pragma GCC unroll 2
+		for (h = 0; h < 2; h++) {
+			const uint8_t *ql = w + 64 * h, *qh = w + 128 + 32 * h;
+			__m256i l0 = _mm256_loadu_si256((const __m256i *)ql), l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
+			__m256i hv = _mm256_loadu_si256((const __m256i *)qh), q[4];
+
+			q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hv, m3), 4));
+			q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(hv, 2), m30));
+			q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(hv, m30));
+			q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+					       _mm256_and_si256(_mm256_srli_epi16(hv, 2), m30));
+#pragma GCC unroll 8
+			for (j = 0; j < 4; j++) {
+				/* elements 32j..32j+31 of the half: scales 8h + 2j (low 16), 8h + 2j + 1 (high 16) */
+				int k = 8 * h + 2 * j;
+				__m256i scv = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, _mm_set_epi64x(
+					(long long)(0x0101010101010101ull * (uint64_t)(k + 1)), (long long)(0x0101010101010101ull * (uint64_t)k))));
+
+#pragma GCC unroll 8
+				for (t = 0; t < T; t++) {
+					__m256i p = _mm256_maddubs_epi16(q[j], _mm256_loadu_si256((const __m256i *)(a[t][b].q + 128 * h + 32 * j)));
+
+					isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(p, scv));
+				}
+			}
+		}
+#pragma GCC unroll 8
+		for (t = 0; t < T; t++)
+			acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * a[t][b].d), _mm256_cvtepi32_ps(isum[t]), acc[t]);
+	}
+#pragma GCC unroll 8
+	for (t = 0; t < T; t++)
+		out[t] = hsum8(acc[t]);
+}
+
+/*
+ * The K-quants in 512-bit vectors (AVX-512 BW): one vector holds 64 quants,
+ * two sub-blocks of 32 (Q4_K, Q5_K: the low and high nibbles of 32 bytes,
+ * elements 64j .. 64j + 63) or four of 16 (Q6_K), against 64 contiguous
+ * activations; the scales spread over the i16 lanes by vpermw.  The same
+ * integer sums as the 256-bit code, half the instructions.
+ */
+#define TGT_Q5 __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")))
+
+static INL TGT_Q5 void qk45_512(enum gm_dtype wt, const uint8_t *w, const void *const *xq, const int T, int64_t nb,
+				float *out)
+{
+	const struct qak *a[QT];
+	const __m256i m4 = _mm256_set1_epi8(0xF), one = _mm256_set1_epi8(1);
+	const int five = wt == GM_DTYPE_Q5_K;
+	const size_t by = five ? 176 : 144;
+	__m512 acc[QT];
+	__m128 accm[QT];
+	__m512i idx[4];
+	int64_t b;
+	int t, j;
+
+#pragma GCC unroll 4
+	for (j = 0; j < 4; j++)
+		idx[j] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi16((short)(2 * j))),
+					    _mm256_set1_epi16((short)(2 * j + 1)), 1);
+#pragma GCC unroll 8
+	for (t = 0; t < T; t++) {
+		a[t] = xq[t];
+		acc[t] = _mm512_setzero_ps();
+		accm[t] = _mm_setzero_ps();
+	}
+	for (b = 0; b < nb; b++, w += by) {
+		const uint8_t *qs = w + (five ? 48 : 16);
+		uint32_t u[4];
+		__m512i isum[QT], scz;
+		__m256i hb = _mm256_setzero_si256();
+		__m128i mins;
+		float d = f16x(w), dmin = f16x(w + 2);
+
+		memcpy(u, w + 4, 12);
+		u[3] = ((u[2] >> 4) & 0x0f0f0f0f) | (((u[1] >> 6) & 0x03030303) << 4);
+		{
+			uint32_t m03 = u[1] & 0x3f3f3f3f;
+
+			u[1] = (u[2] & 0x0f0f0f0f) | (((u[0] >> 6) & 0x03030303) << 4);
+			u[2] = m03;
+		}
+		u[0] &= 0x3f3f3f3f;
+		{
+			__m128i v = _mm_loadu_si128((const __m128i *)u);
+
+			scz = _mm512_castsi128_si512(_mm_cvtepu8_epi16(v));
+			mins = _mm_cvtepu8_epi16(_mm_srli_si128(v, 8));
+		}
+#pragma GCC unroll 8
+		for (t = 0; t < T; t++) {
+			const __m128i *bs = (const __m128i *)a[t][b].bsums;
+			__m128i pairs = _mm_hadd_epi16(_mm_loadu_si128(bs), _mm_loadu_si128(bs + 1));
+
+			accm[t] = _mm_fmadd_ps(_mm_set1_ps(dmin * a[t][b].d), _mm_cvtepi32_ps(_mm_madd_epi16(mins, pairs)),
+					       accm[t]);
+			isum[t] = _mm512_setzero_si512();
+		}
+		if (five)
+			hb = _mm256_loadu_si256((const __m256i *)(w + 16));
+#pragma GCC unroll 4
+		for (j = 0; j < 4; j++) {
+			__m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * j));
+			__m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+			__m512i wz, sc = _mm512_permutexvar_epi16(idx[j], scz);
+
+			if (five) {
+				lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * j), one), 4));
+				hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * j + 1), one), 4));
+			}
+			wz = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+#pragma GCC unroll 8
+			for (t = 0; t < T; t++) {
+				__m512i p = _mm512_maddubs_epi16(wz, _mm512_loadu_si512((const void *)(a[t][b].q + 64 * j)));
+
+				isum[t] = _mm512_add_epi32(isum[t], _mm512_madd_epi16(p, sc));
+			}
+		}
+#pragma GCC unroll 8
+		for (t = 0; t < T; t++)
+			acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(d * a[t][b].d), _mm512_cvtepi32_ps(isum[t]), acc[t]);
+	}
+#pragma GCC unroll 8
+	for (t = 0; t < T; t++)
+		out[t] = _mm512_reduce_add_ps(acc[t]) - hsum4(accm[t]);
+}
+
+static INL TGT_Q5 void q6k_512(enum gm_dtype wt, const uint8_t *w, const void *const *xq, const int T, int64_t nb,
+			       float *out)
+{
+	const struct qak *a[QT];
+	const __m256i m4 = _mm256_set1_epi8(0xF), m3 = _mm256_set1_epi8(3), m30 = _mm256_set1_epi8(0x30);
+	__m512 acc[QT];
+	__m512i idx[4];
+	int64_t b;
+	int t, k, h;
+
+	(void)wt;
+	/* vector k (of 4 per super-block): its 32 i16 lanes hold elements 64k .. 64k + 63 in pairs: scale 4k + lane / 8 */
+#pragma GCC unroll 4
+	for (k = 0; k < 4; k++) {
+		int16_t ix[32];
+		int l;
+
+		for (l = 0; l < 32; l++)
+			ix[l] = (int16_t)(4 * k + l / 8);
+		idx[k] = _mm512_loadu_si512((const void *)ix);
+	}
+#pragma GCC unroll 8
+	for (t = 0; t < T; t++) {
+		a[t] = xq[t];
+		acc[t] = _mm512_setzero_ps();
+	}
+	for (b = 0; b < nb; b++, w += 210) {
+		__m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + 192)));
+		__m512i isum[QT], scz = _mm512_castsi256_si512(sc16);
+		float d = f16x(w + 208);
+
+#pragma GCC unroll 8
+		for (t = 0; t < T; t++)
+			isum[t] = _mm512_zextsi256_si512(_mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(
+				_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a[t][b].bsums), sc16), 5)));
+#pragma GCC unroll 2
+		for (h = 0; h < 2; h++) {
+			const uint8_t *ql = w + 64 * h, *qh = w + 128 + 32 * h;
+			__m256i l0 = _mm256_loadu_si256((const __m256i *)ql), l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
+			__m256i hv = _mm256_loadu_si256((const __m256i *)qh), q[4];
+			__m512i z[2];
+
+			q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hv, m3), 4));
+			q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(hv, 2), m30));
+			q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(hv, m30));
+			q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+					       _mm256_and_si256(_mm256_srli_epi16(hv, 2), m30));
+			z[0] = _mm512_inserti64x4(_mm512_castsi256_si512(q[0]), q[1], 1);
+			z[1] = _mm512_inserti64x4(_mm512_castsi256_si512(q[2]), q[3], 1);
+#pragma GCC unroll 2
+			for (k = 0; k < 2; k++) {
+				__m512i sc = _mm512_permutexvar_epi16(idx[2 * h + k], scz);
+
+#pragma GCC unroll 8
+				for (t = 0; t < T; t++) {
+					__m512i p = _mm512_maddubs_epi16(z[k], _mm512_loadu_si512((const void *)(a[t][b].q + 128 * h + 64 * k)));
+
+					isum[t] = _mm512_add_epi32(isum[t], _mm512_madd_epi16(p, sc));
+				}
+			}
+		}
+#pragma GCC unroll 8
+		for (t = 0; t < T; t++)
+			acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(d * a[t][b].d), _mm512_cvtepi32_ps(isum[t]), acc[t]);
+	}
+#pragma GCC unroll 8
+	for (t = 0; t < T; t++)
+		out[t] = _mm512_reduce_add_ps(acc[t]);
+}
+
+/* One function per kernel, its token count a constant in each branch (at most 4, or 8 with AVX-512). */
+#define TILE_FN(name, body, tgt)                                                                              \
+	static tgt void name(enum gm_dtype wt, const uint8_t *w, const void *const *xq, int T, int64_t nb,   \
+			     float *out)                                                                       \
+	{                                                                                                      \
+		switch (T) {                                                                                   \
+		case 1: body(wt, w, xq, 1, nb, out); break;                                                   \
+		case 2: body(wt, w, xq, 2, nb, out); break;                                                   \
+		case 3: body(wt, w, xq, 3, nb, out); break;                                                   \
+		default: body(wt, w, xq, 4, nb, out); break;                                                  \
+		}                                                                                              \
+	}
+#define TILE8_FN(name, body, tgt)                                                                             \
+	static tgt void name(enum gm_dtype wt, const uint8_t *w, const void *const *xq, int T, int64_t nb,   \
+			     float *out)                                                                       \
+	{                                                                                                      \
+		switch (T) {                                                                                   \
+		case 1: body(wt, w, xq, 1, nb, out); break;                                                   \
+		case 2: body(wt, w, xq, 2, nb, out); break;                                                   \
+		case 3: body(wt, w, xq, 3, nb, out); break;                                                   \
+		case 4: body(wt, w, xq, 4, nb, out); break;                                                   \
+		case 5: body(wt, w, xq, 5, nb, out); break;                                                   \
+		case 6: body(wt, w, xq, 6, nb, out); break;                                                   \
+		case 7: body(wt, w, xq, 7, nb, out); break;                                                   \
+		default: body(wt, w, xq, 8, nb, out); break;                                                  \
+		}                                                                                              \
+	}
+TILE_FN(tile_q32_avx2, q32_avx2, TGT_Q2)
+TILE8_FN(tile_q32_vnni, q32_vnni, TGT_Q5)
+TILE_FN(tile_qk45_avx2, qk45_avx2, TGT_Q2)
+TILE_FN(tile_q6k_avx2, q6k_avx2, TGT_Q2)
+TILE8_FN(tile_qk45_512, qk45_512, TGT_Q5)
+TILE8_FN(tile_q6k_512, q6k_512, TGT_Q5)
+#endif
+
+/* ---------------------------------------------------------------- dispatch */
+
+static int vnni_supported(void)
+{
+#ifdef GM_X86
+	static int v = -1;
+
+	if (v < 0) {
+		__builtin_cpu_init();
+		v = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl");
+	}
+	return v;
+#else
+	return 0;
+#endif
+}
+
+/* The kernel of wt in the variant in use (gm_kernels_isa): VNNI where the AVX-512 variant runs on a CPU with it. */
+static qtile_fn pick(enum gm_dtype wt, int *maxt)
+{
+#ifdef GM_X86
+	enum gm_isa isa = gm_kernels_isa();
+	/* the AVX-512 tiles need VNNI too (vpdpbusd in the 32-element ones): one check for all */
+	int v512 = isa == GM_ISA_AVX512 && vnni_supported();
+
+	*maxt = v512 ? 8 : 4;
+	if (isa == GM_ISA_PORTABLE)
+		return tile_portable;
+	switch (wt) {
+	case GM_DTYPE_Q8_0:
+	case GM_DTYPE_Q4_0:
+	case GM_DTYPE_Q4_1:
+	case GM_DTYPE_Q5_0:
+	case GM_DTYPE_Q5_1:
+		return v512 ? tile_q32_vnni : tile_q32_avx2;
+	case GM_DTYPE_Q4_K:
+	case GM_DTYPE_Q5_K:
+		return v512 ? tile_qk45_512 : tile_qk45_avx2;
+	case GM_DTYPE_Q6_K:
+		return v512 ? tile_q6k_512 : tile_q6k_avx2;
+	default:
+		break;
+	}
+#endif
+	(void)wt;
+	*maxt = QT;
+	return tile_portable;
+}
+
+void gm_qmatvec(float *y, const void *w, enum gm_dtype wt, const void *xq, int64_t in, int64_t r0, int64_t r1)
+{
+	size_t rb = gm_quant_row_bytes(wt, in);
+	unsigned el, by;
+	int maxt;
+	qtile_fn f = pick(wt, &maxt);
+	int64_t r;
+
+	gm_dtype_block(wt, &el, &by);
+	for (r = r0; r < r1; r++)
+		f(wt, (const uint8_t *)w + (size_t)r * rb, &xq, 1, in / el, y + r);
+}
+
+/*
+ * Tiles of QM_ROWS weight rows by QM_TOKS tokens, each row against QT
+ * tokens at a time: the tile's weight rows (a few KiB) stay in L1 while
+ * the tokens' activations stream from L2.
+ */
+#define QM_ROWS 16
+#define QM_TOKS 64
+
+void gm_qmatmul(float *y, int64_t ldy, const void *xq, int64_t n, const void *w, enum gm_dtype wt, int64_t in,
+		int64_t r0, int64_t r1)
+{
+	size_t rb = gm_quant_row_bytes(wt, in), al = gm_qact_len(wt, in);
+	unsigned el, by;
+	int maxt;
+	qtile_fn f = pick(wt, &maxt);
+	int64_t ra, ta, r, t;
+
+	gm_dtype_block(wt, &el, &by);
+	for (ra = r0; ra < r1; ra += QM_ROWS) {
+		int64_t re = ra + QM_ROWS < r1 ? ra + QM_ROWS : r1;
+
+		for (ta = 0; ta < n; ta += QM_TOKS) {
+			int64_t te = ta + QM_TOKS < n ? ta + QM_TOKS : n;
+
+			for (r = ra; r < re; r++) {
+				for (t = ta; t < te; t += maxt) {
+					const void *xs[QT];
+					float o[QT];
+					int k, T = (int)(te - t < maxt ? te - t : maxt);
+
+					for (k = 0; k < T; k++)
+						xs[k] = (const char *)xq + (size_t)(t + k) * al;
+					f(wt, (const uint8_t *)w + (size_t)r * rb, xs, T, in / el, o);
+					for (k = 0; k < T; k++)
+						y[(t + k) * ldy + r] = o[k];
+				}
+			}
+		}
+	}
+}
