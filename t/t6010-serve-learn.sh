@@ -179,7 +179,7 @@ test_expect_success PYTHON3 'learning is real, and every request sees one versio
 	# ... and it is exactly what that version says alone: version 1 the base, version v the
 	# state committed at step v - 1 (a commit a step); the first, the last and three between
 	awk -v n=$(wc -l <pairs) "NR == 1 || NR == n || NR % int(n / 4 + 1) == 0" pairs >checked &&
-	while read v text
+	while read -r v text
 	do
 		if test "$v" = 1
 		then
