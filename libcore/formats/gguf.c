@@ -29,7 +29,6 @@
 #define MAX_NESTING 8
 #define MAX_KEY_LEN 65535
 #define MAX_NAME_LEN 65535
-#define HUGE_ALIGN ((size_t)2 << 20)
 
 struct kv {
 	char *key;
@@ -580,93 +579,22 @@ int gm_gguf_open_memory(const void *data, size_t len, const char *what, gm_gguf 
 	return 0;
 }
 
-/* A copy in 2 MiB-aligned anonymous memory advised MADV_HUGEPAGE, as the
- * safetensors reader's (see there why); -1 when it cannot be had. */
-static int read_resident(gm_gguf *g, int fd)
-{
-	size_t size = (g->map_len + HUGE_ALIGN - 1) & ~(HUGE_ALIGN - 1), got = 0, head;
-	char *raw, *base;
-	int saved;
-
-	raw = mmap(NULL, size + HUGE_ALIGN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (raw == MAP_FAILED)
-		return -1;
-	base = (char *)(((uintptr_t)raw + HUGE_ALIGN - 1) & ~(uintptr_t)(HUGE_ALIGN - 1));
-	head = (size_t)(base - raw);
-	if (head)
-		munmap(raw, head);
-	if (HUGE_ALIGN - head)
-		munmap(base + size, HUGE_ALIGN - head);
-#ifdef MADV_HUGEPAGE
-	if (madvise(base, size, MADV_HUGEPAGE) < 0) {
-		saved = errno;
-		munmap(base, size);
-		errno = saved;
-		return -1;
-	}
-#else
-	munmap(base, size);
-	errno = ENOTSUP;
-	return -1;
-#endif
-	while (got < g->map_len) {
-		ssize_t n = pread(fd, base + got, g->map_len - got, (off_t)got);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			saved = n < 0 ? errno : EIO;
-			munmap(base, size);
-			errno = saved;
-			return -1;
-		}
-		got += (size_t)n;
-	}
-	mprotect(base, size, PROT_READ);
-	g->map = base;
-	g->map_size = size;
-	g->resident = 1;
-	return 0;
-}
-
+/* The file held as the safetensors reader holds it (gm_st_map_file). */
 int gm_gguf_open_mode(const char *path, enum gm_st_load mode, gm_gguf **out, gm_error *err)
 {
+	gm_st_mapping m;
 	gm_gguf *g;
-	struct stat st;
-	int fd, ret;
+	int ret;
 
 	*out = NULL;
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return gm_error_errno(err, "cannot open '%s'", path);
-	if (fstat(fd, &st) < 0) {
-		ret = gm_error_errno(err, "cannot stat '%s'", path);
-		close(fd);
+	if ((ret = gm_st_map_file(path, mode, &m, err)))
 		return ret;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		close(fd);
-		return gm_error_set(err, GM_EINVAL, "%s: not a regular file", path);
-	}
 	g = gm_xcalloc(1, sizeof(*g));
 	g->path = gm_xstrdup(path);
-	g->map_len = (size_t)st.st_size;
-	g->map_size = g->map_len;
-	if (mode == GM_ST_LOAD_RESIDENT && g->map_len && read_resident(g, fd) < 0) {
-		g->map = NULL;
-		g->map_size = g->map_len;
-	}
-	if (!g->map && g->map_len) {
-		g->map = mmap(NULL, g->map_len, PROT_READ, MAP_PRIVATE, fd, 0);
-		if (g->map == MAP_FAILED) {
-			g->map = NULL;
-			ret = gm_error_errno(err, "cannot map '%s'", path);
-			close(fd);
-			gm_gguf_close(g);
-			return ret;
-		}
-	}
-	close(fd);
+	g->map = m.data;
+	g->map_len = m.len;
+	g->map_size = m.size;
+	g->resident = m.resident;
 	ret = parse_image(g, g->map, g->map_len, err);
 	if (ret) {
 		gm_gguf_close(g);

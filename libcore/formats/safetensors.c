@@ -926,16 +926,15 @@ int gm_st_open_memory(const void *data, size_t len, const char *what, gm_st_file
  */
 #define HUGE_ALIGN ((size_t)2 << 20)
 
-static int read_resident(gm_st_file *f, int fd)
+static int read_resident(gm_st_mapping *m, int fd)
 {
-	size_t size = (f->map_len + HUGE_ALIGN - 1) & ~(HUGE_ALIGN - 1), got = 0, head;
+	size_t size = (m->len + HUGE_ALIGN - 1) & ~(HUGE_ALIGN - 1), got = 0, head;
 	char *raw, *base;
 	int saved;
 
 	raw = mmap(NULL, size + HUGE_ALIGN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (raw == MAP_FAILED)
 		return -1;
-	/* keep the 2 MiB-aligned part only */
 	base = (char *)(((uintptr_t)raw + HUGE_ALIGN - 1) & ~(uintptr_t)(HUGE_ALIGN - 1));
 	head = (size_t)(base - raw);
 	if (head)
@@ -954,13 +953,13 @@ static int read_resident(gm_st_file *f, int fd)
 	errno = ENOTSUP;
 	return -1;
 #endif
-	while (got < f->map_len) {
-		ssize_t n = pread(fd, base + got, f->map_len - got, (off_t)got);
+	while (got < m->len) {
+		ssize_t n = pread(fd, base + got, m->len - got, (off_t)got);
 
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {
-			saved = n < 0 ? errno : EIO; /* a file that shrank under us */
+			saved = n < 0 ? errno : EIO;
 			munmap(base, size);
 			errno = saved;
 			return -1;
@@ -968,18 +967,18 @@ static int read_resident(gm_st_file *f, int fd)
 		got += (size_t)n;
 	}
 	mprotect(base, size, PROT_READ); /* as the mapping: a stray write faults; harmless if refused */
-	f->map = base;
-	f->map_size = size;
-	f->resident = 1;
+	m->data = base;
+	m->size = size;
+	m->resident = 1;
 	return 0;
 }
 
-int gm_st_open_mode(const char *path, enum gm_st_load mode, gm_st_file **out, gm_error *err)
+int gm_st_map_file(const char *path, enum gm_st_load mode, gm_st_mapping *out, gm_error *err)
 {
-	gm_st_file *f;
 	struct stat st;
-	int fd, ret;
+	int fd, ret = 0;
 
+	memset(out, 0, sizeof(*out));
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return gm_error_errno(err, "cannot open '%s'", path);
@@ -992,27 +991,46 @@ int gm_st_open_mode(const char *path, enum gm_st_load mode, gm_st_file **out, gm
 		close(fd);
 		return gm_error_set(err, GM_EINVAL, "%s: not a regular file", path);
 	}
-	f = gm_xcalloc(1, sizeof(*f));
-	f->path = gm_xstrdup(path);
-	f->map_len = (size_t)st.st_size;
-	f->map_size = f->map_len;
-	if (mode == GM_ST_LOAD_RESIDENT && f->map_len && read_resident(f, fd) < 0) {
-		/* no huge pages to be had (or no memory): the mapping will do */
-		f->map = NULL;
-		f->map_size = f->map_len;
+	out->len = (size_t)st.st_size;
+	out->size = out->len;
+	/* no huge pages to be had (or no memory): the mapping will do */
+	if (mode == GM_ST_LOAD_RESIDENT && out->len && read_resident(out, fd) < 0) {
+		out->data = NULL;
+		out->size = out->len;
 	}
-	/* mmap refuses length 0; an empty file fails validation below anyway. */
-	if (!f->map && f->map_len) {
-		f->map = mmap(NULL, f->map_len, PROT_READ, MAP_PRIVATE, fd, 0);
-		if (f->map == MAP_FAILED) {
-			f->map = NULL;
+	/* mmap refuses length 0; an empty file fails validation anyway. */
+	if (!out->data && out->len) {
+		out->data = mmap(NULL, out->len, PROT_READ, MAP_PRIVATE, fd, 0);
+		if (out->data == MAP_FAILED) {
+			out->data = NULL;
 			ret = gm_error_errno(err, "cannot map '%s'", path);
-			close(fd);
-			gm_st_close(f);
-			return ret;
 		}
 	}
 	close(fd); /* the mapping keeps the file */
+	return ret;
+}
+
+void gm_st_unmap(gm_st_mapping *m)
+{
+	if (m->data)
+		munmap(m->data, m->size);
+	memset(m, 0, sizeof(*m));
+}
+
+int gm_st_open_mode(const char *path, enum gm_st_load mode, gm_st_file **out, gm_error *err)
+{
+	gm_st_mapping m;
+	gm_st_file *f;
+	int ret;
+
+	if ((ret = gm_st_map_file(path, mode, &m, err)))
+		return ret;
+	f = gm_xcalloc(1, sizeof(*f));
+	f->path = gm_xstrdup(path);
+	f->map = m.data;
+	f->map_len = m.len;
+	f->map_size = m.size;
+	f->resident = m.resident;
 	ret = parse_image(f, f->map, f->map_len, err);
 	if (ret) {
 		gm_st_close(f);

@@ -54,6 +54,19 @@ enum gm_st_load {
 	GM_ST_LOAD_RESIDENT
 };
 int gm_st_open_mode(const char *path, enum gm_st_load mode, gm_st_file **out, gm_error *err);
+/*
+ * A whole file held as gm_st_open_mode holds it (mapped, or a resident
+ * huge-page copy), for the readers of other formats (gguf.c).  data is
+ * NULL for an empty file; gm_st_unmap releases size bytes.
+ */
+typedef struct gm_st_mapping {
+	void *data;
+	size_t len;      /* the file's length */
+	size_t size;     /* bytes to unmap: len, or more for a resident copy */
+	int resident;
+} gm_st_mapping;
+int gm_st_map_file(const char *path, enum gm_st_load mode, gm_st_mapping *out, gm_error *err);
+void gm_st_unmap(gm_st_mapping *m);
 /* 1 when f holds a resident copy (GM_ST_LOAD_RESIDENT took effect). */
 int gm_st_is_resident(const gm_st_file *f);
 /* Validates a file image already in memory (borrowed, must outlive *out);
