@@ -788,69 +788,115 @@ static INL TGT_Q5 __m512 q32p_step(enum gm_dtype wt, __m512i u, __m128 dw, const
 	return _mm512_fmadd_ps(_mm512_permutexvar_ps(spread, _mm512_castps128_ps512(sc)), _mm512_cvtepi32_ps(p), acc);
 }
 
-static INL TGT_Q5 void q32p_512(enum gm_dtype wt, const uint8_t *w, const void *const *xq, const int T, int64_t nb,
-				float *out)
+/* A pair's quants and scales, from the weights as they lie. */
+static INL TGT_Q5 void q32p_load(enum gm_dtype wt, const uint8_t *w, int one, __m512i *u, __m128 *dw)
 {
-	const size_t by = Q32_BYTES(wt), po = qa_pair_off(nb), dso = qa_ds_off(nb);
-	const struct qa64 *a[QT];
-	const struct qa64ds *ds[QT];
-	__m512 acc[QT];
-	float accm[QT];
-	int64_t p, np = (nb + 1) / 2;
-	int t;
-
-#pragma GCC unroll 8
-	for (t = 0; t < T; t++) {
-		a[t] = (const struct qa64 *)((const char *)xq[t] + po);
-		ds[t] = (const struct qa64ds *)((const char *)xq[t] + dso);
-		acc[t] = _mm512_setzero_ps();
-		accm[t] = 0;
-	}
-	for (p = 0; p < np; p++, w += 2 * by) {
-		int one = 2 * p + 1 == nb;
-		__m512i u = q32p_unpack(wt, w, one);
-		__m128 dw = q32p_dw(w, by, one);
-
-#pragma GCC unroll 8
-		for (t = 0; t < T; t++)
-			acc[t] = q32p_step(wt, u, dw, w, one, &a[t][p], &ds[t][p], acc[t], &accm[t]);
-	}
-#pragma GCC unroll 8
-	for (t = 0; t < T; t++)
-		out[t] = _mm512_reduce_add_ps(acc[t]) + accm[t];
+	*u = q32p_unpack(wt, w, one);
+	*dw = q32p_dw(w, Q32_BYTES(wt), one);
 }
 
-static INL TGT_Q5 void q32p_rows_512(enum gm_dtype wt, const uint8_t *w, size_t rb, const void *xq, int64_t nb,
-				     float *out)
+/* The pair kernels, over a way to load a pair of one row (unpacked quants, (dw0, dw1)): the tile (tname)
+ * and the several-rows kernel (rname). */
+#define Q32P_KERNELS(tname, rname, tgt, load)                                                                   \
+static INL tgt void tname(enum gm_dtype wt, const uint8_t *w, const void *const *xq, const int T, int64_t nb,   \
+				float *out)                                                                     \
+{                                                                                                               \
+	const size_t by = Q32_BYTES(wt), po = qa_pair_off(nb), dso = qa_ds_off(nb);                             \
+	const struct qa64 *a[QT];                                                                               \
+	const struct qa64ds *ds[QT];                                                                            \
+	__m512 acc[QT];                                                                                         \
+	float accm[QT];                                                                                         \
+	int64_t p, np = (nb + 1) / 2;                                                                           \
+	int t;                                                                                                  \
+                                                                                                                \
+	_Pragma("GCC unroll 8") for (t = 0; t < T; t++) {                                                       \
+		a[t] = (const struct qa64 *)((const char *)xq[t] + po);                                         \
+		ds[t] = (const struct qa64ds *)((const char *)xq[t] + dso);                                     \
+		acc[t] = _mm512_setzero_ps();                                                                   \
+		accm[t] = 0;                                                                                    \
+	}                                                                                                       \
+	for (p = 0; p < np; p++, w += 2 * by) {                                                                 \
+		int one = 2 * p + 1 == nb;                                                                      \
+		__m512i u;                                                                                      \
+		__m128 dw;                                                                                      \
+                                                                                                                \
+		load(wt, w, one, &u, &dw);                                                                      \
+                                                                                                                \
+		_Pragma("GCC unroll 8") for (t = 0; t < T; t++)                                                 \
+			acc[t] = q32p_step(wt, u, dw, w, one, &a[t][p], &ds[t][p], acc[t], &accm[t]);           \
+	}                                                                                                       \
+	_Pragma("GCC unroll 8") for (t = 0; t < T; t++)                                                         \
+		out[t] = _mm512_reduce_add_ps(acc[t]) + accm[t];                                                \
+}                                                                                                               \
+                                                                                                                \
+static INL tgt void rname(enum gm_dtype wt, const uint8_t *w, size_t rb, const void *xq, int64_t nb,            \
+				     float *out)                                                                \
+{                                                                                                               \
+	const size_t by = Q32_BYTES(wt);                                                                        \
+	const struct qa64 *a = (const struct qa64 *)((const char *)xq + qa_pair_off(nb));                       \
+	const struct qa64ds *ds = (const struct qa64ds *)((const char *)xq + qa_ds_off(nb));                    \
+	__m512 acc[Q32_R];                                                                                      \
+	float accm[Q32_R];                                                                                      \
+	int64_t p, np = (nb + 1) / 2;                                                                           \
+	int r;                                                                                                  \
+                                                                                                                \
+	_Pragma("GCC unroll 4") for (r = 0; r < Q32_R; r++) {                                                   \
+		acc[r] = _mm512_setzero_ps();                                                                   \
+		accm[r] = 0;                                                                                    \
+	}                                                                                                       \
+	for (p = 0; p < np; p++, w += 2 * by) {                                                                 \
+		int one = 2 * p + 1 == nb;                                                                      \
+                                                                                                                \
+		_Pragma("GCC unroll 4") for (r = 0; r < Q32_R; r++) {                                           \
+			const uint8_t *wr = w + (size_t)r * rb;                                                 \
+			__m512i u;                                                                              \
+			__m128 dw;                                                                              \
+                                                                                                                \
+			load(wt, wr, one, &u, &dw);                                                             \
+			acc[r] = q32p_step(wt, u, dw, wr, one, &a[p], &ds[p], acc[r], &accm[r]);                \
+		}                                                                                               \
+	}                                                                                                       \
+	_Pragma("GCC unroll 4") for (r = 0; r < Q32_R; r++)                                                     \
+		out[r] = _mm512_reduce_add_ps(acc[r]) + accm[r];                                                \
+}                                                                                                               \
+
+Q32P_KERNELS(q32p_512, q32p_rows_512, TGT_Q5, q32p_load)
+
+/*
+ * Q4_0 / Q4_1 where the CPU has AVX-512 VBMI: a pair of blocks is one
+ * (masked) load, its nibbles put in place by one byte permutation
+ * (vpermb: each block's 16 quant bytes twice, the second copy shifted
+ * right by 4) and its two f16 scales picked from the same load: the same
+ * registers as q32p_load gives, in fewer instructions.
+ */
+#define TGT_Q5V __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni,avx512vbmi")))
+
+/* byte i of the pair: quant byte i % 16 of block (i % 32) / 16, for Q4_0 (blocks of 18 bytes) and Q4_1 (20) */
+static const uint8_t q4p_bytes[2][64] = {
+	{  2,  3,  4,  5,  6,  7,  8,  9, 10, 11, 12, 13, 14, 15, 16, 17,
+	  20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35,
+	   2,  3,  4,  5,  6,  7,  8,  9, 10, 11, 12, 13, 14, 15, 16, 17,
+	  20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35 },
+	{  4,  5,  6,  7,  8,  9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19,
+	  24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39,
+	   4,  5,  6,  7,  8,  9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19,
+	  24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39 }
+};
+
+static INL TGT_Q5V void q4p_load_vbmi(enum gm_dtype wt, const uint8_t *w, int one, __m512i *u, __m128 *dw)
 {
-	const size_t by = Q32_BYTES(wt);
-	const struct qa64 *a = (const struct qa64 *)((const char *)xq + qa_pair_off(nb));
-	const struct qa64ds *ds = (const struct qa64ds *)((const char *)xq + qa_ds_off(nb));
-	__m512 acc[Q32_R];
-	float accm[Q32_R];
-	int64_t p, np = (nb + 1) / 2;
-	int r;
+	const int q41 = wt == GM_DTYPE_Q4_1, by = q41 ? 20 : 18;
+	const __mmask64 k = ((__mmask64)1 << (one ? by : 2 * by)) - 1;
+	const __m512i v = _mm512_maskz_loadu_epi8(k, w);
+	const __m512i shift = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(4), 1);
+	__m512i q = _mm512_permutexvar_epi8(_mm512_loadu_si512((const void *)q4p_bytes[q41]), v);
 
-#pragma GCC unroll 4
-	for (r = 0; r < Q32_R; r++) {
-		acc[r] = _mm512_setzero_ps();
-		accm[r] = 0;
-	}
-	for (p = 0; p < np; p++, w += 2 * by) {
-		int one = 2 * p + 1 == nb;
-
-#pragma GCC unroll 4
-		for (r = 0; r < Q32_R; r++) {
-			const uint8_t *wr = w + (size_t)r * rb;
-
-			acc[r] = q32p_step(wt, q32p_unpack(wt, wr, one), q32p_dw(wr, by, one), wr, one, &a[p], &ds[p],
-					   acc[r], &accm[r]);
-		}
-	}
-#pragma GCC unroll 4
-	for (r = 0; r < Q32_R; r++)
-		out[r] = _mm512_reduce_add_ps(acc[r]) + accm[r];
+	*u = _mm512_and_si512(_mm512_srlv_epi16(q, shift), _mm512_set1_epi8(0xF));
+	/* the scales: words 0 and by / 2 */
+	*dw = _mm_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi16(_mm512_set1_epi32(by / 2 << 16), v)));
 }
+
+Q32P_KERNELS(q4p_512v, q4p_rows_512v, TGT_Q5V, q4p_load_vbmi)
 
 static INL TGT_Q5 void qk45_512(enum gm_dtype wt, const uint8_t *w, const void *const *xq, const int T, int64_t nb,
 				float *out)
@@ -1058,6 +1104,21 @@ static TGT_Q5 void rows_q32_512(enum gm_dtype wt, const uint8_t *w, size_t rb, c
 {
 	Q32_TYPES(q32p_rows_512, wt, w, rb, xq, nb, out);
 }
+
+#define Q4_TYPES(body, wt, ...)                                                                               \
+	do {                                                                                                   \
+		if ((wt) == GM_DTYPE_Q4_0)                                                                     \
+			body(GM_DTYPE_Q4_0, __VA_ARGS__);                                                      \
+		else                                                                                           \
+			body(GM_DTYPE_Q4_1, __VA_ARGS__);                                                      \
+	} while (0)
+#define q4p_512v_typed(wt, ...) Q4_TYPES(q4p_512v, wt, __VA_ARGS__)
+TILE8_FN(tile_q4_512v, q4p_512v_typed, TGT_Q5V)
+
+static TGT_Q5V void rows_q4_512v(enum gm_dtype wt, const uint8_t *w, size_t rb, const void *xq, int64_t nb, float *out)
+{
+	Q4_TYPES(q4p_rows_512v, wt, w, rb, xq, nb, out);
+}
 TILE_FN(tile_qk45_avx2, qk45_avx2, TGT_Q2)
 TILE_FN(tile_q6k_avx2, q6k_avx2, TGT_Q2)
 TILE8_FN(tile_qk45_512, qk45_512, TGT_Q5)
@@ -1181,6 +1242,21 @@ void gm_qdequantize(enum gm_dtype wt, const void *w, float *y, int64_t n)
 
 /* ---------------------------------------------------------------- dispatch */
 
+static int vbmi_supported(void)
+{
+#ifdef GM_X86
+	static int v = -1;
+
+	if (v < 0) {
+		__builtin_cpu_init();
+		v = __builtin_cpu_supports("avx512vbmi");
+	}
+	return v;
+#else
+	return 0;
+#endif
+}
+
 static int vnni_supported(void)
 {
 #ifdef GM_X86
@@ -1213,6 +1289,8 @@ static qtile_fn pick(enum gm_dtype wt, int *maxt)
 	case GM_DTYPE_Q4_1:
 	case GM_DTYPE_Q5_0:
 	case GM_DTYPE_Q5_1:
+		if (v512 && (wt == GM_DTYPE_Q4_0 || wt == GM_DTYPE_Q4_1) && vbmi_supported())
+			return tile_q4_512v;
 		return v512 ? tile_q32_512 : tile_q32_avx2;
 	case GM_DTYPE_Q4_K:
 	case GM_DTYPE_Q5_K:
@@ -1238,7 +1316,9 @@ static qrows_fn pick_rows(enum gm_dtype wt)
 
 	if (isa == GM_ISA_PORTABLE || is_k(wt))
 		return NULL;
-	return isa == GM_ISA_AVX512 && vnni_supported() ? rows_q32_512 : rows_q32_avx2;
+	if (isa != GM_ISA_AVX512 || !vnni_supported())
+		return rows_q32_avx2;
+	return (wt == GM_DTYPE_Q4_0 || wt == GM_DTYPE_Q4_1) && vbmi_supported() ? rows_q4_512v : rows_q32_512;
 #else
 	(void)wt;
 	return NULL;
