@@ -18,8 +18,11 @@
  *   Q2_K, Q4_K, Q5_K:  da (dw sum_j sc_j sum q a  -  dmin sum_j m_j sum a)
  *   Q3_K, Q6_K:        (dw da) sum_j sc_j sum (q - off) a
  * and the blocks' values are summed in f32 in block order (portable), or
- * in vector lanes by a fixed scheme (SIMD): within one variant the result
- * of a (row, token) never depends on the threads or on the other tokens.
+ * in vector lanes by a fixed scheme (SIMD: 8 lanes a block with AVX2, 16
+ * lanes a pair of blocks with AVX-512): within one variant the result of
+ * a (row, token) never depends on the threads, on the other tokens, or on
+ * whether it came from a tile (one row, several tokens: prompts, batches)
+ * or from the decode kernel (one token, several rows).
  */
 #include "cpu/kernels.h"
 
@@ -413,10 +416,10 @@ static INL TGT_Q2 __m256i q4_0_unpack(const uint8_t *qs)
 }
 
 /*
- * 32-element blocks: each block's integer sum in 8 i32 lanes, converted and
+ * 32-element blocks with AVX2: each block's integer sum in 8 i32 lanes, converted and
  * scaled into an 8-lane f32 accumulator per token; one horizontal sum at
  * the end.  u8 x s8 products: maddubs (pairs into i16, |q| <= 127 fits)
- * then madd with ones (AVX2), or vpdpbusd (VNNI).  Signed Q8_0 weights
+ * then madd with ones.  Signed Q8_0 weights
  * take the sign trick (|w| times a with w's sign); Q4_0's offset of 8:
  * sum (q - 8) a = sum q a - 8 sum a, -sum a in each of the 8 lanes (Q5_0's
  * 16: -2 sum a); the mins of Q4_1 / Q5_1: m (da sum a) per block, in f32
