@@ -87,16 +87,36 @@ bad:
  * becomes (...), \d and \D become classes, lazy quantifiers become greedy
  * (the same strings match).  Returns 0, or -1 with *why set.
  */
+/* bounds on a pattern, so that a hostile one cannot make regcomp take seconds (real ones are a few dozen bytes) */
+#define PEFT_REGEX_MAX_LEN 1024
+#define PEFT_REGEX_MAX_QUANT 32
+
 static int py_regex_to_posix(const char *src, gm_buf *out, const char **why)
 {
 	const char *p = src;
-	int quant = 0;
+	int quant = 0, n_quant = 0;
 
+	if (strlen(src) > PEFT_REGEX_MAX_LEN) {
+		*why = "longer than the 1024-byte limit";
+		return -1;
+	}
 	while (*p) {
 		if (quant && *p == '?') { /* lazy quantifier: same language */
 			p++;
 			quant = 0;
 			continue;
+		}
+		if (quant && (*p == '*' || *p == '{')) {
+			*why = "multiple repeat"; /* Python's re refuses it too */
+			return -1;
+		}
+		if (quant && *p == '+') {
+			*why = "possessive quantifiers are not supported";
+			return -1;
+		}
+		if ((*p == '*' || *p == '+' || *p == '?' || *p == '{') && ++n_quant > PEFT_REGEX_MAX_QUANT) {
+			*why = "more than 32 quantifiers";
+			return -1;
 		}
 		quant = 0;
 		if (*p == '\\') {

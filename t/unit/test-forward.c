@@ -1376,6 +1376,41 @@ out:
 	free(ref2);
 }
 
+/* PEFT patterns as Python's re reads them; fuzz-peft's finding: 60 stars in a row took regcomp 30 s */
+static void test_peft_patterns(void)
+{
+	static const struct {
+		const char *cfg, *want; /* want: NULL when accepted, else a piece of the message */
+	} cases[] = {
+		{ "{\"peft_type\": \"LORA\", \"r\": 4, \"target_modules\": \".*\\\\.(q|v)_proj\"}", NULL },
+		{ "{\"peft_type\": \"LORA\", \"r\": 4, \"target_modules\": [\"q_proj\"], "
+		  "\"rank_pattern\": {\"layers.0.self_attn.q_proj\": 8}}", NULL },
+		{ "{\"peft_type\": \"LORA\", \"r\": 4, \"target_modules\": [\"q_proj\"], "
+		  "\"rank_pattern\": {\"l*****************************************ayers.0.q_proj\": 8}}", "multiple repeat" },
+		{ "{\"peft_type\": \"LORA\", \"r\": 4, \"target_modules\": \"q_proj*+\"}", "possessive" },
+		{ "{\"peft_type\": \"LORA\", \"r\": 4, \"target_modules\": \"(a?b?c?d?e?f?g?h?i?j?k?l?m?n?o?p?)(a?b?c?d?e?f?g?h?i?j?k?l?m?n?o?p?)q?x\"}",
+		  "more than 32 quantifiers" },
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		gm_error err = GM_ERROR_INIT;
+		gm_peft_config cfg;
+		json_object *obj = json_tokener_parse(cases[i].cfg);
+		int ret;
+
+		memset(&cfg, 0, sizeof(cfg));
+		ret = obj ? gm_peft_config_parse(obj, "adapter_config.json", &cfg, &err) : -1;
+		if (!cases[i].want)
+			ok(obj && !ret, "peft pattern %zu accepted (%s)", i, err.msg);
+		else
+			ok(obj && ret < 0 && strstr(err.msg, cases[i].want), "peft pattern %zu refused: %s", i, err.msg);
+		if (obj && !ret)
+			gm_peft_config_release(&cfg);
+		json_object_put(obj);
+	}
+}
+
 int main(void)
 {
 	static const struct golden models[] = {
@@ -1394,6 +1429,7 @@ int main(void)
 	};
 
 	test_kernels();
+	test_peft_patterns();
 	if (!only)
 		test_fast_models();
 	test_errors();
