@@ -176,6 +176,16 @@ test_expect_success CRASHPOINT 'git model quantize NAME (two types, one commit)'
 	test_cmp expect actual
 '
 
+# A kill after the commit point (the branch moved) is not told from a
+# failure by whoever runs it again: the second run commits nothing.
+test_expect_success CRASHPOINT 'git model quantize NAME again: the same files, no second commit' '
+	(cd st && HOME=$PWD/home &&
+	 git model quantize --type Q8_0 --type Q4_K_M pocket >../out &&
+	 state_quantize >../again.state) &&
+	test_grep "^already committed in [0-9a-f]\{12\} of pocket (nothing to commit)\$" out &&
+	test_cmp ref.quantize.state again.state
+'
+
 state_quantize_o () {
 	ls -A out && (cd out && sha256sum pocket.gguf)
 }
