@@ -160,7 +160,7 @@ check_quantize () {
 		}
 	done &&
 	test "$(git -C "$MODELS/pocket" log --format=%s | grep -c "^quantize ")" -le 1 &&
-	if command -v git-lfs >/dev/null
+	if test_have_prereq GIT_LFS
 	then
 		git -C "$MODELS/pocket" lfs fsck >/dev/null
 	fi
