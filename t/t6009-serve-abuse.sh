@@ -10,6 +10,17 @@ metric () {
 	curl -s "$(cat main.url)/metrics" | awk -v n="$1" '$1 == n { print $2 }'
 }
 
+# wait_metric NAME VALUE: until the metric has that value (at most 30 s: a
+# loaded machine admits requests late, so no fixed sleep is enough)
+wait_metric () {
+	for i in $(seq 300); do
+		test "$(metric "$1")" = "$2" && return 0
+		sleep 0.1
+	done
+	echo "$1 is $(metric "$1"), not $2" >&2
+	return 1
+}
+
 # A client on another loopback address (127.0.0.2: all of 127/8 is local)
 # plays the attacker; the honest client connects from 127.0.0.1.
 cat >abuse.py <<\PY
@@ -123,12 +134,11 @@ test_expect_success PYTHON3 'prompt tokens waiting are capped; /health and /metr
 	long="{\"model\": \"pocket-qwen3\", \"prompt\": \"Once\", \"max_tokens\": 2000, \"n\": 8, \"temperature\": 1, \"logit_bias\": {\"4093\": -100, \"4091\": -100}}" &&
 	{ curl -s -m 60 "$url/v1/completions" -H "Content-Type: application/json" -d "$long" >long.json & } &&
 	long_pid=$! &&
-	sleep 0.5 &&
+	wait_metric gitmodel_requests_running 1 &&
 	q="{\"model\": \"pocket-qwen3\", \"prompt\": \"one two three four five six seven eight nine ten eleven twelve\", \"max_tokens\": 1}" &&
 	{ curl -s -m 60 "$url/v1/completions" -H "Content-Type: application/json" -d "$q" >q1.json & } &&
 	q1_pid=$! &&
-	sleep 0.5 &&
-	test "$(metric gitmodel_queue_depth)" = 1 &&
+	wait_metric gitmodel_queue_depth 1 &&
 	queued=$(metric gitmodel_queued_prompt_tokens) &&
 	test "$queued" -gt 0 &&
 	curl -s -m 10 -o q2.json -w "%{http_code}\n" "$url/v1/completions" -H "Content-Type: application/json" \

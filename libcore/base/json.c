@@ -166,13 +166,18 @@ GM_JSON_OPT(gm_json_opt_bool, int, gm_json_get_bool)
 /*
  * As Python's json writes it (repr): the shortest digits that
  * read back to the same value, fixed notation for 1e-4 <= |d| < 1e16 with
- * at least one decimal ("1000000.0"), else "1e-06".
+ * at least one decimal ("1000000.0"), else "1e-06"; Infinity, -Infinity
+ * and NaN as Python's json writes them.
  */
 json_object *gm_json_new_double(double d)
 {
 	char buf[64], digits[64];
 	int p, exp;
 
+	if (isnan(d))
+		return json_object_new_double_s(d, "NaN");
+	if (isinf(d))
+		return json_object_new_double_s(d, d > 0 ? "Infinity" : "-Infinity");
 	for (p = 0; p < 17; p++) {
 		snprintf(digits, sizeof(digits), "%.*e", p, d);
 		if (strtod(digits, NULL) == d)

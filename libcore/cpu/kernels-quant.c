@@ -18,8 +18,11 @@
  *   Q2_K, Q4_K, Q5_K:  da (dw sum_j sc_j sum q a  -  dmin sum_j m_j sum a)
  *   Q3_K, Q6_K:        (dw da) sum_j sc_j sum (q - off) a
  * and the blocks' values are summed in f32 in block order (portable), or
- * in vector lanes by a fixed scheme (SIMD): within one variant the result
- * of a (row, token) never depends on the threads or on the other tokens.
+ * in vector lanes by a fixed scheme (SIMD: 8 lanes a block with AVX2, 16
+ * lanes a pair of blocks with AVX-512): within one variant the result of
+ * a (row, token) never depends on the threads, on the other tokens, or on
+ * whether it came from a tile (one row, several tokens: prompts, batches)
+ * or from the decode kernel (one token, several rows).
  */
 #include "cpu/kernels.h"
 
@@ -37,6 +40,26 @@ struct qa32 {
 	float d;
 	int32_t s;       /* sum of q */
 	int8_t q[32];
+};
+
+/*
+ * The same activations again, for the AVX-512 kernels, by pairs of blocks
+ * (2p, 2p + 1), laid out for one 64-byte vpdpbusd: q in "nibble order"
+ * (block 2p's elements 0..15, block 2p + 1's 0..15, then both blocks'
+ * 16..31: the order in which two blocks of 4-bit weights unpack), and the
+ * weight type's offset as the i32 lanes' starting values (lanes 0..3 and
+ * 8..11 hold block 2p, the others block 2p + 1; -off / 8 s per lane).
+ * Written after the qa32 blocks of a token (at qa_pair_off), then the
+ * pairs' scales and sums; a missing last block (odd count) is zero.
+ */
+struct qa64 {
+	int8_t q[64];
+	int32_t bias[16];
+};
+
+struct qa64ds {
+	float d[2];
+	int32_t s[2];
 };
 
 struct qak {
@@ -65,9 +88,53 @@ int gm_qweight_supported(enum gm_dtype wt)
 	return gm_quant_supported(wt) && wt != GM_DTYPE_Q8_K;
 }
 
+/* Where a token's qa64 pairs start (64-byte aligned), and their qa64ds after them. */
+static size_t qa_pair_off(int64_t nb)
+{
+	return ((size_t)nb * sizeof(struct qa32) + 63) & ~(size_t)63;
+}
+
+static size_t qa_ds_off(int64_t nb)
+{
+	return qa_pair_off(nb) + (size_t)((nb + 1) / 2) * sizeof(struct qa64);
+}
+
 size_t gm_qact_len(enum gm_dtype wt, int64_t in)
 {
-	return is_k(wt) ? (size_t)(in / 256) * sizeof(struct qak) : (size_t)(in / 32) * sizeof(struct qa32);
+	if (is_k(wt))
+		return (size_t)(in / 256) * sizeof(struct qak);
+	/* a multiple of 64, so that every token's pairs are aligned as the first's */
+	return (qa_ds_off(in / 32) + (size_t)((in / 32 + 1) / 2) * sizeof(struct qa64ds) + 63) & ~(size_t)63;
+}
+
+/* The offset of wt's quants over 8 (sum (q - off) a = sum q a - off / 8 (8 lanes' sum a)); Q8_0 as unsigned q + 128. */
+static int qa_bias_k(enum gm_dtype wt)
+{
+	return wt == GM_DTYPE_Q4_0 ? 1 : wt == GM_DTYPE_Q5_0 ? 2 : wt == GM_DTYPE_Q8_0 ? 16 : 0;
+}
+
+static void qa_pairs(void *xq, enum gm_dtype wt, int64_t nb)
+{
+	const struct qa32 *a = xq;
+	struct qa64 *pr = (struct qa64 *)((char *)xq + qa_pair_off(nb));
+	struct qa64ds *ds = (struct qa64ds *)((char *)xq + qa_ds_off(nb));
+	int64_t p, np = (nb + 1) / 2;
+	int h, j;
+
+	for (p = 0; p < np; p++) {
+		memset(&pr[p], 0, sizeof(pr[p]));
+		memset(&ds[p], 0, sizeof(ds[p]));
+		for (h = 0; h < 2 && 2 * p + h < nb; h++) {
+			const struct qa32 *b = &a[2 * p + h];
+
+			memcpy(pr[p].q + 16 * h, b->q, 16);
+			memcpy(pr[p].q + 32 + 16 * h, b->q + 16, 16);
+			for (j = 0; j < 4; j++)
+				pr[p].bias[4 * h + j] = pr[p].bias[8 + 4 * h + j] = -qa_bias_k(wt) * b->s;
+			ds[p].d[h] = b->d;
+			ds[p].s[h] = b->s;
+		}
+	}
 }
 
 int gm_qact_kind(enum gm_dtype wt)
@@ -105,6 +172,7 @@ void gm_qact_quantize(void *xq, enum gm_dtype wt, const float *x, int64_t in)
 		}
 		a->s = s;
 	}
+	qa_pairs(xq, wt, in / 32);
 }
 
 void gm_qact_dequantize(float *x, enum gm_dtype wt, const void *xq, int64_t in)
@@ -298,6 +366,8 @@ static float dot_portable(enum gm_dtype wt, const uint8_t *w, const void *xq, in
  * registers), the same code compiled for AVX-512 (32 registers) up to 8.
  */
 #define QT 8
+/* rows of the one-token kernels (x86, 32-element types) */
+#define Q32_R 4
 typedef void (*qtile_fn)(enum gm_dtype wt, const uint8_t *w, const void *const *xq, int T, int64_t nb, float *out);
 
 static void tile_portable(enum gm_dtype wt, const uint8_t *w, const void *const *xq, int T, int64_t nb, float *out)
@@ -311,7 +381,6 @@ static void tile_portable(enum gm_dtype wt, const uint8_t *w, const void *const 
 /* ---------------------------------------------------------------- x86: AVX2 (and AVX-512 VNNI) */
 #ifdef GM_X86
 #define TGT_Q2 __attribute__((target("avx2,fma,f16c")))
-#define TGT_QV __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512vnni")))
 #define INL __attribute__((always_inline)) inline
 
 static INL TGT_Q2 float f16x(const uint8_t *p)
@@ -347,13 +416,15 @@ static INL TGT_Q2 __m256i q4_0_unpack(const uint8_t *qs)
 }
 
 /*
- * 32-element blocks: each block's integer sum in 8 i32 lanes, converted and
+ * 32-element blocks with AVX2: each block's integer sum in 8 i32 lanes, converted and
  * scaled into an 8-lane f32 accumulator per token; one horizontal sum at
  * the end.  u8 x s8 products: maddubs (pairs into i16, |q| <= 127 fits)
- * then madd with ones (AVX2), or vpdpbusd (VNNI).  Signed Q8_0 weights
+ * then madd with ones.  Signed Q8_0 weights
  * take the sign trick (|w| times a with w's sign); Q4_0's offset of 8:
  * sum (q - 8) a = sum q a - 8 sum a, -sum a in each of the 8 lanes (Q5_0's
- * 16: -2 sum a); the mins of Q4_1 / Q5_1: m (da sum a) per block, in f32.
+ * 16: -2 sum a); the mins of Q4_1 / Q5_1: m (da sum a) per block, in f32
+ * with an explicit fmaf (the compiler contracts a += b * c differently in
+ * different loops, and every kernel must give its variant's bits).
  */
 /* Q5_0 / Q5_1: bit j of qh (at p) as 16 in byte j. */
 static INL TGT_Q2 __m256i q5_high(const uint8_t *p)
@@ -392,10 +463,23 @@ static INL TGT_Q2 __m256i q32_unpack(enum gm_dtype wt, const uint8_t *w, __m256i
 #define Q32_OFF8(wt) ((wt) == GM_DTYPE_Q4_0 ? 1 : (wt) == GM_DTYPE_Q5_0 ? 2 : 0)
 #define Q32_MIN(wt) ((wt) == GM_DTYPE_Q4_1 || (wt) == GM_DTYPE_Q5_1)
 
+/* One block's integer sum in 8 i32 lanes: sum (q - off) a, or sum |w| (a with w's sign) for Q8_0. */
+static INL TGT_Q2 __m256i q32_dot_avx2(int q8, int off8, __m256i u, __m256i sg, __m256i y, int32_t s)
+{
+	__m256i p;
+
+	if (q8)
+		y = _mm256_sign_epi8(y, sg);
+	p = _mm256_madd_epi16(_mm256_maddubs_epi16(u, y), _mm256_set1_epi16(1));
+	if (off8)
+		p = _mm256_sub_epi32(p, _mm256_set1_epi32(off8 * s));
+	return p;
+}
+
+/* A tile: one weight row against T tokens (T a constant where inlined). */
 static INL TGT_Q2 void q32_avx2(enum gm_dtype wt, const uint8_t *w, const void *const *xq, const int T, int64_t nb,
 				float *out)
 {
-	const __m256i ones = _mm256_set1_epi16(1);
 	const struct qa32 *a[QT];
 	__m256 acc[QT];
 	float accm[QT];
@@ -416,16 +500,12 @@ static INL TGT_Q2 void q32_avx2(enum gm_dtype wt, const uint8_t *w, const void *
 
 #pragma GCC unroll 8
 		for (t = 0; t < T; t++) {
-			__m256i y = _mm256_loadu_si256((const __m256i *)a[t][b].q), p;
+			__m256i y = _mm256_loadu_si256((const __m256i *)a[t][b].q);
+			__m256i p = q32_dot_avx2(q8, off8, u, sg, y, a[t][b].s);
 
-			if (q8)
-				y = _mm256_sign_epi8(y, sg);
-			p = _mm256_madd_epi16(_mm256_maddubs_epi16(u, y), ones);
-			if (off8)
-				p = _mm256_sub_epi32(p, _mm256_set1_epi32(off8 * a[t][b].s));
 			acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * a[t][b].d), _mm256_cvtepi32_ps(p), acc[t]);
 			if (mn)
-				accm[t] += m * (a[t][b].d * (float)a[t][b].s);
+				accm[t] = fmaf(m, a[t][b].d * (float)a[t][b].s, accm[t]);
 		}
 	}
 #pragma GCC unroll 8
@@ -433,43 +513,47 @@ static INL TGT_Q2 void q32_avx2(enum gm_dtype wt, const uint8_t *w, const void *
 		out[t] = hsum8(acc[t]) + accm[t];
 }
 
-static INL TGT_QV void q32_vnni(enum gm_dtype wt, const uint8_t *w, const void *const *xq, const int T, int64_t nb,
-				float *out)
+/*
+ * One token against Q32_R weight rows at once (decode): the activation
+ * block is loaded once for the rows, and the rows' accumulators are
+ * independent chains, where a single row waits on its own multiply-add
+ * every block.  Each row's arithmetic is q32_avx2's, in the same order, so
+ * the result is the same bits as the one-row tile's.
+ * w: row 0 of the Q32_R rows, rb bytes apart; a: nb activation blocks.
+ */
+static INL TGT_Q2 void q32_rows_avx2(enum gm_dtype wt, const uint8_t *w, size_t rb, const struct qa32 *a, int64_t nb,
+				     float *out)
 {
-	const struct qa32 *a[QT];
-	__m256 acc[QT];
-	float accm[QT];
 	const int q8 = wt == GM_DTYPE_Q8_0, off8 = Q32_OFF8(wt), mn = Q32_MIN(wt);
 	const size_t by = Q32_BYTES(wt);
+	__m256 acc[Q32_R];
+	float accm[Q32_R];
 	int64_t b;
-	int t;
+	int r;
 
-#pragma GCC unroll 8
-	for (t = 0; t < T; t++) {
-		a[t] = xq[t];
-		acc[t] = _mm256_setzero_ps();
-		accm[t] = 0;
+#pragma GCC unroll 4
+	for (r = 0; r < Q32_R; r++) {
+		acc[r] = _mm256_setzero_ps();
+		accm[r] = 0;
 	}
-	for (b = 0; b < nb; b++, w += by) {
-		float d = f16x(w), m = mn ? f16x(w + 2) : 0;
-		__m256i sg = _mm256_setzero_si256(), u = q32_unpack(wt, w, &sg);
+	for (b = 0; b < nb; b++, a++, w += by) {
+		__m256i y = _mm256_loadu_si256((const __m256i *)a->q);
 
-#pragma GCC unroll 8
-		for (t = 0; t < T; t++) {
-			__m256i y = _mm256_loadu_si256((const __m256i *)a[t][b].q), p;
+#pragma GCC unroll 4
+		for (r = 0; r < Q32_R; r++) {
+			const uint8_t *wr = w + (size_t)r * rb;
+			float d = f16x(wr), m = mn ? f16x(wr + 2) : 0;
+			__m256i sg = _mm256_setzero_si256(), u = q32_unpack(wt, wr, &sg);
+			__m256i p = q32_dot_avx2(q8, off8, u, sg, y, a->s);
 
-			if (q8)
-				p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, _mm256_sign_epi8(y, sg));
-			else
-				p = _mm256_dpbusd_epi32(_mm256_set1_epi32(-off8 * a[t][b].s), u, y);
-			acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * a[t][b].d), _mm256_cvtepi32_ps(p), acc[t]);
+			acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * a->d), _mm256_cvtepi32_ps(p), acc[r]);
 			if (mn)
-				accm[t] += m * (a[t][b].d * (float)a[t][b].s);
+				accm[r] = fmaf(m, a->d * (float)a->s, accm[r]);
 		}
 	}
-#pragma GCC unroll 8
-	for (t = 0; t < T; t++)
-		out[t] = hsum8(acc[t]) + accm[t];
+#pragma GCC unroll 4
+	for (r = 0; r < Q32_R; r++)
+		out[r] = hsum8(acc[r]) + accm[r];
 }
 
 /*
@@ -634,6 +718,188 @@ static INL TGT_Q2 void q6k_avx2(enum gm_dtype wt, const uint8_t *w, const void *
  * integer sums as the 256-bit code, half the instructions.
  */
 #define TGT_Q5 __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")))
+
+/*
+ * 32-element types by pairs of blocks, one 64-byte vpdpbusd per pair
+ * (struct qa64): the weights unpacked to u8 in the activations' nibble
+ * order, Q8_0 as w + 128; the pair's integer sums start from the
+ * activations' offset lanes, are converted and scaled by
+ * [s0 x4, s1 x4, s0 x4, s1 x4] (s = dw da, in f32) into a 16-lane
+ * accumulator; the mins of Q4_1 / Q5_1 in f32, block by block.  The tile
+ * (one row, T tokens) and the rows kernel (Q32_R rows, one token) do the
+ * same operations in the same order: the same bits.
+ * w: block 2p of a row; one: block 2p + 1 is past the row's end.
+ */
+static INL TGT_Q5 __m512i q32p_unpack(enum gm_dtype wt, const uint8_t *w, int one)
+{
+	const size_t by = Q32_BYTES(wt);
+	const __m256i m4 = _mm256_set1_epi8(0xF);
+	__m256i lo, hi;
+
+	if (wt == GM_DTYPE_Q8_0) {
+		/* qwords [w0 0..15, w1 0..15, w0 16..31, w1 16..31] */
+		const __m512i order = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
+		__m256i w0 = _mm256_loadu_si256((const __m256i *)(w + 2));
+		__m256i w1 = one ? _mm256_set1_epi8((char)0x80) : _mm256_loadu_si256((const __m256i *)(w + by + 2));
+
+		return _mm512_xor_si512(_mm512_permutex2var_epi64(_mm512_castsi256_si512(w0), order,
+								  _mm512_castsi256_si512(w1)),
+					_mm512_set1_epi8((char)0x80));
+	} else {
+		const size_t o = wt == GM_DTYPE_Q4_0 ? 2 : wt == GM_DTYPE_Q4_1 ? 4 : wt == GM_DTYPE_Q5_0 ? 6 : 8;
+		__m256i v = _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(w + o)));
+
+		v = _mm256_inserti128_si256(v, one ? _mm_setzero_si128() : _mm_loadu_si128((const __m128i *)(w + by + o)), 1);
+		lo = _mm256_and_si256(v, m4);
+		hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+		if (wt == GM_DTYPE_Q5_0 || wt == GM_DTYPE_Q5_1) {
+			/* the fifth bits, each block's [0..15 | 16..31]: regrouped as the nibbles */
+			const size_t oh = wt == GM_DTYPE_Q5_0 ? 2 : 4;
+			__m256i h0 = q5_high(w + oh), h1 = one ? _mm256_setzero_si256() : q5_high(w + by + oh);
+
+			lo = _mm256_or_si256(lo, _mm256_permute2x128_si256(h0, h1, 0x20));
+			hi = _mm256_or_si256(hi, _mm256_permute2x128_si256(h0, h1, 0x31));
+		}
+		return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+	}
+}
+
+/* The pair's weight scales (dw0, dw1, 0, 0). */
+static INL TGT_Q5 __m128 q32p_dw(const uint8_t *w, size_t by, int one)
+{
+	uint16_t h0, h1 = 0;
+
+	memcpy(&h0, w, 2);
+	if (!one)
+		memcpy(&h1, w + by, 2);
+	return _mm_cvtph_ps(_mm_insert_epi16(_mm_cvtsi32_si128(h0), h1, 1));
+}
+
+/* One pair of one row against one token: acc += s cvt(sum), and the mins. */
+static INL TGT_Q5 __m512 q32p_step(enum gm_dtype wt, __m512i u, __m128 dw, const uint8_t *w, int one,
+				   const struct qa64 *a, const struct qa64ds *ds, __m512 acc, float *accm)
+{
+	const __m512i spread = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1);
+	__m512i p = _mm512_dpbusd_epi32(_mm512_loadu_si512(a->bias), u, _mm512_loadu_si512(a->q));
+	__m128 sc = _mm_mul_ps(dw, _mm_castpd_ps(_mm_load_sd((const double *)ds->d)));
+
+	if (Q32_MIN(wt)) {
+		*accm = fmaf(f16x(w + 2), ds->d[0] * (float)ds->s[0], *accm);
+		if (!one)
+			*accm = fmaf(f16x(w + Q32_BYTES(wt) + 2), ds->d[1] * (float)ds->s[1], *accm);
+	}
+	return _mm512_fmadd_ps(_mm512_permutexvar_ps(spread, _mm512_castps128_ps512(sc)), _mm512_cvtepi32_ps(p), acc);
+}
+
+/* A pair's quants and scales, from the weights as they lie. */
+static INL TGT_Q5 void q32p_load(enum gm_dtype wt, const uint8_t *w, int one, __m512i *u, __m128 *dw)
+{
+	*u = q32p_unpack(wt, w, one);
+	*dw = q32p_dw(w, Q32_BYTES(wt), one);
+}
+
+/* The pair kernels, over a way to load a pair of one row (unpacked quants, (dw0, dw1)): the tile (tname)
+ * and the several-rows kernel (rname). */
+#define Q32P_KERNELS(tname, rname, tgt, load)                                                                   \
+static INL tgt void tname(enum gm_dtype wt, const uint8_t *w, const void *const *xq, const int T, int64_t nb,   \
+				float *out)                                                                     \
+{                                                                                                               \
+	const size_t by = Q32_BYTES(wt), po = qa_pair_off(nb), dso = qa_ds_off(nb);                             \
+	const struct qa64 *a[QT];                                                                               \
+	const struct qa64ds *ds[QT];                                                                            \
+	__m512 acc[QT];                                                                                         \
+	float accm[QT];                                                                                         \
+	int64_t p, np = (nb + 1) / 2;                                                                           \
+	int t;                                                                                                  \
+                                                                                                                \
+	_Pragma("GCC unroll 8") for (t = 0; t < T; t++) {                                                       \
+		a[t] = (const struct qa64 *)((const char *)xq[t] + po);                                         \
+		ds[t] = (const struct qa64ds *)((const char *)xq[t] + dso);                                     \
+		acc[t] = _mm512_setzero_ps();                                                                   \
+		accm[t] = 0;                                                                                    \
+	}                                                                                                       \
+	for (p = 0; p < np; p++, w += 2 * by) {                                                                 \
+		int one = 2 * p + 1 == nb;                                                                      \
+		__m512i u;                                                                                      \
+		__m128 dw;                                                                                      \
+                                                                                                                \
+		load(wt, w, one, &u, &dw);                                                                      \
+                                                                                                                \
+		_Pragma("GCC unroll 8") for (t = 0; t < T; t++)                                                 \
+			acc[t] = q32p_step(wt, u, dw, w, one, &a[t][p], &ds[t][p], acc[t], &accm[t]);           \
+	}                                                                                                       \
+	_Pragma("GCC unroll 8") for (t = 0; t < T; t++)                                                         \
+		out[t] = _mm512_reduce_add_ps(acc[t]) + accm[t];                                                \
+}                                                                                                               \
+                                                                                                                \
+static INL tgt void rname(enum gm_dtype wt, const uint8_t *w, size_t rb, const void *xq, int64_t nb,            \
+				     float *out)                                                                \
+{                                                                                                               \
+	const size_t by = Q32_BYTES(wt);                                                                        \
+	const struct qa64 *a = (const struct qa64 *)((const char *)xq + qa_pair_off(nb));                       \
+	const struct qa64ds *ds = (const struct qa64ds *)((const char *)xq + qa_ds_off(nb));                    \
+	__m512 acc[Q32_R];                                                                                      \
+	float accm[Q32_R];                                                                                      \
+	int64_t p, np = (nb + 1) / 2;                                                                           \
+	int r;                                                                                                  \
+                                                                                                                \
+	_Pragma("GCC unroll 4") for (r = 0; r < Q32_R; r++) {                                                   \
+		acc[r] = _mm512_setzero_ps();                                                                   \
+		accm[r] = 0;                                                                                    \
+	}                                                                                                       \
+	for (p = 0; p < np; p++, w += 2 * by) {                                                                 \
+		int one = 2 * p + 1 == nb;                                                                      \
+                                                                                                                \
+		_Pragma("GCC unroll 4") for (r = 0; r < Q32_R; r++) {                                           \
+			const uint8_t *wr = w + (size_t)r * rb;                                                 \
+			__m512i u;                                                                              \
+			__m128 dw;                                                                              \
+                                                                                                                \
+			load(wt, wr, one, &u, &dw);                                                             \
+			acc[r] = q32p_step(wt, u, dw, wr, one, &a[p], &ds[p], acc[r], &accm[r]);                \
+		}                                                                                               \
+	}                                                                                                       \
+	_Pragma("GCC unroll 4") for (r = 0; r < Q32_R; r++)                                                     \
+		out[r] = _mm512_reduce_add_ps(acc[r]) + accm[r];                                                \
+}                                                                                                               \
+
+Q32P_KERNELS(q32p_512, q32p_rows_512, TGT_Q5, q32p_load)
+
+/*
+ * Q4_0 / Q4_1 where the CPU has AVX-512 VBMI: a pair of blocks is one
+ * (masked) load, its nibbles put in place by one byte permutation
+ * (vpermb: each block's 16 quant bytes twice, the second copy shifted
+ * right by 4) and its two f16 scales picked from the same load: the same
+ * registers as q32p_load gives, in fewer instructions.
+ */
+#define TGT_Q5V __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni,avx512vbmi")))
+
+/* byte i of the pair: quant byte i % 16 of block (i % 32) / 16, for Q4_0 (blocks of 18 bytes) and Q4_1 (20) */
+static const uint8_t q4p_bytes[2][64] = {
+	{  2,  3,  4,  5,  6,  7,  8,  9, 10, 11, 12, 13, 14, 15, 16, 17,
+	  20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35,
+	   2,  3,  4,  5,  6,  7,  8,  9, 10, 11, 12, 13, 14, 15, 16, 17,
+	  20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35 },
+	{  4,  5,  6,  7,  8,  9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19,
+	  24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39,
+	   4,  5,  6,  7,  8,  9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19,
+	  24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39 }
+};
+
+static INL TGT_Q5V void q4p_load_vbmi(enum gm_dtype wt, const uint8_t *w, int one, __m512i *u, __m128 *dw)
+{
+	const int q41 = wt == GM_DTYPE_Q4_1, by = q41 ? 20 : 18;
+	const __mmask64 k = ((__mmask64)1 << (one ? by : 2 * by)) - 1;
+	const __m512i v = _mm512_maskz_loadu_epi8(k, w);
+	const __m512i shift = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(4), 1);
+	__m512i q = _mm512_permutexvar_epi8(_mm512_loadu_si512((const void *)q4p_bytes[q41]), v);
+
+	*u = _mm512_and_si512(_mm512_srlv_epi16(q, shift), _mm512_set1_epi8(0xF));
+	/* the scales: words 0 and by / 2 */
+	*dw = _mm_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi16(_mm512_set1_epi32(by / 2 << 16), v)));
+}
+
+Q32P_KERNELS(q4p_512v, q4p_rows_512v, TGT_Q5V, q4p_load_vbmi)
 
 static INL TGT_Q5 void qk45_512(enum gm_dtype wt, const uint8_t *w, const void *const *xq, const int T, int64_t nb,
 				float *out)
@@ -816,8 +1082,46 @@ static INL TGT_Q5 void q6k_512(enum gm_dtype wt, const uint8_t *w, const void *c
 		default: body(wt, w, xq, 8, nb, out); break;                                                  \
 		}                                                                                              \
 	}
-TILE_FN(tile_q32_avx2, q32_avx2, TGT_Q2)
-TILE8_FN(tile_q32_vnni, q32_vnni, TGT_Q5)
+/* The 32-element kernels compiled once per type, so that no test on the type is left in their loops. */
+#define Q32_TYPES(body, wt, ...)                                                                              \
+	do {                                                                                                   \
+		switch (wt) {                                                                                  \
+		case GM_DTYPE_Q8_0: body(GM_DTYPE_Q8_0, __VA_ARGS__); break;                                   \
+		case GM_DTYPE_Q4_0: body(GM_DTYPE_Q4_0, __VA_ARGS__); break;                                   \
+		case GM_DTYPE_Q4_1: body(GM_DTYPE_Q4_1, __VA_ARGS__); break;                                   \
+		case GM_DTYPE_Q5_0: body(GM_DTYPE_Q5_0, __VA_ARGS__); break;                                   \
+		default: body(GM_DTYPE_Q5_1, __VA_ARGS__); break;                                              \
+		}                                                                                              \
+	} while (0)
+#define q32_avx2_typed(wt, ...) Q32_TYPES(q32_avx2, wt, __VA_ARGS__)
+#define q32p_512_typed(wt, ...) Q32_TYPES(q32p_512, wt, __VA_ARGS__)
+TILE_FN(tile_q32_avx2, q32_avx2_typed, TGT_Q2)
+TILE8_FN(tile_q32_512, q32p_512_typed, TGT_Q5)
+
+static TGT_Q2 void rows_q32_avx2(enum gm_dtype wt, const uint8_t *w, size_t rb, const void *xq, int64_t nb, float *out)
+{
+	Q32_TYPES(q32_rows_avx2, wt, w, rb, xq, nb, out);
+}
+
+static TGT_Q5 void rows_q32_512(enum gm_dtype wt, const uint8_t *w, size_t rb, const void *xq, int64_t nb, float *out)
+{
+	Q32_TYPES(q32p_rows_512, wt, w, rb, xq, nb, out);
+}
+
+#define Q4_TYPES(body, wt, ...)                                                                               \
+	do {                                                                                                   \
+		if ((wt) == GM_DTYPE_Q4_0)                                                                     \
+			body(GM_DTYPE_Q4_0, __VA_ARGS__);                                                      \
+		else                                                                                           \
+			body(GM_DTYPE_Q4_1, __VA_ARGS__);                                                      \
+	} while (0)
+#define q4p_512v_typed(wt, ...) Q4_TYPES(q4p_512v, wt, __VA_ARGS__)
+TILE8_FN(tile_q4_512v, q4p_512v_typed, TGT_Q5V)
+
+static TGT_Q5V void rows_q4_512v(enum gm_dtype wt, const uint8_t *w, size_t rb, const void *xq, int64_t nb, float *out)
+{
+	Q4_TYPES(q4p_rows_512v, wt, w, rb, xq, nb, out);
+}
 TILE_FN(tile_qk45_avx2, qk45_avx2, TGT_Q2)
 TILE_FN(tile_q6k_avx2, q6k_avx2, TGT_Q2)
 TILE8_FN(tile_qk45_512, qk45_512, TGT_Q5)
@@ -941,6 +1245,21 @@ void gm_qdequantize(enum gm_dtype wt, const void *w, float *y, int64_t n)
 
 /* ---------------------------------------------------------------- dispatch */
 
+static int vbmi_supported(void)
+{
+#ifdef GM_X86
+	static int v = -1;
+
+	if (v < 0) {
+		__builtin_cpu_init();
+		v = __builtin_cpu_supports("avx512vbmi");
+	}
+	return v;
+#else
+	return 0;
+#endif
+}
+
 static int vnni_supported(void)
 {
 #ifdef GM_X86
@@ -973,7 +1292,9 @@ static qtile_fn pick(enum gm_dtype wt, int *maxt)
 	case GM_DTYPE_Q4_1:
 	case GM_DTYPE_Q5_0:
 	case GM_DTYPE_Q5_1:
-		return v512 ? tile_q32_vnni : tile_q32_avx2;
+		if (v512 && (wt == GM_DTYPE_Q4_0 || wt == GM_DTYPE_Q4_1) && vbmi_supported())
+			return tile_q4_512v;
+		return v512 ? tile_q32_512 : tile_q32_avx2;
 	case GM_DTYPE_Q4_K:
 	case GM_DTYPE_Q5_K:
 		return v512 ? tile_qk45_512 : tile_qk45_avx2;
@@ -986,6 +1307,25 @@ static qtile_fn pick(enum gm_dtype wt, int *maxt)
 	(void)wt;
 	*maxt = QT;
 	return tile_portable;
+}
+
+/* The kernel for one token against several rows (Q32_R), or NULL where the type has none. */
+typedef void (*qrows_fn)(enum gm_dtype wt, const uint8_t *w, size_t rb, const void *xq, int64_t nb, float *out);
+
+static qrows_fn pick_rows(enum gm_dtype wt)
+{
+#ifdef GM_X86
+	enum gm_isa isa = gm_kernels_isa();
+
+	if (isa == GM_ISA_PORTABLE || is_k(wt))
+		return NULL;
+	if (isa != GM_ISA_AVX512 || !vnni_supported())
+		return rows_q32_avx2;
+	return (wt == GM_DTYPE_Q4_0 || wt == GM_DTYPE_Q4_1) && vbmi_supported() ? rows_q4_512v : rows_q32_512;
+#else
+	(void)wt;
+	return NULL;
+#endif
 }
 
 void gm_qmatvec(float *y, const void *w, enum gm_dtype wt, const void *xq, int64_t in, int64_t r0, int64_t r1)
@@ -1016,6 +1356,7 @@ void gm_qmatmul(float *y, int64_t ldy, const void *xq, int64_t n, const void *w,
 	unsigned el, by;
 	int maxt;
 	qtile_fn f = pick(wt, &maxt);
+	qrows_fn fr = pick_rows(wt);
 	int64_t ra, ta, r, t;
 
 	gm_dtype_block(wt, &el, &by);
@@ -1025,14 +1366,22 @@ void gm_qmatmul(float *y, int64_t ldy, const void *xq, int64_t n, const void *w,
 		for (ta = 0; ta < n; ta += QM_TOKS) {
 			int64_t te = ta + QM_TOKS < n ? ta + QM_TOKS : n;
 
-			for (r = ra; r < re; r++) {
-				for (t = ta; t < te; t += maxt) {
-					const void *xs[QT];
-					float o[QT];
-					int k, T = (int)(te - t < maxt ? te - t : maxt);
+			for (t = ta; t < te; t += maxt) {
+				const void *xs[QT];
+				int k, T = (int)(te - t < maxt ? te - t : maxt);
 
-					for (k = 0; k < T; k++)
-						xs[k] = (const char *)xq + (size_t)(t + k) * al;
+				for (k = 0; k < T; k++)
+					xs[k] = (const char *)xq + (size_t)(t + k) * al;
+				for (r = ra; r < re; r++) {
+					float o[QT];
+
+					if (T == 1 && fr && r + Q32_R <= re) {
+						fr(wt, (const uint8_t *)w + (size_t)r * rb, rb, xs[0], in / el, o);
+						for (k = 0; k < Q32_R; k++)
+							y[t * ldy + r + k] = o[k];
+						r += Q32_R - 1;
+						continue;
+					}
 					f(wt, (const uint8_t *)w + (size_t)r * rb, xs, T, in / el, o);
 					for (k = 0; k < T; k++)
 						y[(t + k) * ldy + r] = o[k];

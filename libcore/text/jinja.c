@@ -15,6 +15,7 @@
 #include "text/jinja.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -451,16 +452,28 @@ static int lex_number(struct lexer *lx)
 				i++;
 		}
 	}
-	for (; lx->pos < i && n < sizeof(tmp) - 1; lx->pos++)
+	if (i - lx->pos >= sizeof(tmp))
+		return syntax_error(lx->err, lx->what, lx->line, GM_EFORMAT, "number literal of %zu characters (at most %zu)",
+				    i - lx->pos, sizeof(tmp) - 1);
+	for (; lx->pos < i; lx->pos++)
 		if (s[lx->pos] != '_')
 			tmp[n++] = s[lx->pos];
 	tmp[n] = '\0';
 	lx->pos = i;
-	t = lex_push(lx, is_float ? T_FLOAT : T_INT, lx->line);
-	if (is_float)
-		t->fval = strtod(tmp, NULL);
-	else
-		t->ival = strtoll(tmp, NULL, 10);
+	if (!is_float) {
+		long long v;
+
+		errno = 0;
+		v = strtoll(tmp, NULL, 10);
+		if (errno == ERANGE)
+			return syntax_error(lx->err, lx->what, lx->line, GM_EFORMAT,
+					    "integer literal %.40s%s out of range (64-bit integers)", tmp, n > 40 ? "..." : "");
+		t = lex_push(lx, T_INT, lx->line);
+		t->ival = v;
+		return 0;
+	}
+	t = lex_push(lx, T_FLOAT, lx->line);
+	t->fval = strtod(tmp, NULL);
 	return 0;
 }
 
@@ -3780,17 +3793,27 @@ static int binary_op(struct render *r, int line, int op, const struct val *a, co
 		int64_t x = int_of(a), y = int_of(b);
 		double dx = num_of(a), dy = num_of(b);
 
+		int64_t z;
+
 		if ((op == OP_DIV || op == OP_FLOORDIV || op == OP_MOD) && (both_int ? y == 0 : dy == 0.0))
 			return rerr(r, line, GM_EINVAL, "division by zero");
+		/* Python's integers have no limit, ours are 64-bit: refuse what would wrap */
+		if (both_int && (op == OP_FLOORDIV || op == OP_MOD) && x == INT64_MIN && y == -1)
+			return rerr(r, line, GM_EINVAL, "integer overflow in '%s' (64-bit integers)", op_names[op]);
 		switch (op) {
 		case OP_ADD:
-			*out = both_int ? val_int(x + y) : val_own(gm_json_new_double(dx + dy));
-			return 0;
 		case OP_SUB:
-			*out = both_int ? val_int(x - y) : val_own(gm_json_new_double(dx - dy));
-			return 0;
 		case OP_MUL:
-			*out = both_int ? val_int(x * y) : val_own(gm_json_new_double(dx * dy));
+			if (!both_int) {
+				double v = op == OP_ADD ? dx + dy : op == OP_SUB ? dx - dy : dx * dy;
+
+				*out = val_own(gm_json_new_double(v));
+				return 0;
+			}
+			if (op == OP_ADD ? __builtin_add_overflow(x, y, &z) :
+			    op == OP_SUB ? __builtin_sub_overflow(x, y, &z) : __builtin_mul_overflow(x, y, &z))
+				return rerr(r, line, GM_EINVAL, "integer overflow in '%s' (64-bit integers)", op_names[op]);
+			*out = val_int(z);
 			return 0;
 		case OP_DIV:
 			*out = val_own(gm_json_new_double(dx / dy));
@@ -3823,14 +3846,18 @@ static int binary_op(struct render *r, int line, int op, const struct val *a, co
 			return 0;
 		case OP_POW:
 			if (both_int && y >= 0) {
-				uint64_t p = 1, base = (uint64_t)x;
+				int64_t p = 1, base = x;
+				int over = 0;
 
-				for (; y > 0; y >>= 1) {
+				for (; y > 0 && !over; y >>= 1) {
 					if (y & 1)
-						p *= base;
-					base *= base;
+						over |= __builtin_mul_overflow(p, base, &p);
+					if (y > 1)
+						over |= __builtin_mul_overflow(base, base, &base);
 				}
-				*out = val_int((int64_t)p);
+				if (over)
+					return rerr(r, line, GM_EINVAL, "integer overflow in '**' (64-bit integers)");
+				*out = val_int(p);
 			} else {
 				*out = val_own(gm_json_new_double(pow(dx, dy)));
 			}
@@ -4992,6 +5019,11 @@ static int apply_filter(struct render *r, int line, const char *name, const stru
 			*out = def ? val_copy(def) : is_i ? val_int(0) : val_own(gm_json_new_double(0.0));
 			return 0;
 		}
+		/* a float past the 64-bit integers (or NaN) has no int: the default, as for a bad string */
+		if (is_i && !is_intlike(v) && !(d > -9223372036854775808.0 && d < 9223372036854775808.0)) {
+			*out = def ? val_copy(def) : val_int(0);
+			return 0;
+		}
 		*out = is_i ? (is_intlike(v) ? val_int(int_of(v)) : val_int((int64_t)d)) : val_own(gm_json_new_double(d));
 		return 0;
 	}
@@ -5445,6 +5477,8 @@ static int eval_1(struct render *r, const struct expr *e, struct val *out)
 		} else if (!is_num(&a)) {
 			ret = rerr(r, e->line, GM_EINVAL, "bad operand type for unary %s: '%s'", op_names[e->op],
 				   type_name(&a));
+		} else if (e->op == OP_NEG && !is_float(&a) && int_of(&a) == INT64_MIN) {
+			ret = rerr(r, e->line, GM_EINVAL, "integer overflow in unary '-' (64-bit integers)");
 		} else if (e->op == OP_NEG) {
 			*out = is_float(&a) ? val_own(gm_json_new_double(-num_of(&a))) : val_int(-int_of(&a));
 		} else {

@@ -1348,7 +1348,8 @@ static void encode_word(struct enc *e, const char *w, size_t len)
 	s->key_len = (uint32_t)len;
 	s->ids_off = (uint32_t)e->cache_n;
 	s->ids_len = (uint32_t)(e->n - first);
-	memcpy(e->cache_ids + e->cache_n, e->ids + first, (e->n - first) * sizeof(*e->ids));
+	if (e->n > first) /* (a word of no ids: nothing allocated yet, and no offset to take from NULL) */
+		memcpy(e->cache_ids + e->cache_n, e->ids + first, (e->n - first) * sizeof(*e->ids));
 	e->cache_n += e->n - first;
 	e->cache_count++;
 }

@@ -486,6 +486,27 @@ static void test_errors(void)
 	ok_error(ret, &err, GM_EINVAL, "unsupported operand types for +: 'str' and 'int'", "str + int is a type error");
 	ret = render("{{ 1 // 0 }}", "{}", &out, &err);
 	ok_error(ret, &err, GM_EINVAL, "division by zero", "division by zero is an error");
+	/* fuzz-chat-template's finding: 64-bit integers that would wrap are an error, not undefined behaviour */
+	ret = render("{{ 3 - -9223372036854775807 }}", "{}", &out, &err);
+	ok_error(ret, &err, GM_EINVAL, "integer overflow in '-'", "an integer subtraction that wraps is an error");
+	ret = render("{{ 9223372036854775807 + 1 }}", "{}", &out, &err);
+	ok_error(ret, &err, GM_EINVAL, "integer overflow in '+'", "an integer addition that wraps is an error");
+	ret = render("{{ 4294967296 * 4294967296 }}", "{}", &out, &err);
+	ok_error(ret, &err, GM_EINVAL, "integer overflow in '*'", "an integer product that wraps is an error");
+	ret = render("{{ 2 ** 64 }}", "{}", &out, &err);
+	ok_error(ret, &err, GM_EINVAL, "integer overflow in '**'", "an integer power that wraps is an error");
+	ret = render("{{ -(-9223372036854775807 - 1) }}", "{}", &out, &err);
+	ok_error(ret, &err, GM_EINVAL, "integer overflow in unary '-'", "negating the smallest integer is an error");
+	ret = render("{{ (-9223372036854775807 - 1) // -1 }}", "{}", &out, &err);
+	ok_error(ret, &err, GM_EINVAL, "integer overflow in '//'", "the smallest integer // -1 is an error");
+	ret = render("{{ 3 - -555555555555555555555 }}", "{}", &out, &err);
+	ok_error(ret, &err, GM_EFORMAT, "out of range (64-bit integers)", "an integer literal past 64 bits is refused");
+	ret = render("{{ 1.0e999 | int }} {{ 1e300 | int(7) }}", "{}", &out, &err);
+	ok(!ret && !strcmp(out.buf, "0 7"), "int of a float past the 64-bit integers is the default (%s)",
+	   ret ? err.msg : out.buf);
+	ret = render("{{ 2 ** 62 }} {{ 3 ** 39 }} {{ -9223372036854775807 - 1 }} {{ 1.5 * 2 }}", "{}", &out, &err);
+	ok(!ret && !strcmp(out.buf, "4611686018427387904 4052555153018976267 -9223372036854775808 3.0"),
+	   "integers up to the 64-bit limits are exact (%s)", ret ? err.msg : out.buf);
 	ret = render("{% set x = 1 %}{% set x.y = 2 %}", "{}", &out, &err);
 	ok_error(ret, &err, GM_EINVAL, "not a namespace()", "attribute assignment needs a namespace");
 	ret = render("{% for x in none %}{% endfor %}", "{}", &out, &err);
