@@ -2,6 +2,13 @@
  * git model quantize - a model as GGUF files, one per type, that llama.cpp
  * loads as they are (formats/gguf-export.h), committed to the model's
  * repository as LFS objects in one commit.
+ *
+ * Crash safety (t/t9000-crash.sh, t/t9001-full-disk.sh): every file is
+ * written under a temporary name (base/fs.h) and renamed only when all of
+ * them and their LFS objects are stored (gm_repo_commit_atomic), so a full
+ * disk changes nothing and a kill leaves no partial file under a final
+ * name; a run again removes the temporaries a killed run left, and makes no
+ * second commit when the first one was made.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,6 +56,15 @@ static unsigned long long file_size(const char *path)
 	return stat(path, &st) ? 0 : (unsigned long long)st.st_size;
 }
 
+/* Removes what a killed run writing path left (its temporaries). */
+static void remove_stale(const char *path)
+{
+	int n = gm_atomic_remove_stale(path);
+
+	if (n)
+		gm_info("removed %d temporary file%s of %s left by an interrupted run", n, n == 1 ? "" : "s", path);
+}
+
 int cmd_quantize(int argc, const char **argv)
 {
 	gm_strlist types = { NULL, 0, 0 };
@@ -68,10 +84,11 @@ int cmd_quantize(int argc, const char **argv)
 	gm_registry_model entry = { 0 };
 	gm_repo *r = NULL;
 	gm_model *m = NULL;
-	char *dir = NULL, *name = NULL, **paths = NULL, commit[GM_REPO_OID_HEXLEN + 1] = "", head[GM_REPO_OID_HEXLEN + 1];
-	gm_buf msg = GM_BUF_INIT;
-	size_t i;
-	int found = 0;
+	gm_atomic_file *files = NULL;
+	char *dir = NULL, *name = NULL, commit[GM_REPO_OID_HEXLEN + 1] = "", head[GM_REPO_OID_HEXLEN + 1];
+	gm_buf msg = GM_BUF_INIT, wrote = GM_BUF_INIT;
+	size_t i, opened = 0;
+	int found = 0, made = 0;
 
 	n = gm_cmd_parse(&cmd, argc, argv, 0, 0, &status);
 	if (n < 0)
@@ -100,6 +117,7 @@ int cmd_quantize(int argc, const char **argv)
 		goto done;
 	}
 	if (out) {
+		remove_stale(out);
 		if (gm_gguf_export(m, types.items[0], out, &err)) {
 			status = gm_cmd_error(&err);
 			goto done;
@@ -126,42 +144,52 @@ int cmd_quantize(int argc, const char **argv)
 		goto done;
 	}
 	name = base_name(entry.name);
-	paths = gm_xcalloc(types.n, sizeof(*paths));
+	files = gm_xcalloc(types.n, sizeof(*files));
 	gm_buf_addf(&msg, "quantize %.12s to", head);
+	/* every file under a temporary name first: a failure leaves none */
 	for (i = 0; i < types.n; i++) {
 		gm_buf file = GM_BUF_INIT, size = GM_BUF_INIT;
 		char *path;
 
 		gm_buf_addf(&file, "%s-%s.gguf", name, types.items[i]);
 		path = gm_path_join(entry.path, file.buf);
-		if (gm_gguf_export(m, types.items[i], path, &err)) {
+		remove_stale(path);
+		if (gm_atomic_open(&files[i], path, 0644, &err) ||
+		    (++opened, gm_gguf_export_to(m, types.items[i], &files[i], &err))) {
+			gm_error_prefix(&err, "%s", file.buf);
 			free(path);
 			gm_buf_release(&file);
 			status = gm_cmd_error(&err);
 			goto done;
 		}
-		gm_buf_add_human_bytes(&size, file_size(path));
+		gm_buf_add_human_bytes(&size, files[i].written);
 		gm_buf_addf(&msg, "%s %s (%s)", i ? "," : "", types.items[i], size.buf);
-		if (verbosity >= 0)
-			printf("wrote %s (%s, %s)\n", file.buf, types.items[i], size.buf);
+		gm_buf_addf(&wrote, "wrote %s (%s, %s)\n", file.buf, types.items[i], size.buf);
 		free(path);
-		paths[i] = gm_xstrdup(file.buf);
 		gm_buf_release(&size);
 		gm_buf_release(&file);
 	}
 	gm_buf_addf(&msg, "\n\nGGUF files written by git model quantize from %s.\n", head);
-	if (gm_repo_commit_files(r, (const char *const *)paths, types.n, msg.buf, commit, &err)) {
+	/* stored, renamed into place and committed: the files are r's now */
+	opened = 0;
+	if (gm_repo_commit_atomic(r, files, types.n, msg.buf, commit, &made, &err)) {
 		status = gm_cmd_error(&err);
 		goto done;
 	}
 	gm_registry_set_revision(reg, entry.name, commit, NULL);
-	if (verbosity >= 0)
-		printf("committed %.12s in %s\n", commit, entry.name);
+	if (verbosity >= 0) {
+		fputs(wrote.buf ? wrote.buf : "", stdout);
+		if (made)
+			printf("committed %.12s in %s\n", commit, entry.name);
+		else
+			printf("already committed in %.12s of %s (nothing to commit)\n", commit, entry.name);
+	}
 	status = 0;
 done:
-	for (i = 0; paths && i < types.n; i++)
-		free(paths[i]);
-	free(paths);
+	for (i = 0; i < opened; i++)
+		gm_atomic_abort(&files[i]);
+	free(files);
+	gm_buf_release(&wrote);
 	free(name);
 	gm_buf_release(&msg);
 	gm_model_close(m);

@@ -124,4 +124,87 @@ test_expect_success CRASHPOINT 'git train with checkpoints, committed' '
 		--checkpoint-every 2 --rank 2 --threads 1 -q
 '
 
+# git model quantize: two GGUF files written, their LFS objects stored, one
+# commit.  Nothing may show under a final name but a complete file, and
+# running it again leaves no temporaries and no second commit.
+test_expect_success CRASHPOINT 'setup: the pocket model registered, for quantize' '
+	rm -rf st && mkdir -p st/home st/out && cp -R "$POCKET" st/src &&
+	(cd st && HOME=$PWD/home git model import -q src pocket) &&
+	crash_save quantize &&
+	cp -a tmpl.quantize tmpl.quantize_o
+'
+
+# temporaries: gm_atomic_open's (.NAME.tmp-XXXXXX), the LFS store's
+# (lfs/tmp), git's locks; the registry's models/.NAME.lock stays
+temporaries () {
+	find . \( -name "*.tmp-*" -o -name "*.lock" \) -print | grep -v "/models/\.[^/]*\.lock$"
+	find . -path "*/lfs/tmp/*" -print
+}
+
+state_quantize () {
+	repo_state pocket &&
+	(cd "$MODELS/pocket" && sha256sum pocket-*.gguf && git status --porcelain) &&
+	echo "registry: $(git model list | awk "\$1 == \"pocket\" { print \$2 }")" &&
+	echo "HEAD: $(git -C "$MODELS/pocket" rev-parse --short=12 HEAD)" &&
+	temporaries
+}
+# after a kill: whatever .gguf has its final name is the whole file, at most
+# one quantize commit, and git-lfs finds every object HEAD needs
+check_quantize () {
+	for f in "$MODELS"/pocket/pocket-*.gguf
+	do
+		test -f "$f" || continue
+		grep -qx "$(cd "$MODELS/pocket" && sha256sum "${f##*/}")" ../ref.quantize.state || {
+			echo "$f is not the complete file"
+			return 1
+		}
+	done &&
+	test "$(git -C "$MODELS/pocket" log --format=%s | grep -c "^quantize ")" -le 1 &&
+	if test_have_prereq GIT_LFS
+	then
+		git -C "$MODELS/pocket" lfs fsck >/dev/null
+	fi
+}
+test_expect_success CRASHPOINT 'git model quantize NAME (two types, one commit)' '
+	crash_sweep quantize $K git model quantize -q --type Q8_0 --type Q4_K_M pocket &&
+	grep "^refs/heads/main: quantize [0-9a-f]\{12\} to Q8_0 (5.99 MiB), Q4_K_M (3.61 MiB)|Import pocket|\$" \
+		ref.quantize.state &&
+	grep -c "  pocket-Q.*\.gguf\$" ref.quantize.state >count &&
+	echo 2 >expect && test_cmp expect count &&
+	grep "^HEAD: " ref.quantize.state | sed "s/HEAD/registry/" >expect &&
+	grep "^registry: " ref.quantize.state >actual &&
+	test_cmp expect actual
+'
+
+# A kill after the commit point (the branch moved) is not told from a
+# failure by whoever runs it again: the second run commits nothing.
+test_expect_success CRASHPOINT 'git model quantize NAME again: the same files, no second commit' '
+	(cd st && HOME=$PWD/home &&
+	 git model quantize --type Q8_0 --type Q4_K_M pocket >../out &&
+	 state_quantize >../again.state) &&
+	test_grep "^already committed in [0-9a-f]\{12\} of pocket (nothing to commit)\$" out &&
+	test_cmp ref.quantize.state again.state
+'
+
+state_quantize_o () {
+	ls -A out && (cd out && sha256sum pocket.gguf)
+}
+check_quantize_o () {
+	ls -A out >.out.ls &&
+	if test -s .out.ls
+	then
+		# a temporary (removed by the next run), or the whole file
+		grep -v "^\.pocket\.gguf\.tmp-......\$" .out.ls >.out.final || :
+		test ! -s .out.final ||
+		{ echo pocket.gguf >.out.expect && cmp -s .out.expect .out.final &&
+		  grep -qx "$(cd out && sha256sum pocket.gguf)" ../ref.quantize_o.state; }
+	fi
+}
+test_expect_success CRASHPOINT 'git model quantize -o FILE' '
+	crash_sweep quantize_o $K git model quantize -q --type Q4_K_M -o out/pocket.gguf src &&
+	head -n 1 ref.quantize_o.state >actual &&
+	echo pocket.gguf >expect &&
+	test_cmp expect actual
+'
+
 test_done

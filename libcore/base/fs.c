@@ -2,6 +2,7 @@
 #include "base/fs.h"
 
 #include <errno.h>
+#include <dirent.h>
 #include <ftw.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -9,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -37,31 +39,79 @@ static char *dir_of(const char *path)
 	return d;
 }
 
+int gm_tmp_lock(int fd)
+{
+	struct stat st;
+	int lock = dup(fd);
+
+	if (lock < 0)
+		return -1;
+	while (flock(lock, LOCK_EX) < 0) {
+		if (errno != EINTR) {
+			close(lock);
+			return -1;
+		}
+	}
+	/* a cleaner that locked it first has unlinked it by now */
+	if (fstat(lock, &st) < 0 || st.st_nlink == 0) {
+		close(lock);
+		errno = ENOENT;
+		return -1;
+	}
+	return lock;
+}
+
+int gm_tmp_remove_stale(const char *path)
+{
+	struct stat st;
+	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK), removed = 0;
+
+	if (fd < 0)
+		return 0;
+	/* unlinked while locked: a writer that locks it later sees it gone */
+	if (!fstat(fd, &st) && S_ISREG(st.st_mode) && !flock(fd, LOCK_EX | LOCK_NB))
+		removed = unlink(path) == 0;
+	close(fd);
+	return removed;
+}
+
 int gm_atomic_open(gm_atomic_file *f, const char *path, mode_t mode, gm_error *err)
 {
 	char *copy = gm_xstrdup(path), *dir = dir_of(path);
 	gm_buf tmp = GM_BUF_INIT;
 	mode_t mask;
+	int tries;
 
 	gm_buf_addf(&tmp, "%s/.%s.tmp-XXXXXX", dir, basename(copy));
 	free(copy);
 	free(dir);
-	f->fd = mkstemp(tmp.buf);
+	f->path = f->tmp_path = NULL;
+	f->lock_fd = -1;
+	for (tries = 0; tries < 8; tries++) {
+		memcpy(tmp.buf + tmp.len - 6, "XXXXXX", 6);
+		f->fd = mkstemp(tmp.buf);
+		if (f->fd < 0)
+			break;
+		f->lock_fd = gm_tmp_lock(f->fd);
+		if (f->lock_fd >= 0)
+			break;
+		close(f->fd); /* removed by a cleaner of stale temporaries before we locked it */
+		f->fd = -1;
+	}
 	if (f->fd < 0) {
 		int ret = gm_error_errno(err, "cannot create a temporary file for '%s'", path);
 		gm_buf_release(&tmp);
-		f->path = f->tmp_path = NULL;
 		return ret;
 	}
 	mask = umask(0);
 	umask(mask);
 	if (fchmod(f->fd, mode & ~mask) < 0) {
 		int ret = gm_error_errno(err, "cannot set the mode of '%s'", tmp.buf);
-		close(f->fd);
 		unlink(tmp.buf);
+		close(f->fd);
+		close(f->lock_fd);
 		gm_buf_release(&tmp);
-		f->fd = -1;
-		f->path = f->tmp_path = NULL;
+		f->fd = f->lock_fd = -1;
 		return ret;
 	}
 	f->tmp_path = gm_buf_detach(&tmp, NULL);
@@ -70,10 +120,38 @@ int gm_atomic_open(gm_atomic_file *f, const char *path, mode_t mode, gm_error *e
 	return 0;
 }
 
+int gm_atomic_remove_stale(const char *path)
+{
+	char *copy = gm_xstrdup(path), *dir = dir_of(path), *base = basename(copy);
+	size_t blen = strlen(base);
+	struct dirent *e;
+	DIR *d = opendir(dir);
+	int n = 0;
+
+	while (d && (e = readdir(d))) {
+		const char *s = e->d_name;
+
+		/* ".NAME.tmp-XXXXXX", as gm_atomic_open names them */
+		if (s[0] == '.' && !strncmp(s + 1, base, blen) && !strncmp(s + 1 + blen, ".tmp-", 5) &&
+		    strlen(s + 1 + blen + 5) == 6) {
+			char *p = gm_path_join(dir, s);
+
+			n += gm_tmp_remove_stale(p);
+			free(p);
+		}
+	}
+	if (d)
+		closedir(d);
+	free(copy);
+	free(dir);
+	return n;
+}
+
 int gm_atomic_write(gm_atomic_file *f, const void *data, size_t len, gm_error *err)
 {
 	if (gm_write_all(f->fd, data, len) < 0)
-		return gm_error_errno(err, "cannot write '%s'", f->tmp_path);
+		return gm_error_errno(err, "cannot write '%s'%s", f->tmp_path,
+				      errno == ENOSPC ? " (the disk is full)" : "");
 	f->written += len;
 	return 0;
 }
@@ -117,6 +195,10 @@ void gm_atomic_abort(gm_atomic_file *f)
 	f->fd = -1;
 	if (f->tmp_path)
 		unlink(f->tmp_path);
+	/* the lock last: the temporary is gone (or renamed) before a cleaner may take it */
+	if (f->path && f->lock_fd >= 0)
+		close(f->lock_fd);
+	f->lock_fd = -1;
 	free(f->tmp_path);
 	free(f->path);
 	f->tmp_path = f->path = NULL;

@@ -4,6 +4,9 @@
  * Nothing is ever written under its final name: a gm_atomic_file writes to
  * "DIR/.NAME.tmp-XXXXXX" beside the target, fsyncs, then renames over the
  * target, so a crash or an error leaves either the old file or the new one.
+ * The writer holds an flock(2) on its temporary file until it is renamed or
+ * removed; the kernel drops it when the writer dies, so a temporary that can
+ * be locked is the leftover of a killed writer (gm_atomic_remove_stale).
  */
 #ifndef GM_FS_H
 #define GM_FS_H
@@ -19,6 +22,7 @@ typedef struct gm_atomic_file {
 	char *path;      /* final name (owned) */
 	char *tmp_path;  /* temporary name (owned) */
 	unsigned long long written;
+	int lock_fd;     /* holds the flock on the temporary while it has its name */
 } gm_atomic_file;
 
 /* Creates a temporary file beside path with the given mode (umask applies). */
@@ -29,6 +33,24 @@ int gm_atomic_write(gm_atomic_file *f, const void *data, size_t len, gm_error *e
 int gm_atomic_commit(gm_atomic_file *f, gm_error *err);
 /* Removes the temporary file and frees f; safe to call after commit or failure. */
 void gm_atomic_abort(gm_atomic_file *f);
+
+/*
+ * Removes the temporaries "DIR/.NAME.tmp-XXXXXX" of path that killed
+ * writers left (those no live writer holds locked); returns how many.
+ */
+int gm_atomic_remove_stale(const char *path);
+
+/*
+ * Temporary files that say whether their writer is alive: the writer locks
+ * a file it just created with gm_tmp_lock and keeps the returned descriptor
+ * open until the file is renamed or removed; gm_tmp_remove_stale removes a
+ * temporary only when it can take that lock, i.e. its writer is gone.
+ * gm_tmp_lock returns -1 (errno ENOENT) when a cleaner removed the file
+ * between its creation and the lock: the caller makes another.
+ */
+int gm_tmp_lock(int fd);
+/* 1 when path was a regular file nobody held locked, and is removed. */
+int gm_tmp_remove_stale(const char *path);
 
 /* One-shot atomic write of a buffer. */
 int gm_write_file_atomic(const char *path, const void *data, size_t len, mode_t mode, gm_error *err);

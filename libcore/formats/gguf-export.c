@@ -380,7 +380,7 @@ static int convert(const gm_tensor *src, enum gm_dtype t, void **out, gm_error *
 	return ret;
 }
 
-int gm_gguf_export(const gm_model *m, const char *type, const char *path, gm_error *err)
+int gm_gguf_export_to(const gm_model *m, const char *type, gm_atomic_file *af, gm_error *err)
 {
 	const gm_model_config *c = &m->config;
 	int ft = find_ftype(type), ret = 0;
@@ -432,7 +432,7 @@ int gm_gguf_export(const gm_model *m, const char *type, const char *path, gm_err
 	    !(ret = gm_gguf_writer_set_int(w, "general.quantization_version", GM_GGUF_UINT32, 2, err)))
 		ret = gm_gguf_writer_set_int(w, "general.file_type", GM_GGUF_UINT32, ftypes[ft].ftype, err);
 	if (!ret)
-		ret = gm_gguf_writer_write(w, path, err);
+		ret = gm_gguf_writer_write_to(w, af, err);
 done:
 	gm_gguf_writer_free(w);
 out:
@@ -441,4 +441,18 @@ out:
 	free(bufs);
 	free(ts);
 	return ret;
+}
+
+int gm_gguf_export(const gm_model *m, const char *type, const char *path, gm_error *err)
+{
+	gm_atomic_file af;
+	int ret = gm_atomic_open(&af, path, 0644, err);
+
+	if (ret)
+		return ret;
+	if ((ret = gm_gguf_export_to(m, type, &af, err))) {
+		gm_atomic_abort(&af);
+		return ret;
+	}
+	return gm_atomic_commit(&af, err);
 }

@@ -26,13 +26,18 @@
 #define GM_GGUF_EXPORT_H
 
 #include "base/error.h"
+#include "base/fs.h"
 #include "formats/model.h"
 
 /* 1 when name (any case) is a file type gm_gguf_export writes. */
 int gm_gguf_export_type_known(const char *name);
 /* The supported file type names, space-separated. */
 const char *gm_gguf_export_types(void);
-/* Writes m (opened from its directory) as path in file type `type` ("Q4_K_M"...). */
+/* Writes m (opened from its directory) as path in file type `type` ("Q4_K_M"...),
+ * atomically: under a temporary name (base/fs.h), fsynced, then renamed. */
 int gm_gguf_export(const gm_model *m, const char *type, const char *path, gm_error *err);
+/* The same into af (gm_atomic_open), which the caller commits or aborts: a
+ * command writing several files renames them only when all are written. */
+int gm_gguf_export_to(const gm_model *m, const char *type, gm_atomic_file *af, gm_error *err);
 
 #endif

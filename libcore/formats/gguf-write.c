@@ -278,10 +278,9 @@ static uint64_t pad_to(uint64_t n, uint32_t a)
 	return (a - n % a) % a;
 }
 
-int gm_gguf_writer_write(gm_gguf_writer *w, const char *path, gm_error *err)
+int gm_gguf_writer_write_to(gm_gguf_writer *w, gm_atomic_file *af, gm_error *err)
 {
 	static const unsigned char zeros[256];
-	gm_atomic_file af;
 	gm_buf h = GM_BUF_INIT;
 	uint64_t off = 0;
 	size_t i;
@@ -313,19 +312,25 @@ int gm_gguf_writer_write(gm_gguf_writer *w, const char *path, gm_error *err)
 		off += t->nbytes + pad_to(t->nbytes, w->alignment);
 	}
 	gm_buf_add(&h, zeros, (size_t)pad_to(h.len, w->alignment));
-	if ((ret = gm_atomic_open(&af, path, 0644, err))) {
-		gm_buf_release(&h);
-		return ret;
-	}
-	ret = gm_atomic_write(&af, h.buf, h.len, err);
+	ret = gm_atomic_write(af, h.buf, h.len, err);
 	for (i = 0; !ret && i < w->nt; i++) {
 		const struct wtensor *t = &w->tensors[i];
 
-		if (!(ret = gm_atomic_write(&af, t->data, (size_t)t->nbytes, err)))
-			ret = gm_atomic_write(&af, zeros, (size_t)pad_to(t->nbytes, w->alignment), err);
+		if (!(ret = gm_atomic_write(af, t->data, (size_t)t->nbytes, err)))
+			ret = gm_atomic_write(af, zeros, (size_t)pad_to(t->nbytes, w->alignment), err);
 	}
 	gm_buf_release(&h);
-	if (ret) {
+	return ret;
+}
+
+int gm_gguf_writer_write(gm_gguf_writer *w, const char *path, gm_error *err)
+{
+	gm_atomic_file af;
+	int ret = gm_atomic_open(&af, path, 0644, err);
+
+	if (ret)
+		return ret;
+	if ((ret = gm_gguf_writer_write_to(w, &af, err))) {
 		gm_atomic_abort(&af);
 		return ret;
 	}

@@ -36,6 +36,7 @@
 
 #include "base/buf.h"
 #include "base/error.h"
+#include "base/fs.h"
 #include "formats/safetensors.h"
 
 enum gm_gguf_vtype {
@@ -153,7 +154,10 @@ int gm_gguf_writer_copy_kv(gm_gguf_writer *w, const gm_gguf *g, size_t i, gm_err
 /* data (borrowed until write) holds the tensor's bytes: gm_dtype_nbytes of its elements. */
 int gm_gguf_writer_add_tensor(gm_gguf_writer *w, const char *name, enum gm_dtype dtype, int ndim,
 			      const int64_t *shape, const void *data, gm_error *err);
+/* Writes the file at path atomically (base/fs.h: a temporary, then renamed). */
 int gm_gguf_writer_write(gm_gguf_writer *w, const char *path, gm_error *err);
+/* Writes the file into af, opened by gm_atomic_open, which the caller commits or aborts. */
+int gm_gguf_writer_write_to(gm_gguf_writer *w, gm_atomic_file *af, gm_error *err);
 
 /* ---- the tokenizer and chat template (gguf-vocab.c) */
 

@@ -156,7 +156,7 @@ int gm_repo_bundle_create(gm_repo *r, const char *file, size_t *n_objects, gm_er
 	gm_lfs_object_list objs = { NULL, 0, 0 };
 	git_buf packbuf = { NULL, 0, 0 };
 	git_reference *head = NULL;
-	gm_atomic_file af = { -1, NULL, NULL, 0 };
+	gm_atomic_file af = { -1, NULL, NULL, 0, -1 };
 	struct archive *a = NULL;
 	const char *manifest_text;
 	char hex[65];

@@ -4,6 +4,7 @@
  * are in lfs-transfer.c, repository-level operations in lfs-repo.c, the
  * filters in lfs-filter.c.  See lfs.h.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -473,6 +474,7 @@ out:
 struct gm_lfs_cleaner {
 	const gm_lfs_store *s;
 	int fd;
+	int lock;          /* gm_tmp_lock of tmp, held until it is installed or removed */
 	char *tmp;
 	EVP_MD_CTX *md;
 	unsigned long long size;
@@ -485,17 +487,25 @@ int gm_lfs_clean_begin(const gm_lfs_store *s, gm_lfs_cleaner **out, gm_error *er
 	gm_lfs_cleaner *c;
 	gm_buf tmp = GM_BUF_INIT;
 	mode_t mask;
-	int ret;
+	int ret, tries;
 
 	*out = NULL;
 	ret = gm_lfs_tmp_dir(s, err);
 	if (ret)
 		return ret;
-	gm_buf_addf(&tmp, "%s/clean-XXXXXX", s->tmp);
 	c = gm_xcalloc(1, sizeof(*c));
 	c->s = s;
-	c->fd = mkstemp(tmp.buf);
-	if (c->fd < 0) {
+	/* locked while it is ours, so gm_lfs_remove_stale_tmp tells it from a killed writer's */
+	for (c->lock = -1, tries = 0; c->lock < 0 && tries < 8; tries++) {
+		gm_buf_reset(&tmp);
+		gm_buf_addf(&tmp, "%s/clean-XXXXXX", s->tmp);
+		c->fd = mkstemp(tmp.buf);
+		if (c->fd < 0)
+			break;
+		if ((c->lock = gm_tmp_lock(c->fd)) < 0)
+			close(c->fd);
+	}
+	if (c->lock < 0) {
 		ret = gm_error_errno(err, "cannot create a temporary file in '%s'", s->tmp);
 		gm_buf_release(&tmp);
 		free(c);
@@ -537,6 +547,8 @@ void gm_lfs_clean_abort(gm_lfs_cleaner *c)
 		close(c->fd);
 	if (c->tmp)
 		unlink(c->tmp);
+	if (c->lock >= 0)
+		close(c->lock); /* after the unlink (or the install): nothing left for a cleaner */
 	free(c->tmp);
 	EVP_MD_CTX_free(c->md);
 	free(c);
@@ -582,6 +594,26 @@ int gm_lfs_clean_finish(gm_lfs_cleaner *c, gm_lfs_pointer *p, gm_error *err)
 	ret = gm_lfs_store_install(c->s, c->tmp, p->oid, err);
 	gm_lfs_clean_abort(c);
 	return ret;
+}
+
+int gm_lfs_remove_stale_tmp(const gm_lfs_store *s)
+{
+	DIR *d = opendir(s->tmp);
+	struct dirent *e;
+	int n = 0;
+
+	while (d && (e = readdir(d))) {
+		char *p;
+
+		if (strncmp(e->d_name, "clean-", 6) || strlen(e->d_name) != 12)
+			continue;
+		p = gm_path_join(s->tmp, e->d_name);
+		n += gm_tmp_remove_stale(p);
+		free(p);
+	}
+	if (d)
+		closedir(d);
+	return n;
 }
 
 int gm_lfs_clean_fd(const gm_lfs_store *s, int fd, gm_lfs_pointer *p, gm_error *err)

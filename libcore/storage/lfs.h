@@ -158,6 +158,13 @@ int gm_lfs_clean_finish(gm_lfs_cleaner *c, gm_lfs_pointer *p, gm_error *err);
 /* Frees c and removes its temporary file; NULL is fine. */
 void gm_lfs_clean_abort(gm_lfs_cleaner *c);
 
+/*
+ * Removes the temporary files of cleans that were killed (lfs/tmp/clean-*
+ * that no live cleaner holds locked: base/fs.h, gm_tmp_lock); returns how
+ * many.
+ */
+int gm_lfs_remove_stale_tmp(const gm_lfs_store *s);
+
 /* Cleans everything readable from fd (until EOF) / the file at path. */
 int gm_lfs_clean_fd(const gm_lfs_store *s, int fd, gm_lfs_pointer *p, gm_error *err);
 int gm_lfs_clean_file(const gm_lfs_store *s, const char *path, gm_lfs_pointer *p, gm_error *err);

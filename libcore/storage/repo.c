@@ -355,8 +355,9 @@ static void entry_from_stat(git_index_entry *e, const struct stat *st, const cha
 	e->path = rel;
 }
 
-/* Stages one work-tree path: LFS-cleaned when its filter is lfs. */
-static int stage_path(gm_repo *r, git_index *idx, const char *rel, gm_error *err)
+/* Stages one work-tree path: LFS-cleaned when its filter is lfs (with the
+ * pointer known, when given and of the file's size: nothing is copied). */
+static int stage_path(gm_repo *r, git_index *idx, const char *rel, const gm_lfs_pointer *known, gm_error *err)
 {
 	char *full = gm_path_join(r->workdir, rel);
 	struct stat st;
@@ -377,7 +378,13 @@ static int stage_path(gm_repo *r, git_index *idx, const char *rel, gm_error *err
 		/* Done here rather than through the filter so that the pointer
 		 * and the stat data recorded in the index come from the same
 		 * file state (git add does the same). */
-		if (!(ret = gm_lfs_clean_file(&r->lfs, full, &p, err))) {
+		if (known && known->size == (unsigned long long)st.st_size && !known->n_ext) {
+			memcpy(p.oid, known->oid, sizeof(p.oid));
+			p.size = known->size;
+		} else {
+			ret = gm_lfs_clean_file(&r->lfs, full, &p, err);
+		}
+		if (!ret) {
 			gm_lfs_pointer_format(&p, &text);
 			entry_from_stat(&e, &st, rel);
 			if (git_blob_create_from_buffer(&e.id, r->git, text.buf, text.len) < 0 ||
@@ -509,12 +516,16 @@ void gm_repo_unmark_writer(char *mark)
 /* Called before each write through libgit2 (see above); the first one marks the repository. */
 void gm_repo_write_begin(gm_repo *r)
 {
-	if (!r->writer_mark)
+	if (!r->writer_mark) {
 		r->writer_mark = gm_repo_mark_writer(r->gitdir);
+		/* as the lock files above: what killed cleans left in lfs/tmp */
+		gm_lfs_remove_stale_tmp(&r->lfs);
+	}
 }
 
-int gm_repo_commit_files(gm_repo *r, const char *const *paths, size_t n, const char *message,
-			 char out[GM_REPO_OID_HEXLEN + 1], gm_error *err)
+static int commit_paths(gm_repo *r, const char *const *paths, const gm_lfs_pointer *known, size_t n,
+			const char *message, int skip_same, char out[GM_REPO_OID_HEXLEN + 1], int *made,
+			gm_error *err)
 {
 	git_index *idx = NULL;
 	git_oid tree_id, commit_id, parent_id;
@@ -536,7 +547,7 @@ int gm_repo_commit_files(gm_repo *r, const char *const *paths, size_t n, const c
 		n = all.n;
 	}
 	for (i = 0; i < n && !ret; i++)
-		ret = stage_path(r, idx, paths[i], err);
+		ret = stage_path(r, idx, paths[i], known ? &known[i] : NULL, err);
 	if (ret)
 		goto out;
 	has_parent = git_reference_name_to_id(&parent_id, r->git, "HEAD") == 0;
@@ -558,11 +569,19 @@ int gm_repo_commit_files(gm_repo *r, const char *const *paths, size_t n, const c
 		goto out;
 	}
 	parents[0] = parent;
+	if (skip_same && has_parent && !git_oid_cmp(&tree_id, git_commit_tree_id(parent))) {
+		/* nothing new: HEAD has these files as they are */
+		if (out)
+			git_oid_tostr(out, GM_REPO_OID_HEXLEN + 1, &parent_id);
+		goto out;
+	}
 	if (git_commit_create(&commit_id, r->git, "HEAD", author, committer, NULL, message, tree,
 			      has_parent ? 1 : 0, parents) < 0) {
 		ret = gm_libgit_error(err, GM_EIO, "cannot commit in %s", r->workdir);
 		goto out;
 	}
+	if (made)
+		*made = 1;
 	if (out)
 		git_oid_tostr(out, GM_REPO_OID_HEXLEN + 1, &commit_id);
 out:
@@ -572,6 +591,91 @@ out:
 	git_commit_free(parent);
 	git_tree_free(tree);
 	git_index_free(idx);
+	return ret;
+}
+
+int gm_repo_commit_files(gm_repo *r, const char *const *paths, size_t n, const char *message,
+			 char out[GM_REPO_OID_HEXLEN + 1], gm_error *err)
+{
+	return commit_paths(r, paths, NULL, n, message, 0, out, NULL, err);
+}
+
+int gm_repo_commit_cleaned(gm_repo *r, const char *const *paths, const gm_lfs_pointer *pointers, size_t n,
+			   const char *message, char out[GM_REPO_OID_HEXLEN + 1], int *made, gm_error *err)
+{
+	*made = 0;
+	if (!n)
+		return gm_error_set(err, GM_EINVAL, "no file to commit");
+	return commit_paths(r, paths, pointers, n, message, 1, out, made, err);
+}
+
+/*
+ * Space first, then names: every byte is stored (the files written, their
+ * LFS objects) before anything gets a name that git, the user or another
+ * command sees, so a full disk or an error fails with nothing changed, and
+ * a kill leaves at most temporaries (removed by the next run) and complete
+ * objects that nothing uses yet (which gc removes, or the next run reuses).
+ */
+int gm_repo_commit_atomic(gm_repo *r, gm_atomic_file *files, size_t n, const char *message,
+			  char out[GM_REPO_OID_HEXLEN + 1], int *made, gm_error *err)
+{
+	size_t wlen = strlen(r->workdir), i, done = 0, renamed = 0;
+	gm_lfs_pointer *ptrs = gm_xcalloc(n ? n : 1, sizeof(*ptrs));
+	char **rel = gm_xcalloc(n ? n : 1, sizeof(*rel));
+	char *added = gm_xcalloc(n ? n : 1, 1); /* objects stored by this call */
+	int ret = 0;
+
+	*made = 0;
+	for (i = 0; i < n && !ret; i++) {
+		if (strncmp(files[i].path, r->workdir, wlen) || files[i].path[wlen] != '/')
+			ret = gm_error_set(err, GM_EINVAL, "%s is not in the work tree %s", files[i].path, r->workdir);
+		else
+			rel[i] = gm_xstrdup(files[i].path + wlen + 1); /* files[i] is freed once renamed */
+	}
+	gm_repo_write_begin(r); /* also removes what killed cleans left in lfs/tmp */
+	for (i = 0; i < n && !ret; i++) {
+		char hex[GM_LFS_OID_HEXLEN + 1];
+		unsigned long long size;
+
+		if (!is_lfs_path(r->git, rel[i]))
+			continue;
+		if ((ret = gm_lfs_hash_file(files[i].tmp_path, hex, &size, err)))
+			break;
+		if (!gm_lfs_store_has(&r->lfs, hex, size)) {
+			gm_lfs_pointer p = GM_LFS_POINTER_INIT;
+
+			if ((ret = gm_lfs_clean_file(&r->lfs, files[i].tmp_path, &p, err))) {
+				gm_error_prefix(err, "%s", rel[i]);
+				break;
+			}
+			gm_lfs_pointer_release(&p);
+			added[i] = 1;
+		}
+		memcpy(ptrs[i].oid, hex, sizeof(ptrs[i].oid));
+		ptrs[i].size = size;
+	}
+	/* the names: each file fsynced and renamed into the work tree */
+	for (; done < n && !ret; done++)
+		if (!(ret = gm_atomic_commit(&files[done], err)))
+			renamed++;
+	if (!ret)
+		ret = commit_paths(r, (const char *const *)rel, ptrs, n, message, 1, out, made, err);
+	if (ret && !renamed) {
+		/* nothing renamed: the objects stored for these files are used by nothing */
+		for (i = 0; i < n; i++)
+			if (added[i]) {
+				char *obj = gm_lfs_object_path(&r->lfs, ptrs[i].oid);
+				unlink(obj);
+				free(obj);
+			}
+	}
+	for (i = done; i < n; i++)
+		gm_atomic_abort(&files[i]);
+	for (i = 0; i < n; i++)
+		free(rel[i]);
+	free(added);
+	free(rel);
+	free(ptrs);
 	return ret;
 }
 

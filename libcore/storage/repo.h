@@ -32,6 +32,7 @@
 #include <stddef.h>
 
 #include "base/error.h"
+#include "base/fs.h"
 #include "storage/lfs.h"
 #include "storage/registry.h"
 
@@ -75,6 +76,31 @@ int gm_repo_resolve(gm_repo *r, const char *rev, char out[GM_REPO_OID_HEXLEN + 1
  */
 int gm_repo_commit_files(gm_repo *r, const char *const *paths, size_t n, const char *message,
 			 char out[GM_REPO_OID_HEXLEN + 1], gm_error *err);
+
+/*
+ * gm_repo_commit_files of n > 0 files whose LFS objects are stored already
+ * (pointers[i], from gm_lfs_clean_file of the file's content before it was
+ * renamed into the work tree): a file whose filter is lfs and whose size is
+ * its pointer's is staged with that pointer, without copying it into the
+ * store again, so committing takes no disk space for its content.  When the
+ * tree is HEAD's (the files are committed as they are: a command run again
+ * after it committed), no commit is made: *made is 0 and out gets HEAD;
+ * else *made is 1.
+ */
+int gm_repo_commit_cleaned(gm_repo *r, const char *const *paths, const gm_lfs_pointer *pointers, size_t n,
+			   const char *message, char out[GM_REPO_OID_HEXLEN + 1], int *made, gm_error *err);
+
+/*
+ * Commits files written under temporary names (gm_atomic_open, written,
+ * not committed; their final paths in r's work tree), which it takes over:
+ * the LFS objects of the files whose filter is lfs are stored first, then
+ * each file is fsynced and renamed to its name, then committed with
+ * gm_repo_commit_cleaned (no commit when HEAD has them as they are).  On a
+ * failure before the renames (a full disk), the temporaries and the
+ * objects stored for them are removed: the repository is as it was.
+ */
+int gm_repo_commit_atomic(gm_repo *r, gm_atomic_file *files, size_t n, const char *message,
+			  char out[GM_REPO_OID_HEXLEN + 1], int *made, gm_error *err);
 
 /*
  * gm_repo_commit_files of everything under the directories dirs (relative

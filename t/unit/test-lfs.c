@@ -148,6 +148,20 @@ static void test_store(const char *dir)
 		   "import links or copies verified content");
 		free(src);
 	}
+	/* A killed clean's temporary goes, a running one's stays. */
+	{
+		char *stale = gm_path_join(s.tmp, "clean-Zz9Zz9"), *part = gm_path_join(s.tmp, "x.part");
+
+		gm_write_file_atomic(stale, "half", 4, 0644, &err);
+		gm_write_file_atomic(part, "half", 4, 0644, &err);
+		ok(gm_lfs_clean_begin(&s, &c, &err) == 0 && gm_lfs_clean_write(c, "x", 1, &err) == 0, "a clean runs");
+		ok(gm_lfs_remove_stale_tmp(&s) == 1 && !gm_is_file(stale) && gm_is_file(part),
+		   "gm_lfs_remove_stale_tmp removes the killed clean's file only");
+		gm_lfs_clean_abort(c);
+		unlink(part);
+		free(stale);
+		free(part);
+	}
 	gm_lfs_pointer_release(&p);
 	gm_buf_release(&out);
 	free(path);

@@ -252,6 +252,55 @@ static void test_repo(void)
 	free(wd);
 }
 
+/* Files committed from temporaries: stored, renamed, committed; the same again commits nothing. */
+static void test_commit_atomic(void)
+{
+	gm_error err = GM_ERROR_INIT;
+	gm_repo *r;
+	gm_atomic_file af[2];
+	char *wd = gm_path_join(tmpdir, "atomic"), *path, *obj, first[GM_REPO_OID_HEXLEN + 1],
+	     again[GM_REPO_OID_HEXLEN + 1], head[GM_REPO_OID_HEXLEN + 1];
+	const char *pattern[] = { "*.gguf" };
+	gm_buf b = GM_BUF_INIT;
+	int made = -1, ret;
+
+	ok(gm_repo_init(wd, &r, &err) == 0 && gm_lfs_track(wd, pattern, 1, NULL, &err) == 0, "a repository");
+	write_text(wd, "config.json", "{}\n");
+	ok(gm_repo_commit_files(r, NULL, 0, "base", head, &err) == 0, "its first commit");
+	path = gm_path_join(wd, "m-Q8_0.gguf");
+	ok(!gm_atomic_open(&af[0], path, 0644, &err) && !gm_atomic_write(&af[0], "q8 bytes\n", 9, &err),
+	   "a file written under a temporary name");
+	obj = gm_path_join(wd, "m.txt");
+	ok(!gm_atomic_open(&af[1], obj, 0644, &err) && !gm_atomic_write(&af[1], "text\n", 5, &err), "and another");
+	free(obj);
+	ok(gm_repo_commit_atomic(r, af, 2, "quantize", first, &made, &err) == 0 && made == 1 && strcmp(first, head),
+	   "committed (%s)", err.msg);
+	ok(gm_read_file(path, &b, &err) == 0 && !strcmp(b.buf, "q8 bytes\n"), "renamed into the work tree");
+	gm_buf_reset(&b);
+	obj = NULL;
+	ok(gm_repo_read_file(r, NULL, "m-Q8_0.gguf", &b, &obj, &err) == 0 && obj, "an LFS object at HEAD");
+	free(obj);
+	ok(gm_repo_read_file(r, NULL, "m.txt", &b, NULL, &err) == 0 && !strcmp(b.buf, "text\n"), "and a blob");
+	gm_buf_reset(&b);
+
+	ok(!gm_atomic_open(&af[0], path, 0644, &err) && !gm_atomic_write(&af[0], "q8 bytes\n", 9, &err),
+	   "the same file written again");
+	ok(gm_repo_commit_atomic(r, af, 1, "quantize", again, &made, &err) == 0 && made == 0 && !strcmp(again, first),
+	   "nothing to commit: HEAD is given (%s)", err.msg);
+	ok(gm_repo_resolve(r, NULL, head, &err) == 0 && !strcmp(head, first), "HEAD did not move");
+	free(path);
+
+	path = gm_path_join(tmpdir, "elsewhere.gguf");
+	ok(!gm_atomic_open(&af[0], path, 0644, &err), "a file outside the work tree");
+	ret = gm_repo_commit_atomic(r, af, 1, "x", again, &made, &err);
+	ok_error(ret, &err, GM_EINVAL, "is not in the work tree", "is refused");
+	ok(!gm_is_file(path) && gm_atomic_remove_stale(path) == 0, "its temporary removed, nothing renamed");
+	free(path);
+	gm_buf_release(&b);
+	gm_repo_close(r);
+	free(wd);
+}
+
 int main(void)
 {
 	gm_error err = GM_ERROR_INIT;
@@ -264,6 +313,7 @@ int main(void)
 	test_registry();
 	test_spec();
 	test_repo();
+	test_commit_atomic();
 	{
 		char cmd[256];
 		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);

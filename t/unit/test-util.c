@@ -176,6 +176,21 @@ static void test_fs(void)
 	ok(!strcmp(b.buf, "new") && count_entries(tmpdir) == 1, "after commit: new content, no leftovers");
 	ok(stat(path, &st) == 0 && (st.st_mode & 0777) == (0600 & ~(mode_t)umask(umask(0))),
 	   "the requested mode is applied");
+	{
+		/* a killed writer's temporary (no lock held), a live one's, another file's */
+		char *stale = gm_path_join(tmpdir, ".file.txt.tmp-AbC123"), *other = gm_path_join(tmpdir, ".x.tmp-AbC123");
+
+		ok(!gm_write_file_atomic(stale, "x", 1, 0644, &err) && !gm_write_file_atomic(other, "x", 1, 0644, &err),
+		   "leftover temporaries made");
+		ok(!gm_atomic_open(&f, path, 0644, &err), "a live writer of the same file");
+		ok(gm_atomic_remove_stale(path) == 1 && !gm_is_file(stale) && gm_is_file(f.tmp_path) && gm_is_file(other),
+		   "gm_atomic_remove_stale removes the killed writer's temporary only");
+		gm_atomic_abort(&f);
+		ok(gm_atomic_remove_stale(path) == 0 && count_entries(tmpdir) == 2, "nothing else to remove");
+		unlink(other);
+		free(stale);
+		free(other);
+	}
 	free(path);
 
 	path = gm_path_join(tmpdir, "no/such/dir/file");
