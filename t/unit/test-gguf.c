@@ -735,8 +735,11 @@ static void l_check_file(const char *path, const gm_model *src, const struct lla
 	   !gm_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &b, NULL) && b &&
 	   !gm_gguf_get_int(g, "tokenizer.ggml.bos_token_id", &v, NULL) && v == 4091,
 	   "%s: tokenizer gpt2, pre llama-bpe (from the split regex), add_bos from the post-processor", lc->name);
-	ok(!gm_gguf_tokenizer_json(g, &json, &err) && strstr(json.buf, "\\\\p{N}{1,3}"),
-	   "%s: the reader maps it back to the Llama 3 regex (%s)", lc->name, err.msg);
+	if (gm_gguf_tokenizer_json(g, &json, &err))
+		ok(0, "%s: the reader maps the tokenizer back (%s)", lc->name, err.msg);
+	else
+		ok(strstr(json.buf, "\\\\p{N}{1,3}") != NULL, "%s: the reader maps it back to the Llama 3 regex",
+		   lc->name);
 	ok(!gm_gguf_find_tensor(g, "output.weight") == !!lc->tied, "%s: output.weight %s", lc->name,
 	   lc->tied ? "absent (tied)" : "present (untied)");
 	ok(!gm_gguf_find_tensor(g, "rope_freqs.weight") == !lc->llama3 &&
