@@ -59,8 +59,10 @@ static int use_more_bits(int64_t i, int64_t n)
 	return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2;
 }
 
-/* The type of a matrix named (GGUF) name in file type ft; row: its row length. */
-static enum gm_dtype matrix_type(int ft, const char *name, int tied, int64_t n_layer, int64_t row)
+/* The type of a matrix named (GGUF) name in file type ft; row: its row length; big: llama.cpp
+ * takes the model for a 70B (80 layers: Qwen2, Llama with grouped kv heads), whose attn_v it
+ * gives Q5_K where the mix says Q4_K (its kv heads are shared by 8 query heads). */
+static enum gm_dtype matrix_type(int ft, const char *name, int tied, int64_t n_layer, int64_t row, int big)
 {
 	const char *f = ftypes[ft].name;
 	enum gm_dtype t = ftypes[ft].base;
@@ -77,6 +79,8 @@ static enum gm_dtype matrix_type(int ft, const char *name, int tied, int64_t n_l
 		if (km && use_more_bits(layer, n_layer))
 			t = GM_DTYPE_Q6_K;
 		else if (!strcmp(f, "Q4_K_S") && layer < 4)
+			t = GM_DTYPE_Q5_K;
+		if (big && t == GM_DTYPE_Q4_K)
 			t = GM_DTYPE_Q5_K;
 	} else if (strstr(name, "ffn_down")) {
 		if (km && use_more_bits(layer, n_layer))
@@ -559,6 +563,8 @@ int gm_gguf_export(const gm_model *m, const char *type, const char *path, gm_err
 	const char *arch = c->arch == GM_ARCH_QWEN3 ? "qwen3" : c->arch == GM_ARCH_QWEN2 ? "qwen2" : "llama";
 	gm_tensor freqs = { 0 };
 	float *div = NULL;
+	int big = c->num_hidden_layers == 80 && (c->arch == GM_ARCH_QWEN2 ||
+						 (c->arch == GM_ARCH_LLAMA && c->num_attention_heads != c->num_key_value_heads));
 
 	if (ft < 0)
 		return gm_error_set(err, GM_EINVAL, "unknown type '%s' (known: %s)", type, gm_gguf_export_types());
@@ -615,7 +621,7 @@ int gm_gguf_export(const gm_model *m, const char *type, const char *path, gm_err
 		const gm_tensor *t = ts[i].src;
 		enum gm_dtype to = t->ndim == 1 ? GM_DTYPE_F32 :
 				   matrix_type(ft, ts[i].name, c->tie_word_embeddings, c->num_hidden_layers,
-					       t->shape[t->ndim - 1]);
+					       t->shape[t->ndim - 1], big);
 
 		if (!(ret = convert(t, to, &bufs[i], err)) && ts[i].permute_heads)
 			ret = permute(&bufs[i], t, to, ts[i].permute_heads, m->dir, err);
