@@ -1,6 +1,7 @@
 /* gguf-export.c - a model directory as a GGUF file (see gguf-export.h). */
 #include "formats/gguf-export.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,8 +59,10 @@ static int use_more_bits(int64_t i, int64_t n)
 	return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2;
 }
 
-/* The type of a matrix named (GGUF) name in file type ft; row: its row length. */
-static enum gm_dtype matrix_type(int ft, const char *name, int tied, int64_t n_layer, int64_t row)
+/* The type of a matrix named (GGUF) name in file type ft; row: its row length; big: llama.cpp
+ * takes the model for a 70B (80 layers: Qwen2, Llama with grouped kv heads), whose attn_v it
+ * gives Q5_K where the mix says Q4_K (its kv heads are shared by 8 query heads). */
+static enum gm_dtype matrix_type(int ft, const char *name, int tied, int64_t n_layer, int64_t row, int big)
 {
 	const char *f = ftypes[ft].name;
 	enum gm_dtype t = ftypes[ft].base;
@@ -76,6 +79,8 @@ static enum gm_dtype matrix_type(int ft, const char *name, int tied, int64_t n_l
 		if (km && use_more_bits(layer, n_layer))
 			t = GM_DTYPE_Q6_K;
 		else if (!strcmp(f, "Q4_K_S") && layer < 4)
+			t = GM_DTYPE_Q5_K;
+		if (big && t == GM_DTYPE_Q4_K)
 			t = GM_DTYPE_Q5_K;
 	} else if (strstr(name, "ffn_down")) {
 		if (km && use_more_bits(layer, n_layer))
@@ -113,6 +118,7 @@ struct out_tensor {
 	char name[96];
 	long layer; /* -1: global */
 	const gm_tensor *src;
+	int64_t permute_heads; /* Llama's q/k rows: permuted for this many heads; 0: as they are */
 };
 
 static int cmp_out(const void *a, const void *b)
@@ -181,6 +187,90 @@ static int64_t special_id(json_object *tcfg, const char *key, char **tokens, int
 	return -1;
 }
 
+/*
+ * tokenizer.ggml.pre for tokenizer.json's pre-tokenizer: the name whose
+ * split the GGUF reader (gguf-vocab.c) maps back to the same pre-tokenizer,
+ * chosen by the actual Split regex, ByteLevel's use_regex, the NFC
+ * normalizer and ignore_merges.  A tokenizer without a ByteLevel step is not
+ * byte-level BPE (Llama 2's SentencePiece-style vocabulary: byte fallback,
+ * Metaspace): refused, as is a pre-tokenizer no name describes.
+ */
+static int pre_name(json_object *tok, const char *path, char *out, size_t n, gm_error *err)
+{
+	json_object *pre = get(tok, "pre_tokenizer"), *list = NULL, *norm = get(tok, "normalizer"), *v;
+	const char *split = NULL, *name;
+	int byte_level = 0, use_regex = 0, nfc, ignore_merges, steps = 0;
+	size_t k, len;
+
+	if (pre && json_object_is_type(pre, json_type_object)) {
+		v = get(pre, "type");
+		if (v && json_object_is_type(v, json_type_string) && !strcmp(json_object_get_string(v), "Sequence"))
+			list = get(pre, "pretokenizers");
+	}
+	for (k = 0; pre && k < (list ? json_object_array_length(list) : 1); k++) {
+		json_object *p = list ? json_object_array_get_idx(list, k) : pre;
+		const char *type = get(p, "type") ? json_object_get_string(get(p, "type")) : "";
+
+		steps++;
+		if (!strcmp(type, "ByteLevel") && !byte_level) {
+			byte_level = 1;
+			use_regex = !get(p, "use_regex") || json_object_get_boolean(get(p, "use_regex"));
+		} else if (!strcmp(type, "Split") && !split && !byte_level && get(get(p, "pattern"), "Regex")) {
+			split = json_object_get_string(get(get(p, "pattern"), "Regex"));
+		} else {
+			steps = -1;
+			break;
+		}
+	}
+	v = get(get(tok, "model"), "byte_fallback");
+	if (!byte_level || (v && json_object_get_boolean(v)))
+		return gm_error_set(err, GM_EUNSUPPORTED, "%s: not a byte-level BPE tokenizer (%s): GGUF export writes "
+				    "byte-level BPE ('gpt2') vocabularies only", path,
+				    v && json_object_get_boolean(v) ? "BPE with byte fallback, a SentencePiece vocabulary "
+				    "as Llama 2's" : "no ByteLevel pre-tokenizer");
+	v = get(norm, "type");
+	nfc = v && json_object_is_type(v, json_type_string) && !strcmp(json_object_get_string(v), "NFC");
+	if (norm && !nfc)
+		steps = -1;
+	v = get(get(tok, "model"), "ignore_merges");
+	ignore_merges = v && json_object_get_boolean(v);
+	name = steps < 0 ? NULL : gm_gguf_pre_name(split, use_regex, nfc, ignore_merges, &len);
+	if (!name)
+		return gm_error_set(err, GM_EUNSUPPORTED, "%s: no tokenizer.ggml.pre names this pre-tokenizer "
+				    "(split regex %s%s, ByteLevel use_regex %s, %s, ignore_merges %s): GGUF export "
+				    "knows qwen2, qwen35, llama-bpe, gpt-2 and smollm", path, split ? split : "none",
+				    steps < 0 ? ", or other steps" : "", use_regex ? "true" : "false",
+				    nfc ? "NFC" : norm ? "another normalizer" : "no normalizer",
+				    ignore_merges ? "true" : "false");
+	snprintf(out, n, "%.*s", (int)len, name);
+	return 0;
+}
+
+/* 1 when tokenizer.json's post-processor puts token bos first in a single
+ * sequence (Llama 3's TemplateProcessing "<|begin_of_text|> $A"). */
+static int post_adds_bos(json_object *tok, int64_t bos, char **tokens, int64_t n)
+{
+	json_object *pp = get(tok, "post_processor"), *list = NULL, *v;
+	size_t k;
+
+	v = get(pp, "type");
+	if (v && json_object_is_type(v, json_type_string) && !strcmp(json_object_get_string(v), "Sequence"))
+		list = get(pp, "processors");
+	for (k = 0; pp && k < (list ? json_object_array_length(list) : 1); k++) {
+		json_object *p = list ? json_object_array_get_idx(list, k) : pp, *single = get(p, "single"), *first, *sp;
+		const char *id;
+
+		if (!get(p, "type") || strcmp(json_object_get_string(get(p, "type")), "TemplateProcessing") || !single ||
+		    !json_object_is_type(single, json_type_array) || !json_object_array_length(single))
+			continue;
+		first = json_object_array_get_idx(single, 0);
+		sp = get(first, "SpecialToken");
+		id = get(sp, "id") ? json_object_get_string(get(sp, "id")) : NULL;
+		return id && bos >= 0 && bos < n && tokens[bos] && !strcmp(id, tokens[bos]);
+	}
+	return 0;
+}
+
 static int add_vocab(gm_gguf_writer *w, const gm_model *m, gm_error *err)
 {
 	char *tj = gm_path_join(m->dir, "tokenizer.json"), *tc = gm_path_join(m->dir, "tokenizer_config.json");
@@ -189,7 +279,7 @@ static int add_vocab(gm_gguf_writer *w, const gm_model *m, gm_error *err)
 	char **tokens = gm_xcalloc((size_t)n, sizeof(*tokens));
 	size_t *lens = gm_xcalloc((size_t)n, sizeof(*lens));
 	int32_t *types = gm_xcalloc((size_t)n, sizeof(*types));
-	char **mstr = NULL;
+	char **mstr = NULL, pre[32];
 	size_t *mlen = NULL, nm = 0, k;
 	int ret, add_bos = 0;
 
@@ -203,6 +293,8 @@ static int add_vocab(gm_gguf_writer *w, const gm_model *m, gm_error *err)
 		ret = gm_error_set(err, GM_EUNSUPPORTED, "%s: not a byte-level BPE tokenizer", tj);
 		goto out;
 	}
+	if ((ret = pre_name(tok, tj, pre, sizeof(pre), err)))
+		goto out;
 	{
 		json_object_object_foreach(vocab, text, idv)
 		{
@@ -262,7 +354,7 @@ static int add_vocab(gm_gguf_writer *w, const gm_model *m, gm_error *err)
 		gm_buf_release(&b);
 	}
 	if ((ret = gm_gguf_writer_set_string(w, "tokenizer.ggml.model", "gpt2", err)) ||
-	    (ret = gm_gguf_writer_set_string(w, "tokenizer.ggml.pre", "qwen2", err)) ||
+	    (ret = gm_gguf_writer_set_string(w, "tokenizer.ggml.pre", pre, err)) ||
 	    (ret = gm_gguf_writer_set_strings(w, "tokenizer.ggml.tokens", (const char *const *)tokens, lens,
 					      (uint64_t)n, err)) ||
 	    (ret = gm_gguf_writer_set_int32s(w, "tokenizer.ggml.token_type", types, (uint64_t)n, err)) ||
@@ -281,8 +373,12 @@ static int add_vocab(gm_gguf_writer *w, const gm_model *m, gm_error *err)
 	    (pad >= 0 &&
 	     (ret = gm_gguf_writer_set_int(w, "tokenizer.ggml.padding_token_id", GM_GGUF_UINT32, pad, err))))
 		goto out;
+	/* tokenizer_config's flag, else whether the post-processor adds bos
+	 * (as llama.cpp's converter decides) */
 	if ((v = get(tcfg, "add_bos_token")) && json_object_is_type(v, json_type_boolean))
 		add_bos = json_object_get_boolean(v);
+	else
+		add_bos = post_adds_bos(tok, bos, tokens, n);
 	if ((ret = gm_gguf_writer_set_int(w, "tokenizer.ggml.add_bos_token", GM_GGUF_BOOL, add_bos, err)))
 		goto out;
 	if ((v = get(tcfg, "chat_template")) && json_object_is_type(v, json_type_string))
@@ -306,10 +402,10 @@ out:
 
 /* ------------------------------------------------------------ writing */
 
-static int add_hparams(gm_gguf_writer *w, const gm_model *m, int ft, gm_error *err)
+static int add_hparams(gm_gguf_writer *w, const gm_model *m, const char *arch, int ft, gm_error *err)
 {
 	const gm_model_config *c = &m->config;
-	const char *arch = c->model_type, *slash;
+	const char *slash;
 	char key[128], *name = gm_xstrdup(m->dir);
 	size_t len = strlen(name);
 	int ret;
@@ -339,6 +435,17 @@ static int add_hparams(gm_gguf_writer *w, const gm_model *m, int ft, gm_error *e
 	    (ret = gm_gguf_writer_set_float(w, KEY("rope.freq_base"), GM_GGUF_FLOAT32, c->rope_theta, err)) ||
 	    (ret = gm_gguf_writer_set_float(w, KEY("attention.layer_norm_rms_epsilon"), GM_GGUF_FLOAT32,
 					    c->rms_norm_eps, err))) {
+		free(name);
+		return ret;
+	}
+	/* the keys llama.cpp's converter adds for Llama; the original context
+	 * of llama3 scaling where it is not the 8192 the reader assumes */
+	if (c->arch == GM_ARCH_LLAMA &&
+	    ((ret = gm_gguf_writer_set_int(w, KEY("vocab_size"), GM_GGUF_UINT32, c->vocab_size, err)) ||
+	     (ret = gm_gguf_writer_set_int(w, KEY("rope.dimension_count"), GM_GGUF_UINT32, c->head_dim, err)) ||
+	     (c->rope_scaling == GM_ROPE_LLAMA3 && c->rope_original_max_position_embeddings != 8192 &&
+	      (ret = gm_gguf_writer_set_int(w, KEY("rope.scaling.original_context_length"), GM_GGUF_UINT32,
+					    c->rope_original_max_position_embeddings, err))))) {
 		free(name);
 		return ret;
 	}
@@ -380,6 +487,70 @@ static int convert(const gm_tensor *src, enum gm_dtype t, void **out, gm_error *
 	return ret;
 }
 
+/*
+ * Llama 3 rope scaling as llama.cpp's converter writes it: rope_freqs.weight,
+ * f32 [head_dim / 2], the divisor of each inverse frequency (1 for short
+ * wavelengths, factor for long ones, the llama3 blend between).  The GGUF
+ * reader (config-gguf.c) gets the scaling back as the largest divisor with
+ * low/high frequency factors 1 and 4 and the original context of
+ * rope.scaling.original_context_length (8192 when absent): a config it
+ * would read back differently is refused rather than written.
+ */
+static int rope_freqs(const gm_model *m, float *div, gm_error *err)
+{
+	const gm_model_config *c = &m->config;
+	double orig = (double)c->rope_original_max_position_embeddings, lo = c->rope_low_freq_factor;
+	double hi = c->rope_high_freq_factor, factor = c->rope_factor, max = 0;
+	int64_t i, n = c->head_dim / 2;
+
+	for (i = 0; i < n; i++) {
+		double wl = 2 * M_PI * pow(c->rope_theta, (double)(2 * i) / (double)c->head_dim);
+
+		if (wl < orig / hi)
+			div[i] = 1.0f;
+		else if (wl > orig / lo)
+			div[i] = (float)factor;
+		else {
+			double smooth = (orig / wl - lo) / (hi - lo);
+			div[i] = (float)(1.0 / ((1.0 - smooth) / factor + smooth));
+		}
+		max = div[i] > max ? div[i] : max;
+	}
+	if (lo != 1.0 || hi != 4.0 || max != factor)
+		return gm_error_set(err, GM_EUNSUPPORTED, "%s: llama3 rope scaling (factor %g, low_freq_factor %g, "
+				    "high_freq_factor %g, original context %lld) cannot be written as GGUF so that it "
+				    "reads back the same: %s", m->dir, factor, lo, hi, (long long)orig,
+				    lo != 1.0 || hi != 4.0 ? "rope_freqs.weight is read with low 1 and high 4" :
+				    (float)factor != factor ? "the factor is not an f32 value" :
+				    "no dimension has the full factor to recover it from");
+	return 0;
+}
+
+/* Llama's q/k rows (converted to type t in *buf) in the order llama.cpp's
+ * converter writes them; rows are quantized one by one, so permuting the
+ * quantized rows is quantizing the permuted ones. */
+static int permute(void **buf, const gm_tensor *src, enum gm_dtype t, int64_t heads, const char *dir, gm_error *err)
+{
+	int64_t rows = src->shape[0];
+	uint64_t nbytes;
+	void *dst;
+	char what[512];
+	int ret;
+
+	if ((ret = gm_dtype_nbytes(t, src->numel, &nbytes, err)))
+		return ret;
+	dst = gm_xmalloc(nbytes ? nbytes : 1);
+	snprintf(what, sizeof(what), "%s: tensor '%s'", dir, src->name);
+	if ((ret = gm_weights_llama_permute(dst, *buf, rows, rows ? nbytes / (uint64_t)rows : 0, heads, 1, what,
+					    err))) {
+		free(dst);
+		return ret;
+	}
+	free(*buf);
+	*buf = dst;
+	return 0;
+}
+
 int gm_gguf_export_to(const gm_model *m, const char *type, gm_atomic_file *af, gm_error *err)
 {
 	const gm_model_config *c = &m->config;
@@ -388,16 +559,37 @@ int gm_gguf_export_to(const gm_model *m, const char *type, gm_atomic_file *af, g
 	struct out_tensor *ts;
 	void **bufs;
 	size_t n = gm_weights_count(m->weights), nt = 0, i;
+	/* general.architecture: llama.cpp's name of each architecture written */
+	const char *arch = c->arch == GM_ARCH_QWEN3 ? "qwen3" : c->arch == GM_ARCH_QWEN2 ? "qwen2" : "llama";
+	gm_tensor freqs = { 0 };
+	float *div = NULL;
+	int big = c->num_hidden_layers == 80 && (c->arch == GM_ARCH_QWEN2 ||
+						 (c->arch == GM_ARCH_LLAMA && c->num_attention_heads != c->num_key_value_heads));
 
 	if (ft < 0)
 		return gm_error_set(err, GM_EINVAL, "unknown type '%s' (known: %s)", type, gm_gguf_export_types());
-	if (c->arch != GM_ARCH_QWEN3 && c->arch != GM_ARCH_QWEN2)
-		return gm_error_set(err, GM_EUNSUPPORTED, "%s: writing %s as GGUF is not supported (Qwen3, Qwen2)",
-				    m->dir, c->architecture);
+	if (c->arch != GM_ARCH_QWEN3 && c->arch != GM_ARCH_QWEN2 && c->arch != GM_ARCH_LLAMA)
+		return gm_error_set(err, GM_EUNSUPPORTED,
+				    "%s: writing %s as GGUF is not supported (Qwen3, Qwen2, Llama)", m->dir,
+				    c->architecture);
 	if (gm_weights_gguf(m->weights))
 		return gm_error_set(err, GM_EUNSUPPORTED, "%s: already a GGUF file; quantize its source model", m->dir);
-	ts = gm_xcalloc(n ? n : 1, sizeof(*ts));
-	bufs = gm_xcalloc(n ? n : 1, sizeof(*bufs));
+	if (c->rope_scaling == GM_ROPE_LLAMA3) {
+		div = gm_xcalloc((size_t)(c->head_dim / 2 ? c->head_dim / 2 : 1), sizeof(*div));
+		if ((ret = rope_freqs(m, div, err))) {
+			free(div);
+			return ret;
+		}
+		freqs.name = "rope_freqs.weight";
+		freqs.dtype = GM_DTYPE_F32;
+		freqs.ndim = 1;
+		freqs.shape[0] = c->head_dim / 2;
+		freqs.numel = (uint64_t)freqs.shape[0];
+		freqs.nbytes = freqs.numel * sizeof(float);
+		freqs.data = div;
+	}
+	ts = gm_xcalloc(n + 1, sizeof(*ts));
+	bufs = gm_xcalloc(n + 1, sizeof(*bufs));
 	for (i = 0; i < n; i++) {
 		const gm_tensor *t = gm_weights_tensor(m->weights, i);
 		long layer;
@@ -411,19 +603,29 @@ int gm_gguf_export_to(const gm_model *m, const char *type, gm_atomic_file *af, g
 			goto out;
 		}
 		ts[nt].layer = layer;
+		if (c->arch == GM_ARCH_LLAMA && (strstr(ts[nt].name, ".attn_q.") || strstr(ts[nt].name, ".attn_k.")))
+			ts[nt].permute_heads = strstr(ts[nt].name, ".attn_q.") ? c->num_attention_heads :
+							c->num_key_value_heads;
 		ts[nt++].src = t;
+	}
+	if (div) {
+		snprintf(ts[nt].name, sizeof(ts[nt].name), "%s", freqs.name);
+		ts[nt].layer = -1;
+		ts[nt++].src = &freqs;
 	}
 	qsort(ts, nt, sizeof(*ts), cmp_out);
 	w = gm_gguf_writer_new(0);
-	if ((ret = add_hparams(w, m, ft, err)) || (ret = add_vocab(w, m, err)))
+	if ((ret = add_hparams(w, m, arch, ft, err)) || (ret = add_vocab(w, m, err)))
 		goto done;
 	for (i = 0; i < nt && !ret; i++) {
 		const gm_tensor *t = ts[i].src;
 		enum gm_dtype to = t->ndim == 1 ? GM_DTYPE_F32 :
 				   matrix_type(ft, ts[i].name, c->tie_word_embeddings, c->num_hidden_layers,
-					       t->shape[t->ndim - 1]);
+					       t->shape[t->ndim - 1], big);
 
-		if (!(ret = convert(t, to, &bufs[i], err)))
+		if (!(ret = convert(t, to, &bufs[i], err)) && ts[i].permute_heads)
+			ret = permute(&bufs[i], t, to, ts[i].permute_heads, m->dir, err);
+		if (!ret)
 			ret = gm_gguf_writer_add_tensor(w, ts[i].name, to, t->ndim, t->shape, bufs[i], err);
 	}
 	/* llama-quantize's mark of a quantized file (the block layouts' version), then the file type,
@@ -440,6 +642,7 @@ out:
 		free(bufs[i]);
 	free(bufs);
 	free(ts);
+	free(div);
 	return ret;
 }
 

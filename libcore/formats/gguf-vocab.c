@@ -31,7 +31,8 @@
 #define RE_QWEN2 "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
 #define RE_QWEN35 "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?[\\p{L}\\p{M}]+|\\p{N}| ?[^\\s\\p{L}\\p{M}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
 
-/* tokenizer.ggml.pre -> the original tokenizer.json's pre-tokenizer. */
+/* tokenizer.ggml.pre -> the original tokenizer.json's pre-tokenizer; each
+ * row's first name is the one llama.cpp's converter writes. */
 static const struct {
 	const char *names; /* '|'-separated */
 	const char *split; /* a Split regex before ByteLevel, or NULL */
@@ -41,8 +42,8 @@ static const struct {
 } pre_types[] = {
 	{ "qwen2|deepseek-r1-qwen|stablelm2|hunyuan|kormo", RE_QWEN2, 0, 1, 0 },
 	{ "qwen35", RE_QWEN35, 0, 1, 0 },
-	{ "llama3|llama-v3|llama-bpe|falcon3|pixtral|dbrx|smaug-bpe|lfm2", RE_LLAMA3, 0, 0, 1 },
-	{ "default|gpt-2|gpt2|phi-2|mpt|olmo|jina-es|jina-de|jina-v2-es|jina-v2-de|mellum", NULL, 1, 0, 0 },
+	{ "llama-bpe|llama3|llama-v3|falcon3|pixtral|dbrx|smaug-bpe|lfm2", RE_LLAMA3, 0, 0, 1 },
+	{ "gpt-2|default|gpt2|phi-2|mpt|olmo|jina-es|jina-de|jina-v2-es|jina-v2-de|mellum", NULL, 1, 0, 0 },
 	{ "smollm|starcoder|refact|codeshell|command-r|exaone", "\\p{N}", 1, 0, 0 },
 };
 
@@ -60,6 +61,24 @@ static int pre_matches(const char *names, const char *pre)
 		p += len + (bar ? 1 : 0);
 	}
 	return 0;
+}
+
+const char *gm_gguf_pre_name(const char *split, int gpt2_regex, int nfc, int ignore_merges, size_t *name_len)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(pre_types) / sizeof(pre_types[0]); i++) {
+		const char *bar;
+
+		if ((split ? !pre_types[i].split || strcmp(split, pre_types[i].split) : pre_types[i].split != NULL) ||
+		    !gpt2_regex != !pre_types[i].gpt2_regex || !nfc != !pre_types[i].nfc ||
+		    !ignore_merges != !pre_types[i].ignore_merges)
+			continue;
+		bar = strchr(pre_types[i].names, '|');
+		*name_len = bar ? (size_t)(bar - pre_types[i].names) : strlen(pre_types[i].names);
+		return pre_types[i].names;
+	}
+	return NULL;
 }
 
 static json_object *split(const char *regex)

@@ -171,6 +171,16 @@ int gm_gguf_writer_write_to(gm_gguf_writer *w, gm_atomic_file *af, gm_error *err
  * models (SentencePiece 'llama') and pre-tokenizers, naming them.
  */
 int gm_gguf_tokenizer_json(const gm_gguf *g, gm_buf *out, gm_error *err);
+/*
+ * The tokenizer.ggml.pre name, as llama.cpp's converter spells it, of a
+ * byte-level BPE tokenizer.json's pre-tokenization: split, the Split regex
+ * before ByteLevel (NULL when none); gpt2_regex, ByteLevel's use_regex;
+ * nfc, an NFC normalizer; ignore_merges, the BPE model's flag.  Returns the
+ * name (its first *name_len bytes), or NULL when no name this reader maps
+ * back means exactly that: what is written is what gm_gguf_tokenizer_json
+ * reads back.
+ */
+const char *gm_gguf_pre_name(const char *split, int gpt2_regex, int nfc, int ignore_merges, size_t *name_len);
 /* tokenizer.chat_template and the bos/eos tokens' texts (NULL when none),
  * malloc'ed; GM_ENOENT when the file has no template. */
 int gm_gguf_chat_template(const gm_gguf *g, char **tmpl, char **bos, char **eos, gm_error *err);

@@ -323,29 +323,43 @@ static char *hf_name(const char *name)
  * llama.cpp's converter reorders the rows of Llama's q and k projections
  * (and their biases) within each head, from transformers' rotate-half
  * layout to interleaved pairs: transformers row h*hd + i*hd/2 + j (i in
- * {0, 1}, j < hd/2) is GGUF row h*hd + 2j + i.  Undo it with whole-row
- * copies: a row of a block type is whole blocks, so this works for every
- * tensor type.  t is [n_heads * hd, ...] with rows of row_bytes.
+ * {0, 1}, j < hd/2) is GGUF row h*hd + 2j + i.  Whole-row copies: a row of
+ * a block type is whole blocks, so this works for every tensor type.
  */
-static int unpermute(gm_weights *w, gm_tensor *t, int64_t n_heads, gm_error *err)
+int gm_weights_llama_permute(void *dst, const void *src, int64_t rows, uint64_t row_bytes, int64_t n_heads,
+			     int to_gguf, const char *what, gm_error *err)
 {
-	int64_t rows = t->shape[0], hd, h, i, j;
-	uint64_t row_bytes;
-	unsigned char *dst;
+	int64_t hd, h, i, j;
 
 	if (n_heads <= 0 || rows % n_heads || (rows / n_heads) % 2)
-		return gm_error_set(err, GM_EFORMAT, "%s: tensor '%s' has %lld rows, not a whole number of "
-				    "heads of even size (%lld heads)", gm_gguf_path(w->gguf), t->name,
-				    (long long)rows, (long long)n_heads);
+		return gm_error_set(err, GM_EFORMAT, "%s has %lld rows, not a whole number of heads of even size "
+				    "(%lld heads)", what, (long long)rows, (long long)n_heads);
 	hd = rows / n_heads;
-	row_bytes = t->nbytes / (uint64_t)rows;
-	dst = gm_xmalloc(t->nbytes ? t->nbytes : 1);
 	for (h = 0; h < n_heads; h++)
 		for (i = 0; i < 2; i++)
-			for (j = 0; j < hd / 2; j++)
-				memcpy(dst + (uint64_t)(h * hd + i * hd / 2 + j) * row_bytes,
-				       (const unsigned char *)t->data + (uint64_t)(h * hd + 2 * j + i) * row_bytes,
-				       row_bytes);
+			for (j = 0; j < hd / 2; j++) {
+				uint64_t hf = (uint64_t)(h * hd + i * hd / 2 + j), gg = (uint64_t)(h * hd + 2 * j + i);
+
+				memcpy((unsigned char *)dst + (to_gguf ? gg : hf) * row_bytes,
+				       (const unsigned char *)src + (to_gguf ? hf : gg) * row_bytes, row_bytes);
+			}
+	return 0;
+}
+
+/* Undoes the converter's permutation of t ([n_heads * hd, ...]) into a copy w owns. */
+static int unpermute(gm_weights *w, gm_tensor *t, int64_t n_heads, gm_error *err)
+{
+	int64_t rows = t->shape[0];
+	unsigned char *dst = gm_xmalloc(t->nbytes ? t->nbytes : 1);
+	char what[512];
+	int ret;
+
+	snprintf(what, sizeof(what), "%s: tensor '%s'", gm_gguf_path(w->gguf), t->name);
+	if ((ret = gm_weights_llama_permute(dst, t->data, rows, rows ? t->nbytes / (uint64_t)rows : 0, n_heads, 0,
+					    what, err))) {
+		free(dst);
+		return ret;
+	}
 	w->owned = gm_xrealloc(w->owned, (w->nowned + 1) * sizeof(*w->owned));
 	w->owned[w->nowned++] = dst;
 	t->data = dst;

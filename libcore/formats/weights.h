@@ -65,6 +65,17 @@ size_t gm_weights_file_count(const gm_weights *w);
 const char *gm_weights_file_path(const gm_weights *w, size_t i);
 const char *gm_weights_tensor_file(const gm_weights *w, size_t i);
 /* The GGUF file the weights come from, or NULL (safetensors). */
+/*
+ * Llama's q/k projection rows (or biases) between transformers' order and
+ * the one llama.cpp's converter writes to GGUF (rotate-half pairs
+ * interleaved within each head): src and dst are [rows] rows of row_bytes
+ * each (any tensor type: whole rows move), rows = n_heads * head_dim.
+ * to_gguf 1: transformers -> GGUF (what the converter does), 0: the exact
+ * inverse.  dst and src must not overlap.  GM_EFORMAT, naming what, when
+ * rows is not a whole number of heads of even size.
+ */
+int gm_weights_llama_permute(void *dst, const void *src, int64_t rows, uint64_t row_bytes, int64_t n_heads,
+			     int to_gguf, const char *what, gm_error *err);
 const gm_gguf *gm_weights_gguf(const gm_weights *w);
 /* Sum of all tensors' data bytes. */
 uint64_t gm_weights_total_bytes(const gm_weights *w);

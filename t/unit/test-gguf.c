@@ -6,11 +6,21 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <stdlib.h>
+
+#include <json-c/json.h>
 
 #include "base/buf.h"
 #include "base/fs.h"
+#include "base/json.h"
+#include "engine/forward.h"
+#include "formats/gguf-export.h"
 #include "formats/gguf.h"
+#include "formats/model.h"
+#include "formats/quant.h"
 #include "tap.h"
 
 /* ------------------------------------------------------------ a small builder */
@@ -395,11 +405,508 @@ static void test_write(uint32_t align)
 	gm_buf_release(&back);
 }
 
+/* ------------------------------------------------------------ Llama export */
+
+/*
+ * A small random Llama (hidden 256, so that Q4_K rows are whole blocks; 2
+ * layers; 4 query heads on 2 kv heads of 64) with the pocket model's
+ * vocabulary re-spelled as a Llama 3 tokenizer (the Llama 3 split regex,
+ * no normalizer, ignore_merges, a post-processor that adds bos), written as
+ * safetensors, then exported by gm_gguf_export and read back by our GGUF
+ * reader.
+ */
+#define L_H 256
+#define L_FF 512
+#define L_L 2
+#define L_NH 4
+#define L_NKV 2
+#define L_HD 64
+#define L_V 4096
+#define L_RE_LLAMA3 "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
+
+struct llama_case {
+	const char *name;
+	enum gm_dtype dtype;
+	int tied, llama3;
+};
+
+static uint64_t l_rng = 0x2545f4914f6cdd1dULL;
+
+static float l_rand(void)
+{
+	l_rng ^= l_rng << 13;
+	l_rng ^= l_rng >> 7;
+	l_rng ^= l_rng << 17;
+	return (float)((l_rng >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
+}
+
+static void l_add(gm_st_writer *wr, void **bufs, int *nb, enum gm_dtype t, const char *name, int64_t d0, int64_t d1,
+		  int norm)
+{
+	int64_t shape[2] = { d0, d1 };
+	size_t n = (size_t)(d0 * (d1 ? d1 : 1)), i;
+	float *vals = malloc(n * sizeof(*vals));
+
+	for (i = 0; i < n; i++)
+		vals[i] = norm ? 1.0f + 0.2f * l_rand() : 0.15f * l_rand();
+	bufs[*nb] = malloc(n * 4);
+	gm_dtype_from_f32(t, vals, bufs[*nb], n, NULL);
+	gm_st_writer_add(wr, name, t, d1 ? 2 : 1, shape, bufs[*nb], NULL);
+	(*nb)++;
+	free(vals);
+}
+
+/* The pocket model's tokenizer.json as a Llama 3 one, into dir. */
+static int l_tokenizer(const char *dir, int byte_fallback)
+{
+	gm_buf p = GM_BUF_INIT;
+	gm_error err = GM_ERROR_INIT;
+	json_object *tok = NULL, *pre, *re, *pp, *single, *e, *o;
+	int ret;
+
+	gm_buf_addf(&p, "%s/contrib/models/pocket-qwen3/tokenizer.json", tap_srcdir());
+	if ((ret = gm_json_parse_file(p.buf, &tok, &err)))
+		goto out;
+	json_object_object_add(tok, "normalizer", NULL);
+	json_object_object_get_ex(tok, "pre_tokenizer", &pre);
+	json_object_object_get_ex(json_object_array_get_idx(json_object_object_get(pre, "pretokenizers"), 0),
+				  "pattern", &re);
+	json_object_object_add(re, "Regex", json_object_new_string(L_RE_LLAMA3));
+	json_object_object_add(json_object_object_get(tok, "model"), "ignore_merges", json_object_new_boolean(1));
+	if (byte_fallback)
+		json_object_object_add(json_object_object_get(tok, "model"), "byte_fallback",
+				       json_object_new_boolean(1));
+	/* Llama 3's post-processor: bos, then the sequence */
+	pp = json_object_new_object();
+	json_object_object_add(pp, "type", json_object_new_string("TemplateProcessing"));
+	single = json_object_new_array();
+	e = json_object_new_object();
+	o = json_object_new_object();
+	json_object_object_add(o, "id", json_object_new_string("<|endoftext|>"));
+	json_object_object_add(o, "type_id", json_object_new_int(0));
+	json_object_object_add(e, "SpecialToken", o);
+	json_object_array_add(single, e);
+	e = json_object_new_object();
+	o = json_object_new_object();
+	json_object_object_add(o, "id", json_object_new_string("A"));
+	json_object_object_add(o, "type_id", json_object_new_int(0));
+	json_object_object_add(e, "Sequence", o);
+	json_object_array_add(single, e);
+	json_object_object_add(pp, "single", single);
+	json_object_object_add(tok, "post_processor", pp);
+	gm_buf_reset(&p);
+	gm_buf_addf(&p, "%s/tokenizer.json", dir);
+	ret = json_object_to_file_ext(p.buf, tok, JSON_C_TO_STRING_PLAIN) ? -1 : 0;
+	gm_buf_reset(&p);
+	gm_buf_addf(&p, "%s/tokenizer_config.json", dir);
+	if (!ret) {
+		static const char cfg[] = "{\"bos_token\": \"<|endoftext|>\", \"eos_token\": \"<|im_end|>\"}\n";
+		ret = gm_write_file_atomic(p.buf, cfg, sizeof(cfg) - 1, 0644, &err);
+	}
+out:
+	json_object_put(tok);
+	gm_buf_release(&p);
+	return ret;
+}
+
+static int l_write_config(const char *dir, const struct llama_case *lc, const char *dtype)
+{
+	gm_buf p = GM_BUF_INIT, c = GM_BUF_INIT;
+	int ret;
+
+	gm_buf_addf(&c, "{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": \"llama\", \"hidden_size\": %d, "
+		    "\"intermediate_size\": %d, \"num_hidden_layers\": %d, \"num_attention_heads\": %d, "
+		    "\"num_key_value_heads\": %d, \"head_dim\": %d, \"vocab_size\": %d, "
+		    "\"max_position_embeddings\": 256, \"rms_norm_eps\": 1e-05, \"rope_theta\": 500000.0, "
+		    "\"tie_word_embeddings\": %s, \"hidden_act\": \"silu\", \"torch_dtype\": \"%s\", "
+		    "\"bos_token_id\": 4091, \"eos_token_id\": 4093",
+		    L_H, L_FF, L_L, L_NH, L_NKV, L_HD, L_V, lc->tied ? "true" : "false", dtype);
+	if (lc->llama3)
+		gm_buf_adds(&c, ", \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8.0, \"low_freq_factor\": 1.0, "
+			    "\"high_freq_factor\": 4.0, \"original_max_position_embeddings\": 16}");
+	gm_buf_adds(&c, "}\n");
+	gm_buf_addf(&p, "%s/config.json", dir);
+	ret = gm_write_file_atomic(p.buf, c.buf, c.len, 0644, NULL);
+	gm_buf_release(&p);
+	gm_buf_release(&c);
+	return ret;
+}
+
+static int l_write_model(const char *dir, const struct llama_case *lc)
+{
+	gm_st_writer *wr = gm_st_writer_new();
+	void *bufs[64];
+	char name[128];
+	int nb = 0, l, i, ret;
+	gm_buf p = GM_BUF_INIT;
+
+	l_add(wr, bufs, &nb, lc->dtype, "model.embed_tokens.weight", L_V, L_H, 0);
+	l_add(wr, bufs, &nb, lc->dtype, "model.norm.weight", L_H, 0, 1);
+	if (!lc->tied)
+		l_add(wr, bufs, &nb, lc->dtype, "lm_head.weight", L_V, L_H, 0);
+	for (l = 0; l < L_L; l++) {
+#define LN(s) (snprintf(name, sizeof(name), "model.layers.%d.%s", l, s), name)
+		l_add(wr, bufs, &nb, lc->dtype, LN("input_layernorm.weight"), L_H, 0, 1);
+		l_add(wr, bufs, &nb, lc->dtype, LN("post_attention_layernorm.weight"), L_H, 0, 1);
+		l_add(wr, bufs, &nb, lc->dtype, LN("self_attn.q_proj.weight"), L_NH * L_HD, L_H, 0);
+		l_add(wr, bufs, &nb, lc->dtype, LN("self_attn.k_proj.weight"), L_NKV * L_HD, L_H, 0);
+		l_add(wr, bufs, &nb, lc->dtype, LN("self_attn.v_proj.weight"), L_NKV * L_HD, L_H, 0);
+		l_add(wr, bufs, &nb, lc->dtype, LN("self_attn.o_proj.weight"), L_H, L_NH * L_HD, 0);
+		l_add(wr, bufs, &nb, lc->dtype, LN("mlp.gate_proj.weight"), L_FF, L_H, 0);
+		l_add(wr, bufs, &nb, lc->dtype, LN("mlp.up_proj.weight"), L_FF, L_H, 0);
+		l_add(wr, bufs, &nb, lc->dtype, LN("mlp.down_proj.weight"), L_H, L_FF, 0);
+#undef LN
+	}
+	gm_buf_addf(&p, "%s/model.safetensors", dir);
+	ret = gm_st_writer_write(wr, p.buf, NULL);
+	gm_buf_release(&p);
+	for (i = 0; i < nb; i++)
+		free(bufs[i]);
+	gm_st_writer_free(wr);
+	return ret ? ret : l_write_config(dir, lc, lc->dtype == GM_DTYPE_F32 ? "float32" : "bfloat16") ||
+				   l_tokenizer(dir, 0);
+}
+
+/* Logits of every position of ids (n_ids x L_V into out). */
+static int l_logits(const gm_model *m, const int32_t *ids, int n, float *out)
+{
+	gm_forward *f = NULL;
+	gm_error err = GM_ERROR_INIT;
+	int ret = gm_forward_new(m, 64, 2, &f, &err);
+
+	ret = ret ? ret : gm_forward_eval(f, ids, n, out, 1, &err);
+	gm_forward_free(f);
+	return ret;
+}
+
+/* n greedy tokens after ids (one at a time through the cache) into out. */
+static int l_greedy(const gm_model *m, const int32_t *ids, int n_ids, int32_t *out, int n)
+{
+	gm_forward *f = NULL;
+	gm_error err = GM_ERROR_INIT;
+	float *lg = malloc(sizeof(float) * L_V);
+	int ret = gm_forward_new(m, 64, 2, &f, &err), i, j;
+
+	ret = ret ? ret : gm_forward_eval(f, ids, n_ids, lg, 0, &err);
+	for (i = 0; !ret && i < n; i++) {
+		for (out[i] = 0, j = 1; j < L_V; j++)
+			if (lg[j] > lg[out[i]])
+				out[i] = j;
+		ret = gm_forward_eval(f, &out[i], 1, lg, 0, &err);
+	}
+	gm_forward_free(f);
+	free(lg);
+	return ret;
+}
+
+static double l_max_rel(const float *a, const float *b, size_t n)
+{
+	double worst = 0, scale = 0;
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		worst = fmax(worst, fabs((double)a[i] - b[i]));
+		scale = fmax(scale, fabs((double)b[i]));
+	}
+	return scale ? worst / scale : worst;
+}
+
+/* The weights of the GGUF model m (as our reader gives them: transformers'
+ * names and layout) dequantized to f32, a safetensors model in dir with the
+ * source's config and tokenizer: the float reference of a quantized file. */
+static int l_dequantized(const gm_model *m, const char *src, const char *dir, const struct llama_case *lc)
+{
+	gm_st_writer *wr = gm_st_writer_new();
+	size_t n = gm_weights_count(m->weights), i;
+	float **bufs = calloc(n, sizeof(*bufs));
+	gm_buf p = GM_BUF_INIT, q = GM_BUF_INIT;
+	int ret = 0;
+
+	for (i = 0; i < n && !ret; i++) {
+		const gm_tensor *t = gm_weights_tensor(m->weights, i);
+		int64_t row = t->shape[t->ndim - 1], rows = (int64_t)t->numel / row, r;
+
+		bufs[i] = malloc(sizeof(float) * t->numel);
+		for (r = 0; r < rows && !ret; r++)
+			if (gm_dtype_is_block(t->dtype))
+				gm_quant_dequantize(t->dtype, (const char *)t->data + (size_t)r * gm_quant_row_bytes(t->dtype, row),
+						    bufs[i] + r * row, row);
+			else
+				ret = gm_dtype_to_f32(t->dtype, (const char *)t->data + (size_t)(r * row) * gm_dtype_bits(t->dtype) / 8,
+						      bufs[i] + r * row, (size_t)row, NULL);
+		ret = ret ? ret : gm_st_writer_add(wr, t->name, GM_DTYPE_F32, t->ndim, t->shape, bufs[i], NULL);
+	}
+	gm_buf_addf(&p, "%s/model.safetensors", dir);
+	ret = ret ? ret : gm_st_writer_write(wr, p.buf, NULL);
+	ret = ret ? ret : l_write_config(dir, lc, "float32");
+	gm_buf_reset(&p);
+	gm_buf_addf(&p, "%s/tokenizer.json", src);
+	gm_buf_addf(&q, "%s/tokenizer.json", dir);
+	ret = ret ? ret : gm_copy_file(p.buf, q.buf, NULL);
+	gm_buf_reset(&p);
+	gm_buf_reset(&q);
+	gm_buf_addf(&p, "%s/tokenizer_config.json", src);
+	gm_buf_addf(&q, "%s/tokenizer_config.json", dir);
+	ret = ret ? ret : gm_copy_file(p.buf, q.buf, NULL);
+	for (i = 0; i < n; i++)
+		free(bufs[i]);
+	free(bufs);
+	gm_st_writer_free(wr);
+	gm_buf_release(&p);
+	gm_buf_release(&q);
+	return ret;
+}
+
+/*
+ * The quantized model q against its dequantized twin d: 16 greedy tokens
+ * after ids.  Both quantize nothing the same way (q's kernels quantize the
+ * activations per block too), and a random model has near ties: as in
+ * t2004 (t/lib/gguf-greedy.py), d's greedy tokens are fed to q, and at each
+ * step q's largest logit is within L_TOL of the logit of d's token, and
+ * where the choices differ d sees the two within L_TOL too.  Prints how
+ * many of the 16 are q's own argmax, and whether q's free-running greedy
+ * continuation is d's.  0 when it holds.
+ */
+#define L_TOL 0.1
+static int l_greedy_check(const gm_model *q, const gm_model *d, const int32_t *ids, const char *name,
+			  const char *type)
+{
+	int32_t want[16], got[16], seq[28];
+	float *lq = malloc(sizeof(float) * 28 * L_V), *ld = malloc(sizeof(float) * 28 * L_V);
+	int i, j, exact = 0, bad = 0, free_same;
+	double worst = 0;
+
+	if (l_greedy(d, ids, 12, want, 16) || l_greedy(q, ids, 12, got, 16)) {
+		free(lq);
+		free(ld);
+		return -1;
+	}
+	free_same = !memcmp(got, want, sizeof(got));
+	memcpy(seq, ids, 12 * sizeof(*seq));
+	memcpy(seq + 12, want, 16 * sizeof(*seq));
+	if (l_logits(q, seq, 28, lq) || l_logits(d, seq, 28, ld))
+		bad = 1;
+	for (i = 0; !bad && i < 16; i++) {
+		const float *a = lq + (size_t)(11 + i) * L_V, *b = ld + (size_t)(11 + i) * L_V;
+		int top = 0;
+		double gap;
+
+		for (j = 1; j < L_V; j++)
+			if (a[j] > a[top])
+				top = j;
+		gap = (double)a[top] - a[want[i]];
+		exact += top == want[i];
+		worst = fmax(worst, gap);
+		if (gap > L_TOL || (double)b[want[i]] - b[top] > L_TOL)
+			bad = 1;
+	}
+	printf("# %s: %s: %d of 16 greedy tokens are the quantized model's argmax, largest gap %.4f; "
+	       "free-running greedy %s\n", name, type, exact, worst, free_same ? "identical" : "differs");
+	free(lq);
+	free(ld);
+	return bad;
+}
+
+/* The file's keys and tensors are llama.cpp's: architecture, hyper-parameters,
+ * tokenizer flags, rope_freqs, output.weight only when untied, and the q/k
+ * rows in the converter's order. */
+static void l_check_file(const char *path, const gm_model *src, const struct llama_case *lc)
+{
+	gm_gguf *g = NULL;
+	gm_error err = GM_ERROR_INIT;
+	const char *s = "";
+	int64_t v = 0, pre_ok, h, i, j, r;
+	int b = 0, rows_ok = 1;
+	const gm_tensor *q, *sq;
+	gm_buf json = GM_BUF_INIT;
+
+	if (gm_gguf_open(path, &g, &err)) {
+		ok(0, "%s: the GGUF opens (%s)", lc->name, err.msg);
+		return;
+	}
+	ok(!gm_gguf_get_string(g, "general.architecture", &s, NULL, NULL) && !strcmp(s, "llama"),
+	   "%s: general.architecture llama", lc->name);
+	ok(!gm_gguf_get_int(g, "llama.vocab_size", &v, NULL) && v == L_V &&
+	   !gm_gguf_get_int(g, "llama.rope.dimension_count", &v, NULL) && v == L_HD &&
+	   !gm_gguf_get_int(g, "llama.attention.head_count_kv", &v, NULL) && v == L_NKV,
+	   "%s: llama.* hyper-parameters", lc->name);
+	pre_ok = !gm_gguf_get_string(g, "tokenizer.ggml.pre", &s, NULL, NULL) && !strcmp(s, "llama-bpe");
+	ok(pre_ok && !gm_gguf_get_string(g, "tokenizer.ggml.model", &s, NULL, NULL) && !strcmp(s, "gpt2") &&
+	   !gm_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &b, NULL) && b &&
+	   !gm_gguf_get_int(g, "tokenizer.ggml.bos_token_id", &v, NULL) && v == 4091,
+	   "%s: tokenizer gpt2, pre llama-bpe (from the split regex), add_bos from the post-processor", lc->name);
+	if (gm_gguf_tokenizer_json(g, &json, &err))
+		ok(0, "%s: the reader maps the tokenizer back (%s)", lc->name, err.msg);
+	else
+		ok(strstr(json.buf, "\\\\p{N}{1,3}") != NULL, "%s: the reader maps it back to the Llama 3 regex",
+		   lc->name);
+	ok(!gm_gguf_find_tensor(g, "output.weight") == !!lc->tied, "%s: output.weight %s", lc->name,
+	   lc->tied ? "absent (tied)" : "present (untied)");
+	ok(!gm_gguf_find_tensor(g, "rope_freqs.weight") == !lc->llama3 &&
+	   (!lc->llama3 || (!gm_gguf_get_int(g, "llama.rope.scaling.original_context_length", &v, NULL) && v == 16)),
+	   "%s: rope_freqs.weight %s", lc->name, lc->llama3 ? "and the original context written" : "absent");
+	/* the converter's permutation: GGUF row h*hd + 2j + i is transformers row h*hd + i*hd/2 + j */
+	q = gm_gguf_find_tensor(g, "blk.1.attn_k.weight");
+	sq = gm_weights_find(src->weights, "model.layers.1.self_attn.k_proj.weight");
+	if (q && sq && q->dtype == sq->dtype) {
+		size_t rb = (size_t)L_H * gm_dtype_bits(q->dtype) / 8;
+		for (h = 0; h < L_NKV; h++)
+			for (i = 0; i < 2; i++)
+				for (j = 0; j < L_HD / 2; j++) {
+					r = h * L_HD + 2 * j + i;
+					rows_ok &= !memcmp((const char *)q->data + r * rb,
+							   (const char *)sq->data + (h * L_HD + i * L_HD / 2 + j) * rb, rb);
+				}
+	}
+	if (q && sq && q->dtype == sq->dtype)
+		ok(rows_ok, "%s: attn_k rows in llama.cpp's order", lc->name);
+	gm_buf_release(&json);
+	gm_gguf_close(g);
+}
+
+static void test_llama_case(const struct llama_case *lc, const char *const *types, size_t n_types)
+{
+	char dir[] = "/tmp/gm-test-gguf-llama-XXXXXX";
+	gm_buf path = GM_BUF_INIT, ref = GM_BUF_INIT;
+	gm_error err = GM_ERROR_INIT;
+	gm_model *m = NULL, *g = NULL, *d = NULL;
+	int32_t ids[12];
+	float *a = malloc(sizeof(float) * 12 * L_V), *b = malloc(sizeof(float) * 12 * L_V);
+	size_t k;
+	int i;
+
+	for (i = 0; i < 12; i++)
+		ids[i] = (int32_t)((i * 733 + 91) % 4091);
+	if (!mkdtemp(dir) || l_write_model(dir, lc) || gm_model_open(dir, &m, &err)) {
+		ok(0, "%s: the safetensors model (%s)", lc->name, err.msg);
+		goto out;
+	}
+	ok(!l_logits(m, ids, 12, a), "%s: safetensors logits", lc->name);
+	for (k = 0; k < n_types; k++) {
+		int quant = strcmp(types[k], "F32") && strcmp(types[k], "BF16");
+
+		gm_buf_reset(&path);
+		gm_buf_addf(&path, "%s-%s.gguf", dir, types[k]);
+		if (gm_gguf_export(m, types[k], path.buf, &err) || gm_model_open(path.buf, &g, &err)) {
+			ok(0, "%s: %s: export and open (%s)", lc->name, types[k], err.msg);
+			gm_error_clear(&err);
+			continue;
+		}
+		if (!quant) {
+			double rel;
+			l_check_file(path.buf, m, lc);
+			ok(g->config.rope_scaling == m->config.rope_scaling && g->config.rope_factor == m->config.rope_factor &&
+			   g->config.rope_low_freq_factor == m->config.rope_low_freq_factor &&
+			   g->config.rope_high_freq_factor == m->config.rope_high_freq_factor &&
+			   g->config.rope_original_max_position_embeddings ==
+				   m->config.rope_original_max_position_embeddings &&
+			   g->config.tie_word_embeddings == m->config.tie_word_embeddings &&
+			   g->config.num_key_value_heads == L_NKV,
+			   "%s: %s: the config reads back the same (rope scaling, tying, heads)", lc->name, types[k]);
+			ok(!l_logits(g, ids, 12, b), "%s: %s: GGUF logits", lc->name, types[k]);
+			rel = l_max_rel(b, a, (size_t)12 * L_V);
+			ok(rel <= 1e-6, "%s: %s: logits equal the safetensors model's within 1e-6 relative (%.3g)",
+			   lc->name, types[k], rel);
+		} else {
+			/* the float reference: the same file's weights dequantized */
+			gm_buf_reset(&ref);
+			gm_buf_addf(&ref, "%s-%s-ref", dir, types[k]);
+			if (mkdir(ref.buf, 0755) || l_dequantized(g, dir, ref.buf, lc) || gm_model_open(ref.buf, &d, &err)) {
+				ok(0, "%s: %s: dequantized reference (%s)", lc->name, types[k], err.msg);
+			} else {
+				ok(!l_greedy_check(g, d, ids, lc->name, types[k]),
+				   "%s: %s: 16 greedy tokens of the dequantized model: argmax of the quantized one, or ties within 0.1",
+				   lc->name, types[k]);
+				gm_model_close(d);
+				d = NULL;
+				l_check_file(path.buf, m, lc);
+			}
+			gm_remove_tree(ref.buf, NULL);
+			/* the safetensors logits again for the next type */
+			l_logits(m, ids, 12, a);
+		}
+		gm_model_close(g);
+		g = NULL;
+		unlink(path.buf);
+	}
+out:
+	gm_model_close(m);
+	gm_remove_tree(dir, NULL);
+	gm_buf_release(&path);
+	gm_buf_release(&ref);
+	free(a);
+	free(b);
+}
+
+static void test_llama_export(void)
+{
+	static const struct llama_case untied = { "llama (llama3 rope, f32, untied)", GM_DTYPE_F32, 0, 1 };
+	static const struct llama_case tied = { "llama (bf16, tied)", GM_DTYPE_BF16, 1, 0 };
+	static const char *const untied_types[] = { "F32", "Q8_0", "Q4_K_M" };
+	static const char *const tied_types[] = { "BF16", "F32", "Q8_0" };
+	char dir[] = "/tmp/gm-test-gguf-llama-XXXXXX";
+	gm_buf path = GM_BUF_INIT;
+	gm_error err = GM_ERROR_INIT;
+	gm_model *m = NULL;
+	int ret;
+
+	test_llama_case(&untied, untied_types, 3);
+	test_llama_case(&tied, tied_types, 3);
+
+	/* refused with the reason: SentencePiece-style vocabularies, llama3
+	 * scaling the reader would read back differently */
+	if (!mkdtemp(dir) || l_write_model(dir, &tied) || l_tokenizer(dir, 1) || gm_model_open(dir, &m, &err)) {
+		ok(0, "refusals: model (%s)", err.msg);
+		goto out;
+	}
+	gm_buf_addf(&path, "%s.gguf", dir);
+	ret = gm_gguf_export(m, "Q8_0", path.buf, &err);
+	ok(ret == GM_EUNSUPPORTED && strstr(err.msg, "a SentencePiece vocabulary as Llama 2's"),
+	   "a byte-fallback (SentencePiece-style) tokenizer is refused, naming why (%s)", err.msg);
+	gm_error_clear(&err);
+	gm_model_close(m);
+	m = NULL;
+	l_tokenizer(dir, 0);
+	{
+		struct llama_case odd = tied;
+		gm_buf c = GM_BUF_INIT;
+		odd.llama3 = 1;
+		l_write_config(dir, &odd, "bfloat16");
+		gm_buf_addf(&c, "%s/config.json", dir);
+		/* high_freq_factor 2: rope_freqs.weight is read back with 4 */
+		{
+			gm_buf text = GM_BUF_INIT;
+			if (!gm_read_file(c.buf, &text, NULL)) {
+				char *at = strstr(text.buf, "\"high_freq_factor\": 4.0");
+				if (at)
+					at[20] = '2';
+				gm_write_file_atomic(c.buf, text.buf, text.len, 0644, NULL);
+			}
+			gm_buf_release(&text);
+		}
+		gm_buf_release(&c);
+	}
+	if (gm_model_open(dir, &m, &err)) {
+		ok(0, "refusals: model with high_freq_factor 2 (%s)", err.msg);
+		goto out;
+	}
+	ret = gm_gguf_export(m, "F32", path.buf, &err);
+	ok(ret == GM_EUNSUPPORTED && strstr(err.msg, "rope_freqs.weight is read with low 1 and high 4"),
+	   "llama3 scaling with high_freq_factor 2 is refused, naming why (%s)", err.msg);
+	ok(access(path.buf, F_OK) != 0, "and nothing is written");
+out:
+	gm_model_close(m);
+	gm_remove_tree(dir, NULL);
+	unlink(path.buf);
+	gm_buf_release(&path);
+}
+
 int main(void)
 {
 	test_good();
 	test_hostile();
 	test_write(32);
 	test_write(64);
+	test_llama_export();
 	return tap_done();
 }
