@@ -16,7 +16,7 @@ file descriptors are sampled into OUT/samples.csv.
 
 At the end it prints a report and exits non-zero on any wrong answer, crash,
 unexpected status, or growth of RSS or descriptors between the first and
-the last fifth of the run (after 30 s of warm-up) beyond 10% (RSS) or 8
+the last fifth of the run (after --warmup, 30 s, of warm-up) beyond 10% (RSS) or 8
 (descriptors).  Run it
 against an ASan or TSan build with --git-infer (see README.md).
 """
@@ -71,6 +71,29 @@ def check_weather_args(s):
     v = json.loads(s)
     return (isinstance(v, dict) and set(v) == {"city", "unit"} and isinstance(v["city"], str)
             and len(v["city"]) <= 20 and v["unit"] in ("celsius", "fahrenheit"))
+
+
+# The first line of each report by ASan, LSan, UBSan and TSan.  UBSan and TSan
+# (without halt_on_error) print and go on, so the exit status alone misses them.
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "WARNING: ThreadSanitizer",
+                   "ERROR: ThreadSanitizer", "runtime error:")
+
+
+def sanitizer_reports(path):
+    with open(path, errors="replace") as f:
+        return sum(1 for line in f if any(m in line for m in SANITIZER_MARKS))
+
+
+def per_minute(samples):
+    """The first sample of each minute of the run, and the last sample."""
+    out, seen = [], set()
+    for s in samples:
+        if int(s[0] // 60) not in seen:
+            seen.add(int(s[0] // 60))
+            out.append(s)
+    if samples and out[-1] is not samples[-1]:
+        out.append(samples[-1])
+    return out
 
 
 class Soak:
@@ -287,7 +310,8 @@ class Soak:
                 break
             if "listening on http://" in line:
                 self.port = int(line.split("listening on http://")[1].split()[0].rsplit(":", 1)[1])
-        threading.Thread(target=lambda: [log.write(l) for l in srv.stderr], daemon=True).start()
+        logger = threading.Thread(target=lambda: [log.write(l) for l in srv.stderr], daemon=True)
+        logger.start()
         self.t0 = time.time()
         samples = []
         # references while idle
@@ -321,8 +345,9 @@ class Soak:
             f.write("seconds,rss_kib,fds\n")
             for t, r, d in samples:
                 f.write("%.0f,%d,%d\n" % (t, r, d))
-        # the first 30 s warm up (the model's pages, the prefix cache and the stats rings fill)
-        warm = [s for s in samples if s[0] >= 30] or samples
+        # the first 30 s warm up (the model's pages, the prefix cache and the stats rings fill);
+        # under a sanitizer longer (ASan's quarantine, TSan's shadow and history fill: README.md)
+        warm = [s for s in samples if s[0] >= a.warmup] or samples
         n = len(warm)
         first, last = warm[: max(1, n // 5)], warm[-max(1, n // 5):]
         rss0 = sum(s[1] for s in first) / len(first)
@@ -332,11 +357,21 @@ class Soak:
             self.fail("RSS grew from %.0f to %.0f KiB" % (rss0, rss1))
         if fd1 > fd0 + 8:
             self.fail("descriptors grew from %d to %d" % (fd0, fd1))
-        print("soak: %.1f min, %d clients, %s" % (a.minutes, a.clients, a.git_infer))
+        logger.join(60)  # the sanitizers report leaks and races as the server exits
+        log.close()
+        nreports = sanitizer_reports(os.path.join(a.out, "server.log"))
+        if nreports:
+            self.fail("%d sanitizer report(s) in %s" % (nreports, os.path.join(a.out, "server.log")))
+        print("started %s UTC" % time.strftime("%Y-%m-%d %H:%M", time.gmtime(self.t0)))
+        print("soak: %.1f min, %d clients, %s, growth measured after %.0f s"
+              % (a.minutes, a.clients, a.git_infer, a.warmup))
         print("requests: " + ", ".join("%s %d" % kv for kv in sorted(self.counts.items())))
         print("RSS (KiB): first fifth %.0f, last fifth %.0f, max %d; descriptors: %d -> %d, max %d"
               % (rss0, rss1, max(s[1] for s in samples), fd0, fd1, max(s[2] for s in samples)))
         print("RSS curve (every 5 s, KiB): " + " ".join(str(s[1]) for s in samples))
+        print("RSS and descriptors every minute (KiB/fds): " + " ".join(
+            "%d:%d/%d" % (t // 60, r, d) for t, r, d in per_minute(samples)))
+        print("sanitizer reports in server.log: %d" % nreports)
         print("failures: %d" % len(self.failures))
         return 1 if self.failures else 0
 
@@ -346,6 +381,8 @@ def main():
     p.add_argument("--minutes", type=float, default=10)
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--warmup", type=float, default=30,
+                   help="seconds left out before RSS and descriptors are compared (default 30)")
     p.add_argument("--git-infer", default=os.path.join(TOP, "build", "git-infer", "git-infer"))
     p.add_argument("--model", default=os.path.join(TOP, "contrib", "models", "pocket-qwen3"))
     p.add_argument("--out", default="soak-out")
