@@ -271,10 +271,52 @@ class Soak:
             self.fail("malformed request %r to %s answered %d: %s" % (b[:60], path, st, out[:200]))
         self.count("malformed")
 
+    def get(self, path, timeout=60):
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        c.request("GET", path)
+        r = c.getresponse()
+        out = r.read()
+        c.close()
+        return r.status, out
+
+    def probe(self, rnd):
+        """The read-only endpoints while generation runs (they take the scheduler's and the stats' locks)."""
+        what = rnd.choice(["/health", "/metrics", "/v1/models", "/v1/stats", "/v1/stats/stream", "/nosuch"])
+        if what == "/v1/stats/stream":
+            # a dashboard that reads a few samples and leaves
+            c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+            c.request("GET", what)
+            r = c.getresponse()
+            n = rnd.randrange(1, 4)
+            if r.status == 200:
+                for line in r:
+                    if line.startswith(b"data: ") and json.loads(line[6:]).get("object") == "server.stats":
+                        n -= 1
+                        if not n:
+                            break
+            elif r.status != 429:  # at most GM_STATS_MAX_STREAMS at once
+                self.fail("GET %s answered %d" % (what, r.status))
+            c.close()
+            self.count("probe")
+            return
+        st, out = self.get(what)
+        if what == "/nosuch":
+            ok = st == 404 and "error" in json.loads(out)
+        elif what == "/metrics":
+            ok = st == 200 and b"gitmodel_requests_total" in out
+        elif what == "/v1/models":
+            ok = st == 200 and {"pocket-qwen3", "pocket-qwen3:soak"} <= {m["id"] for m in json.loads(out)["data"]}
+        else:
+            ok = st == 200 and (json.loads(out).get("status") == "ok" if what == "/health"
+                                else json.loads(out).get("object") == "server.stats")
+        if not ok:
+            self.fail("GET %s answered %d: %s" % (what, st, out[:200]))
+        self.count("probe")
+
     def client(self, seed):
         rnd = random.Random(seed)
         kinds = [(self.greedy, 30), (self.sampled, 15), (self.tools, 15), (self.schema, 15),
-                 (self.cancel, 10), (self.malformed, 15)]
+                 (self.cancel, 10), (self.malformed, 15), (self.probe, 10)]
         total = sum(w for _, w in kinds)
         while not self.stop:
             x = rnd.randrange(total)
