@@ -16,7 +16,7 @@ file descriptors are sampled into OUT/samples.csv.
 
 At the end it prints a report and exits non-zero on any wrong answer, crash,
 unexpected status, or growth of RSS or descriptors between the first and
-the last fifth of the run (after 30 s of warm-up) beyond 10% (RSS) or 8
+the last fifth of the run (after --warmup, 30 s, of warm-up) beyond 10% (RSS) or 8
 (descriptors).  Run it
 against an ASan or TSan build with --git-infer (see README.md).
 """
@@ -71,6 +71,29 @@ def check_weather_args(s):
     v = json.loads(s)
     return (isinstance(v, dict) and set(v) == {"city", "unit"} and isinstance(v["city"], str)
             and len(v["city"]) <= 20 and v["unit"] in ("celsius", "fahrenheit"))
+
+
+# The first line of each report by ASan, LSan, UBSan and TSan.  UBSan and TSan
+# (without halt_on_error) print and go on, so the exit status alone misses them.
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "WARNING: ThreadSanitizer",
+                   "ERROR: ThreadSanitizer", "runtime error:")
+
+
+def sanitizer_reports(path):
+    with open(path, errors="replace") as f:
+        return sum(1 for line in f if any(m in line for m in SANITIZER_MARKS))
+
+
+def per_minute(samples):
+    """The first sample of each minute of the run, and the last sample."""
+    out, seen = [], set()
+    for s in samples:
+        if int(s[0] // 60) not in seen:
+            seen.add(int(s[0] // 60))
+            out.append(s)
+    if samples and out[-1] is not samples[-1]:
+        out.append(samples[-1])
+    return out
 
 
 class Soak:
@@ -248,10 +271,52 @@ class Soak:
             self.fail("malformed request %r to %s answered %d: %s" % (b[:60], path, st, out[:200]))
         self.count("malformed")
 
+    def get(self, path, timeout=60):
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        c.request("GET", path)
+        r = c.getresponse()
+        out = r.read()
+        c.close()
+        return r.status, out
+
+    def probe(self, rnd):
+        """The read-only endpoints while generation runs (they take the scheduler's and the stats' locks)."""
+        what = rnd.choice(["/health", "/metrics", "/v1/models", "/v1/stats", "/v1/stats/stream", "/nosuch"])
+        if what == "/v1/stats/stream":
+            # a dashboard that reads a few samples and leaves
+            c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+            c.request("GET", what)
+            r = c.getresponse()
+            n = rnd.randrange(1, 4)
+            if r.status == 200:
+                for line in r:
+                    if line.startswith(b"data: ") and json.loads(line[6:]).get("object") == "server.stats":
+                        n -= 1
+                        if not n:
+                            break
+            elif r.status != 429:  # at most GM_STATS_MAX_STREAMS at once
+                self.fail("GET %s answered %d" % (what, r.status))
+            c.close()
+            self.count("probe")
+            return
+        st, out = self.get(what)
+        if what == "/nosuch":
+            ok = st == 404 and "error" in json.loads(out)
+        elif what == "/metrics":
+            ok = st == 200 and b"gitmodel_requests_total" in out
+        elif what == "/v1/models":
+            ok = st == 200 and {"pocket-qwen3", "pocket-qwen3:soak"} <= {m["id"] for m in json.loads(out)["data"]}
+        else:
+            ok = st == 200 and (json.loads(out).get("status") == "ok" if what == "/health"
+                                else json.loads(out).get("object") == "server.stats")
+        if not ok:
+            self.fail("GET %s answered %d: %s" % (what, st, out[:200]))
+        self.count("probe")
+
     def client(self, seed):
         rnd = random.Random(seed)
         kinds = [(self.greedy, 30), (self.sampled, 15), (self.tools, 15), (self.schema, 15),
-                 (self.cancel, 10), (self.malformed, 15)]
+                 (self.cancel, 10), (self.malformed, 15), (self.probe, 10)]
         total = sum(w for _, w in kinds)
         while not self.stop:
             x = rnd.randrange(total)
@@ -287,7 +352,8 @@ class Soak:
                 break
             if "listening on http://" in line:
                 self.port = int(line.split("listening on http://")[1].split()[0].rsplit(":", 1)[1])
-        threading.Thread(target=lambda: [log.write(l) for l in srv.stderr], daemon=True).start()
+        logger = threading.Thread(target=lambda: [log.write(l) for l in srv.stderr], daemon=True)
+        logger.start()
         self.t0 = time.time()
         samples = []
         # references while idle
@@ -321,8 +387,9 @@ class Soak:
             f.write("seconds,rss_kib,fds\n")
             for t, r, d in samples:
                 f.write("%.0f,%d,%d\n" % (t, r, d))
-        # the first 30 s warm up (the model's pages, the prefix cache and the stats rings fill)
-        warm = [s for s in samples if s[0] >= 30] or samples
+        # the first 30 s warm up (the model's pages, the prefix cache and the stats rings fill);
+        # under a sanitizer longer (ASan's quarantine, TSan's shadow and history fill: README.md)
+        warm = [s for s in samples if s[0] >= a.warmup] or samples
         n = len(warm)
         first, last = warm[: max(1, n // 5)], warm[-max(1, n // 5):]
         rss0 = sum(s[1] for s in first) / len(first)
@@ -332,11 +399,21 @@ class Soak:
             self.fail("RSS grew from %.0f to %.0f KiB" % (rss0, rss1))
         if fd1 > fd0 + 8:
             self.fail("descriptors grew from %d to %d" % (fd0, fd1))
-        print("soak: %.1f min, %d clients, %s" % (a.minutes, a.clients, a.git_infer))
+        logger.join(60)  # the sanitizers report leaks and races as the server exits
+        log.close()
+        nreports = sanitizer_reports(os.path.join(a.out, "server.log"))
+        if nreports:
+            self.fail("%d sanitizer report(s) in %s" % (nreports, os.path.join(a.out, "server.log")))
+        print("started %s UTC" % time.strftime("%Y-%m-%d %H:%M", time.gmtime(self.t0)))
+        print("soak: %.1f min, %d clients, %s, growth measured after %.0f s"
+              % (a.minutes, a.clients, a.git_infer, a.warmup))
         print("requests: " + ", ".join("%s %d" % kv for kv in sorted(self.counts.items())))
         print("RSS (KiB): first fifth %.0f, last fifth %.0f, max %d; descriptors: %d -> %d, max %d"
               % (rss0, rss1, max(s[1] for s in samples), fd0, fd1, max(s[2] for s in samples)))
         print("RSS curve (every 5 s, KiB): " + " ".join(str(s[1]) for s in samples))
+        print("RSS and descriptors every minute (KiB/fds): " + " ".join(
+            "%d:%d/%d" % (t // 60, r, d) for t, r, d in per_minute(samples)))
+        print("sanitizer reports in server.log: %d" % nreports)
         print("failures: %d" % len(self.failures))
         return 1 if self.failures else 0
 
@@ -346,6 +423,8 @@ def main():
     p.add_argument("--minutes", type=float, default=10)
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--warmup", type=float, default=30,
+                   help="seconds left out before RSS and descriptors are compared (default 30)")
     p.add_argument("--git-infer", default=os.path.join(TOP, "build", "git-infer", "git-infer"))
     p.add_argument("--model", default=os.path.join(TOP, "contrib", "models", "pocket-qwen3"))
     p.add_argument("--out", default="soak-out")

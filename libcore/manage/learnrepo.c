@@ -180,7 +180,12 @@ uint64_t gm_learnrepo_examples(gm_learnrepo *l)
 
 const char *gm_learnrepo_branch(const gm_learnrepo *l) { return gm_trainrepo_branch(l->t); }
 const char *gm_learnrepo_adapter_path(const gm_learnrepo *l) { return gm_trainrepo_adapter_path(l->t); }
-const char *gm_learnrepo_last_commit(gm_learnrepo *l) { return l->last_commit; }
+void gm_learnrepo_last_commit(gm_learnrepo *l, char out[41])
+{
+	pthread_mutex_lock(&l->lock);
+	memcpy(out, l->last_commit, sizeof(l->last_commit));
+	pthread_mutex_unlock(&l->lock);
+}
 
 const char *gm_learnrepo_stage(gm_learnrepo *l, gm_error *err)
 {
@@ -238,7 +243,9 @@ int gm_learnrepo_commit(gm_learnrepo *l, int64_t step, char commit[41], uint64_t
 		    (unsigned long long)n, n == 1 ? "" : "s", hex);
 	if ((ret = gm_trainrepo_checkpoint(l->t, step, l->stage, msg.buf, id, err)))
 		goto out;
+	pthread_mutex_lock(&l->lock);  /* read by the server's threads (gm_learnrepo_last_commit) */
 	memcpy(l->last_commit, id, sizeof(id));
+	pthread_mutex_unlock(&l->lock);
 	if (commit)
 		memcpy(commit, id, sizeof(id));
 	if (examples)

@@ -76,7 +76,8 @@ const char *gm_learnrepo_stage(gm_learnrepo *l, gm_error *err);
  * commit id; *examples (may be NULL) the examples committed.
  */
 int gm_learnrepo_commit(gm_learnrepo *l, int64_t step, char commit[41], uint64_t *examples, gm_error *err);
-/* The last commit made or resumed from ("" when none) and when (CLOCK_REALTIME seconds, 0 when none). */
-const char *gm_learnrepo_last_commit(gm_learnrepo *l);
+/* The last commit made ("" when none), copied into out under the lock: the
+ * trainer's thread commits while the server's threads read it. */
+void gm_learnrepo_last_commit(gm_learnrepo *l, char out[41]);
 
 #endif

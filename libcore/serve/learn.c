@@ -3,6 +3,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,7 +29,7 @@ struct gm_learn {
 	gm_online *o;
 	gm_learnrepo *repo;        /* NULL: no commits (not a repository) */
 	char *tmp;                 /* exports are written here, then opened */
-	uint64_t commits;
+	atomic_uint_least64_t commits; /* counted by the trainer's thread, read by GET /v1/adapters */
 	uint64_t committed_examples; /* in the last commit (or the one resumed) */
 	/* queueing and logging a batch are one step, and a commit (its state and its copy of the log) another:
 	 * so a committed log holds every example its weights were trained on */
@@ -88,7 +89,7 @@ static int commit(gm_learn *l, gm_error *err)
 	pthread_mutex_unlock(&l->post_lock);
 	if (!ret) {
 		gm_online_mark_committed(l->o);
-		l->commits++;
+		atomic_fetch_add(&l->commits, 1);
 		l->committed_examples = n;
 		gm_info("learn: %s at step %lld, %llu examples: committed %.12s on %s", l->name, (long long)st.steps,
 			(unsigned long long)n, id, gm_learnrepo_branch(l->repo));
@@ -120,6 +121,7 @@ static json_object *adapter_json(gm_learn *l, int i)
 	if (learning) {
 		gm_online_status st;
 		json_object *recent = json_object_new_array();
+		char last_commit[41] = "";
 		int k;
 
 		gm_online_get_status(l->o, &st);
@@ -141,11 +143,12 @@ static json_object *adapter_json(gm_learn *l, int i)
 		json_object_object_add(a, "update_latency_mean_s", NUM(st.update_latency_mean_s));
 		json_object_object_add(a, "sparse_density", json_object_new_double(gm_online_get_opts(l->o)->sparse));
 		json_object_object_add(a, "steps_uncommitted", json_object_new_int64(st.steps_uncommitted));
-		json_object_object_add(a, "commits", json_object_new_int64((int64_t)l->commits));
+		json_object_object_add(a, "commits", json_object_new_int64((int64_t)atomic_load(&l->commits)));
 		json_object_object_add(a, "branch", l->repo ? json_object_new_string(gm_learnrepo_branch(l->repo))
 				       : NULL);
-		json_object_object_add(a, "last_commit", l->repo && *gm_learnrepo_last_commit(l->repo) ?
-				       json_object_new_string(gm_learnrepo_last_commit(l->repo)) : NULL);
+		if (l->repo)
+			gm_learnrepo_last_commit(l->repo, last_commit);
+		json_object_object_add(a, "last_commit", *last_commit ? json_object_new_string(last_commit) : NULL);
 #undef NUM
 	}
 	return a;
