@@ -1248,7 +1248,7 @@ void gm_qdequantize(enum gm_dtype wt, const void *w, float *y, int64_t n)
 static int vbmi_supported(void)
 {
 #ifdef GM_X86
-	static int v = -1;
+	static _Atomic int v = -1; /* the first caller sets it, any thread */
 
 	if (v < 0) {
 		__builtin_cpu_init();
@@ -1263,7 +1263,7 @@ static int vbmi_supported(void)
 static int vnni_supported(void)
 {
 #ifdef GM_X86
-	static int v = -1;
+	static _Atomic int v = -1; /* the first caller sets it, any thread */
 
 	if (v < 0) {
 		__builtin_cpu_init();

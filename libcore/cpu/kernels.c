@@ -32,8 +32,9 @@
 #define TB GM_MATMUL_TB
 #define TR GM_MATMUL_TR
 
-static int gm_isa_cur = -1;
-static int gm_mode_cur = -1; /* enum gm_matmul_mode, -1 until read from GM_MATMUL */
+/* set once by whichever thread asks first (the same value from any): atomic, so not a data race */
+static _Atomic int gm_isa_cur = -1;
+static _Atomic int gm_mode_cur = -1; /* enum gm_matmul_mode, -1 until read from GM_MATMUL */
 
 /* ---------------------------------------------------------------- dispatch */
 
@@ -132,7 +133,7 @@ void gm_kernels_set_matmul_mode(enum gm_matmul_mode mode)
 /* The bf16 products run: fast mode asked, the AVX-512 variant in use, and the CPU has AVX512_BF16. */
 static int fast_active(void)
 {
-	static int supported = -1;
+	static _Atomic int supported = -1;
 
 	if (gm_kernels_matmul_mode() != GM_MATMUL_FAST || gm_kernels_isa() != GM_ISA_AVX512)
 		return 0;
