@@ -20,9 +20,7 @@
  * and the blocks' values are summed in f32 in block order (portable), or
  * in vector lanes by a fixed scheme (SIMD: 8 lanes a block with AVX2, 16
  * lanes a pair of blocks with AVX-512): within one variant the result of
- * a (row, token) never depends on the threads, on the other tokens, or on
- * whether it came from a tile (one row, several tokens: prompts, batches)
- * or from the decode kernel (one token, several rows).
+ * a (row, token) never depends on the threads or on the other tokens.
  */
 #include "cpu/kernels.h"
 
@@ -366,8 +364,6 @@ static float dot_portable(enum gm_dtype wt, const uint8_t *w, const void *xq, in
  * registers), the same code compiled for AVX-512 (32 registers) up to 8.
  */
 #define QT 8
-/* rows of the one-token kernels (x86, 32-element types) */
-#define Q32_R 4
 typedef void (*qtile_fn)(enum gm_dtype wt, const uint8_t *w, const void *const *xq, int T, int64_t nb, float *out);
 
 static void tile_portable(enum gm_dtype wt, const uint8_t *w, const void *const *xq, int T, int64_t nb, float *out)
@@ -511,49 +507,6 @@ static INL TGT_Q2 void q32_avx2(enum gm_dtype wt, const uint8_t *w, const void *
 #pragma GCC unroll 8
 	for (t = 0; t < T; t++)
 		out[t] = hsum8(acc[t]) + accm[t];
-}
-
-/*
- * One token against Q32_R weight rows at once (decode): the activation
- * block is loaded once for the rows, and the rows' accumulators are
- * independent chains, where a single row waits on its own multiply-add
- * every block.  Each row's arithmetic is q32_avx2's, in the same order, so
- * the result is the same bits as the one-row tile's.
- * w: row 0 of the Q32_R rows, rb bytes apart; a: nb activation blocks.
- */
-static INL TGT_Q2 void q32_rows_avx2(enum gm_dtype wt, const uint8_t *w, size_t rb, const struct qa32 *a, int64_t nb,
-				     float *out)
-{
-	const int q8 = wt == GM_DTYPE_Q8_0, off8 = Q32_OFF8(wt), mn = Q32_MIN(wt);
-	const size_t by = Q32_BYTES(wt);
-	__m256 acc[Q32_R];
-	float accm[Q32_R];
-	int64_t b;
-	int r;
-
-#pragma GCC unroll 4
-	for (r = 0; r < Q32_R; r++) {
-		acc[r] = _mm256_setzero_ps();
-		accm[r] = 0;
-	}
-	for (b = 0; b < nb; b++, a++, w += by) {
-		__m256i y = _mm256_loadu_si256((const __m256i *)a->q);
-
-#pragma GCC unroll 4
-		for (r = 0; r < Q32_R; r++) {
-			const uint8_t *wr = w + (size_t)r * rb;
-			float d = f16x(wr), m = mn ? f16x(wr + 2) : 0;
-			__m256i sg = _mm256_setzero_si256(), u = q32_unpack(wt, wr, &sg);
-			__m256i p = q32_dot_avx2(q8, off8, u, sg, y, a->s);
-
-			acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * a->d), _mm256_cvtepi32_ps(p), acc[r]);
-			if (mn)
-				accm[r] = fmaf(m, a->d * (float)a->s, accm[r]);
-		}
-	}
-#pragma GCC unroll 4
-	for (r = 0; r < Q32_R; r++)
-		out[r] = hsum8(acc[r]) + accm[r];
 }
 
 /*
@@ -725,9 +678,11 @@ static INL TGT_Q2 void q6k_avx2(enum gm_dtype wt, const uint8_t *w, const void *
  * order, Q8_0 as w + 128; the pair's integer sums start from the
  * activations' offset lanes, are converted and scaled by
  * [s0 x4, s1 x4, s0 x4, s1 x4] (s = dw da, in f32) into a 16-lane
- * accumulator; the mins of Q4_1 / Q5_1 in f32, block by block.  The tile
- * (one row, T tokens) and the rows kernel (Q32_R rows, one token) do the
- * same operations in the same order: the same bits.
+ * accumulator; the mins of Q4_1 / Q5_1 in f32, block by block.  Each
+ * token's operations are the same whatever T: the same bits.  (A kernel
+ * of one token against 4 rows at once, and a VBMI load of Q4_0 pairs,
+ * were tried and measured 1.6x and 2x slower in decode on Zen 5: four
+ * short row streams defeat the prefetchers, the masked byte loads stall.)
  * w: block 2p of a row; one: block 2p + 1 is past the row's end.
  */
 static INL TGT_Q5 __m512i q32p_unpack(enum gm_dtype wt, const uint8_t *w, int one)
@@ -791,115 +746,37 @@ static INL TGT_Q5 __m512 q32p_step(enum gm_dtype wt, __m512i u, __m128 dw, const
 	return _mm512_fmadd_ps(_mm512_permutexvar_ps(spread, _mm512_castps128_ps512(sc)), _mm512_cvtepi32_ps(p), acc);
 }
 
-/* A pair's quants and scales, from the weights as they lie. */
-static INL TGT_Q5 void q32p_load(enum gm_dtype wt, const uint8_t *w, int one, __m512i *u, __m128 *dw)
+static INL TGT_Q5 void q32p_512(enum gm_dtype wt, const uint8_t *w, const void *const *xq, const int T, int64_t nb,
+				float *out)
 {
-	*u = q32p_unpack(wt, w, one);
-	*dw = q32p_dw(w, Q32_BYTES(wt), one);
+	const size_t by = Q32_BYTES(wt), po = qa_pair_off(nb), dso = qa_ds_off(nb);
+	const struct qa64 *a[QT];
+	const struct qa64ds *ds[QT];
+	__m512 acc[QT];
+	float accm[QT];
+	int64_t p, np = (nb + 1) / 2;
+	int t;
+
+#pragma GCC unroll 8
+	for (t = 0; t < T; t++) {
+		a[t] = (const struct qa64 *)((const char *)xq[t] + po);
+		ds[t] = (const struct qa64ds *)((const char *)xq[t] + dso);
+		acc[t] = _mm512_setzero_ps();
+		accm[t] = 0;
+	}
+	for (p = 0; p < np; p++, w += 2 * by) {
+		int one = 2 * p + 1 == nb;
+		__m512i u = q32p_unpack(wt, w, one);
+		__m128 dw = q32p_dw(w, by, one);
+
+#pragma GCC unroll 8
+		for (t = 0; t < T; t++)
+			acc[t] = q32p_step(wt, u, dw, w, one, &a[t][p], &ds[t][p], acc[t], &accm[t]);
+	}
+#pragma GCC unroll 8
+	for (t = 0; t < T; t++)
+		out[t] = _mm512_reduce_add_ps(acc[t]) + accm[t];
 }
-
-/* The pair kernels, over a way to load a pair of one row (unpacked quants, (dw0, dw1)): the tile (tname)
- * and the several-rows kernel (rname). */
-#define Q32P_KERNELS(tname, rname, tgt, load)                                                                   \
-static INL tgt void tname(enum gm_dtype wt, const uint8_t *w, const void *const *xq, const int T, int64_t nb,   \
-				float *out)                                                                     \
-{                                                                                                               \
-	const size_t by = Q32_BYTES(wt), po = qa_pair_off(nb), dso = qa_ds_off(nb);                             \
-	const struct qa64 *a[QT];                                                                               \
-	const struct qa64ds *ds[QT];                                                                            \
-	__m512 acc[QT];                                                                                         \
-	float accm[QT];                                                                                         \
-	int64_t p, np = (nb + 1) / 2;                                                                           \
-	int t;                                                                                                  \
-                                                                                                                \
-	_Pragma("GCC unroll 8") for (t = 0; t < T; t++) {                                                       \
-		a[t] = (const struct qa64 *)((const char *)xq[t] + po);                                         \
-		ds[t] = (const struct qa64ds *)((const char *)xq[t] + dso);                                     \
-		acc[t] = _mm512_setzero_ps();                                                                   \
-		accm[t] = 0;                                                                                    \
-	}                                                                                                       \
-	for (p = 0; p < np; p++, w += 2 * by) {                                                                 \
-		int one = 2 * p + 1 == nb;                                                                      \
-		__m512i u;                                                                                      \
-		__m128 dw;                                                                                      \
-                                                                                                                \
-		load(wt, w, one, &u, &dw);                                                                      \
-                                                                                                                \
-		_Pragma("GCC unroll 8") for (t = 0; t < T; t++)                                                 \
-			acc[t] = q32p_step(wt, u, dw, w, one, &a[t][p], &ds[t][p], acc[t], &accm[t]);           \
-	}                                                                                                       \
-	_Pragma("GCC unroll 8") for (t = 0; t < T; t++)                                                         \
-		out[t] = _mm512_reduce_add_ps(acc[t]) + accm[t];                                                \
-}                                                                                                               \
-                                                                                                                \
-static INL tgt void rname(enum gm_dtype wt, const uint8_t *w, size_t rb, const void *xq, int64_t nb,            \
-				     float *out)                                                                \
-{                                                                                                               \
-	const size_t by = Q32_BYTES(wt);                                                                        \
-	const struct qa64 *a = (const struct qa64 *)((const char *)xq + qa_pair_off(nb));                       \
-	const struct qa64ds *ds = (const struct qa64ds *)((const char *)xq + qa_ds_off(nb));                    \
-	__m512 acc[Q32_R];                                                                                      \
-	float accm[Q32_R];                                                                                      \
-	int64_t p, np = (nb + 1) / 2;                                                                           \
-	int r;                                                                                                  \
-                                                                                                                \
-	_Pragma("GCC unroll 4") for (r = 0; r < Q32_R; r++) {                                                   \
-		acc[r] = _mm512_setzero_ps();                                                                   \
-		accm[r] = 0;                                                                                    \
-	}                                                                                                       \
-	for (p = 0; p < np; p++, w += 2 * by) {                                                                 \
-		int one = 2 * p + 1 == nb;                                                                      \
-                                                                                                                \
-		_Pragma("GCC unroll 4") for (r = 0; r < Q32_R; r++) {                                           \
-			const uint8_t *wr = w + (size_t)r * rb;                                                 \
-			__m512i u;                                                                              \
-			__m128 dw;                                                                              \
-                                                                                                                \
-			load(wt, wr, one, &u, &dw);                                                             \
-			acc[r] = q32p_step(wt, u, dw, wr, one, &a[p], &ds[p], acc[r], &accm[r]);                \
-		}                                                                                               \
-	}                                                                                                       \
-	_Pragma("GCC unroll 4") for (r = 0; r < Q32_R; r++)                                                     \
-		out[r] = _mm512_reduce_add_ps(acc[r]) + accm[r];                                                \
-}                                                                                                               \
-
-Q32P_KERNELS(q32p_512, q32p_rows_512, TGT_Q5, q32p_load)
-
-/*
- * Q4_0 / Q4_1 where the CPU has AVX-512 VBMI: a pair of blocks is one
- * (masked) load, its nibbles put in place by one byte permutation
- * (vpermb: each block's 16 quant bytes twice, the second copy shifted
- * right by 4) and its two f16 scales picked from the same load: the same
- * registers as q32p_load gives, in fewer instructions.
- */
-#define TGT_Q5V __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni,avx512vbmi")))
-
-/* byte i of the pair: quant byte i % 16 of block (i % 32) / 16, for Q4_0 (blocks of 18 bytes) and Q4_1 (20) */
-static const uint8_t q4p_bytes[2][64] = {
-	{  2,  3,  4,  5,  6,  7,  8,  9, 10, 11, 12, 13, 14, 15, 16, 17,
-	  20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35,
-	   2,  3,  4,  5,  6,  7,  8,  9, 10, 11, 12, 13, 14, 15, 16, 17,
-	  20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35 },
-	{  4,  5,  6,  7,  8,  9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19,
-	  24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39,
-	   4,  5,  6,  7,  8,  9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19,
-	  24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39 }
-};
-
-static INL TGT_Q5V void q4p_load_vbmi(enum gm_dtype wt, const uint8_t *w, int one, __m512i *u, __m128 *dw)
-{
-	const int q41 = wt == GM_DTYPE_Q4_1, by = q41 ? 20 : 18;
-	const __mmask64 k = ((__mmask64)1 << (one ? by : 2 * by)) - 1;
-	const __m512i v = _mm512_maskz_loadu_epi8(k, w);
-	const __m512i shift = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(4), 1);
-	__m512i q = _mm512_permutexvar_epi8(_mm512_loadu_si512((const void *)q4p_bytes[q41]), v);
-
-	*u = _mm512_and_si512(_mm512_srlv_epi16(q, shift), _mm512_set1_epi8(0xF));
-	/* the scales: words 0 and by / 2 */
-	*dw = _mm_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi16(_mm512_set1_epi32(by / 2 << 16), v)));
-}
-
-Q32P_KERNELS(q4p_512v, q4p_rows_512v, TGT_Q5V, q4p_load_vbmi)
 
 static INL TGT_Q5 void qk45_512(enum gm_dtype wt, const uint8_t *w, const void *const *xq, const int T, int64_t nb,
 				float *out)
@@ -1098,30 +975,6 @@ static INL TGT_Q5 void q6k_512(enum gm_dtype wt, const uint8_t *w, const void *c
 TILE_FN(tile_q32_avx2, q32_avx2_typed, TGT_Q2)
 TILE8_FN(tile_q32_512, q32p_512_typed, TGT_Q5)
 
-static TGT_Q2 void rows_q32_avx2(enum gm_dtype wt, const uint8_t *w, size_t rb, const void *xq, int64_t nb, float *out)
-{
-	Q32_TYPES(q32_rows_avx2, wt, w, rb, xq, nb, out);
-}
-
-static TGT_Q5 void rows_q32_512(enum gm_dtype wt, const uint8_t *w, size_t rb, const void *xq, int64_t nb, float *out)
-{
-	Q32_TYPES(q32p_rows_512, wt, w, rb, xq, nb, out);
-}
-
-#define Q4_TYPES(body, wt, ...)                                                                               \
-	do {                                                                                                   \
-		if ((wt) == GM_DTYPE_Q4_0)                                                                     \
-			body(GM_DTYPE_Q4_0, __VA_ARGS__);                                                      \
-		else                                                                                           \
-			body(GM_DTYPE_Q4_1, __VA_ARGS__);                                                      \
-	} while (0)
-#define q4p_512v_typed(wt, ...) Q4_TYPES(q4p_512v, wt, __VA_ARGS__)
-TILE8_FN(tile_q4_512v, q4p_512v_typed, TGT_Q5V)
-
-static TGT_Q5V void rows_q4_512v(enum gm_dtype wt, const uint8_t *w, size_t rb, const void *xq, int64_t nb, float *out)
-{
-	Q4_TYPES(q4p_rows_512v, wt, w, rb, xq, nb, out);
-}
 TILE_FN(tile_qk45_avx2, qk45_avx2, TGT_Q2)
 TILE_FN(tile_q6k_avx2, q6k_avx2, TGT_Q2)
 TILE8_FN(tile_qk45_512, qk45_512, TGT_Q5)
@@ -1245,21 +1098,6 @@ void gm_qdequantize(enum gm_dtype wt, const void *w, float *y, int64_t n)
 
 /* ---------------------------------------------------------------- dispatch */
 
-static int vbmi_supported(void)
-{
-#ifdef GM_X86
-	static _Atomic int v = -1; /* the first caller sets it, any thread */
-
-	if (v < 0) {
-		__builtin_cpu_init();
-		v = __builtin_cpu_supports("avx512vbmi");
-	}
-	return v;
-#else
-	return 0;
-#endif
-}
-
 static int vnni_supported(void)
 {
 #ifdef GM_X86
@@ -1292,8 +1130,6 @@ static qtile_fn pick(enum gm_dtype wt, int *maxt)
 	case GM_DTYPE_Q4_1:
 	case GM_DTYPE_Q5_0:
 	case GM_DTYPE_Q5_1:
-		if (v512 && (wt == GM_DTYPE_Q4_0 || wt == GM_DTYPE_Q4_1) && vbmi_supported())
-			return tile_q4_512v;
 		return v512 ? tile_q32_512 : tile_q32_avx2;
 	case GM_DTYPE_Q4_K:
 	case GM_DTYPE_Q5_K:
@@ -1307,25 +1143,6 @@ static qtile_fn pick(enum gm_dtype wt, int *maxt)
 	(void)wt;
 	*maxt = QT;
 	return tile_portable;
-}
-
-/* The kernel for one token against several rows (Q32_R), or NULL where the type has none. */
-typedef void (*qrows_fn)(enum gm_dtype wt, const uint8_t *w, size_t rb, const void *xq, int64_t nb, float *out);
-
-static qrows_fn pick_rows(enum gm_dtype wt)
-{
-#ifdef GM_X86
-	enum gm_isa isa = gm_kernels_isa();
-
-	if (isa == GM_ISA_PORTABLE || is_k(wt))
-		return NULL;
-	if (isa != GM_ISA_AVX512 || !vnni_supported())
-		return rows_q32_avx2;
-	return (wt == GM_DTYPE_Q4_0 || wt == GM_DTYPE_Q4_1) && vbmi_supported() ? rows_q4_512v : rows_q32_512;
-#else
-	(void)wt;
-	return NULL;
-#endif
 }
 
 void gm_qmatvec(float *y, const void *w, enum gm_dtype wt, const void *xq, int64_t in, int64_t r0, int64_t r1)
@@ -1356,7 +1173,6 @@ void gm_qmatmul(float *y, int64_t ldy, const void *xq, int64_t n, const void *w,
 	unsigned el, by;
 	int maxt;
 	qtile_fn f = pick(wt, &maxt);
-	qrows_fn fr = pick_rows(wt);
 	int64_t ra, ta, r, t;
 
 	gm_dtype_block(wt, &el, &by);
@@ -1375,13 +1191,6 @@ void gm_qmatmul(float *y, int64_t ldy, const void *xq, int64_t n, const void *w,
 				for (r = ra; r < re; r++) {
 					float o[QT];
 
-					if (T == 1 && fr && r + Q32_R <= re) {
-						fr(wt, (const uint8_t *)w + (size_t)r * rb, rb, xs[0], in / el, o);
-						for (k = 0; k < Q32_R; k++)
-							y[t * ldy + r + k] = o[k];
-						r += Q32_R - 1;
-						continue;
-					}
 					f(wt, (const uint8_t *)w + (size_t)r * rb, xs, T, in / el, o);
 					for (k = 0; k < T; k++)
 						y[(t + k) * ldy + r] = o[k];

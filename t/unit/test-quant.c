@@ -327,7 +327,7 @@ static void test_kernels(void)
 {
 	static const enum gm_isa isas[] = { GM_ISA_PORTABLE, GM_ISA_AVX2, GM_ISA_AVX512 };
 	enum gm_isa saved = gm_kernels_isa();
-	/* 9 tokens: full tiles (8 with AVX-512, 4 with AVX2) and a lone token, which takes the several-rows kernel */
+	/* 9 tokens: full tiles (8 with AVX-512, 4 with AVX2) and a lone token */
 	int64_t in = 768, rows = 37, n = 9, r, t, i;
 	float *x = gm_falloc((size_t)(n * in)), *wf = gm_falloc((size_t)(rows * in)), *xd = gm_falloc((size_t)in);
 	float *y1 = gm_falloc((size_t)(n * rows)), *y2 = gm_falloc((size_t)(n * rows));
