@@ -509,6 +509,20 @@ static INL TGT_Q2 void q32_avx2(enum gm_dtype wt, const uint8_t *w, const void *
 		out[t] = hsum8(acc[t]) + accm[t];
 }
 
+/* A Q4_K / Q5_K super-block's 8 6-bit scales as bytes 0..7, its 8 mins as bytes 8..15. */
+static INL TGT_Q2 __m128i k45_scales(const uint8_t *w)
+{
+	uint32_t u[4], m03;
+
+	memcpy(u, w + 4, 12);
+	u[3] = ((u[2] >> 4) & 0x0f0f0f0f) | (((u[1] >> 6) & 0x03030303) << 4);
+	m03 = u[1] & 0x3f3f3f3f;
+	u[1] = (u[2] & 0x0f0f0f0f) | (((u[0] >> 6) & 0x03030303) << 4);
+	u[2] = m03;
+	u[0] &= 0x3f3f3f3f;
+	return _mm_loadu_si128((const __m128i *)u);
+}
+
 /*
  * K-quants against Q8_K, per super-block: maddubs of the unsigned quants
  * with the activations (pairs in i16: at most 2 * 63 * 127), madd with the
@@ -537,23 +551,12 @@ static INL TGT_Q2 void qk45_avx2(enum gm_dtype wt, const uint8_t *w, const void 
 	}
 	for (b = 0; b < nb; b++, w += by) {
 		const uint8_t *qs = w + (five ? 48 : 16);
-		uint32_t u[4];
 		__m256i isum[QT], scv, hb = _mm256_setzero_si256();
 		__m128i mins;
 		float d = f16x(w), dmin = f16x(w + 2);
 
-		/* the 8 6-bit scales to bytes 0..7 of u, the 8 mins to bytes 8..15 */
-		memcpy(u, w + 4, 12);
-		u[3] = ((u[2] >> 4) & 0x0f0f0f0f) | (((u[1] >> 6) & 0x03030303) << 4);
 		{
-			uint32_t m03 = u[1] & 0x3f3f3f3f;
-
-			u[1] = (u[2] & 0x0f0f0f0f) | (((u[0] >> 6) & 0x03030303) << 4);
-			u[2] = m03;
-		}
-		u[0] &= 0x3f3f3f3f;
-		{
-			__m128i v = _mm_loadu_si128((const __m128i *)u);
+			__m128i v = k45_scales(w);
 
 			scv = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(v));
 			mins = _mm_cvtepu8_epi16(_mm_srli_si128(v, 8));
@@ -803,23 +806,13 @@ static INL TGT_Q5 void qk45_512(enum gm_dtype wt, const uint8_t *w, const void *
 	}
 	for (b = 0; b < nb; b++, w += by) {
 		const uint8_t *qs = w + (five ? 48 : 16);
-		uint32_t u[4];
 		__m512i isum[QT], scz;
 		__m256i hb = _mm256_setzero_si256();
 		__m128i mins;
 		float d = f16x(w), dmin = f16x(w + 2);
 
-		memcpy(u, w + 4, 12);
-		u[3] = ((u[2] >> 4) & 0x0f0f0f0f) | (((u[1] >> 6) & 0x03030303) << 4);
 		{
-			uint32_t m03 = u[1] & 0x3f3f3f3f;
-
-			u[1] = (u[2] & 0x0f0f0f0f) | (((u[0] >> 6) & 0x03030303) << 4);
-			u[2] = m03;
-		}
-		u[0] &= 0x3f3f3f3f;
-		{
-			__m128i v = _mm_loadu_si128((const __m128i *)u);
+			__m128i v = k45_scales(w);
 
 			scz = _mm512_castsi128_si512(_mm_cvtepu8_epi16(v));
 			mins = _mm_cvtepu8_epi16(_mm_srli_si128(v, 8));
