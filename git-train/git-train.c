@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <dirent.h>
 
@@ -186,6 +187,7 @@ struct train_cmd {
 	/* the loss curve (trainplot.h): kept in checkpoints, plotted with the adapter */
 	gm_trainlog log;
 	long progress_fd;         /* --progress-fd: JSON lines for a supervisor (git infer's jobs); -1: none */
+	long step_delay_ms;       /* GM_TRAIN_STEP_DELAY_MS: a pause after each step (tests pace a job by it) */
 };
 
 static volatile sig_atomic_t stop_requested;
@@ -359,6 +361,12 @@ static void on_step(void *ctx, const gm_train_progress *p)
 	int64_t done = p->info.step + 1;
 
 	c->last_loss = p->info.loss;
+	if (c->step_delay_ms > 0) {
+		struct timespec ts = { c->step_delay_ms / 1000, c->step_delay_ms % 1000 * 1000000L };
+
+		while (nanosleep(&ts, &ts) && errno == EINTR && !stop_requested)
+			;
+	}
 	gm_trainlog_add_loss(&c->log, done, p->info.loss);
 	progress(c, "{\"type\": \"step\", \"step\": %lld, \"n_steps\": %lld, \"loss\": %.9g, \"grad_norm\": %.9g, "
 		 "\"lr\": %.9g, \"tokens\": %lld, \"tokens_per_s\": %.2f}", (long long)done, (long long)p->n_steps,
@@ -987,6 +995,18 @@ int main(int argc, const char **argv)
 	c.hp.rslora = c.hp.shuffle = -1;
 	c.hp.seed = (unsigned long long)-1;
 	c.progress_fd = -1;
+	{
+		const char *d = getenv("GM_TRAIN_STEP_DELAY_MS");
+		char *end;
+
+		if (d && *d) {
+			c.step_delay_ms = strtol(d, &end, 10);
+			if (*end || c.step_delay_ms < 0 || c.step_delay_ms > 60000) {
+				fprintf(stderr, "git train: GM_TRAIN_STEP_DELAY_MS must be milliseconds, 0 to 60000\n");
+				return 129;
+			}
+		}
+	}
 	n = gm_cmd_parse(&cmd, argc, argv, 0, 1, &status);
 	if (n < 0)
 		return status;

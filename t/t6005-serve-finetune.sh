@@ -312,7 +312,12 @@ test_expect_success OPENAI 'client: files and fineTuning through the openai pack
 
 # ------------------------------------------------------------ restarts
 
+# The resumed job is paced (GM_TRAIN_STEP_DELAY_MS, 240 steps of 0.1 s) until
+# the last start: a kill or a stop then lands while it runs, however slowly
+# this script polls on a busy machine (at full speed the job can end first).
 test_expect_success 'kill -9 mid-job: git train dies with the server' '
+	stop_server main &&
+	GM_TRAIN_STEP_DELAY_MS=100 GM_API_KEY=$KEY start_server main -m $MODEL --ft-nice 0 --ft-checkpoint-every 2 &&
 	test "$(call POST /v1/fine_tuning/jobs -H "Content-Type: application/json" -d "{\"model\":\"$MODEL\",\"training_file\":\"$(cat train.id)\",\"suffix\":\"resume\",\"hyperparameters\":{\"n_epochs\":10,\"batch_size\":1,\"learning_rate_multiplier\":5},\"git_model\":{\"rank\":4,\"alpha\":8}}")" = 200 &&
 	js "j[\"id\"]" <out.json >resume.id &&
 	wait_steps "$(cat resume.id)" 6 &&
@@ -329,7 +334,7 @@ test_expect_success 'kill -9 mid-job: git train dies with the server' '
 '
 
 test_expect_success 'a restart resumes the job from its last checkpoint; a graceful stop leaves it to the next start' '
-	GM_API_KEY=$KEY start_server main -m $MODEL --ft-nice 0 --ft-checkpoint-every 2 &&
+	GM_TRAIN_STEP_DELAY_MS=100 GM_API_KEY=$KEY start_server main -m $MODEL --ft-nice 0 --ft-checkpoint-every 2 &&
 	grep "serving .$MODEL. .* with adapters .$MODEL:ft-kings., .$MODEL:ft-client." main.log &&
 	wait_steps "$(cat resume.id)" 20 &&
 	stop_server main &&
