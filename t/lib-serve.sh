@@ -11,10 +11,12 @@
 start_server () {
 	gm_name=$1
 	shift
+	# the last server's log must not be read before this one truncates it
+	rm -f "$gm_name.log" "$gm_name.url"
 	git-infer "$@" --serve 127.0.0.1:0 </dev/null >"$gm_name.out" 2>"$gm_name.log" 5>&- &
 	echo $! >"$gm_name.pid"
 	gm_i=0
-	until grep -q "^git infer: serving" "$gm_name.log"
+	until grep -q "^git infer: serving" "$gm_name.log" 2>/dev/null
 	do
 		if ! kill -0 "$(cat "$gm_name.pid")" 2>/dev/null || [ $gm_i -ge 300 ]
 		then
