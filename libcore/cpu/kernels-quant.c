@@ -25,6 +25,7 @@
 #include "cpu/kernels.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "formats/quant.h"
@@ -140,11 +141,122 @@ int gm_qact_kind(enum gm_dtype wt)
 	return is_k(wt);
 }
 
+#ifdef GM_X86
+#define TGT_QA __attribute__((target("avx2,fma,f16c")))
+
+static TGT_QA float qa_amax8(__m256 m)
+{
+	__m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+
+	h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+	h = _mm_max_ss(h, _mm_movehdup_ps(h));
+	return _mm_cvtss_f32(h);
+}
+
+/* round(v * id) as int8 into q (32 values), their sum returned; |v * id| <= 127 (the magic-number rounding's ties to even). */
+static TGT_QA int32_t qa_round32(const float *v, float id, int8_t *q)
+{
+	__m256 s = _mm256_set1_ps(id);
+	__m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(v), s));
+	__m256i i1 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(v + 8), s));
+	__m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(v + 16), s));
+	__m256i i3 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(v + 24), s));
+	__m256i sum = _mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3));
+	/* packs work within 128-bit halves: the dwords back in order after */
+	__m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+	__m128i h;
+
+	p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+	_mm256_storeu_si256((__m256i *)q, p);
+	h = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+	h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4e));
+	h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0xb1));
+	return _mm_cvtsi128_si32(h);
+}
+
+/* The sum of 16 int8. */
+static TGT_QA int32_t qa_hsum16(__m128i q)
+{
+	__m128i s = _mm_madd_epi16(_mm_maddubs_epi16(_mm_set1_epi8(1), q), _mm_set1_epi16(1));
+
+	s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+	s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+	return _mm_cvtsi128_si32(s);
+}
+
+/* gm_qact_quantize's 32-element blocks in vectors: the same bytes. */
+static TGT_QA void qa32_quantize_avx2(struct qa32 *a, const float *x, int64_t nb)
+{
+	const __m256 abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+	int64_t b;
+
+	for (b = 0; b < nb; b++, a++, x += 32) {
+		__m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x), abs),
+						       _mm256_and_ps(_mm256_loadu_ps(x + 8), abs)),
+					 _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + 16), abs),
+						       _mm256_and_ps(_mm256_loadu_ps(x + 24), abs)));
+		float amax = qa_amax8(m);
+
+		a->d = gm_f16_to_f32(gm_f32_to_f16(amax / 127));
+		a->s = qa_round32(x, amax ? 127 / amax : 0, a->q);
+	}
+}
+
+/* ggml's Q8_K in vectors (formats/quant.c's q8_k_block: the same bytes): 256 values per block. */
+static TGT_QA void q8k_quantize_avx2(struct qak *a, const float *x, int64_t nb)
+{
+	const __m256 abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+	int64_t b;
+	int j;
+
+	for (b = 0; b < nb; b++, a++, x += 256) {
+		__m256 m = _mm256_setzero_ps();
+		float amax, max = 0, is;
+
+		for (j = 0; j < 256; j += 8)
+			m = _mm256_max_ps(m, _mm256_and_ps(_mm256_loadu_ps(x + j), abs));
+		amax = qa_amax8(m);
+		memset(a, 0, sizeof(*a));
+		if (!amax)
+			continue;
+		/* the first value of the largest magnitude, with its sign */
+		for (j = 0; j < 256; j++)
+			if (fabsf(x[j]) == amax) {
+				max = x[j];
+				break;
+			}
+		is = -127.f / max;
+		for (j = 0; j < 8; j++) {
+			/* |is x| <= 127: no clamp needed; sums of 16 in int16 */
+			int8_t *q = a->q + 32 * j;
+			__m128i q16;
+
+			qa_round32(x + 32 * j, is, q);
+			q16 = _mm_loadu_si128((const __m128i *)q);
+			a->bsums[2 * j] = (int16_t)qa_hsum16(q16);
+			a->bsums[2 * j + 1] = (int16_t)qa_hsum16(_mm_loadu_si128((const __m128i *)(q + 16)));
+		}
+		a->d = 1 / is;
+	}
+}
+#endif
+
 void gm_qact_quantize(void *xq, enum gm_dtype wt, const float *x, int64_t in)
 {
 	int64_t b;
 	int j;
 
+#ifdef GM_X86
+	if (gm_kernels_isa() != GM_ISA_PORTABLE) {
+		if (is_k(wt)) {
+			q8k_quantize_avx2(xq, x, in / 256);
+		} else {
+			qa32_quantize_avx2(xq, x, in / 32);
+			qa_pairs(xq, wt, in / 32);
+		}
+		return;
+	}
+#endif
 	if (is_k(wt)) {
 		/* the same bytes as ggml's Q8_K; struct qak is that layout (292 bytes, no padding) */
 		gm_quant_quantize(GM_DTYPE_Q8_K, x, xq, in);
@@ -972,6 +1084,385 @@ TILE_FN(tile_qk45_avx2, qk45_avx2, TGT_Q2)
 TILE_FN(tile_q6k_avx2, q6k_avx2, TGT_Q2)
 TILE8_FN(tile_qk45_512, qk45_512, TGT_Q5)
 TILE8_FN(tile_q6k_512, q6k_512, TGT_Q5)
+
+/*
+ * Panels: the matrix product of many tokens (n > GM_QMATMUL_SMALL) with a
+ * 32-element type, AVX-512 VNNI.  A tile of 16 weight rows is unpacked once
+ * per call into u8 quants interleaved by 4 bytes (the layout of one
+ * vpdpbusd against one token's 4 activations broadcast), so each i32 lane
+ * holds one row's whole block sum and each f32 lane one row's result: per
+ * block and token, 8 vpdpbusd, one conversion and one fma for 16 rows,
+ * with no horizontal sums, and the unpacking shared by all the tokens.
+ * Quants as u8: Q4_0 / Q5_0 q, Q8_0 q + 128, with the offset (8, 16, 128)
+ * times the activations' sum as the lane's start; Q4_1 / Q5_1 q, the min
+ * added as m (da sum a).  A (row, token) gives the same bits whatever n
+ * (above GM_QMATMUL_SMALL), the threads and the row range.
+ */
+#define QP_ROWS 16
+#define QP_TILES 4   /* tiles unpacked at a time: 64 rows, their panels in L2 with 64 tokens' activations */
+#define QP_TOKS 64
+
+struct qpanel {
+	uint8_t w[8][QP_ROWS * 4]; /* [k][row][4]: elements 4k..4k+3 of each row's block */
+	float dw[QP_ROWS];
+	float mw[QP_ROWS];         /* the min (Q4_1, Q5_1) */
+};
+
+static inline int64_t qp_min(int64_t a, int64_t b)
+{
+	return a < b ? a : b;
+}
+
+#define QP_OFF(wt) ((wt) == GM_DTYPE_Q4_0 ? 8 : (wt) == GM_DTYPE_Q5_0 ? 16 : (wt) == GM_DTYPE_Q8_0 ? 128 : 0)
+
+/* The [k][row][4] interleaving of 16 rows' quants (tmp: [row][groups * 4] bytes). */
+static INL TGT_Q5 void qp_interleave(uint8_t (*out)[QP_ROWS * 4], const uint32_t *tmp, int groups)
+{
+	const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+					       _mm512_set1_epi32(groups));
+	int k;
+
+	for (k = 0; k < groups; k++)
+		_mm512_storeu_si512(out[k], _mm512_i32gather_epi32(_mm512_add_epi32(idx, _mm512_set1_epi32(k)), tmp, 4));
+}
+
+/* Panels of rows [0, nr) of w (row stride rb, nb blocks each): nb struct qpanel, rows past nr zero. */
+static INL TGT_Q5 void qpanel_build(enum gm_dtype wt, struct qpanel *pn, const uint8_t *w, size_t rb, int nr,
+				    int64_t nb)
+{
+	const size_t by = Q32_BYTES(wt);
+	uint32_t tmp[QP_ROWS][8];
+	int64_t b;
+	int i;
+
+	for (b = 0; b < nb; b++) {
+		struct qpanel *p = &pn[b];
+
+		for (i = 0; i < QP_ROWS; i++) {
+			const uint8_t *blk = w + (size_t)i * rb + (size_t)b * by;
+			__m256i u = _mm256_setzero_si256(), sg;
+
+			p->dw[i] = p->mw[i] = 0;
+			if (i < nr) {
+				if (wt == GM_DTYPE_Q8_0)
+					u = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(blk + 2)),
+							     _mm256_set1_epi8((char)0x80));
+				else
+					u = q32_unpack(wt, blk, &sg);
+				p->dw[i] = f16x(blk);
+				if (Q32_MIN(wt))
+					p->mw[i] = f16x(blk + 2);
+			}
+			_mm256_storeu_si256((__m256i *)tmp[i], u);
+		}
+		qp_interleave(p->w, &tmp[0][0], 8);
+	}
+}
+
+/* y[t * ldy + i] for i < nr, t < T: the panels' 16 rows against T tokens (a[t]: their qa32 blocks). */
+static INL TGT_Q5 void qpanel_tile(enum gm_dtype wt, const struct qpanel *pn, const struct qa32 *const *a, const int T,
+				   int64_t nb, float *y, int64_t ldy, int nr)
+{
+	const __mmask16 keep = (__mmask16)((1u << nr) - 1);
+	__m512 acc[QT];
+	int64_t b;
+	int t, k;
+
+#pragma GCC unroll 8
+	for (t = 0; t < T; t++)
+		acc[t] = _mm512_setzero_ps();
+	for (b = 0; b < nb; b++) {
+		const struct qpanel *p = &pn[b];
+		__m512i isum[QT], wk[8];
+		__m512 dw = _mm512_loadu_ps(p->dw);
+
+#pragma GCC unroll 8
+		for (k = 0; k < 8; k++)
+			wk[k] = _mm512_loadu_si512(p->w[k]);
+#pragma GCC unroll 8
+		for (t = 0; t < T; t++)
+			isum[t] = _mm512_set1_epi32(-QP_OFF(wt) * a[t][b].s);
+#pragma GCC unroll 8
+		for (k = 0; k < 8; k++) {
+#pragma GCC unroll 8
+			for (t = 0; t < T; t++) {
+				int32_t q4;
+
+				memcpy(&q4, a[t][b].q + 4 * k, 4);
+				isum[t] = _mm512_dpbusd_epi32(isum[t], wk[k], _mm512_set1_epi32(q4));
+			}
+		}
+#pragma GCC unroll 8
+		for (t = 0; t < T; t++) {
+			acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dw, _mm512_set1_ps(a[t][b].d)),
+						 acc[t]);
+			if (Q32_MIN(wt))
+				acc[t] = _mm512_fmadd_ps(_mm512_loadu_ps(p->mw), _mm512_set1_ps(a[t][b].d * (float)a[t][b].s),
+							 acc[t]);
+		}
+	}
+#pragma GCC unroll 8
+	for (t = 0; t < T; t++)
+		_mm512_mask_storeu_ps(y + t * ldy, keep, acc[t]);
+}
+
+/*
+ * The K-quants' panels, a super-block of 256 per panel: the quants as u8
+ * interleaved as above (64 groups of 4), the sub-block scales as i32 lanes
+ * (a vpmulld per sub-block and token), and pairs of i16 for a vpdpwssd
+ * against pairs of the activations' sums: the mins of Q4_K / Q5_K
+ * (d sum_j sc_j sum q a - dmin sum_j m_j sum a), Q6_K's scales for its
+ * offset of 32 (d sum_j sc_j (sum q a - 32 sum a)).  Up to 4 tokens at a
+ * time (a sub-block's 8 quant registers, 3 per token).
+ */
+#define QKT 4
+
+struct qkpanel {
+	uint8_t w[64][QP_ROWS * 4];
+	int32_t sc[16][QP_ROWS];   /* Q4_K / Q5_K: 8 sub-blocks of 32; Q6_K: 16 of 16 */
+	int32_t pr[8][QP_ROWS];    /* i16 pairs: (m_2p, m_2p+1), or Q6_K's (sc_2p, sc_2p+1) */
+	float d[QP_ROWS], dmin[QP_ROWS];
+};
+
+/* A super-block's 256 quants as u8 in element order, its scales (and mins) as integers. */
+static INL TGT_Q2 void qk_unpack(enum gm_dtype wt, const uint8_t *w, uint8_t *u, int32_t *sc, int16_t *m)
+{
+	const __m256i m4 = _mm256_set1_epi8(0xF), one = _mm256_set1_epi8(1), m3 = _mm256_set1_epi8(3);
+	int j;
+
+	if (wt == GM_DTYPE_Q6_K) {
+		for (j = 0; j < 2; j++) {
+			const uint8_t *ql = w + 64 * j, *qh = w + 128 + 32 * j;
+			__m256i l0 = _mm256_loadu_si256((const __m256i *)ql), l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
+			__m256i hv = _mm256_loadu_si256((const __m256i *)qh);
+
+			for (int k = 0; k < 4; k++) {
+				__m256i lo = _mm256_and_si256(k & 2 ? _mm256_srli_epi16(k & 1 ? l1 : l0, 4) : k & 1 ? l1 : l0, m4);
+				__m256i hi = _mm256_and_si256(_mm256_srli_epi16(hv, 2 * k), m3);
+
+				_mm256_storeu_si256((__m256i *)(u + 128 * j + 32 * k),
+						    _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4)));
+			}
+		}
+		for (j = 0; j < 16; j++)
+			sc[j] = (int8_t)w[192 + j];
+		return;
+	}
+	{
+		const int five = wt == GM_DTYPE_Q5_K;
+		const uint8_t *qs = w + (five ? 48 : 16);
+		__m256i hb = five ? _mm256_loadu_si256((const __m256i *)(w + 16)) : _mm256_setzero_si256();
+		uint8_t sm[16];
+
+		_mm_storeu_si128((__m128i *)sm, k45_scales(w));
+		for (j = 0; j < 8; j++) {
+			sc[j] = sm[j];
+			m[j] = sm[8 + j];
+		}
+		for (j = 0; j < 4; j++) {
+			__m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * j));
+			__m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+
+			if (five) {
+				lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * j), one), 4));
+				hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * j + 1), one), 4));
+			}
+			_mm256_storeu_si256((__m256i *)(u + 64 * j), lo);
+			_mm256_storeu_si256((__m256i *)(u + 64 * j + 32), hi);
+		}
+	}
+}
+
+static INL TGT_Q5 void qkpanel_build(enum gm_dtype wt, struct qkpanel *pn, const uint8_t *w, size_t rb, int nr,
+				     int64_t nb)
+{
+	const size_t by = wt == GM_DTYPE_Q6_K ? 210 : wt == GM_DTYPE_Q5_K ? 176 : 144;
+	uint32_t tmp[QP_ROWS][64];
+	int64_t b;
+	int i, j;
+
+	for (b = 0; b < nb; b++) {
+		struct qkpanel *p = &pn[b];
+
+		memset(p->sc, 0, sizeof(p->sc));
+		memset(p->pr, 0, sizeof(p->pr));
+		for (i = 0; i < QP_ROWS; i++) {
+			const uint8_t *blk = w + (size_t)i * rb + (size_t)b * by;
+			int32_t sc[16];
+			int16_t m[8];
+
+			p->d[i] = p->dmin[i] = 0;
+			if (i >= nr) {
+				memset(tmp[i], 0, sizeof(tmp[i]));
+				continue;
+			}
+			qk_unpack(wt, blk, (uint8_t *)tmp[i], sc, m);
+			if (wt == GM_DTYPE_Q6_K) {
+				p->d[i] = f16x(blk + 208);
+				for (j = 0; j < 16; j++)
+					p->sc[j][i] = sc[j];
+				for (j = 0; j < 8; j++)
+					p->pr[j][i] = (int32_t)(((uint32_t)(uint16_t)sc[2 * j + 1] << 16) | (uint16_t)sc[2 * j]);
+			} else {
+				p->d[i] = f16x(blk);
+				p->dmin[i] = f16x(blk + 2);
+				for (j = 0; j < 8; j++)
+					p->sc[j][i] = sc[j];
+				for (j = 0; j < 4; j++)
+					p->pr[j][i] = (int32_t)(((uint32_t)(uint16_t)m[2 * j + 1] << 16) | (uint16_t)m[2 * j]);
+			}
+		}
+		qp_interleave(p->w, &tmp[0][0], 64);
+	}
+}
+
+static INL TGT_Q5 void qkpanel_tile(enum gm_dtype wt, const struct qkpanel *pn, const struct qak *const *a, const int T,
+				    int64_t nb, float *y, int64_t ldy, int nr)
+{
+	const int six = wt == GM_DTYPE_Q6_K, nsub = six ? 16 : 8, per = six ? 4 : 8;
+	const __mmask16 keep = (__mmask16)((1u << nr) - 1);
+	__m512 acc[QKT];
+	int64_t b;
+	int t, j, k;
+
+#pragma GCC unroll 4
+	for (t = 0; t < T; t++)
+		acc[t] = _mm512_setzero_ps();
+	for (b = 0; b < nb; b++) {
+		const struct qkpanel *p = &pn[b];
+		__m512i tot[QKT], pm[QKT];
+
+#pragma GCC unroll 4
+		for (t = 0; t < T; t++) {
+			/* the pairs of sums: Q6_K's 16 bsums as they are, the others' 8 sums of 32 */
+			const __m128i *bs = (const __m128i *)a[t][b].bsums;
+			__m128i s0 = _mm_loadu_si128(bs), s1 = _mm_loadu_si128(bs + 1);
+			int32_t pairs[8];
+
+			tot[t] = pm[t] = _mm512_setzero_si512();
+			if (six) {
+				_mm_storeu_si128((__m128i *)pairs, s0);
+				_mm_storeu_si128((__m128i *)(pairs + 4), s1);
+			} else {
+				_mm_storeu_si128((__m128i *)pairs, _mm_hadd_epi16(s0, s1));
+			}
+			for (j = 0; j < (six ? 8 : 4); j++)
+				pm[t] = _mm512_dpwssd_epi32(pm[t], _mm512_loadu_si512(p->pr[j]), _mm512_set1_epi32(pairs[j]));
+		}
+		for (j = 0; j < nsub; j++) {
+			__m512i wk[8], sc = _mm512_loadu_si512(p->sc[j]);
+
+#pragma GCC unroll 8
+			for (k = 0; k < per; k++)
+				wk[k] = _mm512_loadu_si512(p->w[per * j + k]);
+#pragma GCC unroll 4
+			for (t = 0; t < T; t++) {
+				__m512i s = _mm512_setzero_si512();
+
+#pragma GCC unroll 8
+				for (k = 0; k < per; k++) {
+					int32_t q4;
+
+					memcpy(&q4, a[t][b].q + 4 * (per * j + k), 4);
+					s = _mm512_dpbusd_epi32(s, wk[k], _mm512_set1_epi32(q4));
+				}
+				tot[t] = _mm512_add_epi32(tot[t], _mm512_mullo_epi32(s, sc));
+			}
+		}
+#pragma GCC unroll 4
+		for (t = 0; t < T; t++) {
+			__m512 da = _mm512_set1_ps(a[t][b].d);
+
+			if (six) {
+				tot[t] = _mm512_sub_epi32(tot[t], _mm512_slli_epi32(pm[t], 5));
+				acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(tot[t]), _mm512_mul_ps(_mm512_loadu_ps(p->d), da),
+							 acc[t]);
+			} else {
+				acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(tot[t]), _mm512_mul_ps(_mm512_loadu_ps(p->d), da),
+							 acc[t]);
+				acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(pm[t]), _mm512_mul_ps(_mm512_loadu_ps(p->dmin), da),
+							  acc[t]);
+			}
+		}
+	}
+#pragma GCC unroll 4
+	for (t = 0; t < T; t++)
+		_mm512_mask_storeu_ps(y + t * ldy, keep, acc[t]);
+}
+
+/* T tokens (a constant in each branch) against one tile's panels. */
+#define QP_TILE_T(T)                                                                                          \
+	do {                                                                                                   \
+		if (is_k(wt))                                                                                  \
+			qkpanel_tile(wt, (const struct qkpanel *)pn + i * nb, (const struct qak *const *)a,   \
+				     (T) < QKT ? (T) : QKT, nb, yt, ldy, nr);                                  \
+		else                                                                                           \
+			qpanel_tile(wt, (const struct qpanel *)pn + i * nb, (const struct qa32 *const *)a, T, nb, \
+				    yt, ldy, nr);                                                              \
+	} while (0)
+
+/* Rows [r0, r1) of w against the n tokens of xq (al bytes each), by chunks of QP_TILES panels and QP_TOKS tokens. */
+static INL TGT_Q5 void qpanel_matmul(enum gm_dtype wt, float *y, int64_t ldy, const void *xq, size_t al, int64_t n,
+				     const uint8_t *w, size_t rb, int64_t nb, int64_t r0, int64_t r1, void *pn)
+{
+	const int tmax = is_k(wt) ? QKT : QT;
+	int64_t rc, ta, t, r;
+	int i, k;
+
+	for (rc = r0; rc < r1; rc += QP_TILES * QP_ROWS) {
+		int tiles = (int)((qp_min(r1 - rc, QP_TILES * QP_ROWS) + QP_ROWS - 1) / QP_ROWS);
+
+		for (i = 0; i < tiles; i++) {
+			int nr;
+
+			r = rc + (int64_t)i * QP_ROWS;
+			nr = (int)qp_min(QP_ROWS, r1 - r);
+			if (is_k(wt))
+				qkpanel_build(wt, (struct qkpanel *)pn + i * nb, w + (size_t)r * rb, rb, nr, nb);
+			else
+				qpanel_build(wt, (struct qpanel *)pn + i * nb, w + (size_t)r * rb, rb, nr, nb);
+		}
+		for (ta = 0; ta < n; ta += QP_TOKS) {
+			int64_t te = qp_min(ta + QP_TOKS, n);
+
+			for (i = 0; i < tiles; i++) {
+				int nr;
+
+				r = rc + (int64_t)i * QP_ROWS;
+				nr = (int)qp_min(QP_ROWS, r1 - r);
+				for (t = ta; t < te; t += tmax) {
+					const void *a[QT];
+					float *yt = y + t * ldy + r;
+					int T = (int)qp_min(tmax, te - t);
+
+					for (k = 0; k < T; k++)
+						a[k] = (const char *)xq + (size_t)(t + k) * al;
+					switch (T) {
+					case 1: QP_TILE_T(1); break;
+					case 2: QP_TILE_T(2); break;
+					case 3: QP_TILE_T(3); break;
+					case 4: QP_TILE_T(4); break;
+					case 5: QP_TILE_T(5); break;
+					case 6: QP_TILE_T(6); break;
+					case 7: QP_TILE_T(7); break;
+					default: QP_TILE_T(8); break;
+					}
+				}
+			}
+		}
+	}
+}
+
+static TGT_Q5 void qpanel_matmul_typed(enum gm_dtype wt, float *y, int64_t ldy, const void *xq, size_t al, int64_t n,
+				       const uint8_t *w, size_t rb, int64_t nb, int64_t r0, int64_t r1, void *pn)
+{
+	switch (wt) {
+	case GM_DTYPE_Q4_K: qpanel_matmul(GM_DTYPE_Q4_K, y, ldy, xq, al, n, w, rb, nb, r0, r1, pn); break;
+	case GM_DTYPE_Q5_K: qpanel_matmul(GM_DTYPE_Q5_K, y, ldy, xq, al, n, w, rb, nb, r0, r1, pn); break;
+	case GM_DTYPE_Q6_K: qpanel_matmul(GM_DTYPE_Q6_K, y, ldy, xq, al, n, w, rb, nb, r0, r1, pn); break;
+	default: Q32_TYPES(qpanel_matmul, wt, y, ldy, xq, al, n, w, rb, nb, r0, r1, pn); break;
+	}
+}
 #endif
 
 /*
@@ -1169,6 +1660,20 @@ void gm_qmatmul(float *y, int64_t ldy, const void *xq, int64_t n, const void *w,
 	int64_t ra, ta, r, t;
 
 	gm_dtype_block(wt, &el, &by);
+#ifdef GM_X86
+	if (n > GM_QMATMUL_SMALL && maxt == 8 && f != tile_portable &&
+	    (!is_k(wt) || wt == GM_DTYPE_Q4_K || wt == GM_DTYPE_Q5_K || wt == GM_DTYPE_Q6_K)) {
+		/* many tokens, AVX-512 VNNI: the panels (a few hundred KiB, allocated per call and thread) */
+		size_t psz = is_k(wt) ? sizeof(struct qkpanel) : sizeof(struct qpanel);
+		void *pn = aligned_alloc(64, (size_t)QP_TILES * (size_t)(in / el) * psz);
+
+		if (pn) {
+			qpanel_matmul_typed(wt, y, ldy, xq, al, n, w, rb, in / el, r0, r1, pn);
+			free(pn);
+			return;
+		}
+	}
+#endif
 	for (ra = r0; ra < r1; ra += QM_ROWS) {
 		int64_t re = ra + QM_ROWS < r1 ? ra + QM_ROWS : r1;
 

@@ -176,8 +176,13 @@ void gm_matmul_tn(float *c, int64_t ldc, const float *a, int64_t lda, const floa
  *   gm_qmatvec: y[r] = W[r, :] . x          r in [r0, r1), xq one token
  *   gm_qmatmul: y[t * ldy + r] = W[r, :] . X[t, :]   t < n, r in [r0, r1),
  *               xq n tokens one after the other; each (r, t) the same bits
- *               as gm_qmatvec gives.
+ *               as gm_qmatvec gives when n <= GM_QMATMUL_SMALL (a decode
+ *               step of a few sequences); more tokens with a 32-element
+ *               type and AVX-512 VNNI take panels of 16 rows (prompts: a
+ *               few ulp from gm_qmatvec, the same bits whatever n above
+ *               GM_QMATMUL_SMALL, the threads and the row range).
  */
+#define GM_QMATMUL_SMALL 16
 int gm_qweight_supported(enum gm_dtype wt);
 int gm_qact_kind(enum gm_dtype wt);
 size_t gm_qact_len(enum gm_dtype wt, int64_t in);

@@ -87,7 +87,8 @@ typedef struct gm_op_linear_out {
  * for training.  A block-quantized W (formats/quant.h): in inference
  * (matvec_max > 0) X is quantized per block and multiplied with integer
  * dot products (kernels.h, gm_qmatmul), each row's result the same bits
- * whatever n and the branch; in training (matvec_max 0) W is dequantized a
+ * for any n up to GM_QMATMUL_SMALL, and for any n above it (panels, a
+ * few ulp from the other); in training (matvec_max 0) W is dequantized a
  * panel at a time and multiplied in f32, giving exactly what W dequantized
  * to F32 gives (QLoRA: the loss is the dequantized model's).  The deltas
  * are added in f32 as on a float W.

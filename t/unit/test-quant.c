@@ -323,31 +323,74 @@ next:
 
 /* ---------------------------------------------------------------- kernels */
 
+/* The activations quantized in vectors (AVX2, AVX-512) are the portable bytes: random, a zero block, ties of magnitude. */
+static void test_qact_vectors(void)
+{
+	static const enum gm_isa isas[] = { GM_ISA_AVX2, GM_ISA_AVX512 };
+	enum gm_isa saved = gm_kernels_isa();
+	int64_t in = 1024, i;
+	float *x = gm_falloc((size_t)in);
+	int k, v;
+
+	for (i = 0; i < in; i++)
+		x[i] = nrand() * (i % 97 == 0 ? 30.0f : 1.0f);
+	for (i = 256; i < 512; i++)
+		x[i] = 0; /* a zero block of every kind */
+	x[520] = 7.5f;
+	x[530] = -7.5f; /* the first of two largest magnitudes gives Q8_K's sign */
+	x[600] = 2.5f / 127 * 127; /* halves after scaling: ties to even */
+	for (k = 0; k < NT; k++) {
+		enum gm_dtype wt = types[k];
+		size_t al = gm_qact_len(wt, in);
+		uint8_t *a0 = gm_xmalloc(al), *a1 = gm_xmalloc(al);
+
+		memset(a0, 0, al);
+		memset(a1, 0, al);
+		gm_kernels_set_isa(GM_ISA_PORTABLE);
+		gm_qact_quantize(a0, wt, x, in);
+		for (v = 0; v < 2; v++) {
+			if (gm_kernels_set_isa(isas[v]))
+				continue;
+			gm_qact_quantize(a1, wt, x, in);
+			ok(!memcmp(a0, a1, al), "%s %s: the activations quantized in vectors are the portable bytes",
+			   gm_dtype_name(wt), gm_isa_name(isas[v]));
+		}
+		free(a0);
+		free(a1);
+	}
+	gm_kernels_set_isa(saved);
+	free(x);
+}
+
 static void test_kernels(void)
 {
 	static const enum gm_isa isas[] = { GM_ISA_PORTABLE, GM_ISA_AVX2, GM_ISA_AVX512 };
 	enum gm_isa saved = gm_kernels_isa();
-	/* 9 tokens: full tiles (8 with AVX-512, 4 with AVX2) and a lone token */
-	int64_t in = 768, rows = 37, n = 9, r, t, i;
-	float *x = gm_falloc((size_t)(n * in)), *wf = gm_falloc((size_t)(rows * in)), *xd = gm_falloc((size_t)in);
-	float *y1 = gm_falloc((size_t)(n * rows)), *y2 = gm_falloc((size_t)(n * rows));
+	/*
+	 * 9 tokens: full tiles (8 with AVX-512, 4 with AVX2) and a lone token;
+	 * then all 37 (more than GM_QMATMUL_SMALL: the panels of 16 rows, 37
+	 * rows leaving a short one), and 17 of them again over two row ranges.
+	 */
+	int64_t in = 768, rows = 37, n = 9, nbig = 37, r, t, i;
+	float *x = gm_falloc((size_t)(nbig * in)), *wf = gm_falloc((size_t)(rows * in)), *xd = gm_falloc((size_t)in);
+	float *y1 = gm_falloc((size_t)(nbig * rows)), *y2 = gm_falloc((size_t)(nbig * rows));
 	int k, v;
 
-	for (i = 0; i < n * in; i++)
+	for (i = 0; i < nbig * in; i++)
 		x[i] = nrand();
 	for (i = 0; i < rows * in; i++)
 		wf[i] = nrand() * 0.05f;
 	for (k = 0; k < NT; k++) {
 		enum gm_dtype wt = types[k];
 		size_t rb = gm_quant_row_bytes(wt, in), al = gm_qact_len(wt, in);
-		uint8_t *w = gm_xmalloc(rb * (size_t)rows), *xq = gm_xmalloc(al * (size_t)n);
+		uint8_t *w = gm_xmalloc(rb * (size_t)rows), *xq = gm_xmalloc(al * (size_t)nbig);
 		float *wd = gm_falloc((size_t)(rows * in));
 
 		for (r = 0; r < rows; r++) {
 			gm_quant_quantize(wt, wf + r * in, w + (size_t)r * rb, in);
 			gm_quant_dequantize(wt, w + (size_t)r * rb, wd + r * in, in);
 		}
-		for (t = 0; t < n; t++)
+		for (t = 0; t < nbig; t++)
 			gm_qact_quantize(xq + (size_t)t * al, wt, x + t * in, in);
 		for (v = 0; v < 3; v++) {
 			double worst = 0, worst_f = 0;
@@ -384,6 +427,31 @@ static void test_kernels(void)
 			   gm_isa_name(isas[v]), worst_f);
 			ok(same, "%s %s: gm_qmatvec and gm_qmatmul give the same bits", gm_dtype_name(wt),
 			   gm_isa_name(isas[v]));
+
+			/* many tokens */
+			worst = 0;
+			same = 1;
+			gm_qmatmul(y1, rows, xq, nbig, w, wt, in, 0, rows);
+			gm_qmatmul(y2, rows, xq + (size_t)20 * al, 17, w, wt, in, 21, rows);
+			gm_qmatmul(y2, rows, xq + (size_t)20 * al, 17, w, wt, in, 0, 21);
+			for (t = 0; t < nbig; t++) {
+				gm_qact_dequantize(xd, wt, xq + (size_t)t * al, in);
+				for (r = 0; r < rows; r++) {
+					double e = 0, mag = 0;
+
+					for (i = 0; i < in; i++) {
+						e += (double)wd[r * in + i] * xd[i];
+						mag += fabs((double)wd[r * in + i] * xd[i]);
+					}
+					worst = fmax(worst, fabs(y1[t * rows + r] - e) / mag);
+					if (t >= 20)
+						same &= y1[t * rows + r] == y2[(t - 20) * rows + r];
+				}
+			}
+			ok(worst < 2e-6, "%s %s: %lld tokens: the exact product within %.2g (< 2e-6)", gm_dtype_name(wt),
+			   gm_isa_name(isas[v]), (long long)nbig, worst);
+			ok(same, "%s %s: more than %d tokens: the same bits whatever n and the row range",
+			   gm_dtype_name(wt), gm_isa_name(isas[v]), GM_QMATMUL_SMALL);
 		}
 		free(w);
 		free(xq);
@@ -473,14 +541,22 @@ static void test_ops(void)
 		ok(max_rel(ya, yb, n * out) < 1e-2, "%s: gm_op_linear with a LoRA, %lld rows, within %.2g of f32 on W dequantized",
 		   gm_dtype_name(wt), (long long)n, max_rel(ya, yb, n * out));
 		{
-			/* the row of a decode step is the same bits as the row in the prompt */
+			/*
+			 * the row of a decode step is the same bits as the row in a
+			 * decode step of a few sequences (GM_QMATMUL_SMALL), and a few
+			 * ulp from it in a prompt (the panels, kernels.h)
+			 */
 			float *y1 = gm_falloc((size_t)out);
 			gm_op_linear_out o1 = { &tq, y1, out, NULL, 0 }, on = { &tq, ya, out, NULL, 0 };
 
 			gm_op_linear(o, x + 3 * in, in, 1, &o1, 1, 2);
-			gm_op_linear(o, x, in, n, &on, 1, 2);
+			gm_op_linear(o, x, in, GM_QMATMUL_SMALL, &on, 1, 2);
 			ok(!memcmp(y1, ya + 3 * out, (size_t)out * sizeof(float)),
-			   "%s: a decode row is bit-identical to the same row of a prompt", gm_dtype_name(wt));
+			   "%s: a decode row is bit-identical to the same row of %d sequences", gm_dtype_name(wt),
+			   GM_QMATMUL_SMALL);
+			gm_op_linear(o, x, in, n, &on, 1, 2);
+			ok(max_rel(y1, ya + 3 * out, out) < 1e-6, "%s: and within %.2g (< 1e-6) of the row in a prompt of %lld",
+			   gm_dtype_name(wt), max_rel(y1, ya + 3 * out, out), (long long)n);
 			free(y1);
 		}
 		{
@@ -658,6 +734,7 @@ int main(void)
 	test_hand_made();
 	test_round_trip();
 	test_llama_blocks();
+	test_qact_vectors();
 	test_kernels();
 	test_ops();
 	test_qlora(GM_DTYPE_Q8_0);
