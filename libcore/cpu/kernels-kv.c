@@ -214,6 +214,7 @@ static KV_INL KV_512 void scores_512_t(float *const *s, const float *const *q, i
 		for (j = 0; j < nq; j++) {
 			__m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
 
+#pragma GCC unroll 8
 			for (i = 0; i < d; i += 16) {
 				__mmask16 m = kv_mask(d - i);
 				__m512 x = _mm512_maskz_loadu_ps(m, q[j] + i);
@@ -245,15 +246,58 @@ static KV_INL KV_512 void scores_512_t(float *const *s, const float *const *q, i
 	}
 }
 
+/*
+ * 16-bit rows are converted to f32 once per call, a few keys at a time,
+ * rather than once per query: the same values, so the same bits.
+ */
+#define KV_CONV_FLOATS 4096
+
+static KV_INL KV_512 void kv_rows_f32(float *dst, const void *src, const enum gm_dtype t, int64_t n)
+{
+	int64_t i;
+
+	for (i = 0; i < n; i += 16)
+		_mm512_storeu_ps(dst + i, kv_ld16(src, t, i, kv_mask(n - i)));
+}
+
+/* The key (or value) rows per conversion chunk: at least one. */
+static int64_t kv_chunk_rows(int64_t d)
+{
+	return d >= KV_CONV_FLOATS ? 1 : KV_CONV_FLOATS / d;
+}
+
 static KV_512 void scores_512(float *const *s, const float *const *q, int nq, const void *k, enum gm_dtype kt,
 			      int64_t nk, int64_t d)
 {
-	if (kt == GM_DTYPE_BF16)
-		scores_512_t(s, q, nq, k, GM_DTYPE_BF16, nk, d);
-	else if (kt == GM_DTYPE_F16)
-		scores_512_t(s, q, nq, k, GM_DTYPE_F16, nk, d);
-	else
-		scores_512_t(s, q, nq, k, GM_DTYPE_F32, nk, d);
+	float buf[KV_CONV_FLOATS], *sc[GM_ATTN_MAXQ];
+	int64_t c, t0, rows = kv_chunk_rows(d);
+	int j;
+
+	if (kt == GM_DTYPE_F32 || d > KV_CONV_FLOATS || nq > GM_ATTN_MAXQ) {
+		if (kt == GM_DTYPE_BF16)
+			scores_512_t(s, q, nq, k, GM_DTYPE_BF16, nk, d);
+		else if (kt == GM_DTYPE_F16)
+			scores_512_t(s, q, nq, k, GM_DTYPE_F16, nk, d);
+		else
+			scores_512_t(s, q, nq, k, GM_DTYPE_F32, nk, d);
+		return;
+	}
+	for (t0 = 0; t0 < nk; t0 += rows) {
+		c = nk - t0 < rows ? nk - t0 : rows;
+		if (kt == GM_DTYPE_BF16)
+			kv_rows_f32(buf, kv_row(k, kt, d, t0), GM_DTYPE_BF16, c * d);
+		else
+			kv_rows_f32(buf, kv_row(k, kt, d, t0), GM_DTYPE_F16, c * d);
+		for (j = 0; j < nq; j++)
+			sc[j] = s[j] + t0;
+		/* the usual head sizes as constants: the loops unrolled, the masks gone */
+		if (d == 128)
+			scores_512_t(sc, q, nq, buf, GM_DTYPE_F32, c, 128);
+		else if (d == 64)
+			scores_512_t(sc, q, nq, buf, GM_DTYPE_F32, c, 64);
+		else
+			scores_512_t(sc, q, nq, buf, GM_DTYPE_F32, c, d);
+	}
 }
 
 /* Up to 128 output lanes of a query in registers while the keys stream by. */
@@ -270,17 +314,23 @@ static KV_INL KV_512 void accum_512_t(float *const *o, const float *const *p, in
 		for (j = 0; j < nq; j++) {
 			__m512 a[8];
 
+#pragma GCC unroll 8
+			for (c = 0; c < 8; c++)
+				a[c] = _mm512_setzero_ps(); /* (the unused ones: the compiler's flow analysis) */
+#pragma GCC unroll 8
 			for (c = 0; c < nv; c++)
 				a[c] = _mm512_maskz_loadu_ps(kv_mask(w - 16 * c), o[j] + i0 + 16 * c);
 			for (t = 0; t < nk; t++) {
 				const void *vr = kv_row(v, vt, d, t);
 				__m512 pv = _mm512_set1_ps(p[j][t]);
 
+#pragma GCC unroll 8
 				for (c = 0; c < nv; c++) {
 					i = i0 + 16 * c;
 					a[c] = _mm512_fmadd_ps(pv, kv_ld16(vr, vt, i, kv_mask(w - 16 * c)), a[c]);
 				}
 			}
+#pragma GCC unroll 8
 			for (c = 0; c < nv; c++)
 				_mm512_mask_storeu_ps(o[j] + i0 + 16 * c, kv_mask(w - 16 * c), a[c]);
 		}
@@ -290,12 +340,37 @@ static KV_INL KV_512 void accum_512_t(float *const *o, const float *const *p, in
 static KV_512 void accum_512(float *const *o, const float *const *p, int nq, const void *v, enum gm_dtype vt,
 			     int64_t nk, int64_t d)
 {
-	if (vt == GM_DTYPE_BF16)
-		accum_512_t(o, p, nq, v, GM_DTYPE_BF16, nk, d);
-	else if (vt == GM_DTYPE_F16)
-		accum_512_t(o, p, nq, v, GM_DTYPE_F16, nk, d);
-	else
-		accum_512_t(o, p, nq, v, GM_DTYPE_F32, nk, d);
+	float buf[KV_CONV_FLOATS];
+	const float *pc[GM_ATTN_MAXQ];
+	int64_t c, t0, rows = kv_chunk_rows(d);
+	int j;
+
+	if (vt == GM_DTYPE_F32 || d > KV_CONV_FLOATS || nq > GM_ATTN_MAXQ) {
+		if (vt == GM_DTYPE_BF16)
+			accum_512_t(o, p, nq, v, GM_DTYPE_BF16, nk, d);
+		else if (vt == GM_DTYPE_F16)
+			accum_512_t(o, p, nq, v, GM_DTYPE_F16, nk, d);
+		else
+			accum_512_t(o, p, nq, v, GM_DTYPE_F32, nk, d);
+		return;
+	}
+	/* the keys in order, chunk after chunk: each output lane's sum in the same order */
+	for (t0 = 0; t0 < nk; t0 += rows) {
+		c = nk - t0 < rows ? nk - t0 : rows;
+		if (vt == GM_DTYPE_BF16)
+			kv_rows_f32(buf, kv_row(v, vt, d, t0), GM_DTYPE_BF16, c * d);
+		else
+			kv_rows_f32(buf, kv_row(v, vt, d, t0), GM_DTYPE_F16, c * d);
+		for (j = 0; j < nq; j++)
+			pc[j] = p[j] + t0;
+		/* the usual head sizes as constants: the accumulators in registers */
+		if (d == 128)
+			accum_512_t(o, pc, nq, buf, GM_DTYPE_F32, c, 128);
+		else if (d == 64)
+			accum_512_t(o, pc, nq, buf, GM_DTYPE_F32, c, 64);
+		else
+			accum_512_t(o, pc, nq, buf, GM_DTYPE_F32, c, d);
+	}
 }
 #endif /* GM_KV_X86 */
 
