@@ -550,6 +550,10 @@ static INL TGT_512 void small_512_t(float *y, int64_t ldy, const float *x, int64
 			dot_512(y, ldy, w, wt, ldw, x, ldx, in, r, 1, 1);
 		return;
 	}
+	if (n == 2)
+		/* two tokens: 8 rows at a time (measured 1.8x faster than 4 on Zen 5, weights from memory) */
+		for (; r + 8 <= r1; r += 8)
+			dot_512(y, ldy, w, wt, ldw, x, ldx, in, r, 8, 2);
 	for (; r + 4 <= r1; r += 4) {
 		for (t = 0; t + 4 <= n; t += 4)
 			dot_512(y + t * ldy, ldy, w, wt, ldw, x + t * ldx, ldx, in, r, 4, 4);
