@@ -476,14 +476,19 @@ static float dot_portable(enum gm_dtype wt, const uint8_t *w, const void *xq, in
  * registers), the same code compiled for AVX-512 (32 registers) up to 8.
  */
 #define QT 8
-typedef void (*qtile_fn)(enum gm_dtype wt, const uint8_t *w, const void *const *xq, int T, int64_t nb, float *out);
+/* nr rows from w (rb bytes apart) against T tokens: y[t * ldy + i], i < nr (one call for many rows: no call per row). */
+typedef void (*qtile_fn)(enum gm_dtype wt, const uint8_t *w, size_t rb, int64_t nr, const void *const *xq, int T,
+			 int64_t nb, float *y, int64_t ldy);
 
-static void tile_portable(enum gm_dtype wt, const uint8_t *w, const void *const *xq, int T, int64_t nb, float *out)
+static void tile_portable(enum gm_dtype wt, const uint8_t *w, size_t rb, int64_t nr, const void *const *xq, int T,
+			  int64_t nb, float *y, int64_t ldy)
 {
+	int64_t i;
 	int t;
 
-	for (t = 0; t < T; t++)
-		out[t] = dot_portable(wt, w, xq[t], nb);
+	for (i = 0; i < nr; i++)
+		for (t = 0; t < T; t++)
+			y[t * ldy + i] = dot_portable(wt, w + (size_t)i * rb, xq[t], nb);
 }
 
 /* ---------------------------------------------------------------- x86: AVX2 (and AVX-512 VNNI) */
@@ -1038,30 +1043,44 @@ static INL TGT_Q5 void q6k_512(enum gm_dtype wt, const uint8_t *w, const void *c
 }
 
 /* One function per kernel, its token count a constant in each branch (at most 4, or 8 with AVX-512). */
+/* Rows of one tile kernel, T a constant. */
+#define TILE_ROWS(body, T)                                                                                    \
+	for (i = 0; i < nr; i++) {                                                                             \
+		body(wt, w + (size_t)i * rb, xq, T, nb, o);                                                    \
+		for (t = 0; t < T; t++)                                                                        \
+			y[t * ldy + i] = o[t];                                                                 \
+	}
+/* One function per kernel, its token count a constant in each branch (at most 4, or 8 with AVX-512). */
 #define TILE_FN(name, body, tgt)                                                                              \
-	static tgt void name(enum gm_dtype wt, const uint8_t *w, const void *const *xq, int T, int64_t nb,   \
-			     float *out)                                                                       \
+	static tgt void name(enum gm_dtype wt, const uint8_t *w, size_t rb, int64_t nr, const void *const *xq,  \
+			     int T, int64_t nb, float *y, int64_t ldy)                                         \
 	{                                                                                                      \
+		float o[QT];                                                                                   \
+		int64_t i;                                                                                     \
+		int t;                                                                                         \
 		switch (T) {                                                                                   \
-		case 1: body(wt, w, xq, 1, nb, out); break;                                                   \
-		case 2: body(wt, w, xq, 2, nb, out); break;                                                   \
-		case 3: body(wt, w, xq, 3, nb, out); break;                                                   \
-		default: body(wt, w, xq, 4, nb, out); break;                                                  \
+		case 1: TILE_ROWS(body, 1) break;                                                              \
+		case 2: TILE_ROWS(body, 2) break;                                                              \
+		case 3: TILE_ROWS(body, 3) break;                                                              \
+		default: TILE_ROWS(body, 4) break;                                                             \
 		}                                                                                              \
 	}
 #define TILE8_FN(name, body, tgt)                                                                             \
-	static tgt void name(enum gm_dtype wt, const uint8_t *w, const void *const *xq, int T, int64_t nb,   \
-			     float *out)                                                                       \
+	static tgt void name(enum gm_dtype wt, const uint8_t *w, size_t rb, int64_t nr, const void *const *xq,  \
+			     int T, int64_t nb, float *y, int64_t ldy)                                         \
 	{                                                                                                      \
+		float o[QT];                                                                                   \
+		int64_t i;                                                                                     \
+		int t;                                                                                         \
 		switch (T) {                                                                                   \
-		case 1: body(wt, w, xq, 1, nb, out); break;                                                   \
-		case 2: body(wt, w, xq, 2, nb, out); break;                                                   \
-		case 3: body(wt, w, xq, 3, nb, out); break;                                                   \
-		case 4: body(wt, w, xq, 4, nb, out); break;                                                   \
-		case 5: body(wt, w, xq, 5, nb, out); break;                                                   \
-		case 6: body(wt, w, xq, 6, nb, out); break;                                                   \
-		case 7: body(wt, w, xq, 7, nb, out); break;                                                   \
-		default: body(wt, w, xq, 8, nb, out); break;                                                  \
+		case 1: TILE_ROWS(body, 1) break;                                                              \
+		case 2: TILE_ROWS(body, 2) break;                                                              \
+		case 3: TILE_ROWS(body, 3) break;                                                              \
+		case 4: TILE_ROWS(body, 4) break;                                                              \
+		case 5: TILE_ROWS(body, 5) break;                                                              \
+		case 6: TILE_ROWS(body, 6) break;                                                              \
+		case 7: TILE_ROWS(body, 7) break;                                                              \
+		default: TILE_ROWS(body, 8) break;                                                             \
 		}                                                                                              \
 	}
 /* The 32-element kernels compiled once per type, so that no test on the type is left in their loops. */
@@ -1635,11 +1654,10 @@ void gm_qmatvec(float *y, const void *w, enum gm_dtype wt, const void *xq, int64
 	unsigned el, by;
 	int maxt;
 	qtile_fn f = pick(wt, &maxt);
-	int64_t r;
 
 	gm_dtype_block(wt, &el, &by);
-	for (r = r0; r < r1; r++)
-		f(wt, (const uint8_t *)w + (size_t)r * rb, &xq, 1, in / el, y + r);
+	if (r1 > r0)
+		f(wt, (const uint8_t *)w + (size_t)r0 * rb, rb, r1 - r0, &xq, 1, in / el, y + r0, 0);
 }
 
 /*
@@ -1657,7 +1675,7 @@ void gm_qmatmul(float *y, int64_t ldy, const void *xq, int64_t n, const void *w,
 	unsigned el, by;
 	int maxt;
 	qtile_fn f = pick(wt, &maxt);
-	int64_t ra, ta, r, t;
+	int64_t ra, ta, t;
 
 	gm_dtype_block(wt, &el, &by);
 #ifdef GM_X86
@@ -1674,6 +1692,17 @@ void gm_qmatmul(float *y, int64_t ldy, const void *xq, int64_t n, const void *w,
 		}
 	}
 #endif
+	if (n <= maxt) {
+		/* one group of tokens (decode): all the rows in one call, each read once */
+		const void *xs[QT];
+		int k;
+
+		for (k = 0; k < n; k++)
+			xs[k] = (const char *)xq + (size_t)k * al;
+		if (r1 > r0)
+			f(wt, (const uint8_t *)w + (size_t)r0 * rb, rb, r1 - r0, xs, (int)n, in / el, y + r0, ldy);
+		return;
+	}
 	for (ra = r0; ra < r1; ra += QM_ROWS) {
 		int64_t re = ra + QM_ROWS < r1 ? ra + QM_ROWS : r1;
 
@@ -1686,13 +1715,7 @@ void gm_qmatmul(float *y, int64_t ldy, const void *xq, int64_t n, const void *w,
 
 				for (k = 0; k < T; k++)
 					xs[k] = (const char *)xq + (size_t)(t + k) * al;
-				for (r = ra; r < re; r++) {
-					float o[QT];
-
-					f(wt, (const uint8_t *)w + (size_t)r * rb, xs, T, in / el, o);
-					for (k = 0; k < T; k++)
-						y[(t + k) * ldy + r] = o[k];
-				}
+				f(wt, (const uint8_t *)w + (size_t)ra * rb, rb, re - ra, xs, T, in / el, y + t * ldy + ra, ldy);
 			}
 		}
 	}
