@@ -21,6 +21,10 @@
  * in vector lanes by a fixed scheme (SIMD: 8 lanes a block with AVX2, 16
  * lanes a pair of blocks with AVX-512): within one variant the result of
  * a (row, token) never depends on the threads or on the other tokens.
+ * With AVX-512 VNNI, more than GM_QMATMUL_SMALL tokens (prompts) take the
+ * panels (16 rows unpacked once per call, one row per lane, see "Panels"
+ * below): their own fixed scheme, a few ulp from the other, again the
+ * same whatever the threads and the other tokens.
  */
 #include "cpu/kernels.h"
 
