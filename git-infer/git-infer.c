@@ -649,11 +649,12 @@ static int generate(struct session *s, const int32_t *ids, size_t n)
 	return 0;
 }
 
-static int encode(struct session *s, const char *text, size_t len, int32_t **ids, size_t *n)
+/* special: a raw prompt, with the post-processor's BOS/EOS (a rendered chat writes its own). */
+static int encode(struct session *s, const char *text, size_t len, int special, int32_t **ids, size_t *n)
 {
 	gm_error err = GM_ERROR_INIT;
 
-	if (gm_tokenizer_encode(s->tok, text, len, ids, n, &err))
+	if ((special ? gm_tokenizer_encode_special : gm_tokenizer_encode)(s->tok, text, len, ids, n, &err))
 		return gm_cmd_error(&err);
 	return 0;
 }
@@ -710,7 +711,7 @@ static int run_once(struct session *s)
 			gm_buf_reset(&text);
 			gm_buf_add(&text, rendered.buf, rendered.len);
 		}
-		if ((ret = encode(s, text.buf, text.len, &ids, &n)))
+		if ((ret = encode(s, text.buf, text.len, !io->chat, &ids, &n)))
 			goto out;
 	}
 	ret = generate(s, ids, n);
@@ -752,7 +753,7 @@ static int run_interactive(struct session *s)
 			continue;
 		json_object_array_add(messages, message("user", line));
 		count = json_object_array_length(messages);
-		if (render(s, messages, &rendered) || encode(s, rendered.buf, rendered.len, &ids, &n)) {
+		if (render(s, messages, &rendered) || encode(s, rendered.buf, rendered.len, 0, &ids, &n)) {
 			json_object_array_del_idx(messages, count - 1, 1);
 			continue;
 		}

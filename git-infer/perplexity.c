@@ -25,16 +25,14 @@
 #include "formats/gguf.h"
 #include "formats/model.h"
 
-/* BOS id when the model's tokenizer adds one (GGUF metadata), else -1. */
-static int64_t bos_added(const gm_model *m)
+/* The BOS id when the tokenizer adds one before a text (GGUF add_bos_token, Llama 3's post-processor), else -1. */
+static int64_t bos_added(const gm_tokenizer *tok)
 {
-	const gm_gguf *g = gm_weights_gguf(m->weights);
-	int add = 0;
+	const int32_t *pre, *suf;
+	size_t n_pre, n_suf;
 
-	if (!g || gm_gguf_find_kv(g, "tokenizer.ggml.add_bos_token") < 0 ||
-	    gm_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &add, NULL) || !add)
-		return -1;
-	return m->config.bos_token_id;
+	gm_tokenizer_template(tok, &pre, &n_pre, &suf, &n_suf);
+	return n_pre == 1 ? pre[0] : -1;
 }
 
 /* -log softmax(row)[target], in double. */
@@ -76,7 +74,7 @@ int gm_infer_perplexity(const char *model, const char *file, int n_ctx, int n_ba
 	    (ret = gm_tokenizer_encode(tok, text.buf, text.len, &ids, &n_ids, err)))
 		goto out;
 	n_vocab = (size_t)m->config.vocab_size;
-	bos = bos_added(m);
+	bos = bos_added(tok);
 	n_all = n_ids + (bos >= 0);
 	all = gm_xmalloc((n_all ? n_all : 1) * sizeof(*all));
 	if (bos >= 0)

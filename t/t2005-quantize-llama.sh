@@ -39,6 +39,23 @@ test_expect_success PYTHON3 'the same tokenizer and greedy continuations' '
 	done
 '
 
+# A raw prompt gets the BOS the tokenizer adds (its post-processor, and
+# add_bos_token in the GGUF), as transformers and llama.cpp encode it; a
+# chat's rendered template writes its own.
+test_expect_success PYTHON3 'a raw prompt starts with BOS (the post-processor, add_bos_token in the GGUF)' '
+	printf "Once upon a time" | git infer -m llama --tokenize >ids &&
+	bos_ids=4091,$(sed "s/[][ ]//g" ids) &&
+	for m in llama llama-BF16.gguf; do
+		git infer -m $m -p "Once upon a time" -n 0 --logits-out raw.out >/dev/null &&
+		git infer -m $m --prompt-ids $bos_ids -n 0 --logits-out bos.out >/dev/null &&
+		cmp raw.out bos.out || return 1
+	done &&
+	git infer -m "$POCKET" -p "Once upon a time" -n 0 --logits-out qraw.out >/dev/null &&
+	printf "Once upon a time" | git infer -m "$POCKET" --tokenize >qids &&
+	git infer -m "$POCKET" --prompt-ids $(sed "s/[][ ]//g" qids) -n 0 --logits-out qids.out >/dev/null &&
+	cmp qraw.out qids.out
+'
+
 test_expect_success PYTHON3 'llama3 rope scaling round-trips through rope_freqs.weight' '
 	git model quantize -q --type BF16 -o rope.gguf llama-rope &&
 	git infer -m llama-rope --prompt-ids $IDS -n 0 --logits-out rope-st.out >/dev/null &&

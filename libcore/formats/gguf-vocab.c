@@ -98,6 +98,92 @@ static json_object *string_len(const char *s, size_t len)
 	return json_object_new_string_len(s, (int)len);
 }
 
+/* A TemplateProcessing piece for token id (its text from the vocabulary), and its special_tokens entry. */
+static int template_token(const gm_gguf *g, int64_t id, json_object *single, json_object *specials, gm_error *err)
+{
+	json_object *piece = json_object_new_object(), *sp = json_object_new_object(), *e = json_object_new_object();
+	json_object *ids = json_object_new_array(), *toks = json_object_new_array();
+	const char *s;
+	size_t len;
+	char *name;
+	int ret;
+
+	if ((ret = gm_gguf_array_string(g, TOKENS, (uint64_t)id, &s, &len, err))) {
+		json_object_put(piece);
+		json_object_put(sp);
+		json_object_put(e);
+		json_object_put(ids);
+		json_object_put(toks);
+		return ret;
+	}
+	name = gm_xmalloc(len + 1);
+	memcpy(name, s, len);
+	name[len] = 0;
+	json_object_object_add(sp, "id", string_len(s, len));
+	json_object_object_add(sp, "type_id", json_object_new_int(0));
+	json_object_object_add(piece, "SpecialToken", sp);
+	json_object_array_add(single, piece);
+	json_object_object_add(e, "id", string_len(s, len));
+	json_object_array_add(ids, json_object_new_int64(id));
+	json_object_object_add(e, "ids", ids);
+	json_object_array_add(toks, string_len(s, len));
+	json_object_object_add(e, "tokens", toks);
+	json_object_object_add(specials, name, e);
+	free(name);
+	return 0;
+}
+
+/* Whether the bool key is there and true (absent: 0). */
+static int flag(const gm_gguf *g, const char *key)
+{
+	int v = 0;
+
+	return gm_gguf_find_kv(g, key) >= 0 && !gm_gguf_get_bool(g, key, &v, NULL) && v;
+}
+
+/*
+ * tokenizer.ggml.add_bos_token / add_eos_token as the post-processor
+ * tokenizers would have (TemplateProcessing: BOS $A EOS), so a raw prompt
+ * is encoded as llama.cpp encodes it (Llama 3: <|begin_of_text|> first).
+ */
+static int post_processor(const gm_gguf *g, json_object *root, uint64_t n_tokens, gm_error *err)
+{
+	int add_bos = flag(g, "tokenizer.ggml.add_bos_token"), add_eos = flag(g, "tokenizer.ggml.add_eos_token");
+	int64_t bos = -1, eos = -1;
+	json_object *pp, *single, *specials, *a, *seq;
+	int ret = 0;
+
+	if (add_bos && gm_gguf_find_kv(g, "tokenizer.ggml.bos_token_id") >= 0 &&
+	    (ret = gm_gguf_get_int(g, "tokenizer.ggml.bos_token_id", &bos, err)))
+		return ret;
+	if (add_eos && gm_gguf_find_kv(g, "tokenizer.ggml.eos_token_id") >= 0 &&
+	    (ret = gm_gguf_get_int(g, "tokenizer.ggml.eos_token_id", &eos, err)))
+		return ret;
+	if ((bos >= 0 && (uint64_t)bos >= n_tokens) || (eos >= 0 && (uint64_t)eos >= n_tokens))
+		return gm_error_set(err, GM_EFORMAT, "%s: the BOS or EOS token id is not in the vocabulary",
+				    gm_gguf_path(g));
+	if (bos < 0 && eos < 0)
+		return 0;
+	pp = json_object_new_object();
+	json_object_object_add(root, "post_processor", pp);
+	json_object_object_add(pp, "type", json_object_new_string("TemplateProcessing"));
+	single = json_object_new_array();
+	json_object_object_add(pp, "single", single);
+	specials = json_object_new_object();
+	json_object_object_add(pp, "special_tokens", specials);
+	if (bos >= 0 && (ret = template_token(g, bos, single, specials, err)))
+		return ret;
+	a = json_object_new_object();
+	seq = json_object_new_object();
+	json_object_object_add(seq, "id", json_object_new_string("A"));
+	json_object_object_add(seq, "type_id", json_object_new_int(0));
+	json_object_object_add(a, "Sequence", seq);
+	json_object_array_add(single, a);
+	if (eos >= 0 && (ret = template_token(g, eos, single, specials, err)))
+		return ret;
+	return 0;
+}
+
 static int build(const gm_gguf *g, size_t pre_i, json_object *root, gm_error *err)
 {
 	const char *path = gm_gguf_path(g);
@@ -191,7 +277,7 @@ static int build(const gm_gguf *g, size_t pre_i, json_object *root, gm_error *er
 	o = json_object_new_object();
 	json_object_object_add(o, "type", json_object_new_string("ByteLevel"));
 	json_object_object_add(root, "decoder", o);
-	return 0;
+	return post_processor(g, root, n, err);
 }
 
 int gm_gguf_tokenizer_json(const gm_gguf *g, gm_buf *out, gm_error *err)

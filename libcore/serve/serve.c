@@ -882,8 +882,9 @@ static int parse_prompt(gm_serve *s, json_object *req, struct job *j, struct api
 			v = first;
 	}
 	if (json_object_is_type(v, json_type_string)) {
-		if (gm_tokenizer_encode(s->tok, json_object_get_string(v), (size_t)json_object_get_string_len(v),
-					&j->prompt, &j->n_prompt, &err))
+		/* a raw prompt: the tokenizer's BOS where it adds one, as llama-server and vLLM encode it */
+		if (gm_tokenizer_encode_special(s->tok, json_object_get_string(v),
+						(size_t)json_object_get_string_len(v), &j->prompt, &j->n_prompt, &err))
 			return fail(e, 400, "prompt", "invalid_value", "%s", err.msg);
 		return 0;
 	}

@@ -223,6 +223,10 @@ struct gm_tokenizer {
 	pcre2_code *split[MAX_SPLITS];
 	int split_jit[MAX_SPLITS];
 	int n_split;
+
+	/* the post-processor's special tokens around a single sequence (add_special_tokens=True) */
+	int32_t tpl_pre[GM_TOKENIZER_MAX_TEMPLATE], tpl_suf[GM_TOKENIZER_MAX_TEMPLATE];
+	size_t n_pre, n_suf;
 };
 
 /* GPT-2's bytes_to_unicode: printable bytes stand for themselves, the
@@ -836,6 +840,72 @@ static int load_decoder(struct loader *l, json_object *dec)
 	return unsupported(l, "decoder '%s' is not supported (only ByteLevel)", type);
 }
 
+/*
+ * The post-processor: what encode(add_special_tokens=True) adds around a
+ * single sequence.  TemplateProcessing's "single" (Llama 3: <|begin_of_text|>
+ * $A), also inside a Sequence; ByteLevel adds nothing; other processors are
+ * ignored (nothing added), as before this was read.
+ */
+static int load_post_processor(struct loader *l, json_object *pp)
+{
+	const char *type = type_of(pp);
+	json_object *single, *specials;
+	size_t i, j, n;
+	int seen_a = 0;
+
+	if (!pp || !type)
+		return 0;
+	if (!strcmp(type, "Sequence")) {
+		json_object *list = get(pp, "processors");
+		int ret;
+
+		if (!list || !json_object_is_type(list, json_type_array))
+			return fmt_err(l, "post_processor Sequence has no \"processors\" array");
+		for (i = 0; i < json_object_array_length(list); i++)
+			if ((ret = load_post_processor(l, json_object_array_get_idx(list, i))))
+				return ret;
+		return 0;
+	}
+	if (strcmp(type, "TemplateProcessing"))
+		return 0;
+	single = get(pp, "single");
+	specials = get(pp, "special_tokens");
+	if (!single || !json_object_is_type(single, json_type_array))
+		return fmt_err(l, "TemplateProcessing has no \"single\" array");
+	n = json_object_array_length(single);
+	for (i = 0; i < n; i++) {
+		json_object *piece = json_object_array_get_idx(single, i), *sp = get(piece, "SpecialToken"), *v, *ids;
+		const char *name;
+
+		if (get(piece, "Sequence")) {
+			seen_a = 1;
+			continue;
+		}
+		if (!sp || !(v = get(sp, "id")) || !json_object_is_type(v, json_type_string))
+			return fmt_err(l, "TemplateProcessing: piece %zu of \"single\" is neither a Sequence nor a "
+				       "SpecialToken with an id", i);
+		name = json_object_get_string(v);
+		if (!specials || !(v = get(specials, name)) || !(ids = get(v, "ids")) ||
+		    !json_object_is_type(ids, json_type_array))
+			return fmt_err(l, "TemplateProcessing: special token '%s' has no ids in \"special_tokens\"",
+				       name);
+		for (j = 0; j < json_object_array_length(ids); j++) {
+			json_object *id = json_object_array_get_idx(ids, j);
+			int64_t x = json_object_get_int64(id);
+			size_t *cnt = seen_a ? &l->t->n_suf : &l->t->n_pre;
+			int32_t *dst = seen_a ? l->t->tpl_suf : l->t->tpl_pre;
+
+			if (!json_object_is_type(id, json_type_int) || x < 0 || x > INT32_MAX)
+				return fmt_err(l, "TemplateProcessing: special token '%s' has a bad id", name);
+			if (*cnt >= GM_TOKENIZER_MAX_TEMPLATE)
+				return unsupported(l, "TemplateProcessing adds more than %d special tokens on a side",
+						   GM_TOKENIZER_MAX_TEMPLATE);
+			dst[(*cnt)++] = (int32_t)x;
+		}
+	}
+	return 0;
+}
+
 /* The bytes a token decodes to, as tokenizers' ByteLevel decoder gives
  * them: each character mapped back to its byte, or, when one character is
  * not of the byte-level alphabet, the token's own UTF-8 as is. */
@@ -925,8 +995,9 @@ static int build(struct loader *l, json_object *root)
 	    (ret = load_decoder(l, get(root, "decoder"))) ||
 	    (ret = load_added(l, get(root, "added_tokens"), &max_id)))
 		return ret;
-	/* The post-processor only adds special tokens (and offsets): encoding
-	 * here is add_special_tokens=False, so it does not matter. */
+	/* the post-processor: special tokens for gm_tokenizer_encode_special (and offsets, not kept) */
+	if ((ret = load_post_processor(l, get(root, "post_processor"))))
+		return ret;
 	if (!byte_level)
 		return unsupported(l, "pre-tokenizer without ByteLevel is not supported (only byte-level BPE)");
 	if (l->strings.len > UINT32_MAX / 2)
@@ -934,6 +1005,12 @@ static int build(struct loader *l, json_object *root)
 
 	/* Per-id tables: model tokens first, added tokens override. */
 	t->n_ids = (size_t)max_id + 1;
+	for (i = 0; i < t->n_pre + t->n_suf; i++) {
+		int32_t id = i < t->n_pre ? t->tpl_pre[i] : t->tpl_suf[i - t->n_pre];
+
+		if ((size_t)id >= t->n_ids)
+			return fmt_err(l, "TemplateProcessing: special token id %d is not in the vocabulary", (int)id);
+	}
 	t->tok = gm_xcalloc(t->n_ids ? t->n_ids : 1, sizeof(*t->tok));
 	for (i = 0; i <= t->vocab.mask; i++) {
 		const struct str_slot *s = &t->vocab.slots[i];
@@ -1553,6 +1630,42 @@ static int split_added(struct enc *e, const struct added_set *set, const char *s
 	}
 	if (done < len)
 		return raw ? encode_raw_piece(e, s + done, len - done) : split_stage(e, 0, s + done, len - done);
+	return 0;
+}
+
+void gm_tokenizer_template(const gm_tokenizer *t, const int32_t **pre, size_t *n_pre, const int32_t **suf,
+			   size_t *n_suf)
+{
+	*pre = t->tpl_pre;
+	*n_pre = t->n_pre;
+	*suf = t->tpl_suf;
+	*n_suf = t->n_suf;
+}
+
+int gm_tokenizer_encode_special(const gm_tokenizer *t, const char *text, size_t len, int32_t **ids, size_t *n_ids,
+				gm_error *err)
+{
+	int32_t *body, *all;
+	size_t n;
+	int ret;
+
+	if ((ret = gm_tokenizer_encode(t, text, len, &body, &n, err))) {
+		*ids = NULL;
+		*n_ids = 0;
+		return ret;
+	}
+	if (!t->n_pre && !t->n_suf) {
+		*ids = body;
+		*n_ids = n;
+		return 0;
+	}
+	all = gm_xmalloc((t->n_pre + n + t->n_suf) * sizeof(*all));
+	memcpy(all, t->tpl_pre, t->n_pre * sizeof(*all));
+	memcpy(all + t->n_pre, body, n * sizeof(*all));
+	memcpy(all + t->n_pre + n, t->tpl_suf, t->n_suf * sizeof(*all));
+	free(body);
+	*ids = all;
+	*n_ids = t->n_pre + n + t->n_suf;
 	return 0;
 }
 

@@ -598,6 +598,37 @@ static void test_errors(void)
 	ret = LOAD("{" DEC PRE BPE("", "") "}");
 	ok(!ret, "an empty vocabulary loads%s%s", ret ? ": " : "", ret ? err.msg : "");
 	gm_tokenizer_free(t);
+	/* the post-processor's special tokens (Llama 3: BOS $A, inside a Sequence with ByteLevel) */
+#define TPL(single, specials)                                                                           \
+	"\"post_processor\": {\"type\": \"Sequence\", \"processors\": [{\"type\": \"ByteLevel\"}, "       \
+	"{\"type\": \"TemplateProcessing\", \"single\": [" single "], \"special_tokens\": {" specials "}}]}, "
+#define SPECIAL(name) "{\"SpecialToken\": {\"id\": \"" name "\", \"type_id\": 0}}"
+#define SEQ_A "{\"Sequence\": {\"id\": \"A\", \"type_id\": 0}}"
+	ret = LOAD("{" DEC PRE TPL(SPECIAL("<s>") ", " SEQ_A ", " SPECIAL("</s>"),
+				   "\"<s>\": {\"id\": \"<s>\", \"ids\": [3], \"tokens\": [\"<s>\"]}, "
+				   "\"</s>\": {\"id\": \"</s>\", \"ids\": [4], \"tokens\": [\"</s>\"]}")
+		   BPE("\"a\": 0, \"b\": 1, \"ab\": 2, \"<s>\": 3, \"</s>\": 4", "\"a b\"") "}");
+	ok(!ret, "a TemplateProcessing post-processor loads%s%s", ret ? ": " : "", ret ? err.msg : "");
+	if (!ret) {
+		int32_t *ids = NULL;
+		size_t n = 0;
+
+		ok(ENCODES_TO(t, "ab", 2), "encode adds no special token");
+		ret = gm_tokenizer_encode_special(t, "abab", 4, &ids, &n, &err);
+		ok(!ret && n == 4 && ids[0] == 3 && ids[1] == 2 && ids[2] == 2 && ids[3] == 4,
+		   "encode_special puts the template's tokens around the text (add_special_tokens=True)");
+		free(ids);
+		gm_tokenizer_free(t);
+	}
+	ret = LOAD("{" DEC PRE TPL(SPECIAL("<s>") ", " SEQ_A, "\"<s>\": {\"id\": \"<s>\", \"ids\": [9]}")
+		   BPE("\"a\": 0", "") "}");
+	ok_error(ret, &err, GM_EFORMAT, "special token id 9 is not in the vocabulary",
+		 "a template token outside the vocabulary is refused");
+	ret = LOAD("{" DEC PRE TPL(SPECIAL("<s>") ", " SEQ_A, "") BPE("\"a\": 0", "") "}");
+	ok_error(ret, &err, GM_EFORMAT, "special token '<s>' has no ids", "a template token without ids is refused");
+#undef TPL
+#undef SPECIAL
+#undef SEQ_A
 #undef SPLIT
 #undef BPE
 #undef PRE
