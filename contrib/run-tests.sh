@@ -20,6 +20,7 @@ if [ -f test-suite.log ]; then
 		     }
 		     /^not ok /{ flush(); show = 1; print; next }
 		     show && /^#/{ b[++n] = $0; next }
+		     show && /^(FAIL|ERROR|XPASS): /{ next }
 		     { flush(); show = 0 }
 		     END { flush() }' test-suite.log
 	fi

@@ -334,7 +334,7 @@ int cmd_add(int argc, const char **argv)
 	};
 	const struct gm_cmd_info cmd = { "git adapter add", "git-adapter", add_usage, options };
 	gm_error err = GM_ERROR_INIT;
-	gm_adapter_origin origin = { "imported", NULL, NULL };
+	gm_adapter_origin origin = { "imported", NULL, NULL, NULL };
 	gm_adapter_entry e;
 	gm_buf msg = GM_BUF_INIT;
 	char *dir, nm[GM_ADAPTER_NAME_MAX + 1];

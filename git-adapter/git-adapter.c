@@ -473,7 +473,7 @@ static int sparsify_into_model(const char *model, const char *src_arg, const gm_
 			       const char *name, int no_commit)
 {
 	gm_error err = GM_ERROR_INIT;
-	gm_adapter_origin origin = { "sparsified", src_arg, NULL };
+	gm_adapter_origin origin = { "sparsified", src_arg, NULL, NULL };
 	gm_adapter_entry e;
 	gm_sparse_stats st;
 	gm_buf scratch = GM_BUF_INIT, msg = GM_BUF_INIT, nm = GM_BUF_INIT;

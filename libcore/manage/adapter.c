@@ -297,6 +297,8 @@ int gm_adapter_write_info(const char *dir, const gm_adapter_origin *origin, gm_e
 	int ret;
 
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
+	if (origin && origin->created)
+		snprintf(when, sizeof(when), "%s", origin->created);
 	json_object_object_add(o, "kind", json_object_new_string(origin && origin->kind ? origin->kind : "imported"));
 	if (origin && origin->source)
 		json_object_object_add(o, "source", json_object_new_string(origin->source));
@@ -420,7 +422,7 @@ int gm_adapter_add(const char *model_dir, const char *src, const char *name, con
 		   gm_adapter_entry *out, gm_error *err)
 {
 	gm_adapter_entry *v, e;
-	gm_adapter_origin own = { "imported", NULL, NULL };
+	gm_adapter_origin own = { "imported", NULL, NULL, NULL };
 	gm_repo *r = NULL;
 	size_t i, n;
 	char *root = NULL, *tmp = NULL, dirname[GM_ADAPTER_NAME_MAX + 16], head[GM_REPO_OID_HEXLEN + 1];

@@ -44,6 +44,7 @@ typedef struct gm_adapter_origin {
 	const char *kind;          /* "imported", "trained", "sparsified", "renamed"... */
 	const char *source;        /* a path or description; may be NULL */
 	const char *base_revision; /* the model's commit when it was made; may be NULL */
+	const char *created;       /* "YYYY-MM-DDTHH:MM:SSZ"; NULL: now */
 } gm_adapter_origin;
 
 /* An adapter's scale ("1.5", "-0.5"): a number that is finite as a float,

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "manage/adapter.h"
 #include "base/buf.h"
@@ -194,17 +195,25 @@ static int tag_checkpoint_again(gm_trainrepo *t, const char *state, const char *
  */
 static int finish_again(gm_trainrepo *t, const char *dir, const char *hex, gm_error *err)
 {
-	gm_adapter_origin origin = { "trained", t->branch, t->base };
+	gm_adapter_origin origin = { "trained", t->branch, t->base, NULL };
+	gm_adapter_info tip;
 	gm_adapter_entry e;
 	gm_buf rel = GM_BUF_INIT, msg = GM_BUF_INIT;
 	char commit[GM_REPO_OID_HEXLEN + 1];
 	const char *dirs[1];
 	int ret;
 
+	/* the same git-model.json as the tip's, its time included */
+	if (gm_adapter_info_load(dir, &tip, NULL))
+		memset(&tip, 0, sizeof(tip));
+	origin.created = tip.created;
 	/* gm_adapter_add also completes an add that was killed before its commit */
-	if (gm_adapter_add(t->model_dir, dir, t->name, &origin, &e, NULL))
+	if (gm_adapter_add(t->model_dir, dir, t->name, &origin, &e, NULL)) {
+		gm_adapter_info_release(&tip);
 		return gm_error_set(err, GM_ENOENT, "the tip of %s (%.12s) is not a checkpoint: that run is "
 				    "finished", t->branch, hex);
+	}
+	gm_adapter_info_release(&tip);
 	gm_info("the run on %s finished, but was killed before its adapter was committed here: committing it",
 		t->branch);
 	gm_buf_addf(&rel, "%s/%s", GM_ADAPTER_DIR, e.dirname);
@@ -305,11 +314,18 @@ int gm_trainrepo_finish(gm_trainrepo *t, const char *adapter_dir, const char *me
 			gm_error *err)
 {
 	static const char *const checkpoint_only[] = { "optimizer.safetensors", GM_TRAIN_STATE_FILE, NULL };
-	gm_adapter_origin origin = { "trained", t->branch, t->base };
+	gm_adapter_origin origin = { "trained", t->branch, t->base, NULL };
 	gm_adapter_entry e;
 	gm_buf rel = GM_BUF_INIT;
 	const char *dirs[1];
 	int ret, had_checkpoints = branch_exists(t);
+	char when[32];
+	time_t now = time(NULL);
+	struct tm tm;
+
+	/* one time for both commits: the branch's adapter and the current branch's are the same files */
+	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
+	origin.created = when;
 
 	if ((ret = gm_adapter_write_info(adapter_dir, &origin, err)) ||
 	    (ret = commit_dir(t, adapter_dir, had_checkpoints ? checkpoint_only : NULL, message, NULL, err)))
