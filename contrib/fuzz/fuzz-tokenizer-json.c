@@ -54,6 +54,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		for (j = 0; j < n; j++)
 			CHECK(ids[j] >= 0 && (size_t)ids[j] < n_tokens);
+		{
+			/* add_special_tokens=True: the post-processor's tokens around the same ids */
+			const int32_t *pre, *suf;
+			size_t n_pre, n_suf, n2 = 0;
+			int32_t *ids2 = NULL;
+
+			gm_tokenizer_template(t, &pre, &n_pre, &suf, &n_suf);
+			CHECK(!gm_tokenizer_encode_special(t, texts[i], strlen(texts[i]), &ids2, &n2, &err));
+			CHECK(n2 == n_pre + n + n_suf);
+			CHECK(!memcmp(ids2, pre, n_pre * sizeof(*ids2)));
+			CHECK(!memcmp(ids2 + n_pre, ids, n * sizeof(*ids2)));
+			CHECK(!memcmp(ids2 + n_pre + n, suf, n_suf * sizeof(*ids2)));
+			for (j = 0; j < n_pre + n_suf; j++)
+				CHECK((size_t)(j < n_pre ? pre[j] : suf[j - n_pre]) < n_tokens);
+			free(ids2);
+		}
 		CHECK(!gm_tokenizer_decode(t, ids, n, 0, &out, &err));
 		CHECK(fuzz_utf8_valid((const uint8_t *)out.buf, out.len));
 		gm_buf_reset(&out);

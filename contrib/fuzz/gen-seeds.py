@@ -122,6 +122,16 @@ def tokenizer_seeds():
             {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False}]})))
     put("tokenizer-json", "bad-merge.json",
         js(dict(small, model=dict(small["model"], merges=[["zz", "qq"]]))))
+    # Llama 3's post-processor: BOS before a text (gm_tokenizer_encode_special)
+    eot = added[0]
+    put("tokenizer-json", "valid-template-bos.json",
+        js(dict(small, post_processor={"type": "Sequence", "processors": [
+            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False},
+            {"type": "TemplateProcessing",
+             "single": [{"SpecialToken": {"id": eot["content"], "type_id": 0}},
+                        {"Sequence": {"id": "A", "type_id": 0}}],
+             "special_tokens": {eot["content"]: {"id": eot["content"], "ids": [eot["id"]],
+                                                 "tokens": [eot["content"]]}}}]})))
 
     clear("tokenizer-text")
     texts = []
