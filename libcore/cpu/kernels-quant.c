@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/buf.h"
 #include "formats/quant.h"
 
 #if (defined(__x86_64__) || defined(__i386__)) && !defined(GM_NO_SIMD)
@@ -111,7 +112,7 @@ size_t gm_qact_len(enum gm_dtype wt, int64_t in)
 }
 
 /* The offset of wt's quants over 8 (sum (q - off) a = sum q a - off / 8 (8 lanes' sum a)); Q8_0 as unsigned q + 128. */
-static int qa_bias_k(enum gm_dtype wt)
+static inline int qa_bias_k(enum gm_dtype wt)
 {
 	return wt == GM_DTYPE_Q4_0 ? 1 : wt == GM_DTYPE_Q5_0 ? 2 : wt == GM_DTYPE_Q8_0 ? 16 : 0;
 }
@@ -1046,7 +1047,6 @@ static INL TGT_Q5 void q6k_512(enum gm_dtype wt, const uint8_t *w, const void *c
 		out[t] = _mm512_reduce_add_ps(acc[t]);
 }
 
-/* One function per kernel, its token count a constant in each branch (at most 4, or 8 with AVX-512). */
 /* Rows of one tile kernel, T a constant. */
 #define TILE_ROWS(body, T)                                                                                    \
 	for (i = 0; i < nr; i++) {                                                                             \
@@ -1131,13 +1131,6 @@ struct qpanel {
 	float mw[QP_ROWS];         /* the min (Q4_1, Q5_1) */
 };
 
-static inline int64_t qp_min(int64_t a, int64_t b)
-{
-	return a < b ? a : b;
-}
-
-#define QP_OFF(wt) ((wt) == GM_DTYPE_Q4_0 ? 8 : (wt) == GM_DTYPE_Q5_0 ? 16 : (wt) == GM_DTYPE_Q8_0 ? 128 : 0)
-
 /* The [k][row][4] interleaving of 16 rows' quants (tmp: [row][groups * 4] bytes). */
 static INL TGT_Q5 void qp_interleave(uint8_t (*out)[QP_ROWS * 4], const uint32_t *tmp, int groups)
 {
@@ -1204,7 +1197,7 @@ static INL TGT_Q5 void qpanel_tile(enum gm_dtype wt, const struct qpanel *pn, co
 			wk[k] = _mm512_loadu_si512(p->w[k]);
 #pragma GCC unroll 8
 		for (t = 0; t < T; t++)
-			isum[t] = _mm512_set1_epi32(-QP_OFF(wt) * a[t][b].s);
+			isum[t] = _mm512_set1_epi32(-8 * qa_bias_k(wt) * a[t][b].s); /* the offset: 8, 16, 128 */
 #pragma GCC unroll 8
 		for (k = 0; k < 8; k++) {
 #pragma GCC unroll 8
@@ -1433,30 +1426,30 @@ static INL TGT_Q5 void qpanel_matmul(enum gm_dtype wt, float *y, int64_t ldy, co
 	int i, k;
 
 	for (rc = r0; rc < r1; rc += QP_TILES * QP_ROWS) {
-		int tiles = (int)((qp_min(r1 - rc, QP_TILES * QP_ROWS) + QP_ROWS - 1) / QP_ROWS);
+		int tiles = (int)((gm_imin64(r1 - rc, QP_TILES * QP_ROWS) + QP_ROWS - 1) / QP_ROWS);
 
 		for (i = 0; i < tiles; i++) {
 			int nr;
 
 			r = rc + (int64_t)i * QP_ROWS;
-			nr = (int)qp_min(QP_ROWS, r1 - r);
+			nr = (int)gm_imin64(QP_ROWS, r1 - r);
 			if (is_k(wt))
 				qkpanel_build(wt, (struct qkpanel *)pn + i * nb, w + (size_t)r * rb, rb, nr, nb);
 			else
 				qpanel_build(wt, (struct qpanel *)pn + i * nb, w + (size_t)r * rb, rb, nr, nb);
 		}
 		for (ta = 0; ta < n; ta += QP_TOKS) {
-			int64_t te = qp_min(ta + QP_TOKS, n);
+			int64_t te = gm_imin64(ta + QP_TOKS, n);
 
 			for (i = 0; i < tiles; i++) {
 				int nr;
 
 				r = rc + (int64_t)i * QP_ROWS;
-				nr = (int)qp_min(QP_ROWS, r1 - r);
+				nr = (int)gm_imin64(QP_ROWS, r1 - r);
 				for (t = ta; t < te; t += tmax) {
 					const void *a[QT];
 					float *yt = y + t * ldy + r;
-					int T = (int)qp_min(tmax, te - t);
+					int T = (int)gm_imin64(tmax, te - t);
 
 					for (k = 0; k < T; k++)
 						a[k] = (const char *)xq + (size_t)(t + k) * al;
