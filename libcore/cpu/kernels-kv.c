@@ -266,40 +266,6 @@ static int64_t kv_chunk_rows(int64_t d)
 	return d >= KV_CONV_FLOATS ? 1 : KV_CONV_FLOATS / d;
 }
 
-static KV_512 void scores_512(float *const *s, const float *const *q, int nq, const void *k, enum gm_dtype kt,
-			      int64_t nk, int64_t d)
-{
-	float buf[KV_CONV_FLOATS], *sc[GM_ATTN_MAXQ];
-	int64_t c, t0, rows = kv_chunk_rows(d);
-	int j;
-
-	if (kt == GM_DTYPE_F32 || d > KV_CONV_FLOATS || nq > GM_ATTN_MAXQ) {
-		if (kt == GM_DTYPE_BF16)
-			scores_512_t(s, q, nq, k, GM_DTYPE_BF16, nk, d);
-		else if (kt == GM_DTYPE_F16)
-			scores_512_t(s, q, nq, k, GM_DTYPE_F16, nk, d);
-		else
-			scores_512_t(s, q, nq, k, GM_DTYPE_F32, nk, d);
-		return;
-	}
-	for (t0 = 0; t0 < nk; t0 += rows) {
-		c = nk - t0 < rows ? nk - t0 : rows;
-		if (kt == GM_DTYPE_BF16)
-			kv_rows_f32(buf, kv_row(k, kt, d, t0), GM_DTYPE_BF16, c * d);
-		else
-			kv_rows_f32(buf, kv_row(k, kt, d, t0), GM_DTYPE_F16, c * d);
-		for (j = 0; j < nq; j++)
-			sc[j] = s[j] + t0;
-		/* the usual head sizes as constants: the loops unrolled, the masks gone */
-		if (d == 128)
-			scores_512_t(sc, q, nq, buf, GM_DTYPE_F32, c, 128);
-		else if (d == 64)
-			scores_512_t(sc, q, nq, buf, GM_DTYPE_F32, c, 64);
-		else
-			scores_512_t(sc, q, nq, buf, GM_DTYPE_F32, c, d);
-	}
-}
-
 /* Up to 128 output lanes of a query in registers while the keys stream by. */
 static KV_INL KV_512 void accum_512_t(float *const *o, const float *const *p, int nq, const void *v,
 				       const enum gm_dtype vt, int64_t nk, int64_t d)
@@ -337,40 +303,65 @@ static KV_INL KV_512 void accum_512_t(float *const *o, const float *const *p, in
 	}
 }
 
+/* scores_512_t (acc 0: out s, in q) or accum_512_t (acc 1: out o, in p) on rows of type t, d constant where inlined. */
+#define KV_KERNEL(acc, out, in, rows, t, n, d)                                                                \
+	((acc) ? accum_512_t(out, in, nq, rows, t, n, d) : scores_512_t(out, in, nq, rows, t, n, d))
+
+/*
+ * Either kernel over nk rows (keys or values) of type rt: 16-bit rows are
+ * converted to f32 a chunk at a time (the scores' outputs, or the
+ * accumulation's weights, moved along with the chunk), the usual head
+ * sizes as constants: the loops unrolled, the masks gone, the
+ * accumulators in registers.  The keys in order, chunk after chunk: each
+ * output lane's sum in the same order as without chunks.
+ */
+static KV_INL KV_512 void kv_chunks_512(const int acc, float *const *out, const float *const *in, int nq,
+					const void *rows, enum gm_dtype rt, int64_t nk, int64_t d)
+{
+	float buf[KV_CONV_FLOATS], *oc[GM_ATTN_MAXQ];
+	const float *ic[GM_ATTN_MAXQ];
+	int64_t c, t0, per = kv_chunk_rows(d);
+	int j;
+
+	if (rt == GM_DTYPE_F32 || d > KV_CONV_FLOATS || nq > GM_ATTN_MAXQ) {
+		if (rt == GM_DTYPE_BF16)
+			KV_KERNEL(acc, out, in, rows, GM_DTYPE_BF16, nk, d);
+		else if (rt == GM_DTYPE_F16)
+			KV_KERNEL(acc, out, in, rows, GM_DTYPE_F16, nk, d);
+		else
+			KV_KERNEL(acc, out, in, rows, GM_DTYPE_F32, nk, d);
+		return;
+	}
+	for (t0 = 0; t0 < nk; t0 += per) {
+		c = nk - t0 < per ? nk - t0 : per;
+		if (rt == GM_DTYPE_BF16)
+			kv_rows_f32(buf, kv_row(rows, rt, d, t0), GM_DTYPE_BF16, c * d);
+		else
+			kv_rows_f32(buf, kv_row(rows, rt, d, t0), GM_DTYPE_F16, c * d);
+		for (j = 0; j < nq; j++) {
+			oc[j] = acc ? out[j] : out[j] + t0;
+			ic[j] = acc ? in[j] + t0 : in[j];
+		}
+		if (d == 128)
+			KV_KERNEL(acc, oc, ic, buf, GM_DTYPE_F32, c, 128);
+		else if (d == 64)
+			KV_KERNEL(acc, oc, ic, buf, GM_DTYPE_F32, c, 64);
+		else
+			KV_KERNEL(acc, oc, ic, buf, GM_DTYPE_F32, c, d);
+	}
+}
+#undef KV_KERNEL
+
+static KV_512 void scores_512(float *const *s, const float *const *q, int nq, const void *k, enum gm_dtype kt,
+			      int64_t nk, int64_t d)
+{
+	kv_chunks_512(0, s, q, nq, k, kt, nk, d);
+}
+
 static KV_512 void accum_512(float *const *o, const float *const *p, int nq, const void *v, enum gm_dtype vt,
 			     int64_t nk, int64_t d)
 {
-	float buf[KV_CONV_FLOATS];
-	const float *pc[GM_ATTN_MAXQ];
-	int64_t c, t0, rows = kv_chunk_rows(d);
-	int j;
-
-	if (vt == GM_DTYPE_F32 || d > KV_CONV_FLOATS || nq > GM_ATTN_MAXQ) {
-		if (vt == GM_DTYPE_BF16)
-			accum_512_t(o, p, nq, v, GM_DTYPE_BF16, nk, d);
-		else if (vt == GM_DTYPE_F16)
-			accum_512_t(o, p, nq, v, GM_DTYPE_F16, nk, d);
-		else
-			accum_512_t(o, p, nq, v, GM_DTYPE_F32, nk, d);
-		return;
-	}
-	/* the keys in order, chunk after chunk: each output lane's sum in the same order */
-	for (t0 = 0; t0 < nk; t0 += rows) {
-		c = nk - t0 < rows ? nk - t0 : rows;
-		if (vt == GM_DTYPE_BF16)
-			kv_rows_f32(buf, kv_row(v, vt, d, t0), GM_DTYPE_BF16, c * d);
-		else
-			kv_rows_f32(buf, kv_row(v, vt, d, t0), GM_DTYPE_F16, c * d);
-		for (j = 0; j < nq; j++)
-			pc[j] = p[j] + t0;
-		/* the usual head sizes as constants: the accumulators in registers */
-		if (d == 128)
-			accum_512_t(o, pc, nq, buf, GM_DTYPE_F32, c, 128);
-		else if (d == 64)
-			accum_512_t(o, pc, nq, buf, GM_DTYPE_F32, c, 64);
-		else
-			accum_512_t(o, pc, nq, buf, GM_DTYPE_F32, c, d);
-	}
+	kv_chunks_512(1, o, p, nq, v, vt, nk, d);
 }
 #endif /* GM_KV_X86 */
 
