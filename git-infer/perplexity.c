@@ -22,7 +22,6 @@
 #include "base/fs.h"
 #include "engine/forward.h"
 #include "engine/modelfiles.h"
-#include "formats/gguf.h"
 #include "formats/model.h"
 
 /* The BOS id when the tokenizer adds one before a text (GGUF add_bos_token, Llama 3's post-processor), else -1. */

@@ -101,33 +101,31 @@ static json_object *string_len(const char *s, size_t len)
 /* A TemplateProcessing piece for token id (its text from the vocabulary), and its special_tokens entry. */
 static int template_token(const gm_gguf *g, int64_t id, json_object *single, json_object *specials, gm_error *err)
 {
-	json_object *piece = json_object_new_object(), *sp = json_object_new_object(), *e = json_object_new_object();
-	json_object *ids = json_object_new_array(), *toks = json_object_new_array();
+	json_object *piece, *sp, *e, *ids, *toks;
 	const char *s;
 	size_t len;
 	char *name;
 	int ret;
 
-	if ((ret = gm_gguf_array_string(g, TOKENS, (uint64_t)id, &s, &len, err))) {
-		json_object_put(piece);
-		json_object_put(sp);
-		json_object_put(e);
-		json_object_put(ids);
-		json_object_put(toks);
+	if ((ret = gm_gguf_array_string(g, TOKENS, (uint64_t)id, &s, &len, err)))
 		return ret;
-	}
+	sp = json_object_new_object();
+	json_object_object_add(sp, "id", string_len(s, len));
+	json_object_object_add(sp, "type_id", json_object_new_int(0));
+	piece = json_object_new_object();
+	json_object_object_add(piece, "SpecialToken", sp);
+	json_object_array_add(single, piece);
+	ids = json_object_new_array();
+	json_object_array_add(ids, json_object_new_int64(id));
+	toks = json_object_new_array();
+	json_object_array_add(toks, string_len(s, len));
+	e = json_object_new_object();
+	json_object_object_add(e, "id", string_len(s, len));
+	json_object_object_add(e, "ids", ids);
+	json_object_object_add(e, "tokens", toks);
 	name = gm_xmalloc(len + 1);
 	memcpy(name, s, len);
 	name[len] = 0;
-	json_object_object_add(sp, "id", string_len(s, len));
-	json_object_object_add(sp, "type_id", json_object_new_int(0));
-	json_object_object_add(piece, "SpecialToken", sp);
-	json_object_array_add(single, piece);
-	json_object_object_add(e, "id", string_len(s, len));
-	json_object_array_add(ids, json_object_new_int64(id));
-	json_object_object_add(e, "ids", ids);
-	json_object_array_add(toks, string_len(s, len));
-	json_object_object_add(e, "tokens", toks);
 	json_object_object_add(specials, name, e);
 	free(name);
 	return 0;
