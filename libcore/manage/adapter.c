@@ -296,9 +296,10 @@ int gm_adapter_write_info(const char *dir, const gm_adapter_origin *origin, gm_e
 	char *path;
 	int ret;
 
-	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
 	if (origin && origin->created)
 		snprintf(when, sizeof(when), "%s", origin->created);
+	else
+		strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
 	json_object_object_add(o, "kind", json_object_new_string(origin && origin->kind ? origin->kind : "imported"));
 	if (origin && origin->source)
 		json_object_object_add(o, "source", json_object_new_string(origin->source));

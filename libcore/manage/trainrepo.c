@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "manage/adapter.h"
 #include "base/buf.h"
@@ -187,6 +186,25 @@ static int tag_checkpoint_again(gm_trainrepo *t, const char *state, const char *
 }
 
 /*
+ * The branch's finished adapter (dir) added to the current branch, as git
+ * adapter add would, with the same git-model.json: its time included, so
+ * the two commits hold the same files.
+ */
+static int add_here(gm_trainrepo *t, const char *dir, gm_adapter_entry *e, gm_error *err)
+{
+	gm_adapter_origin origin = { "trained", t->branch, t->base, NULL };
+	gm_adapter_info info;
+	int ret;
+
+	if (gm_adapter_info_load(dir, &info, NULL))
+		memset(&info, 0, sizeof(info));
+	origin.created = info.created;
+	ret = gm_adapter_add(t->model_dir, dir, t->name, &origin, e, err);
+	gm_adapter_info_release(&info);
+	return ret;
+}
+
+/*
  * The tip of the branch is the finished adapter.  When the current branch
  * has not committed it, the run was killed between its last commit on the
  * branch and committing the adapter here (gm_trainrepo_finish): that is
@@ -195,25 +213,16 @@ static int tag_checkpoint_again(gm_trainrepo *t, const char *state, const char *
  */
 static int finish_again(gm_trainrepo *t, const char *dir, const char *hex, gm_error *err)
 {
-	gm_adapter_origin origin = { "trained", t->branch, t->base, NULL };
-	gm_adapter_info tip;
 	gm_adapter_entry e;
 	gm_buf rel = GM_BUF_INIT, msg = GM_BUF_INIT;
 	char commit[GM_REPO_OID_HEXLEN + 1];
 	const char *dirs[1];
 	int ret;
 
-	/* the same git-model.json as the tip's, its time included */
-	if (gm_adapter_info_load(dir, &tip, NULL))
-		memset(&tip, 0, sizeof(tip));
-	origin.created = tip.created;
 	/* gm_adapter_add also completes an add that was killed before its commit */
-	if (gm_adapter_add(t->model_dir, dir, t->name, &origin, &e, NULL)) {
-		gm_adapter_info_release(&tip);
+	if (add_here(t, dir, &e, NULL))
 		return gm_error_set(err, GM_ENOENT, "the tip of %s (%.12s) is not a checkpoint: that run is "
 				    "finished", t->branch, hex);
-	}
-	gm_adapter_info_release(&tip);
 	gm_info("the run on %s finished, but was killed before its adapter was committed here: committing it",
 		t->branch);
 	gm_buf_addf(&rel, "%s/%s", GM_ADAPTER_DIR, e.dirname);
@@ -319,19 +328,12 @@ int gm_trainrepo_finish(gm_trainrepo *t, const char *adapter_dir, const char *me
 	gm_buf rel = GM_BUF_INIT;
 	const char *dirs[1];
 	int ret, had_checkpoints = branch_exists(t);
-	char when[32];
-	time_t now = time(NULL);
-	struct tm tm;
-
-	/* one time for both commits: the branch's adapter and the current branch's are the same files */
-	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
-	origin.created = when;
 
 	if ((ret = gm_adapter_write_info(adapter_dir, &origin, err)) ||
 	    (ret = commit_dir(t, adapter_dir, had_checkpoints ? checkpoint_only : NULL, message, NULL, err)))
 		return ret;
-	/* then on the current branch, as git adapter add would */
-	if ((ret = gm_adapter_add(t->model_dir, adapter_dir, t->name, &origin, &e, err)))
+	/* then on the current branch */
+	if ((ret = add_here(t, adapter_dir, &e, err)))
 		return gm_error_prefix(err, "the adapter is on branch %s, but adding it here failed", t->branch);
 	gm_buf_addf(&rel, "%s/%s", GM_ADAPTER_DIR, e.dirname);
 	dirs[0] = rel.buf;
