@@ -61,6 +61,25 @@ int gm_tmp_lock(int fd)
 	return lock;
 }
 
+int gm_mkstemp_locked(char *tmpl, int *lock)
+{
+	size_t len = strlen(tmpl);
+	int tries, fd;
+
+	*lock = -1;
+	for (tries = 0; tries < 8; tries++) {
+		memcpy(tmpl + len - 6, "XXXXXX", 6);
+		fd = mkstemp(tmpl);
+		if (fd < 0)
+			return -1;
+		*lock = gm_tmp_lock(fd);
+		if (*lock >= 0)
+			return fd;
+		close(fd); /* removed by a cleaner of stale temporaries before we locked it */
+	}
+	return -1;
+}
+
 int gm_tmp_remove_stale(const char *path)
 {
 	struct stat st;
@@ -80,24 +99,12 @@ int gm_atomic_open(gm_atomic_file *f, const char *path, mode_t mode, gm_error *e
 	char *copy = gm_xstrdup(path), *dir = dir_of(path);
 	gm_buf tmp = GM_BUF_INIT;
 	mode_t mask;
-	int tries;
 
 	gm_buf_addf(&tmp, "%s/.%s.tmp-XXXXXX", dir, basename(copy));
 	free(copy);
 	free(dir);
 	f->path = f->tmp_path = NULL;
-	f->lock_fd = -1;
-	for (tries = 0; tries < 8; tries++) {
-		memcpy(tmp.buf + tmp.len - 6, "XXXXXX", 6);
-		f->fd = mkstemp(tmp.buf);
-		if (f->fd < 0)
-			break;
-		f->lock_fd = gm_tmp_lock(f->fd);
-		if (f->lock_fd >= 0)
-			break;
-		close(f->fd); /* removed by a cleaner of stale temporaries before we locked it */
-		f->fd = -1;
-	}
+	f->fd = gm_mkstemp_locked(tmp.buf, &f->lock_fd);
 	if (f->fd < 0) {
 		int ret = gm_error_errno(err, "cannot create a temporary file for '%s'", path);
 		gm_buf_release(&tmp);

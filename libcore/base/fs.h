@@ -49,6 +49,9 @@ int gm_atomic_remove_stale(const char *path);
  * between its creation and the lock: the caller makes another.
  */
 int gm_tmp_lock(int fd);
+/* mkstemp(tmpl) (tmpl ends in XXXXXX), locked with gm_tmp_lock, a new name tried when a cleaner
+ * removed the file first: the descriptor and *lock, or -1 (errno) and *lock -1. */
+int gm_mkstemp_locked(char *tmpl, int *lock);
 /* 1 when path was a regular file nobody held locked, and is removed. */
 int gm_tmp_remove_stale(const char *path);
 

@@ -487,7 +487,7 @@ int gm_lfs_clean_begin(const gm_lfs_store *s, gm_lfs_cleaner **out, gm_error *er
 	gm_lfs_cleaner *c;
 	gm_buf tmp = GM_BUF_INIT;
 	mode_t mask;
-	int ret, tries;
+	int ret;
 
 	*out = NULL;
 	ret = gm_lfs_tmp_dir(s, err);
@@ -496,16 +496,9 @@ int gm_lfs_clean_begin(const gm_lfs_store *s, gm_lfs_cleaner **out, gm_error *er
 	c = gm_xcalloc(1, sizeof(*c));
 	c->s = s;
 	/* locked while it is ours, so gm_lfs_remove_stale_tmp tells it from a killed writer's */
-	for (c->lock = -1, tries = 0; c->lock < 0 && tries < 8; tries++) {
-		gm_buf_reset(&tmp);
-		gm_buf_addf(&tmp, "%s/clean-XXXXXX", s->tmp);
-		c->fd = mkstemp(tmp.buf);
-		if (c->fd < 0)
-			break;
-		if ((c->lock = gm_tmp_lock(c->fd)) < 0)
-			close(c->fd);
-	}
-	if (c->lock < 0) {
+	gm_buf_addf(&tmp, "%s/clean-XXXXXX", s->tmp);
+	c->fd = gm_mkstemp_locked(tmp.buf, &c->lock);
+	if (c->fd < 0) {
 		ret = gm_error_errno(err, "cannot create a temporary file in '%s'", s->tmp);
 		gm_buf_release(&tmp);
 		free(c);
