@@ -10,6 +10,7 @@
 #ifndef GM_TAP_H
 #define GM_TAP_H
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,6 +72,20 @@ static const char *tap_srcdir(void)
 {
 	const char *s = getenv("GM_SRC_DIR");
 	return s && *s ? s : ".";
+}
+
+/* max |a - b| over max |b| (the absolute error when b is all zero): a relative error of a whole array. */
+__attribute__((unused))
+static double tap_max_rel(const float *a, const float *b, size_t n)
+{
+	double worst = 0, scale = 0;
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		worst = fmax(worst, fabs((double)a[i] - b[i]));
+		scale = fmax(scale, fabs((double)b[i]));
+	}
+	return scale > 0 ? worst / scale : worst;
 }
 
 #endif

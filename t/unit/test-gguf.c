@@ -599,18 +599,6 @@ static int l_greedy(const gm_model *m, const int32_t *ids, int n_ids, int32_t *o
 	return ret;
 }
 
-static double l_max_rel(const float *a, const float *b, size_t n)
-{
-	double worst = 0, scale = 0;
-	size_t i;
-
-	for (i = 0; i < n; i++) {
-		worst = fmax(worst, fabs((double)a[i] - b[i]));
-		scale = fmax(scale, fabs((double)b[i]));
-	}
-	return scale ? worst / scale : worst;
-}
-
 /* The weights of the GGUF model m (as our reader gives them: transformers'
  * names and layout) dequantized to f32, a safetensors model in dir with the
  * source's config and tokenizer: the float reference of a quantized file. */
@@ -804,7 +792,7 @@ static void test_llama_case(const struct llama_case *lc, const char *const *type
 			   g->config.num_key_value_heads == L_NKV,
 			   "%s: %s: the config reads back the same (rope scaling, tying, heads)", lc->name, types[k]);
 			ok(!l_logits(g, ids, 12, b), "%s: %s: GGUF logits", lc->name, types[k]);
-			rel = l_max_rel(b, a, (size_t)12 * L_V);
+			rel = tap_max_rel(b, a, (size_t)12 * L_V);
 			ok(rel <= 1e-6, "%s: %s: logits equal the safetensors model's within 1e-6 relative (%.3g)",
 			   lc->name, types[k], rel);
 		} else {

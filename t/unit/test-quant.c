@@ -485,18 +485,6 @@ static gm_tensor tensor(enum gm_dtype t, const void *data, int64_t rows, int64_t
 	return w;
 }
 
-static double max_rel(const float *a, const float *b, int64_t n)
-{
-	double worst = 0, mx = 0;
-	int64_t i;
-
-	for (i = 0; i < n; i++) {
-		worst = fmax(worst, fabs((double)a[i] - b[i]));
-		mx = fmax(mx, fabs((double)b[i]));
-	}
-	return mx > 0 ? worst / mx : worst;
-}
-
 static void test_ops(void)
 {
 	gm_error err = GM_ERROR_INIT;
@@ -538,8 +526,8 @@ static void test_ops(void)
 		/* prompt (matrix form) and decode (one row): a quantized base with a LoRA on top */
 		gm_op_linear(o, x, in, n, &oq, 1, 2);
 		gm_op_linear(o, x, in, n, &of, 1, 2);
-		ok(max_rel(ya, yb, n * out) < 1e-2, "%s: gm_op_linear with a LoRA, %lld rows, within %.2g of f32 on W dequantized",
-		   gm_dtype_name(wt), (long long)n, max_rel(ya, yb, n * out));
+		ok(tap_max_rel(ya, yb, n * out) < 1e-2, "%s: gm_op_linear with a LoRA, %lld rows, within %.2g of f32 on W dequantized",
+		   gm_dtype_name(wt), (long long)n, tap_max_rel(ya, yb, n * out));
 		{
 			/*
 			 * the row of a decode step is the same bits as the row in a
@@ -555,8 +543,8 @@ static void test_ops(void)
 			   "%s: a decode row is bit-identical to the same row of %d sequences", gm_dtype_name(wt),
 			   GM_QMATMUL_SMALL);
 			gm_op_linear(o, x, in, n, &on, 1, 2);
-			ok(max_rel(y1, ya + 3 * out, out) < 1e-6, "%s: and within %.2g (< 1e-6) of the row in a prompt of %lld",
-			   gm_dtype_name(wt), max_rel(y1, ya + 3 * out, out), (long long)n);
+			ok(tap_max_rel(y1, ya + 3 * out, out) < 1e-6, "%s: and within %.2g (< 1e-6) of the row in a prompt of %lld",
+			   gm_dtype_name(wt), tap_max_rel(y1, ya + 3 * out, out), (long long)n);
 			free(y1);
 		}
 		{
@@ -581,12 +569,12 @@ static void test_ops(void)
 		tt = tensor(GM_DTYPE_F32, wdt, in, out);
 		gm_op_linear_backward(o, &tq, dy, n, dxa, 0, NULL, NULL, NULL, NULL, NULL);
 		gm_op_linear_backward(o, &tt, dy, n, dxb, 0, NULL, NULL, NULL, NULL, NULL);
-		ok(max_rel(dxa, dxb, n * in) < 1e-5, "%s: gm_op_linear_backward through W dequantized within %.2g",
-		   gm_dtype_name(wt), max_rel(dxa, dxb, n * in));
+		ok(tap_max_rel(dxa, dxb, n * in) < 1e-5, "%s: gm_op_linear_backward through W dequantized within %.2g",
+		   gm_dtype_name(wt), tap_max_rel(dxa, dxb, n * in));
 		gm_op_linear_backward(o, &tq, dy, n, dxa, 1, NULL, NULL, NULL, NULL, NULL);
 		for (i = 0; i < n * in; i++)
 			dxb[i] *= 2;
-		ok(max_rel(dxa, dxb, n * in) < 1e-5, "%s: ... and added (add = 1)", gm_dtype_name(wt));
+		ok(tap_max_rel(dxa, dxb, n * in) < 1e-5, "%s: ... and added (add = 1)", gm_dtype_name(wt));
 		free(wq);
 	}
 	gm_ops_free(o);
