@@ -198,51 +198,117 @@ static KV_INL KV_512 __mmask16 kv_mask(int64_t left)
 }
 
 /*
- * Four keys at a time (four independent accumulator chains per query);
- * each score is still its own 16-lane sum over the head dimension.
+ * The sums of 16 accumulators at once: lane l of the result is
+ * _mm512_reduce_add_ps(a[l]), bit for bit.  That reduction adds lanes
+ * i + 8, then i + 4, then i + 2, then i + 1 (GCC's and clang's tree); here
+ * each level does the same additions for two vectors per instruction,
+ * after shuffles that line their lanes up: 15 additions and 31 shuffles
+ * instead of 16 separate trees (64 additions, 64 shuffles).
+ */
+static KV_INL KV_512 __m512 kv_reduce16(const __m512 *a)
+{
+	const __m512i tr = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+	__m512 w[8], z[4], r0, r1, s;
+	int i;
+
+	/* w[i]: lanes 0-7 a[2i]'s i + (i + 8), lanes 8-15 a[2i + 1]'s */
+#pragma GCC unroll 8
+	for (i = 0; i < 8; i++)
+		w[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0x44),
+				     _mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0xee));
+	/* z[i]: 128-bit chunk c holds a[4i + c]'s four sums of lanes i + (i + 4) */
+#pragma GCC unroll 8
+	for (i = 0; i < 4; i++)
+		z[i] = _mm512_add_ps(_mm512_shuffle_f32x4(w[2 * i], w[2 * i + 1], 0x88),
+				     _mm512_shuffle_f32x4(w[2 * i], w[2 * i + 1], 0xdd));
+	/* r0 chunk c: z0's i + (i + 2) for i = 0, 1, then z1's; r1 the same of z2, z3 */
+	r0 = _mm512_add_ps(_mm512_shuffle_ps(z[0], z[1], 0x44), _mm512_shuffle_ps(z[0], z[1], 0xee));
+	r1 = _mm512_add_ps(_mm512_shuffle_ps(z[2], z[3], 0x44), _mm512_shuffle_ps(z[2], z[3], 0xee));
+	/* s lane 4c + m: the total of a[4m + c]; put it in lane 4m + c */
+	s = _mm512_add_ps(_mm512_shuffle_ps(r0, r1, 0x88), _mm512_shuffle_ps(r0, r1, 0xdd));
+	return _mm512_permutexvar_ps(tr, s);
+}
+
+/*
+ * QB queries by KB keys (QB * KB = 16), one accumulator each, reduced
+ * together: a[q * KB + k] is the sum of query q with key k, 16 lanes over
+ * the head dimension, then kv_reduce16.  Loads per multiply-add: (QB + KB)
+ * / 16.
+ */
+static KV_INL KV_512 void scores_tile(float *const *s, const float *const *q, const int QB, const void *k,
+				      const enum gm_dtype kt, int64_t t, int64_t d)
+{
+	const int KB = 16 / QB;
+	__m512 a[16], x[4];
+	float out[16];
+	int64_t i;
+	int j, c;
+
+#pragma GCC unroll 16
+	for (c = 0; c < 16; c++)
+		a[c] = _mm512_setzero_ps();
+#pragma GCC unroll 8
+	for (i = 0; i < d; i += 16) {
+		__mmask16 m = kv_mask(d - i);
+
+#pragma GCC unroll 4
+		for (j = 0; j < QB; j++)
+			x[j] = _mm512_maskz_loadu_ps(m, q[j] + i);
+#pragma GCC unroll 16
+		for (c = 0; c < KB; c++) {
+			__m512 kc = kv_ld16(kv_row(k, kt, d, t + c), kt, i, m);
+
+#pragma GCC unroll 4
+			for (j = 0; j < QB; j++)
+				a[j * KB + c] = _mm512_fmadd_ps(kc, x[j], a[j * KB + c]);
+		}
+	}
+	_mm512_storeu_ps(out, kv_reduce16(a));
+#pragma GCC unroll 4
+	for (j = 0; j < QB; j++)
+		memcpy(s[j] + t, out + j * KB, (size_t)KB * sizeof(float));
+}
+
+/* One score: 16 lanes over the head dimension, then the lanes' tree. */
+static KV_INL KV_512 float score_one(const float *q, const void *kr, const enum gm_dtype kt, int64_t d)
+{
+	__m512 a0 = _mm512_setzero_ps();
+	int64_t i;
+
+	for (i = 0; i < d; i += 16) {
+		__mmask16 m = kv_mask(d - i);
+
+		a0 = _mm512_fmadd_ps(kv_ld16(kr, kt, i, m), _mm512_maskz_loadu_ps(m, q + i), a0);
+	}
+	return _mm512_reduce_add_ps(a0);
+}
+
+/*
+ * Tiles of 4 queries x 4 keys, then 2 x 8, then 1 x 16, the keys left
+ * over one score at a time; every score is the same sum (score_one's)
+ * whichever way it is reached.
  */
 static KV_INL KV_512 void scores_512_t(float *const *s, const float *const *q, int nq, const void *k,
 					const enum gm_dtype kt, int64_t nk, int64_t d)
 {
-	int64_t t = 0, i;
-	int j;
+	int64_t t;
+	int j = 0, qb, kb;
 
-	for (; t + 4 <= nk; t += 4) {
-		const void *k0 = kv_row(k, kt, d, t), *k1 = kv_row(k, kt, d, t + 1);
-		const void *k2 = kv_row(k, kt, d, t + 2), *k3 = kv_row(k, kt, d, t + 3);
-
-		for (j = 0; j < nq; j++) {
-			__m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-
-#pragma GCC unroll 8
-			for (i = 0; i < d; i += 16) {
-				__mmask16 m = kv_mask(d - i);
-				__m512 x = _mm512_maskz_loadu_ps(m, q[j] + i);
-
-				a0 = _mm512_fmadd_ps(kv_ld16(k0, kt, i, m), x, a0);
-				a1 = _mm512_fmadd_ps(kv_ld16(k1, kt, i, m), x, a1);
-				a2 = _mm512_fmadd_ps(kv_ld16(k2, kt, i, m), x, a2);
-				a3 = _mm512_fmadd_ps(kv_ld16(k3, kt, i, m), x, a3);
-			}
-			s[j][t] = _mm512_reduce_add_ps(a0);
-			s[j][t + 1] = _mm512_reduce_add_ps(a1);
-			s[j][t + 2] = _mm512_reduce_add_ps(a2);
-			s[j][t + 3] = _mm512_reduce_add_ps(a3);
+	while (j < nq) {
+		qb = nq - j >= 4 ? 4 : nq - j >= 2 ? 2 : 1;
+		kb = 16 / qb;
+		for (t = 0; t + kb <= nk; t += kb) {
+			if (qb == 4)
+				scores_tile(s + j, q + j, 4, k, kt, t, d);
+			else if (qb == 2)
+				scores_tile(s + j, q + j, 2, k, kt, t, d);
+			else
+				scores_tile(s + j, q + j, 1, k, kt, t, d);
 		}
-	}
-	for (; t < nk; t++) {
-		const void *k0 = kv_row(k, kt, d, t);
-
-		for (j = 0; j < nq; j++) {
-			__m512 a0 = _mm512_setzero_ps();
-
-			for (i = 0; i < d; i += 16) {
-				__mmask16 m = kv_mask(d - i);
-
-				a0 = _mm512_fmadd_ps(kv_ld16(k0, kt, i, m), _mm512_maskz_loadu_ps(m, q[j] + i), a0);
-			}
-			s[j][t] = _mm512_reduce_add_ps(a0);
-		}
+		for (; t < nk; t++)
+			for (int jj = j; jj < j + qb; jj++)
+				s[jj][t] = score_one(q[jj], kv_row(k, kt, d, t), kt, d);
+		j += qb;
 	}
 }
 
@@ -266,40 +332,63 @@ static int64_t kv_chunk_rows(int64_t d)
 	return d >= KV_CONV_FLOATS ? 1 : KV_CONV_FLOATS / d;
 }
 
-/* Up to 128 output lanes of a query in registers while the keys stream by. */
+/*
+ * Up to 128 output lanes of QB queries in registers while the keys stream
+ * by: each value vector loaded once for the QB queries.  Each lane is
+ * accumulated over the keys in order, whatever QB.
+ */
+static KV_INL KV_512 void accum_tile(float *const *o, const float *const *p, const int QB, const void *v,
+				     const enum gm_dtype vt, int64_t nk, int64_t d, int64_t i0)
+{
+	int64_t t, w = d - i0 < 128 ? d - i0 : 128;
+	int nv = (int)((w + 15) / 16), c, j;
+	__m512 a[2][8];
+
+#pragma GCC unroll 8
+	for (c = 0; c < 8; c++)
+#pragma GCC unroll 2
+		for (j = 0; j < QB; j++)
+			a[j][c] = _mm512_setzero_ps(); /* (the unused ones: the compiler's flow analysis) */
+#pragma GCC unroll 8
+	for (c = 0; c < nv; c++)
+#pragma GCC unroll 2
+		for (j = 0; j < QB; j++)
+			a[j][c] = _mm512_maskz_loadu_ps(kv_mask(w - 16 * c), o[j] + i0 + 16 * c);
+	for (t = 0; t < nk; t++) {
+		const void *vr = kv_row(v, vt, d, t);
+		__m512 pv[2];
+
+#pragma GCC unroll 2
+		for (j = 0; j < QB; j++)
+			pv[j] = _mm512_set1_ps(p[j][t]);
+#pragma GCC unroll 8
+		for (c = 0; c < nv; c++) {
+			__m512 x = kv_ld16(vr, vt, i0 + 16 * c, kv_mask(w - 16 * c));
+
+#pragma GCC unroll 2
+			for (j = 0; j < QB; j++)
+				a[j][c] = _mm512_fmadd_ps(pv[j], x, a[j][c]);
+		}
+	}
+#pragma GCC unroll 8
+	for (c = 0; c < nv; c++)
+#pragma GCC unroll 2
+		for (j = 0; j < QB; j++)
+			_mm512_mask_storeu_ps(o[j] + i0 + 16 * c, kv_mask(w - 16 * c), a[j][c]);
+}
+
+/* Queries two at a time (16 accumulator chains), the last one alone. */
 static KV_INL KV_512 void accum_512_t(float *const *o, const float *const *p, int nq, const void *v,
 				       const enum gm_dtype vt, int64_t nk, int64_t d)
 {
-	int64_t t, i0, i;
+	int64_t i0;
 	int j;
 
 	for (i0 = 0; i0 < d; i0 += 128) {
-		int64_t w = d - i0 < 128 ? d - i0 : 128;
-		int nv = (int)((w + 15) / 16), c;
-
-		for (j = 0; j < nq; j++) {
-			__m512 a[8];
-
-#pragma GCC unroll 8
-			for (c = 0; c < 8; c++)
-				a[c] = _mm512_setzero_ps(); /* (the unused ones: the compiler's flow analysis) */
-#pragma GCC unroll 8
-			for (c = 0; c < nv; c++)
-				a[c] = _mm512_maskz_loadu_ps(kv_mask(w - 16 * c), o[j] + i0 + 16 * c);
-			for (t = 0; t < nk; t++) {
-				const void *vr = kv_row(v, vt, d, t);
-				__m512 pv = _mm512_set1_ps(p[j][t]);
-
-#pragma GCC unroll 8
-				for (c = 0; c < nv; c++) {
-					i = i0 + 16 * c;
-					a[c] = _mm512_fmadd_ps(pv, kv_ld16(vr, vt, i, kv_mask(w - 16 * c)), a[c]);
-				}
-			}
-#pragma GCC unroll 8
-			for (c = 0; c < nv; c++)
-				_mm512_mask_storeu_ps(o[j] + i0 + 16 * c, kv_mask(w - 16 * c), a[c]);
-		}
+		for (j = 0; j + 2 <= nq; j += 2)
+			accum_tile(o + j, p + j, 2, v, vt, nk, d, i0);
+		if (j < nq)
+			accum_tile(o + j, p + j, 1, v, vt, nk, d, i0);
 	}
 }
 
@@ -307,13 +396,24 @@ static KV_INL KV_512 void accum_512_t(float *const *o, const float *const *p, in
 #define KV_KERNEL(acc, out, in, rows, t, n, d)                                                                \
 	((acc) ? accum_512_t(out, in, nq, rows, t, n, d) : scores_512_t(out, in, nq, rows, t, n, d))
 
+/* Either kernel on f32 rows, the usual head sizes as constants: the loops unrolled, the masks gone. */
+static KV_INL KV_512 void kv_f32_512(const int acc, float *const *out, const float *const *in, int nq,
+				     const float *rows, int64_t nk, int64_t d)
+{
+	if (d == 128)
+		KV_KERNEL(acc, out, in, rows, GM_DTYPE_F32, nk, 128);
+	else if (d == 64)
+		KV_KERNEL(acc, out, in, rows, GM_DTYPE_F32, nk, 64);
+	else
+		KV_KERNEL(acc, out, in, rows, GM_DTYPE_F32, nk, d);
+}
+
 /*
  * Either kernel over nk rows (keys or values) of type rt: 16-bit rows are
  * converted to f32 a chunk at a time (the scores' outputs, or the
- * accumulation's weights, moved along with the chunk), the usual head
- * sizes as constants: the loops unrolled, the masks gone, the
- * accumulators in registers.  The keys in order, chunk after chunk: each
- * output lane's sum in the same order as without chunks.
+ * accumulation's weights, moved along with the chunk), then kv_f32_512.
+ * The keys in order, chunk after chunk: each output lane's sum in the
+ * same order as without chunks.
  */
 static KV_INL KV_512 void kv_chunks_512(const int acc, float *const *out, const float *const *in, int nq,
 					const void *rows, enum gm_dtype rt, int64_t nk, int64_t d)
@@ -323,13 +423,15 @@ static KV_INL KV_512 void kv_chunks_512(const int acc, float *const *out, const 
 	int64_t c, t0, per = kv_chunk_rows(d);
 	int j;
 
-	if (rt == GM_DTYPE_F32 || d > KV_CONV_FLOATS || nq > GM_ATTN_MAXQ) {
+	if (rt == GM_DTYPE_F32) {
+		kv_f32_512(acc, out, in, nq, rows, nk, d);
+		return;
+	}
+	if (d > KV_CONV_FLOATS || nq > GM_ATTN_MAXQ) {
 		if (rt == GM_DTYPE_BF16)
 			KV_KERNEL(acc, out, in, rows, GM_DTYPE_BF16, nk, d);
-		else if (rt == GM_DTYPE_F16)
-			KV_KERNEL(acc, out, in, rows, GM_DTYPE_F16, nk, d);
 		else
-			KV_KERNEL(acc, out, in, rows, GM_DTYPE_F32, nk, d);
+			KV_KERNEL(acc, out, in, rows, GM_DTYPE_F16, nk, d);
 		return;
 	}
 	for (t0 = 0; t0 < nk; t0 += per) {
@@ -342,12 +444,7 @@ static KV_INL KV_512 void kv_chunks_512(const int acc, float *const *out, const 
 			oc[j] = acc ? out[j] : out[j] + t0;
 			ic[j] = acc ? in[j] + t0 : in[j];
 		}
-		if (d == 128)
-			KV_KERNEL(acc, oc, ic, buf, GM_DTYPE_F32, c, 128);
-		else if (d == 64)
-			KV_KERNEL(acc, oc, ic, buf, GM_DTYPE_F32, c, 64);
-		else
-			KV_KERNEL(acc, oc, ic, buf, GM_DTYPE_F32, c, d);
+		kv_f32_512(acc, oc, ic, nq, buf, c, d);
 	}
 }
 #undef KV_KERNEL

@@ -3,7 +3,8 @@
  * (gm_forward_eval_batch): block accounting of fork / truncate / free,
  * GM_ENOMEM leaving everything as it was, and a mixed batch (sequences at
  * different positions, prefill chunks and decode steps, different adapter
- * sets) giving each sequence the logits it gets alone.
+ * sets) giving each sequence the logits it gets alone; the attention
+ * kernels (kernels-kv.h) giving each query the bits it gets alone.
  */
 #include <math.h>
 #include <stdio.h>
@@ -12,6 +13,8 @@
 #include <unistd.h>
 
 #include "base/buf.h"
+#include "cpu/kernels-kv.h"
+#include "cpu/kernels.h"
 #include "engine/forward.h"
 #include "ops/kv.h"
 #include "formats/model.h"
@@ -62,6 +65,127 @@ static void ids_for(int32_t *ids, int n, int seed, int64_t V)
 
 	for (i = 0; i < n; i++)
 		ids[i] = (int32_t)((i * 131 + seed * 977 + 7) % V);
+}
+
+/* ---------------------------------------------------------------- the attention kernels */
+
+/* A value in [-1, 1) from a counter (the same on every run). */
+static float rnd(uint32_t *s)
+{
+	*s = *s * 1664525u + 1013904223u;
+	return (float)((*s >> 8) & 0xffff) / 32768.0f - 1.0f;
+}
+
+static void fill_rows(void *k, enum gm_dtype t, int64_t n, uint32_t *seed)
+{
+	int64_t i;
+
+	for (i = 0; i < n; i++)
+		gm_kv_store_row((char *)k + (size_t)i * (t == GM_DTYPE_F32 ? 4 : 2), t, &(float){ rnd(seed) }, 1);
+}
+
+static double kv_elem(const void *k, enum gm_dtype t, int64_t i)
+{
+	if (t == GM_DTYPE_F32)
+		return ((const float *)k)[i];
+	if (t == GM_DTYPE_BF16)
+		return gm_bf16_to_f32(((const uint16_t *)k)[i]);
+	return gm_f16_to_f32(((const uint16_t *)k)[i]);
+}
+
+/*
+ * gm_attn_scores and gm_attn_accum with nq queries (the tiles of 4, 2 and
+ * 1 queries by 4-16 keys, the keys left over) against one query and one
+ * key a call: the same bits (the header's promise), and within 1e-5 of a
+ * double-precision sum; every ISA the CPU has, 16-bit and f32 rows, head
+ * sizes the kernels specialise (64, 128) and others.
+ */
+static void test_kernels(void)
+{
+	static const enum gm_dtype types[] = { GM_DTYPE_F32, GM_DTYPE_BF16, GM_DTYPE_F16 };
+	static const int64_t dims[] = { 128, 64, 40, 16 };
+	static const int nqs[] = { 16, 7, 2, 1 };
+	static const int64_t nks[] = { 16, 37, 3 };
+	enum gm_isa isa, saved = gm_kernels_isa();
+	int64_t nk, d, t, i;
+	int ti, di, qi, ki, j, same, close;
+	uint32_t seed = 7;
+
+	for (isa = GM_ISA_PORTABLE; isa <= GM_ISA_AVX512; isa++) {
+		if (gm_kernels_set_isa(isa) < 0)
+			continue;
+		same = close = 1;
+		for (ti = 0; ti < 3; ti++)
+			for (di = 0; di < 4; di++)
+				for (qi = 0; qi < 4; qi++)
+					for (ki = 0; ki < 3; ki++) {
+						enum gm_dtype kt = types[ti];
+						int nq = nqs[qi];
+						float *q[GM_ATTN_MAXQ], *s[GM_ATTN_MAXQ], *o[GM_ATTN_MAXQ], one;
+						const float *qc[GM_ATTN_MAXQ], *pc[GM_ATTN_MAXQ];
+						void *k, *v;
+
+						d = dims[di];
+						nk = nks[ki];
+						k = gm_xmalloc((size_t)(nk * d) * 4);
+						v = gm_xmalloc((size_t)(nk * d) * 4);
+						fill_rows(k, kt, nk * d, &seed);
+						fill_rows(v, kt, nk * d, &seed);
+						for (j = 0; j < nq; j++) {
+							q[j] = gm_xmalloc((size_t)d * sizeof(float));
+							s[j] = gm_xmalloc((size_t)nk * sizeof(float));
+							o[j] = gm_xmalloc((size_t)d * sizeof(float));
+							for (i = 0; i < d; i++)
+								q[j][i] = rnd(&seed), o[j][i] = rnd(&seed);
+							for (t = 0; t < nk; t++)
+								s[j][t] = rnd(&seed);
+							qc[j] = q[j];
+							pc[j] = s[j];
+						}
+						/* the accumulation first (s holds its weights), then the scores overwrite s */
+						{
+							float **ref = gm_xmalloc((size_t)nq * sizeof(*ref));
+
+							for (j = 0; j < nq; j++) {
+								ref[j] = gm_xmalloc((size_t)d * sizeof(float));
+								memcpy(ref[j], o[j], (size_t)d * sizeof(float));
+								gm_attn_accum(&ref[j], &pc[j], 1, v, kt, nk, d);
+							}
+							gm_attn_accum(o, pc, nq, v, kt, nk, d);
+							for (j = 0; j < nq; j++) {
+								same &= !memcmp(ref[j], o[j], (size_t)d * sizeof(float));
+								free(ref[j]);
+							}
+							free(ref);
+						}
+						gm_attn_scores(s, qc, nq, k, kt, nk, d);
+						for (j = 0; j < nq; j++)
+							for (t = 0; t < nk; t++) {
+								const void *kr = (const char *)k + (size_t)(t * d) * (kt == GM_DTYPE_F32 ? 4 : 2);
+								float *op = &one;
+								const float *qp = q[j];
+								double ex = 0;
+
+								gm_attn_scores(&op, &qp, 1, kr, kt, 1, d);
+								same &= !memcmp(&one, &s[j][t], sizeof(float));
+								for (i = 0; i < d; i++)
+									ex += (double)q[j][i] * kv_elem(kr, kt, i);
+								close &= fabs(ex - s[j][t]) <= 1e-5 * d;
+							}
+						for (j = 0; j < nq; j++) {
+							free(q[j]);
+							free(s[j]);
+							free(o[j]);
+						}
+						free(k);
+						free(v);
+					}
+		ok(same, "attention kernels (%s): a query's scores and outputs have the same bits in a call of 1 to 16 queries",
+		   gm_isa_name(isa));
+		ok(close, "attention kernels (%s): scores within 1e-5 per element of the double-precision sums",
+		   gm_isa_name(isa));
+	}
+	gm_kernels_set_isa(saved);
 }
 
 /* ---------------------------------------------------------------- the pool */
@@ -350,5 +474,6 @@ int main(void)
 		test_pool(m);
 	gm_model_close(m);
 	test_mixed();
+	test_kernels();
 	return tap_done();
 }
