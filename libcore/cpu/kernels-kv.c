@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cpu/kernels.h"
+#include "cpu/reduce-512.h"
 
 #if (defined(__x86_64__) || defined(__i386__)) && !defined(GM_NO_SIMD)
 #define GM_KV_X86 1
@@ -198,41 +199,9 @@ static KV_INL KV_512 __mmask16 kv_mask(int64_t left)
 }
 
 /*
- * The sums of 16 accumulators at once: lane l of the result is
- * _mm512_reduce_add_ps(a[l]), bit for bit.  That reduction adds lanes
- * i + 8, then i + 4, then i + 2, then i + 1 (GCC's and clang's tree); here
- * each level does the same additions for two vectors per instruction,
- * after shuffles that line their lanes up: 15 additions and 31 shuffles
- * instead of 16 separate trees (64 additions, 64 shuffles).
- */
-static KV_INL KV_512 __m512 kv_reduce16(const __m512 *a)
-{
-	const __m512i tr = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-	__m512 w[8], z[4], r0, r1, s;
-	int i;
-
-	/* w[i]: lanes 0-7 a[2i]'s i + (i + 8), lanes 8-15 a[2i + 1]'s */
-#pragma GCC unroll 8
-	for (i = 0; i < 8; i++)
-		w[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0x44),
-				     _mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0xee));
-	/* z[i]: 128-bit chunk c holds a[4i + c]'s four sums of lanes i + (i + 4) */
-#pragma GCC unroll 8
-	for (i = 0; i < 4; i++)
-		z[i] = _mm512_add_ps(_mm512_shuffle_f32x4(w[2 * i], w[2 * i + 1], 0x88),
-				     _mm512_shuffle_f32x4(w[2 * i], w[2 * i + 1], 0xdd));
-	/* r0 chunk c: z0's i + (i + 2) for i = 0, 1, then z1's; r1 the same of z2, z3 */
-	r0 = _mm512_add_ps(_mm512_shuffle_ps(z[0], z[1], 0x44), _mm512_shuffle_ps(z[0], z[1], 0xee));
-	r1 = _mm512_add_ps(_mm512_shuffle_ps(z[2], z[3], 0x44), _mm512_shuffle_ps(z[2], z[3], 0xee));
-	/* s lane 4c + m: the total of a[4m + c]; put it in lane 4m + c */
-	s = _mm512_add_ps(_mm512_shuffle_ps(r0, r1, 0x88), _mm512_shuffle_ps(r0, r1, 0xdd));
-	return _mm512_permutexvar_ps(tr, s);
-}
-
-/*
  * QB queries by KB keys (QB * KB = 16), one accumulator each, reduced
  * together: a[q * KB + k] is the sum of query q with key k, 16 lanes over
- * the head dimension, then kv_reduce16.  Loads per multiply-add: (QB + KB)
+ * the head dimension, then gm_reduce16_512.  Loads per multiply-add: (QB + KB)
  * / 16.
  */
 static KV_INL KV_512 void scores_tile(float *const *s, const float *const *q, const int QB, const void *k,
@@ -263,7 +232,7 @@ static KV_INL KV_512 void scores_tile(float *const *s, const float *const *q, co
 				a[j * KB + c] = _mm512_fmadd_ps(kc, x[j], a[j * KB + c]);
 		}
 	}
-	_mm512_storeu_ps(out, kv_reduce16(a));
+	_mm512_storeu_ps(out, gm_reduce16_512(a));
 #pragma GCC unroll 4
 	for (j = 0; j < QB; j++)
 		memcpy(s[j] + t, out + j * KB, (size_t)KB * sizeof(float));

@@ -28,6 +28,7 @@
 #define GM_X86 1
 #include <immintrin.h>
 #endif
+#include "cpu/reduce-512.h"
 
 #define TB GM_MATMUL_TB
 #define TR GM_MATMUL_TR
@@ -471,7 +472,8 @@ static INL TGT_512 __m512 ld512m(const void *w, const enum gm_dtype wt, int64_t 
 /*
  * The dot-product tile (as dot_avx2): y[t * ldy + r + i] = W[r + i, :] . X[t, :]
  * for i < R, t < T; each sum in one 16-lane accumulator over k in order,
- * the tail masked, then _mm512_reduce_add_ps, whatever R and T.  R <= 8,
+ * the tail masked, then _mm512_reduce_add_ps (or its bits, 16 sums at
+ * once by gm_reduce16_512 when R * T = 16), whatever R and T.  R <= 8,
  * T <= 4 and R * T <= 16.  No software prefetch: the rows are sequential
  * streams the hardware prefetchers follow, and prefetch instructions cost
  * load slots (measured: 92 GB/s without, 57-70 with, on a weight in L3).
@@ -524,6 +526,21 @@ static INL TGT_512 void dot_512(float *y, int64_t ldy, const void *w, const enum
 			for (t = 0; t < T; t++)
 				acc[i][t] = _mm512_fmadd_ps(wv, xv[t], acc[i][t]);
 		}
+	}
+	if (R * T == 16) {
+		__m512 a[16];
+		float out[16];
+
+#pragma GCC unroll 4
+		for (t = 0; t < T; t++)
+#pragma GCC unroll 8
+			for (i = 0; i < R; i++)
+				a[t * R + i] = acc[i][t];
+		_mm512_storeu_ps(out, gm_reduce16_512(a));
+#pragma GCC unroll 4
+		for (t = 0; t < T; t++)
+			memcpy(y + t * ldy + r, out + t * R, (size_t)R * sizeof(float));
+		return;
 	}
 #pragma GCC unroll 8
 	for (i = 0; i < R; i++)
