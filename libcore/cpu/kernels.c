@@ -474,11 +474,11 @@ static INL TGT_512 __m512 ld512m(const void *w, const enum gm_dtype wt, int64_t 
  * for i < R, t < T; each sum in one 16-lane accumulator over k in order,
  * the tail masked, then _mm512_reduce_add_ps (or its bits, 16 sums at
  * once by gm_reduce16_512 when R * T = 16), whatever R and T.  R <= 8,
- * T <= 4 and R * T <= 16.  No software prefetch: the rows are sequential
- * streams the hardware prefetchers follow, and prefetch instructions cost
- * load slots (measured: 92 GB/s without, 57-70 with, on a weight in L3).
+ * T <= 4 and R * T <= 16.  pf > 0: row r + pf + i is prefetched along
+ * with row r + i, a cache line at a time (the caller keeps it in bounds).
  */
-#define DOT_ROWS1 8 /* rows per pass for one token */
+#define DOT_ROWS1 8                /* rows per pass for one token */
+#define DOT_PF_BYTES (512 << 10)    /* a one-token range at least this large is prefetched */
 static INL TGT_512 void dot_512(float *y, int64_t ldy, const void *w, const enum gm_dtype wt, int64_t ldw,
 				 const float *x, int64_t ldx, int64_t in, int64_t r, const int R, const int T, const int pf)
 {
@@ -507,9 +507,8 @@ static INL TGT_512 void dot_512(float *y, int64_t ldy, const void *w, const enum
 #pragma GCC unroll 4
 			for (t = 0; t < T; t++)
 				acc[i][t] = _mm512_fmadd_ps(wv, xv[t], acc[i][t]);
-			/* the next rows, while this group's are read again for the other tokens (in bounds: pf) */
-			if (pf)
-				_mm_prefetch((const char *)wrow(w, wt, ldw, r + R + i) + k * (wt == GM_DTYPE_F32 ? 4 : 2),
+			if (pf && (wt == GM_DTYPE_F32 || !(k & 16)))
+				_mm_prefetch((const char *)wrow(w, wt, ldw, r + pf + i) + k * (wt == GM_DTYPE_F32 ? 4 : 2),
 					     _MM_HINT_T0);
 		}
 	}
@@ -552,7 +551,12 @@ static INL TGT_512 void dot_512(float *y, int64_t ldy, const void *w, const enum
 /*
  * Rows [r0, r1) by n tokens.  One token (gm_matvec, decode): 8 rows per
  * pass, eight independent sums (FMA latency hidden when the weight is in
- * cache); the weight is streamed once at the memory bandwidth.  Two
+ * cache); the weight is streamed once at the memory bandwidth, a range of
+ * DOT_PF_BYTES or more with the rows 3 passes ahead prefetched: the
+ * hardware prefetchers alone kept one Zen 5 core at 17-21 GB/s, with
+ * them 27-31 (a 200 MB bf16 weight); a smaller range is likely still in
+ * cache from the step before, where the prefetches only take load slots
+ * (an 8 MB weight in L3: 61-78 GB/s without, 40-54 with).  Two
  * tokens: 8 rows by 2.  More tokens: 4 rows by up to 4 tokens, each weight
  * vector used for 4 tokens; the 4 rows (at most 4 * in * 4 bytes) stay in
  * L1/L2 while the other token groups reuse them, and the next 4 rows are
@@ -566,8 +570,11 @@ static INL TGT_512 void small_512_t(float *y, int64_t ldy, const float *x, int64
 	int64_t r = r0, t;
 
 	if (n == 1) {
+		int pf = (r1 - r0) * ldw * (wt == GM_DTYPE_F32 ? 4 : 2) >= DOT_PF_BYTES;
+
 		for (; r + DOT_ROWS1 <= r1; r += DOT_ROWS1)
-			dot_512(y, ldy, w, wt, ldw, x, ldx, in, r, DOT_ROWS1, 1, 0);
+			dot_512(y, ldy, w, wt, ldw, x, ldx, in, r, DOT_ROWS1, 1,
+				pf && r + 4 * DOT_ROWS1 <= r1 ? 3 * DOT_ROWS1 : 0);
 		for (; r + 4 <= r1; r += 4)
 			dot_512(y, ldy, w, wt, ldw, x, ldx, in, r, 4, 1, 0);
 		for (; r < r1; r++)
@@ -581,7 +588,7 @@ static INL TGT_512 void small_512_t(float *y, int64_t ldy, const float *x, int64
 	for (; r + 4 <= r1; r += 4) {
 		if (r + 8 <= r1)
 			for (t = 0; t + 4 <= n; t += 4)
-				dot_512(y + t * ldy, ldy, w, wt, ldw, x + t * ldx, ldx, in, r, 4, 4, 1);
+				dot_512(y + t * ldy, ldy, w, wt, ldw, x + t * ldx, ldx, in, r, 4, 4, 4);
 		else
 			for (t = 0; t + 4 <= n; t += 4)
 				dot_512(y + t * ldy, ldy, w, wt, ldw, x + t * ldx, ldx, in, r, 4, 4, 0);
