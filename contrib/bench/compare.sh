@@ -1,7 +1,11 @@
 #!/bin/bash
 # Side by side with llama.cpp on the same random Qwen3-0.6B bf16 weights:
-# decode (2 threads, 1 thread), prompt 512, and the 8-stream server load,
-# the two tools run alternately in one sitting, medians, ranges and ratios.
+# decode (2 threads, 1 thread), prompt 512 (ours in both matmul modes: the
+# precise default and GM_MATMUL=fast, bf16 activations as llama.cpp computes
+# a bf16 model), and the server (one request end to end, the same request
+# streamed: its decode rate, and 8 concurrent streams), the two tools run
+# alternately in one sitting, medians, ranges and ratios; then the server's
+# single request as a fraction of our own decode.
 #
 #   contrib/bench/compare.sh [-n RUNS] [--train] [--skip-check] [--quant TYPE] LLAMA_CPP_BUILD_DIR [LLAMA_CPP_SOURCE_DIR]
 #
@@ -181,7 +185,7 @@ record() {
 }
 
 # bench-forward: prints "| prompt N | tok/s | ..." and "| decode N (after 16) | tok/s | ..."
-ours_forward() { # THREADS PROMPT DECODE ROW_WANTED(prompt|decode)
+ours_forward() { # THREADS PROMPT DECODE ROW_WANTED(prompt|decode); GM_MATMUL from the environment
 	"$bench_forward" -t "$1" -r 1 -p "$2" -d "$3" "$ours_model" >"$tmp/bf.out"
 	awk -F'|' -v w="$4" '$2 ~ "^ *" w " " { gsub(/ /, "", $3); print $3 }' "$tmp/bf.out"
 }
@@ -211,6 +215,7 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 d, who = sys.argv[2], sys.argv[3]
 open("%s/single.%s" % (d, who), "a").write("%.2f\n" % r["single_tps"])
+open("%s/stream.%s" % (d, who), "a").write("%.2f\n" % r["stream_decode_tps"])
 open("%s/burst.%s" % (d, who), "a").write("%.2f\n" % r["burst_tps"])
 open("%s/tokens.%s" % (d, who), "a").write("%d %s\n" % (r["single_tokens"], r["per_stream_tokens"]))
 EOF
@@ -268,9 +273,12 @@ for r in $(seq 1 "$runs"); do
 	done
 	for who in $order; do
 		if [ "$who" = ours ]; then
-			v=$(ours_forward 2 512 1 prompt); record prompt.ours "$v"
+			v=$(GM_MATMUL=precise ours_forward 2 512 1 prompt); record prompt.ours "$v"
+			if [ -z "$quant" ]; then # (the mode applies to bf16 weights only)
+				v=$(GM_MATMUL=fast ours_forward 2 512 1 prompt); record promptfast.ours "$v"
+			fi
 		else
-			v=$(theirs_bench 2 512 0 0); record prompt.llama "$v"
+			v=$(theirs_bench 2 512 0 0); record prompt.llama "$v"; record promptfast.llama "$v"
 		fi
 	done
 	if [ -z "$quant" ]; then
@@ -288,8 +296,11 @@ import os, statistics, sys
 d, runs, quant = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 rows = [("decode", "decode 128 tokens after 16, 2 threads (tok/s)", "decode2"),
         ("decode", "decode 128 tokens after 16, 1 thread (tok/s)", "decode1"),
-        ("prompt", "prompt 512 tokens, 2 threads (tok/s)", "prompt"),
+        ("prompt", "prompt 512 tokens, 2 threads, precise matmul (our default) (tok/s)", "prompt"),
+        ("prompt", "prompt 512 tokens, 2 threads, GM_MATMUL=fast (bf16 activations, as llama.cpp) (tok/s)",
+         "promptfast"),
         ("server", "server, 1 request of 64 tokens, --parallel 8 / -np 8 (tok/s)", "single"),
+        ("server", "server, the same request streamed: decode rate after the first token (tok/s)", "stream"),
         ("server", "server, 8 concurrent requests of 64 tokens, aggregate (tok/s)", "burst")]
 
 def read(name):
@@ -303,7 +314,8 @@ def cell(v):
     return "%s (%s-%s)" % (num(statistics.median(v)), num(min(v)), num(max(v)))
 
 if quant:
-    rows = [(w, "%s, %s" % (label, quant), key) for w, label, key in rows if w != "server"]
+    rows = [(w, "%s, %s" % (label.replace(", precise matmul (our default)", ""), quant), key)
+            for w, label, key in rows if w != "server" and key != "promptfast"]
 print("| workload | git-model | llama.cpp | ratio |")
 print("| --- | --- | --- | --- |")
 for _, label, key in rows:
@@ -311,6 +323,11 @@ for _, label, key in rows:
     print("| %s | %s | %s | %.2f |" % (label, cell(a), cell(b), statistics.median(a) / statistics.median(b)))
 print()
 print("medians of %d runs (min-max); ratio = git-model median / llama.cpp median" % runs)
+if not quant:
+    dec = statistics.median(read("decode2.ours"))
+    for key, what in (("single", "1 request end to end (its 16-token prompt, HTTP)"),
+                      ("stream", "1 request streamed, decode rate")):
+        print("git-model server, %s / git-model decode 2 threads: %.2f" % (what, statistics.median(read(key + ".ours")) / dec))
 for who, name in (("ours", "git-model"), ("llama", "llama.cpp")):
     if not os.path.exists("%s/tokens.%s" % (d, who)):
         continue

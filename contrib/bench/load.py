@@ -8,7 +8,12 @@
 Uses only the standard library (threads + http.client).  It asks
 GET /v1/models for the model id, then
   --warmup: one request of 8 tokens, untimed (pages in, starts the workers);
-  single:   one request of --tokens tokens alone;
+  single:   one request of --tokens tokens alone (end to end: the prompt, the
+            tokens, HTTP);
+  stream:   the same request streamed ("stream_options": include_usage):
+            its decode rate, completion tokens after the first / the time
+            from the first chunk to the last (what `decode` measures for a
+            tool without a server), and the time to the first chunk;
   burst:    --streams requests of --tokens tokens sent at once (each thread
             waits on a barrier, then sends), aggregate = all completion
             tokens / the time from the first send to the last answer.
@@ -18,8 +23,8 @@ no server can reuse another request's prompt), temperature 0, max_tokens
 fixed; --ignore-eos adds "ignore_eos": true (llama-server's extension).
 Tokens are counted from the response's usage.completion_tokens.
 
-Prints one line of JSON: {"single_tps", "single_tokens", "burst_tps",
-"burst_tokens", "burst_s", "per_stream_tokens"}.  Exits non-zero when a
+Prints one line of JSON: {"single_tps", "single_tokens", "stream_decode_tps",
+"stream_ttft_s", "burst_tps", "burst_tokens", "burst_s", "per_stream_tokens"}.  Exits non-zero when a
 request fails or a limit is passed.
 """
 import argparse
@@ -69,6 +74,38 @@ def completion(args, model, seed, max_tokens):
     return t0, t1, int(r["usage"]["completion_tokens"])
 
 
+def streamed(args, model, seed, max_tokens):
+    """(time to the first chunk, decode tok/s after it, completion tokens) of one streamed request."""
+    body = {"model": model, "prompt": prompt_ids(seed, args.prompt_len), "max_tokens": max_tokens,
+            "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
+    if args.ignore_eos:
+        body["ignore_eos"] = True
+    conn = http.client.HTTPConnection(HOST, args.port, timeout=args.timeout)
+    try:
+        t0 = time.monotonic()
+        conn.request("POST", "/v1/completions", body=json.dumps(body).encode(),
+                     headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        if resp.status != 200:
+            raise RuntimeError("streamed POST /v1/completions: HTTP %d: %s" % (resp.status, resp.read()[:300]))
+        first = last = None
+        tokens = 0
+        for line in resp:
+            if not line.startswith(b"data: {"):
+                continue
+            chunk = json.loads(line[6:])
+            if chunk.get("usage"):
+                tokens = int(chunk["usage"]["completion_tokens"])
+            if chunk.get("choices"):
+                last = time.monotonic()
+                first = first or last
+    finally:
+        conn.close()
+    if first is None or tokens < 2 or last <= first:
+        raise RuntimeError("streamed request: %d tokens, too few chunks to time" % tokens)
+    return first - t0, (tokens - 1) / (last - first), tokens
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("port", type=int)
@@ -92,6 +129,7 @@ def main():
 
     t0, t1, n = completion(args, model, base + 998, args.tokens)
     single_tps, single_tokens = n / (t1 - t0), n
+    ttft, stream_tps, _ = streamed(args, model, base + 997, args.tokens)
 
     barrier = threading.Barrier(args.streams)
     results = [None] * args.streams
@@ -115,6 +153,7 @@ def main():
     end = max(r[1] for r in results)
     tokens = [r[2] for r in results]
     print(json.dumps({"single_tps": single_tps, "single_tokens": single_tokens,
+                      "stream_decode_tps": stream_tps, "stream_ttft_s": ttft,
                       "burst_tps": sum(tokens) / (end - start), "burst_tokens": sum(tokens),
                       "burst_s": end - start, "per_stream_tokens": tokens}))
 
