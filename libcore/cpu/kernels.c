@@ -556,12 +556,12 @@ static INL TGT_512 void dot_512(float *y, int64_t ldy, const void *w, const enum
  * hardware prefetchers alone kept one Zen 5 core at 17-21 GB/s, with
  * them 27-31 (a 200 MB bf16 weight); a smaller range is likely still in
  * cache from the step before, where the prefetches only take load slots
- * (an 8 MB weight in L3: 61-78 GB/s without, 40-54 with).  Two
- * tokens: 8 rows by 2, prefetched the same way.  More tokens: 4 rows by up to 4 tokens, each weight
- * vector used for 4 tokens; the 4 rows (at most 4 * in * 4 bytes) stay in
- * L1/L2 while the other token groups reuse them, and the next 4 rows are
- * prefetched meanwhile (without it the memory idles during those passes:
- * 8 tokens took 2.2x longer on Zen 5).
+ * (an 8 MB weight in L3: 61-78 GB/s without, 40-54 with).  Two tokens:
+ * 8 rows by 2, prefetched the same way.  More tokens: 4 rows by up to 4
+ * tokens, each weight vector used for 4 tokens; the 4 rows (at most 4 *
+ * in * 4 bytes) stay in L1/L2 while the other token groups reuse them,
+ * and the next 4 rows are prefetched meanwhile (without it the memory
+ * idles during those passes: 8 tokens took 2.2x longer on Zen 5).
  */
 static INL TGT_512 void small_512_t(float *y, int64_t ldy, const float *x, int64_t ldx, int64_t n,
 				     const void *w, const enum gm_dtype wt, int64_t ldw, int64_t in, int64_t r0,
