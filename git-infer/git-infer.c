@@ -24,6 +24,7 @@
 #include "text/toolcall.h"
 #include "serve/toolreq.h"
 #include "base/cmd.h"
+#include "cpu/kernels.h"
 #include "engine/forward.h"
 #include "base/fs.h"
 #include "engine/generate.h"
@@ -60,7 +61,7 @@ static const char *const usage[] = {
 
 struct infer_opts {
 	const char *model_id; /* --serve: the registered name clients use; NULL: the directory's */
-	const char *model, *prompt, *system, *seed, *prompt_ids, *logits_out, *render_chat, *kv_type;
+	const char *model, *prompt, *system, *seed, *prompt_ids, *logits_out, *render_chat, *kv_type, *matmul;
 	const char *grammar, *json_schema; /* constrained decoding: a GBNF file, a JSON Schema file */
 	const char *quant;  /* --quant: which GGUF file of the model directory */
 	const char *perplexity; /* --perplexity FILE */
@@ -1263,6 +1264,8 @@ int main(int argc, const char **argv)
 			   0, 1 << 24),
 		GM_OPT_STRING(0, "kv-type", &io.kv_type, "type",
 			      "KV cache in f32 (default), auto (the dtype of the model), bf16 or f16"),
+		GM_OPT_STRING(0, "matmul", &io.matmul, "mode",
+			      "prompt products of bf16 weights: precise (default) or fast (bf16 activations)"),
 		GM_OPT_GROUP("serving (OpenAI-compatible HTTP API)"),
 		GM_OPT_STRING(0, "serve", &io.serve, "addr:port",
 			      "serve the model over HTTP (addr: 127.0.0.1 if left out; port 0: any)"),
@@ -1369,6 +1372,19 @@ int main(int argc, const char **argv)
 	if (!io.model) {
 		status = gm_cmd_usage_error(&cmd, "missing -m <model>: a model directory or a registered name");
 		goto out;
+	}
+	if (io.matmul) {
+		if (!strcmp(io.matmul, "precise")) {
+			gm_kernels_set_matmul_mode(GM_MATMUL_PRECISE);
+		} else if (!strcmp(io.matmul, "fast")) {
+			gm_kernels_set_matmul_mode(GM_MATMUL_FAST);
+			if (!gm_kernels_bf16_supported())
+				gm_warn("--matmul fast needs AVX-512 with AVX512_BF16, which this CPU (or GM_KERNELS) "
+					"lacks: the precise kernels run");
+		} else {
+			status = gm_cmd_usage_error(&cmd, "unknown --matmul mode '%s' (precise or fast)", io.matmul);
+			goto out;
+		}
 	}
 	modes = !!check + !!io.tokenize + !!io.render_chat + !!io.serve + !!io.perplexity;
 	if (modes > 1) {

@@ -91,6 +91,13 @@ test_expect_success PYTHON3 'setup: the golden reader' '
 	        rel = diff / max(abs(y) for y in b)
 	        print("max |d| / max |ref| = %.3g" % rel)
 	        assert rel <= 1e-4, rel
+	elif cmd == "close":
+	    # close A B TOL: two logits files, max |a - b| / max |b| within TOL
+	    a, b = tensor(args[0], "logits")[1], tensor(args[1], "logits")[1]
+	    assert len(a) == len(b), (len(a), len(b))
+	    rel = max(abs(x - y) for x, y in zip(a, b)) / max(abs(y) for y in b)
+	    print("max |d| / max |ref| = %.3g" % rel)
+	    assert rel <= float(args[2]), rel
 	elif cmd == "decode":
 	    # the text of ids as tokenizers decodes it (special tokens skipped)
 	    table, special = token_bytes(args[0])
@@ -174,6 +181,24 @@ test_expect_success PYTHON3 '--logits-out: pocket-qwen3' '
 
 test_expect_success PYTHON3 '--logits-out: tiny-qwen3-vocab151k' '
 	logits_test "$V151K" "$GOLDEN/tiny-qwen3-vocab151k.safetensors"
+'
+
+# --matmul: a 48-token prompt (more than the 16 tokens decoded precisely in
+# any mode) of the bf16 pocket model; fast moves the logits by about 1e-2
+# of the largest (bf16 activations), precise is the default's bits.
+test_expect_success PYTHON3 '--matmul precise is the default, fast stays within 5e-2, a bad mode is refused' '
+	ids=$(seq 100 37 1839 | paste -s -d, -) &&
+	git infer -m "$POCKET" --prompt-ids "$ids" -n 0 --logits-out default.st &&
+	git infer -m "$POCKET" --prompt-ids "$ids" -n 0 --matmul precise --logits-out precise.st &&
+	cmp default.st precise.st &&
+	git infer -m "$POCKET" --prompt-ids "$ids" -n 0 --matmul fast --logits-out fast.st 2>err &&
+	python3 golden.py close fast.st precise.st 5e-2 &&
+	if grep -qw avx512_bf16 /proc/cpuinfo && test -z "$GM_KERNELS"
+	then
+		! cmp -s fast.st precise.st
+	fi &&
+	test_must_fail git infer -m "$POCKET" --prompt-ids "$ids" -n 0 --matmul quick 2>err &&
+	test_grep "unknown --matmul mode .quick. (precise or fast)" err
 '
 
 test_expect_success PYTHON3 '--tokenize: Qwen3 golden ids' '
