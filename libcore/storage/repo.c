@@ -497,6 +497,8 @@ char *gm_repo_mark_writer(const char *gitdir)
 	dir = gm_path_join(gitdir, "git-model");
 	mark = gm_path_join(dir, "writer");
 	remove_stale_locks(gitdir, mark);
+	/* and the temporary of a mark whose writer was killed while writing it (.writer.tmp-XXXXXX) */
+	gm_atomic_remove_stale(mark);
 	snprintf(line, sizeof(line), "%ld %llu\n", pid, proc_start(pid));
 	if (gm_mkdir_p(dir, 0777, NULL) || gm_write_file_atomic(mark, line, strlen(line), 0644, NULL)) {
 		free(mark); /* best effort: without a mark, only the user can clear a lock */

@@ -15,6 +15,7 @@
 #include "base/fs.h"
 #include "storage/lfs.h"
 #include "storage/lfs-repo.h"
+#include "storage/repo-internal.h"
 #include "storage/registry.h"
 #include "storage/repo.h"
 #include "storage/resolve.h"
@@ -301,6 +302,35 @@ static void test_commit_atomic(void)
 	free(wd);
 }
 
+/*
+ * A writer killed while writing its writer mark (GITDIR/git-model/writer,
+ * through a temporary) left .writer.tmp-XXXXXX: the next writer removes it
+ * (found by t9002's full crash sweep of quantize), never a live one's.
+ */
+static void test_writer_mark(void)
+{
+	char *gitdir = gm_path_join(tmpdir, "marked.git"), *dir = gm_path_join(gitdir, "git-model"),
+	     *stale = gm_path_join(dir, ".writer.tmp-AbC123"), *mark;
+	gm_atomic_file live;
+	gm_error err = GM_ERROR_INIT;
+
+	ok(!gm_mkdir_p(dir, 0777, &err) && !gm_write_file_atomic(stale, "1 2\n", 4, 0644, &err),
+	   "a killed writer's temporary of its mark");
+	mark = gm_path_join(dir, "writer");
+	ok(!gm_atomic_open(&live, mark, 0644, &err), "and a live writer's");
+	free(mark);
+	mark = gm_repo_mark_writer(gitdir);
+	ok(mark && gm_is_file(mark) && !gm_is_file(stale) && gm_is_file(live.tmp_path),
+	   "marking the repository removes the killed writer's only");
+	gm_atomic_abort(&live);
+	free(stale);
+	stale = mark ? gm_xstrdup(mark) : gm_path_join(dir, "writer");
+	gm_repo_unmark_writer(mark);
+	ok(!gm_is_file(stale) && gm_atomic_remove_stale(stale) == 0, "unmarked: neither the mark nor a temporary is left");
+	free(dir);
+	free(gitdir);
+}
+
 int main(void)
 {
 	gm_error err = GM_ERROR_INIT;
@@ -314,6 +344,7 @@ int main(void)
 	test_spec();
 	test_repo();
 	test_commit_atomic();
+	test_writer_mark();
 	{
 		char cmd[256];
 		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
