@@ -1,7 +1,8 @@
 #!/bin/sh
-test_description='crash consistency of what moves data between repositories and through stock git: push, fetch, pull, the LFS filter process (clean and smudge), worktrees (registry updates)'
+test_description='crash consistency of what moves data between repositories and through stock git: push, fetch, pull, a clone from the Hub over HTTP, the LFS filter process (clean and smudge), worktrees (registry updates)'
 . "${GM_SRC_DIR:-$(cd "$(dirname "$0")/.." && pwd)}/t/test-lib.sh"
 . "$GM_SRC_DIR/t/lib-crash.sh"
+. "$GM_SRC_DIR/t/lib-hub.sh"
 
 # Same scheme as t9000-crash.sh (see t/lib-crash.sh); contrib/crash/run.sh
 # runs it with GM_CRASH_POINTS=all.
@@ -78,6 +79,29 @@ test_expect_success CRASHPOINT 'git model pull (fetch, then fast-forward the bra
 	crash_sweep pull $K git model pull -q copy &&
 	grep "^refs/heads/main adapter: add a1" ref.pull.state &&
 	grep "adapters/.*/adapter_model.safetensors" ref.pull.state
+'
+
+# git model clone hf:ORG/NAME from the test Hub (t/lib/hub-server.py on
+# 127.0.0.1): git over smart HTTP, then the LFS objects through the Batch
+# API, each downloaded to a temporary, hashed and renamed into the store.
+state_hfclone () {
+	git model list | awk "{ print \$1 }" &&
+	refs_state "$MODELS/hub" && store_state "$MODELS/hub" &&
+	git -C "$MODELS/hub" status --porcelain &&
+	(cd "$MODELS/hub" && git ls-files | sort | xargs -r sha256sum)
+}
+test_expect_success CRASHPOINT,PYTHON3 'git model clone hf:ORG/NAME (git and the LFS objects over HTTP)' '
+	start_hub_server &&
+	hub_repo org/tiny &&
+	git -C "tmpl.sync/$MODELS/tiny" push -q "$HUB_ROOT/org/tiny.git" "refs/heads/*:refs/heads/*" &&
+	mkdir -p "$HUB_ROOT/org/tiny.git/lfs" &&
+	cp -R "tmpl.sync/$MODELS/tiny/.git/lfs/objects" "$HUB_ROOT/org/tiny.git/lfs/" &&
+	cp -a tmpl.sync tmpl.hfclone &&
+	crash_sweep hfclone $K git model clone -q hf:org/tiny hub &&
+	grep "^refs/heads/main adapter: add a1" ref.hfclone.state &&
+	grep -c "lfs/objects/" ref.hfclone.state >count &&
+	echo 2 >expect && test_cmp expect count &&
+	test_grep "POST /org/tiny.git/info/lfs/objects/batch 200" "$HUB_LOG"
 '
 
 test_expect_success CRASHPOINT 'setup: a plain repository using the filter process, with large files' '
