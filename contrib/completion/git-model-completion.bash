@@ -128,7 +128,7 @@ __gm_complete ()
 			case "$prev" in
 			--dtype|-m|--model|--check-data|--logits-out|--render-chat|--tools|--remote|--driver|--worktree|\
 			--data|--eval-data|--trace|--output|--resume|--init-adapter|--schedule|--targets|--kv-type|\
-			--type|--quant|--perplexity|--follow) opt=$prev ;;
+			--matmul|--type|--quant|--perplexity|--follow) opt=$prev ;;
 			esac ;;
 		esac
 	fi
@@ -136,6 +136,7 @@ __gm_complete ()
 		case "$opt" in
 		--dtype) __gm_reply "$val" bf16 f16 f32 ;;
 		--kv-type) __gm_reply "$val" auto f32 bf16 f16 ;;
+		--matmul) __gm_reply "$val" precise fast ;;
 		--type|--quant) __gm_reply "$val" Q8_0 Q6_K Q5_K_M Q5_K_S Q4_K_M Q4_K_S Q5_1 Q5_0 Q4_1 Q4_0 BF16 F16 F32 ;;
 		--perplexity) __gm_reply_paths "$val" ;;
 		-m|--model) __gm_reply_paths "$val" -d; __gm_add_models "$val" ;;
