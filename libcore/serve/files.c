@@ -31,6 +31,15 @@ struct gm_files_upload {
 	uint64_t bytes;
 };
 
+/* CLOCK_REALTIME in nanoseconds. */
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 /* "file-" and 24 lower-case hex digits: anything else names no file (and no path). */
 static int valid_id(const char *id)
 {
@@ -243,6 +252,8 @@ int gm_files_upload_finish(gm_files_upload *u, const char *filename, const char 
 			json_object_object_add(counts, gm_td_kind_key((enum gm_td_kind)k),
 					       json_object_new_int64((int64_t)st.count[k]));
 		json_object_object_add(x, "examples", json_object_new_int64((int64_t)st.examples));
+		/* the order of uploads within one second of created_at (the list is newest first) */
+		json_object_object_add(x, "created_at_ns", json_object_new_int64(now_ns()));
 		json_object_object_add(x, "counts", counts);
 		json_object_object_add(o, "git_model", x);
 	}
@@ -285,17 +296,29 @@ static int read_meta(gm_files *f, const char *id, json_object **obj, gm_error *e
 	return ret;
 }
 
+/* created_at, then our created_at_ns (files stored before it had none: 0) */
+static void created_of(json_object *o, int64_t *sec, int64_t *ns)
+{
+	json_object *v, *x;
+
+	*sec = *ns = 0;
+	if (json_object_object_get_ex(o, "created_at", &v))
+		*sec = json_object_get_int64(v);
+	if (json_object_object_get_ex(o, "git_model", &x) && json_object_object_get_ex(x, "created_at_ns", &v))
+		*ns = json_object_get_int64(v);
+}
+
 static int by_created_desc(const void *a, const void *b)
 {
-	json_object *x = *(json_object *const *)a, *y = *(json_object *const *)b, *v;
-	int64_t cx = 0, cy = 0;
+	json_object *x = *(json_object *const *)a, *y = *(json_object *const *)b;
+	int64_t cx, cy, nx, ny;
 
-	if (json_object_object_get_ex(x, "created_at", &v))
-		cx = json_object_get_int64(v);
-	if (json_object_object_get_ex(y, "created_at", &v))
-		cy = json_object_get_int64(v);
+	created_of(x, &cx, &nx);
+	created_of(y, &cy, &ny);
 	if (cx != cy)
 		return cx > cy ? -1 : 1;
+	if (nx != ny)
+		return nx > ny ? -1 : 1;
 	return strcmp(json_object_get_string(json_object_object_get(x, "id")),
 		      json_object_get_string(json_object_object_get(y, "id")));
 }
