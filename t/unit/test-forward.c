@@ -39,22 +39,6 @@ static float frand(void)
 	return (float)((rng_state >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
 }
 
-/* max |a - b| / max |b| over n values */
-static double rel_err(const float *a, const float *b, size_t n)
-{
-	double d = 0.0, m = 0.0;
-	size_t i;
-
-	for (i = 0; i < n; i++) {
-		double e = fabs((double)a[i] - (double)b[i]);
-		if (e > d || isnan(e))
-			d = isnan(e) ? INFINITY : e;
-		if (fabs((double)b[i]) > m)
-			m = fabs((double)b[i]);
-	}
-	return m > 0 ? d / m : d;
-}
-
 /* A random weight of n elements of type t, and its f32 values. */
 static void *random_weight(enum gm_dtype t, size_t n, float *vals)
 {
@@ -98,7 +82,7 @@ static void test_matvec_matmul(enum gm_isa isa, enum gm_dtype t)
 		}
 	}
 	gm_matvec(y, w, t, ldw, x, in, r0, r1);
-	worst_mv = rel_err(y + r0, ref + r0, (size_t)(r1 - r0));
+	worst_mv = tap_max_rel(y + r0, ref + r0, (size_t)(r1 - r0));
 	for (ni = 0; ni < sizeof(ns) / sizeof(ns[0]); ni++) {
 		n = ns[ni];
 		memset(y, 0, sizeof(float) * 70 * rows);
@@ -107,7 +91,7 @@ static void test_matvec_matmul(enum gm_isa isa, enum gm_dtype t)
 		gm_matmul(y, rows, xt, n, w, t, ldw, in, r0, 17, panel);
 		gm_matmul(y, rows, xt, n, w, t, ldw, in, 17, r1, panel);
 		for (i = 0; i < n; i++) {
-			double e = rel_err(y + i * rows + r0, ref + i * rows + r0, (size_t)(r1 - r0));
+			double e = tap_max_rel(y + i * rows + r0, ref + i * rows + r0, (size_t)(r1 - r0));
 			if (e > worst_mm)
 				worst_mm = e;
 		}
@@ -216,9 +200,8 @@ static void test_fast_matmul(void)
 			/* full blocks are bf16 products; a last block of <= 16 tokens is precise */
 			int64_t b0 = (n - 1) / GM_MATMUL_TB * GM_MATMUL_TB;
 			int short_last = n - b0 <= GM_MATMUL_SMALL && i >= b0;
-			double er = rel_err(y + i * rows + r0, refr + i * rows + r0, (size_t)(r1 - r0));
-			double e = rel_err(y + i * rows + r0, ref + i * rows + r0,
-					   (size_t)(r1 - r0));
+			double er = tap_max_rel(y + i * rows + r0, refr + i * rows + r0, (size_t)(r1 - r0));
+			double e = tap_max_rel(y + i * rows + r0, ref + i * rows + r0, (size_t)(r1 - r0));
 
 			if (!short_last && er > worst_r)
 				worst_r = er;
@@ -266,7 +249,7 @@ static void test_small_kernels(enum gm_isa isa)
 	for (i = 0; i < 40; i++)
 		ref[i] = (float)(x[i] / sqrt(ss / 40 + 1e-6) * w[i]);
 	gm_rmsnorm(y, x, w, GM_DTYPE_F32, 40, 1e-6f);
-	ok(rel_err(y, ref, 40) < 1e-6, "%s rmsnorm", name);
+	ok(tap_max_rel(y, ref, 40) < 1e-6, "%s rmsnorm", name);
 
 	for (i = 0; i < 20; i++) {
 		cs[i] = (float)cos(0.3 * i + 0.1);
@@ -278,7 +261,7 @@ static void test_small_kernels(enum gm_isa isa)
 	}
 	memcpy(y, x, sizeof(y));
 	gm_rope(y, cs, sn, 40);
-	ok(rel_err(y, ref, 40) < 1e-6, "%s rope rotates pairs (j, j + d/2)", name);
+	ok(tap_max_rel(y, ref, 40) < 1e-6, "%s rope rotates pairs (j, j + d/2)", name);
 
 	for (i = 0; i < 40; i++)
 		mx = x[i] > mx ? x[i] : mx;
@@ -288,7 +271,7 @@ static void test_small_kernels(enum gm_isa isa)
 		ref[i] = (float)(exp(x[i] - mx) / sum);
 	memcpy(y, x, sizeof(y));
 	gm_softmax(y, 40);
-	ok(rel_err(y, ref, 40) < 1e-6, "%s softmax (40)", name);
+	ok(tap_max_rel(y, ref, 40) < 1e-6, "%s softmax (40)", name);
 	for (i = 0; i < 19; i++)
 		y[i] = ref[i] = (float)i * 0.37f - 3;
 	gm_softmax(y, 19);
@@ -296,13 +279,13 @@ static void test_small_kernels(enum gm_isa isa)
 		sum += exp((double)ref[i] - (19 - 1) * 0.37 + 3);
 	for (i = 0; i < 19; i++)
 		ref[i] = (float)(exp((double)ref[i] - (19 - 1) * 0.37 + 3) / sum);
-	ok(rel_err(y, ref, 19) < 1e-6, "%s softmax (19, a masked tail)", name);
+	ok(tap_max_rel(y, ref, 19) < 1e-6, "%s softmax (19, a masked tail)", name);
 
 	for (i = 0; i < 40; i++)
 		ref[i] = (float)(x[i] / (1 + exp(-(double)x[i])) * u[i]);
 	memcpy(y, x, sizeof(y));
 	gm_silu_mul(y, u, 40);
-	ok(rel_err(y, ref, 20) < 1e-6 && rel_err(y + 20, ref + 20, 20) < 1e-6, "%s silu * up", name);
+	ok(tap_max_rel(y, ref, 20) < 1e-6 && tap_max_rel(y + 20, ref + 20, 20) < 1e-6, "%s silu * up", name);
 }
 
 static void test_kernels(void)
@@ -353,7 +336,7 @@ static double compare_logits(gm_st_file *g, int i, const float *logits, int64_t 
 	int64_t t, j;
 
 	if (ref)
-		return numel == (size_t)(n * vocab) ? rel_err(logits, ref, numel) : INFINITY;
+		return numel == (size_t)(n * vocab) ? tap_max_rel(logits, ref, numel) : INFINITY;
 	/* large vocabularies: a subset of columns for every position, all of the last */
 	{
 		const int32_t *sub = (const int32_t *)gtensor(g, "vocab_subset", 0, &n_sub);
@@ -367,8 +350,8 @@ static double compare_logits(gm_st_file *g, int i, const float *logits, int64_t 
 		for (t = 0; t < n; t++)
 			for (j = 0; j < (int64_t)n_sub; j++)
 				got[t * n_sub + j] = logits[t * vocab + sub[j]];
-		worst = rel_err(got, rsub, numel);
-		e = rel_err(logits + (n - 1) * vocab, last, (size_t)vocab);
+		worst = tap_max_rel(got, rsub, numel);
+		e = tap_max_rel(logits + (n - 1) * vocab, last, (size_t)vocab);
 		free(got);
 		return e > worst ? e : worst;
 	}
@@ -424,7 +407,7 @@ static void test_golden(const struct golden *gd, double *worst_out)
 		if (e > *worst_out)
 			*worst_out = e;
 		ok(e < 1e-4, "%s p%d: logits match transformers (rel %.2g)", gd->name, i, e);
-		eh = ref_hidden ? rel_err(gm_forward_last_hidden(f), ref_hidden, (size_t)(n * H)) : INFINITY;
+		eh = ref_hidden ? tap_max_rel(gm_forward_last_hidden(f), ref_hidden, (size_t)(n * H)) : INFINITY;
 		ok(eh < 1e-4, "%s p%d: final hidden states match (rel %.2g)", gd->name, i, eh);
 
 		/* greedy continuation, one token at a time through the cache */
@@ -444,7 +427,7 @@ static void test_golden(const struct golden *gd, double *worst_out)
 		ret = gm_forward_pos(f) == (int)(n / 2) ? 0 : -1;
 		if (!ret)
 			ret = gm_forward_eval(f, ids + n / 2, (int)(n - n / 2), step, 0, &err);
-		e = ret ? INFINITY : rel_err(step, full + (n - 1) * V, (size_t)V);
+		e = ret ? INFINITY : tap_max_rel(step, full + (n - 1) * V, (size_t)V);
 		ok(e < 1e-5, "%s p%d: truncate + re-eval reproduces the last logits (rel %.2g)", gd->name, i, e);
 
 		/* the prompt in pieces of 1, 2, 5, 33 tokens through the cache, one thread */
@@ -452,7 +435,7 @@ static void test_golden(const struct golden *gd, double *worst_out)
 		for (done = 0, piece = 0; !ret && done < n; done += t, piece++) {
 			t = pieces[piece % 4] < n - done ? pieces[piece % 4] : n - done;
 			ret = gm_forward_eval(f2, ids + done, (int)t, part, 1, &err);
-			e = rel_err(part, full + done * V, (size_t)(t * V));
+			e = tap_max_rel(part, full + done * V, (size_t)(t * V));
 			if (e > ekv)
 				ekv = e;
 		}
@@ -461,7 +444,7 @@ static void test_golden(const struct golden *gd, double *worst_out)
 		if (!ret && f2) {
 			gm_forward_truncate(f2, 0);
 			ret = gm_forward_eval(f2, ids, (int)n, part, 1, &err);
-			e = ret ? INFINITY : rel_err(part, full, (size_t)(n * V));
+			e = ret ? INFINITY : tap_max_rel(part, full, (size_t)(n * V));
 			ok(e <= 1e-6, "%s p%d: 1 and 2 threads agree (rel %.2g)", gd->name, i, e);
 		}
 	next:
@@ -573,7 +556,7 @@ pocket:
 		if (!ret)
 			ret = gm_forward_eval(f, ids, n, lf, 1, &err);
 		gm_kernels_set_matmul_mode(mode);
-		e = ret ? INFINITY : rel_err(lf, lp, (size_t)(n * V));
+		e = ret ? INFINITY : tap_max_rel(lf, lp, (size_t)(n * V));
 		ea = ret ? INFINITY : max_abs(lf, lp, (size_t)(n * V));
 		for (t = 0; !ret && t < n; t++) {
 			same += gm_sample_argmax(lf + t * V, (size_t)V) == gm_sample_argmax(lp + t * V, (size_t)V);
@@ -959,9 +942,9 @@ static void test_long_prompt(void)
 	gm_forward_truncate(f, 0);
 	ret = ret ? ret : gm_forward_eval(f, ids, 300, b, 1, &err);
 	ret = ret ? ret : gm_forward_eval(f, ids + 300, n - 300, b + 300 * V, 1, &err);
-	ok(!ret && rel_err(a, b, (size_t)(n * V)) < 1e-5,
+	ok(!ret && tap_max_rel(a, b, (size_t)(n * V)) < 1e-5,
 	   "%d tokens in one eval (two internal batches) equal 300 + 400 through the cache (rel %.2g)", n,
-	   ret ? INFINITY : rel_err(a, b, (size_t)(n * V)));
+	   ret ? INFINITY : tap_max_rel(a, b, (size_t)(n * V)));
 out:
 	free(a);
 	free(b);
@@ -1178,7 +1161,7 @@ static void test_lora(void)
 			ret = ret ? ret : eval_all(f, ids, n, got, &err);
 			snprintf(name, sizeof(name), "%s.p%%d.logits", tags[k]);
 			ref = gtensor(g, name, i, &numel);
-			e = ret || !ref || numel != (size_t)n * (size_t)V ? INFINITY : rel_err(got, ref, numel);
+			e = ret || !ref || numel != (size_t)n * (size_t)V ? INFINITY : tap_max_rel(got, ref, numel);
 			worst[k] = e > worst[k] ? e : worst[k];
 			ok(e < 1e-4, "lora p%d %s: logits match peft (rel %.2g)", i, tags[k], e);
 			if (k == 0)
@@ -1197,7 +1180,7 @@ static void test_lora(void)
 
 				t = pieces[piece % 4] < n - done ? pieces[piece % 4] : n - done;
 				ret = gm_forward_eval(f, ids + done, (int)t, got, 1, &err);
-				e = rel_err(got, ref2 + done * V, (size_t)(t * V));
+				e = tap_max_rel(got, ref2 + done * V, (size_t)(t * V));
 				ekv = e > ekv ? e : ekv;
 			}
 			ok(!ret && ekv < 1e-5, "lora p%d a1+a2: KV-cache logits (pieces) equal the full pass (rel %.2g)",
@@ -1222,9 +1205,9 @@ static void test_lora(void)
 			ret = ret ? ret : eval_all(f, ids, n, got, &err);
 			ret = ret ? ret : gm_forward_set_adapters(f, twice, NULL, 2, &err);
 			ret = ret ? ret : eval_all(f, ids, n, ref2, &err);
-			e = ret ? INFINITY : rel_err(got, ref2, (size_t)n * (size_t)V);
+			e = ret ? INFINITY : tap_max_rel(got, ref2, (size_t)n * (size_t)V);
 			ok(e < 1e-5, "lora p%d: a1 at scale 2 equals a1 stacked twice (rel %.2g)", i, e);
-			e = rel_err(got, base, (size_t)n * (size_t)V);
+			e = tap_max_rel(got, base, (size_t)n * (size_t)V);
 			ok(!ret && e > 1e-3, "lora p%d: and differs from the base (rel %.2g)", i, e);
 		}
 		if (ret)
@@ -1354,7 +1337,7 @@ static void test_lora(void)
 			ret = ret ? ret : set1(f, hi, 1.0f, &err);
 			ret = ret ? ret : eval_all(f, ids, 4, ref2, &err);
 			if (!ret)
-				e = rel_err(got, ref2, 4 * (size_t)V);
+				e = tap_max_rel(got, ref2, 4 * (size_t)V);
 			ok(!ret && lo->modules[0].a->dtype == t && e < 1e-6, "lora: a %s adapter (rel %.2g vs f32%s%s)",
 			   gm_dtype_name(t), e, ret ? "; " : "", ret ? err.msg : "");
 			gm_forward_set_adapters(f, NULL, NULL, 0, &err);

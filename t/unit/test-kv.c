@@ -22,19 +22,6 @@
 #include "formats/sparse.h"
 #include "tap.h"
 
-static double rel_diff(const float *a, const float *b, int64_t n)
-{
-	double worst = 0, mx = 0;
-	int64_t i;
-
-	for (i = 0; i < n; i++) {
-		double d = fabs((double)a[i] - (double)b[i]);
-		worst = d > worst ? d : worst;
-		mx = fabs((double)b[i]) > mx ? fabs((double)b[i]) : mx;
-	}
-	return mx > 0 ? worst / mx : worst;
-}
-
 static int64_t argmax(const float *x, int64_t n)
 {
 	int64_t i, b = 0;
@@ -230,8 +217,8 @@ static void test_pool(const gm_model *m)
 				    2, &err);
 	ok(!ret && !memcmp(la, lb, sizeof(float) * (size_t)V), "a fork's next logits equal the original's (bits)");
 	ret = gm_forward_eval_batch(f, kv, &(gm_forward_seq){ c, ids + 32, 9, 0, lc }, 1, &err);
-	ok(!ret && rel_diff(lc, la, V) < 1e-5 && argmax(lc, V) == argmax(la, V),
-	   "a fork at 32 given the next 9 tokens agrees (rel %.2g)", rel_diff(lc, la, V));
+	ok(!ret && tap_max_rel(lc, la, V) < 1e-5 && argmax(lc, V) == argmax(la, V),
+	   "a fork at 32 given the next 9 tokens agrees (rel %.2g)", tap_max_rel(lc, la, V));
 	/* free: shared blocks stay */
 	nfree = gm_kv_free_blocks(kv);
 	gm_kv_seq_free(kv, a);
@@ -244,13 +231,13 @@ static void test_pool(const gm_model *m)
 	nfree = gm_kv_free_blocks(kv);
 	ret = gm_forward_eval_batch(f, kv, &(gm_forward_seq){ c, ids + 20, 21, 0, lc }, 1, &err);
 	ok(!ret && gm_kv_seq_len(kv, c) == 41, "re-evaluated after the truncation (%s)", err.msg);
-	ok(rel_diff(lc, la, V) < 1e-5 && argmax(lc, V) == argmax(la, V), "and gives the same logits (rel %.2g)",
-	   rel_diff(lc, la, V));
+	ok(tap_max_rel(lc, la, V) < 1e-5 && argmax(lc, V) == argmax(la, V), "and gives the same logits (rel %.2g)",
+	   tap_max_rel(lc, la, V));
 	ok(gm_kv_free_blocks(kv) == nfree - 2, "copy on write + one new block");
 	/* b's blocks were not touched by c's copy on write */
 	ret = gm_forward_eval_batch(f, kv, &(gm_forward_seq){ b, ids + 41, 1, 0, lb }, 1, &err);
 	ret = ret ? ret : gm_forward_eval_batch(f, kv, &(gm_forward_seq){ c, ids + 41, 1, 0, lc }, 1, &err);
-	ok(!ret && rel_diff(lc, lb, V) < 1e-5, "the sharer is unchanged by the copy (rel %.2g)", rel_diff(lc, lb, V));
+	ok(!ret && tap_max_rel(lc, lb, V) < 1e-5, "the sharer is unchanged by the copy (rel %.2g)", tap_max_rel(lc, lb, V));
 
 	/* out of blocks: GM_ENOMEM, nothing changed */
 	ret = gm_kv_seq_new(kv, &d, &err);
@@ -351,7 +338,7 @@ static int mixed(const gm_model *m, enum gm_kv_type kt, int n_threads, const str
 		g = NULL;
 		if (ret)
 			break;
-		e = rel_diff(batch_out + i * V, alone, V);
+		e = tap_max_rel(batch_out + i * V, alone, V);
 		*rel = e > *rel ? e : *rel;
 		if (argmax(batch_out + i * V, V) != argmax(alone, V))
 			*same_argmax = 0;
@@ -440,7 +427,7 @@ static void test_mixed(void)
 		for (i = 0; i < NSEQ * V; i++)
 			w = fabs(out1[i] - out2[i]) > w ? fabs(out1[i] - out2[i]) : w;
 		tap_diag("pocket-qwen3: bf16 KV vs f32 KV: worst relative logit difference %.3g, max |dlogit| %.3g",
-			 rel_diff(out1, out2, NSEQ * V), w);
+			 tap_max_rel(out1, out2, NSEQ * V), w);
 	}
 	{
 		int i, agree = 1;

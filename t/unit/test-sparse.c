@@ -24,18 +24,6 @@
 
 static const int32_t ids[8] = { 1, 17, 400, 3, 999, 42, 7, 2048 };
 
-static double rel_err(const float *a, const float *b, size_t n)
-{
-	double d = 0, m = 0;
-	size_t i;
-
-	for (i = 0; i < n; i++) {
-		d = fmax(d, fabs((double)a[i] - (double)b[i]));
-		m = fmax(m, fabs((double)b[i]));
-	}
-	return m > 0 ? d / m : d;
-}
-
 /* ||a - b||_2 / ||c - b||_2: the part of the change c - b that a misses. */
 static double rel_l2(const float *a, const float *b, const float *c, size_t n)
 {
@@ -399,27 +387,27 @@ int main(void)
 		ret = ret ? ret : eval_all(f, got, V, 0, &err);
 		drift[i] = rel_l2(got, ref, base, n);
 		tap_diag("density %g: logit drift vs the LoRA: ||l - l_lora|| / ||l_lora - l_base|| = %.3g, "
-			 "max |l - l_lora| / max |l_lora| = %.3g (8 positions)", dens[i], drift[i], rel_err(got, ref, n));
+			 "max |l - l_lora| / max |l_lora| = %.3g (8 positions)", dens[i], drift[i], tap_max_rel(got, ref, n));
 	}
-	ok(drift[2] < 1e-5 && rel_err(got, ref, n) < 1e-5, "density 1 reproduces the LoRA's logits (prefill): %.3g",
-	   rel_err(got, ref, n));
+	ok(drift[2] < 1e-5 && tap_max_rel(got, ref, n) < 1e-5, "density 1 reproduces the LoRA's logits (prefill): %.3g",
+	   tap_max_rel(got, ref, n));
 	ok(drift[0] > drift[1] && drift[1] > drift[2], "the drift decreases with the density (%.3g > %.3g > %.3g)",
 	   drift[0], drift[1], drift[2]);
 	ret = set_list(f, NULL, 0, sp[2], 1, &err);
 	ret = ret ? ret : eval_all(f, got, V, 1, &err);
-	ok(!ret && rel_err(got, ref, n) < 1e-5, "density 1 reproduces the LoRA's logits (decode, SpMV): %.3g",
-	   rel_err(got, ref, n));
+	ok(!ret && tap_max_rel(got, ref, n) < 1e-5, "density 1 reproduces the LoRA's logits (decode, SpMV): %.3g",
+	   tap_max_rel(got, ref, n));
 	/* scales */
 	ret = set_list(f, lora, 0.5f, NULL, 0, &err);
 	ret = ret ? ret : eval_all(f, ref2, V, 0, &err);
 	ret = ret ? ret : set_list(f, NULL, 0, sp[2], 0.5f, &err);
 	ret = ret ? ret : eval_all(f, got, V, 0, &err);
-	ok(!ret && rel_err(got, ref2, n) < 1e-5, "scale 0.5: sparse = LoRA (%.3g)", rel_err(got, ref2, n));
+	ok(!ret && tap_max_rel(got, ref2, n) < 1e-5, "scale 0.5: sparse = LoRA (%.3g)", tap_max_rel(got, ref2, n));
 	/* stacking: LoRA a1 minus its sparse copy is the base model; a2 + sparse a1 = a2 + a1 */
 	ret = set_list(f, lora, 1, sp[2], -1, &err);
 	ret = ret ? ret : eval_all(f, got, V, 1, &err);
-	ok(!ret && gm_forward_n_adapters(f) == 2 && rel_err(got, base, n) < 1e-5,
-	   "LoRA a1 stacked with its sparse copy at scale -1 gives the base model (%.3g)", rel_err(got, base, n));
+	ok(!ret && gm_forward_n_adapters(f) == 2 && tap_max_rel(got, base, n) < 1e-5,
+	   "LoRA a1 stacked with its sparse copy at scale -1 gives the base model (%.3g)", tap_max_rel(got, base, n));
 	{
 		const gm_peft_adapter *two[2] = { lora, lora2 };
 
@@ -427,12 +415,12 @@ int main(void)
 		ret = ret ? ret : eval_all(f, ref2, V, 0, &err);
 		ret = ret ? ret : set_list(f, lora2, 1, sp[2], 1, &err);
 		ret = ret ? ret : eval_all(f, got, V, 0, &err);
-		ok(!ret && rel_err(got, ref2, n) < 1e-5, "LoRA a2 + sparse a1 = LoRA a1 + a2 (%.3g)",
-		   rel_err(got, ref2, n));
+		ok(!ret && tap_max_rel(got, ref2, n) < 1e-5, "LoRA a2 + sparse a1 = LoRA a1 + a2 (%.3g)",
+		   tap_max_rel(got, ref2, n));
 	}
 	ret = set_list(f, NULL, 0, sp[1], 0, &err);
 	ret = ret ? ret : eval_all(f, got, V, 0, &err);
-	ok(!ret && gm_forward_n_adapters(f) == 0 && rel_err(got, base, n) == 0, "scale 0 leaves it out");
+	ok(!ret && gm_forward_n_adapters(f) == 0 && tap_max_rel(got, base, n) == 0, "scale 0 leaves it out");
 	ret = set_list(f, NULL, 0, sp[1], NAN, &err);
 	ok_error(ret, &err, GM_EINVAL, "not a finite number", "a NaN scale is refused");
 	{

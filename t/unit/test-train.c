@@ -40,19 +40,6 @@ static char *fixture(const char *rel)
 	return gm_buf_detach(&b, NULL);
 }
 
-/* max |a - b| / max |b| */
-static double rel_err(const float *a, const float *b, int64_t n)
-{
-	double d = 0, m = 0;
-	int64_t i;
-
-	for (i = 0; i < n; i++) {
-		d = fmax(d, fabs((double)a[i] - b[i]));
-		m = fmax(m, fabs((double)b[i]));
-	}
-	return m > 0 ? d / m : d;
-}
-
 struct seqs {
 	int n;
 	int32_t **ids;
@@ -148,8 +135,9 @@ static void check_grad0(gm_train *t, const gm_lora *l, const char *golden_st, do
 					missing++;
 					continue;
 				}
-				e = rel_err(ab ? gm_train_grad_b(t, i, (enum gm_peft_proj)p) : gm_train_grad_a(t, i, (enum gm_peft_proj)p),
-					    g->data, (int64_t)g->numel);
+				e = tap_max_rel(ab ? gm_train_grad_b(t, i, (enum gm_peft_proj)p)
+						   : gm_train_grad_a(t, i, (enum gm_peft_proj)p),
+						g->data, (size_t)g->numel);
 				n++;
 				if (e > worst) {
 					worst = e;
@@ -257,8 +245,8 @@ static void check_final(const gm_lora *l, const struct fragile *fr, const char *
 			worst = INFINITY;
 			break;
 		}
-		e = fmax(rel_err(md->a, pm->a->data, (int64_t)pm->a->numel),
-			 rel_err(md->b, pm->b->data, (int64_t)pm->b->numel));
+		e = fmax(tap_max_rel(md->a, pm->a->data, (size_t)pm->a->numel),
+			 tap_max_rel(md->b, pm->b->data, (size_t)pm->b->numel));
 		if (fragile_module(fr, md, pm->layer * NP + (int)pm->proj)) {
 			worst_f = fmax(worst_f, e);
 			nf++;
