@@ -196,6 +196,7 @@ int gm_files_upload_finish(gm_files_upload *u, const char *filename, const char 
 	gm_error cerr = GM_ERROR_INIT;
 	json_object *o, *counts;
 	uint64_t r[2];
+	int64_t created_ns;
 	char id[32], *name = clean_name(filename), *content = NULL, *meta = NULL;
 	int ret, k;
 
@@ -239,7 +240,8 @@ int gm_files_upload_finish(gm_files_upload *u, const char *filename, const char 
 	json_object_object_add(o, "id", json_object_new_string(id));
 	json_object_object_add(o, "object", json_object_new_string("file"));
 	json_object_object_add(o, "bytes", json_object_new_int64((int64_t)u->bytes));
-	json_object_object_add(o, "created_at", json_object_new_int64((int64_t)time(NULL)));
+	created_ns = now_ns(); /* one reading: created_at is its second */
+	json_object_object_add(o, "created_at", json_object_new_int64(created_ns / 1000000000));
 	json_object_object_add(o, "filename", json_object_new_string(name));
 	json_object_object_add(o, "purpose", json_object_new_string("fine-tune"));
 	json_object_object_add(o, "status", json_object_new_string("processed"));
@@ -253,7 +255,7 @@ int gm_files_upload_finish(gm_files_upload *u, const char *filename, const char 
 					       json_object_new_int64((int64_t)st.count[k]));
 		json_object_object_add(x, "examples", json_object_new_int64((int64_t)st.examples));
 		/* the order of uploads within one second of created_at (the list is newest first) */
-		json_object_object_add(x, "created_at_ns", json_object_new_int64(now_ns()));
+		json_object_object_add(x, "created_at_ns", json_object_new_int64(created_ns));
 		json_object_object_add(x, "counts", counts);
 		json_object_object_add(o, "git_model", x);
 	}
