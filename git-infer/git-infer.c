@@ -65,6 +65,7 @@ struct infer_opts {
 	const char *grammar, *json_schema; /* constrained decoding: a GBNF file, a JSON Schema file */
 	const char *quant;  /* --quant: which GGUF file of the model directory */
 	const char *perplexity; /* --perplexity FILE */
+	enum gm_matmul_mode mm; /* --matmul, GM_MATMUL or the CPU's default, resolved */
 	long batch;         /* --batch: tokens per evaluation for --perplexity */
 	int chat, think, print_ids, tokenize, generation_prompt, verbosity;
 	const char *tools, *tool_choice; /* --tools FILE, --tool-choice */
@@ -822,7 +823,7 @@ static int run_generate(const struct gm_cmd_info *cmd, const struct infer_opts *
 	gm_error err = GM_ERROR_INIT;
 	struct session s;
 	gm_sampler_params sp;
-	gm_forward_opts fo = { 0, 0, GM_KV_F32 }; /* the exact mode by default (the goldens' 1e-4) */
+	gm_forward_opts fo = { 0, 0, GM_KV_F32, io->mm }; /* f32 keys and values by default (the goldens' 1e-4) */
 	int interactive = !io->prompt && !io->prompt_ids;
 	int need_tok, ret = 1;
 
@@ -989,6 +990,40 @@ out:
 /* ---------------------------------------------------------------- --serve */
 
 /* Options that belong to one generation: with --serve they come in each request. */
+/*
+ * The products of BF16 weights: --matmul, else GM_MATMUL, else fast where
+ * the CPU computes bf16 products (AVX512_BF16 with the AVX-512 kernels),
+ * precise elsewhere; but --serve defaults to precise: there a decoding
+ * row may share a step with another request's prompt, whose block kernel
+ * sums in another order, and bf16 activations magnify that rounding
+ * (about 2e-3 of the logits) where precise keeps it at f32's (1e-6), so a
+ * request gets what it would get alone.  Fast asked for on a CPU without
+ * the bf16 products warns and runs precise.  Returns 0, or the usage
+ * error's status for an unknown mode.
+ */
+static int resolve_matmul(struct infer_opts *io, const struct gm_cmd_info *cmd)
+{
+	const char *name = io->matmul ? io->matmul : getenv("GM_MATMUL");
+	int bf16 = gm_kernels_bf16_supported() && gm_kernels_isa() == GM_ISA_AVX512;
+
+	if (!name || !*name) {
+		io->mm = bf16 && !io->serve ? GM_MATMUL_FAST : GM_MATMUL_PRECISE;
+		return 0;
+	}
+	if (!strcmp(name, "precise")) {
+		io->mm = GM_MATMUL_PRECISE;
+	} else if (!strcmp(name, "fast")) {
+		io->mm = bf16 ? GM_MATMUL_FAST : GM_MATMUL_PRECISE;
+		if (!bf16)
+			gm_warn("%s needs AVX-512 with AVX512_BF16, which this CPU (or GM_KERNELS) lacks: the "
+				"precise kernels run", io->matmul ? "--matmul fast" : "GM_MATMUL=fast");
+	} else {
+		return gm_cmd_usage_error(cmd, "unknown %s mode '%s' (precise or fast)",
+					  io->matmul ? "--matmul" : "GM_MATMUL", name);
+	}
+	return 0;
+}
+
 static const char *per_request_option(const struct infer_opts *io)
 {
 	if (io->prompt || io->prompt_ids)
@@ -1062,6 +1097,7 @@ static int run_serve(const struct gm_cmd_info *cmd, const struct infer_opts *io)
 	if (opt)
 		return gm_cmd_usage_error(cmd, "%s does not go with --serve: clients give it in each request", opt);
 	c.kv_type = GM_KV_F32;
+	c.matmul = io->mm;
 	if (io->kv_type) {
 		enum gm_kv_type kt;
 
@@ -1265,7 +1301,8 @@ int main(int argc, const char **argv)
 		GM_OPT_STRING(0, "kv-type", &io.kv_type, "type",
 			      "KV cache in f32 (default), auto (the dtype of the model), bf16 or f16"),
 		GM_OPT_STRING(0, "matmul", &io.matmul, "mode",
-			      "prompt products of bf16 weights: precise (default) or fast (bf16 activations)"),
+			      "products of bf16 weights: fast (bf16 activations; the default with AVX512_BF16, "
+			      "but not with --serve) or precise (f32)"),
 		GM_OPT_GROUP("serving (OpenAI-compatible HTTP API)"),
 		GM_OPT_STRING(0, "serve", &io.serve, "addr:port",
 			      "serve the model over HTTP (addr: 127.0.0.1 if left out; port 0: any)"),
@@ -1373,19 +1410,8 @@ int main(int argc, const char **argv)
 		status = gm_cmd_usage_error(&cmd, "missing -m <model>: a model directory or a registered name");
 		goto out;
 	}
-	if (io.matmul) {
-		if (!strcmp(io.matmul, "precise")) {
-			gm_kernels_set_matmul_mode(GM_MATMUL_PRECISE);
-		} else if (!strcmp(io.matmul, "fast")) {
-			gm_kernels_set_matmul_mode(GM_MATMUL_FAST);
-			if (!gm_kernels_bf16_supported())
-				gm_warn("--matmul fast needs AVX-512 with AVX512_BF16, which this CPU (or GM_KERNELS) "
-					"lacks: the precise kernels run");
-		} else {
-			status = gm_cmd_usage_error(&cmd, "unknown --matmul mode '%s' (precise or fast)", io.matmul);
-			goto out;
-		}
-	}
+	if ((status = resolve_matmul(&io, &cmd)))
+		goto out;
 	modes = !!check + !!io.tokenize + !!io.render_chat + !!io.serve + !!io.perplexity;
 	if (modes > 1) {
 		status = gm_cmd_usage_error(&cmd, "--check, --tokenize, --render-chat, --perplexity and --serve cannot "
@@ -1472,7 +1498,7 @@ int main(int argc, const char **argv)
 			goto out;
 		}
 		status = gm_infer_perplexity(io.model, io.perplexity, io.ctx ? (int)io.ctx : 512, (int)io.batch,
-					     (int)io.threads, &err) ? gm_cmd_error(&err) : 0;
+					     (int)io.threads, io.mm, &err) ? gm_cmd_error(&err) : 0;
 	} else if (check)
 		status = check_model(io.model, &as, json, io.verbosity);
 	else if (io.tokenize)

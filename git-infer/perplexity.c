@@ -49,7 +49,7 @@ static double nll_of(const float *row, size_t n_vocab, int32_t target)
 }
 
 int gm_infer_perplexity(const char *model, const char *file, int n_ctx, int n_batch, int n_threads,
-			gm_error *err)
+			enum gm_matmul_mode mm, gm_error *err)
 {
 	gm_model *m = NULL;
 	gm_tokenizer *tok = NULL;
@@ -89,6 +89,7 @@ int gm_infer_perplexity(const char *model, const char *file, int n_ctx, int n_ba
 	fo.n_ctx = n_ctx;
 	fo.n_threads = n_threads;
 	fo.kv_type = GM_KV_F32;
+	fo.matmul = mm;
 	if ((ret = gm_forward_new_ex(m, &fo, &f, err)))
 		goto out;
 	chunk = gm_xmalloc((size_t)n_ctx * sizeof(*chunk));

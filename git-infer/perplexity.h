@@ -3,6 +3,7 @@
 #define GIT_INFER_PERPLEXITY_H
 
 #include "base/error.h"
+#include "ops/ops.h"
 
 /*
  * Perplexity of the text in file under model, as llama.cpp's perplexity
@@ -12,6 +13,6 @@
  * after each chunk on stderr and the final one on stdout.
  */
 int gm_infer_perplexity(const char *model, const char *file, int n_ctx, int n_batch, int n_threads,
-			gm_error *err);
+			enum gm_matmul_mode mm, gm_error *err);
 
 #endif

@@ -183,22 +183,31 @@ test_expect_success PYTHON3 '--logits-out: tiny-qwen3-vocab151k' '
 	logits_test "$V151K" "$GOLDEN/tiny-qwen3-vocab151k.safetensors"
 '
 
-# --matmul: a 48-token prompt (more than the 16 tokens decoded precisely in
-# any mode) of the bf16 pocket model; fast moves the logits by about 1e-2
-# of the largest (bf16 activations), precise is the default's bits.
-test_expect_success PYTHON3 '--matmul precise is the default, fast stays within 5e-2, a bad mode is refused' '
+# --matmul: a 48-token prompt of the bf16 pocket model; fast moves the
+# logits by about 1e-2 of the largest (bf16 activations).  Without --matmul
+# and GM_MATMUL (which the tests set to precise), a CPU with AVX512_BF16
+# runs fast, another precise.
+test_expect_success PYTHON3 '--matmul: fast by default with AVX512_BF16, within 5e-2 of precise; bad modes refused' '
 	ids=$(seq 100 37 1839 | paste -s -d, -) &&
-	git infer -m "$POCKET" --prompt-ids "$ids" -n 0 --logits-out default.st &&
+	(unset GM_MATMUL && git infer -m "$POCKET" --prompt-ids "$ids" -n 0 --logits-out default.st) &&
+	git infer -m "$POCKET" --prompt-ids "$ids" -n 0 --logits-out env.st &&
 	git infer -m "$POCKET" --prompt-ids "$ids" -n 0 --matmul precise --logits-out precise.st &&
-	cmp default.st precise.st &&
+	cmp env.st precise.st &&
+	GM_MATMUL=fast git infer -m "$POCKET" --prompt-ids "$ids" -n 0 --logits-out envfast.st 2>err &&
 	git infer -m "$POCKET" --prompt-ids "$ids" -n 0 --matmul fast --logits-out fast.st 2>err &&
+	cmp envfast.st fast.st &&
 	python3 golden.py close fast.st precise.st 5e-2 &&
 	if grep -qw avx512_bf16 /proc/cpuinfo && test -z "$GM_KERNELS"
 	then
+		cmp default.st fast.st &&
 		! cmp -s fast.st precise.st
+	else
+		cmp default.st precise.st
 	fi &&
 	test_must_fail git infer -m "$POCKET" --prompt-ids "$ids" -n 0 --matmul quick 2>err &&
-	test_grep "unknown --matmul mode .quick. (precise or fast)" err
+	test_grep "unknown --matmul mode .quick. (precise or fast)" err &&
+	test_must_fail env GM_MATMUL=quick git infer -m "$POCKET" --prompt-ids "$ids" -n 0 2>err &&
+	test_grep "unknown GM_MATMUL mode .quick. (precise or fast)" err
 '
 
 test_expect_success PYTHON3 '--tokenize: Qwen3 golden ids' '

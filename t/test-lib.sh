@@ -78,9 +78,13 @@ GIT_AUTHOR_NAME='A U Thor' GIT_AUTHOR_EMAIL='author@example.com'
 GIT_COMMITTER_NAME='C O Mitter' GIT_COMMITTER_EMAIL='committer@example.com'
 GIT_AUTHOR_DATE='1700000000 +0000' GIT_COMMITTER_DATE='1700000000 +0000'
 PAGER=cat MANPAGER=cat MANWIDTH=80 EDITOR=:
+# git infer's products of bf16 weights: the goldens (1e-4 of transformers in
+# f32) are precise mode's; the tests of fast mode (git infer's default on
+# a CPU with AVX512_BF16) ask for it with --matmul or GM_MATMUL.
+GM_MATMUL=precise
 export LC_ALL LANG TZ GIT_CONFIG_NOSYSTEM GIT_AUTHOR_NAME GIT_AUTHOR_EMAIL \
 	GIT_COMMITTER_NAME GIT_COMMITTER_EMAIL GIT_AUTHOR_DATE GIT_COMMITTER_DATE \
-	PAGER MANPAGER MANWIDTH EDITOR
+	PAGER MANPAGER MANWIDTH EDITOR GM_MATMUL
 
 rm -rf "$TRASH_DIRECTORY" || {
 	echo "Bail out! cannot remove the old trash directory '$TRASH_DIRECTORY'"

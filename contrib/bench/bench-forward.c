@@ -9,7 +9,10 @@
  *           time, each the argmax of the previous logits (only the
  *           one-token evals are timed).
  * -p 0 or -d 0 skips that workload.  The time to open the model and whether
- * the weights are resident (GM_WEIGHTS, see weights.h) are printed.
+ * the weights are resident (GM_WEIGHTS, see weights.h) are printed.  The
+ * products of BF16 weights follow GM_MATMUL=fast|precise, by default what
+ * git infer uses (fast with AVX512_BF16); keys and values are f32, as git
+ * infer keeps them.
  * Token ids are pseudo-random (fixed seed) below 151643; random weights cost
  * what trained ones cost.  Also prints the peak RSS of the process.
  *
@@ -189,7 +192,8 @@ int main(int argc, char **argv)
 	char name[64];
 	double t_load;
 
-	const char *mix = NULL;
+	const char *mix = NULL, *mm_env;
+	gm_forward_opts fo;
 
 	while ((opt = getopt(argc, argv, "t:r:p:d:c:a:q:")) != -1) {
 		switch (opt) {
@@ -227,7 +231,18 @@ int main(int argc, char **argv)
 		quantize_model(m, mix);
 		printf("quantized to %s in memory in %.1f s\n", mix, now() - tq);
 	}
-	if (gm_forward_new(m, n_ctx, threads, &f, &err))
+	/* as git infer: GM_MATMUL, else fast where the CPU has bf16 products; f32 keys and values */
+	mm_env = getenv("GM_MATMUL");
+	memset(&fo, 0, sizeof(fo));
+	fo.n_ctx = n_ctx;
+	fo.n_threads = threads;
+	fo.kv_type = GM_KV_F32;
+	if (mm_env && *mm_env)
+		fo.matmul = !strcmp(mm_env, "fast") ? GM_MATMUL_FAST : GM_MATMUL_PRECISE;
+	else
+		fo.matmul = gm_kernels_bf16_supported() && gm_kernels_isa() == GM_ISA_AVX512 ? GM_MATMUL_FAST
+											     : GM_MATMUL_PRECISE;
+	if (gm_forward_new_ex(m, &fo, &f, &err))
 		die("gm_forward_new", &err);
 	for (i = 0; i < n_ad; i++)
 		if (gm_peft_open(ad_dirs[i], &ads[i], &err) || gm_forward_check_adapter(m, ads[i], &err))
@@ -244,7 +259,8 @@ int main(int argc, char **argv)
 	printf("model %s: %d layers, hidden %lld, %.1fM parameters, %.2f GB of weights\n", argv[optind],
 	       (int)m->config.num_hidden_layers, (long long)m->config.hidden_size, (double)m->n_params / 1e6,
 	       (double)gm_weights_total_bytes(m->weights) / 1e9);
-	printf("threads %d, kernels %s, context %d\n", threads, gm_isa_name(gm_kernels_isa()), n_ctx);
+	printf("threads %d, kernels %s, matmul %s, context %d\n", threads, gm_isa_name(gm_kernels_isa()),
+	       fo.matmul == GM_MATMUL_FAST ? "fast" : "precise", n_ctx);
 	printf("weights %s, opened in %.2f s\n",
 	       gm_weights_resident_count(m->weights) ? "resident (huge-page memory)" : "mapped", t_load);
 	for (i = 0; i < n_ad; i++)

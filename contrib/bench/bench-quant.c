@@ -113,7 +113,7 @@ int main(int argc, char **argv)
 					gm_qact_quantize(xq[k], types[k], x, in);
 					gm_qmatvec(y, w[k], types[k], xq[k], in, 0, rows);
 				} else {
-					gm_matvec(y, w[k], types[k], in, x, in, 0, rows);
+					gm_matvec(y, w[k], types[k], in, x, in, 0, rows, GM_MATMUL_PRECISE);
 				}
 			}
 			tdec[k][r] = (now() - t0) / iters;
@@ -125,8 +125,9 @@ int main(int argc, char **argv)
 			} else {
 				if (!xt)
 					xt = gm_falloc(gm_matmul_xt_len(n, in));
-				gm_matmul_pack(xt, x, in, n, in, 0, (n + GM_MATMUL_TB - 1) / GM_MATMUL_TB);
-				gm_matmul(y, rows, xt, n, w[k], types[k], in, in, 0, rows, panel);
+				gm_matmul_pack(xt, x, in, n, in, 0, (n + GM_MATMUL_TB - 1) / GM_MATMUL_TB,
+					       GM_MATMUL_PRECISE);
+				gm_matmul(y, rows, xt, n, w[k], types[k], in, in, 0, rows, panel, GM_MATMUL_PRECISE);
 			}
 			tpr[k][r] = now() - t0;
 		}

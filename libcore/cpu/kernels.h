@@ -32,6 +32,7 @@
 
 #include "formats/dtype.h"
 #include "cpu/threadpool.h"
+#include "ops/ops.h"
 
 enum gm_isa {
 	GM_ISA_PORTABLE,
@@ -40,26 +41,21 @@ enum gm_isa {
 };
 
 /*
- * Matmul mode of BF16 weights (prompts and batches of more than
- * GM_MATMUL_SMALL tokens; decode and small batches are always precise):
- *   GM_MATMUL_PRECISE  weights converted to f32, f32 activations and FMAs
- *                      (meets the 1e-4 golden tolerance); the default;
- *   GM_MATMUL_FAST     activations rounded to bf16 (to nearest even), bf16
- *                      weights used in place, products summed in f32 by
- *                      AVX512_BF16 vdpbf16ps, as PyTorch computes a bf16
- *                      model: logits move by about 1e-2 (relative), see
- *                      docs/design-notes.md.  Needs the AVX-512 variant and
- *                      a CPU with AVX512_BF16; else the precise kernels run.
- * F32 and F16 weights are always precise.  Read once from the environment
- * variable GM_MATMUL=fast|precise; gm_kernels_set_matmul_mode overrides.
- * The mode must not change between gm_matmul_pack and its gm_matmul.
+ * The product of BF16 weights follows a mode (enum gm_matmul_mode, ops.h),
+ * a parameter of each call:
+ *   GM_MATMUL_PRECISE  f32 activations, weights converted to f32, f32 FMAs
+ *                      (meets the 1e-4 golden tolerance);
+ *   GM_MATMUL_FAST     every product (one token or a batch) rounds the
+ *                      activations to bf16 (to nearest even), reads the
+ *                      bf16 weights in place and sums the products in f32
+ *                      by AVX512_BF16 vdpbf16ps, as llama.cpp and PyTorch
+ *                      compute a bf16 model: logits move by about 1e-2
+ *                      (relative), see docs/design-notes.md.  Needs the
+ *                      AVX-512 variant and a CPU with AVX512_BF16; else the
+ *                      precise kernels run.
+ * F32 and F16 weights are always precise.  Pack and product of one X must
+ * be given the same mode.
  */
-enum gm_matmul_mode {
-	GM_MATMUL_PRECISE,
-	GM_MATMUL_FAST
-};
-enum gm_matmul_mode gm_kernels_matmul_mode(void);
-void gm_kernels_set_matmul_mode(enum gm_matmul_mode mode);
 /* 1 when GM_MATMUL_FAST can take effect: AVX-512 with AVX512_BF16. */
 int gm_kernels_bf16_supported(void);
 
@@ -79,7 +75,7 @@ int gm_kernels_set_isa(enum gm_isa isa);
  * accumulator.
  */
 void gm_matvec(float *y, const void *w, enum gm_dtype wt, int64_t ldw, const float *x, int64_t in,
-	       int64_t r0, int64_t r1);
+	       int64_t r0, int64_t r1, enum gm_matmul_mode mode);
 
 /*
  * Matrix-matrix product for n tokens, reading the weights once:
@@ -91,19 +87,21 @@ void gm_matvec(float *y, const void *w, enum gm_dtype wt, int64_t ldw, const flo
  * GM_MATMUL_SMALL tokens (all of X when n <= 16, else the last block) keeps
  * X's rows, xt[b][j][k] = X[b * TB + j, k].  xt holds
  * gm_matmul_xt_len(n, in) floats; gm_matmul(xt + b * TB * in, nt, ...) on
- * block b alone, with nt its token count, is allowed (F32 or F16 weights
- * only in fast mode: the bf16 activations of BF16 weights' products are
- * found from n, after the f32 blocks).  Y: [n, *] with row
- * stride ldy, columns r0..r1-1 written.  panel: per-thread scratch of
- * gm_matmul_panel_len(in) floats, where BF16/F16 rows of W are converted
- * to f32 (row-major, a block of rows at a time; F32 weights are read in
- * place).  The micro-kernel computes tiles of GM_MATMUL_TR rows by TB
- * tokens; each such Y element is a sum over k in order.
+ * block b alone, with nt its token count, is allowed (except for BF16
+ * weights in fast mode: the bf16 activations of a full block are found
+ * from n, after the f32 blocks).  Y: [n, *] with row stride ldy, columns
+ * r0..r1-1 written.  panel: per-thread scratch of gm_matmul_panel_len(in)
+ * floats, where BF16/F16 rows of W are converted to f32 (row-major, a
+ * block of rows at a time; F32 weights, and BF16 ones in fast mode, are
+ * read in place).  The micro-kernel computes tiles of GM_MATMUL_TR rows by
+ * TB tokens; each such Y element is a sum over k in order (fast mode: over
+ * the bf16 pairs in order).
  *
- * With n <= GM_MATMUL_SMALL (decoding a few sequences together) no panel
- * is made: each weight row is read once, in place, and its dot products
- * with the n tokens computed as gm_matvec computes them: the same bits as
- * n gm_matvec calls, for a fraction of the memory traffic.
+ * With n <= GM_MATMUL_SMALL (decoding a few sequences together), and for
+ * a last block of at most that many tokens, each weight row is read once,
+ * in place, and its dot products with those tokens computed as gm_matvec
+ * computes them in the same mode: the same bits as n gm_matvec calls, for
+ * a fraction of the memory traffic.
  * Every Y element is the same whatever the split of rows among threads.
  */
 #define GM_MATMUL_TB 32    /* tokens per packed block */
@@ -112,11 +110,13 @@ void gm_matvec(float *y, const void *w, enum gm_dtype wt, int64_t ldw, const flo
 size_t gm_matmul_xt_len(int64_t n, int64_t in);
 size_t gm_matmul_panel_len(int64_t in);
 /* Packs token blocks [b0, b1) of X ([n, in], row stride ldx) into xt. */
-void gm_matmul_pack(float *xt, const float *x, int64_t ldx, int64_t n, int64_t in, int64_t b0, int64_t b1);
+void gm_matmul_pack(float *xt, const float *x, int64_t ldx, int64_t n, int64_t in, int64_t b0, int64_t b1,
+		    enum gm_matmul_mode mode);
 /* gm_matmul_pack of all of X, its blocks shared out over pool's threads. */
-void gm_matmul_pack_all(gm_threadpool *pool, float *xt, const float *x, int64_t ldx, int64_t n, int64_t in);
+void gm_matmul_pack_all(gm_threadpool *pool, float *xt, const float *x, int64_t ldx, int64_t n, int64_t in,
+			enum gm_matmul_mode mode);
 void gm_matmul(float *y, int64_t ldy, const float *xt, int64_t n, const void *w, enum gm_dtype wt,
-	       int64_t ldw, int64_t in, int64_t r0, int64_t r1, float *panel);
+	       int64_t ldw, int64_t in, int64_t r0, int64_t r1, float *panel, enum gm_matmul_mode mode);
 
 /* out[i] = x[i] / sqrt(mean(x^2) + eps) * w[i], i < n; w: [n] of type wt.  out may be x. */
 void gm_rmsnorm(float *out, const float *x, const void *w, enum gm_dtype wt, int64_t n, float eps);

@@ -33,6 +33,7 @@
 struct gm_ops {
 	gm_threadpool *pool;
 	int nth;
+	enum gm_matmul_mode mode; /* of the products of 16-bit weights */
 	/* per thread, grown as calls need */
 	float **panel;          /* gm_matmul panels */
 	size_t panel_len;
@@ -162,6 +163,11 @@ int gm_ops_n_threads(const gm_ops *o)
 	return o->nth;
 }
 
+void gm_ops_set_matmul_mode(gm_ops *o, enum gm_matmul_mode mode)
+{
+	o->mode = mode;
+}
+
 /* ---------------------------------------------------------------- linear */
 
 /*
@@ -215,9 +221,10 @@ static void lin_add_rows(const struct lin_job *j, const struct lin_mat *mt, int6
 
 			if (mt->matmul)
 				gm_matmul(tile, GM_LORA_TILE, mt->xt + t0 * mt->in, nt, w + a * ldw, GM_DTYPE_F32, ldw,
-					  mt->in, 0, n, j->o->panel[thread]);
+					  mt->in, 0, n, j->o->panel[thread], GM_MATMUL_PRECISE);
 			else
-				gm_matvec(tile, w + a * ldw, GM_DTYPE_F32, ldw, mt->x + t0 * mt->ldx, mt->in, 0, n);
+				gm_matvec(tile, w + a * ldw, GM_DTYPE_F32, ldw, mt->x + t0 * mt->ldx, mt->in, 0, n,
+					  GM_MATMUL_PRECISE);
 			for (t = 0; t < nt; t++)
 				for (r = 0; r < n; r++)
 					mt->y[(t0 + t) * mt->ldy + a + r] += tile[t * GM_LORA_TILE + r];
@@ -243,7 +250,7 @@ static void lin_dq_rows(const struct lin_job *j, const struct lin_mat *mt, int64
 		for (r = 0; r < n; r++)
 			gm_qdequantize(mt->wt, (const char *)mt->w + (size_t)(a + r) * rb, buf + r * mt->in, mt->in);
 		gm_matmul(mt->y + a, mt->ldy, mt->xt, mt->nb, buf, GM_DTYPE_F32, mt->in, mt->in, 0, n,
-			  j->o->panel[thread]);
+			  j->o->panel[thread], GM_MATMUL_PRECISE);
 	}
 }
 
@@ -266,10 +273,11 @@ static void lin_rows(void *ctx, int64_t b, int64_t e, int thread)
 			lin_add_rows(j, mt, r0, r1, thread);
 		else if (mt->matmul)
 			gm_matmul(mt->y, mt->ldy, mt->xt, mt->nb, mt->w, mt->wt, mt->ldw, mt->in, r0, r1,
-				  j->o->panel[thread]);
+				  j->o->panel[thread], j->o->mode);
 		else
 			for (t = 0; t < mt->nb; t++)
-				gm_matvec(mt->y + t * mt->ldy, mt->w, mt->wt, mt->ldw, mt->x + t * mt->ldx, mt->in, r0, r1);
+				gm_matvec(mt->y + t * mt->ldy, mt->w, mt->wt, mt->ldw, mt->x + t * mt->ldx, mt->in, r0, r1,
+					  j->o->mode);
 	}
 }
 
@@ -430,7 +438,7 @@ void gm_op_linear(gm_ops *o, const float *x, int64_t ldx, int64_t n, const gm_op
 		grow(&o->xt, &o->xt_len, gm_matmul_xt_len(n, in));
 		for (i = 0; i < n_outs; i++)
 			j.m[i].xt = o->xt;
-		gm_matmul_pack_all(o->pool, o->xt, x, ldx, n, in);
+		gm_matmul_pack_all(o->pool, o->xt, x, ldx, n, in, o->mode);
 	}
 	/* the deltas' A: u = x A^T over their rows */
 	for (i = 0; i < n_outs; i++) {
@@ -451,7 +459,7 @@ void gm_op_linear(gm_ops *o, const float *x, int64_t ldx, int64_t n, const gm_op
 
 				at += gm_fround(gm_matmul_xt_len(dn, in));
 				if (rmm)
-					gm_matmul_pack_all(o->pool, p, rx, ldx, dn, in);
+					gm_matmul_pack_all(o->pool, p, rx, ldx, dn, in, GM_MATMUL_PRECISE);
 				rxt = last_xt = p;
 				last_r0 = dl->r0;
 				last_r1 = dl->r1;
@@ -520,7 +528,8 @@ void gm_op_linear(gm_ops *o, const float *x, int64_t ldx, int64_t n, const gm_op
 		const float *src = lu->u;
 
 		if (rmm) {
-			gm_matmul_pack(lu->ut, lu->u, r, lu->nb, r, 0, (lu->nb + GM_MATMUL_TB - 1) / GM_MATMUL_TB);
+			gm_matmul_pack(lu->ut, lu->u, r, lu->nb, r, 0, (lu->nb + GM_MATMUL_TB - 1) / GM_MATMUL_TB,
+				       GM_MATMUL_PRECISE);
 			if (lu->l->scale != 1.0f)
 				for (k = 0, len = (int64_t)gm_matmul_xt_len(lu->nb, r); k < len; k++)
 					lu->ut[k] *= lu->l->scale;
@@ -582,7 +591,7 @@ static void mm_run(void *ctx, int64_t b, int64_t e, int th)
 {
 	struct mm_job *j = ctx;
 
-	gm_matmul(j->y, j->ldy, j->xt, j->n, j->w, j->wt, j->ldw, j->in, b, e, j->o->panel[th]);
+	gm_matmul(j->y, j->ldy, j->xt, j->n, j->w, j->wt, j->ldw, j->in, b, e, j->o->panel[th], j->o->mode);
 }
 
 /* Y[s, r] = sum_k W[r, k] X[s, k] for s < n, r < rows; W: [rows, in] of type wt, X packed in xt. */
@@ -671,7 +680,7 @@ void gm_op_linear_backward(gm_ops *o, const gm_tensor *wt, const float *dy, int6
 	xt2 = gu + l_lt;
 	bt = xt2 + l_xt2;
 	grow(&o->xt, &o->xt_len, gm_matmul_xt_len(n, out));
-	gm_matmul_pack_all(o->pool, o->xt, dy, out, n, out);
+	gm_matmul_pack_all(o->pool, o->xt, dy, out, n, out, o->mode);
 	/* dX = dY W, with W^T [in, out] as the weight */
 	if (blk)
 		linear_backward_q(o, wt, dy, n, dx, add, tmp);
@@ -694,7 +703,7 @@ void gm_op_linear_backward(gm_ops *o, const gm_tensor *wt, const float *dy, int6
 	matmul_tn(o, ga, in, gu, r, x, in, n, r, in);
 	/* dX += gu A, with A^T [in, r] as the weight */
 	gm_transpose(bt, lora->a, 4, r, in, 0, in);
-	gm_matmul_pack_all(o->pool, xt2, gu, r, n, r);
+	gm_matmul_pack_all(o->pool, xt2, gu, r, n, r, o->mode);
 	mm(o, tmp, in, xt2, n, bt, GM_DTYPE_F32, in, r);
 	add_to(dx, tmp, n * in);
 }
@@ -1260,8 +1269,8 @@ static void att_fwd_run(void *ctx, int64_t b, int64_t e, int th)
 		float *P = j->probs + h * T * T;
 
 		/* S[i, k] = q_i . k_k: X = q_h [T, hd], W = k_g [T, hd] */
-		gm_matmul_pack(xt, j->q + h * hd, QD, T, hd, 0, (T + GM_MATMUL_TB - 1) / GM_MATMUL_TB);
-		gm_matmul(P, T, xt, T, j->k + g * hd, GM_DTYPE_F32, KD, hd, 0, T, panel);
+		gm_matmul_pack(xt, j->q + h * hd, QD, T, hd, 0, (T + GM_MATMUL_TB - 1) / GM_MATMUL_TB, GM_MATMUL_PRECISE);
+		gm_matmul(P, T, xt, T, j->k + g * hd, GM_DTYPE_F32, KD, hd, 0, T, panel, GM_MATMUL_PRECISE);
 		for (i = 0; i < T; i++) {
 			float *p = P + i * T;
 
@@ -1272,8 +1281,8 @@ static void att_fwd_run(void *ctx, int64_t b, int64_t e, int th)
 		}
 		/* o_h = P v_g: X = P [T, T], W = v_g^T [hd, T] */
 		transpose_strided(vt, j->v + g * hd, T, hd, KD);
-		gm_matmul_pack(xt, P, T, T, T, 0, (T + GM_MATMUL_TB - 1) / GM_MATMUL_TB);
-		gm_matmul(j->att + h * hd, QD, xt, T, vt, GM_DTYPE_F32, T, T, 0, hd, panel);
+		gm_matmul_pack(xt, P, T, T, T, 0, (T + GM_MATMUL_TB - 1) / GM_MATMUL_TB, GM_MATMUL_PRECISE);
+		gm_matmul(j->att + h * hd, QD, xt, T, vt, GM_DTYPE_F32, T, T, 0, hd, panel, GM_MATMUL_PRECISE);
 	}
 }
 
@@ -1294,8 +1303,8 @@ static void att_bwd_run(void *ctx, int64_t b, int64_t e, int th)
 			const float *P = j->probs_c + h * T * T;
 
 			/* dP = dO_h v_g^T: X = dO_h [T, hd], W = v_g [T, hd] */
-			gm_matmul_pack(xt, j->datt + h * hd, QD, T, hd, 0, (T + GM_MATMUL_TB - 1) / GM_MATMUL_TB);
-			gm_matmul(dS, T, xt, T, j->v + g * hd, GM_DTYPE_F32, KD, hd, 0, T, panel);
+			gm_matmul_pack(xt, j->datt + h * hd, QD, T, hd, 0, (T + GM_MATMUL_TB - 1) / GM_MATMUL_TB, GM_MATMUL_PRECISE);
+			gm_matmul(dS, T, xt, T, j->v + g * hd, GM_DTYPE_F32, KD, hd, 0, T, panel, GM_MATMUL_PRECISE);
 			/* dS = P (dP - rowsum(P dP)) * scale, zero above the diagonal */
 			for (i = 0; i < T; i++) {
 				const float *p = P + i * T;
@@ -1313,8 +1322,8 @@ static void att_bwd_run(void *ctx, int64_t b, int64_t e, int th)
 			gm_matmul_tn(j->dk + g * hd, KD, dS, T, j->q + h * hd, QD, T, 0, T, 0, hd);
 			/* dq_h = dS k_g: X = dS [T, T], W = k_g^T [hd, T] */
 			transpose_strided(wt, j->k + g * hd, T, hd, KD);
-			gm_matmul_pack(xt, dS, T, T, T, 0, (T + GM_MATMUL_TB - 1) / GM_MATMUL_TB);
-			gm_matmul(j->dq + h * hd, QD, xt, T, wt, GM_DTYPE_F32, T, T, 0, hd, panel);
+			gm_matmul_pack(xt, dS, T, T, T, 0, (T + GM_MATMUL_TB - 1) / GM_MATMUL_TB, GM_MATMUL_PRECISE);
+			gm_matmul(j->dq + h * hd, QD, xt, T, wt, GM_DTYPE_F32, T, T, 0, hd, panel, GM_MATMUL_PRECISE);
 		}
 	}
 }

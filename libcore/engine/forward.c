@@ -685,7 +685,7 @@ void gm_forward_adapter_set_remove(gm_forward *f, int id)
 
 int gm_forward_new(const gm_model *m, int n_ctx, int n_threads, gm_forward **out, gm_error *err)
 {
-	gm_forward_opts o = { n_ctx, n_threads, GM_KV_F32 };
+	gm_forward_opts o = { n_ctx, n_threads, GM_KV_F32, GM_MATMUL_PRECISE };
 
 	return gm_forward_new_ex(m, &o, out, err);
 }
@@ -704,6 +704,8 @@ int gm_forward_new_ex(const gm_model *m, const gm_forward_opts *o, gm_forward **
 		return gm_error_set(err, GM_EINVAL, "invalid context length %d", n_ctx);
 	if ((int)o->kv_type < GM_KV_AUTO || (int)o->kv_type > GM_KV_F16)
 		return gm_error_set(err, GM_EINVAL, "invalid KV cache type %d", (int)o->kv_type);
+	if (o->matmul != GM_MATMUL_PRECISE && o->matmul != GM_MATMUL_FAST)
+		return gm_error_set(err, GM_EINVAL, "invalid matmul mode %d", (int)o->matmul);
 	if (c->num_key_value_heads < 1 || c->num_attention_heads % c->num_key_value_heads || c->head_dim % 2)
 		return gm_error_set(err, GM_EUNSUPPORTED,
 				    "%s: %lld attention heads over %lld kv heads of dimension %lld are not supported",
@@ -735,6 +737,7 @@ int gm_forward_new_ex(const gm_model *m, const gm_forward_opts *o, gm_forward **
 		free(f);
 		return ret;
 	}
+	gm_ops_set_matmul_mode(f->ops, o->matmul);
 	/* the private pool: its pages are only touched as positions fill */
 	if ((ret = gm_kv_new(m, o->kv_type, n_ctx, &f->kv, err)) || (ret = gm_kv_seq_new(f->kv, &f->seq, err))) {
 		gm_forward_free(f);

@@ -50,6 +50,7 @@
 
 #include "base/error.h"
 #include "ops/kv.h"
+#include "ops/ops.h"
 #include "formats/model.h"
 
 typedef struct gm_forward gm_forward;
@@ -76,7 +77,9 @@ void gm_forward_free(gm_forward *f);
  * gives the defaults: n_ctx and n_threads as gm_forward_new, kv_type AUTO
  * (16-bit keys and values for a 16-bit model).  gm_forward_new keeps f32
  * keys and values whatever the model (its callers' numerics unchanged); it
- * is gm_forward_new_ex with kv_type GM_KV_F32.  kv_type applies to the
+ * is gm_forward_new_ex with kv_type GM_KV_F32.  matmul: how the products of
+ * BF16 weights round the activations (gm_matmul_mode, ops.h), for every
+ * eval of f; precise unless asked.  kv_type applies to the
  * private pool of the single-sequence calls; gm_forward_eval_batch uses
  * the pool it is given.
  */
@@ -84,6 +87,7 @@ typedef struct gm_forward_opts {
 	int n_ctx;
 	int n_threads;
 	enum gm_kv_type kv_type;
+	enum gm_matmul_mode matmul; /* ops.h; zero: GM_MATMUL_PRECISE */
 } gm_forward_opts;
 int gm_forward_new_ex(const gm_model *m, const gm_forward_opts *o, gm_forward **out, gm_error *err);
 /* Added: the resolved type of the private pool's keys and values. */

@@ -3367,6 +3367,7 @@ int gm_serve_load(gm_serve *s, gm_error *err)
 	fo.n_ctx = s->c.n_ctx;
 	fo.n_threads = threads;
 	fo.kv_type = s->c.kv_type;
+	fo.matmul = s->c.matmul;
 	if ((ret = gm_forward_new_ex(s->model, &fo, &s->f, err)))
 		return ret;
 	s->n_ctx = gm_forward_n_ctx(s->f);
@@ -3400,9 +3401,10 @@ int gm_serve_load(gm_serve *s, gm_error *err)
 			return ret;
 	}
 	gm_info("serving with %d parallel sequences, KV memory for %lld tokens (%lld blocks of %d, %zu bytes "
-		"a token, %s), prompts read %d tokens a step", s->c.n_parallel, (long long)s->kv_blocks * GM_KV_BLOCK,
-		(long long)s->kv_blocks, GM_KV_BLOCK, gm_kv_bytes_per_token(s->model, gm_kv_type_of(s->kv)),
-		gm_kv_type_name(gm_kv_type_of(s->kv)), s->prefill_chunk);
+		"a token, %s), prompts read %d tokens a step, %s matmul", s->c.n_parallel,
+		(long long)s->kv_blocks * GM_KV_BLOCK, (long long)s->kv_blocks, GM_KV_BLOCK,
+		gm_kv_bytes_per_token(s->model, gm_kv_type_of(s->kv)), gm_kv_type_name(gm_kv_type_of(s->kv)),
+		s->prefill_chunk, s->c.matmul == GM_MATMUL_FAST ? "fast" : "precise");
 	if (pthread_create(&s->sched, NULL, sched_main, s))
 		return gm_error_set(err, GM_EIO, "cannot start the scheduler thread");
 	s->sched_started = 1;

@@ -66,6 +66,7 @@
 
 #include "base/error.h"
 #include "ops/kv.h"
+#include "ops/ops.h"
 
 /* Prompt tokens evaluated per step (all sequences together) unless configured. */
 #define GM_SERVE_PREFILL_CHUNK 256
@@ -85,6 +86,7 @@ typedef struct gm_serve_config {
 	int64_t kv_tokens;          /* KV pool size in tokens; 0: n_parallel * n_ctx */
 	enum gm_kv_type kv_type;    /* of the KV memory; GM_KV_AUTO (0): the model's dtype (git infer
 	                             * passes F32 unless --kv-type, as its own generation keeps them) */
+	enum gm_matmul_mode matmul; /* products of BF16 weights (ops.h); 0: GM_MATMUL_PRECISE */
 	int prefill_chunk;          /* prompt tokens per step; 0: GM_SERVE_PREFILL_CHUNK */
 	int no_prefix_cache;        /* 1: never share prompt prefixes (for comparisons) */
 	/* Extra adapters: "DIR" (named after its base name, without an NN_
