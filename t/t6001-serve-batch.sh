@@ -265,6 +265,32 @@ test_expect_success READY,NODE 'a small KV pool: a prompt that cannot fit is a 4
 	stop_server small
 '
 
+# git infer defaults to fast products with AVX512_BF16, but a server to
+# precise ones (a request's output must not depend on the rows it shares a
+# step with); --matmul fast asks for them.  GM_MATMUL (the tests' precise)
+# is unset while the servers start.
+test_expect_success READY 'the server runs precise products unless --matmul fast' '
+	unset GM_MATMUL &&
+	start_server modes -m model/$MODEL -v
+	ret=$?
+	GM_MATMUL=precise && export GM_MATMUL &&
+	test $ret = 0 &&
+	grep "^serving with .*, precise matmul" modes.log &&
+	stop_server modes &&
+	unset GM_MATMUL &&
+	start_server modes -m model/$MODEL -v --matmul fast
+	ret=$?
+	GM_MATMUL=precise && export GM_MATMUL &&
+	test $ret = 0 &&
+	if grep -qw avx512_bf16 /proc/cpuinfo && test -z "$GM_KERNELS"
+	then
+		grep "^serving with .*, fast matmul" modes.log
+	else
+		grep "^serving with .*, precise matmul" modes.log
+	fi &&
+	stop_server modes
+'
+
 test_expect_success 'usage: the batching options go with --serve' '
 	test_expect_code 129 git infer -m "$POCKET" --kv-tokens 64 -p hello 2>err &&
 	grep "go with --serve" err &&
