@@ -3,7 +3,7 @@
 #define GIT_INFER_PERPLEXITY_H
 
 #include "base/error.h"
-#include "ops/ops.h"
+#include "ops/matmul-mode.h"
 
 /*
  * Perplexity of the text in file under model, as llama.cpp's perplexity

@@ -969,6 +969,7 @@ static TGT_512 void silu_mul_512(float *g, const float *u, int64_t n)
 static void small_matmul(float *y, int64_t ldy, const float *x, int64_t ldx, int64_t n, const void *w,
 			 enum gm_dtype wt, int64_t ldw, int64_t in, int64_t r0, int64_t r1, enum gm_matmul_mode mode)
 {
+	(void)mode; /* unused without the x86 variants */
 	switch (gm_kernels_isa()) {
 #ifdef GM_X86
 	case GM_ISA_AVX512:
@@ -1004,10 +1005,12 @@ static size_t xt_f32_len(int64_t n, int64_t in)
 	return (size_t)((n + TB - 1) / TB) * TB * (size_t)in;
 }
 
+#ifdef GM_X86
 static const uint32_t *xt_bf16_block(const float *xt, int64_t n, int64_t in, int64_t b)
 {
 	return (const uint32_t *)(xt + xt_f32_len(n, in)) + (size_t)b * TB * (size_t)((in + 1) / 2);
 }
+#endif
 
 size_t gm_matmul_xt_len(int64_t n, int64_t in)
 {
@@ -1031,6 +1034,8 @@ void gm_matmul_pack(float *xt, const float *x, int64_t ldx, int64_t n, int64_t i
 		    enum gm_matmul_mode mode)
 {
 	int64_t b, k0, k, j;
+
+	(void)mode; /* unused without the x86 variants */
 
 	for (b = b0; b < b1; b++) {
 		float *dst = xt + b * in * TB;

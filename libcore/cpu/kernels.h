@@ -32,7 +32,7 @@
 
 #include "formats/dtype.h"
 #include "cpu/threadpool.h"
-#include "ops/ops.h"
+#include "ops/matmul-mode.h"
 
 enum gm_isa {
 	GM_ISA_PORTABLE,

@@ -50,7 +50,7 @@
 
 #include "base/error.h"
 #include "ops/kv.h"
-#include "ops/ops.h"
+#include "ops/matmul-mode.h"
 #include "formats/model.h"
 
 typedef struct gm_forward gm_forward;

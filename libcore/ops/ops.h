@@ -26,6 +26,7 @@
 
 #include "base/error.h"
 #include "ops/kv.h"
+#include "ops/matmul-mode.h"
 #include "formats/weights.h"
 
 typedef struct gm_ops gm_ops;
@@ -35,28 +36,7 @@ int gm_ops_cpu_new(int n_threads, gm_ops **out, gm_error *err);
 void gm_ops_free(gm_ops *o);
 int gm_ops_n_threads(const gm_ops *o);
 
-/*
- * How gm_op_linear multiplies activations by 16-bit (BF16) weights:
- *   GM_MATMUL_PRECISE  in f32 (the weights converted exactly): what the
- *                      1e-4 goldens of transformers in f32 check; training
- *                      always uses it;
- *   GM_MATMUL_FAST     the activations rounded to bf16 (to nearest even)
- *                      and the products summed in f32, as llama.cpp and a
- *                      PyTorch bf16 model compute, for every row (one token
- *                      or many): logits move by about 1e-2 (relative).  As
- *                      in precise mode a row's sums run in another order in
- *                      a call of many rows than in a call of a few, but the
- *                      next layers' bf16 rounding magnifies that f32
- *                      rounding (about 2e-3 of the logits instead of 1e-6):
- *                      where a row must not depend on its neighbours (a
- *                      server's batches) precise is the mode.  The CPU
- *                      backend needs AVX512_BF16 (else precise runs).
- * F32 and F16 weights, adapters and attention are always f32.
- */
-enum gm_matmul_mode {
-	GM_MATMUL_PRECISE,
-	GM_MATMUL_FAST
-};
+/* How gm_op_linear multiplies activations by BF16 weights (ops/matmul-mode.h). */
 void gm_ops_set_matmul_mode(gm_ops *o, enum gm_matmul_mode mode);
 
 /* ---------------------------------------------------------------- linear */

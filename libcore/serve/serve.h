@@ -66,7 +66,7 @@
 
 #include "base/error.h"
 #include "ops/kv.h"
-#include "ops/ops.h"
+#include "ops/matmul-mode.h"
 
 /* Prompt tokens evaluated per step (all sequences together) unless configured. */
 #define GM_SERVE_PREFILL_CHUNK 256
