@@ -8,6 +8,8 @@
  *   decode: a 16-token prompt, then DECODE tokens (default 128) one at a
  *           time, each the argmax of the previous logits (only the
  *           one-token evals are timed).
+ * Before them, one untimed eval of PROMPT tokens (at least 4) pages the
+ * weights in and grows the scratch, as llama-bench's warm-up run does.
  * -p 0 or -d 0 skips that workload.  The time to open the model and whether
  * the weights are resident (GM_WEIGHTS, see weights.h) are printed.  The
  * products of BF16 weights follow GM_MATMUL=fast|precise, by default what
@@ -270,9 +272,12 @@ int main(int argc, char **argv)
 	printf("| %-22s | %10s | %8s | %8s | %4s |\n", "workload", "tok/s", "min", "max", "runs");
 	printf("|------------------------|------------|----------|----------|------|\n");
 
-	/* warm-up: pages the weights in */
+	/*
+	 * Warm-up, untimed: pages the weights in and grows the scratch to the
+	 * prompt's size, as llama-bench's warm-up run of the same test does.
+	 */
 	gm_forward_truncate(f, 0);
-	if (gm_forward_eval(f, ids, 4, logits, 0, &err))
+	if (gm_forward_eval(f, ids, n_prompt > 4 ? n_prompt : 4, logits, 0, &err))
 		die("eval", &err);
 
 	/* each run without adapters, then (with -a) with them */
