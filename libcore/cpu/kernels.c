@@ -454,6 +454,39 @@ static INL TGT_512 __m512 ld512m(const void *w, const enum gm_dtype wt, int64_t 
 }
 
 /*
+ * The sums of a dot-product tile to Y: y[t * ldy + r + i] = the lanes of
+ * acc[i * S + t] added up, for i < R, t < T: gm_reduce16_512 for the 16
+ * sums of a full tile (R * T = 16), else _mm512_reduce_add_ps each (the
+ * same bits).
+ */
+static INL TGT_512 void store_sums_512(float *y, int64_t ldy, int64_t r, const __m512 *acc, const int S, const int R,
+				       const int T)
+{
+	int i, t;
+
+	if (R * T == 16) {
+		__m512 a[16];
+		float out[16];
+
+#pragma GCC unroll 4
+		for (t = 0; t < T; t++)
+#pragma GCC unroll 16
+			for (i = 0; i < R; i++)
+				a[t * R + i] = acc[i * S + t];
+		_mm512_storeu_ps(out, gm_reduce16_512(a));
+#pragma GCC unroll 4
+		for (t = 0; t < T; t++)
+			memcpy(y + t * ldy + r, out + t * R, (size_t)R * sizeof(float));
+		return;
+	}
+#pragma GCC unroll 16
+	for (i = 0; i < R; i++)
+#pragma GCC unroll 4
+		for (t = 0; t < T; t++)
+			y[t * ldy + r + i] = _mm512_reduce_add_ps(acc[i * S + t]);
+}
+
+/*
  * The dot-product tile (as dot_avx2): y[t * ldy + r + i] = W[r + i, :] . X[t, :]
  * for i < R, t < T; each sum in one 16-lane accumulator over k in order,
  * the tail masked, then _mm512_reduce_add_ps (or its bits, 16 sums at
@@ -510,26 +543,7 @@ static INL TGT_512 void dot_512(float *y, int64_t ldy, const void *w, const enum
 				acc[i][t] = _mm512_fmadd_ps(wv, xv[t], acc[i][t]);
 		}
 	}
-	if (R * T == 16) {
-		__m512 a[16];
-		float out[16];
-
-#pragma GCC unroll 4
-		for (t = 0; t < T; t++)
-#pragma GCC unroll 8
-			for (i = 0; i < R; i++)
-				a[t * R + i] = acc[i][t];
-		_mm512_storeu_ps(out, gm_reduce16_512(a));
-#pragma GCC unroll 4
-		for (t = 0; t < T; t++)
-			memcpy(y + t * ldy + r, out + t * R, (size_t)R * sizeof(float));
-		return;
-	}
-#pragma GCC unroll 8
-	for (i = 0; i < R; i++)
-#pragma GCC unroll 4
-		for (t = 0; t < T; t++)
-			y[t * ldy + r + i] = _mm512_reduce_add_ps(acc[i][t]);
+	store_sums_512(y, ldy, r, &acc[0][0], 4, R, T);
 }
 
 /*
@@ -681,7 +695,7 @@ static TGT_512 void micro_512(const float *p, int64_t ldp, const float *xt, int6
 }
 
 /* ---------------------------------------------------------------- AVX512_BF16 (fast mode) */
-#define TGT_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,fma")))
+#define TGT_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma,f16c")))
 
 /*
  * The bf16 activations of a full packed block, for the fast products:
@@ -821,26 +835,7 @@ static INL TGT_BF16 void dot_bf16(float *y, int64_t ldy, const uint16_t *w, int6
 				acc[i * T + t] = _mm512_dpbf16_ps(acc[i * T + t], wv, xv[t]);
 		}
 	}
-	if (R * T == 16) {
-		__m512 a[16];
-		float out[16];
-
-#pragma GCC unroll 4
-		for (t = 0; t < T; t++)
-#pragma GCC unroll 16
-			for (i = 0; i < R; i++)
-				a[t * R + i] = acc[i * T + t];
-		_mm512_storeu_ps(out, gm_reduce16_512(a));
-#pragma GCC unroll 4
-		for (t = 0; t < T; t++)
-			memcpy(y + t * ldy + r, out + t * R, (size_t)R * sizeof(float));
-		return;
-	}
-#pragma GCC unroll 16
-	for (i = 0; i < R; i++)
-#pragma GCC unroll 4
-		for (t = 0; t < T; t++)
-			y[t * ldy + r + i] = _mm512_reduce_add_ps(acc[i * T + t]);
+	store_sums_512(y, ldy, r, acc, T, R, T);
 }
 
 /*
