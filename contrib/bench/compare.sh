@@ -6,7 +6,8 @@
 # default, precise: one request end to end, the same request streamed: its
 # decode rate, and 8 concurrent streams), the two tools run alternately in
 # one sitting, medians, ranges and ratios; then the server's single request
-# as a fraction of our own decode.  GM_MATMUL is unset: ours runs its
+# as a fraction of our own decode, in the default mode and in precise mode
+# (the server's; a row of its own).  GM_MATMUL is unset: ours runs its
 # defaults.
 #
 #   contrib/bench/compare.sh [-n RUNS] [--train] [--skip-check] [--quant TYPE] LLAMA_CPP_BUILD_DIR [LLAMA_CPP_SOURCE_DIR]
@@ -263,8 +264,11 @@ for r in $(seq 1 "$runs"); do
 	for who in $order; do
 		if [ "$who" = ours ]; then
 			v=$(ours_forward 2 1 128 decode); record decode2.ours "$v"
+			if [ -z "$quant" ]; then # the server's arithmetic, for its single-request fraction
+				v=$(GM_MATMUL=precise ours_forward 2 1 128 decode); record decode2precise.ours "$v"
+			fi
 		else
-			v=$(theirs_bench 2 0 128 16); record decode2.llama "$v"
+			v=$(theirs_bench 2 0 128 16); record decode2.llama "$v"; record decode2precise.llama "$v"
 		fi
 	done
 	for who in $order; do
@@ -298,6 +302,8 @@ echo
 import os, statistics, sys
 d, runs, quant = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 rows = [("decode", "decode 128 tokens after 16, 2 threads (tok/s)", "decode2"),
+        ("decode", "decode 128 tokens after 16, 2 threads, --matmul precise (the server's default) (tok/s)",
+         "decode2precise"),
         ("decode", "decode 128 tokens after 16, 1 thread (tok/s)", "decode1"),
         ("prompt", "prompt 512 tokens, 2 threads, our default matmul (fast: bf16 activations, as llama.cpp) "
          "(tok/s)", "prompt"),
@@ -319,7 +325,7 @@ def cell(v):
 
 if quant:
     rows = [(w, "%s, %s" % (label.replace(", our default matmul (fast: bf16 activations, as llama.cpp)", ""), quant),
-             key) for w, label, key in rows if w != "server" and key != "promptprecise"]
+             key) for w, label, key in rows if w != "server" and key not in ("promptprecise", "decode2precise")]
 print("| workload | git-model | llama.cpp | ratio |")
 print("| --- | --- | --- | --- |")
 for _, label, key in rows:
@@ -328,10 +334,12 @@ for _, label, key in rows:
 print()
 print("medians of %d runs (min-max); ratio = git-model median / llama.cpp median" % runs)
 if not quant:
-    dec = statistics.median(read("decode2.ours"))
-    for key, what in (("single", "1 request end to end (its 16-token prompt, HTTP)"),
-                      ("stream", "1 request streamed, decode rate")):
-        print("git-model server, %s / git-model decode 2 threads: %.2f" % (what, statistics.median(read(key + ".ours")) / dec))
+    for dkey, dwhat in (("decode2", "decode 2 threads (default mode)"),
+                        ("decode2precise", "decode 2 threads, precise (the server's mode)")):
+        dec = statistics.median(read(dkey + ".ours"))
+        for key, what in (("single", "1 request end to end (its 16-token prompt, HTTP)"),
+                          ("stream", "1 request streamed, decode rate")):
+            print("git-model server, %s / git-model %s: %.2f" % (what, dwhat, statistics.median(read(key + ".ours")) / dec))
 for who, name in (("ours", "git-model"), ("llama", "llama.cpp")):
     if not os.path.exists("%s/tokens.%s" % (d, who)):
         continue
