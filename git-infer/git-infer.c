@@ -989,7 +989,6 @@ out:
 
 /* ---------------------------------------------------------------- --serve */
 
-/* Options that belong to one generation: with --serve they come in each request. */
 /*
  * The products of BF16 weights: --matmul, else GM_MATMUL, else fast where
  * the CPU computes bf16 products (AVX512_BF16 with the AVX-512 kernels),
@@ -1024,6 +1023,7 @@ static int resolve_matmul(struct infer_opts *io, const struct gm_cmd_info *cmd)
 	return 0;
 }
 
+/* Options that belong to one generation: with --serve they come in each request. */
 static const char *per_request_option(const struct infer_opts *io)
 {
 	if (io->prompt || io->prompt_ids)

@@ -1269,7 +1269,8 @@ static void att_fwd_run(void *ctx, int64_t b, int64_t e, int th)
 		float *P = j->probs + h * T * T;
 
 		/* S[i, k] = q_i . k_k: X = q_h [T, hd], W = k_g [T, hd] */
-		gm_matmul_pack(xt, j->q + h * hd, QD, T, hd, 0, (T + GM_MATMUL_TB - 1) / GM_MATMUL_TB, GM_MATMUL_PRECISE);
+		gm_matmul_pack(xt, j->q + h * hd, QD, T, hd, 0, (T + GM_MATMUL_TB - 1) / GM_MATMUL_TB,
+			       GM_MATMUL_PRECISE);
 		gm_matmul(P, T, xt, T, j->k + g * hd, GM_DTYPE_F32, KD, hd, 0, T, panel, GM_MATMUL_PRECISE);
 		for (i = 0; i < T; i++) {
 			float *p = P + i * T;
@@ -1303,7 +1304,8 @@ static void att_bwd_run(void *ctx, int64_t b, int64_t e, int th)
 			const float *P = j->probs_c + h * T * T;
 
 			/* dP = dO_h v_g^T: X = dO_h [T, hd], W = v_g [T, hd] */
-			gm_matmul_pack(xt, j->datt + h * hd, QD, T, hd, 0, (T + GM_MATMUL_TB - 1) / GM_MATMUL_TB, GM_MATMUL_PRECISE);
+			gm_matmul_pack(xt, j->datt + h * hd, QD, T, hd, 0, (T + GM_MATMUL_TB - 1) / GM_MATMUL_TB,
+				       GM_MATMUL_PRECISE);
 			gm_matmul(dS, T, xt, T, j->v + g * hd, GM_DTYPE_F32, KD, hd, 0, T, panel, GM_MATMUL_PRECISE);
 			/* dS = P (dP - rowsum(P dP)) * scale, zero above the diagonal */
 			for (i = 0; i < T; i++) {
