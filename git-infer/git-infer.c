@@ -1003,7 +1003,7 @@ out:
 static int resolve_matmul(struct infer_opts *io, const struct gm_cmd_info *cmd)
 {
 	const char *name = io->matmul ? io->matmul : getenv("GM_MATMUL");
-	int bf16 = gm_kernels_bf16_supported() && gm_kernels_isa() == GM_ISA_AVX512;
+	int bf16 = gm_kernels_fast_matmul();
 
 	if (!name || !*name) {
 		io->mm = bf16 && !io->serve ? GM_MATMUL_FAST : GM_MATMUL_PRECISE;

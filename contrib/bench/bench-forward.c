@@ -242,8 +242,7 @@ int main(int argc, char **argv)
 	if (mm_env && *mm_env)
 		fo.matmul = !strcmp(mm_env, "fast") ? GM_MATMUL_FAST : GM_MATMUL_PRECISE;
 	else
-		fo.matmul = gm_kernels_bf16_supported() && gm_kernels_isa() == GM_ISA_AVX512 ? GM_MATMUL_FAST
-											     : GM_MATMUL_PRECISE;
+		fo.matmul = gm_kernels_fast_matmul() ? GM_MATMUL_FAST : GM_MATMUL_PRECISE;
 	if (gm_forward_new_ex(m, &fo, &f, &err))
 		die("gm_forward_new", &err);
 	for (i = 0; i < n_ad; i++)

@@ -115,16 +115,21 @@ int gm_kernels_bf16_supported(void)
 #endif
 }
 
-/* The bf16 products run: fast mode asked, the AVX-512 variant in use, and the CPU has AVX512_BF16. */
-static int fast_active(enum gm_matmul_mode mode)
+int gm_kernels_fast_matmul(void)
 {
 	static _Atomic int supported = -1;
 
-	if (mode != GM_MATMUL_FAST || gm_kernels_isa() != GM_ISA_AVX512)
+	if (gm_kernels_isa() != GM_ISA_AVX512)
 		return 0;
 	if (supported < 0)
 		supported = gm_kernels_bf16_supported();
 	return supported;
+}
+
+/* The bf16 products run: fast mode asked and able to take effect. */
+static int fast_active(enum gm_matmul_mode mode)
+{
+	return mode == GM_MATMUL_FAST && gm_kernels_fast_matmul();
 }
 
 /* ---------------------------------------------------------------- scalar helpers */

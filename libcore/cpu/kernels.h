@@ -56,8 +56,10 @@ enum gm_isa {
  * F32 and F16 weights are always precise.  Pack and product of one X must
  * be given the same mode.
  */
-/* 1 when GM_MATMUL_FAST can take effect: AVX-512 with AVX512_BF16. */
+/* 1 when the CPU could run GM_MATMUL_FAST: AVX-512 with AVX512_BF16. */
 int gm_kernels_bf16_supported(void);
+/* 1 when GM_MATMUL_FAST takes effect: the avx512 variant in use on such a CPU (else fast runs precise). */
+int gm_kernels_fast_matmul(void);
 
 /* The variant in use (detected, or GM_KERNELS). */
 enum gm_isa gm_kernels_isa(void);

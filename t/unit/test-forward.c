@@ -505,7 +505,7 @@ static void test_fast_models(void)
 	double worst = 0;
 	int i, ret;
 
-	if (!gm_kernels_bf16_supported() || gm_kernels_isa() != GM_ISA_AVX512) {
+	if (!gm_kernels_fast_matmul()) {
 		printf("# no AVX512_BF16 (or not the avx512 kernels): fast mode on models not tested\n");
 		return;
 	}
