@@ -1560,6 +1560,10 @@ int gm_toolcall_finish(gm_toolcall_parser *p, gm_toolcall_event_fn fn, void *ctx
 		return 0;
 	p->finished = 1;
 	read_output(p, &p->r, 1);
+	/* a call cut short before its arguments: "{}", streamed as in the final list */
+	for (i = 0; i < p->r.n; i++)
+		if (p->r.calls[i].named && !p->r.calls[i].args.len)
+			set_buf(&p->r.calls[i].args, "{}", 2);
 	ret = release(p, fn, ctx);
 	/* the calls: those read at the end, ids as announced */
 	p->calls = gm_xcalloc(p->r.n + 1, sizeof(*p->calls));
@@ -1573,7 +1577,7 @@ int gm_toolcall_finish(gm_toolcall_parser *p, gm_toolcall_event_fn fn, void *ctx
 		}
 		p->calls[i].id = p->ids[i];
 		p->calls[i].name = p->r.calls[i].name.buf;
-		p->calls[i].arguments = p->r.calls[i].args.buf ? p->r.calls[i].args.buf : "{}";
+		p->calls[i].arguments = p->r.calls[i].args.len ? p->r.calls[i].args.buf : "{}";
 	}
 	p->n_calls = p->r.n;
 	return ret;

@@ -131,6 +131,8 @@ static const struct want cases[] = {
 	{ "hermes", "bad <tool_call>\nnot json</tool_call> end", "bad <tool_call>\nnot json</tool_call> end", 0, { { 0 } } },
 	/* cut short (max_tokens): the call as far as it goes, as when streamed */
 	{ "hermes", "cut <tool_call>\n{\"name\": \"f\", \"arguments\": {\"a\": 1", "cut", 1, { { "f", "{\"a\": 1" } } },
+	/* cut after the name: "{}", streamed as in the final list */
+	{ "hermes", "cut <tool_call>\n{\"name\": \"f\", \"argu", "cut", 1, { { "f", "{}" } } },
 	{ "hermes", "a <tool_call>\n{\"name\": \"f\", \"arguments\": {}}\n</tool_call>\n<tool_call>\n{\"na", "a", 1,
 	  { { "f", "{}" } } },
 	{ "mistral-args", "[TOOL_CALLS]f[ARGS]{\"a\": [1, 2", "", 1, { { "f", "{\"a\": [1, 2" } } },
