@@ -992,13 +992,11 @@ out:
 /*
  * The products of BF16 weights: --matmul, else GM_MATMUL, else fast where
  * the CPU computes bf16 products (AVX512_BF16 with the AVX-512 kernels),
- * precise elsewhere; but --serve defaults to precise: there a decoding
- * row may share a step with another request's prompt, whose block kernel
- * sums in another order, and bf16 activations magnify that rounding
- * (about 2e-3 of the logits) where precise keeps it at f32's (1e-6), so a
- * request gets what it would get alone.  Fast asked for on a CPU without
- * the bf16 products warns and runs precise.  Returns 0, or the usage
- * error's status for an unknown mode.
+ * precise elsewhere; the same for --serve, whose steps give each request
+ * its own bits in either mode (prompt and decode rows keep their kernels
+ * whatever they share a step with: gm_forward_role).  Fast asked for on a
+ * CPU without the bf16 products warns and runs precise.  Returns 0, or the
+ * usage error's status for an unknown mode.
  */
 static int resolve_matmul(struct infer_opts *io, const struct gm_cmd_info *cmd)
 {
@@ -1006,7 +1004,7 @@ static int resolve_matmul(struct infer_opts *io, const struct gm_cmd_info *cmd)
 	int bf16 = gm_kernels_fast_matmul();
 
 	if (!name || !*name) {
-		io->mm = bf16 && !io->serve ? GM_MATMUL_FAST : GM_MATMUL_PRECISE;
+		io->mm = bf16 ? GM_MATMUL_FAST : GM_MATMUL_PRECISE;
 		return 0;
 	}
 	if (!strcmp(name, "precise")) {

@@ -265,20 +265,13 @@ test_expect_success READY,NODE 'a small KV pool: a prompt that cannot fit is a 4
 	stop_server small
 '
 
-# git infer defaults to fast products with AVX512_BF16, but a server to
-# precise ones (a request's output must not depend on the rows it shares a
-# step with); --matmul fast asks for them.  GM_MATMUL (the tests' precise)
-# is unset while the servers start.
-test_expect_success READY 'the server runs precise products unless --matmul fast' '
+# A server defaults to fast products with AVX512_BF16, as git infer does
+# (the rows of a step keep their kernels, so a request gets its own bits
+# in either mode); --matmul precise asks for f32.  GM_MATMUL (the tests'
+# precise) is unset while the servers start.
+test_expect_success READY 'the server runs fast products where the CPU has them, precise when asked' '
 	unset GM_MATMUL &&
 	start_server modes -m model/$MODEL -v
-	ret=$?
-	GM_MATMUL=precise && export GM_MATMUL &&
-	test $ret = 0 &&
-	grep "^serving with .*, precise matmul" modes.log &&
-	stop_server modes &&
-	unset GM_MATMUL &&
-	start_server modes -m model/$MODEL -v --matmul fast
 	ret=$?
 	GM_MATMUL=precise && export GM_MATMUL &&
 	test $ret = 0 &&
@@ -288,7 +281,30 @@ test_expect_success READY 'the server runs precise products unless --matmul fast
 	else
 		grep "^serving with .*, precise matmul" modes.log
 	fi &&
+	stop_server modes &&
+	unset GM_MATMUL &&
+	start_server modes -m model/$MODEL -v --matmul precise
+	ret=$?
+	GM_MATMUL=precise && export GM_MATMUL &&
+	test $ret = 0 &&
+	grep "^serving with .*, precise matmul" modes.log &&
 	stop_server modes
+'
+
+# Fast products round the activations to bf16, which magnifies a last-bit
+# difference to ~1e-3 of the logits: the mixed requests (prompts read in
+# chunks beside decoding streams, adapters) must still get exactly what
+# git infer gives alone in the same mode.
+test_expect_success READY,NODE 'fast products: 10 mixed concurrent requests each get what git infer --matmul fast gives' '
+	GM_MATMUL=fast sh mixed.sh 2>/dev/null &&
+	start_server fast -m model/$MODEL --parallel 8 --prefill-chunk 32 --matmul fast &&
+	batch mixed.json fast &&
+	for i in 0 1 2 3 4 5 6 7 8 9
+	do
+		test "$(cat status.$i)" = 200 &&
+		same_text expect.$i out.$i || return 1
+	done &&
+	stop_server fast
 '
 
 test_expect_success 'usage: the batching options go with --serve' '

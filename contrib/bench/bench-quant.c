@@ -121,13 +121,13 @@ int main(int argc, char **argv)
 			if (xq[k]) {
 				for (i = 0; i < n; i++)
 					gm_qact_quantize((char *)xq[k] + (size_t)i * gm_qact_len(types[k], in), types[k], x + i * in, in);
-				gm_qmatmul(y, rows, xq[k], n, w[k], types[k], in, 0, rows);
+				gm_qmatmul(y, rows, xq[k], n, w[k], types[k], in, 0, rows, GM_QMATMUL_SMALL);
 			} else {
 				if (!xt)
 					xt = gm_falloc(gm_matmul_xt_len(n, in));
 				gm_matmul_pack(xt, x, in, n, in, 0, (n + GM_MATMUL_TB - 1) / GM_MATMUL_TB,
-					       GM_MATMUL_PRECISE);
-				gm_matmul(y, rows, xt, n, w[k], types[k], in, in, 0, rows, panel, GM_MATMUL_PRECISE);
+					       GM_MATMUL_SMALL, GM_MATMUL_PRECISE);
+				gm_matmul(y, rows, xt, n, w[k], types[k], in, in, 0, rows, panel, GM_MATMUL_SMALL, GM_MATMUL_PRECISE);
 			}
 			tpr[k][r] = now() - t0;
 		}

@@ -21,7 +21,7 @@
  * in vector lanes by a fixed scheme (SIMD: 8 lanes a block with AVX2, 16
  * lanes a pair of blocks with AVX-512): within one variant the result of
  * a (row, token) never depends on the threads or on the other tokens.
- * With AVX-512 VNNI, more than GM_QMATMUL_SMALL tokens (prompts) take the
+ * With AVX-512 VNNI, more than dot_max tokens (prompts) take the
  * panels (16 rows unpacked once per call, one row per lane, see "Panels"
  * below): their own fixed scheme, a few ulp from the other, again the
  * same whatever the threads and the other tokens.
@@ -1109,7 +1109,7 @@ TILE8_FN(tile_qk45_512, qk45_512, TGT_Q5)
 TILE8_FN(tile_q6k_512, q6k_512, TGT_Q5)
 
 /*
- * Panels: the matrix product of many tokens (n > GM_QMATMUL_SMALL) with a
+ * Panels: the matrix product of many tokens (n > dot_max) with a
  * 32-element type, AVX-512 VNNI.  A tile of 16 weight rows is unpacked once
  * per call into u8 quants interleaved by 4 bytes (the layout of one
  * vpdpbusd against one token's 4 activations broadcast), so each i32 lane
@@ -1119,7 +1119,7 @@ TILE8_FN(tile_q6k_512, q6k_512, TGT_Q5)
  * Quants as u8: Q4_0 / Q5_0 q, Q8_0 q + 128, with the offset (8, 16, 128)
  * times the activations' sum as the lane's start; Q4_1 / Q5_1 q, the min
  * added as m (da sum a).  A (row, token) gives the same bits whatever n
- * (above GM_QMATMUL_SMALL), the threads and the row range.
+ * (above dot_max), the threads and the row range.
  */
 #define QP_ROWS 16
 #define QP_TILES 4   /* tiles unpacked at a time: 64 rows, their panels in L2 with 64 tokens' activations */
@@ -1666,7 +1666,7 @@ void gm_qmatvec(float *y, const void *w, enum gm_dtype wt, const void *xq, int64
 #define QM_TOKS 64
 
 void gm_qmatmul(float *y, int64_t ldy, const void *xq, int64_t n, const void *w, enum gm_dtype wt, int64_t in,
-		int64_t r0, int64_t r1)
+		int64_t r0, int64_t r1, int64_t dot_max)
 {
 	size_t rb = gm_quant_row_bytes(wt, in), al = gm_qact_len(wt, in);
 	unsigned el, by;
@@ -1676,7 +1676,7 @@ void gm_qmatmul(float *y, int64_t ldy, const void *xq, int64_t n, const void *w,
 
 	gm_dtype_block(wt, &el, &by);
 #ifdef GM_X86
-	if (n > GM_QMATMUL_SMALL && maxt == 8 && f != tile_portable &&
+	if (n > dot_max && maxt == 8 && f != tile_portable &&
 	    (!is_k(wt) || wt == GM_DTYPE_Q4_K || wt == GM_DTYPE_Q5_K || wt == GM_DTYPE_Q6_K)) {
 		/* many tokens, AVX-512 VNNI: the panels (a few hundred KiB, allocated per call and thread) */
 		size_t psz = is_k(wt) ? sizeof(struct qkpanel) : sizeof(struct qpanel);

@@ -731,6 +731,31 @@ static TGT_BF16 void pack_bf16_block(uint32_t *x2, const float *xt, int64_t in)
 }
 
 /*
+ * The bf16 rows of a small block, for the fast dot products:
+ * dst[j * ldh + k] = bf16(X[j, k]) (round to nearest even, as dot_bf16
+ * rounds X when it reads f32), j < nt, k < in.
+ */
+static TGT_BF16 void pack_bf16_rows(uint16_t *dst, int64_t ldh, const float *x, int64_t ldx, int64_t nt, int64_t in)
+{
+	int64_t j, k;
+
+	for (j = 0; j < nt; j++) {
+		const float *src = x + j * ldx;
+
+		for (k = 0; k < in; k += 32) {
+			int64_t left = in - k;
+			__mmask16 mlo = (__mmask16)(left >= 16 ? 0xffff : (1u << left) - 1);
+			__mmask16 mhi = (__mmask16)(left >= 32 ? 0xffff : left > 16 ? (1u << (left - 16)) - 1 : 0);
+			__mmask32 mw = (__mmask32)(left >= 32 ? 0xffffffffu : (1u << left) - 1);
+			__m512i h = (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(mhi, src + k + 16),
+								 _mm512_maskz_loadu_ps(mlo, src + k));
+
+			_mm512_mask_storeu_epi16(dst + j * ldh + k, mw, h);
+		}
+	}
+}
+
+/*
  * The fast micro-kernel: a tile of nr <= 12 rows of a BF16 weight, read in
  * place (a pair of weights is one 32-bit broadcast), by nt <= 32 tokens of
  * bf16 pairs x2; vdpbf16ps adds two products per lane and step, into f32:
@@ -787,7 +812,8 @@ static TGT_BF16 void micro_bf16(const uint16_t *w, int64_t ldw, const uint32_t *
  * The fast dot-product tile: y[t * ldy + r + i] = W[r + i, :] . bf16(X[t, :])
  * for i < R, t < T, W BF16 read in place, each X row rounded to bf16 (to
  * nearest even, as pack_bf16_block does) 32 elements at a time as it is
- * read; lane l of a sum's accumulator adds the pairs (2l, 2l + 1) of each
+ * read, or read rounded already from xh (row t at xh + t * ldh) when xh is
+ * not NULL (pack_bf16_rows: the same values); lane l of a sum's accumulator adds the pairs (2l, 2l + 1) of each
  * 32-element step by vdpbf16ps, in k order, the tail masked, then the
  * lanes are reduced as dot_512 reduces them (gm_reduce16_512 when
  * R * T = 16).  So each element is the same whatever R and T, and a row's
@@ -796,7 +822,8 @@ static TGT_BF16 void micro_bf16(const uint16_t *w, int64_t ldw, const uint32_t *
  * prefetch per step: a step is one cache line of each row).
  */
 static INL TGT_BF16 void dot_bf16(float *y, int64_t ldy, const uint16_t *w, int64_t ldw, const float *x,
-				  int64_t ldx, int64_t in, int64_t r, const int R, const int T, const int pf)
+				  int64_t ldx, const uint16_t *xh, int64_t ldh, int64_t in, int64_t r, const int R,
+				  const int T, const int pf)
 {
 	int64_t k, tail = in & 31, body = in - tail;
 	const uint16_t *wr[16];
@@ -815,7 +842,8 @@ static INL TGT_BF16 void dot_bf16(float *y, int64_t ldy, const uint16_t *w, int6
 
 #pragma GCC unroll 4
 		for (t = 0; t < T; t++)
-			xv[t] = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + t * ldx + k + 16), _mm512_loadu_ps(x + t * ldx + k));
+			xv[t] = xh ? (__m512bh)_mm512_loadu_si512((const void *)(xh + t * ldh + k))
+				   : _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + t * ldx + k + 16), _mm512_loadu_ps(x + t * ldx + k));
 #pragma GCC unroll 16
 		for (i = 0; i < R; i++) {
 			__m512bh wv = (__m512bh)_mm512_loadu_si512((const void *)(wr[i] + k));
@@ -834,8 +862,9 @@ static INL TGT_BF16 void dot_bf16(float *y, int64_t ldy, const uint16_t *w, int6
 
 #pragma GCC unroll 4
 		for (t = 0; t < T; t++)
-			xv[t] = _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(mhi, x + t * ldx + k + 16),
-						    _mm512_maskz_loadu_ps(mlo, x + t * ldx + k));
+			xv[t] = xh ? (__m512bh)_mm512_maskz_loadu_epi16(mw, xh + t * ldh + k)
+				   : _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(mhi, x + t * ldx + k + 16),
+							 _mm512_maskz_loadu_ps(mlo, x + t * ldx + k));
 #pragma GCC unroll 16
 		for (i = 0; i < R; i++) {
 			__m512bh wv = (__m512bh)_mm512_maskz_loadu_epi16(mw, wr[i] + k);
@@ -848,50 +877,56 @@ static INL TGT_BF16 void dot_bf16(float *y, int64_t ldy, const uint16_t *w, int6
 }
 
 /*
- * The fast small product: rows [r0, r1) of a BF16 W by n <= GM_MATMUL_SMALL
- * tokens (row-major X).  One token: 16 rows per pass (one bf16 conversion
- * of x and one 16-sum reduction for 16 rows; 8 rows per pass measured 5%
- * slower on Zen 5), a range of DOT_PF_BYTES or more prefetched 2 passes
- * ahead; then as small_512_t: 8 rows by 2 tokens, 4 rows by 4.
+ * The fast dot products: rows [r0, r1) of a BF16 W by n tokens, row-major
+ * X in f32, or its bf16 rows xh (row stride ldh; NULL: X is rounded as it
+ * is read, once per row tile: 13% slower for 8 tokens on Zen 5).  One
+ * token: 16 rows per pass (one bf16 conversion of x and one 16-sum
+ * reduction for 16 rows; 8 rows per pass measured 5% slower on Zen 5), a
+ * range of DOT_PF_BYTES or more prefetched 2 passes ahead; then as
+ * small_512_t: 8 rows by 2 tokens, 4 rows by 4 (each group of 4 tokens
+ * prefetching the rows 4 ahead: the other schemes measured slower).
  */
-static TGT_BF16 void small_bf16(float *y, int64_t ldy, const float *x, int64_t ldx, int64_t n, const uint16_t *w,
-				int64_t ldw, int64_t in, int64_t r0, int64_t r1)
+static TGT_BF16 void small_bf16(float *y, int64_t ldy, const float *x, int64_t ldx, const uint16_t *xh, int64_t ldh,
+				int64_t n, const uint16_t *w, int64_t ldw, int64_t in, int64_t r0, int64_t r1)
 {
 	int64_t r = r0, t;
 	int pf = (r1 - r0) * ldw * 2 >= DOT_PF_BYTES;
 
+#define XH(t) (xh ? xh + (t) * ldh : NULL)
+
 	if (n == 1) {
 		for (; r + 16 <= r1; r += 16)
-			dot_bf16(y, ldy, w, ldw, x, ldx, in, r, 16, 1, pf && r + 48 <= r1 ? 32 : 0);
+			dot_bf16(y, ldy, w, ldw, x, ldx, xh, ldh, in, r, 16, 1, pf && r + 48 <= r1 ? 32 : 0);
 		for (; r + DOT_ROWS1 <= r1; r += DOT_ROWS1)
-			dot_bf16(y, ldy, w, ldw, x, ldx, in, r, DOT_ROWS1, 1, 0);
+			dot_bf16(y, ldy, w, ldw, x, ldx, xh, ldh, in, r, DOT_ROWS1, 1, 0);
 		for (; r < r1; r++)
-			dot_bf16(y, ldy, w, ldw, x, ldx, in, r, 1, 1, 0);
+			dot_bf16(y, ldy, w, ldw, x, ldx, xh, ldh, in, r, 1, 1, 0);
 		return;
 	}
 	if (n == 2)
 		for (; r + 8 <= r1; r += 8)
-			dot_bf16(y, ldy, w, ldw, x, ldx, in, r, 8, 2, pf && r + 32 <= r1 ? 24 : 0);
+			dot_bf16(y, ldy, w, ldw, x, ldx, xh, ldh, in, r, 8, 2, pf && r + 32 <= r1 ? 24 : 0);
 	for (; r + 4 <= r1; r += 4) {
 		int p4 = r + 8 <= r1 ? 4 : 0;
 
 		for (t = 0; t + 4 <= n; t += 4)
-			dot_bf16(y + t * ldy, ldy, w, ldw, x + t * ldx, ldx, in, r, 4, 4, p4);
+			dot_bf16(y + t * ldy, ldy, w, ldw, x + t * ldx, ldx, XH(t), ldh, in, r, 4, 4, p4);
 		switch (n - t) {
 		case 3:
-			dot_bf16(y + t * ldy, ldy, w, ldw, x + t * ldx, ldx, in, r, 4, 3, 0);
+			dot_bf16(y + t * ldy, ldy, w, ldw, x + t * ldx, ldx, XH(t), ldh, in, r, 4, 3, 0);
 			break;
 		case 2:
-			dot_bf16(y + t * ldy, ldy, w, ldw, x + t * ldx, ldx, in, r, 4, 2, 0);
+			dot_bf16(y + t * ldy, ldy, w, ldw, x + t * ldx, ldx, XH(t), ldh, in, r, 4, 2, 0);
 			break;
 		case 1:
-			dot_bf16(y + t * ldy, ldy, w, ldw, x + t * ldx, ldx, in, r, 4, 1, 0);
+			dot_bf16(y + t * ldy, ldy, w, ldw, x + t * ldx, ldx, XH(t), ldh, in, r, 4, 1, 0);
 			break;
 		}
 	}
 	for (; r < r1; r++)
 		for (t = 0; t < n; t++)
-			dot_bf16(y + t * ldy, ldy, w, ldw, x + t * ldx, ldx, in, r, 1, 1, 0);
+			dot_bf16(y + t * ldy, ldy, w, ldw, x + t * ldx, ldx, XH(t), ldh, in, r, 1, 1, 0);
+#undef XH
 }
 
 /*
@@ -965,20 +1000,49 @@ static TGT_512 void silu_mul_512(float *g, const float *u, int64_t n)
 /* ---------------------------------------------------------------- public entry points */
 
 /*
+ * The packed activations: the f32 blocks (nb * TB * in floats), then, in
+ * fast mode, the bf16 pairs of each full block (TB * ceil(in / 2) 32-bit
+ * words per block, see pack_bf16_block), found from n and in alone.
+ */
+static size_t xt_f32_len(int64_t n, int64_t in)
+{
+	return (size_t)((n + TB - 1) / TB) * TB * (size_t)in;
+}
+
+static const uint32_t *xt_bf16_block(const float *xt, int64_t n, int64_t in, int64_t b)
+{
+	return (const uint32_t *)(xt + xt_f32_len(n, in)) + (size_t)b * TB * (size_t)((in + 1) / 2);
+}
+
+/* The bf16 rows of dot-product rows (in the same place): row j at xh_ld(in) * j, in rounded up to even. */
+static inline int64_t xh_ld(int64_t in)
+{
+	return (in + 1) / 2 * 2;
+}
+
+static const uint16_t *xt_bf16_rows(const float *xt, int64_t n, int64_t in, int64_t b)
+{
+	return (const uint16_t *)xt_bf16_block(xt, n, in, b);
+}
+
+
+/*
  * Y[t, r] = W[r, :] . X[t, :] for t < n, r in [r0, r1), X row-major (row
  * stride ldx), reading W in place once: the decode product (n = 1) and the
  * small-batch one (a few sequences decoded together).  Each element is the
  * sum gm_matvec computes, bit for bit.
  */
-static void small_matmul(float *y, int64_t ldy, const float *x, int64_t ldx, int64_t n, const void *w,
-			 enum gm_dtype wt, int64_t ldw, int64_t in, int64_t r0, int64_t r1, enum gm_matmul_mode mode)
+static void small_matmul(float *y, int64_t ldy, const float *x, int64_t ldx, const uint16_t *xh, int64_t n,
+			 const void *w, enum gm_dtype wt, int64_t ldw, int64_t in, int64_t r0, int64_t r1,
+			 enum gm_matmul_mode mode)
 {
 	(void)mode; /* unused without the x86 variants */
+	(void)xh;
 	switch (gm_kernels_isa()) {
 #ifdef GM_X86
 	case GM_ISA_AVX512:
 		if (wt == GM_DTYPE_BF16 && fast_active(mode)) {
-			small_bf16(y, ldy, x, ldx, n, w, ldw, in, r0, r1);
+			small_bf16(y, ldy, x, ldx, xh, xh_ld(in), n, w, ldw, in, r0, r1);
 			return;
 		}
 		small_512(y, ldy, x, ldx, n, w, wt, ldw, in, r0, r1);
@@ -996,25 +1060,8 @@ static void small_matmul(float *y, int64_t ldy, const float *x, int64_t ldx, int
 void gm_matvec(float *y, const void *w, enum gm_dtype wt, int64_t ldw, const float *x, int64_t in,
 	       int64_t r0, int64_t r1, enum gm_matmul_mode mode)
 {
-	small_matmul(y, 0, x, 0, 1, w, wt, ldw, in, r0, r1, mode);
+	small_matmul(y, 0, x, 0, NULL, 1, w, wt, ldw, in, r0, r1, mode);
 }
-
-/*
- * The packed activations: the f32 blocks (nb * TB * in floats), then, in
- * fast mode, the bf16 pairs of each full block (TB * ceil(in / 2) 32-bit
- * words per block, see pack_bf16_block), found from n and in alone.
- */
-static size_t xt_f32_len(int64_t n, int64_t in)
-{
-	return (size_t)((n + TB - 1) / TB) * TB * (size_t)in;
-}
-
-#ifdef GM_X86
-static const uint32_t *xt_bf16_block(const float *xt, int64_t n, int64_t in, int64_t b)
-{
-	return (const uint32_t *)(xt + xt_f32_len(n, in)) + (size_t)b * TB * (size_t)((in + 1) / 2);
-}
-#endif
 
 size_t gm_matmul_xt_len(int64_t n, int64_t in)
 {
@@ -1035,7 +1082,7 @@ size_t gm_matmul_panel_len(int64_t in)
 }
 
 void gm_matmul_pack(float *xt, const float *x, int64_t ldx, int64_t n, int64_t in, int64_t b0, int64_t b1,
-		    enum gm_matmul_mode mode)
+		    int64_t dot_max, enum gm_matmul_mode mode)
 {
 	int64_t b, k0, k, j;
 
@@ -1045,10 +1092,14 @@ void gm_matmul_pack(float *xt, const float *x, int64_t ldx, int64_t n, int64_t i
 		float *dst = xt + b * in * TB;
 		int64_t nt = n - b * TB < TB ? n - b * TB : TB;
 
-		if (nt <= GM_MATMUL_SMALL) {
-			/* a small block: its rows as they are, for the dot-product kernels */
+		if (n <= dot_max || nt <= dot_max) {
+			/* dot-product rows (see gm_matmul): as they are */
 			for (j = 0; j < nt; j++)
 				memcpy(dst + j * in, x + (b * TB + j) * ldx, (size_t)in * sizeof(float));
+#ifdef GM_X86
+			if (fast_active(mode))
+				pack_bf16_rows((uint16_t *)xt_bf16_rows(xt, n, in, b), xh_ld(in), dst, in, nt, in);
+#endif
 			continue;
 		}
 
@@ -1075,7 +1126,7 @@ void gm_matmul_pack(float *xt, const float *x, int64_t ldx, int64_t n, int64_t i
 struct pack_job {
 	float *xt;
 	const float *x;
-	int64_t ldx, n, in;
+	int64_t ldx, n, in, dot_max;
 	enum gm_matmul_mode mode;
 };
 
@@ -1084,28 +1135,28 @@ static void pack_blocks(void *ctx, int64_t b, int64_t e, int thread)
 	struct pack_job *j = ctx;
 
 	(void)thread;
-	gm_matmul_pack(j->xt, j->x, j->ldx, j->n, j->in, b, e, j->mode);
+	gm_matmul_pack(j->xt, j->x, j->ldx, j->n, j->in, b, e, j->dot_max, j->mode);
 }
 
 void gm_matmul_pack_all(gm_threadpool *pool, float *xt, const float *x, int64_t ldx, int64_t n, int64_t in,
-			enum gm_matmul_mode mode)
+			int64_t dot_max, enum gm_matmul_mode mode)
 {
-	struct pack_job j = { xt, x, ldx, n, in, mode };
+	struct pack_job j = { xt, x, ldx, n, in, dot_max, mode };
 
 	gm_threadpool_for(pool, (n + GM_MATMUL_TB - 1) / GM_MATMUL_TB, 1, pack_blocks, &j);
 }
 
 void gm_matmul(float *y, int64_t ldy, const float *xt, int64_t n, const void *w, enum gm_dtype wt,
-	       int64_t ldw, int64_t in, int64_t r0, int64_t r1, float *panel, enum gm_matmul_mode mode)
+	       int64_t ldw, int64_t in, int64_t r0, int64_t r1, float *panel, int64_t dot_max, enum gm_matmul_mode mode)
 {
 	enum gm_isa isa = gm_kernels_isa();
 	int64_t rb_len = panel_rows(in), rb, b, n_blocks = (n + TB - 1) / TB;
 	int fast = wt == GM_DTYPE_BF16 && fast_active(mode);
 
 	(void)isa; /* unused without the x86 variants */
-	if (n <= GM_MATMUL_SMALL) {
-		/* a few tokens: each weight row read once, in place, for all of them */
-		small_matmul(y, ldy, xt, in, n, w, wt, ldw, in, r0, r1, mode);
+	if (n <= dot_max) {
+		/* dot products: each weight row read once, in place, for all the tokens */
+		small_matmul(y, ldy, xt, in, fast ? xt_bf16_rows(xt, n, in, 0) : NULL, n, w, wt, ldw, in, r0, r1, mode);
 		return;
 	}
 	for (rb = r0; rb < r1; rb += rb_len) {
@@ -1132,12 +1183,13 @@ void gm_matmul(float *y, int64_t ldy, const float *xt, int64_t n, const void *w,
 			const float *xb = xt + b * in * TB;
 			float *yb = y + b * TB * ldy;
 
-			if (nt <= GM_MATMUL_SMALL) {
+			if (nt <= dot_max) {
 				/* the last block of a few tokens (row-major): dot products on the panel (fast: on W) */
 				if (fast)
-					small_matmul(yb, ldy, xb, in, nt, w, wt, ldw, in, rb, re, mode);
+					small_matmul(yb, ldy, xb, in, xt_bf16_rows(xt, n, in, b), nt, w, wt, ldw, in, rb,
+						     re, mode);
 				else
-					small_matmul(yb + rb, ldy, xb, in, nt, p, GM_DTYPE_F32, ldp, in, 0, re - rb,
+					small_matmul(yb + rb, ldy, xb, in, NULL, nt, p, GM_DTYPE_F32, ldp, in, 0, re - rb,
 						     GM_MATMUL_PRECISE);
 				continue;
 			}

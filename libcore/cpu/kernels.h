@@ -83,42 +83,48 @@ void gm_matvec(float *y, const void *w, enum gm_dtype wt, int64_t ldw, const flo
  * Matrix-matrix product for n tokens, reading the weights once:
  *   Y[t, r] = sum_k W[r, k] * X[t, k]   for t in [0, n), r in [r0, r1)
  *
- * X is first packed (gm_matmul_pack) into blocks of GM_MATMUL_TB tokens;
- * a block of more than GM_MATMUL_SMALL tokens is transposed,
- * xt[b][k][j] = X[b * TB + j, k], zero past n; a block of at most
- * GM_MATMUL_SMALL tokens (all of X when n <= 16, else the last block) keeps
- * X's rows, xt[b][j][k] = X[b * TB + j, k].  xt holds
- * gm_matmul_xt_len(n, in) floats; gm_matmul(xt + b * TB * in, nt, ...) on
- * block b alone, with nt its token count, is allowed (except for BF16
- * weights in fast mode: the bf16 activations of a full block are found
- * from n, after the f32 blocks).  Y: [n, *] with row stride ldy, columns
- * r0..r1-1 written.  panel: per-thread scratch of gm_matmul_panel_len(in)
- * floats, where BF16/F16 rows of W are converted to f32 (row-major, a
- * block of rows at a time; F32 weights, and BF16 ones in fast mode, are
- * read in place).  The micro-kernel computes tiles of GM_MATMUL_TR rows by
- * TB tokens; each such Y element is a sum over k in order (fast mode: over
- * the bf16 pairs in order).
+ * Two families of kernels, whose sums run in different orders (a row's
+ * bits depend on the family, never on the other rows of the call):
+ *   dot products: each weight row read once, in place, for all the tokens,
+ *     each Y element the sum gm_matvec computes in the same mode, bit for
+ *     bit (decoding: a few sequences, or one);
+ *   blocks: tiles of GM_MATMUL_TR rows by GM_MATMUL_TB tokens, each Y
+ *     element a sum over k in order (fast mode: over the bf16 pairs in
+ *     order), whatever the block's token count (prompts).
+ * dot_max picks the family: all of X by dot products when n <= dot_max,
+ * else blocks of GM_MATMUL_TB tokens, a last block of at most dot_max
+ * tokens by dot products.  GM_MATMUL_SMALL is the fastest choice by size;
+ * 0 makes every row a block row (however few), INT64_MAX every row a
+ * dot-product row (however many): what a caller uses when a row must get
+ * the same bits whatever else is in the call (gm_op_linear's row forms).
  *
- * With n <= GM_MATMUL_SMALL (decoding a few sequences together), and for
- * a last block of at most that many tokens, each weight row is read once,
- * in place, and its dot products with those tokens computed as gm_matvec
- * computes them in the same mode: the same bits as n gm_matvec calls, for
- * a fraction of the memory traffic.
+ * X is first packed (gm_matmul_pack, with the same n and dot_max) into
+ * blocks of GM_MATMUL_TB tokens: a block of block rows is transposed,
+ * xt[b][k][j] = X[b * TB + j, k], zero past n; dot-product rows keep X's
+ * layout, xt[b][j][k] = X[b * TB + j, k] (so all of X when n <= dot_max).
+ * xt holds gm_matmul_xt_len(n, in) floats: the f32 blocks, then, in fast
+ * mode, the bf16 activations (pairs of a block, rows of dot-product rows)
+ * found from n.  gm_matmul(xt + b * TB * in, nt, ...) on block b alone,
+ * with nt its token count, is allowed except for BF16 weights in fast
+ * mode.  Y: [n, *] with row stride ldy, columns r0..r1-1 written.  panel:
+ * per-thread scratch of gm_matmul_panel_len(in) floats, where BF16/F16
+ * rows of W are converted to f32 for the block kernels (F32 weights, and
+ * BF16 ones in fast mode, are read in place).
  * Every Y element is the same whatever the split of rows among threads.
  */
 #define GM_MATMUL_TB 32    /* tokens per packed block */
 #define GM_MATMUL_TR 12    /* weight rows per micro-tile */
-#define GM_MATMUL_SMALL 16 /* blocks of at most this many tokens use the dot-product kernels */
+#define GM_MATMUL_SMALL 16 /* dot_max by size: blocks of at most this many tokens use the dot-product kernels */
 size_t gm_matmul_xt_len(int64_t n, int64_t in);
 size_t gm_matmul_panel_len(int64_t in);
-/* Packs token blocks [b0, b1) of X ([n, in], row stride ldx) into xt. */
+/* Packs token blocks [b0, b1) of X ([n, in], row stride ldx) into xt, for gm_matmul with n and dot_max. */
 void gm_matmul_pack(float *xt, const float *x, int64_t ldx, int64_t n, int64_t in, int64_t b0, int64_t b1,
-		    enum gm_matmul_mode mode);
+		    int64_t dot_max, enum gm_matmul_mode mode);
 /* gm_matmul_pack of all of X, its blocks shared out over pool's threads. */
 void gm_matmul_pack_all(gm_threadpool *pool, float *xt, const float *x, int64_t ldx, int64_t n, int64_t in,
-			enum gm_matmul_mode mode);
+			int64_t dot_max, enum gm_matmul_mode mode);
 void gm_matmul(float *y, int64_t ldy, const float *xt, int64_t n, const void *w, enum gm_dtype wt,
-	       int64_t ldw, int64_t in, int64_t r0, int64_t r1, float *panel, enum gm_matmul_mode mode);
+	       int64_t ldw, int64_t in, int64_t r0, int64_t r1, float *panel, int64_t dot_max, enum gm_matmul_mode mode);
 
 /* out[i] = x[i] / sqrt(mean(x^2) + eps) * w[i], i < n; w: [n] of type wt.  out may be x. */
 void gm_rmsnorm(float *out, const float *x, const void *w, enum gm_dtype wt, int64_t n, float eps);
@@ -178,11 +184,13 @@ void gm_matmul_tn(float *c, int64_t ldc, const float *a, int64_t lda, const floa
  *   gm_qmatvec: y[r] = W[r, :] . x          r in [r0, r1), xq one token
  *   gm_qmatmul: y[t * ldy + r] = W[r, :] . X[t, :]   t < n, r in [r0, r1),
  *               xq n tokens one after the other; each (r, t) the same bits
- *               as gm_qmatvec gives when n <= GM_QMATMUL_SMALL (a decode
- *               step of a few sequences); more tokens with a 32-element
- *               type and AVX-512 VNNI take panels of 16 rows (prompts: a
- *               few ulp from gm_qmatvec, the same bits whatever n above
- *               GM_QMATMUL_SMALL, the threads and the row range).
+ *               as gm_qmatvec gives when n <= dot_max (GM_QMATMUL_SMALL
+ *               by size: a decode step of a few sequences); more tokens
+ *               with a 32-element type (or Q4_K, Q5_K, Q6_K) and AVX-512
+ *               VNNI take panels of 16 rows (prompts: a few ulp from
+ *               gm_qmatvec, the same bits whatever n above dot_max, the
+ *               threads and the row range).  dot_max 0 / INT64_MAX: every
+ *               row by panels / as gm_qmatvec, whatever n.
  */
 #define GM_QMATMUL_SMALL 16
 int gm_qweight_supported(enum gm_dtype wt);
@@ -195,6 +203,6 @@ void gm_qdequantize(enum gm_dtype wt, const void *w, float *y, int64_t n);
 void gm_qact_dequantize(float *x, enum gm_dtype wt, const void *xq, int64_t in);
 void gm_qmatvec(float *y, const void *w, enum gm_dtype wt, const void *xq, int64_t in, int64_t r0, int64_t r1);
 void gm_qmatmul(float *y, int64_t ldy, const void *xq, int64_t n, const void *w, enum gm_dtype wt, int64_t in,
-		int64_t r0, int64_t r1);
+		int64_t r0, int64_t r1, int64_t dot_max);
 
 #endif

@@ -186,6 +186,8 @@ struct lin_mat {
 	const float *xt;         /* x packed (matmul) */
 	int64_t nb;
 	int matmul;              /* else matvec per token */
+	int64_t dot_max;         /* gm_matmul's (and gm_pack's) for this call's row form */
+	int64_t qdot_max;        /* gm_qmatmul's */
 	int add;                 /* y += the product */
 	const void *xq;          /* block types: the activations quantized (gm_qact_quantize) */
 	int dqpanel;             /* block types: through panels of W dequantized to f32 (gm_matmul on xt) */
@@ -202,6 +204,7 @@ struct lora_use {
 
 struct lin_job {
 	gm_ops *o;
+	enum gm_op_rows form;
 	int n_mats;
 	struct lin_mat *m;
 	int64_t rows;
@@ -221,7 +224,7 @@ static void lin_add_rows(const struct lin_job *j, const struct lin_mat *mt, int6
 
 			if (mt->matmul)
 				gm_matmul(tile, GM_LORA_TILE, mt->xt + t0 * mt->in, nt, w + a * ldw, GM_DTYPE_F32, ldw,
-					  mt->in, 0, n, j->o->panel[thread], GM_MATMUL_PRECISE);
+					  mt->in, 0, n, j->o->panel[thread], mt->dot_max, GM_MATMUL_PRECISE);
 			else
 				gm_matvec(tile, w + a * ldw, GM_DTYPE_F32, ldw, mt->x + t0 * mt->ldx, mt->in, 0, n,
 					  GM_MATMUL_PRECISE);
@@ -250,7 +253,7 @@ static void lin_dq_rows(const struct lin_job *j, const struct lin_mat *mt, int64
 		for (r = 0; r < n; r++)
 			gm_qdequantize(mt->wt, (const char *)mt->w + (size_t)(a + r) * rb, buf + r * mt->in, mt->in);
 		gm_matmul(mt->y + a, mt->ldy, mt->xt, mt->nb, buf, GM_DTYPE_F32, mt->in, mt->in, 0, n,
-			  j->o->panel[thread], GM_MATMUL_PRECISE);
+			  j->o->panel[thread], mt->dot_max, GM_MATMUL_PRECISE);
 	}
 }
 
@@ -268,17 +271,29 @@ static void lin_rows(void *ctx, int64_t b, int64_t e, int thread)
 		if (mt->dqpanel)
 			lin_dq_rows(j, mt, r0, r1, thread);
 		else if (mt->xq)
-			gm_qmatmul(mt->y, mt->ldy, mt->xq, mt->nb, mt->w, mt->wt, mt->in, r0, r1);
+			gm_qmatmul(mt->y, mt->ldy, mt->xq, mt->nb, mt->w, mt->wt, mt->in, r0, r1, mt->qdot_max);
 		else if (mt->add)
 			lin_add_rows(j, mt, r0, r1, thread);
 		else if (mt->matmul)
 			gm_matmul(mt->y, mt->ldy, mt->xt, mt->nb, mt->w, mt->wt, mt->ldw, mt->in, r0, r1,
-				  j->o->panel[thread], j->o->mode);
+				  j->o->panel[thread], mt->dot_max, j->o->mode);
 		else
 			for (t = 0; t < mt->nb; t++)
 				gm_matvec(mt->y + t * mt->ldy, mt->w, mt->wt, mt->ldw, mt->x + t * mt->ldx, mt->in, r0, r1,
 					  j->o->mode);
 	}
+}
+
+/* gm_matmul's dot_max (small: the size choice's, GM_MATMUL_SMALL or GM_QMATMUL_SMALL) for a row form. */
+static int64_t form_dot_max(enum gm_op_rows form, int64_t small)
+{
+	return form == GM_OP_ROWS_DOT ? INT64_MAX : form == GM_OP_ROWS_BLOCK ? 0 : small;
+}
+
+/* Whether n rows of a form go through the packed input (gm_matmul), else gm_matvec row by row. */
+static int form_matmul(enum gm_op_rows form, int64_t n)
+{
+	return form == GM_OP_ROWS_BY_SIZE || form == GM_OP_ROWS_DOT ? n > 1 : n > 0;
 }
 
 static void lin_push(struct lin_job *j, const void *w, enum gm_dtype wt, int64_t rows, int64_t ldw, float *y,
@@ -299,6 +314,8 @@ static void lin_push(struct lin_job *j, const void *w, enum gm_dtype wt, int64_t
 	mt->xt = xt;
 	mt->nb = nb;
 	mt->matmul = matmul;
+	mt->dot_max = form_dot_max(j->form, GM_MATMUL_SMALL);
+	mt->qdot_max = form_dot_max(j->form, GM_QMATMUL_SMALL);
 	mt->add = add;
 	mt->xq = NULL;
 	mt->dqpanel = 0;
@@ -391,15 +408,17 @@ static void quantize_x(gm_ops *o, const float *x, int64_t ldx, int64_t n, int64_
 }
 
 void gm_op_linear(gm_ops *o, const float *x, int64_t ldx, int64_t n, const gm_op_linear_out *outs, int n_outs,
-		  int matvec_max)
+		  enum gm_op_rows form)
 {
 	struct lin_job j;
 	int64_t in = outs[0].w->shape[1], dn, rmax, last_r0 = -1, last_r1 = -1;
 	const float *last_xt = NULL;
 	size_t need = 0, at = 0;
-	int i, d, n_lora = 0, n_mats = n_outs, matmul = n > matvec_max, qx_ready[2] = { 0, 0 }, any_q = 0, need_pack = 0;
-	/* block-type W: training (matvec_max 0) multiplies through W dequantized, inference with integer dots */
-	int dqpanel = matvec_max == 0 && n > 0;
+	int i, d, n_lora = 0, n_mats = n_outs, matmul = form_matmul(form, n), qx_ready[2] = { 0, 0 }, any_q = 0;
+	int need_pack = 0;
+	int64_t dot_max = form_dot_max(form, GM_MATMUL_SMALL);
+	/* block-type W: training multiplies through W dequantized, inference with integer dots */
+	int dqpanel = form == GM_OP_ROWS_TRAIN && n > 0;
 
 	/* scratch: each LoRA delta's u and s u packed, and its rows' packed input unless they are all */
 	for (i = 0; i < n_outs; i++) {
@@ -421,6 +440,7 @@ void gm_op_linear(gm_ops *o, const float *x, int64_t ldx, int64_t n, const gm_op
 
 	memset(&j, 0, sizeof(j));
 	j.o = o;
+	j.form = form;
 	j.m = o->mats;
 	for (i = 0; i < n_outs; i++)
 		lin_push(&j, outs[i].w->data, outs[i].w->dtype, outs[i].w->shape[0], outs[i].w->shape[1], outs[i].y,
@@ -438,7 +458,7 @@ void gm_op_linear(gm_ops *o, const float *x, int64_t ldx, int64_t n, const gm_op
 		grow(&o->xt, &o->xt_len, gm_matmul_xt_len(n, in));
 		for (i = 0; i < n_outs; i++)
 			j.m[i].xt = o->xt;
-		gm_matmul_pack_all(o->pool, o->xt, x, ldx, n, in, o->mode);
+		gm_matmul_pack_all(o->pool, o->xt, x, ldx, n, in, dot_max, o->mode);
 	}
 	/* the deltas' A: u = x A^T over their rows */
 	for (i = 0; i < n_outs; i++) {
@@ -451,7 +471,7 @@ void gm_op_linear(gm_ops *o, const float *x, int64_t ldx, int64_t n, const gm_op
 			if (!dl->lora || !dl->lora->rank)
 				continue;
 			dn = dl->r1 - dl->r0;
-			rmm = dn > matvec_max;
+			rmm = form_matmul(form, dn);
 			if (dn != n && dl->r0 == last_r0 && dl->r1 == last_r1) {
 				rxt = last_xt; /* the same rows as the previous delta's: packed already */
 			} else if (dn != n) {
@@ -459,7 +479,7 @@ void gm_op_linear(gm_ops *o, const float *x, int64_t ldx, int64_t n, const gm_op
 
 				at += gm_fround(gm_matmul_xt_len(dn, in));
 				if (rmm)
-					gm_matmul_pack_all(o->pool, p, rx, ldx, dn, in, GM_MATMUL_PRECISE);
+					gm_matmul_pack_all(o->pool, p, rx, ldx, dn, in, dot_max, GM_MATMUL_PRECISE);
 				rxt = last_xt = p;
 				last_r0 = dl->r0;
 				last_r1 = dl->r1;
@@ -520,16 +540,17 @@ void gm_op_linear(gm_ops *o, const float *x, int64_t ldx, int64_t n, const gm_op
 	rmax = 0;
 	memset(&j, 0, sizeof(j));
 	j.o = o;
+	j.form = form;
 	j.m = o->mats;
 	for (i = 0; i < n_lora; i++) {
 		struct lora_use *lu = &o->uses[i];
 		int64_t r = lu->l->rank, k, len;
-		int rmm = lu->nb > matvec_max;
+		int rmm = form_matmul(form, lu->nb);
 		const float *src = lu->u;
 
 		if (rmm) {
 			gm_matmul_pack(lu->ut, lu->u, r, lu->nb, r, 0, (lu->nb + GM_MATMUL_TB - 1) / GM_MATMUL_TB,
-				       GM_MATMUL_PRECISE);
+				       dot_max, GM_MATMUL_PRECISE);
 			if (lu->l->scale != 1.0f)
 				for (k = 0, len = (int64_t)gm_matmul_xt_len(lu->nb, r); k < len; k++)
 					lu->ut[k] *= lu->l->scale;
@@ -591,7 +612,8 @@ static void mm_run(void *ctx, int64_t b, int64_t e, int th)
 {
 	struct mm_job *j = ctx;
 
-	gm_matmul(j->y, j->ldy, j->xt, j->n, j->w, j->wt, j->ldw, j->in, b, e, j->o->panel[th], j->o->mode);
+	gm_matmul(j->y, j->ldy, j->xt, j->n, j->w, j->wt, j->ldw, j->in, b, e, j->o->panel[th], GM_MATMUL_SMALL,
+		  j->o->mode);
 }
 
 /* Y[s, r] = sum_k W[r, k] X[s, k] for s < n, r < rows; W: [rows, in] of type wt, X packed in xt. */
@@ -680,7 +702,7 @@ void gm_op_linear_backward(gm_ops *o, const gm_tensor *wt, const float *dy, int6
 	xt2 = gu + l_lt;
 	bt = xt2 + l_xt2;
 	grow(&o->xt, &o->xt_len, gm_matmul_xt_len(n, out));
-	gm_matmul_pack_all(o->pool, o->xt, dy, out, n, out, o->mode);
+	gm_matmul_pack_all(o->pool, o->xt, dy, out, n, out, GM_MATMUL_SMALL, o->mode);
 	/* dX = dY W, with W^T [in, out] as the weight */
 	if (blk)
 		linear_backward_q(o, wt, dy, n, dx, add, tmp);
@@ -703,7 +725,7 @@ void gm_op_linear_backward(gm_ops *o, const gm_tensor *wt, const float *dy, int6
 	matmul_tn(o, ga, in, gu, r, x, in, n, r, in);
 	/* dX += gu A, with A^T [in, r] as the weight */
 	gm_transpose(bt, lora->a, 4, r, in, 0, in);
-	gm_matmul_pack_all(o->pool, xt2, gu, r, n, r, o->mode);
+	gm_matmul_pack_all(o->pool, xt2, gu, r, n, r, GM_MATMUL_SMALL, o->mode);
 	mm(o, tmp, in, xt2, n, bt, GM_DTYPE_F32, in, r);
 	add_to(dx, tmp, n * in);
 }
@@ -1270,8 +1292,9 @@ static void att_fwd_run(void *ctx, int64_t b, int64_t e, int th)
 
 		/* S[i, k] = q_i . k_k: X = q_h [T, hd], W = k_g [T, hd] */
 		gm_matmul_pack(xt, j->q + h * hd, QD, T, hd, 0, (T + GM_MATMUL_TB - 1) / GM_MATMUL_TB,
-			       GM_MATMUL_PRECISE);
-		gm_matmul(P, T, xt, T, j->k + g * hd, GM_DTYPE_F32, KD, hd, 0, T, panel, GM_MATMUL_PRECISE);
+			       GM_MATMUL_SMALL, GM_MATMUL_PRECISE);
+		gm_matmul(P, T, xt, T, j->k + g * hd, GM_DTYPE_F32, KD, hd, 0, T, panel,
+			  GM_MATMUL_SMALL, GM_MATMUL_PRECISE);
 		for (i = 0; i < T; i++) {
 			float *p = P + i * T;
 
@@ -1282,8 +1305,10 @@ static void att_fwd_run(void *ctx, int64_t b, int64_t e, int th)
 		}
 		/* o_h = P v_g: X = P [T, T], W = v_g^T [hd, T] */
 		transpose_strided(vt, j->v + g * hd, T, hd, KD);
-		gm_matmul_pack(xt, P, T, T, T, 0, (T + GM_MATMUL_TB - 1) / GM_MATMUL_TB, GM_MATMUL_PRECISE);
-		gm_matmul(j->att + h * hd, QD, xt, T, vt, GM_DTYPE_F32, T, T, 0, hd, panel, GM_MATMUL_PRECISE);
+		gm_matmul_pack(xt, P, T, T, T, 0, (T + GM_MATMUL_TB - 1) / GM_MATMUL_TB,
+			       GM_MATMUL_SMALL, GM_MATMUL_PRECISE);
+		gm_matmul(j->att + h * hd, QD, xt, T, vt, GM_DTYPE_F32, T, T, 0, hd, panel,
+			  GM_MATMUL_SMALL, GM_MATMUL_PRECISE);
 	}
 }
 
@@ -1305,8 +1330,9 @@ static void att_bwd_run(void *ctx, int64_t b, int64_t e, int th)
 
 			/* dP = dO_h v_g^T: X = dO_h [T, hd], W = v_g [T, hd] */
 			gm_matmul_pack(xt, j->datt + h * hd, QD, T, hd, 0, (T + GM_MATMUL_TB - 1) / GM_MATMUL_TB,
-				       GM_MATMUL_PRECISE);
-			gm_matmul(dS, T, xt, T, j->v + g * hd, GM_DTYPE_F32, KD, hd, 0, T, panel, GM_MATMUL_PRECISE);
+				       GM_MATMUL_SMALL, GM_MATMUL_PRECISE);
+			gm_matmul(dS, T, xt, T, j->v + g * hd, GM_DTYPE_F32, KD, hd, 0, T, panel,
+			  GM_MATMUL_SMALL, GM_MATMUL_PRECISE);
 			/* dS = P (dP - rowsum(P dP)) * scale, zero above the diagonal */
 			for (i = 0; i < T; i++) {
 				const float *p = P + i * T;
@@ -1324,8 +1350,10 @@ static void att_bwd_run(void *ctx, int64_t b, int64_t e, int th)
 			gm_matmul_tn(j->dk + g * hd, KD, dS, T, j->q + h * hd, QD, T, 0, T, 0, hd);
 			/* dq_h = dS k_g: X = dS [T, T], W = k_g^T [hd, T] */
 			transpose_strided(wt, j->k + g * hd, T, hd, KD);
-			gm_matmul_pack(xt, dS, T, T, T, 0, (T + GM_MATMUL_TB - 1) / GM_MATMUL_TB, GM_MATMUL_PRECISE);
-			gm_matmul(j->dq + h * hd, QD, xt, T, wt, GM_DTYPE_F32, T, T, 0, hd, panel, GM_MATMUL_PRECISE);
+			gm_matmul_pack(xt, dS, T, T, T, 0, (T + GM_MATMUL_TB - 1) / GM_MATMUL_TB,
+			       GM_MATMUL_SMALL, GM_MATMUL_PRECISE);
+			gm_matmul(j->dq + h * hd, QD, xt, T, wt, GM_DTYPE_F32, T, T, 0, hd, panel,
+			  GM_MATMUL_SMALL, GM_MATMUL_PRECISE);
 		}
 	}
 }

@@ -10,9 +10,10 @@
  * pos[t], its own key and value stored first.  Activations are f32 and
  * inference keeps one buffer per activation (x, q, k, g updated in place).
  * Every projection runs over all R rows at once (weights read once per
- * pass): gm_matmul for three rows or more, gm_matvec per row below.  More
- * than GM_FWD_BATCH rows are evaluated in passes, in row order, so a
- * sequence's later rows find its earlier rows' keys in the pool.  Then the
+ * pass), its kernels chosen by the rows' role (gm_forward_role; without
+ * one, by R).  More than GM_FWD_BATCH rows are evaluated in passes, in
+ * row order, so a sequence's later rows find its earlier rows' keys in
+ * the pool; a step with roles runs one pass (or more) per role.  Then the
  * final norm, and lm_head over the rows whose logits are asked for (all
  * the sequences' last rows at once).
  *
@@ -50,7 +51,6 @@
 #include "cpu/threadpool.h"
 
 #define GM_FWD_BATCH 512   /* rows per internal pass */
-#define GM_FWD_MATVEC_MAX 2 /* passes (or adapter ranges) up to this size use gm_matvec */
 #define GM_FWD_MAX_CTX_DEFAULT 4096
 
 /* The stacked adapters of one projection of one layer (see above). */
@@ -136,15 +136,24 @@ static inline const void *row_ptr(const gm_tensor *t, int64_t r)
 
 /* ---------------------------------------------------------------- one pass */
 
-static void lm_head(gm_forward *f, const float *h, int64_t n, float *logits)
+static void lm_head(gm_forward *f, const float *h, int64_t n, float *logits, enum gm_op_rows form)
 {
 	gm_op_linear_out out = { f->m->lm_head, logits, f->vocab, NULL, 0 };
 
-	gm_op_linear(f->ops, h, f->hidden, n, &out, 1, GM_FWD_MATVEC_MAX);
+	gm_op_linear(f->ops, h, f->hidden, n, &out, 1, form);
 }
 
-/* Runs the rows ev_*[p0 .. p0 + nb); their final hidden states go to out ([nb, hidden]). */
-static void run_pass(gm_forward *f, int64_t p0, int64_t nb, float *out)
+/* The kernels of a role's rows (ops.h). */
+static enum gm_op_rows role_form(enum gm_forward_role role)
+{
+	return role == GM_FWD_PROMPT ? GM_OP_ROWS_BLOCK : role == GM_FWD_DECODE ? GM_OP_ROWS_DOT : GM_OP_ROWS_BY_SIZE;
+}
+
+/*
+ * Runs the rows ev_*[p0 .. p0 + nb), all of one role; their final hidden
+ * states go to out ([nb, hidden]).
+ */
+static void run_pass(gm_forward *f, int64_t p0, int64_t nb, float *out, enum gm_forward_role role)
 {
 	const gm_model *m = f->m;
 	int64_t t, l, H = f->hidden;
@@ -180,7 +189,7 @@ static void run_pass(gm_forward *f, int64_t p0, int64_t nb, float *out)
 	a.kv = f->cur;
 	a.seq = f->ev_seq + p0;
 	a.pos = f->ev_pos + p0;
-	a.matvec_max = GM_FWD_MATVEC_MAX;
+	a.rows = role_form(role);
 	a.defer = 1;
 	for (l = 0; l < f->n_layers; l++) {
 		gm_qwen3_layer_of(m, l, &L);
@@ -237,17 +246,28 @@ static void ev_reserve(gm_forward *f, int64_t rows, int n_seqs)
 	}
 }
 
+/* The order of a step's sequences: by role (each role's rows run in their own passes), then adapter set. */
+static int seq_before(const gm_forward_seq *a, const struct aset *sa, const gm_forward_seq *b, const struct aset *sb)
+{
+	if (a->role != b->role)
+		return a->role < b->role;
+	return (uintptr_t)sa < (uintptr_t)sb;
+}
+
 /*
  * The step proper, after the checks: seqs[i] uses adapter set sets[i] and
- * fits in kv.  Its blocks are reserved, its rows ordered by adapter set
- * and evaluated in passes; the sequences' lengths grow by their n.
- * all_logits (one sequence only): [n, vocab] logits of every row; else
- * each sequence's logits (when not NULL) of its last row.
+ * fits in kv.  Its blocks are reserved, its rows ordered by role and
+ * adapter set and evaluated in passes, one role at a time; the sequences'
+ * lengths grow by their n.  all_logits (one sequence only): [n, vocab]
+ * logits of every row; else each sequence's logits (when not NULL) of its
+ * last row, by dot products when a role is given (a row's logits the same
+ * whatever else is in the step).
  */
 static void eval_step(gm_forward *f, gm_kv *kv, const gm_forward_seq *seqs, const struct aset *const *sets,
 		      int n_seqs, float *all_logits)
 {
-	int64_t rows = 0, r, done, nb, n_out = 0;
+	int64_t rows = 0, r, done, nb, n_out = 0, end;
+	enum gm_op_rows head = GM_OP_ROWS_BY_SIZE;
 	int i, k, c;
 
 	for (i = 0; i < n_seqs; i++)
@@ -255,10 +275,12 @@ static void eval_step(gm_forward *f, gm_kv *kv, const gm_forward_seq *seqs, cons
 	ev_reserve(f, rows, n_seqs);
 	for (i = 0; i < n_seqs; i++) {
 		gm_kv_reserve(kv, seqs[i].seq, seqs[i].n, NULL); /* cannot fail: checked by the caller */
-		/* insertion sort by adapter set (stable: the callers' order within a set) */
-		for (k = i; k > 0 && (uintptr_t)sets[f->order[k - 1]] > (uintptr_t)sets[i]; k--)
+		/* insertion sort (stable: the callers' order within a role and set) */
+		for (k = i; k > 0 && seq_before(&seqs[i], sets[i], &seqs[f->order[k - 1]], sets[f->order[k - 1]]); k--)
 			f->order[k] = f->order[k - 1];
 		f->order[k] = i;
+		if (seqs[i].role != GM_FWD_ANY)
+			head = GM_OP_ROWS_DOT;
 	}
 	for (i = 0, r = 0; i < n_seqs; i++) {
 		const gm_forward_seq *s = &seqs[f->order[i]];
@@ -272,13 +294,20 @@ static void eval_step(gm_forward *f, gm_kv *kv, const gm_forward_seq *seqs, cons
 		}
 	}
 	f->cur = kv;
-	for (done = 0; done < rows; done += nb) {
-		float *h = f->hidden_out + done * f->hidden;
+	/* each role's rows [done, end) in passes of up to f->batch */
+	for (i = 0, done = 0; i < n_seqs; i = k) {
+		enum gm_forward_role role = seqs[f->order[i]].role;
 
-		nb = gm_imin64(f->batch, rows - done);
-		run_pass(f, done, nb, h);
-		if (all_logits)
-			lm_head(f, h, nb, all_logits + done * f->vocab);
+		for (k = i, end = done; k < n_seqs && seqs[f->order[k]].role == role; k++)
+			end += seqs[f->order[k]].n;
+		for (; done < end; done += nb) {
+			float *h = f->hidden_out + done * f->hidden;
+
+			nb = gm_imin64(f->batch, end - done);
+			run_pass(f, done, nb, h, role);
+			if (all_logits)
+				lm_head(f, h, nb, all_logits + done * f->vocab, GM_OP_ROWS_BY_SIZE);
+		}
 	}
 	for (i = 0; i < n_seqs; i++)
 		kv->seqs[seqs[i].seq].len += seqs[i].n;
@@ -299,7 +328,7 @@ static void eval_step(gm_forward *f, gm_kv *kv, const gm_forward_seq *seqs, cons
 
 			r += seqs[f->order[i]].n;
 			if (y)
-				lm_head(f, f->hidden_out + (r - 1) * f->hidden, 1, y);
+				lm_head(f, f->hidden_out + (r - 1) * f->hidden, 1, y, head);
 		}
 		return;
 	}
@@ -318,7 +347,7 @@ static void eval_step(gm_forward *f, gm_kv *kv, const gm_forward_seq *seqs, cons
 	}
 	for (done = 0; done < n_out; done += nb) {
 		nb = gm_imin64(f->batch, n_out - done);
-		lm_head(f, f->head_x + done * f->hidden, nb, f->head_y + done * f->vocab);
+		lm_head(f, f->head_x + done * f->hidden, nb, f->head_y + done * f->vocab, head);
 	}
 	for (i = 0, k = 0; i < n_seqs; i++)
 		if (seqs[f->order[i]].logits)
@@ -836,9 +865,10 @@ static int check_ids(const gm_forward *f, const int32_t *ids, int n, gm_error *e
 	return 0;
 }
 
-int gm_forward_eval(gm_forward *f, const int32_t *ids, int n, float *logits, int all_logits, gm_error *err)
+static int eval_single(gm_forward *f, const int32_t *ids, int n, float *logits, int all_logits,
+		       enum gm_forward_role role, gm_error *err)
 {
-	gm_forward_seq s = { f->seq, ids, n, 0, all_logits ? NULL : logits };
+	gm_forward_seq s = { f->seq, ids, n, 0, all_logits ? NULL : logits, role };
 	const struct aset *set = f->single;
 	int pos = gm_forward_pos(f), ret;
 
@@ -852,6 +882,19 @@ int gm_forward_eval(gm_forward *f, const int32_t *ids, int n, float *logits, int
 		return ret;
 	eval_step(f, f->kv, &s, &set, 1, all_logits ? logits : NULL);
 	return 0;
+}
+
+int gm_forward_eval(gm_forward *f, const int32_t *ids, int n, float *logits, int all_logits, gm_error *err)
+{
+	return eval_single(f, ids, n, logits, all_logits, GM_FWD_ANY, err);
+}
+
+int gm_forward_eval_as(gm_forward *f, const int32_t *ids, int n, float *logits, enum gm_forward_role role,
+		       gm_error *err)
+{
+	if (role != GM_FWD_ANY && role != GM_FWD_PROMPT && role != GM_FWD_DECODE)
+		return gm_error_set(err, GM_EINVAL, "unknown role %d", (int)role);
+	return eval_single(f, ids, n, logits, 0, role, err);
 }
 
 int gm_forward_eval_batch(gm_forward *f, gm_kv *kv, const gm_forward_seq *seqs, int n_seqs, gm_error *err)
@@ -873,6 +916,8 @@ int gm_forward_eval_batch(gm_forward *f, gm_kv *kv, const gm_forward_seq *seqs, 
 			return gm_error_set(err, GM_EINVAL, "batch entry %d: no KV sequence %d", i, s->seq);
 		if (s->n < 1 || !s->ids)
 			return gm_error_set(err, GM_EINVAL, "batch entry %d: no tokens to evaluate", i);
+		if (s->role != GM_FWD_ANY && s->role != GM_FWD_PROMPT && s->role != GM_FWD_DECODE)
+			return gm_error_set(err, GM_EINVAL, "batch entry %d: unknown role %d", i, (int)s->role);
 		if (s->adapters < 0 || (s->adapters > 0 && (s->adapters >= f->n_sets || !f->sets[s->adapters])))
 			return gm_error_set(err, GM_EINVAL, "batch entry %d: no adapter set %d", i, s->adapters);
 		if ((int64_t)kv->seqs[s->seq].len + s->n > INT32_MAX - GM_KV_BLOCK)

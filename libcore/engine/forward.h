@@ -156,12 +156,45 @@ void gm_forward_adapter_set_remove(gm_forward *f, int id);
 
 /* ---- one step over many sequences ---- */
 
+/*
+ * What a sequence's tokens in a step are.  The kernels for a few rows and
+ * for many sum in different orders (ops.h, gm_op_rows); a role fixes them
+ * for its rows, so that a sequence's results do not depend on what else is
+ * in the step (a server's promise that a request gets what it would get
+ * alone, to the bit, in either matmul mode):
+ *   GM_FWD_ANY     no role: the fastest kernels for the step's size, each
+ *                  row within float rounding of what gm_forward_eval gives;
+ *   GM_FWD_PROMPT  prompt tokens: the block kernels, whatever their number,
+ *                  the same bits whatever else is in the step and however
+ *                  the prompt is split into steps;
+ *   GM_FWD_DECODE  generated tokens: the dot-product kernels, the bits
+ *                  gm_forward_eval gives for one token, whatever else is
+ *                  in the step.
+ * A step with roles runs each role's rows in their own passes (the weights
+ * read once per role present), and the logits of every sequence by dot
+ * products.
+ */
+enum gm_forward_role {
+	GM_FWD_ANY,
+	GM_FWD_PROMPT,
+	GM_FWD_DECODE
+};
+
+/*
+ * gm_forward_eval (logits of the last token, or NULL) with a role for the
+ * tokens: what gm_generate evaluates its prompt and generated tokens with,
+ * so that a generation gets the bits a server request gets (below).
+ */
+int gm_forward_eval_as(gm_forward *f, const int32_t *ids, int n, float *logits, enum gm_forward_role role,
+		       gm_error *err);
+
 typedef struct gm_forward_seq {
 	int seq;               /* a gm_kv sequence */
 	const int32_t *ids;    /* tokens appended at positions len .. len + n - 1 */
 	int n;                 /* >= 1 (a decode step: 1; a prompt chunk: more) */
 	int adapters;          /* adapter set id, 0: the base model */
 	float *logits;         /* [vocab] logits of the last of the n tokens, or NULL */
+	enum gm_forward_role role; /* zero: GM_FWD_ANY */
 } gm_forward_seq;
 
 /*
@@ -169,10 +202,11 @@ typedef struct gm_forward_seq {
  * sum(n) tokens (in passes of up to 512 tokens when there are more); attention of each token
  * reads its own sequence's blocks.  Each sequence's results equal what gm_forward_eval would
  * give for it alone (greedy-identical; logits within float rounding of the single-sequence
- * path, bit-identical where both run the same kernel: see docs/design-notes.md).  A sequence
- * may appear at most once per call.  GM_ENOMEM with nothing evaluated when the pool has too
+ * path, bit-identical where both run the same kernel: see docs/design-notes.md), and, with
+ * roles, the same bits whatever else is in the step (above).  A sequence may appear at most
+ * once per call.  GM_ENOMEM with nothing evaluated when the pool has too
  * few free blocks (the caller checks gm_kv_blocks_needed first); GM_EINVAL for an unknown seq /
- * adapter set / id out of range, a repeated sequence, or a pool made for another model.
+ * adapter set / id out of range / role, a repeated sequence, or a pool made for another model.
  * The pool kv is used only during the call.
  */
 int gm_forward_eval_batch(gm_forward *f, gm_kv *kv, const gm_forward_seq *seqs, int n_seqs, gm_error *err);

@@ -477,6 +477,7 @@ struct gm_generator {
 	float *logits;          /* [n_vocab] */
 	int32_t *cache_ids;     /* the tokens f's cache holds, in order */
 	size_t n_cache, alloc_cache;
+	size_t n_reuse;         /* the first of them read as a prompt: what a later prompt may reuse */
 	uint64_t cache_epoch;   /* f's adapters when they were computed */
 	int32_t *out;           /* the last generation's ids */
 	size_t n_out, alloc_out;
@@ -535,17 +536,25 @@ static double now_s(void)
 	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* Evaluates ids[0..n) after what the cache holds; on failure the cache is emptied. */
-static int eval(gm_generator *g, const int32_t *ids, size_t n, float *logits, int all, gm_error *err)
+/*
+ * Evaluates ids[0..n) after what the cache holds, as role (a server reads
+ * prompts and generated tokens with the same kernels: the same bits), or,
+ * with all, every row's logits; on failure the cache is emptied.
+ */
+static int eval(gm_generator *g, const int32_t *ids, size_t n, float *logits, int all, enum gm_forward_role role,
+		gm_error *err)
 {
 	size_t i;
-	int ret = gm_forward_eval(g->f, ids, (int)n, logits, all, err);
+	int ret = all ? gm_forward_eval(g->f, ids, (int)n, logits, 1, err)
+		      : gm_forward_eval_as(g->f, ids, (int)n, logits, role, err);
 
 	if (ret) {
 		gm_forward_truncate(g->f, 0);
-		g->n_cache = 0;
+		g->n_cache = g->n_reuse = 0;
 		return ret;
 	}
+	if (g->n_reuse == g->n_cache && role == GM_FWD_PROMPT)
+		g->n_reuse += n;
 	for (i = 0; i < n; i++)
 		push_id(&g->cache_ids, &g->n_cache, &g->alloc_cache, ids[i]);
 	g->cache_epoch = gm_forward_adapters_epoch(g->f);
@@ -590,25 +599,29 @@ int gm_generate(gm_generator *g, const int32_t *prompt, size_t n_prompt, const g
 		return ret;
 
 	/* Keep the cached tokens this prompt starts with, when they were
-	 * computed with the adapters f has now; at least one token is
-	 * evaluated, for its logits. */
+	 * computed with the adapters f has now and read as a prompt (a
+	 * generated token's keys and values, computed by the decode kernels,
+	 * differ in the last bits from the same token read in a prompt); at
+	 * least one token is evaluated, for its logits. */
 	if (!o->prompt_logits && gm_forward_pos(g->f) == (int)g->n_cache &&
 	    gm_forward_adapters_epoch(g->f) == g->cache_epoch)
-		while (common < g->n_cache && common < n_prompt && g->cache_ids[common] == prompt[common])
+		while (common < g->n_reuse && common < n_prompt && g->cache_ids[common] == prompt[common])
 			common++;
 	if (common == n_prompt)
 		common--;
 	gm_forward_truncate(g->f, (int)common);
 	g->n_cache = common;
+	if (g->n_reuse > common)
+		g->n_reuse = common;
 
 	t0 = now_s();
 	if (o->prompt_logits) {
-		ret = eval(g, prompt, n_prompt, o->prompt_logits, 1, err);
+		ret = eval(g, prompt, n_prompt, o->prompt_logits, 1, GM_FWD_ANY, err);
 		if (!ret)
 			memcpy(g->logits, o->prompt_logits + (n_prompt - 1) * g->n_vocab,
 			       g->n_vocab * sizeof(*g->logits));
 	} else {
-		ret = eval(g, prompt + common, n_prompt - common, g->logits, 0, err);
+		ret = eval(g, prompt + common, n_prompt - common, g->logits, 0, GM_FWD_PROMPT, err);
 	}
 	if (ret)
 		return ret;
@@ -641,7 +654,7 @@ int gm_generate(gm_generator *g, const int32_t *prompt, size_t n_prompt, const g
 			st.stop = gm_gen_seq_end(gs, GM_STOP_CONTEXT);
 			break;
 		}
-		if ((ret = eval(g, &id, 1, g->logits, 0, err)))
+		if ((ret = eval(g, &id, 1, g->logits, 0, GM_FWD_DECODE, err)))
 			break;
 		st.n_decode++;
 	}

@@ -79,7 +79,7 @@ void gm_qwen3_layer_forward(gm_ops *o, const gm_qwen3_dims *d, int64_t layer, co
 		gm_op_add_rmsnorm(o, a->x, a->x, a->tmp, a->n1, L->input_norm, n, H, d->eps);
 	else
 		gm_op_rmsnorm(o, a->n1, a->x, L->input_norm, n, H, d->eps);
-	gm_op_linear(o, a->n1, H, n, qkv, 3, a->matvec_max);
+	gm_op_linear(o, a->n1, H, n, qkv, 3, a->rows);
 	if (a->kv) {
 		/* the keys and values go to the pool in the same pass */
 		qk.kv = a->kv;
@@ -93,11 +93,11 @@ void gm_qwen3_layer_forward(gm_ops *o, const gm_qwen3_dims *d, int64_t layer, co
 	} else {
 		gm_op_attention_seq(o, &at, a->qr, a->kr, a->v, a->att, a->probs, n);
 	}
-	gm_op_linear(o, a->att, d->q_dim, n, &ow, 1, a->matvec_max);
+	gm_op_linear(o, a->att, d->q_dim, n, &ow, 1, a->rows);
 	gm_op_add_rmsnorm(o, a->x1, a->x, a->tmp, a->n2, L->post_norm, n, H, d->eps);
-	gm_op_linear(o, a->n2, H, n, gu, 2, a->matvec_max);
+	gm_op_linear(o, a->n2, H, n, gu, 2, a->rows);
 	gm_op_silu_mul(o, a->act, a->g, a->up, n, d->inter);
-	gm_op_linear(o, a->act, d->inter, n, &dw, 1, a->matvec_max);
+	gm_op_linear(o, a->act, d->inter, n, &dw, 1, a->rows);
 	if (!a->defer)
 		gm_op_add(o, a->y, a->x1, a->tmp, n * H);
 }

@@ -86,7 +86,7 @@ typedef struct gm_qwen3_acts {
 	gm_kv *kv;
 	const int32_t *seq, *pos;
 	float *probs;
-	int matvec_max;       /* gm_op_linear's: 2 inference, 0 training */
+	enum gm_op_rows rows; /* gm_op_linear's form: inference by size or by role, training */
 	/*
 	 * Inference, in place (y = x1 = x): defer leaves the last residual add
 	 * to the caller (y = x1 and tmp holds lin_down(act)); pending says that

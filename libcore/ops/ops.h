@@ -76,6 +76,14 @@ typedef struct gm_op_linear_out {
 
 #define GM_OP_LINEAR_MAX 3 /* weights sharing one input in one call */
 
+/* Which kernels gm_op_linear runs rows through (below). */
+enum gm_op_rows {
+	GM_OP_ROWS_BY_SIZE,
+	GM_OP_ROWS_DOT,
+	GM_OP_ROWS_BLOCK,
+	GM_OP_ROWS_TRAIN
+};
+
 /*
  * Y_i = X W_i^T for the n_outs weights (all [out_i, in]) sharing X: [n, in]
  * (row stride ldx), each weight read once for all n rows; then each
@@ -83,22 +91,29 @@ typedef struct gm_op_linear_out {
  *
  *   Y_i[r0:r1] += x D^T;   Y_i[r0:r1] += (scale * x[r0:r1] A^T) B^T
  *
- * A product over n rows is a matrix-matrix one when n > matvec_max (each
- * output a sum over k in order), else one matrix-vector product per row
- * (partial sums): the two differ in the last bits, so a row's result is
- * bit-identical to the same row in another call when both calls take the
- * same branch.  matvec_max: 2 for inference, 0 (always the matrix form)
- * for training.  A block-quantized W (formats/quant.h): in inference
- * (matvec_max > 0) X is quantized per block and multiplied with integer
- * dot products (kernels.h, gm_qmatmul), each row's result the same bits
- * for any n up to GM_QMATMUL_SMALL, and for any n above it (panels, a
- * few ulp from the other); in training (matvec_max 0) W is dequantized a
- * panel at a time and multiplied in f32, giving exactly what W dequantized
- * to F32 gives (QLoRA: the loss is the dequantized model's).  The deltas
- * are added in f32 as on a float W.
+ * The kernels for a few rows (dot products: decoding) and for many (blocks:
+ * prompts) sum in different orders (kernels.h), so a row's bits depend on
+ * which runs it, never on the other rows.  form chooses:
+ *   GM_OP_ROWS_BY_SIZE  the fastest for n (inference): one row by
+ *                       gm_matvec, a few by dot products, more by blocks
+ *                       (a short last block by dot products): a row within
+ *                       float rounding of the same row in another call;
+ *   GM_OP_ROWS_DOT      every row by dot products, however many: a decode
+ *                       row's bits are those of its token alone;
+ *   GM_OP_ROWS_BLOCK    every row by blocks, however few: a prompt row's
+ *                       bits are the same whatever else is in the call and
+ *                       however the prompt is split into calls;
+ *   GM_OP_ROWS_TRAIN    training: the matrix form by size for float W, and
+ *                       a block-type W (formats/quant.h) dequantized a
+ *                       panel at a time and multiplied in f32, exactly
+ *                       what W dequantized to F32 gives (QLoRA: the loss is
+ *                       the dequantized model's).
+ * In inference a block-type W multiplies X quantized per block with integer
+ * dot products (kernels.h, gm_qmatmul; its own two families, chosen the same
+ * way).  The deltas run in the same form, in f32 as on a float W.
  */
 void gm_op_linear(gm_ops *o, const float *x, int64_t ldx, int64_t n, const gm_op_linear_out *outs, int n_outs,
-		  int matvec_max);
+		  enum gm_op_rows form);
 
 /*
  * Backward of Y = X W^T + (s X A^T) B^T (a gm_op_linear output with one

@@ -1566,17 +1566,24 @@ static void job_error(struct job *j, int status, const char *code, const char *m
  * call: a decoding one by the token it chose last, one still reading its
  * prompt by the next chunk of it (at most prefill_chunk prompt tokens per
  * step for all of them together, so that a long prompt does not stall the
- * streams decoding beside it).  Then each chooses its next token through
- * its own gm_gen_seq: its sampler and seed, stop strings, streamed text,
- * exactly as gm_generate would alone.  Requests join between steps when a
- * slot (--parallel) and KV blocks for their prompt are free; the n choices
- * of a request are generated one after another in its slot.
+ * streams decoding beside it).  The rows carry their role (prompt or
+ * decode, gm_forward_role), so each keeps its kernels whatever it shares
+ * a step with: a request's logits are the bits it gets alone, however its
+ * prompt is split into chunks, in either matmul mode.  Then each chooses
+ * its next token through its own gm_gen_seq: its sampler and seed, stop
+ * strings, streamed text, exactly as gm_generate would alone.  Requests
+ * join between steps when a slot (--parallel) and KV blocks for their
+ * prompt are free; the n choices of a request are generated one after
+ * another in its slot.
  *
- * Prefix cache: the KV of a finished sequence stays in the pool as a cache
- * entry (its tokens, cut to whole blocks), evicted least recently used
- * when blocks are needed.  A sequence whose prompt starts with at least a
- * block of a cached or running sequence's tokens, computed with the same
+ * Prefix cache: the KV of a finished sequence's prompt stays in the pool
+ * as a cache entry (cut to whole blocks), evicted least recently used when
+ * blocks are needed.  A sequence whose prompt starts with at least a block
+ * of a cached or running sequence's prompt, computed with the same
  * adapters, forks it (the blocks are shared) and evaluates only the rest.
+ * Generated tokens are not shared: computed as decode rows, their keys and
+ * values differ in the last bits from the same tokens read as a prompt, and
+ * the cache must not change a result.
  *
  * Memory: a sequence is admitted when the free blocks, less those that
  * the prompts being read still need, hold its whole prompt and one more
@@ -1755,11 +1762,22 @@ static int64_t reserved_blocks(gm_serve *s)
 	return n;
 }
 
-/* The sequence r's KV is kept as a prefix cache entry, or freed. */
+/*
+ * The tokens of r's KV that another prompt may reuse: its prompt's, read
+ * as prompt rows.  Its generated tokens' keys and values were computed as
+ * decode rows, in the other kernels' order (gm_forward_role): a prompt that
+ * reused them would not get the bits it gets on a fresh server.
+ */
+static int shareable(const struct run *r)
+{
+	return r->n_kv < (int)r->job->n_prompt ? r->n_kv : (int)r->job->n_prompt;
+}
+
+/* The sequence r's KV is kept as a prefix cache entry (its prompt, whole blocks), or freed. */
 static void cache_put(gm_serve *s, struct run *r)
 {
 	struct job *j = r->job;
-	int n = r->n_kv / GM_KV_BLOCK * GM_KV_BLOCK, i;
+	int n = shareable(r) / GM_KV_BLOCK * GM_KV_BLOCK, i;
 	struct centry *e;
 
 	if (n < GM_KV_BLOCK || s->c.no_prefix_cache) {
@@ -1825,7 +1843,7 @@ static int find_prefix(gm_serve *s, const struct run *r, int *src)
 
 		if (o == r || o->seq < 0 || !same_sel(o->job->sel, o->job->n_sel, j->sel, j->n_sel))
 			continue;
-		c = common_prefix(o->toks, o->n_kv, j->prompt, n_prompt);
+		c = common_prefix(o->toks, shareable(o), j->prompt, n_prompt);
 		if (c > best) {
 			best = c;
 			*src = o->seq;
@@ -2208,6 +2226,7 @@ static int step(gm_serve *s)
 			b->ids = &r->toks[r->n_kv];
 			b->n = 1;
 			b->logits = r->logits;
+			b->role = GM_FWD_DECODE;
 		} else if (r->state == RUN_PREFILL) {
 			int left = (int)r->job->n_prompt - r->n_kv, c = left < budget ? left : budget;
 
@@ -2217,6 +2236,7 @@ static int step(gm_serve *s)
 			b->ids = &r->toks[r->n_kv];
 			b->n = c;
 			b->logits = c == left ? r->logits : NULL;
+			b->role = GM_FWD_PROMPT;
 		} else {
 			continue;
 		}

@@ -709,7 +709,7 @@ static void layer_acts(gm_train *t, const float *x, float *y, int64_t T, gm_qwen
 	a->cs = t->rope_cs;
 	a->sn = t->rope_sn;
 	a->probs = t->probs;
-	a->matvec_max = 0; /* always the matrix product: a position's sums do not depend on T */
+	a->rows = GM_OP_ROWS_TRAIN;
 }
 
 /* Forward of layer l from x ([T, H]) into y, keeping the activations the backward needs. */
@@ -786,7 +786,7 @@ static void head(gm_train *t, const gm_train_seq *sq, float inv_norm, double *lo
 			tg[c] = sq->ids[t->rows[c0 + c] + 1];
 		}
 		gm_op_rmsnorm(t->ops, t->hx, t->hg, fin, nc, H, t->eps);
-		gm_op_linear(t->ops, t->hx, H, nc, &lo, 1, 0);
+		gm_op_linear(t->ops, t->hx, H, nc, &lo, 1, GM_OP_ROWS_TRAIN);
 		gm_op_cross_entropy(t->ops, t->logits, t->V, tg, nc, t->row_loss + c0, inv_norm);
 		if (inv_norm == 0)
 			continue;

@@ -86,10 +86,10 @@ static void test_matvec_matmul(enum gm_isa isa, enum gm_dtype t)
 	for (ni = 0; ni < sizeof(ns) / sizeof(ns[0]); ni++) {
 		n = ns[ni];
 		memset(y, 0, sizeof(float) * 70 * rows);
-		gm_matmul_pack(xt, x, in, n, in, 0, (n + GM_MATMUL_TB - 1) / GM_MATMUL_TB, GM_MATMUL_PRECISE);
+		gm_matmul_pack(xt, x, in, n, in, 0, (n + GM_MATMUL_TB - 1) / GM_MATMUL_TB, GM_MATMUL_SMALL, GM_MATMUL_PRECISE);
 		/* two calls over a split of the rows, as two threads would */
-		gm_matmul(y, rows, xt, n, w, t, ldw, in, r0, 17, panel, GM_MATMUL_PRECISE);
-		gm_matmul(y, rows, xt, n, w, t, ldw, in, 17, r1, panel, GM_MATMUL_PRECISE);
+		gm_matmul(y, rows, xt, n, w, t, ldw, in, r0, 17, panel, GM_MATMUL_SMALL, GM_MATMUL_PRECISE);
+		gm_matmul(y, rows, xt, n, w, t, ldw, in, 17, r1, panel, GM_MATMUL_SMALL, GM_MATMUL_PRECISE);
 		for (i = 0; i < n; i++) {
 			double e = tap_max_rel(y + i * rows + r0, ref + i * rows + r0, (size_t)(r1 - r0));
 			if (e > worst_mm)
@@ -111,7 +111,7 @@ static void test_matvec_matmul(enum gm_isa isa, enum gm_dtype t)
 			for (b = 0; b * GM_MATMUL_TB < n; b++) {
 				nt = n - b * GM_MATMUL_TB < GM_MATMUL_TB ? n - b * GM_MATMUL_TB : GM_MATMUL_TB;
 				gm_matmul(yb, rows, xt + b * GM_MATMUL_TB * in, nt, w, t, ldw, in, r0, r1, panel,
-					  GM_MATMUL_PRECISE);
+					  GM_MATMUL_SMALL, GM_MATMUL_PRECISE);
 				for (i = 0; i < nt; i++)
 					if (memcmp(yb + i * rows + r0, y + (b * GM_MATMUL_TB + i) * rows + r0,
 						   sizeof(float) * (size_t)(r1 - r0)))
@@ -193,11 +193,11 @@ static void test_fast_matmul(void)
 	for (ni = 0; ni < sizeof(ns) / sizeof(ns[0]); ni++) {
 		n = ns[ni];
 		memset(y, 0, sizeof(float) * 70 * rows);
-		gm_matmul_pack(xt, x, in, n, in, 0, (n + GM_MATMUL_TB - 1) / GM_MATMUL_TB, GM_MATMUL_FAST);
-		gm_matmul(y, rows, xt, n, w, GM_DTYPE_BF16, ldw, in, r0, 17, panel, GM_MATMUL_FAST);
-		gm_matmul(y, rows, xt, n, w, GM_DTYPE_BF16, ldw, in, 17, r1, panel, GM_MATMUL_FAST);
+		gm_matmul_pack(xt, x, in, n, in, 0, (n + GM_MATMUL_TB - 1) / GM_MATMUL_TB, GM_MATMUL_SMALL, GM_MATMUL_FAST);
+		gm_matmul(y, rows, xt, n, w, GM_DTYPE_BF16, ldw, in, r0, 17, panel, GM_MATMUL_SMALL, GM_MATMUL_FAST);
+		gm_matmul(y, rows, xt, n, w, GM_DTYPE_BF16, ldw, in, 17, r1, panel, GM_MATMUL_SMALL, GM_MATMUL_FAST);
 		/* f32 weights in fast mode: the precise kernels, bit for bit */
-		gm_matmul(yp, rows, xt, n, wv, GM_DTYPE_F32, ldw, in, r0, r1, panel, GM_MATMUL_FAST);
+		gm_matmul(yp, rows, xt, n, wv, GM_DTYPE_F32, ldw, in, r0, r1, panel, GM_MATMUL_SMALL, GM_MATMUL_FAST);
 		for (i = 0; i < n; i++) {
 			int64_t b0 = (n - 1) / GM_MATMUL_TB * GM_MATMUL_TB;
 			double er = tap_max_rel(y + i * rows + r0, refr + i * rows + r0, (size_t)(r1 - r0));
@@ -215,8 +215,8 @@ static void test_fast_matmul(void)
 			}
 		}
 		memset(y, 0, sizeof(float) * 70 * rows);
-		gm_matmul_pack(xt, x, in, n, in, 0, (n + GM_MATMUL_TB - 1) / GM_MATMUL_TB, GM_MATMUL_PRECISE);
-		gm_matmul(y, rows, xt, n, wv, GM_DTYPE_F32, ldw, in, r0, r1, panel, GM_MATMUL_PRECISE);
+		gm_matmul_pack(xt, x, in, n, in, 0, (n + GM_MATMUL_TB - 1) / GM_MATMUL_TB, GM_MATMUL_SMALL, GM_MATMUL_PRECISE);
+		gm_matmul(y, rows, xt, n, wv, GM_DTYPE_F32, ldw, in, r0, r1, panel, GM_MATMUL_SMALL, GM_MATMUL_PRECISE);
 		if (memcmp(y, yp, sizeof(float) * (size_t)(n * rows)))
 			same32 = 0;
 	}

@@ -202,7 +202,7 @@ static void test_pool(const gm_model *m)
 	/* 40 tokens: 3 blocks (16 + 16 + 8) */
 	ret = gm_kv_seq_new(kv, &a, &err);
 	ok(!ret && gm_kv_blocks_needed(kv, a, 40) == 3, "40 tokens need 3 blocks");
-	ret = gm_forward_eval_batch(f, kv, &(gm_forward_seq){ a, ids, 40, 0, la }, 1, &err);
+	ret = gm_forward_eval_batch(f, kv, &(gm_forward_seq){ a, ids, 40, 0, la, GM_FWD_ANY }, 1, &err);
 	ok(!ret && gm_kv_seq_len(kv, a) == 40 && gm_kv_free_blocks(kv) == 5, "prefill of 40 takes 3 blocks (%s)",
 	   err.msg);
 	/* fork at 40: two shared blocks, the partial one copied */
@@ -213,10 +213,10 @@ static void test_pool(const gm_model *m)
 	ret = gm_kv_seq_fork(kv, a, 32, &c, &err);
 	ok(!ret && gm_kv_free_blocks(kv) == 4, "fork at 32 shares two full blocks and takes none");
 	/* the forks continue as the original would */
-	ret = gm_forward_eval_batch(f, kv, (gm_forward_seq[]){ { a, ids + 40, 1, 0, la }, { b, ids + 40, 1, 0, lb } },
+	ret = gm_forward_eval_batch(f, kv, (gm_forward_seq[]){ { a, ids + 40, 1, 0, la, GM_FWD_ANY }, { b, ids + 40, 1, 0, lb, GM_FWD_ANY } },
 				    2, &err);
 	ok(!ret && !memcmp(la, lb, sizeof(float) * (size_t)V), "a fork's next logits equal the original's (bits)");
-	ret = gm_forward_eval_batch(f, kv, &(gm_forward_seq){ c, ids + 32, 9, 0, lc }, 1, &err);
+	ret = gm_forward_eval_batch(f, kv, &(gm_forward_seq){ c, ids + 32, 9, 0, lc, GM_FWD_ANY }, 1, &err);
 	ok(!ret && tap_max_rel(lc, la, V) < 1e-5 && argmax(lc, V) == argmax(la, V),
 	   "a fork at 32 given the next 9 tokens agrees (rel %.2g)", tap_max_rel(lc, la, V));
 	/* free: shared blocks stay */
@@ -229,14 +229,14 @@ static void test_pool(const gm_model *m)
 	ok(gm_kv_seq_len(kv, c) == 20 && gm_kv_blocks_needed(kv, c, 1) == 1, "truncated into a shared block: "
 	   "appending copies it (1 block needed, %lld)", (long long)gm_kv_blocks_needed(kv, c, 1));
 	nfree = gm_kv_free_blocks(kv);
-	ret = gm_forward_eval_batch(f, kv, &(gm_forward_seq){ c, ids + 20, 21, 0, lc }, 1, &err);
+	ret = gm_forward_eval_batch(f, kv, &(gm_forward_seq){ c, ids + 20, 21, 0, lc, GM_FWD_ANY }, 1, &err);
 	ok(!ret && gm_kv_seq_len(kv, c) == 41, "re-evaluated after the truncation (%s)", err.msg);
 	ok(tap_max_rel(lc, la, V) < 1e-5 && argmax(lc, V) == argmax(la, V), "and gives the same logits (rel %.2g)",
 	   tap_max_rel(lc, la, V));
 	ok(gm_kv_free_blocks(kv) == nfree - 2, "copy on write + one new block");
 	/* b's blocks were not touched by c's copy on write */
-	ret = gm_forward_eval_batch(f, kv, &(gm_forward_seq){ b, ids + 41, 1, 0, lb }, 1, &err);
-	ret = ret ? ret : gm_forward_eval_batch(f, kv, &(gm_forward_seq){ c, ids + 41, 1, 0, lc }, 1, &err);
+	ret = gm_forward_eval_batch(f, kv, &(gm_forward_seq){ b, ids + 41, 1, 0, lb, GM_FWD_ANY }, 1, &err);
+	ret = ret ? ret : gm_forward_eval_batch(f, kv, &(gm_forward_seq){ c, ids + 41, 1, 0, lc, GM_FWD_ANY }, 1, &err);
 	ok(!ret && tap_max_rel(lc, lb, V) < 1e-5, "the sharer is unchanged by the copy (rel %.2g)", tap_max_rel(lc, lb, V));
 
 	/* out of blocks: GM_ENOMEM, nothing changed */
@@ -246,7 +246,8 @@ static void test_pool(const gm_model *m)
 	nfree = gm_kv_free_blocks(kv);
 	{
 		int lb0 = gm_kv_seq_len(kv, b), lc0 = gm_kv_seq_len(kv, c);
-		gm_forward_seq over[3] = { { b, ids, 1, 0, lb }, { d, ids, 16 * (int)nfree, 0, la }, { e, ids, 1, 0, lc } };
+		gm_forward_seq over[3] = { { b, ids, 1, 0, lb, GM_FWD_ANY }, { d, ids, 16 * (int)nfree, 0, la, GM_FWD_ANY },
+				      { e, ids, 1, 0, lc, GM_FWD_ANY } };
 
 		ok_error(gm_forward_eval_batch(f, kv, over, 3, &err), &err, GM_ENOMEM, "KV cache is full",
 			 "a batch needing one block too many fails");
@@ -258,14 +259,17 @@ static void test_pool(const gm_model *m)
 		   ret ? err.msg : "");
 	}
 	/* refusals */
-	ok_error(gm_forward_eval_batch(f, kv, &(gm_forward_seq){ 99, ids, 1, 0, NULL }, 1, &err), &err, GM_EINVAL,
-		 "no KV sequence 99", "an unknown sequence is refused");
-	ok_error(gm_forward_eval_batch(f, kv, &(gm_forward_seq){ b, ids, 1, 7, NULL }, 1, &err), &err, GM_EINVAL,
-		 "no adapter set 7", "an unknown adapter set is refused");
-	ok_error(gm_forward_eval_batch(f, kv, (gm_forward_seq[]){ { b, ids, 1, 0, NULL }, { b, ids, 1, 0, NULL } }, 2,
-				       &err), &err, GM_EINVAL, "appears twice", "a sequence twice is refused");
-	ok_error(gm_forward_eval_batch(f, kv, &(gm_forward_seq){ b, (const int32_t[]){ -1 }, 1, 0, NULL }, 1, &err),
-		 &err, GM_EINVAL, "out of range", "a bad token id is refused");
+	ok_error(gm_forward_eval_batch(f, kv, &(gm_forward_seq){ 99, ids, 1, 0, NULL, GM_FWD_ANY }, 1, &err), &err,
+		 GM_EINVAL, "no KV sequence 99", "an unknown sequence is refused");
+	ok_error(gm_forward_eval_batch(f, kv, &(gm_forward_seq){ b, ids, 1, 7, NULL, GM_FWD_ANY }, 1, &err), &err,
+		 GM_EINVAL, "no adapter set 7", "an unknown adapter set is refused");
+	ok_error(gm_forward_eval_batch(f, kv, (gm_forward_seq[]){ { b, ids, 1, 0, NULL, GM_FWD_ANY },
+							      { b, ids, 1, 0, NULL, GM_FWD_ANY } }, 2, &err),
+		 &err, GM_EINVAL, "appears twice", "a sequence twice is refused");
+	ok_error(gm_forward_eval_batch(f, kv, &(gm_forward_seq){ b, (const int32_t[]){ -1 }, 1, 0, NULL, GM_FWD_ANY },
+				       1, &err), &err, GM_EINVAL, "out of range", "a bad token id is refused");
+	ok_error(gm_forward_eval_batch(f, kv, &(gm_forward_seq){ b, ids, 1, 0, NULL, (enum gm_forward_role)7 }, 1,
+				       &err), &err, GM_EINVAL, "unknown role 7", "an unknown role is refused");
 	ok_error(gm_kv_seq_fork(kv, d, 5, &a, &err), &err, GM_ENOMEM, "no free KV block",
 		 "a fork needing a copy with no free block fails");
 	gm_kv_seq_free(kv, b);
@@ -319,11 +323,13 @@ static int mixed(const gm_model *m, enum gm_kv_type kt, int n_threads, const str
 	/* the prefixes, each on its own */
 	for (i = 0; !ret && i < NSEQ; i++) {
 		ids_for(ids[i], sp[i].prefix + sp[i].n, i + 3, V);
-		seqs[i] = (gm_forward_seq){ 0, ids[i] + sp[i].prefix, sp[i].n, set_ids[sp[i].set], batch_out + i * V };
+		seqs[i] = (gm_forward_seq){ 0, ids[i] + sp[i].prefix, sp[i].n, set_ids[sp[i].set], batch_out + i * V,
+					    GM_FWD_ANY };
 		ret = gm_kv_seq_new(kv, &seqs[i].seq, err);
 		if (!ret && sp[i].prefix)
 			ret = gm_forward_eval_batch(f, kv, &(gm_forward_seq){ seqs[i].seq, ids[i], sp[i].prefix,
-									   set_ids[sp[i].set], NULL }, 1, err);
+									   set_ids[sp[i].set], NULL, GM_FWD_ANY },
+						    1, err);
 	}
 	ret = ret ? ret : gm_forward_eval_batch(f, kv, seqs, NSEQ, err);
 	for (i = 0; !ret && i < NSEQ; i++) {
@@ -345,6 +351,78 @@ static int mixed(const gm_model *m, enum gm_kv_type kt, int n_threads, const str
 	}
 	gm_kv_free(kv);
 	gm_forward_free(f);
+	free(alone);
+	return ret;
+}
+
+/*
+ * With roles, a sequence's logits are the same bits in any company: each
+ * sequence's prefix read in chunks of 5 (prompt), then all of them in one
+ * step (a chunk of more than one token: prompt; one token: decode), against
+ * each alone on a forward of its own with its prefix read in one call.
+ * *same: every sequence bit-identical; *rel: the worst difference.
+ */
+static int roles(const gm_model *m, enum gm_matmul_mode mode, const struct spec *sp,
+		 const gm_forward_adapter *const *lists, const int *list_n, int *same, double *rel, gm_error *err)
+{
+	int64_t V = m->config.vocab_size;
+	gm_forward *f = NULL, *g = NULL;
+	gm_kv *kv = NULL, *kv1 = NULL;
+	gm_forward_seq seqs[NSEQ];
+	int32_t ids[NSEQ][128];
+	int set_ids[4] = { 0 }, i, c, ret, one;
+	float *out = gm_xmalloc(sizeof(float) * NSEQ * (size_t)V), *alone = gm_xmalloc(sizeof(float) * (size_t)V);
+	gm_forward_opts o = { .n_ctx = 128, .n_threads = 2, .kv_type = GM_KV_AUTO, .matmul = mode };
+
+	*same = 1;
+	*rel = 0;
+	ret = gm_forward_new_ex(m, &o, &f, err);
+	ret = ret ? ret : gm_kv_new(m, GM_KV_AUTO, 1024, &kv, err);
+	for (i = 1; !ret && i < 4; i++)
+		if (lists[i])
+			ret = gm_forward_adapter_set_add(f, lists[i], list_n[i], &set_ids[i], err);
+	for (i = 0; !ret && i < NSEQ; i++) {
+		ids_for(ids[i], sp[i].prefix + sp[i].n, i + 3, V);
+		seqs[i] = (gm_forward_seq){ 0, ids[i] + sp[i].prefix, sp[i].n, set_ids[sp[i].set], out + i * V,
+					    sp[i].n > 1 ? GM_FWD_PROMPT : GM_FWD_DECODE };
+		ret = gm_kv_seq_new(kv, &seqs[i].seq, err);
+		for (c = 0; !ret && c < sp[i].prefix; c += 5)
+			ret = gm_forward_eval_batch(f, kv, &(gm_forward_seq){ seqs[i].seq, ids[i] + c,
+									   sp[i].prefix - c < 5 ? sp[i].prefix - c : 5,
+									   set_ids[sp[i].set], NULL, GM_FWD_PROMPT },
+						    1, err);
+	}
+	ret = ret ? ret : gm_forward_eval_batch(f, kv, seqs, NSEQ, err);
+	for (i = 0; !ret && i < NSEQ; i++) {
+		gm_forward_seq s = seqs[i];
+
+		ret = gm_forward_new_ex(m, &o, &g, err);
+		ret = ret ? ret : gm_kv_new(m, GM_KV_AUTO, 256, &kv1, err);
+		ret = ret ? ret : gm_kv_seq_new(kv1, &s.seq, err);
+		s.adapters = 0;
+		if (!ret && lists[sp[i].set])
+			ret = gm_forward_adapter_set_add(g, lists[sp[i].set], list_n[sp[i].set], &s.adapters, err);
+		if (!ret && sp[i].prefix)
+			ret = gm_forward_eval_batch(g, kv1, &(gm_forward_seq){ s.seq, ids[i], sp[i].prefix, s.adapters,
+									   NULL, GM_FWD_PROMPT }, 1, err);
+		s.logits = alone;
+		ret = ret ? ret : gm_forward_eval_batch(g, kv1, &s, 1, err);
+		gm_kv_free(kv1);
+		gm_forward_free(g);
+		kv1 = NULL;
+		g = NULL;
+		if (ret)
+			break;
+		one = !memcmp(out + i * V, alone, sizeof(float) * (size_t)V);
+		if (!one)
+			tap_diag("sequence %d (prefix %d, %d tokens): rel %.3g", i, sp[i].prefix, sp[i].n,
+				 tap_max_rel(out + i * V, alone, V));
+		*same &= one;
+		*rel = fmax(*rel, tap_max_rel(out + i * V, alone, V));
+	}
+	gm_kv_free(kv);
+	gm_forward_free(f);
+	free(out);
 	free(alone);
 	return ret;
 }
@@ -397,8 +475,37 @@ static void test_mixed(void)
 	   "(rel %.2g, greedy identical %d) (%s)", rel, same, err.msg);
 	ret = mixed(m, GM_KV_AUTO, 1, specs, lists, list_n, out2, &rel, &same, &err);
 	ok(!ret && !memcmp(out1, out2, sizeof(float) * NSEQ * (size_t)V), "1 and 2 threads give the same bits");
+	ret = roles(m, GM_MATMUL_PRECISE, specs, lists, list_n, &same, &rel, &err);
+	ok(!ret && same, "tiny-qwen3-f32, roles: every sequence of a mixed batch with 4 adapter sets (LoRA, sparse) "
+	   "gets the bits it gets alone, its prefix read in other chunks (rel %.2g) (%s)", rel, err.msg);
 	free(out1);
 	free(out2);
+
+	{
+		/* the same on a bf16 model, in both modes; fast where the CPU has it */
+		static const struct spec rs[NSEQ] = { { 20, 1, 0 }, { 0, 7, 0 }, { 33, 40, 0 }, { 3, 1, 0 }, { 47, 17, 0 } };
+		static const struct spec rs_dec[NSEQ] = { { 20, 1, 0 }, { 9, 1, 0 }, { 33, 1, 0 }, { 3, 1, 0 },
+							  { 47, 1, 0 } };
+		static const gm_forward_adapter *none[4] = { NULL, NULL, NULL, NULL };
+		static const int none_n[4] = { 0, 0, 0, 0 };
+		int fast;
+
+		for (fast = 0; fast < 2; fast++) {
+			enum gm_matmul_mode md = fast ? GM_MATMUL_FAST : GM_MATMUL_PRECISE;
+			const char *mn = fast ? "fast" : "precise";
+
+			if (fast && !gm_kernels_fast_matmul()) {
+				printf("# no AVX512_BF16 (or not the avx512 kernels): fast mode roles not tested\n");
+				continue;
+			}
+			ret = roles(pm, md, rs, none, none_n, &same, &rel, &err);
+			ok(!ret && same, "pocket-qwen3, %s, roles: prompt chunks of 7, 40 and 17 tokens and decode rows in "
+			   "one step, each sequence the bits it gets alone (rel %.2g) (%s)", mn, rel, err.msg);
+			ret = roles(pm, md, rs_dec, none, none_n, &same, &rel, &err);
+			ok(!ret && same, "pocket-qwen3, %s, roles: 5 decode rows in one step, the bits of each alone "
+			   "(rel %.2g) (%s)", mn, rel, err.msg);
+		}
+	}
 
 	V = pm->config.vocab_size;
 	out1 = gm_xmalloc(sizeof(float) * NSEQ * (size_t)V);

@@ -401,7 +401,7 @@ static void test_kernels(void)
 			gm_qdequantize(wt, w, xd, in);
 			ok(!memcmp(xd, wd, (size_t)in * sizeof(float)), "%s %s: gm_qdequantize is gm_quant_dequantize bit for bit",
 			   gm_dtype_name(wt), gm_isa_name(isas[v]));
-			gm_qmatmul(y1, rows, xq, n, w, wt, in, 0, rows);
+			gm_qmatmul(y1, rows, xq, n, w, wt, in, 0, rows, GM_QMATMUL_SMALL);
 			for (t = 0; t < n; t++) {
 				gm_qmatvec(y2 + t * rows, w, wt, xq + (size_t)t * al, in, 3, rows);
 				gm_qmatvec(y2 + t * rows, w, wt, xq + (size_t)t * al, in, 0, 3);
@@ -431,9 +431,9 @@ static void test_kernels(void)
 			/* many tokens */
 			worst = 0;
 			same = 1;
-			gm_qmatmul(y1, rows, xq, nbig, w, wt, in, 0, rows);
-			gm_qmatmul(y2, rows, xq + (size_t)20 * al, 17, w, wt, in, 21, rows);
-			gm_qmatmul(y2, rows, xq + (size_t)20 * al, 17, w, wt, in, 0, 21);
+			gm_qmatmul(y1, rows, xq, nbig, w, wt, in, 0, rows, GM_QMATMUL_SMALL);
+			gm_qmatmul(y2, rows, xq + (size_t)20 * al, 17, w, wt, in, 21, rows, GM_QMATMUL_SMALL);
+			gm_qmatmul(y2, rows, xq + (size_t)20 * al, 17, w, wt, in, 0, 21, GM_QMATMUL_SMALL);
 			for (t = 0; t < nbig; t++) {
 				gm_qact_dequantize(xd, wt, xq + (size_t)t * al, in);
 				for (r = 0; r < rows; r++) {
@@ -524,8 +524,8 @@ static void test_ops(void)
 			gm_quant_dequantize(wt, wq + (size_t)r * rb, wd + r * in, in);
 		}
 		/* prompt (matrix form) and decode (one row): a quantized base with a LoRA on top */
-		gm_op_linear(o, x, in, n, &oq, 1, 2);
-		gm_op_linear(o, x, in, n, &of, 1, 2);
+		gm_op_linear(o, x, in, n, &oq, 1, GM_OP_ROWS_BY_SIZE);
+		gm_op_linear(o, x, in, n, &of, 1, GM_OP_ROWS_BY_SIZE);
 		ok(tap_max_rel(ya, yb, n * out) < 1e-2, "%s: gm_op_linear with a LoRA, %lld rows, within %.2g of f32 on W dequantized",
 		   gm_dtype_name(wt), (long long)n, tap_max_rel(ya, yb, n * out));
 		{
@@ -537,22 +537,22 @@ static void test_ops(void)
 			float *y1 = gm_falloc((size_t)out);
 			gm_op_linear_out o1 = { &tq, y1, out, NULL, 0 }, on = { &tq, ya, out, NULL, 0 };
 
-			gm_op_linear(o, x + 3 * in, in, 1, &o1, 1, 2);
-			gm_op_linear(o, x, in, GM_QMATMUL_SMALL, &on, 1, 2);
+			gm_op_linear(o, x + 3 * in, in, 1, &o1, 1, GM_OP_ROWS_BY_SIZE);
+			gm_op_linear(o, x, in, GM_QMATMUL_SMALL, &on, 1, GM_OP_ROWS_BY_SIZE);
 			ok(!memcmp(y1, ya + 3 * out, (size_t)out * sizeof(float)),
 			   "%s: a decode row is bit-identical to the same row of %d sequences", gm_dtype_name(wt),
 			   GM_QMATMUL_SMALL);
-			gm_op_linear(o, x, in, n, &on, 1, 2);
+			gm_op_linear(o, x, in, n, &on, 1, GM_OP_ROWS_BY_SIZE);
 			ok(tap_max_rel(y1, ya + 3 * out, out) < 1e-6, "%s: and within %.2g (< 1e-6) of the row in a prompt of %lld",
 			   gm_dtype_name(wt), tap_max_rel(y1, ya + 3 * out, out), (long long)n);
 			free(y1);
 		}
 		{
-			/* training's form (matvec_max 0): through W dequantized, the bits of the f32 W */
+			/* training's form (GM_OP_ROWS_TRAIN): through W dequantized, the bits of the f32 W */
 			gm_op_linear_out o0 = { &tq, ya, out, &dl, 1 }, f0 = { &tf, yb, out, &dl, 1 };
 
-			gm_op_linear(o, x, in, n, &o0, 1, 0);
-			gm_op_linear(o, x, in, n, &f0, 1, 0);
+			gm_op_linear(o, x, in, n, &o0, 1, GM_OP_ROWS_TRAIN);
+			gm_op_linear(o, x, in, n, &f0, 1, GM_OP_ROWS_TRAIN);
 			ok(!memcmp(ya, yb, (size_t)(n * out) * sizeof(float)),
 			   "%s: gm_op_linear in training's form is bit-identical to f32 on W dequantized", gm_dtype_name(wt));
 		}
