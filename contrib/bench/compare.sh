@@ -2,13 +2,12 @@
 # Side by side with llama.cpp on the same random Qwen3-0.6B bf16 weights:
 # decode (2 threads, 1 thread), prompt 512 (ours in both matmul modes: git
 # infer's default, fast on a CPU with AVX512_BF16 (bf16 activations, as
-# llama.cpp computes a bf16 model), and precise, f32), and the server (its
-# default, precise: one request end to end, the same request streamed: its
-# decode rate, and 8 concurrent streams), the two tools run alternately in
-# one sitting, medians, ranges and ratios; then the server's single request
-# as a fraction of our own decode, in the default mode and in precise mode
-# (the server's; a row of its own).  GM_MATMUL is unset: ours runs its
-# defaults.
+# llama.cpp computes a bf16 model), and precise, f32; decode also precise,
+# a row of its own), and the server (its default mode, git infer's: one
+# request end to end, the same request streamed: its decode rate, and 8
+# concurrent streams), the two tools run alternately in one sitting,
+# medians, ranges and ratios; then the server's single request as a
+# fraction of our own decode.  GM_MATMUL is unset: ours runs its defaults.
 #
 #   contrib/bench/compare.sh [-n RUNS] [--train] [--skip-check] [--quant TYPE] LLAMA_CPP_BUILD_DIR [LLAMA_CPP_SOURCE_DIR]
 #
@@ -264,7 +263,7 @@ for r in $(seq 1 "$runs"); do
 	for who in $order; do
 		if [ "$who" = ours ]; then
 			v=$(ours_forward 2 1 128 decode); record decode2.ours "$v"
-			if [ -z "$quant" ]; then # the server's arithmetic, for its single-request fraction
+			if [ -z "$quant" ]; then # the other mode
 				v=$(GM_MATMUL=precise ours_forward 2 1 128 decode); record decode2precise.ours "$v"
 			fi
 		else
@@ -302,13 +301,13 @@ echo
 import os, statistics, sys
 d, runs, quant = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 rows = [("decode", "decode 128 tokens after 16, 2 threads (tok/s)", "decode2"),
-        ("decode", "decode 128 tokens after 16, 2 threads, --matmul precise (the server's default) (tok/s)",
+        ("decode", "decode 128 tokens after 16, 2 threads, --matmul precise (f32) (tok/s)",
          "decode2precise"),
         ("decode", "decode 128 tokens after 16, 1 thread (tok/s)", "decode1"),
         ("prompt", "prompt 512 tokens, 2 threads, our default matmul (fast: bf16 activations, as llama.cpp) "
          "(tok/s)", "prompt"),
         ("prompt", "prompt 512 tokens, 2 threads, --matmul precise (f32) (tok/s)", "promptprecise"),
-        ("server", "server (precise, its default), 1 request of 64 tokens, --parallel 8 / -np 8 (tok/s)",
+        ("server", "server (its default mode), 1 request of 64 tokens, --parallel 8 / -np 8 (tok/s)",
          "single"),
         ("server", "server, the same request streamed: decode rate after the first token (tok/s)", "stream"),
         ("server", "server, 8 concurrent requests of 64 tokens, aggregate (tok/s)", "burst")]
@@ -334,8 +333,7 @@ for _, label, key in rows:
 print()
 print("medians of %d runs (min-max); ratio = git-model median / llama.cpp median" % runs)
 if not quant:
-    for dkey, dwhat in (("decode2", "decode 2 threads (default mode)"),
-                        ("decode2precise", "decode 2 threads, precise (the server's mode)")):
+    for dkey, dwhat in (("decode2", "decode 2 threads (the same mode)"),):
         dec = statistics.median(read(dkey + ".ours"))
         for key, what in (("single", "1 request end to end (its 16-token prompt, HTTP)"),
                           ("stream", "1 request streamed, decode rate")):

@@ -731,7 +731,7 @@ static TGT_BF16 void pack_bf16_block(uint32_t *x2, const float *xt, int64_t in)
 }
 
 /*
- * The bf16 rows of a small block, for the fast dot products:
+ * The bf16 rows of dot-product rows (gm_matmul_pack), for the fast dot products:
  * dst[j * ldh + k] = bf16(X[j, k]) (round to nearest even, as dot_bf16
  * rounds X when it reads f32), j < nt, k < in.
  */
@@ -813,8 +813,9 @@ static TGT_BF16 void micro_bf16(const uint16_t *w, int64_t ldw, const uint32_t *
  * for i < R, t < T, W BF16 read in place, each X row rounded to bf16 (to
  * nearest even, as pack_bf16_block does) 32 elements at a time as it is
  * read, or read rounded already from xh (row t at xh + t * ldh) when xh is
- * not NULL (pack_bf16_rows: the same values); lane l of a sum's accumulator adds the pairs (2l, 2l + 1) of each
- * 32-element step by vdpbf16ps, in k order, the tail masked, then the
+ * not NULL (pack_bf16_rows: the same values); lane l of a sum's
+ * accumulator adds the pairs (2l, 2l + 1) of each 32-element step by
+ * vdpbf16ps, in k order, the tail masked, then the
  * lanes are reduced as dot_512 reduces them (gm_reduce16_512 when
  * R * T = 16).  So each element is the same whatever R and T, and a row's
  * products do not depend on the other rows of the call.  R <= 16, T <= 4,
@@ -843,7 +844,8 @@ static INL TGT_BF16 void dot_bf16(float *y, int64_t ldy, const uint16_t *w, int6
 #pragma GCC unroll 4
 		for (t = 0; t < T; t++)
 			xv[t] = xh ? (__m512bh)_mm512_loadu_si512((const void *)(xh + t * ldh + k))
-				   : _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + t * ldx + k + 16), _mm512_loadu_ps(x + t * ldx + k));
+				   : _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + t * ldx + k + 16),
+							 _mm512_loadu_ps(x + t * ldx + k));
 #pragma GCC unroll 16
 		for (i = 0; i < R; i++) {
 			__m512bh wv = (__m512bh)_mm512_loadu_si512((const void *)(wr[i] + k));

@@ -1332,7 +1332,7 @@ static void att_bwd_run(void *ctx, int64_t b, int64_t e, int th)
 			gm_matmul_pack(xt, j->datt + h * hd, QD, T, hd, 0, (T + GM_MATMUL_TB - 1) / GM_MATMUL_TB,
 				       GM_MATMUL_SMALL, GM_MATMUL_PRECISE);
 			gm_matmul(dS, T, xt, T, j->v + g * hd, GM_DTYPE_F32, KD, hd, 0, T, panel,
-			  GM_MATMUL_SMALL, GM_MATMUL_PRECISE);
+				  GM_MATMUL_SMALL, GM_MATMUL_PRECISE);
 			/* dS = P (dP - rowsum(P dP)) * scale, zero above the diagonal */
 			for (i = 0; i < T; i++) {
 				const float *p = P + i * T;
@@ -1351,9 +1351,9 @@ static void att_bwd_run(void *ctx, int64_t b, int64_t e, int th)
 			/* dq_h = dS k_g: X = dS [T, T], W = k_g^T [hd, T] */
 			transpose_strided(wt, j->k + g * hd, T, hd, KD);
 			gm_matmul_pack(xt, dS, T, T, T, 0, (T + GM_MATMUL_TB - 1) / GM_MATMUL_TB,
-			       GM_MATMUL_SMALL, GM_MATMUL_PRECISE);
+				       GM_MATMUL_SMALL, GM_MATMUL_PRECISE);
 			gm_matmul(j->dq + h * hd, QD, xt, T, wt, GM_DTYPE_F32, T, T, 0, hd, panel,
-			  GM_MATMUL_SMALL, GM_MATMUL_PRECISE);
+				  GM_MATMUL_SMALL, GM_MATMUL_PRECISE);
 		}
 	}
 }

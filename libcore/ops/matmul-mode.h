@@ -16,11 +16,12 @@
  *                      PyTorch bf16 model compute, for every row (one token
  *                      or many): logits move by about 1e-2 (relative).  As
  *                      in precise mode a row's sums run in another order in
- *                      a call of many rows than in a call of a few, but the
+ *                      a call of many rows than in a call of a few, and the
  *                      next layers' bf16 rounding magnifies that f32
  *                      rounding (about 2e-3 of the logits instead of 1e-6):
  *                      where a row must not depend on its neighbours (a
- *                      server's batches) precise is the mode.  The CPU
+ *                      server's steps) the rows carry a role that fixes
+ *                      their kernels (gm_op_rows, gm_forward_role).  The CPU
  *                      backend needs AVX512_BF16 (else precise runs).
  * F32 and F16 weights, adapters and attention are always f32.
  */

@@ -52,6 +52,47 @@ static void *random_weight(enum gm_dtype t, size_t n, float *vals)
 	return w;
 }
 
+/*
+ * gm_matmul's forms (dot_max): with INT64_MAX every row of any n is
+ * gm_matvec's, bit for bit; with 0 every row of any n is the same row of
+ * a 40-token call with 0 (the block kernels whatever the block's size).
+ * x: [40, in].  1 when both hold for every n tried.
+ */
+static int forms_bits(const void *w, enum gm_dtype t, int64_t ldw, int64_t rows, const float *x, int64_t in,
+		      int64_t r0, int64_t r1, enum gm_matmul_mode mode)
+{
+	const int64_t ns[] = { 1, 2, 3, 5, 16, 17, 33, 40 };
+	float *xt = gm_xcalloc(gm_matmul_xt_len(40, in), sizeof(float)), *panel = gm_xcalloc(gm_matmul_panel_len(in), 4);
+	float *all = gm_xcalloc((size_t)(40 * rows), sizeof(float)), *y = gm_xcalloc((size_t)(40 * rows), sizeof(float));
+	float *y1 = gm_xcalloc((size_t)rows, sizeof(float));
+	size_t ni, len = sizeof(float) * (size_t)(r1 - r0);
+	int same = 1;
+	int64_t i, n;
+
+	gm_matmul_pack(xt, x, in, 40, in, 0, 2, 0, mode);
+	gm_matmul(all, rows, xt, 40, w, t, ldw, in, r0, r1, panel, 0, mode);
+	for (ni = 0; ni < sizeof(ns) / sizeof(ns[0]); ni++) {
+		n = ns[ni];
+		gm_matmul_pack(xt, x, in, n, in, 0, (n + GM_MATMUL_TB - 1) / GM_MATMUL_TB, INT64_MAX, mode);
+		gm_matmul(y, rows, xt, n, w, t, ldw, in, r0, r1, panel, INT64_MAX, mode);
+		for (i = 0; i < n; i++) {
+			gm_matvec(y1, w, t, ldw, x + i * in, in, r0, r1, mode);
+			same &= !memcmp(y1 + r0, y + i * rows + r0, len);
+		}
+		/* the last n rows: another position in the blocks */
+		gm_matmul_pack(xt, x + (40 - n) * in, in, n, in, 0, (n + GM_MATMUL_TB - 1) / GM_MATMUL_TB, 0, mode);
+		gm_matmul(y, rows, xt, n, w, t, ldw, in, r0, r1, panel, 0, mode);
+		for (i = 0; i < n; i++)
+			same &= !memcmp(all + (40 - n + i) * rows + r0, y + i * rows + r0, len);
+	}
+	free(xt);
+	free(panel);
+	free(all);
+	free(y);
+	free(y1);
+	return same;
+}
+
 /* ---------------------------------------------------------------- kernels */
 
 static void test_matvec_matmul(enum gm_isa isa, enum gm_dtype t)
@@ -123,6 +164,9 @@ static void test_matvec_matmul(enum gm_isa isa, enum gm_dtype t)
 	ok(same_mv, "%s %s matmul of 1 to %d tokens: gm_matvec's results, bit for bit", gm_isa_name(isa),
 	   gm_dtype_name(t), GM_MATMUL_SMALL);
 	ok(same_block, "%s %s matmul of one packed block alone: the same as in the whole", gm_isa_name(isa),
+	   gm_dtype_name(t));
+	ok(forms_bits(w, t, ldw, rows, x, in, r0, r1, GM_MATMUL_PRECISE), "%s %s matmul forms: dot products for "
+	   "any n are gm_matvec's bits, blocks for any n the bits of the rows in a larger call", gm_isa_name(isa),
 	   gm_dtype_name(t));
 	free(y1);
 	ok(worst_mv < 1e-5, "%s %s matvec matches the reference (rel %.2g)", gm_isa_name(isa), gm_dtype_name(t),
@@ -225,6 +269,8 @@ static void test_fast_matmul(void)
 	ok(same32, "avx512 fast mode leaves F32 weights' products bit for bit");
 	ok(same_mv, "avx512 fast BF16 matmul of up to %d tokens (and a last block of that many): fast gm_matvec's "
 	   "results, bit for bit", GM_MATMUL_SMALL);
+	ok(forms_bits(w, GM_DTYPE_BF16, ldw, rows, x, in, r0, r1, GM_MATMUL_FAST), "avx512 fast BF16 matmul forms: "
+	   "dot products for any n are gm_matvec's bits, blocks for any n the bits of the rows in a larger call");
 	gm_kernels_set_isa(saved);
 	free(y1);
 	free(w);
