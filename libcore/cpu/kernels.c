@@ -762,12 +762,12 @@ static TGT_BF16 void pack_bf16_rows(uint16_t *dst, int64_t ldh, const float *x, 
  *   y[j * ldy + i] = sum_kp W[i, 2kp] x[j, 2kp] + W[i, 2kp + 1] x[j, 2kp + 1]
  * Each element accumulates over kp in order in one lane, whatever the tiling.
  */
-static TGT_BF16 void micro_bf16(const uint16_t *w, int64_t ldw, const uint32_t *x2, int64_t in, float *y,
-				int64_t ldy, int nr, int nt)
+static INL TGT_BF16 void micro_bf16_t(const uint16_t *w, int64_t ldw, const uint32_t *x2, int64_t in, float *y,
+				       int64_t ldy, int nr, int nt, const int wide)
 {
 	int64_t kp, half = in / 2;
 	float tmp[TR][TB] __attribute__((aligned(64)));
-	__m512 x0, x1;
+	__m512 x0, x1 = _mm512_setzero_ps();
 
 #define BROW(i) const uint16_t *p##i = w + (i < nr ? i : 0) * ldw;
 #define BACC(i) __m512 a##i = _mm512_setzero_ps(), b##i = a##i;
@@ -775,27 +775,32 @@ static TGT_BF16 void micro_bf16(const uint16_t *w, int64_t ldw, const uint32_t *
 	{                                                                                 \
 		__m512bh w_ = (__m512bh)_mm512_set1_epi32((int)wpair(p##i, kp));          \
 		a##i = _mm512_dpbf16_ps(a##i, w_, (__m512bh)x0);                           \
-		b##i = _mm512_dpbf16_ps(b##i, w_, (__m512bh)x1);                           \
+		if (wide)                                                                 \
+			b##i = _mm512_dpbf16_ps(b##i, w_, (__m512bh)x1);                   \
 	}
 #define BSTORE(i)                                                                         \
 	_mm512_store_ps(tmp[i], a##i);                                                    \
-	_mm512_store_ps(tmp[i] + 16, b##i);
+	if (wide)                                                                         \
+		_mm512_store_ps(tmp[i] + 16, b##i);
 	GM_ROWS(BROW)
 	GM_ROWS(BACC)
 	for (kp = 0; kp < half; kp++) {
 		x0 = (__m512)_mm512_loadu_si512((const void *)(x2 + kp * TB));
-		x1 = (__m512)_mm512_loadu_si512((const void *)(x2 + kp * TB + 16));
+		if (wide)
+			x1 = (__m512)_mm512_loadu_si512((const void *)(x2 + kp * TB + 16));
 		GM_ROWS(BSTEP)
 	}
 	if (in & 1) {
 		/* the last weight alone: its pair's other half (and the activation's) is zero */
 		x0 = (__m512)_mm512_loadu_si512((const void *)(x2 + kp * TB));
-		x1 = (__m512)_mm512_loadu_si512((const void *)(x2 + kp * TB + 16));
+		if (wide)
+			x1 = (__m512)_mm512_loadu_si512((const void *)(x2 + kp * TB + 16));
 #define BLAST(i)                                                                          \
 	{                                                                                 \
 		__m512bh w_ = (__m512bh)_mm512_set1_epi32((int)p##i[in - 1]);             \
 		a##i = _mm512_dpbf16_ps(a##i, w_, (__m512bh)x0);                           \
-		b##i = _mm512_dpbf16_ps(b##i, w_, (__m512bh)x1);                           \
+		if (wide)                                                                 \
+			b##i = _mm512_dpbf16_ps(b##i, w_, (__m512bh)x1);                   \
 	}
 		GM_ROWS(BLAST)
 #undef BLAST
@@ -806,6 +811,16 @@ static TGT_BF16 void micro_bf16(const uint16_t *w, int64_t ldw, const uint32_t *
 #undef BACC
 #undef BSTEP
 #undef BSTORE
+}
+
+/* A tile of at most 16 tokens (a short block: a few prompt rows) leaves the upper half out: the same bits. */
+static TGT_BF16 void micro_bf16(const uint16_t *w, int64_t ldw, const uint32_t *x2, int64_t in, float *y,
+				int64_t ldy, int nr, int nt)
+{
+	if (nt > 16)
+		micro_bf16_t(w, ldw, x2, in, y, ldy, nr, nt, 1);
+	else
+		micro_bf16_t(w, ldw, x2, in, y, ldy, nr, nt, 0);
 }
 
 /*
