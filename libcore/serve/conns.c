@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "base/buf.h"
+#include "base/clock.h"
 #include "serve/conns.h"
 
 /* How often the watchdog looks: the deadlines are honoured to about this. */
@@ -58,12 +59,7 @@ static void *watch_main(void *arg)
 			c->shut = 1;
 			g->timed_out[c->phase]++;
 		}
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += WATCH_MS * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
+		ts = gm_deadline_ms(WATCH_MS);
 		pthread_cond_timedwait(&g->wake, &g->lock, &ts);
 	}
 	pthread_mutex_unlock(&g->lock);

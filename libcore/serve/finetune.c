@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "base/buf.h"
+#include "base/clock.h"
 #include "base/fs.h"
 #include "base/json.h"
 #include "base/log.h"
@@ -1237,8 +1238,7 @@ void gm_ftjobs_stop(gm_ftjobs *j)
 	{
 		struct timespec until;
 
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_sec += STOP_WAIT_S;
+		until = gm_deadline_ms(STOP_WAIT_S * 1000L);
 		while (j->busy && pthread_cond_timedwait(&j->cond, &j->lock, &until) != ETIMEDOUT)
 			;
 		for (i = 0; j->busy && i < j->n_jobs; i++)

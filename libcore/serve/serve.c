@@ -27,6 +27,7 @@
 #include <json-c/json.h>
 
 #include "base/buf.h"
+#include "base/clock.h"
 #include "text/chat.h"
 #include "engine/forward.h"
 #include "base/fs.h"
@@ -505,12 +506,8 @@ static int peer_gone(int fd)
 
 static void timed_wait(pthread_cond_t *cond, pthread_mutex_t *lock, int ms)
 {
-	struct timespec ts;
+	struct timespec ts = gm_deadline_ms(ms);
 
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_nsec += (long)ms * 1000000L;
-	ts.tv_sec += ts.tv_nsec / 1000000000L;
-	ts.tv_nsec %= 1000000000L;
 	pthread_cond_timedwait(cond, lock, &ts);
 }
 

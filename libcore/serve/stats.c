@@ -10,6 +10,7 @@
 
 #include <json-c/json.h>
 
+#include "base/clock.h"
 #include "base/json.h"
 
 #define N_OBS 4096                  /* latency observations kept per kind (the most recent) */
@@ -232,10 +233,7 @@ static void *stats_main(void *arg)
 					ms = 200;
 				if (ms < 1)
 					ms = 1;
-				clock_gettime(CLOCK_REALTIME, &rt);
-				rt.tv_nsec += ms * 1000000L;
-				rt.tv_sec += rt.tv_nsec / 1000000000L;
-				rt.tv_nsec %= 1000000000L;
+				rt = gm_deadline_ms(ms);
 				pthread_cond_timedwait(&st->cond, &st->lock, &rt);
 			}
 		}
@@ -283,13 +281,9 @@ uint64_t gm_stats_seq(gm_stats *st)
 
 int gm_stats_wait(gm_stats *st, uint64_t *seq, int timeout_ms)
 {
-	struct timespec rt;
+	struct timespec rt = gm_deadline_ms(timeout_ms);
 	int ret = 0;
 
-	clock_gettime(CLOCK_REALTIME, &rt);
-	rt.tv_nsec += (long)timeout_ms * 1000000L;
-	rt.tv_sec += rt.tv_nsec / 1000000000L;
-	rt.tv_nsec %= 1000000000L;
 	pthread_mutex_lock(&st->lock);
 	while (!st->stopped && st->seq <= *seq)
 		if (pthread_cond_timedwait(&st->cond, &st->lock, &rt) == ETIMEDOUT)

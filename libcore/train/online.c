@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "base/buf.h"
+#include "base/clock.h"
 #include "base/fs.h"
 #include "base/json.h"
 #include "base/log.h"
@@ -464,13 +465,9 @@ int gm_online_add(gm_online *o, gm_online_batch *b, gm_error *err)
 
 static void cond_wait_s(gm_online *o, double seconds)
 {
-	struct timespec ts;
-	double until;
+	/* bounded (an hour) so that no duration overflows; the waits here are short */
+	struct timespec ts = gm_deadline_ms(seconds > 0 ? (long)(fmin(seconds, 3600.0) * 1000.0 + 0.5) : 0);
 
-	clock_gettime(CLOCK_REALTIME, &ts);
-	until = (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec + seconds;
-	ts.tv_sec = (time_t)until;
-	ts.tv_nsec = (long)((until - (double)ts.tv_sec) * 1e9);
 	pthread_cond_timedwait(&o->cond, &o->lock, &ts);
 }
 
