@@ -190,7 +190,8 @@ void gm_matmul_tn(float *c, int64_t ldc, const float *a, int64_t lda, const floa
  *               VNNI take panels of 16 rows (prompts: a few ulp from
  *               gm_qmatvec, the same bits whatever n above dot_max, the
  *               threads and the row range).  dot_max 0 / INT64_MAX: every
- *               row by panels / as gm_qmatvec, whatever n.
+ *               row by panels (where the type and CPU have them) / as
+ *               gm_qmatvec, whatever n.
  */
 #define GM_QMATMUL_SMALL 16
 int gm_qweight_supported(enum gm_dtype wt);
