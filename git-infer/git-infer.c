@@ -1299,8 +1299,8 @@ int main(int argc, const char **argv)
 		GM_OPT_STRING(0, "kv-type", &io.kv_type, "type",
 			      "KV cache in f32 (default), auto (the dtype of the model), bf16 or f16"),
 		GM_OPT_STRING(0, "matmul", &io.matmul, "mode",
-			      "products of bf16 weights: fast (bf16 activations; the default with AVX512_BF16, "
-			      "but not with --serve) or precise (f32)"),
+			      "products of bf16 weights: fast (bf16 activations; the default with AVX512_BF16) "
+			      "or precise (f32)"),
 		GM_OPT_GROUP("serving (OpenAI-compatible HTTP API)"),
 		GM_OPT_STRING(0, "serve", &io.serve, "addr:port",
 			      "serve the model over HTTP (addr: 127.0.0.1 if left out; port 0: any)"),

@@ -193,7 +193,7 @@ test_expect_success '-h prints the usage on stdout and exits 129' '
 	    --threads <n>             threads (default: all CPUs)
 	    --ctx <n>                 context length in tokens (default: from the model, at most 4096)
 	    --kv-type <type>          KV cache in f32 (default), auto (the dtype of the model), bf16 or f16
-	    --matmul <mode>           products of bf16 weights: fast (bf16 activations; the default with AVX512_BF16, but not with --serve) or precise (f32)
+	    --matmul <mode>           products of bf16 weights: fast (bf16 activations; the default with AVX512_BF16) or precise (f32)
 
 	serving (OpenAI-compatible HTTP API)
 	    --serve <addr:port>       serve the model over HTTP (addr: 127.0.0.1 if left out; port 0: any)
