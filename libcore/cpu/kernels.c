@@ -1042,7 +1042,6 @@ static const uint16_t *xt_bf16_rows(const float *xt, int64_t n, int64_t in, int6
 	return (const uint16_t *)xt_bf16_block(xt, n, in, b);
 }
 
-
 /*
  * Y[t, r] = W[r, :] . X[t, :] for t < n, r in [r0, r1), X row-major (row
  * stride ldx), reading W in place once: the decode product (n = 1) and the
@@ -1109,8 +1108,8 @@ void gm_matmul_pack(float *xt, const float *x, int64_t ldx, int64_t n, int64_t i
 		float *dst = xt + b * in * TB;
 		int64_t nt = n - b * TB < TB ? n - b * TB : TB;
 
-		if (n <= dot_max || nt <= dot_max) {
-			/* dot-product rows (see gm_matmul): as they are */
+		if (nt <= dot_max) {
+			/* dot-product rows (see gm_matmul; all of them when n <= dot_max): as they are */
 			for (j = 0; j < nt; j++)
 				memcpy(dst + j * in, x + (b * TB + j) * ldx, (size_t)in * sizeof(float));
 #ifdef GM_X86
