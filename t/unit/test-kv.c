@@ -296,6 +296,23 @@ struct spec {
 };
 
 /*
+ * The batched side of the comparisons below: a forward with options o, a
+ * pool of 1024 tokens of o's KV type, and lists[1..3] (those not NULL)
+ * registered as adapter sets, their ids in set_ids[1..3].
+ */
+static int batch_forward(const gm_model *m, const gm_forward_opts *o, const gm_forward_adapter *const *lists,
+			 const int *list_n, gm_forward **f, gm_kv **kv, int *set_ids, gm_error *err)
+{
+	int i, ret = gm_forward_new_ex(m, o, f, err);
+
+	ret = ret ? ret : gm_kv_new(m, o->kv_type, 1024, kv, err);
+	for (i = 1; !ret && i < 4; i++)
+		if (lists[i])
+			ret = gm_forward_adapter_set_add(*f, lists[i], list_n[i], &set_ids[i], err);
+	return ret;
+}
+
+/*
  * Each sequence alone (a forward of its own, its adapters set with
  * gm_forward_set_adapter_list, prefix then step) against all of them in
  * one gm_forward_eval_batch.  *rel: the worst relative logit difference.
@@ -315,11 +332,7 @@ static int mixed(const gm_model *m, enum gm_kv_type kt, int n_threads, const str
 
 	*rel = 0;
 	*same_argmax = 1;
-	ret = gm_forward_new_ex(m, &o, &f, err);
-	ret = ret ? ret : gm_kv_new(m, kt, 1024, &kv, err);
-	for (i = 1; !ret && i < 4; i++)
-		if (lists[i])
-			ret = gm_forward_adapter_set_add(f, lists[i], list_n[i], &set_ids[i], err);
+	ret = batch_forward(m, &o, lists, list_n, &f, &kv, set_ids, err);
 	/* the prefixes, each on its own */
 	for (i = 0; !ret && i < NSEQ; i++) {
 		ids_for(ids[i], sp[i].prefix + sp[i].n, i + 3, V);
@@ -376,11 +389,7 @@ static int roles(const gm_model *m, enum gm_matmul_mode mode, const struct spec 
 
 	*same = 1;
 	*rel = 0;
-	ret = gm_forward_new_ex(m, &o, &f, err);
-	ret = ret ? ret : gm_kv_new(m, GM_KV_AUTO, 1024, &kv, err);
-	for (i = 1; !ret && i < 4; i++)
-		if (lists[i])
-			ret = gm_forward_adapter_set_add(f, lists[i], list_n[i], &set_ids[i], err);
+	ret = batch_forward(m, &o, lists, list_n, &f, &kv, set_ids, err);
 	for (i = 0; !ret && i < NSEQ; i++) {
 		ids_for(ids[i], sp[i].prefix + sp[i].n, i + 3, V);
 		seqs[i] = (gm_forward_seq){ 0, ids[i] + sp[i].prefix, sp[i].n, set_ids[sp[i].set], out + i * V,
